@@ -1,0 +1,40 @@
+# lightretriever — the two commands that matter: `make demo` and `make test`.
+PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
+PGRX_TEST_DATA ?= /tmp/lightretriever-pgrx-test
+export LR_MODEL_ROOT ?= /opt/lightretriever/models
+
+.PHONY: setup demo test test-crates test-pg test-e2e install install-dev bench clean
+
+setup:
+	bash scripts/setup.sh
+
+## The whole suite: pgrx-free crates, #[pg_test]s in PostgreSQL, end-to-end on a real cluster.
+test: setup
+	$(MAKE) test-crates test-pg test-e2e
+
+test-crates:
+	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model
+
+test-pg:
+	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
+	cargo pgrx test --pg-config $(PG_CONFIG) --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
+
+## End-to-end: install the (dev-profile) extension into the system PostgreSQL 15, start a
+## throwaway cluster, run tests/e2e against it, stop it.
+test-e2e: install-dev
+	bash scripts/e2e.sh
+
+install:
+	cargo pgrx install --release --pg-config $(PG_CONFIG)
+
+install-dev:
+	cargo pgrx install --pg-config $(PG_CONFIG)
+
+demo: setup install
+	bash scripts/demo.sh
+
+bench: setup
+	cargo bench -p lr-benches
+
+clean:
+	cargo clean

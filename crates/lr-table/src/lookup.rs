@@ -1,0 +1,88 @@
+//! The lookup query encoder: tokenize, average table rows, L2-normalise. No model, no inference.
+
+use lr_tokenizer::Tokenizer;
+
+use crate::format::QueryTable;
+
+/// LightRetriever truncates queries at 512 tokens.
+pub const MAX_QUERY_TOKENS: usize = 512;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LookupError {
+    /// The query produced no tokens (empty or only whitespace/control characters).
+    NoTokens,
+    Tokenizer(String),
+    /// A token id has no row: the table was built for a smaller vocabulary.
+    IdOutOfRange { id: u32, rows: usize },
+    /// The mean of the rows is the zero vector; it has no direction to normalise.
+    ZeroVector,
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::NoTokens => write!(f, "the query has no tokens to look up"),
+            LookupError::Tokenizer(m) => write!(f, "{m}"),
+            LookupError::IdOutOfRange { id, rows } => {
+                write!(f, "token id {id} is outside the query table's {rows} rows")
+            }
+            LookupError::ZeroVector => write!(f, "the query's token rows sum to the zero vector"),
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+pub struct LookupEncoder {
+    table: QueryTable,
+    tokenizer: Tokenizer,
+}
+
+impl LookupEncoder {
+    /// `tokenizer` must be loaded without truncation (queries are cut at 512 tokens here).
+    pub fn new(table: QueryTable, tokenizer: Tokenizer) -> Self {
+        LookupEncoder { table, tokenizer }
+    }
+
+    pub fn table(&self) -> &QueryTable {
+        &self.table
+    }
+
+    pub fn dims(&self) -> usize {
+        self.table.dims()
+    }
+
+    pub fn token_ids(&self, query: &str) -> Result<Vec<u32>, LookupError> {
+        let mut ids = lr_tokenizer::plain_ids(&self.tokenizer, query).map_err(LookupError::Tokenizer)?;
+        ids.truncate(MAX_QUERY_TOKENS);
+        Ok(ids)
+    }
+
+    pub fn encode(&self, query: &str) -> Result<Vec<f32>, LookupError> {
+        let ids = self.token_ids(query)?;
+        self.encode_ids(&ids)
+    }
+
+    /// Mean of the rows of `ids` (repeats count), L2-normalised. The mean's scale disappears
+    /// in the normalisation, so the sum is normalised directly.
+    pub fn encode_ids(&self, ids: &[u32]) -> Result<Vec<f32>, LookupError> {
+        if ids.is_empty() {
+            return Err(LookupError::NoTokens);
+        }
+        let rows = self.table.rows();
+        let mut acc = vec![0.0f32; self.table.dims()];
+        for &id in ids {
+            if id as usize >= rows {
+                return Err(LookupError::IdOutOfRange { id, rows });
+            }
+            self.table.add_row_to(id as usize, 1.0, &mut acc);
+        }
+        let norm = acc.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+        if !(norm > 0.0) || !norm.is_finite() {
+            return Err(LookupError::ZeroVector);
+        }
+        let inv = (1.0 / norm) as f32;
+        acc.iter_mut().for_each(|v| *v *= inv);
+        Ok(acc)
+    }
+}

@@ -1,0 +1,51 @@
+//! Test helpers shared by the crate tests, the `#[pg_test]`s and the end-to-end tests: where the
+//! real default models live (installed by scripts/setup.sh) and the independent reference vectors
+//! in `../shared/reference/minilm.json`.
+
+use std::path::PathBuf;
+
+/// Root of the installed default models (`LR_MODEL_ROOT`, default /opt/lightretriever/models).
+pub fn model_root() -> PathBuf {
+    std::env::var_os("LR_MODEL_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(option_env!("LR_MODEL_ROOT").unwrap_or("/opt/lightretriever/models")))
+}
+
+/// all-MiniLM-L6-v2; panics with the fix when absent (a test must not silently pass without it).
+pub fn dense_model_dir() -> PathBuf {
+    let d = model_root().join("all-minilm-l6-v2");
+    assert!(d.join("config.json").is_file(), "{} is missing: run scripts/setup.sh", d.display());
+    d
+}
+
+/// `../shared` beside the repository (`LR_SHARED_DIR` overrides).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("LR_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
+}
+
+pub fn reference() -> serde_json::Value {
+    let p = shared_dir().join("reference/minilm.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// The reference file's tolerance: cosine ≥ 0.9999 and max |diff| ≤ 1e-4.
+pub fn assert_matches(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: dimension");
+    let dot: f64 = got.iter().zip(want).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let na: f64 = got.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = want.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = dot / (na * nb);
+    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(cos >= 0.9999 && max_diff <= 1e-4, "{what}: cos {cos}, max diff {max_diff}");
+}

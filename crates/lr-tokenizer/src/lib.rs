@@ -1,0 +1,36 @@
+//! Tokenizer loading with the model's real limits (shipped padding and truncation are replaced).
+//! Shared by the full encoders (`lr-model`) and the model-free lookup encoder (`lr-table`).
+
+use std::path::Path;
+
+pub use tokenizers::Tokenizer;
+use tokenizers::TruncationParams;
+
+/// Loads `tokenizer.json` with padding disabled and truncation at `max_length` tokens (special
+/// tokens included; `None` = no truncation). all-MiniLM-L6-v2 ships `padding: Fixed(128)`: pooling
+/// over those pads silently ruins every vector, so padding is always the caller's decision.
+pub fn load_tokenizer(path: &Path, max_length: Option<usize>) -> Result<Tokenizer, String> {
+    let mut tok = Tokenizer::from_file(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    tok.with_padding(None);
+    let truncation = max_length.map(|max_length| TruncationParams { max_length, ..Default::default() });
+    tok.with_truncation(truncation).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(tok)
+}
+
+/// Token ids of `text` without special tokens, as the lookup query encoder sees them.
+pub fn plain_ids(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, String> {
+    let enc = tok.encode(text, false).map_err(|e| format!("cannot tokenize: {e}"))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// Ids of the special tokens a BERT-style template puts around a single sequence
+/// (`[CLS]` before, `[SEP]` after), read from the tokenizer's own post-processor.
+pub fn special_wrapping(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let enc = tok.encode("", true).map_err(|e| format!("cannot tokenize: {e}"))?;
+    let ids = enc.get_ids();
+    match ids.len() {
+        0 => Ok((vec![], vec![])),
+        1 => Ok((ids.to_vec(), vec![])),
+        _ => Ok((ids[..1].to_vec(), ids[1..].to_vec())),
+    }
+}

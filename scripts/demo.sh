@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The demo: a throwaway cluster, the extension, the embedded default model, a real collection
+# (../shared/data/cisi, else a bundled sample), documents encoded by the full model, queries
+# encoded by table lookup, HNSW search. Expects `make install` to have run (make demo does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LR_PGPORT=${LR_PGPORT:-28816}
+export LR_CLUSTER_DIR=${LR_CLUSTER_DIR:-/tmp/lightretriever-demo-$LR_PGPORT}
+MODEL_DIR=${LR_MODEL_ROOT:-/opt/lightretriever/models}/all-minilm-l6-v2
+CORPUS=../shared/data/cisi/corpus.jsonl
+[ -f "$CORPUS" ] || CORPUS=scripts/sample/corpus.jsonl
+psql_() { scripts/cluster.sh psql -v ON_ERROR_STOP=1 -q "$@"; }
+
+trap 'scripts/cluster.sh stop' EXIT
+scripts/cluster.sh start
+echo "== corpus: $CORPUS ($(wc -l < "$CORPUS") documents)"
+psql_ <<SQL
+CREATE EXTENSION lightretriever CASCADE;
+SET search_path = public, lightretriever;
+SELECT lr_register_model('all-minilm-l6-v2', '$MODEL_DIR') IS NOT NULL AS registered;
+ALTER DATABASE postgres SET lightretriever.default_model = 'all-minilm-l6-v2';
+CREATE TABLE raw (line text);
+SQL
+# Each line read verbatim (no COPY escapes): CSV with quote/delimiter bytes that never occur.
+psql_ -c "\\copy raw FROM '$CORPUS' WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+psql_ <<'SQL'
+SET search_path = public, lightretriever;
+CREATE TABLE docs (id bigint PRIMARY KEY, title text, body text, embedding vector(384));
+INSERT INTO docs (id, title, body)
+SELECT (j->>'_id')::bigint, j->>'title', j->>'text' FROM (SELECT line::jsonb AS j FROM raw) s;
+\echo == encoding documents with the full model (batched) ...
+\timing on
+WITH src AS (SELECT array_agg(id ORDER BY id) AS ids,
+                    array_agg(coalesce(title, '') || ' ' || coalesce(body, '') ORDER BY id) AS texts FROM docs),
+     enc AS (SELECT src.ids[e.n] AS id, e.v FROM src, lr_encode_documents(src.texts) WITH ORDINALITY AS e(v, n))
+UPDATE docs SET embedding = enc.v FROM enc WHERE docs.id = enc.id;
+\echo == building the LightRetriever query table (every vocabulary token encoded once) ...
+SELECT lr_build_query_table() AS table_rows;
+CREATE INDEX ON docs USING hnsw (embedding vector_ip_ops);
+\timing off
+SQL
+for q in "the history of the Dewey decimal classification" \
+         "automatic indexing and retrieval of documents" \
+         "how do scientists use libraries and information"; do
+  echo
+  echo "== query (encoded by table lookup, no model): $q"
+  psql_ -v q="$q" <<'SQL'
+SET search_path = public, lightretriever;
+SELECT d.id, round((-(d.embedding <#> q.v))::numeric, 4) AS score, left(d.title, 70) AS title
+  FROM (SELECT lr_encode_query(:'q') AS v) q, LATERAL (
+        SELECT * FROM docs ORDER BY embedding <#> q.v LIMIT 5) d;
+SQL
+done
+echo
+echo "== lookup vs full-model query encoding, 200 calls each, in this backend"
+psql_ <<'SQL'
+SET search_path = public, lightretriever;
+DO $$
+DECLARE t0 timestamptz; t1 timestamptz; t2 timestamptz; v vector;
+BEGIN
+  PERFORM lr_encode_query('warm up'); PERFORM lr_encode_document('warm up');
+  t0 := clock_timestamp();
+  FOR i IN 1..200 LOOP v := lr_encode_query('information retrieval evaluation ' || i); END LOOP;
+  t1 := clock_timestamp();
+  FOR i IN 1..200 LOOP v := lr_encode_document('information retrieval evaluation ' || i); END LOOP;
+  t2 := clock_timestamp();
+  RAISE NOTICE 'lookup: % us/query   full model: % us/query   (%x)',
+    round(extract(epoch FROM t1 - t0) * 1e6 / 200), round(extract(epoch FROM t2 - t1) * 1e6 / 200),
+    round(extract(epoch FROM t2 - t1) / extract(epoch FROM t1 - t0));
+END $$;
+SQL

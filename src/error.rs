@@ -1,0 +1,40 @@
+//! Raising PostgreSQL errors with an SQLSTATE, a message naming the cause, and a hint.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+pub use pgrx::PgSqlErrorCode as Code;
+
+/// Raises `ERROR` (the transaction aborts; the backend lives on).
+pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: Option<&str>) -> ! {
+    let mut report = ErrorReport::new(code, message.into(), "lightretriever");
+    if let Some(hint) = hint {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Errors from the pgrx-free crates become SQL errors with a suitable SQLSTATE.
+pub trait OrRaise<T> {
+    fn or_raise(self, code: PgSqlErrorCode) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrRaise<T> for Result<T, E> {
+    fn or_raise(self, code: PgSqlErrorCode) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => raise(code, format!("lightretriever: {e}"), None),
+        }
+    }
+}
+
+pub fn require_superuser(what: &str) {
+    if !unsafe { pgrx::pg_sys::superuser() } {
+        raise(
+            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("lightretriever: only superusers may {what}"),
+            Some("Models are files read by the server process; registering and building them is an administrator's task."),
+        );
+    }
+}

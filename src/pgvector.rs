@@ -1,0 +1,198 @@
+//! pgvector's `vector` and `sparsevec` as Rust values, read and written as pgvector's own varlena
+//! (layouts and validation in the pgrx-free `lr-vector` crate). Type OIDs are looked up at run
+//! time: pgvector's types have no fixed OIDs.
+
+use std::cell::Cell;
+
+use lr_vector::SparseVector;
+use pgrx::prelude::*;
+use pgrx::{pg_sys, FromDatum, IntoDatum};
+
+use crate::error::{raise, Code};
+
+/// A pgvector `vector`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vector(pub Vec<f32>);
+
+/// A pgvector `sparsevec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseVec(pub SparseVector);
+
+impl_sql_translatable!(Vector, "vector");
+impl_sql_translatable!(SparseVec, "sparsevec");
+
+thread_local! {
+    static VECTOR_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    static SPARSEVEC_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+}
+
+/// OID of a type created by the `vector` extension, cached per backend.
+fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, name: &str) -> pg_sys::Oid {
+    let cached = cache.with(Cell::get);
+    if cached != pg_sys::InvalidOid {
+        return cached;
+    }
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT t.oid FROM pg_catalog.pg_type t
+           JOIN pg_catalog.pg_extension e ON t.typnamespace = e.extnamespace
+          WHERE e.extname = 'vector' AND t.typname = $1",
+        &[name.into()],
+    );
+    match oid {
+        Ok(Some(oid)) => {
+            cache.with(|c| c.set(oid));
+            oid
+        }
+        _ => raise(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            format!("lightretriever: pgvector's type \"{name}\" was not found"),
+            Some("CREATE EXTENSION vector (pgvector >= 0.7) in this database."),
+        ),
+    }
+}
+
+/// Allocates a 4-byte-header varlena in the current memory context and fills its payload.
+unsafe fn palloc_varlena(payload_len: usize, fill: impl FnOnce(&mut [u8])) -> pg_sys::Datum {
+    let total = pg_sys::VARHDRSZ + payload_len;
+    let ptr = unsafe { pg_sys::palloc0(total) } as *mut pg_sys::varlena;
+    unsafe { pgrx::set_varsize_4b(ptr, total as i32) };
+    let payload = unsafe {
+        std::slice::from_raw_parts_mut((ptr as *mut u8).add(pg_sys::VARHDRSZ), payload_len)
+    };
+    fill(payload);
+    pg_sys::Datum::from(ptr)
+}
+
+/// The payload of a (possibly toasted or short-header) varlena datum, detoasted.
+unsafe fn detoasted_payload<'a>(datum: pg_sys::Datum) -> &'a [u8] {
+    let v = unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) };
+    unsafe {
+        std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, pgrx::varsize_any_exhdr(v))
+    }
+}
+
+impl IntoDatum for Vector {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        if let Err(e) = lr_vector::validate_vector(&self.0) {
+            raise(Code::ERRCODE_DATA_EXCEPTION, format!("lightretriever: cannot make a vector: {e}"), None);
+        }
+        let len = lr_vector::vector_payload_len(self.0.len());
+        Some(unsafe {
+            palloc_varlena(len, |out| lr_vector::write_vector(&self.0, out).expect("validated above"))
+        })
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pgvector_type_oid(&VECTOR_OID, "vector")
+    }
+}
+
+impl FromDatum for Vector {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        match lr_vector::decode_vector(unsafe { detoasted_payload(datum) }) {
+            Ok(v) => Some(Vector(v)),
+            Err(e) => raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: malformed vector: {e}"), None),
+        }
+    }
+}
+
+impl IntoDatum for SparseVec {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        if let Err(e) = self.0.validate() {
+            raise(Code::ERRCODE_DATA_EXCEPTION, format!("lightretriever: cannot make a sparsevec: {e}"), None);
+        }
+        Some(unsafe { palloc_varlena(self.0.payload_len(), |out| self.0.write(out).expect("validated above")) })
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pgvector_type_oid(&SPARSEVEC_OID, "sparsevec")
+    }
+}
+
+impl FromDatum for SparseVec {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        match SparseVector::decode(unsafe { detoasted_payload(datum) }) {
+            Ok(v) => Some(SparseVec(v)),
+            Err(e) => raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: malformed sparsevec: {e}"), None),
+        }
+    }
+}
+
+macro_rules! pass_by_varlena {
+    ($t:ty) => {
+        unsafe impl pgrx::callconv::BoxRet for $t {
+            unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+                match self.into_datum() {
+                    Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+                    None => fcinfo.return_null(),
+                }
+            }
+        }
+        unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $t {
+            unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+                let index = arg.index();
+                unsafe { arg.unbox_arg_using_from_datum() }
+                    .unwrap_or_else(|| panic!("argument {index} must not be null"))
+            }
+        }
+    };
+}
+pass_by_varlena!(Vector);
+pass_by_varlena!(SparseVec);
+
+/// Round-trip helpers exposed to SQL for tests and debugging: they read pgvector's bytes
+/// (validating them) and write them back.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn lr_vector_roundtrip(v: Vector) -> Vector {
+    v
+}
+
+#[pg_extern(immutable, parallel_safe, strict)]
+fn lr_sparsevec_roundtrip(v: SparseVec) -> SparseVec {
+    v
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::*;
+
+    #[pg_test]
+    fn vector_round_trips_through_pgvectors_operators() {
+        // Built in Rust, compared by pgvector's own operators against pgvector's text input.
+        let v = Vector(vec![1.0, -2.0, 0.5]);
+        let q = |sql: &str| Spi::get_one_with_args::<f64>(sql, &[v.clone().into()]).unwrap().unwrap();
+        assert_eq!(q("SELECT ($1 = '[1,-2,0.5]'::vector)::int::float8"), 1.0);
+        assert_eq!(q("SELECT ($1 <#> '[1,1,1]'::vector)::float8"), 0.5);
+        assert_eq!(q("SELECT ($1 <-> '[1,-2,1.5]'::vector)::float8"), 1.0);
+        assert!(q("SELECT ($1 <=> '[2,-4,1]'::vector)::float8").abs() < 1e-6);
+        let back = Spi::get_one::<Vector>("SELECT lightretriever.lr_vector_roundtrip('[3,4,-0.25]'::vector)").unwrap();
+        assert_eq!(back, Some(Vector(vec![3.0, 4.0, -0.25])));
+        let dims = Spi::get_one::<i32>("SELECT vector_dims(lightretriever.lr_vector_roundtrip('[1,2,3,4]'))").unwrap();
+        assert_eq!(dims, Some(4));
+    }
+
+    #[pg_test]
+    fn sparsevec_round_trips_through_pgvectors_operators() {
+        let sv = SparseVec(SparseVector::from_pairs(6, vec![(4, 2.0), (0, 1.5)]).unwrap());
+        let text = Spi::get_one_with_args::<String>("SELECT $1::text", &[sv.clone().into()]).unwrap();
+        assert_eq!(text.as_deref(), Some("{1:1.5,5:2}/6"));
+        let ip = Spi::get_one_with_args::<f64>(
+            "SELECT ($1 <#> '{1:2,5:3,6:7}/6'::sparsevec)::float8",
+            &[sv.into()],
+        )
+        .unwrap();
+        assert_eq!(ip, Some(-(1.5 * 2.0 + 2.0 * 3.0)));
+        let back = Spi::get_one::<SparseVec>("SELECT lightretriever.lr_sparsevec_roundtrip('{2:0.5,3:-1}/10')").unwrap();
+        assert_eq!(back.unwrap().0, SparseVector::from_pairs(10, vec![(1, 0.5), (2, -1.0)]).unwrap());
+        let l2 = Spi::get_one::<f64>(
+            "SELECT (lightretriever.lr_sparsevec_roundtrip('{1:3}/4') <-> '{2:4}/4'::sparsevec)::float8",
+        )
+        .unwrap();
+        assert_eq!(l2, Some(5.0));
+    }
+}

@@ -1,0 +1,297 @@
+//! LightRetriever query tables: building them (`lr_build_query_table`, full model, superuser)
+//! and encoding queries by lookup (`lr_encode_query`: no model, no inference, shared mmap).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use lr_model::ModelFamily;
+use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
+use pgrx::prelude::*;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
+
+use crate::error::{raise, require_superuser, Code, OrRaise};
+use crate::guc::resolve_model;
+use crate::pgvector::Vector;
+
+/// Where table files live, relative to the data directory (a backend's working directory).
+const TABLE_DIR: &str = "lightretriever/tables";
+/// Vocabulary ids per forward pass while building (all inputs are 3 tokens long).
+const BUILD_BATCH: usize = 256;
+
+fn instruction_key(instruction: Option<&str>) -> &str {
+    instruction.unwrap_or("")
+}
+
+/// Removes files once the current transaction commits (a rollback keeps them, with their rows).
+pub fn remove_files_on_commit(files: Vec<String>) {
+    if files.is_empty() {
+        return;
+    }
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+    });
+}
+
+/// Builds the query table of `model` for `instruction`: every vocabulary id is encoded alone by
+/// the full model (`[CLS] id [SEP]` for BERT-family encoders) and its vector stored as one row.
+/// Writes a new table version; the previous one stays until this transaction commits.
+/// Returns the number of rows.
+#[pg_extern(volatile, parallel_unsafe)]
+fn lr_build_query_table(
+    model: default!(Option<&str>, "NULL"),
+    instruction: default!(Option<&str>, "NULL"),
+) -> i64 {
+    require_superuser("build query tables");
+    let name = resolve_model(model);
+    let info = crate::catalog::load_model(&name);
+    let instruction = instruction.filter(|s| !s.is_empty());
+    if instruction.is_some() && info.family == ModelFamily::Bert {
+        raise(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("lightretriever: model \"{name}\" is a BERT-family encoder, which takes no instruction"),
+            Some("Call lr_build_query_table with instruction => NULL; instruction tables need a decoder LLM."),
+        );
+    }
+    let encoder = crate::documents::encoder(&name, &info);
+    let key = instruction_key(instruction);
+    let version = Spi::get_one_with_args::<i32>(
+        "SELECT coalesce(max(version), 0) + 1 FROM lightretriever.lr_query_tables
+          WHERE model = $1 AND instruction = $2",
+        &[name.as_str().into(), key.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .unwrap_or(1);
+
+    std::fs::create_dir_all(TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
+    let file = format!(
+        "{TABLE_DIR}/{name}-{:016x}-v{version}.lrt",
+        lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, key.as_bytes())
+    );
+    let tokenizer_fingerprint =
+        lr_table::fingerprint_file(&info.tokenizer_path()).or_raise(Code::ERRCODE_IO_ERROR);
+    let meta = TableMeta {
+        model: name.clone(),
+        instruction: instruction.map(str::to_owned),
+        tokenizer_fingerprint,
+        build: serde_json::json!({"method": "token_forward", "input": "[CLS] id [SEP]", "pooling": info.pooling.as_str()}),
+    };
+    let rows = info.vocab_size;
+    let dims = encoder.dim();
+    // A rollback (or an error below) must not leave the new file behind.
+    let cleanup = file.clone();
+    register_xact_callback(PgXactCallbackEvent::Abort, move || {
+        let _ = std::fs::remove_file(&cleanup);
+    });
+    let mut writer = TableWriter::create(Path::new(&file), &meta, rows as u64, dims as u32, Dtype::F32)
+        .or_raise(Code::ERRCODE_IO_ERROR);
+    let ids: Vec<u32> = (0..rows as u32).collect();
+    let mut next_report = 10;
+    for chunk in ids.chunks(BUILD_BATCH) {
+        pgrx::check_for_interrupts!();
+        let vectors = encoder.token_table_rows(chunk).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        writer.write_rows(&flat).or_raise(Code::ERRCODE_IO_ERROR);
+        let percent = writer.rows_written() as usize * 100 / rows;
+        if percent >= next_report {
+            pgrx::notice!("lightretriever: query table for \"{name}\": {percent}% ({} of {rows} tokens)", writer.rows_written());
+            next_report = percent / 10 * 10 + 10;
+        }
+    }
+    let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
+    Spi::run_with_args(
+        "INSERT INTO lightretriever.lr_query_tables
+           (model, instruction, version, file, rows, dims, dtype, checksum, method, build)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'token_forward', $9)",
+        &[
+            name.as_str().into(),
+            key.into(),
+            version.into(),
+            file.as_str().into(),
+            (rows as i64).into(),
+            (dims as i32).into(),
+            Dtype::F32.name().into(),
+            format!("{checksum:016x}").into(),
+            pgrx::JsonB(meta.build.clone()).into(),
+        ],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    rows as i64
+}
+
+/// Identifies one statement's snapshot of the catalog: its start time and command counter
+/// (a table built earlier in the same top-level statement bumps the counter).
+type StatementKey = (i64, u32);
+
+struct CachedLookup {
+    file: String,
+    encoder: Rc<LookupEncoder>,
+}
+
+thread_local! {
+    /// Open tables by (model, instruction); the mapping is shared with every other backend
+    /// through the page cache.
+    static LOOKUPS: RefCell<HashMap<(String, String), CachedLookup>> = RefCell::new(HashMap::new());
+    /// The last answer, valid for one statement (the function is STABLE): a sequential scan
+    /// ordering by `embedding <#> lr_encode_query('...')` asks once per row.
+    static LAST: RefCell<Option<(StatementKey, String, String, String, Vec<f32>)>> = const { RefCell::new(None) };
+}
+
+/// The lookup encoder for the newest table of (model, instruction).
+fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
+    let found = Spi::get_two_with_args::<String, String>(
+        "SELECT t.file, m.path FROM lightretriever.lr_query_tables t
+           JOIN lightretriever.lr_models m ON m.name = t.model
+          WHERE t.model = $1 AND t.instruction = $2
+          ORDER BY t.version DESC LIMIT 1",
+        &[model.into(), instruction.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let (file, model_path) = match found {
+        (Some(file), Some(path)) => (file, path),
+        _ => {
+            crate::catalog::load_model(model); // a missing model is its own error
+            let call = if instruction.is_empty() {
+                format!("SELECT lightretriever.lr_build_query_table('{model}')")
+            } else {
+                format!("SELECT lightretriever.lr_build_query_table('{model}', instruction => ...)")
+            };
+            raise(
+                Code::ERRCODE_UNDEFINED_OBJECT,
+                format!(
+                    "lightretriever: model \"{model}\" has no query table{}",
+                    if instruction.is_empty() { String::new() } else { format!(" for instruction \"{instruction}\"") }
+                ),
+                Some(&format!("Build it once (as a superuser) with {call}.")),
+            )
+        }
+    };
+    let key = (model.to_owned(), instruction.to_owned());
+    if let Some(enc) = LOOKUPS.with(|m| m.borrow().get(&key).filter(|c| c.file == file).map(|c| c.encoder.clone())) {
+        return enc;
+    }
+    let table = QueryTable::open(&PathBuf::from(&file)).unwrap_or_else(|e| {
+        raise(
+            Code::ERRCODE_DATA_CORRUPTED,
+            format!("lightretriever: {e}"),
+            Some("Table files are not part of backups or replicas: rebuild with lightretriever.lr_build_query_table."),
+        )
+    });
+    let meta = table.meta().or_raise(Code::ERRCODE_DATA_CORRUPTED);
+    let tokenizer_path = Path::new(&model_path).join("tokenizer.json");
+    let fingerprint = lr_table::fingerprint_file(&tokenizer_path).or_raise(Code::ERRCODE_IO_ERROR);
+    if fingerprint != meta.tokenizer_fingerprint {
+        raise(
+            Code::ERRCODE_DATA_EXCEPTION,
+            format!("lightretriever: {} has changed since the query table of \"{model}\" was built", tokenizer_path.display()),
+            Some("Rebuild the table with lightretriever.lr_build_query_table."),
+        );
+    }
+    let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
+    let enc = Rc::new(LookupEncoder::new(table, tokenizer));
+    LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { file, encoder: enc.clone() }));
+    enc
+}
+
+/// Encodes a query by table lookup: tokens (no special tokens, at most 512) → mean of their
+/// rows → L2-normalised. No model weights are touched. NULL query gives NULL.
+#[pg_extern(stable, parallel_safe)]
+fn lr_encode_query(
+    query: Option<&str>,
+    model: default!(Option<&str>, "NULL"),
+    instruction: default!(Option<&str>, "NULL"),
+) -> Option<Vector> {
+    let query = query?;
+    let model = resolve_model(model);
+    let instruction = instruction_key(instruction.filter(|s| !s.is_empty())).to_owned();
+    let statement: StatementKey =
+        unsafe { (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false)) };
+    let hit = LAST.with(|l| {
+        l.borrow().as_ref().and_then(|(ts, q, m, i, v)| {
+            (*ts == statement && q == query && *m == model && *i == instruction).then(|| v.clone())
+        })
+    });
+    if let Some(v) = hit {
+        return Some(Vector(v));
+    }
+    let encoder = lookup_encoder(&model, &instruction);
+    let v = encoder.encode(query).unwrap_or_else(|e| {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("lightretriever: cannot encode the query: {e}"),
+            matches!(e, lr_table::LookupError::NoTokens)
+                .then_some("A query needs at least one token; empty or blank text has none."),
+        )
+    });
+    LAST.with(|l| *l.borrow_mut() = Some((statement, query.to_owned(), model, instruction, v.clone())));
+    Some(Vector(v))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::pgvector::Vector;
+    use crate::test_support::*;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn built_table_matches_reference_and_serves_hnsw_search() {
+        register_dense_model();
+        let rows = Spi::get_one::<i64>("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        assert_eq!(rows, Some(30522));
+        let meta = Spi::get_three::<i32, i32, String>(
+            "SELECT version, dims, method FROM lightretriever.lr_query_tables WHERE model = 'minilm'",
+        )
+        .unwrap();
+        assert_eq!(meta, (Some(1), Some(384), Some("token_forward".into())));
+
+        let r = reference();
+        for q in r["lookup_queries"].as_array().unwrap() {
+            let text = q["text"].as_str().unwrap();
+            let v = Spi::get_one_with_args::<Vector>("SELECT lightretriever.lr_encode_query($1, 'minilm')", &[text.into()])
+                .unwrap()
+                .unwrap();
+            assert_matches(&v.0, &floats(&q["embedding"]), text);
+        }
+
+        // ORDER BY <#> lr_encode_query(...) LIMIT k is answered by an HNSW index.
+        Spi::run("CREATE TEMP TABLE docs (id int PRIMARY KEY, body text, emb vector(384))").unwrap();
+        for (i, s) in r["sentences"].as_array().unwrap().iter().enumerate() {
+            Spi::run_with_args(
+                "INSERT INTO docs VALUES ($1, $2, lightretriever.lr_encode_document($2, 'minilm'))",
+                &[(i as i32).into(), s["text"].as_str().unwrap().into()],
+            )
+            .unwrap();
+        }
+        Spi::run("CREATE INDEX docs_emb_hnsw ON docs USING hnsw (emb vector_ip_ops)").unwrap();
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        let search = "SELECT id FROM docs ORDER BY emb <#> lightretriever.lr_encode_query('a man eating food', 'minilm') LIMIT 3";
+        let plan = Spi::explain(search).unwrap().0.to_string();
+        assert!(plan.contains("Index Scan") && plan.contains("docs_emb_hnsw"), "{plan}");
+        let by_index: Vec<i32> = Spi::connect(|c| {
+            c.select(search, None, &[]).unwrap().map(|r| r.get::<i32>(1).unwrap().unwrap()).collect()
+        });
+        Spi::run("SET LOCAL enable_indexscan = off").unwrap();
+        Spi::run("SET LOCAL enable_seqscan = on").unwrap();
+        let exact: Vec<i32> = Spi::connect(|c| {
+            c.select(search, None, &[]).unwrap().map(|r| r.get::<i32>(1).unwrap().unwrap()).collect()
+        });
+        assert_eq!(by_index, exact);
+        assert_eq!(exact.len(), 3);
+    }
+
+    #[pg_test(error = "lightretriever: model \"minilm\" has no query table")]
+    fn missing_table_names_the_builder() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_encode_query('anything', 'minilm')").unwrap();
+    }
+
+    #[pg_test(error = "lightretriever: model \"minilm\" is a BERT-family encoder, which takes no instruction")]
+    fn bert_tables_take_no_instruction() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm', 'Given a query')").unwrap();
+    }
+}

@@ -1,0 +1,19 @@
+//! Helpers for the `#[pg_test]`s (the shared ones come from `lr-testkit`).
+
+pub use lr_testkit::{assert_matches, floats, reference};
+use pgrx::prelude::*;
+
+pub const DENSE_MODEL: &str = "minilm";
+
+pub fn dense_model_dir() -> String {
+    lr_testkit::dense_model_dir().to_string_lossy().into_owned()
+}
+
+/// Registers the real all-MiniLM-L6-v2 as `minilm` (inside the test's transaction).
+pub fn register_dense_model() {
+    Spi::run_with_args(
+        "SELECT lightretriever.lr_register_model($1, $2)",
+        &[DENSE_MODEL.into(), dense_model_dir().into()],
+    )
+    .unwrap();
+}

@@ -1,0 +1,80 @@
+//! Issue 2 end to end: the real default model through SQL on a real cluster, compared with the
+//! independent reference; query tables built, looked up, rolled back; errors as users see them.
+
+use lr_e2e::*;
+use pgvector::Vector;
+
+#[test]
+fn reference_vectors_through_sql() {
+    let mut c = fresh_database("lr_e2e_foundation");
+    let r = reference();
+
+    for s in r["sentences"].as_array().unwrap() {
+        let text = s["text"].as_str().unwrap();
+        let v: Vector = c.query_one("SELECT lightretriever.lr_encode_document($1, 'minilm')", &[&text]).unwrap().get(0);
+        assert_matches(v.as_slice(), &floats(&s["embedding"]), text);
+    }
+
+    // Missing table: the hint names the builder.
+    let (msg, hint) = error_of(&mut c, "SELECT lightretriever.lr_encode_query('x', 'minilm')");
+    assert_eq!(msg, "lightretriever: model \"minilm\" has no query table");
+    assert_eq!(hint.as_deref(), Some("Build it once (as a superuser) with SELECT lightretriever.lr_build_query_table('minilm')."));
+
+    // A build rolled back leaves neither a row nor a file.
+    c.batch_execute("BEGIN; SELECT lightretriever.lr_build_query_table('minilm'); ROLLBACK").unwrap();
+    let files: i64 = c
+        .query_one("SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE '%.lrt%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(files, 0, "rolled-back build left a file");
+
+    let rows: i64 = c.query_one("SELECT lightretriever.lr_build_query_table('minilm')", &[]).unwrap().get(0);
+    assert_eq!(rows, 30522);
+    for q in r["lookup_queries"].as_array().unwrap() {
+        let text = q["text"].as_str().unwrap();
+        let v: Vector = c.query_one("SELECT lightretriever.lr_encode_query($1, 'minilm')", &[&text]).unwrap().get(0);
+        assert_matches(v.as_slice(), &floats(&q["embedding"]), text);
+    }
+
+    // A second connection maps the same file; the default model comes from the GUC.
+    let mut c2 = fresh_connection("lr_e2e_foundation");
+    c2.batch_execute("SET lightretriever.default_model = 'minilm'").unwrap();
+    let q = &r["lookup_queries"][0];
+    let v: Vector = c2.query_one("SELECT lightretriever.lr_encode_query($1)", &[&q["text"].as_str().unwrap()]).unwrap().get(0);
+    assert_matches(v.as_slice(), &floats(&q["embedding"]), "second backend");
+
+    let (msg, hint) = error_of(&mut c, "SELECT lightretriever.lr_encode_query('   ', 'minilm')");
+    assert_eq!(msg, "lightretriever: cannot encode the query: the query has no tokens to look up");
+    assert!(hint.unwrap().contains("at least one token"));
+    let null: Option<Vector> = c.query_one("SELECT lightretriever.lr_encode_query(NULL, 'minilm')", &[]).unwrap().get(0);
+    assert!(null.is_none());
+
+    // A rebuild makes version 2 and drops nothing; dropping the model removes the files on commit.
+    c.query_one("SELECT lightretriever.lr_build_query_table('minilm')", &[]).unwrap();
+    let versions: i64 = c.query_one("SELECT count(*) FROM lightretriever.lr_query_tables", &[]).unwrap().get(0);
+    assert_eq!(versions, 2);
+    c.batch_execute("SELECT lightretriever.lr_drop_model('minilm')").unwrap();
+    let files: i64 = c
+        .query_one("SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE 'minilm-%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(files, 0, "dropped model's table files remain");
+}
+
+#[test]
+fn damaged_table_file_is_an_error_not_wrong_vectors() {
+    let mut c = fresh_database("lr_e2e_damage");
+    c.query_one("SELECT lightretriever.lr_build_query_table('minilm')", &[]).unwrap();
+    let file: String = c.query_one("SELECT file FROM lightretriever.lr_query_tables", &[]).unwrap().get(0);
+    let data_dir: String = c.query_one("SHOW data_directory", &[]).unwrap().get(0);
+    let path = std::path::Path::new(&data_dir).join(&file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    // A new backend opens the file afresh.
+    let mut c2 = fresh_connection("lr_e2e_damage");
+    let (msg, hint) = error_of(&mut c2, "SELECT lightretriever.lr_encode_query('library science', 'minilm')");
+    assert!(msg.contains("is corrupt: data checksum mismatch"), "{msg}");
+    assert!(hint.unwrap().contains("lr_build_query_table"));
+}
