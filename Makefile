@@ -17,7 +17,7 @@ test-crates:
 
 test-pg:
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
-	cargo pgrx test --pg-config $(PG_CONFIG) --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
+	cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
 
 ## End-to-end: install the (dev-profile) extension into the system PostgreSQL 15, start a
 ## throwaway cluster, run tests/e2e against it, stop it.
@@ -25,10 +25,10 @@ test-e2e: install-dev
 	bash scripts/e2e.sh
 
 install:
-	cargo pgrx install --release --pg-config $(PG_CONFIG)
+	cargo pgrx install -p lightretriever --release --pg-config $(PG_CONFIG)
 
 install-dev:
-	cargo pgrx install --pg-config $(PG_CONFIG)
+	cargo pgrx install -p lightretriever --pg-config $(PG_CONFIG)
 
 demo: setup install
 	bash scripts/demo.sh

@@ -158,6 +158,17 @@ pub struct TableWriter {
     /// Bytes already written but not yet hashed (fewer than 8): the checksum works on whole
     /// 64-bit words counted from the start of the data, whatever the row boundaries.
     unhashed: Vec<u8>,
+    /// Set once the file has its final name; until then dropping the writer removes the
+    /// temporary file, so an error or panic half-way through leaves nothing behind.
+    renamed: bool,
+}
+
+impl Drop for TableWriter {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl TableWriter {
@@ -190,6 +201,7 @@ impl TableWriter {
             written_rows: 0,
             checksum: FNV_OFFSET,
             unhashed: Vec::new(),
+            renamed: false,
         })
     }
 
@@ -239,7 +251,6 @@ impl TableWriter {
                 "table declared {} rows but {} were written",
                 self.rows, self.written_rows
             ));
-            let _ = std::fs::remove_file(&self.tmp);
             return Err(e);
         }
         let checksum = fnv1a64_words(self.checksum, &self.unhashed);
@@ -263,6 +274,7 @@ impl TableWriter {
             file.write_all(&header)?;
             file.sync_all()?;
             std::fs::rename(&self.tmp, &self.path)?;
+            self.renamed = true;
             if let Some(dir) = self.path.parent() {
                 // Make the rename itself durable.
                 File::open(dir).and_then(|d| d.sync_all()).ok();
@@ -270,16 +282,13 @@ impl TableWriter {
             Ok(())
         })();
         if let Err(error) = result {
-            let _ = std::fs::remove_file(&tmp);
             return Err(TableError::Io { path: tmp, error });
         }
         Ok(checksum)
     }
 
-    /// Abandons the build and removes the temporary file.
-    pub fn abort(self) {
-        let _ = std::fs::remove_file(&self.tmp);
-    }
+    /// Abandons the build; dropping removes the temporary file.
+    pub fn abort(self) {}
 }
 
 /// A table mapped read-only. Opening verifies the header, the size, and the data checksum, so a

@@ -100,6 +100,13 @@ fn writer_refuses_bad_input_and_leaves_nothing() {
     let w = TableWriter::create(&p, &meta(), 2, 2, Dtype::F32).unwrap();
     w.abort();
     assert!(!d.join("t.lrt.tmp").exists());
+    // A writer dropped half-way (an error path with `?`, a panic) leaves nothing either.
+    {
+        let mut w = TableWriter::create(&p, &meta(), 2, 2, Dtype::F32).unwrap();
+        w.write_rows(&[1.0, 2.0]).unwrap();
+        assert!(d.join("t.lrt.tmp").exists());
+    }
+    assert!(!p.exists() && !d.join("t.lrt.tmp").exists());
     let long = TableMeta { instruction: Some("x".repeat(5000)), ..meta() };
     assert!(TableWriter::create(&p, &long, 2, 2, Dtype::F32).is_err());
 }
