@@ -7,13 +7,20 @@
 //! 16  8  rows (vocabulary size)
 //! 24  4  dims
 //! 28  4  data offset (multiple of 4096, so rows are page- and SIMD-aligned for mmap)
-//! 32  8  data checksum: FNV-1a over the row bytes as 64-bit little-endian words
-//! 40  4  metadata length M
-//! 44  M  metadata: JSON (model, instruction, tokenizer fingerprint, build info)
+//! 32  8  data checksum: FNV-1a over every byte from the data offset to the end of the file
+//!        (rows, padding, weights) as 64-bit little-endian words
+//! 40  4  flags: bit 0 = one f32 weight per row follows the rows; other bits must be zero
+//! 44  4  metadata length M
+//! 48  M  metadata: JSON (model, instruction, tokenizer fingerprint, build info)
 //! ..     zero padding up to 4088
 //! 4088 8 header checksum: FNV-1a over bytes 0..4088
 //! off    rows × dims elements, row-major
+//! ..     zero padding up to a multiple of 8 bytes (counted from the data offset)
+//! ..     rows × f32 weights, when flag bit 0 is set
 //! ```
+//!
+//! Weights (e.g. idf) make the lookup encoder a weighted mean: Σ w_t·row_t over the query's
+//! tokens (repeats count), L2-normalised. A table without weights is the plain mean.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -25,7 +32,9 @@ pub const MAGIC: &[u8; 8] = b"LRQTABLE";
 pub const FORMAT_VERSION: u32 = 1;
 /// Header size and data alignment.
 pub const HEADER_ALIGN: usize = 4096;
-const FIXED: usize = 44;
+const FIXED: usize = 48;
+/// Flag bit: per-row f32 weights follow the rows.
+pub const FLAG_WEIGHTS: u32 = 1;
 const HEADER_CHECKSUM_AT: usize = HEADER_ALIGN - 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +170,9 @@ pub struct TableWriter {
     /// Set once the file has its final name; until then dropping the writer removes the
     /// temporary file, so an error or panic half-way through leaves nothing behind.
     renamed: bool,
+    /// Bytes of data written after the header (rows, padding, weights).
+    data_bytes: u64,
+    has_weights: bool,
 }
 
 impl Drop for TableWriter {
@@ -202,6 +214,8 @@ impl TableWriter {
             checksum: FNV_OFFSET,
             unhashed: Vec::new(),
             renamed: false,
+            data_bytes: 0,
+            has_weights: false,
         })
     }
 
@@ -228,19 +242,60 @@ impl TableWriter {
                 self.written_rows + (i / dims) as u64
             )));
         }
-        let mut bytes = std::mem::take(&mut self.unhashed);
-        let fresh = bytes.len();
+        let mut bytes = Vec::with_capacity(values.len() * self.dtype.size());
         match self.dtype {
             Dtype::F32 => values.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
             Dtype::F16 => values
                 .iter()
                 .for_each(|v| bytes.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
         }
-        self.out.write_all(&bytes[fresh..]).map_err(io(&self.tmp))?;
+        self.emit(&bytes)?;
+        self.written_rows += n;
+        Ok(())
+    }
+
+    /// Writes `bytes` after what is already there and folds them into the data checksum.
+    fn emit(&mut self, fresh: &[u8]) -> Result<(), TableError> {
+        self.out.write_all(fresh).map_err(io(&self.tmp))?;
+        let mut bytes = std::mem::take(&mut self.unhashed);
+        bytes.extend_from_slice(fresh);
         let whole = bytes.len() / 8 * 8;
         self.checksum = fnv1a64_words(self.checksum, &bytes[..whole]);
         self.unhashed = bytes[whole..].to_vec();
-        self.written_rows += n;
+        self.data_bytes += fresh.len() as u64;
+        Ok(())
+    }
+
+    /// Stores one weight per row (e.g. idf); call once, after every row is written. Weights
+    /// must be finite and non-negative. Readers then compute the weighted mean Σ w_t·row_t.
+    pub fn write_weights(&mut self, weights: &[f32]) -> Result<(), TableError> {
+        if self.has_weights {
+            return Err(TableError::Usage("the table's weights were already written".into()));
+        }
+        if self.written_rows != self.rows {
+            return Err(TableError::Usage(format!(
+                "weights go after the rows: {} of {} rows written",
+                self.written_rows, self.rows
+            )));
+        }
+        if weights.len() as u64 != self.rows {
+            return Err(TableError::Usage(format!(
+                "{} weights given for a table of {} rows",
+                weights.len(),
+                self.rows
+            )));
+        }
+        if let Some(i) = weights.iter().position(|w| !w.is_finite() || *w < 0.0) {
+            return Err(TableError::Usage(format!(
+                "weight of row {i} is {}: weights must be finite and non-negative",
+                weights[i]
+            )));
+        }
+        let pad = (8 - (self.data_bytes % 8) as usize) % 8;
+        let mut bytes = vec![0u8; pad];
+        weights.iter().for_each(|w| bytes.extend_from_slice(&w.to_le_bytes()));
+        self.emit(&bytes)?;
+        self.has_weights = true;
         Ok(())
     }
 
@@ -262,7 +317,9 @@ impl TableWriter {
         header[24..28].copy_from_slice(&self.dims.to_le_bytes());
         header[28..32].copy_from_slice(&(HEADER_ALIGN as u32).to_le_bytes());
         header[32..40].copy_from_slice(&checksum.to_le_bytes());
-        header[40..44].copy_from_slice(&(self.meta_json.len() as u32).to_le_bytes());
+        let flags = if self.has_weights { FLAG_WEIGHTS } else { 0 };
+        header[40..44].copy_from_slice(&flags.to_le_bytes());
+        header[44..48].copy_from_slice(&(self.meta_json.len() as u32).to_le_bytes());
         header[FIXED..FIXED + self.meta_json.len()].copy_from_slice(self.meta_json.as_bytes());
         let hc = fnv1a64_words(FNV_OFFSET, &header[..HEADER_CHECKSUM_AT]);
         header[HEADER_CHECKSUM_AT..].copy_from_slice(&hc.to_le_bytes());
@@ -302,6 +359,8 @@ pub struct QueryTable {
     offset: usize,
     checksum: u64,
     meta_json: String,
+    /// Byte offset of the per-row f32 weights, when the table has them.
+    weights_at: Option<usize>,
 }
 
 impl std::fmt::Debug for QueryTable {
@@ -311,6 +370,7 @@ impl std::fmt::Debug for QueryTable {
             .field("dtype", &self.dtype)
             .field("rows", &self.rows)
             .field("dims", &self.dims)
+            .field("weights", &self.weights_at.is_some())
             .finish()
     }
 }
@@ -342,15 +402,28 @@ impl QueryTable {
         let dims = u32_at(24) as usize;
         let offset = u32_at(28) as usize;
         let checksum = u64_at(32);
-        let meta_len = u32_at(40) as usize;
+        let flags = u32_at(40);
+        let meta_len = u32_at(44) as usize;
+        if flags & !FLAG_WEIGHTS != 0 {
+            return Err(corrupt(format!("unknown flags {flags:#x}")));
+        }
         if offset % HEADER_ALIGN != 0 || offset < HEADER_ALIGN || FIXED + meta_len > HEADER_CHECKSUM_AT {
             return Err(corrupt("bad data offset or metadata length".into()));
         }
-        let expected = rows
+        let row_bytes = rows
             .checked_mul(dims)
             .and_then(|n| n.checked_mul(dtype.size()))
-            .and_then(|n| n.checked_add(offset))
             .ok_or_else(|| corrupt("dimensions overflow".into()))?;
+        let weights_at = if flags & FLAG_WEIGHTS != 0 {
+            Some(offset + row_bytes.div_ceil(8) * 8)
+        } else {
+            None
+        };
+        let expected = match weights_at {
+            Some(at) => rows.checked_mul(4).and_then(|n| n.checked_add(at)),
+            None => offset.checked_add(row_bytes),
+        }
+        .ok_or_else(|| corrupt("dimensions overflow".into()))?;
         if map.len() != expected {
             return Err(corrupt(format!("file is {} bytes, header says {expected}", map.len())));
         }
@@ -364,7 +437,7 @@ impl QueryTable {
         {
             let _ = map.advise(memmap2::Advice::Random);
         }
-        Ok(QueryTable { path: path.to_path_buf(), map, dtype, rows, dims, offset, checksum, meta_json })
+        Ok(QueryTable { path: path.to_path_buf(), map, dtype, rows, dims, offset, checksum, meta_json, weights_at })
     }
 
     pub fn path(&self) -> &Path {
@@ -392,6 +465,29 @@ impl QueryTable {
             path: self.path.clone(),
             reason: format!("metadata is not valid: {e}"),
         })
+    }
+
+    /// True when the table stores one weight per row.
+    pub fn has_weights(&self) -> bool {
+        self.weights_at.is_some()
+    }
+
+    /// The stored weight of row `id` (1.0 for a table without weights). `id` must be `< rows`.
+    #[inline]
+    pub fn weight(&self, id: usize) -> f32 {
+        debug_assert!(id < self.rows);
+        match self.weights_at {
+            Some(at) => {
+                let b = &self.map[at + 4 * id..at + 4 * id + 4];
+                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            }
+            None => 1.0,
+        }
+    }
+
+    /// A copy of all row weights, when the table has them.
+    pub fn weights(&self) -> Option<Vec<f32>> {
+        self.weights_at.map(|_| (0..self.rows).map(|i| self.weight(i)).collect())
     }
 
     /// Adds `weight × row(id)` into `acc` (length `dims`). `id` must be `< rows`.

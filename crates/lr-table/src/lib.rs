@@ -1,16 +1,17 @@
 //! LightRetriever query tables: the on-disk format, memory mapping, and the lookup encoder.
 //!
 //! A query table holds one row per vocabulary id: the vector the full model gives that token
-//! encoded alone behind an instruction. A query vector is the L2-normalised mean of its tokens'
-//! rows — no model weights, no inference. Tables are written once (streamed, so that a
-//! 128k × 4096 table never sits in memory) and mapped read-only by every backend, so all
+//! encoded alone behind an instruction (or a row fitted to it). A query vector is the
+//! L2-normalised mean of its tokens' rows, weighted by optional per-row weights such as idf —
+//! no model weights, no inference. Tables are written once (streamed, so that a 128k × 4096
+//! table never sits in memory) and mapped read-only by every backend, so all
 //! connections share one copy in the page cache.
 
 mod format;
 mod lookup;
 
 pub use format::{
-    
-    fingerprint_file, fnv1a64_words, Dtype, QueryTable, TableError, TableMeta, TableWriter, FORMAT_VERSION, HEADER_ALIGN, MAGIC,
+    fingerprint_file, fnv1a64_words, Dtype, QueryTable, TableError, TableMeta, TableWriter, FLAG_WEIGHTS,
+    FORMAT_VERSION, HEADER_ALIGN, MAGIC,
 };
 pub use lookup::{LookupEncoder, LookupError, MAX_QUERY_TOKENS};

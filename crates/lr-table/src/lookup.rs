@@ -1,4 +1,5 @@
-//! The lookup query encoder: tokenize, average table rows, L2-normalise. No model, no inference.
+//! The lookup query encoder: tokenize, average table rows (weighted when the table stores
+//! per-row weights), L2-normalise. No model, no inference.
 
 use lr_tokenizer::Tokenizer;
 
@@ -63,8 +64,9 @@ impl LookupEncoder {
         self.encode_ids(&ids)
     }
 
-    /// Mean of the rows of `ids` (repeats count), L2-normalised. The mean's scale disappears
-    /// in the normalisation, so the sum is normalised directly.
+    /// Weighted mean of the rows of `ids` (repeats count), L2-normalised: Σ w_t·row_t with the
+    /// table's per-row weights, or the plain mean when the table has none. The mean's scale
+    /// disappears in the normalisation, so the sum is normalised directly.
     pub fn encode_ids(&self, ids: &[u32]) -> Result<Vec<f32>, LookupError> {
         if ids.is_empty() {
             return Err(LookupError::NoTokens);
@@ -75,7 +77,10 @@ impl LookupEncoder {
             if id as usize >= rows {
                 return Err(LookupError::IdOutOfRange { id, rows });
             }
-            self.table.add_row_to(id as usize, 1.0, &mut acc);
+            let w = self.table.weight(id as usize);
+            if w != 0.0 {
+                self.table.add_row_to(id as usize, w, &mut acc);
+            }
         }
         let norm = acc.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
         if !(norm > 0.0) || !norm.is_finite() {

@@ -151,3 +151,115 @@ fn lookup_is_normalised_mean_of_rows() {
     let v = enc.encode(&long).unwrap();
     assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6, "{v:?}");
 }
+
+fn write_weighted(path: &std::path::Path, rows: usize, dims: usize, dtype: Dtype, weights: &[f32]) -> u64 {
+    let mut w = TableWriter::create(path, &meta(), rows as u64, dims as u32, dtype).unwrap();
+    w.write_rows(&values(rows, dims)).unwrap();
+    w.write_weights(weights).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn weights_round_trip_for_both_dtypes() {
+    let d = tmpdir("weights");
+    for (dtype, dims) in [(Dtype::F32, 5), (Dtype::F16, 3)] {
+        // f16 × 3 dims × 7 rows = 42 bytes: the weights start after 6 bytes of padding.
+        let p = d.join(format!("{}.lrt", dtype.name()));
+        let weights: Vec<f32> = (0..7).map(|i| i as f32 * 0.5).collect();
+        let with = write_weighted(&p, 7, dims, dtype, &weights);
+        let t = QueryTable::open(&p).unwrap();
+        assert!(t.has_weights());
+        assert_eq!(t.weights().unwrap(), weights);
+        assert_eq!(t.weight(3), 1.5);
+        let row_bytes = 7 * dims * dtype.size();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len() as usize,
+            HEADER_ALIGN + row_bytes.div_ceil(8) * 8 + 7 * 4
+        );
+        // The same rows without weights: no weights, weight 1, a different checksum.
+        let q = d.join(format!("{}-plain.lrt", dtype.name()));
+        let without = write(&q, 7, dims, dtype, 7);
+        let t = QueryTable::open(&q).unwrap();
+        assert!(!t.has_weights() && t.weights().is_none() && t.weight(3) == 1.0);
+        assert_ne!(with, without, "the checksum covers the weights");
+    }
+}
+
+#[test]
+fn weight_damage_is_detected() {
+    let d = tmpdir("weight-damage");
+    let p = d.join("t.lrt");
+    write_weighted(&p, 4, 3, Dtype::F16, &[1.0, 2.0, 3.0, 4.0]);
+    let good = std::fs::read(&p).unwrap();
+    let expect_corrupt = |bytes: &[u8], what: &str| {
+        std::fs::write(&p, bytes).unwrap();
+        match QueryTable::open(&p) {
+            Err(TableError::Corrupt { reason, .. }) => assert!(reason.contains(what), "{reason}"),
+            other => panic!("expected corruption ({what}), got {other:?}"),
+        }
+    };
+    // A flipped bit in the last weight, in the padding, and a missing weight.
+    let mut b = good.clone();
+    let n = b.len();
+    b[n - 1] ^= 0x40;
+    expect_corrupt(&b, "data checksum");
+    let mut b = good.clone();
+    b[HEADER_ALIGN + 4 * 3 * 2] ^= 1;
+    expect_corrupt(&b, "data checksum");
+    expect_corrupt(&good[..n - 4], "bytes, header says");
+    // Clearing the weights flag (with a valid header checksum) no longer matches the size.
+    let mut b = good.clone();
+    b[40] = 0;
+    let hc = lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, &b[..HEADER_ALIGN - 8]);
+    b[HEADER_ALIGN - 8..HEADER_ALIGN].copy_from_slice(&hc.to_le_bytes());
+    expect_corrupt(&b, "bytes, header says");
+    // An unknown flag is refused.
+    let mut b = good.clone();
+    b[40] = 3;
+    let hc = lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, &b[..HEADER_ALIGN - 8]);
+    b[HEADER_ALIGN - 8..HEADER_ALIGN].copy_from_slice(&hc.to_le_bytes());
+    expect_corrupt(&b, "unknown flags");
+}
+
+#[test]
+fn writer_refuses_bad_weights() {
+    let d = tmpdir("bad-weights");
+    let p = d.join("t.lrt");
+    let mut w = TableWriter::create(&p, &meta(), 2, 2, Dtype::F32).unwrap();
+    w.write_rows(&[1.0, 2.0]).unwrap();
+    assert!(w.write_weights(&[1.0, 1.0]).is_err(), "weights before every row is written");
+    w.write_rows(&[3.0, 4.0]).unwrap();
+    assert!(w.write_weights(&[1.0]).is_err(), "one weight short");
+    assert!(w.write_weights(&[1.0, f32::NAN]).is_err());
+    assert!(w.write_weights(&[1.0, -0.5]).is_err());
+    w.write_weights(&[1.0, 0.0]).unwrap();
+    assert!(w.write_weights(&[1.0, 0.0]).is_err(), "twice");
+    assert!(w.write_rows(&[5.0, 6.0]).is_err(), "rows after weights");
+    w.finish().unwrap();
+    assert_eq!(QueryTable::open(&p).unwrap().weights().unwrap(), vec![1.0, 0.0]);
+}
+
+#[test]
+fn lookup_is_weighted_mean_when_the_table_has_weights() {
+    let d = tmpdir("weighted-lookup");
+    let p = d.join("t.lrt");
+    let rows: Vec<f32> = vec![
+        9.0, 9.0, // [UNK]
+        1.0, 0.0, // a
+        0.0, 2.0, // b
+        5.0, 5.0, // c (weight 0: ignored)
+        3.0, 4.0, // far
+    ];
+    let mut w = TableWriter::create(&p, &meta(), 5, 2, Dtype::F32).unwrap();
+    w.write_rows(&rows).unwrap();
+    w.write_weights(&[1.0, 3.0, 0.5, 0.0, 2.0]).unwrap();
+    w.finish().unwrap();
+    let enc = LookupEncoder::new(QueryTable::open(&p).unwrap(), word_tokenizer(&d));
+    // 3·a + 0.5·b + 0.5·b + 0·c = (3, 2) → normalised; repeats count.
+    let v = enc.encode("a b b c").unwrap();
+    let n = (13f32).sqrt();
+    assert!((v[0] - 3.0 / n).abs() < 1e-6 && (v[1] - 2.0 / n).abs() < 1e-6, "{v:?}");
+    // Only zero-weight tokens: no direction.
+    assert_eq!(enc.encode("c c"), Err(LookupError::ZeroVector));
+    assert_eq!(enc.encode(""), Err(LookupError::NoTokens));
+}
