@@ -1,0 +1,935 @@
+//! Fits a LightRetriever query table to the full encoder on the user's own corpus: no labels,
+//! no GPU.
+//!
+//! A lookup query is the L2-normalised (weighted) mean of per-token table rows. The untrained
+//! rows (`[CLS] id [SEP]` through the document encoder) are dominated by what every row shares,
+//! so lookup queries land far from where the encoder puts the same text. Here random word spans
+//! of the corpus play the queries: each span is encoded by the full model (the target) and the
+//! rows of its tokens are fitted so that their mean reproduces it — a ridge regression towards
+//! a prior (the untrained rows, or a global linear map of them), solved by conjugate gradients
+//! over the sparse span × token matrix. An optional refinement then trains the rows for
+//! retrieval itself: contrastive against the span's source document, or distilling the full
+//! encoder's ranking of the corpus.
+//!
+//! Everything is deterministic given [`FitOptions::seed`]; nothing prints, nothing panics on bad
+//! input: errors are [`FitError`] values, progress goes to a callback. Settings chosen on a
+//! held-out split of the corpus (never on benchmark queries): see docs/quality.md.
+
+mod refine;
+mod rng;
+pub mod solve;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use lr_tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+use crate::solve::Design;
+
+/// Queries are cut at this many tokens by the lookup encoder; spans are cut the same way.
+const MAX_QUERY_TOKENS: usize = 512;
+
+/// Encodes texts with the full model, as documents are encoded (L2-normalised vectors).
+pub trait SpanEncoder {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+impl SpanEncoder for lr_model::BertEncoder {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        lr_model::BertEncoder::encode(self, texts).map_err(|e| e.to_string())
+    }
+}
+
+/// Per-row weights of the lookup mean (stored in the table, used at query time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    /// Plain mean.
+    None,
+    /// `idf(t)^idf_power` with the BM25 idf `ln(1 + (N − df + 0.5)/(df + 0.5))` over the corpus.
+    Idf,
+}
+
+/// What the fitted rows are pulled towards (and what tokens never seen in a span keep).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prior {
+    /// The untrained rows themselves.
+    Init,
+    /// The untrained rows through one global linear map (D × D, least squares on the spans):
+    /// tokens no span contains move with the rest instead of staying untrained.
+    Linear,
+}
+
+/// Optional second stage after the ridge fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refine {
+    None,
+    /// InfoNCE of the lookup span vector against all document vectors; the positive is the
+    /// document the span was cut from.
+    Infonce,
+    /// KL from the full encoder's softmax over the documents (the span's target vector against
+    /// every document) to the lookup vector's: listwise distillation of the ranking.
+    Distill,
+}
+
+/// Fitting options; every field has a default, unknown fields are refused (they come from a
+/// user's jsonb argument).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FitOptions {
+    pub seed: u64,
+    /// Training spans cut from each training document.
+    pub spans_per_doc: usize,
+    /// Span length in whitespace-separated words, uniform in `min_words..=max_words`.
+    pub min_words: usize,
+    pub max_words: usize,
+    /// Ridge strength towards the prior (objective summed over spans, not averaged).
+    pub lambda: f64,
+    /// Query-time weights stored in the table.
+    pub weighting: Weighting,
+    /// Exponent applied to idf.
+    pub idf_power: f64,
+    /// Fit with the same weighted mean the lookup computes (true) or with the plain mean.
+    pub fit_weighted: bool,
+    pub prior: Prior,
+    /// Subtract the mean training target from the targets and the mean row from the prior.
+    pub center: bool,
+    /// Conjugate-gradient limits.
+    pub max_iterations: usize,
+    pub tolerance: f64,
+    /// Fraction of documents held out of the fit: their spans measure the result.
+    pub held_out_fraction: f64,
+    /// Pseudo-queries per held-out document and their length (fixed, broad, independent of the
+    /// training span settings so that settings are compared on the same questions).
+    pub held_out_spans_per_doc: usize,
+    pub held_out_min_words: usize,
+    pub held_out_max_words: usize,
+    /// Agreement = |top-k(lookup) ∩ top-k(full)| / k over the documents; 0 skips it (and the
+    /// document encoding it needs, unless refinement needs it).
+    pub agreement_k: usize,
+    pub refine: Refine,
+    pub refine_epochs: usize,
+    /// Adam step size for refinement.
+    pub refine_lr: f64,
+    pub refine_temperature: f64,
+    pub refine_batch: usize,
+    /// Pull of the refined rows towards the ridge solution (summed squared difference, per span).
+    pub refine_anchor: f64,
+    /// Upper bound on training spans (documents are subsampled beyond it).
+    pub max_spans: usize,
+    /// Texts per encoder call (progress granularity).
+    pub encode_batch: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            seed: 42,
+            spans_per_doc: 8,
+            min_words: 4,
+            max_words: 16,
+            lambda: 0.01,
+            weighting: Weighting::Idf,
+            idf_power: 1.0,
+            fit_weighted: false,
+            prior: Prior::Init,
+            center: false,
+            max_iterations: 500,
+            tolerance: 1e-4,
+            held_out_fraction: 0.1,
+            held_out_spans_per_doc: 8,
+            held_out_min_words: 4,
+            held_out_max_words: 64,
+            agreement_k: 10,
+            refine: Refine::None,
+            refine_epochs: 0,
+            refine_lr: 1e-3,
+            refine_temperature: 0.05,
+            refine_batch: 256,
+            refine_anchor: 0.0,
+            max_spans: 200_000,
+            encode_batch: 256,
+        }
+    }
+}
+
+impl FitOptions {
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, FitError> {
+        let o: FitOptions =
+            serde_json::from_value(v.clone()).map_err(|e| FitError::InvalidOption(e.to_string()))?;
+        o.validate()?;
+        Ok(o)
+    }
+
+    pub fn validate(&self) -> Result<(), FitError> {
+        let bad = |m: String| Err(FitError::InvalidOption(m));
+        if self.spans_per_doc == 0 {
+            return bad("spans_per_doc must be at least 1".into());
+        }
+        if self.min_words == 0 || self.max_words < self.min_words {
+            return bad(format!(
+                "need 1 <= min_words <= max_words (got {} and {})",
+                self.min_words, self.max_words
+            ));
+        }
+        if self.held_out_min_words == 0 || self.held_out_max_words < self.held_out_min_words {
+            return bad("need 1 <= held_out_min_words <= held_out_max_words".into());
+        }
+        if !(self.lambda > 0.0 && self.lambda.is_finite()) {
+            return bad(format!("lambda must be positive and finite (got {})", self.lambda));
+        }
+        if !(self.idf_power.is_finite() && self.idf_power >= 0.0) {
+            return bad("idf_power must be finite and non-negative".into());
+        }
+        if !(self.tolerance > 0.0 && self.tolerance.is_finite()) {
+            return bad("tolerance must be positive".into());
+        }
+        if !(0.0..=0.5).contains(&self.held_out_fraction) {
+            return bad(format!("held_out_fraction must be in [0, 0.5] (got {})", self.held_out_fraction));
+        }
+        if !(self.refine_lr > 0.0 && self.refine_lr.is_finite())
+            || !(self.refine_temperature > 0.0 && self.refine_temperature.is_finite())
+            || !(self.refine_anchor >= 0.0 && self.refine_anchor.is_finite())
+        {
+            return bad("refine_lr and refine_temperature must be positive, refine_anchor non-negative".into());
+        }
+        if self.refine_batch == 0 || self.encode_batch == 0 || self.max_spans == 0 {
+            return bad("refine_batch, encode_batch and max_spans must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitError {
+    /// No documents were given.
+    EmptyCorpus,
+    /// No document (or no span) produced a single token.
+    NoTokens,
+    InvalidOption(String),
+    /// Inputs that do not fit together (row count, dimensions, token ids outside the table).
+    InvalidInput(String),
+    /// The full encoder failed or returned something unusable.
+    Encoder(String),
+    Tokenizer(String),
+}
+
+impl std::fmt::Display for FitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FitError::EmptyCorpus => write!(f, "cannot fit a query table on an empty corpus"),
+            FitError::NoTokens => write!(f, "the corpus has no text to fit on (no document produced a token)"),
+            FitError::InvalidOption(m) => write!(f, "invalid fit option: {m}"),
+            FitError::InvalidInput(m) => write!(f, "{m}"),
+            FitError::Encoder(m) => write!(f, "the full encoder failed: {m}"),
+            FitError::Tokenizer(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for FitError {}
+
+/// What the fit did and how well (all "before" values are for the untrained table).
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    pub docs: usize,
+    pub docs_train: usize,
+    pub docs_held_out: usize,
+    /// (span, full-encoder target) pairs fitted on / held out.
+    pub pairs_train: usize,
+    pub pairs_held_out: usize,
+    pub vocab: usize,
+    pub dims: usize,
+    /// Rows fitted (tokens seen in a training span); the others keep the prior.
+    pub tokens_fitted: usize,
+    pub solver_iterations: usize,
+    pub solver_relative_residual: f64,
+    /// Ridge objective Σ_s ‖a_s X − y_s‖² + λ‖X − P‖² at the prior and at the solution.
+    pub objective_before: f64,
+    pub objective_after: f64,
+    /// Mean squared error between a span's (weighted) row mean and its target, in the fit's
+    /// target space; "before" = the prior rows.
+    pub loss_train_before: f64,
+    pub loss_train_after: f64,
+    pub loss_held_out_before: Option<f64>,
+    pub loss_held_out_after: Option<f64>,
+    /// Mean cosine between the lookup vector of a held-out span and its full encoding;
+    /// before = untrained table, plain mean; after = the fitted table with its weights.
+    pub cosine_held_out_before: Option<f64>,
+    pub cosine_held_out_after: Option<f64>,
+    /// Mean top-k overlap (fraction) between lookup and full-encoder retrieval over the corpus
+    /// for the held-out spans.
+    pub agreement_k: usize,
+    pub agreement_before: Option<f64>,
+    pub agreement_after: Option<f64>,
+    /// Fraction of held-out spans whose source document is in the top k: full encoder,
+    /// untrained lookup, fitted lookup.
+    pub source_top_k_full: Option<f64>,
+    pub source_top_k_before: Option<f64>,
+    pub source_top_k_after: Option<f64>,
+    pub refine_epochs: usize,
+    /// Per refinement epoch: mean training loss and held-out agreement.
+    pub refine_loss: Vec<f64>,
+    pub refine_agreement: Vec<f64>,
+    pub seconds_encode_spans: f64,
+    pub seconds_encode_docs: f64,
+    pub seconds_solve: f64,
+    pub seconds_refine: f64,
+    pub seconds_total: f64,
+    pub options: FitOptions,
+}
+
+/// A fitted table: `rows` is vocab × dims row-major (every row, fitted or not); `weights` are
+/// the per-row query-time weights to store with it.
+#[derive(Debug, Clone)]
+pub struct FittedTable {
+    pub rows: Vec<f32>,
+    pub weights: Option<Vec<f32>>,
+    pub report: FitReport,
+}
+
+/// A span with its source document and its tokens (vocabulary ids, counted).
+struct Span {
+    doc: usize,
+    text: String,
+    counts: Vec<(u32, f32)>,
+}
+
+fn counted(mut ids: Vec<u32>) -> Vec<(u32, f32)> {
+    ids.sort_unstable();
+    let mut out: Vec<(u32, f32)> = Vec::new();
+    for id in ids {
+        match out.last_mut() {
+            Some((last, c)) if *last == id => *c += 1.0,
+            _ => out.push((id, 1.0)),
+        }
+    }
+    out
+}
+
+fn sample_spans(
+    doc: usize,
+    text: &str,
+    n: usize,
+    min_words: usize,
+    max_words: usize,
+    rng: &mut Rng,
+    out: &mut Vec<(usize, String)>,
+) {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.is_empty() {
+        return;
+    }
+    let mut seen: Vec<(usize, usize)> = Vec::new();
+    for _ in 0..n {
+        let hi = max_words.min(words.len());
+        let lo = min_words.min(hi);
+        let len = rng.between(lo, hi);
+        let start = rng.below(words.len() - len + 1);
+        if seen.contains(&(start, len)) {
+            continue;
+        }
+        seen.push((start, len));
+        out.push((doc, words[start..start + len].join(" ")));
+    }
+}
+
+/// The lookup vector of a counted token list over full-vocabulary rows (un-normalised weighted
+/// mean: weights sum to one).
+fn weighted_mean(counts: &[(u32, f32)], weights: Option<&[f32]>, rows: &[f32], d: usize, out: &mut [f32]) {
+    out.iter_mut().for_each(|v| *v = 0.0);
+    let mut total = 0.0f64;
+    for &(id, c) in counts {
+        let w = c * weights.map_or(1.0, |w| w[id as usize]);
+        total += w as f64;
+        for (o, r) in out.iter_mut().zip(&rows[id as usize * d..(id as usize + 1) * d]) {
+            *o += w * r;
+        }
+    }
+    if total > 0.0 {
+        let inv = (1.0 / total) as f32;
+        out.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+pub(crate) fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if n > 0.0 && n.is_finite() {
+        let inv = (1.0 / n) as f32;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// Indices of the `k` largest scores, best first (ties: lower index first).
+pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    let k = k.min(idx.len());
+    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if k < idx.len() && k > 0 {
+        idx.select_nth_unstable_by(k - 1, cmp);
+    }
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx
+}
+
+/// Scores of every query (rows of `q`, n × d) against every document (m × d).
+pub(crate) fn score_matrix(q: &[f32], n: usize, docs: &Tensor, d: usize) -> Result<Vec<Vec<f32>>, FitError> {
+    let e = |e: candle_core::Error| FitError::Encoder(format!("scoring: {e}"));
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let qt = Tensor::from_slice(q, (n, d), &Device::Cpu).map_err(e)?;
+    qt.matmul(&docs.t().map_err(e)?).map_err(e)?.to_vec2::<f32>().map_err(e)
+}
+
+/// Retrieval measures of held-out lookup vectors against their full encodings.
+pub(crate) struct Agreement {
+    pub overlap: f64,
+    pub source_lookup: f64,
+    pub source_full: f64,
+}
+
+pub(crate) fn agreement(
+    lookup: &[f32],
+    full_top: &[Vec<usize>],
+    sources: &[usize],
+    docs: &Tensor,
+    d: usize,
+    k: usize,
+) -> Result<Agreement, FitError> {
+    let n = sources.len();
+    let scores = score_matrix(lookup, n, docs, d)?;
+    let (mut overlap, mut src_l, mut src_f) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let top = top_k(&scores[i], k);
+        overlap += top.iter().filter(|x| full_top[i].contains(x)).count() as f64 / k as f64;
+        src_l += top.contains(&sources[i]) as u8 as f64;
+        src_f += full_top[i].contains(&sources[i]) as u8 as f64;
+    }
+    let n = n.max(1) as f64;
+    Ok(Agreement { overlap: overlap / n, source_lookup: src_l / n, source_full: src_f / n })
+}
+
+/// Fits the query table. `docs` are the corpus texts (title and body as the documents were
+/// encoded), `init_rows` the untrained table (vocab × dims, row-major). Documents are encoded
+/// with `encoder` when agreement or refinement needs their vectors; see
+/// [`fit_query_table_with_doc_vectors`] to pass vectors already at hand.
+pub fn fit_query_table(
+    docs: &[&str],
+    tokenizer: &Tokenizer,
+    encoder: &dyn SpanEncoder,
+    init_rows: &[f32],
+    dims: usize,
+    options: &FitOptions,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<FittedTable, FitError> {
+    fit_query_table_with_doc_vectors(docs, None, tokenizer, encoder, init_rows, dims, options, progress)
+}
+
+/// [`fit_query_table`] with the documents' full-encoder vectors given (one per document, in
+/// order, L2-normalised), so they are not encoded again.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_query_table_with_doc_vectors(
+    docs: &[&str],
+    doc_vectors: Option<&[Vec<f32>]>,
+    tokenizer: &Tokenizer,
+    encoder: &dyn SpanEncoder,
+    init_rows: &[f32],
+    dims: usize,
+    options: &FitOptions,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<FittedTable, FitError> {
+    let started = Instant::now();
+    options.validate()?;
+    let d = dims;
+    if d == 0 || init_rows.is_empty() || init_rows.len() % d != 0 {
+        return Err(FitError::InvalidInput(format!(
+            "the untrained table has {} values, not a whole number of {d}-wide rows",
+            init_rows.len()
+        )));
+    }
+    let vocab = init_rows.len() / d;
+    if let Some(i) = init_rows.iter().position(|v| !v.is_finite()) {
+        return Err(FitError::InvalidInput(format!("untrained row {} has a NaN or infinite value", i / d)));
+    }
+    if docs.is_empty() {
+        return Err(FitError::EmptyCorpus);
+    }
+    if let Some(dv) = doc_vectors {
+        if dv.len() != docs.len() || dv.iter().any(|v| v.len() != d) {
+            return Err(FitError::InvalidInput(format!(
+                "{} document vectors given for {} documents of {d} dimensions",
+                dv.len(),
+                docs.len()
+            )));
+        }
+    }
+    let ids_of = |text: &str| -> Result<Vec<u32>, FitError> {
+        let mut ids = lr_tokenizer::plain_ids(tokenizer, text).map_err(FitError::Tokenizer)?;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(FitError::InvalidInput(format!(
+                "token id {bad} is outside the table's {vocab} rows (wrong tokenizer?)"
+            )));
+        }
+        ids.truncate(MAX_QUERY_TOKENS);
+        Ok(ids)
+    };
+
+    // 1. Document frequencies → idf weights.
+    progress("tokenizing documents", 0.0);
+    let mut df = vec![0u32; vocab];
+    let mut docs_with_tokens = 0usize;
+    for (i, text) in docs.iter().enumerate() {
+        let mut ids = lr_tokenizer::plain_ids(tokenizer, text).map_err(FitError::Tokenizer)?;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(FitError::InvalidInput(format!(
+                "token id {bad} of document {i} is outside the table's {vocab} rows (wrong tokenizer?)"
+            )));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        docs_with_tokens += !ids.is_empty() as usize;
+        ids.iter().for_each(|&id| df[id as usize] += 1);
+    }
+    if docs_with_tokens == 0 {
+        return Err(FitError::NoTokens);
+    }
+    let n_docs = docs.len() as f64;
+    let weights: Option<Vec<f32>> = match options.weighting {
+        Weighting::None => None,
+        Weighting::Idf => Some(
+            df.iter()
+                .map(|&f| {
+                    let f = f as f64;
+                    ((1.0 + (n_docs - f + 0.5) / (f + 0.5)).ln().powf(options.idf_power)) as f32
+                })
+                .collect(),
+        ),
+    };
+    let fit_weights = if options.fit_weighted { weights.as_deref() } else { None };
+
+    // 2. Split documents, cut spans.
+    let mut rng = Rng::new(options.seed);
+    let mut order: Vec<usize> = (0..docs.len()).filter(|&i| docs[i].split_whitespace().next().is_some()).collect();
+    rng.shuffle(&mut order);
+    let mut held = ((order.len() as f64) * options.held_out_fraction).floor() as usize;
+    if held >= order.len() {
+        held = order.len().saturating_sub(1);
+    }
+    let (held_docs, train_docs) = order.split_at(held);
+    let mut train_docs = train_docs.to_vec();
+    let cap = (options.max_spans / options.spans_per_doc).max(1);
+    if train_docs.len() > cap {
+        train_docs.truncate(cap);
+    }
+    train_docs.sort_unstable();
+    let mut held_docs = held_docs.to_vec();
+    held_docs.sort_unstable();
+    let mut raw_train = Vec::new();
+    for &i in &train_docs {
+        sample_spans(i, docs[i], options.spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
+    }
+    let mut raw_held = Vec::new();
+    for &i in &held_docs {
+        sample_spans(
+            i,
+            docs[i],
+            options.held_out_spans_per_doc,
+            options.held_out_min_words,
+            options.held_out_max_words,
+            &mut rng,
+            &mut raw_held,
+        );
+    }
+    let tokenize = |raw: Vec<(usize, String)>| -> Result<Vec<Span>, FitError> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (doc, text) in raw {
+            let ids = ids_of(&text)?;
+            if !ids.is_empty() {
+                out.push(Span { doc, text, counts: counted(ids) });
+            }
+        }
+        Ok(out)
+    };
+    let train = tokenize(raw_train)?;
+    let held_spans = tokenize(raw_held)?;
+    if train.is_empty() {
+        return Err(FitError::NoTokens);
+    }
+
+    // 3. Full-encoder targets (spans sorted by length so batches carry little padding).
+    let t_enc = Instant::now();
+    let all_texts: Vec<&str> = train.iter().chain(&held_spans).map(|s| s.text.as_str()).collect();
+    let targets_all = encode_all(encoder, &all_texts, d, options.encode_batch, "encoding spans", progress)?;
+    let seconds_encode_spans = t_enc.elapsed().as_secs_f64();
+    let (train_y, held_y) = targets_all.split_at(train.len() * d);
+
+    // 4. Document vectors when something needs them.
+    let need_docs = options.refine != Refine::None || (options.agreement_k > 0 && !held_spans.is_empty());
+    let t_docs = Instant::now();
+    let doc_matrix: Option<Vec<f32>> = if !need_docs {
+        None
+    } else if let Some(dv) = doc_vectors {
+        Some(dv.iter().flat_map(|v| v.iter().copied()).collect())
+    } else {
+        Some(encode_all(encoder, docs, d, options.encode_batch, "encoding documents", progress)?)
+    };
+    let seconds_encode_docs = if doc_vectors.is_some() { 0.0 } else { t_docs.elapsed().as_secs_f64() };
+    let doc_tensor = match &doc_matrix {
+        Some(m) => Some(
+            Tensor::from_slice(m, (docs.len(), d), &Device::Cpu)
+                .map_err(|e| FitError::Encoder(format!("document matrix: {e}")))?,
+        ),
+        None => None,
+    };
+
+    // 5. Fitted tokens, design matrix, prior, centring.
+    let mut local: HashMap<u32, u32> = HashMap::new();
+    let mut fitted_ids: Vec<u32> = Vec::new();
+    for s in &train {
+        for &(id, _) in &s.counts {
+            local.entry(id).or_insert_with(|| {
+                fitted_ids.push(id);
+                (fitted_ids.len() - 1) as u32
+            });
+        }
+    }
+    let t = fitted_ids.len();
+    let design_of = |spans: &[Span], map: &dyn Fn(u32) -> u32| -> Design {
+        let mut a = Design::new();
+        let mut entries = Vec::new();
+        for s in spans {
+            entries.clear();
+            let total: f64 = s.counts.iter().map(|&(id, c)| (c * fit_weights.map_or(1.0, |w| w[id as usize])) as f64).sum();
+            for &(id, c) in &s.counts {
+                let w = c * fit_weights.map_or(1.0, |w| w[id as usize]);
+                if total > 0.0 {
+                    entries.push((map(id), (w as f64 / total) as f32));
+                }
+            }
+            a.push_row(&entries);
+        }
+        a
+    };
+    let a = design_of(&train, &|id| local[&id]);
+    let mut y_fit = train_y.to_vec();
+    let mut held_y_fit = held_y.to_vec();
+    let mut prior_full: Vec<f32> = init_rows.to_vec();
+    if options.center {
+        let mut mean_y = vec![0.0f64; d];
+        train_y.chunks_exact(d).for_each(|r| r.iter().zip(&mut mean_y).for_each(|(v, m)| *m += *v as f64));
+        mean_y.iter_mut().for_each(|m| *m /= train.len() as f64);
+        for y in [&mut y_fit, &mut held_y_fit] {
+            y.chunks_exact_mut(d).for_each(|r| r.iter_mut().zip(&mean_y).for_each(|(v, m)| *v -= *m as f32));
+        }
+        let mut mean_r = vec![0.0f64; d];
+        init_rows.chunks_exact(d).for_each(|r| r.iter().zip(&mut mean_r).for_each(|(v, m)| *m += *v as f64));
+        mean_r.iter_mut().for_each(|m| *m /= vocab as f64);
+        prior_full
+            .chunks_exact_mut(d)
+            .for_each(|r| r.iter_mut().zip(&mean_r).for_each(|(v, m)| *v -= *m as f32));
+    }
+    if options.prior == Prior::Linear {
+        progress("fitting the linear prior", 0.0);
+        prior_full = linear_prior(&a, &fitted_ids, &prior_full, &y_fit, d)?;
+    }
+    let prior_fit: Vec<f32> =
+        fitted_ids.iter().flat_map(|&id| prior_full[id as usize * d..(id as usize + 1) * d].iter().copied()).collect();
+
+    // 6. Ridge solve.
+    let t_solve = Instant::now();
+    let max_it = options.max_iterations;
+    let (x, stats) = solve::ridge_cg(&a, &y_fit, &prior_fit, t, d, options.lambda, max_it, options.tolerance, &mut |it, _| {
+        progress("solving", it as f64 / max_it.max(1) as f64)
+    });
+    let seconds_solve = t_solve.elapsed().as_secs_f64();
+    let (data_before, _) = solve::ridge_terms(&a, &y_fit, &prior_fit.iter().map(|&v| v as f64).collect::<Vec<_>>(), &prior_fit, d);
+    let (data_after, reg_after) = solve::ridge_terms(&a, &y_fit, &x, &prior_fit, d);
+    let mut rows = prior_full.clone();
+    for (k, &id) in fitted_ids.iter().enumerate() {
+        for j in 0..d {
+            rows[id as usize * d + j] = x[k * d + j] as f32;
+        }
+    }
+
+    // 7. Held-out references (full-encoder top-k) and the "before" measures.
+    let k = options.agreement_k;
+    let held_sources: Vec<usize> = held_spans.iter().map(|s| s.doc).collect();
+    let full_top: Option<Vec<Vec<usize>>> = match (&doc_tensor, k > 0 && !held_spans.is_empty()) {
+        (Some(dt), true) => {
+            let scores = score_matrix(held_y, held_spans.len(), dt, d)?;
+            Some(scores.iter().map(|s| top_k(s, k)).collect())
+        }
+        _ => None,
+    };
+    let lookup_vectors = |rows: &[f32], w: Option<&[f32]>| -> Vec<f32> {
+        let mut out = vec![0.0f32; held_spans.len() * d];
+        for (s, o) in held_spans.iter().zip(out.chunks_exact_mut(d)) {
+            weighted_mean(&s.counts, w, rows, d, o);
+            normalize(o);
+        }
+        out
+    };
+    let cosine = |v: &[f32]| -> f64 {
+        let n = held_spans.len().max(1) as f64;
+        v.chunks_exact(d).zip(held_y.chunks_exact(d)).map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>()).sum::<f64>() / n
+    };
+    let before_vectors = lookup_vectors(init_rows, None);
+    let mut agreement_before = None;
+    let (mut source_full, mut source_before) = (None, None);
+    if let (Some(ft), Some(dt)) = (&full_top, &doc_tensor) {
+        let ag = agreement(&before_vectors, ft, &held_sources, dt, d, k)?;
+        agreement_before = Some(ag.overlap);
+        source_before = Some(ag.source_lookup);
+        source_full = Some(ag.source_full);
+    }
+
+    // 8. Optional refinement.
+    let t_refine = Instant::now();
+    let mut refine_loss = Vec::new();
+    let mut refine_agreement = Vec::new();
+    if options.refine != Refine::None && options.refine_epochs > 0 {
+        let dt = doc_tensor.as_ref().expect("refinement encodes the documents");
+        let query_weights = weights.as_deref();
+        let a_query = design_of(&train, &|id| local[&id]);
+        let a_query = if options.fit_weighted || query_weights.is_none() {
+            a_query
+        } else {
+            // Refinement trains the vectors the lookup will compute: the query-time weights.
+            let mut a = Design::new();
+            let mut entries = Vec::new();
+            for s in &train {
+                entries.clear();
+                let total: f64 = s.counts.iter().map(|&(id, c)| (c * query_weights.unwrap()[id as usize]) as f64).sum();
+                for &(id, c) in &s.counts {
+                    if total > 0.0 {
+                        entries.push((local[&id], ((c * query_weights.unwrap()[id as usize]) as f64 / total) as f32));
+                    }
+                }
+                a.push_row(&entries);
+            }
+            a
+        };
+        let sources: Vec<usize> = train.iter().map(|s| s.doc).collect();
+        let mut params: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let anchor = params.clone();
+        let mut epoch_rng = Rng::new(options.seed ^ 0x7265_6669_6e65);
+        let mut refiner = refine::Refiner::new(params.len(), t);
+        for epoch in 0..options.refine_epochs {
+            let loss =
+                refiner.epoch(&a_query, &mut params, &anchor, train_y, &sources, dt, d, options, &mut epoch_rng)?;
+            refine_loss.push(loss);
+            if let (Some(ft), Some(_)) = (&full_top, &doc_tensor) {
+                let mut r = rows.clone();
+                for (k2, &id) in fitted_ids.iter().enumerate() {
+                    r[id as usize * d..(id as usize + 1) * d].copy_from_slice(&params[k2 * d..(k2 + 1) * d]);
+                }
+                let ag = agreement(&lookup_vectors(&r, query_weights), ft, &held_sources, dt, d, k)?;
+                refine_agreement.push(ag.overlap);
+            }
+            progress("refining", (epoch + 1) as f64 / options.refine_epochs as f64);
+        }
+        for (k2, &id) in fitted_ids.iter().enumerate() {
+            rows[id as usize * d..(id as usize + 1) * d].copy_from_slice(&params[k2 * d..(k2 + 1) * d]);
+        }
+    }
+    let seconds_refine = t_refine.elapsed().as_secs_f64();
+    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+        return Err(FitError::InvalidInput(format!("the fit diverged: row {} is not finite (lower refine_lr)", i / d)));
+    }
+
+    // 9. "After" measures.
+    let after_vectors = lookup_vectors(&rows, weights.as_deref());
+    let (mut agreement_after, mut source_after) = (None, None);
+    if let (Some(ft), Some(dt)) = (&full_top, &doc_tensor) {
+        let ag = agreement(&after_vectors, ft, &held_sources, dt, d, k)?;
+        agreement_after = Some(ag.overlap);
+        source_after = Some(ag.source_lookup);
+    }
+    let held_mse = |rows: &[f32]| -> Option<f64> {
+        if held_spans.is_empty() {
+            return None;
+        }
+        let mut o = vec![0.0f32; d];
+        let mut total = 0.0;
+        for (s, y) in held_spans.iter().zip(held_y_fit.chunks_exact(d)) {
+            weighted_mean(&s.counts, fit_weights, rows, d, &mut o);
+            total += o.iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+        }
+        Some(total / held_spans.len() as f64)
+    };
+    let has_held = !held_spans.is_empty();
+    let report = FitReport {
+        docs: docs.len(),
+        docs_train: train_docs.len(),
+        docs_held_out: held_docs.len(),
+        pairs_train: train.len(),
+        pairs_held_out: held_spans.len(),
+        vocab,
+        dims: d,
+        tokens_fitted: t,
+        solver_iterations: stats.iterations,
+        solver_relative_residual: stats.relative_residual,
+        objective_before: data_before,
+        objective_after: data_after + options.lambda * reg_after,
+        loss_train_before: data_before / train.len() as f64,
+        loss_train_after: data_after / train.len() as f64,
+        loss_held_out_before: held_mse(&prior_full),
+        loss_held_out_after: held_mse(&rows),
+        cosine_held_out_before: has_held.then(|| cosine(&before_vectors)),
+        cosine_held_out_after: has_held.then(|| cosine(&after_vectors)),
+        agreement_k: k,
+        agreement_before,
+        agreement_after,
+        source_top_k_full: source_full,
+        source_top_k_before: source_before,
+        source_top_k_after: source_after,
+        refine_epochs: refine_loss.len(),
+        refine_loss,
+        refine_agreement,
+        seconds_encode_spans,
+        seconds_encode_docs,
+        seconds_solve,
+        seconds_refine,
+        seconds_total: started.elapsed().as_secs_f64(),
+        options: options.clone(),
+    };
+    progress("done", 1.0);
+    Ok(FittedTable { rows, weights, report })
+}
+
+/// Encodes `texts` in length-sorted batches; returns the vectors flat (n × d), L2-normalised.
+fn encode_all(
+    encoder: &dyn SpanEncoder,
+    texts: &[&str],
+    d: usize,
+    batch: usize,
+    stage: &str,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<Vec<f32>, FitError> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut out = vec![0.0f32; texts.len() * d];
+    let mut done = 0usize;
+    progress(stage, 0.0);
+    for chunk in order.chunks(batch) {
+        let group: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+        let vectors = encoder.encode(&group).map_err(FitError::Encoder)?;
+        if vectors.len() != group.len() {
+            return Err(FitError::Encoder(format!("{} vectors returned for {} texts", vectors.len(), group.len())));
+        }
+        for (&i, mut v) in chunk.iter().zip(vectors) {
+            if v.len() != d {
+                return Err(FitError::Encoder(format!("a {}-dimensional vector for a {d}-dimensional table", v.len())));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(FitError::Encoder("a vector with NaN or infinite values".into()));
+            }
+            normalize(&mut v);
+            out[i * d..(i + 1) * d].copy_from_slice(&v);
+        }
+        done += chunk.len();
+        progress(stage, done as f64 / texts.len() as f64);
+    }
+    Ok(out)
+}
+
+/// Least-squares global map G (D × D) with `A (R0 G) ≈ Y` on the fitted tokens, applied to every
+/// row: the prior for rows no span reaches. Solved through the D × D normal equations with a
+/// small ridge (Cholesky).
+fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usize) -> Result<Vec<f32>, FitError> {
+    let s = a.rows();
+    // F = A R0 (S × D)
+    let mut f = vec![0.0f64; s * d];
+    for si in 0..s {
+        let o = &mut f[si * d..(si + 1) * d];
+        for (t, w) in a.row(si) {
+            let id = fitted_ids[t] as usize;
+            for (x, r) in o.iter_mut().zip(&rows[id * d..(id + 1) * d]) {
+                *x += w as f64 * *r as f64;
+            }
+        }
+    }
+    let mut ftf = vec![0.0f64; d * d];
+    let mut fty = vec![0.0f64; d * d];
+    for si in 0..s {
+        let fr = &f[si * d..(si + 1) * d];
+        let yr = &y[si * d..(si + 1) * d];
+        for i in 0..d {
+            let fi = fr[i];
+            if fi == 0.0 {
+                continue;
+            }
+            let row = &mut ftf[i * d..(i + 1) * d];
+            for (o, fj) in row.iter_mut().zip(fr) {
+                *o += fi * fj;
+            }
+            let row = &mut fty[i * d..(i + 1) * d];
+            for (o, yj) in row.iter_mut().zip(yr) {
+                *o += fi * *yj as f64;
+            }
+        }
+    }
+    let trace: f64 = (0..d).map(|i| ftf[i * d + i]).sum();
+    let mu = 1e-3 * trace / d as f64 + 1e-12;
+    (0..d).for_each(|i| ftf[i * d + i] += mu);
+    let l = cholesky(&ftf, d).ok_or_else(|| FitError::InvalidInput("linear prior: singular system".into()))?;
+    // Solve (FᵀF) G = FᵀY column by column.
+    let mut g = vec![0.0f64; d * d];
+    let mut col = vec![0.0f64; d];
+    for j in 0..d {
+        (0..d).for_each(|i| col[i] = fty[i * d + j]);
+        cholesky_solve(&l, d, &mut col);
+        (0..d).for_each(|i| g[i * d + j] = col[i]);
+    }
+    let e = |e: candle_core::Error| FitError::InvalidInput(format!("linear prior: {e}"));
+    let vocab = rows.len() / d;
+    let r = Tensor::from_slice(rows, (vocab, d), &Device::Cpu).map_err(e)?;
+    let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+    let gt = Tensor::from_slice(&g32, (d, d), &Device::Cpu).map_err(e)?;
+    r.matmul(&gt).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
+}
+
+fn cholesky(m: &[f64], n: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let mut s = m[i * n + j];
+            for k in 0..j {
+                s -= l[i * n + k] * l[j * n + k];
+            }
+            if i == j {
+                if s <= 0.0 {
+                    return None;
+                }
+                l[i * n + i] = s.sqrt();
+            } else {
+                l[i * n + j] = s / l[j * n + j];
+            }
+        }
+    }
+    Some(l)
+}
+
+fn cholesky_solve(l: &[f64], n: usize, b: &mut [f64]) {
+    for i in 0..n {
+        let mut s = b[i];
+        for k in 0..i {
+            s -= l[i * n + k] * b[k];
+        }
+        b[i] = s / l[i * n + i];
+    }
+    for i in (0..n).rev() {
+        let mut s = b[i];
+        for k in i + 1..n {
+            s -= l[k * n + i] * b[k];
+        }
+        b[i] = s / l[i * n + i];
+    }
+}

@@ -1,0 +1,173 @@
+//! Retrieval refinement of fitted rows: the normalised lookup vector of a span is scored against
+//! every document vector, and the rows are trained so that this ranking is right — InfoNCE with
+//! the span's own document as positive, or KL to the full encoder's ranking (distillation).
+//! Hand-written gradients, lazy Adam (only rows present in a batch move), dense products through
+//! candle's CPU matmul.
+
+use candle_core::{Device, Tensor};
+
+use crate::rng::Rng;
+use crate::solve::Design;
+use crate::{FitError, FitOptions, Refine};
+
+pub(crate) struct Refiner {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    grad: Vec<f32>,
+    touched: Vec<bool>,
+    step: i32,
+}
+
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPS: f32 = 1e-8;
+
+fn err(e: candle_core::Error) -> FitError {
+    FitError::Encoder(format!("refinement: {e}"))
+}
+
+impl Refiner {
+    pub(crate) fn new(params: usize, tokens: usize) -> Self {
+        Refiner { m: vec![0.0; params], v: vec![0.0; params], grad: vec![0.0; params], touched: vec![false; tokens], step: 0 }
+    }
+
+    /// One pass over the training spans in a seeded random order; returns the mean loss.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn epoch(
+        &mut self,
+        a: &Design,
+        params: &mut [f32],
+        anchor: &[f32],
+        targets: &[f32],
+        sources: &[usize],
+        docs: &Tensor,
+        d: usize,
+        options: &FitOptions,
+        rng: &mut Rng,
+    ) -> Result<f64, FitError> {
+        let n_spans = a.rows();
+        let mut order: Vec<usize> = (0..n_spans).collect();
+        rng.shuffle(&mut order);
+        let tau = options.refine_temperature as f32;
+        let docs_t = docs.t().map_err(err)?;
+        let n_docs = docs.dim(0).map_err(err)?;
+        let mut total_loss = 0.0f64;
+        for batch in order.chunks(options.refine_batch) {
+            let b = batch.len();
+            // Forward: u = Σ a_t X_t, q = u/|u|.
+            let mut u = vec![0.0f32; b * d];
+            let mut norms = vec![0.0f32; b];
+            for (bi, &s) in batch.iter().enumerate() {
+                let o = &mut u[bi * d..(bi + 1) * d];
+                for (t, w) in a.row(s) {
+                    for (x, p) in o.iter_mut().zip(&params[t * d..(t + 1) * d]) {
+                        *x += w * p;
+                    }
+                }
+                let n = o.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                norms[bi] = n;
+                o.iter_mut().for_each(|x| *x /= n);
+            }
+            let q = Tensor::from_slice(&u, (b, d), &Device::Cpu).map_err(err)?;
+            let scores: Vec<f32> = (q.matmul(&docs_t).map_err(err)? / tau as f64)
+                .map_err(err)?
+                .flatten_all()
+                .map_err(err)?
+                .to_vec1()
+                .map_err(err)?;
+            let teacher: Option<Vec<f32>> = if options.refine == Refine::Distill {
+                let y: Vec<f32> = batch.iter().flat_map(|&s| targets[s * d..(s + 1) * d].iter().copied()).collect();
+                let yt = Tensor::from_slice(&y, (b, d), &Device::Cpu).map_err(err)?;
+                Some(
+                    (yt.matmul(&docs_t).map_err(err)? / tau as f64)
+                        .map_err(err)?
+                        .flatten_all()
+                        .map_err(err)?
+                        .to_vec1()
+                        .map_err(err)?,
+                )
+            } else {
+                None
+            };
+            // dL/dz = (softmax(z) − target) / b
+            let mut gz = vec![0.0f32; b * n_docs];
+            for bi in 0..b {
+                let z = &scores[bi * n_docs..(bi + 1) * n_docs];
+                let p = softmax(z);
+                let g = &mut gz[bi * n_docs..(bi + 1) * n_docs];
+                match &teacher {
+                    None => {
+                        let pos = sources[batch[bi]];
+                        total_loss -= (p[pos].max(1e-30) as f64).ln();
+                        for (j, (gv, pv)) in g.iter_mut().zip(&p).enumerate() {
+                            *gv = (pv - (j == pos) as u8 as f32) / b as f32;
+                        }
+                    }
+                    Some(tz) => {
+                        let t = softmax(&tz[bi * n_docs..(bi + 1) * n_docs]);
+                        total_loss += t
+                            .iter()
+                            .zip(&p)
+                            .filter(|(tv, _)| **tv > 0.0)
+                            .map(|(tv, pv)| *tv as f64 * ((*tv as f64).ln() - (pv.max(1e-30) as f64).ln()))
+                            .sum::<f64>();
+                        for ((gv, pv), tv) in g.iter_mut().zip(&p).zip(&t) {
+                            *gv = (pv - tv) / b as f32;
+                        }
+                    }
+                }
+            }
+            // dL/dq = G_z D / τ
+            let gzt = Tensor::from_slice(&gz, (b, n_docs), &Device::Cpu).map_err(err)?;
+            let gq: Vec<f32> = (gzt.matmul(docs).map_err(err)? / tau as f64)
+                .map_err(err)?
+                .flatten_all()
+                .map_err(err)?
+                .to_vec1()
+                .map_err(err)?;
+            // dL/du = (g − q (q·g)) / |u|, then scatter into the rows.
+            let mut touched_list: Vec<usize> = Vec::new();
+            for (bi, &s) in batch.iter().enumerate() {
+                let qv = &u[bi * d..(bi + 1) * d];
+                let g = &gq[bi * d..(bi + 1) * d];
+                let dot: f32 = qv.iter().zip(g).map(|(a, b)| a * b).sum();
+                let du: Vec<f32> = g.iter().zip(qv).map(|(gv, qv)| (gv - qv * dot) / norms[bi]).collect();
+                for (t, w) in a.row(s) {
+                    if !self.touched[t] {
+                        self.touched[t] = true;
+                        touched_list.push(t);
+                    }
+                    for (gr, x) in self.grad[t * d..(t + 1) * d].iter_mut().zip(&du) {
+                        *gr += w * x;
+                    }
+                }
+            }
+            // Lazy Adam on the rows of this batch.
+            self.step += 1;
+            let lr = options.refine_lr as f32;
+            let bc1 = 1.0 - BETA1.powi(self.step);
+            let bc2 = 1.0 - BETA2.powi(self.step);
+            let rho = 2.0 * options.refine_anchor as f32;
+            touched_list.sort_unstable();
+            for &t in &touched_list {
+                self.touched[t] = false;
+                for k in t * d..(t + 1) * d {
+                    let g = self.grad[k] + rho * (params[k] - anchor[k]);
+                    self.grad[k] = 0.0;
+                    self.m[k] = BETA1 * self.m[k] + (1.0 - BETA1) * g;
+                    self.v[k] = BETA2 * self.v[k] + (1.0 - BETA2) * g * g;
+                    params[k] -= lr * (self.m[k] / bc1) / ((self.v[k] / bc2).sqrt() + EPS);
+                }
+            }
+        }
+        Ok(total_loss / n_spans.max(1) as f64)
+    }
+}
+
+fn softmax(z: &[f32]) -> Vec<f32> {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut p: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+    let s: f32 = p.iter().sum();
+    p.iter_mut().for_each(|v| *v /= s);
+    p
+}

@@ -1,0 +1,303 @@
+use lr_fit::solve::{ridge_cg, ridge_terms, Design};
+use lr_fit::{fit_query_table, FitError, FitOptions, Refine, SpanEncoder, Weighting};
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    // Tests run in parallel: every call gets its own directory.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("lr-fit-test-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Deterministic pseudo-random numbers in [-1, 1) from a key.
+fn hash_vec(key: &str, d: usize) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    (0..d)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            (h >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+const D: usize = 8;
+const WORDS: &[&str] = &[
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+    "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon",
+];
+
+/// A word-level tokenizer over WORDS ([UNK] = 0, word i = i + 1).
+fn tokenizer(dir: &std::path::Path) -> lr_tokenizer::Tokenizer {
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[UNK]".into(), 0.into());
+    for (i, w) in WORDS.iter().enumerate() {
+        vocab.insert(w.to_string(), (i + 1).into());
+    }
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    let p = dir.join("tokenizer.json");
+    std::fs::write(&p, json.to_string()).unwrap();
+    lr_tokenizer::load_tokenizer(&p, None).unwrap()
+}
+
+/// A stand-in for the full model: a common component plus word vectors, with a word-order term
+/// (bigrams) that no row mean can express exactly.
+struct FakeEncoder;
+impl SpanEncoder for FakeEncoder {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let words: Vec<&str> = t.split_whitespace().collect();
+                let mut v = hash_vec("common", D).iter().map(|x| x * 0.5).collect::<Vec<_>>();
+                for w in &words {
+                    for (a, b) in v.iter_mut().zip(hash_vec(&format!("w:{w}"), D)) {
+                        *a += b;
+                    }
+                }
+                for p in words.windows(2) {
+                    for (a, b) in v.iter_mut().zip(hash_vec(&format!("{}{}", p[0], p[1]), D)) {
+                        *a += 0.3 * b;
+                    }
+                }
+                normalized(v)
+            })
+            .collect())
+    }
+}
+
+/// Untrained rows: dominated by a shared direction, like `[CLS] id [SEP]` rows.
+fn init_rows() -> Vec<f32> {
+    let mut rows = Vec::new();
+    for i in 0..=WORDS.len() {
+        let own = hash_vec(&format!("init:{i}"), D);
+        let common = hash_vec("shared", D);
+        rows.extend(normalized(own.iter().zip(&common).map(|(a, b)| 0.3 * a + b).collect()));
+    }
+    rows
+}
+
+fn corpus() -> Vec<String> {
+    let mut state = 7u64;
+    (0..60)
+        .map(|_| {
+            let n = 10 + (state % 20) as usize;
+            (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    WORDS[((state >> 33) % WORDS.len() as u64) as usize]
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn small_options() -> FitOptions {
+    FitOptions { tolerance: 1e-8, max_iterations: 2000, held_out_fraction: 0.2, agreement_k: 5, ..Default::default() }
+}
+
+fn fit(options: &FitOptions) -> lr_fit::FittedTable {
+    let d = tmpdir("fit");
+    let tok = tokenizer(&d);
+    let docs = corpus();
+    let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    fit_query_table(&docs, &tok, &FakeEncoder, &init_rows(), D, options, &mut |_, _| {}).unwrap()
+}
+
+/// Dense Cholesky solve, for the closed form.
+fn solve_dense(m: &mut [f64], n: usize, b: &mut [f64], cols: usize) {
+    for k in 0..n {
+        let p = m[k * n + k].sqrt();
+        m[k * n + k] = p;
+        for i in k + 1..n {
+            m[i * n + k] /= p;
+        }
+        for j in k + 1..n {
+            for i in j..n {
+                m[i * n + j] -= m[i * n + k] * m[j * n + k];
+            }
+        }
+    }
+    for c in 0..cols {
+        let mut x: Vec<f64> = (0..n).map(|i| b[i * cols + c]).collect();
+        for i in 0..n {
+            for k in 0..i {
+                x[i] -= m[i * n + k] * x[k];
+            }
+            x[i] /= m[i * n + i];
+        }
+        for i in (0..n).rev() {
+            for k in i + 1..n {
+                x[i] -= m[k * n + i] * x[k];
+            }
+            x[i] /= m[i * n + i];
+        }
+        (0..n).for_each(|i| b[i * cols + c] = x[i]);
+    }
+}
+
+#[test]
+fn conjugate_gradients_reach_the_closed_form_ridge_solution() {
+    let (s, t, d, lambda) = (40usize, 12usize, 5usize, 0.03);
+    let mut a = Design::new();
+    let mut dense = vec![0.0f64; s * t];
+    for si in 0..s {
+        let h = hash_vec(&format!("row{si}"), t);
+        let mut entries: Vec<(u32, f32)> =
+            h.iter().enumerate().filter(|(_, v)| **v > 0.3).map(|(j, v)| (j as u32, *v)).collect();
+        if entries.is_empty() {
+            entries.push((si as u32 % t as u32, 1.0));
+        }
+        let total: f32 = entries.iter().map(|e| e.1).sum();
+        entries.iter_mut().for_each(|e| e.1 /= total);
+        for &(j, v) in &entries {
+            dense[si * t + j as usize] = v as f64;
+        }
+        a.push_row(&entries);
+    }
+    let y: Vec<f32> = (0..s).flat_map(|si| hash_vec(&format!("y{si}"), d)).collect();
+    let prior: Vec<f32> = (0..t).flat_map(|ti| hash_vec(&format!("p{ti}"), d)).collect();
+    let (x, stats) = ridge_cg(&a, &y, &prior, t, d, lambda, 1000, 1e-12, &mut |_, _| {});
+    assert!(stats.relative_residual <= 1e-12, "{stats:?}");
+    // Closed form: (AᵀA + λI) X = AᵀY + λP.
+    let mut m = vec![0.0f64; t * t];
+    let mut b = vec![0.0f64; t * d];
+    for i in 0..t {
+        for j in 0..t {
+            m[i * t + j] = (0..s).map(|si| dense[si * t + i] * dense[si * t + j]).sum::<f64>();
+        }
+        m[i * t + i] += lambda;
+        for c in 0..d {
+            b[i * d + c] = (0..s).map(|si| dense[si * t + i] * y[si * d + c] as f64).sum::<f64>()
+                + lambda * prior[i * d + c] as f64;
+        }
+    }
+    solve_dense(&mut m, t, &mut b, d);
+    let max_diff = x.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+    assert!(max_diff < 1e-8, "CG differs from the closed form by {max_diff}");
+    // And it lowers the objective from the prior.
+    let p64: Vec<f64> = prior.iter().map(|&v| v as f64).collect();
+    let (before, _) = ridge_terms(&a, &y, &p64, &prior, d);
+    let (data, reg) = ridge_terms(&a, &y, &x, &prior, d);
+    assert!(data + lambda * reg < before);
+}
+
+#[test]
+fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
+    let f = fit(&small_options());
+    let r = &f.report;
+    assert!(r.pairs_train > 0 && r.pairs_held_out > 0 && r.tokens_fitted == WORDS.len(), "{r:?}");
+    assert!(r.objective_after < r.objective_before, "{r:?}");
+    assert!(r.loss_train_after < 0.5 * r.loss_train_before, "{r:?}");
+    assert!(r.loss_held_out_after.unwrap() < r.loss_held_out_before.unwrap(), "{r:?}");
+    assert!(r.cosine_held_out_after.unwrap() > r.cosine_held_out_before.unwrap() + 0.05, "{r:?}");
+    assert!(r.agreement_after.unwrap() >= r.agreement_before.unwrap(), "{r:?}");
+    assert!(r.solver_relative_residual <= 1e-8);
+    // Idf weights for every row; [UNK] (never in a document) keeps its untrained row.
+    let w = f.weights.as_ref().unwrap();
+    assert_eq!(w.len(), WORDS.len() + 1);
+    assert!(w.iter().all(|v| v.is_finite() && *v > 0.0));
+    assert_eq!(&f.rows[..D], &init_rows()[..D]);
+    let json = serde_json::to_value(r).unwrap();
+    assert!(json["options"]["lambda"].is_number());
+}
+
+#[test]
+fn fitting_is_deterministic_given_the_seed() {
+    let o = small_options();
+    let a = fit(&o);
+    let b = fit(&o);
+    assert_eq!(a.rows, b.rows);
+    assert_eq!(a.weights, b.weights);
+    assert_eq!(a.report.agreement_after, b.report.agreement_after);
+    let c = fit(&FitOptions { seed: 7, ..o });
+    assert_ne!(a.rows, c.rows, "another seed draws other spans");
+}
+
+#[test]
+fn refinement_runs_deterministically_and_stays_finite() {
+    for refine in [Refine::Infonce, Refine::Distill] {
+        let o = FitOptions { refine, refine_epochs: 3, refine_batch: 16, refine_lr: 1e-2, ..small_options() };
+        let a = fit(&o);
+        assert_eq!(a.report.refine_epochs, 3);
+        assert_eq!(a.report.refine_loss.len(), 3);
+        assert!(a.report.refine_loss[2] < a.report.refine_loss[0], "{:?}", a.report.refine_loss);
+        assert!(a.rows.iter().all(|v| v.is_finite()));
+        assert_eq!(a.rows, fit(&o).rows);
+    }
+}
+
+#[test]
+fn plain_weighting_and_variants_work() {
+    let f = fit(&FitOptions {
+        weighting: Weighting::None,
+        center: true,
+        prior: lr_fit::Prior::Linear,
+        ..small_options()
+    });
+    assert!(f.weights.is_none());
+    assert!(f.report.objective_after < f.report.objective_before);
+    let f = fit(&FitOptions { fit_weighted: true, held_out_fraction: 0.0, ..small_options() });
+    assert_eq!(f.report.pairs_held_out, 0);
+    assert!(f.report.agreement_after.is_none() && f.report.cosine_held_out_after.is_none());
+}
+
+struct Failing;
+impl SpanEncoder for Failing {
+    fn encode(&self, _: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        Err("out of memory".into())
+    }
+}
+struct WrongDims;
+impl SpanEncoder for WrongDims {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        Ok(texts.iter().map(|_| vec![1.0; D + 1]).collect())
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let dir = tmpdir("errors");
+    let tok = tokenizer(&dir);
+    let o = small_options();
+    let rows = init_rows();
+    let run = |docs: &[&str], enc: &dyn SpanEncoder, rows: &[f32], o: &FitOptions| {
+        fit_query_table(docs, &tok, enc, rows, D, o, &mut |_, _| {}).map(|_| ())
+    };
+    assert_eq!(run(&[], &FakeEncoder, &rows, &o), Err(FitError::EmptyCorpus));
+    assert_eq!(run(&["", "   \n"], &FakeEncoder, &rows, &o), Err(FitError::NoTokens));
+    assert!(matches!(run(&["alpha beta"], &FakeEncoder, &rows[..rows.len() - 1], &o), Err(FitError::InvalidInput(_))));
+    // A table smaller than the tokenizer's vocabulary.
+    assert!(matches!(run(&["upsilon"], &FakeEncoder, &rows[..D * 3], &o), Err(FitError::InvalidInput(_))));
+    assert!(matches!(run(&["alpha beta"], &Failing, &rows, &o), Err(FitError::Encoder(m)) if m.contains("out of memory")));
+    assert!(matches!(run(&["alpha beta"], &WrongDims, &rows, &o), Err(FitError::Encoder(_))));
+    // One document is enough (nothing held out).
+    run(&["alpha beta gamma delta"], &FakeEncoder, &rows, &o).unwrap();
+    let bad = FitOptions { min_words: 5, max_words: 2, ..o.clone() };
+    assert!(matches!(run(&["alpha"], &FakeEncoder, &rows, &bad), Err(FitError::InvalidOption(_))));
+    assert!(matches!(
+        FitOptions::from_json(&serde_json::json!({"lamda": 1})),
+        Err(FitError::InvalidOption(m)) if m.contains("lamda")
+    ));
+    assert!(FitOptions::from_json(&serde_json::json!({"lambda": -1})).is_err());
+    let o = FitOptions::from_json(&serde_json::json!({"lambda": 0.1, "refine": "distill"})).unwrap();
+    assert_eq!((o.lambda, o.refine, o.spans_per_doc), (0.1, Refine::Distill, 8));
+}
