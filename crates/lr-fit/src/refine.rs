@@ -49,11 +49,24 @@ impl Refiner {
         let mut order: Vec<usize> = (0..n_spans).collect();
         rng.shuffle(&mut order);
         let tau = options.refine_temperature as f32;
-        let docs_t = docs.t().map_err(err)?;
-        let n_docs = docs.dim(0).map_err(err)?;
+        let all_docs_t = docs.t().map_err(err)?;
         let mut total_loss = 0.0f64;
         for batch in order.chunks(options.refine_batch) {
             let b = batch.len();
+            // Negatives: every document, or only the batch's own source documents.
+            let (docs, docs_t, pos_of): (Tensor, Tensor, Vec<usize>) = if options.refine_in_batch {
+                let mut uniq: Vec<u32> = batch.iter().map(|&s| sources[s] as u32).collect();
+                uniq.sort_unstable();
+                uniq.dedup();
+                let pos = batch.iter().map(|&s| uniq.binary_search(&(sources[s] as u32)).unwrap()).collect();
+                let idx = Tensor::from_slice(&uniq, uniq.len(), &Device::Cpu).map_err(err)?;
+                let sub = docs.index_select(&idx, 0).map_err(err)?;
+                let sub_t = sub.t().map_err(err)?;
+                (sub, sub_t, pos)
+            } else {
+                (docs.clone(), all_docs_t.clone(), batch.iter().map(|&s| sources[s]).collect())
+            };
+            let n_docs = docs.dim(0).map_err(err)?;
             // Forward: u = Σ a_t X_t, q = u/|u|.
             let mut u = vec![0.0f32; b * d];
             let mut norms = vec![0.0f32; b];
@@ -97,7 +110,7 @@ impl Refiner {
                 let g = &mut gz[bi * n_docs..(bi + 1) * n_docs];
                 match &teacher {
                     None => {
-                        let pos = sources[batch[bi]];
+                        let pos = pos_of[bi];
                         total_loss -= (p[pos].max(1e-30) as f64).ln();
                         for (j, (gv, pv)) in g.iter_mut().zip(&p).enumerate() {
                             *gv = (pv - (j == pos) as u8 as f32) / b as f32;
@@ -119,7 +132,7 @@ impl Refiner {
             }
             // dL/dq = G_z D / τ
             let gzt = Tensor::from_slice(&gz, (b, n_docs), &Device::Cpu).map_err(err)?;
-            let gq: Vec<f32> = (gzt.matmul(docs).map_err(err)? / tau as f64)
+            let gq: Vec<f32> = (gzt.matmul(&docs).map_err(err)? / tau as f64)
                 .map_err(err)?
                 .flatten_all()
                 .map_err(err)?

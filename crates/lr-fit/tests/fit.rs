@@ -211,6 +211,7 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     assert!(r.cosine_held_out_after.unwrap() > r.cosine_held_out_before.unwrap() + 0.05, "{r:?}");
     assert!(r.agreement_after.unwrap() >= r.agreement_before.unwrap(), "{r:?}");
     assert!(r.solver_relative_residual <= 1e-8);
+    assert_eq!(r.agreement_corpus.as_deref(), Some("training spans"), "no document vectors given");
     // Idf weights for every row; [UNK] (never in a document) keeps its untrained row.
     let w = f.weights.as_ref().unwrap();
     assert_eq!(w.len(), WORDS.len() + 1);
@@ -234,8 +235,8 @@ fn fitting_is_deterministic_given_the_seed() {
 
 #[test]
 fn refinement_runs_deterministically_and_stays_finite() {
-    for refine in [Refine::Infonce, Refine::Distill] {
-        let o = FitOptions { refine, refine_epochs: 3, refine_batch: 16, refine_lr: 1e-2, ..small_options() };
+    for (refine, refine_in_batch) in [(Refine::Infonce, false), (Refine::Distill, false), (Refine::Infonce, true)] {
+        let o = FitOptions { refine, refine_in_batch, refine_epochs: 3, refine_batch: 16, refine_lr: 1e-2, ..small_options() };
         let a = fit(&o);
         assert_eq!(a.report.refine_epochs, 3);
         assert_eq!(a.report.refine_loss.len(), 3);

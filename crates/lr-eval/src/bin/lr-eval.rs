@@ -1,0 +1,601 @@
+//! `lr-eval <beir-dir> [options]`: every query encoder of the extension over one BEIR collection.
+//!
+//! Rows: BM25 over the dense model's tokenizer, full-query dense, lookup dense with the untrained
+//! table, lookup dense with the fitted table (lr-fit on the collection's own documents, no labels),
+//! sparse (document sparse model, raw-count queries), hybrid (fitted lookup dense + sparse, per
+//! query min-max over each side's top 1000, 0.7/0.3). Documents are title + " " + text; search is
+//! exact, in memory. Progress goes to stderr, the table to stdout.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lr_eval::{evaluate, min_max_fuse, search, svg, Bm25, Collection, Qrels, Run, Scores};
+use lr_fit::{FitOptions, FitReport, SpanEncoder};
+use lr_model::{BertEncoder, Device, ModelInfo, ModelOptions};
+use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
+
+const USAGE: &str = "usage: lr-eval <beir-dir> [--model-dir DIR] [--sparse-model-dir DIR | --no-sparse]
+               [--fit-options JSON|@FILE] [--svg OUT.svg] [--json OUT.json] [--split test]
+               [--bm25 K1,B] [--cache-dir DIR] [--sweep OPTIONS.jsonl]
+
+  --cache-dir  keeps full-encoder vectors (documents, queries, spans) and the untrained table
+               between runs; timings of a cached run are not fit timings.
+  --sweep      fits once per line of OPTIONS.jsonl (FitOptions JSON) and prints, per line, the
+               held-out agreement the fit reports and the collection's lookup scores.";
+
+struct Args {
+    beir: PathBuf,
+    model_dir: PathBuf,
+    sparse_model_dir: Option<PathBuf>,
+    fit_options: FitOptions,
+    svg: Option<PathBuf>,
+    json: Option<PathBuf>,
+    split: String,
+    k1: f64,
+    b: f64,
+    cache_dir: Option<PathBuf>,
+    sweep: Option<PathBuf>,
+}
+
+fn model_root() -> PathBuf {
+    std::env::var_os("LR_MODEL_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/opt/lightretriever/models"))
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let mut beir = None;
+    let mut a = Args {
+        beir: PathBuf::new(),
+        model_dir: model_root().join("all-minilm-l6-v2"),
+        sparse_model_dir: Some(model_root().join("splade-tiny")),
+        fit_options: FitOptions::default(),
+        svg: None,
+        json: None,
+        split: "test".into(),
+        k1: 0.9,
+        b: 0.4,
+        cache_dir: None,
+        sweep: None,
+    };
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--model-dir" => a.model_dir = value("--model-dir")?.into(),
+            "--sparse-model-dir" => a.sparse_model_dir = Some(value("--sparse-model-dir")?.into()),
+            "--no-sparse" => a.sparse_model_dir = None,
+            "--fit-options" => {
+                let v = value("--fit-options")?;
+                let text = match v.strip_prefix('@') {
+                    Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
+                    None => v,
+                };
+                let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("--fit-options: {e}"))?;
+                a.fit_options = FitOptions::from_json(&json).map_err(|e| e.to_string())?;
+            }
+            "--svg" => a.svg = Some(value("--svg")?.into()),
+            "--json" => a.json = Some(value("--json")?.into()),
+            "--split" => a.split = value("--split")?,
+            "--bm25" => {
+                let v = value("--bm25")?;
+                let (k1, b) = v.split_once(',').ok_or("--bm25 takes K1,B")?;
+                a.k1 = k1.trim().parse().map_err(|_| "--bm25: bad k1")?;
+                a.b = b.trim().parse().map_err(|_| "--bm25: bad b")?;
+            }
+            "--cache-dir" => a.cache_dir = Some(value("--cache-dir")?.into()),
+            "--sweep" => a.sweep = Some(value("--sweep")?.into()),
+            "-h" | "--help" => return Err(USAGE.into()),
+            s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
+            s => {
+                if beir.replace(PathBuf::from(s)).is_some() {
+                    return Err(format!("one collection directory only\n{USAGE}"));
+                }
+            }
+        }
+    }
+    a.beir = beir.ok_or_else(|| USAGE.to_string())?;
+    Ok(a)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, bytes) ^ (bytes.len() as u64).rotate_left(17)
+}
+
+/// The full encoder with an optional on-disk memo of text → vector (keyed by a 64-bit hash of
+/// the text; the file is per model).
+struct CachedEncoder<'a> {
+    inner: &'a BertEncoder,
+    memo: RefCell<HashMap<u64, Vec<f32>>>,
+    file: Option<PathBuf>,
+    dims: usize,
+    hits: RefCell<usize>,
+}
+
+impl<'a> CachedEncoder<'a> {
+    fn new(inner: &'a BertEncoder, cache_dir: Option<&Path>) -> Self {
+        let dims = inner.dim();
+        let file = cache_dir.map(|d| d.join(format!("vectors-{:016x}.bin", fnv(inner.info().path.to_string_lossy().as_bytes()))));
+        let mut memo = HashMap::new();
+        if let Some(f) = &file {
+            if let Ok(mut fh) = std::fs::File::open(f) {
+                let mut bytes = Vec::new();
+                if fh.read_to_end(&mut bytes).is_ok() {
+                    let rec = 8 + 4 * dims;
+                    for r in bytes.chunks_exact(rec) {
+                        let key = u64::from_le_bytes(r[..8].try_into().unwrap());
+                        let v = r[8..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                        memo.insert(key, v);
+                    }
+                }
+            }
+        }
+        CachedEncoder { inner, memo: RefCell::new(memo), file, dims, hits: RefCell::new(0) }
+    }
+
+    fn save(&self) {
+        let Some(f) = &self.file else { return };
+        let memo = self.memo.borrow();
+        let mut keys: Vec<&u64> = memo.keys().collect();
+        keys.sort();
+        let mut bytes = Vec::with_capacity(memo.len() * (8 + 4 * self.dims));
+        for k in keys {
+            bytes.extend_from_slice(&k.to_le_bytes());
+            memo[k].iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+        }
+        let tmp = f.with_extension("tmp");
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(tmp, f);
+        }
+    }
+}
+
+impl SpanEncoder for CachedEncoder<'_> {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        if self.file.is_none() {
+            return SpanEncoder::encode(self.inner, texts);
+        }
+        let keys: Vec<u64> = texts.iter().map(|t| fnv(t.as_bytes())).collect();
+        let missing: Vec<usize> = {
+            let memo = self.memo.borrow();
+            (0..texts.len()).filter(|&i| !memo.contains_key(&keys[i])).collect()
+        };
+        *self.hits.borrow_mut() += texts.len() - missing.len();
+        if !missing.is_empty() {
+            let fresh = SpanEncoder::encode(self.inner, &missing.iter().map(|&i| texts[i]).collect::<Vec<_>>())?;
+            let mut memo = self.memo.borrow_mut();
+            for (&i, v) in missing.iter().zip(fresh) {
+                memo.insert(keys[i], v);
+            }
+        }
+        let memo = self.memo.borrow();
+        Ok(keys.iter().map(|k| memo[k].clone()).collect())
+    }
+}
+
+fn progress_printer(stage_prefix: &'static str) -> impl FnMut(&str, f64) {
+    let mut last = (String::new(), -1.0f64);
+    move |stage: &str, f: f64| {
+        if stage != last.0 || f >= last.1 + 0.1 || f >= 1.0 && last.1 < 1.0 {
+            eprintln!("  [{stage_prefix}] {stage}: {:.0}%", f * 100.0);
+            last = (stage.to_string(), f);
+        }
+    }
+}
+
+/// Writes a table file (optionally with weights) and opens it through the real lookup path.
+fn lookup_encoder(path: &Path, rows: &[f32], weights: Option<&[f32]>, dims: usize, tokenizer_json: &Path) -> Result<LookupEncoder, String> {
+    let meta = TableMeta { model: "lr-eval".into(), instruction: None, tokenizer_fingerprint: String::new(), build: serde_json::Value::Null };
+    let vocab = rows.len() / dims;
+    let mut w = TableWriter::create(path, &meta, vocab as u64, dims as u32, Dtype::F32).map_err(|e| e.to_string())?;
+    w.write_rows(rows).map_err(|e| e.to_string())?;
+    if let Some(weights) = weights {
+        w.write_weights(weights).map_err(|e| e.to_string())?;
+    }
+    w.finish().map_err(|e| e.to_string())?;
+    let table = QueryTable::open(path).map_err(|e| e.to_string())?;
+    let tok = lr_tokenizer::load_tokenizer(tokenizer_json, None)?;
+    Ok(LookupEncoder::new(table, tok))
+}
+
+fn lookup_queries(enc: &LookupEncoder, queries: &[(String, String)], dims: usize) -> Vec<Vec<f32>> {
+    queries
+        .iter()
+        .map(|(_, q)| enc.encode(q).unwrap_or_else(|_| vec![0.0; dims]))
+        .collect()
+}
+
+/// Ranked top-`k` per query from a score matrix.
+fn run_from_scores(scores: &[Vec<f32>], queries: &[(String, String)], doc_ids: &[String], k: usize) -> Run {
+    queries
+        .iter()
+        .zip(scores)
+        .map(|((qid, _), s)| (qid.clone(), search::top_k(s, k).into_iter().map(|(i, v)| (doc_ids[i].clone(), v)).collect()))
+        .collect()
+}
+
+struct Row {
+    name: String,
+    scores: Option<Scores>,
+    note: String,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("lr-eval: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let args = parse_args()?;
+    let t_all = Instant::now();
+    let coll = Collection::load(&args.beir, &args.split)?;
+    let name = args.beir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    eprintln!("{name}: {} documents, {} judged queries", coll.docs.len(), coll.queries.len());
+    if coll.docs.is_empty() || coll.queries.is_empty() {
+        return Err("the collection has no documents or no judged queries".into());
+    }
+    let doc_texts: Vec<String> = coll.docs.iter().map(|d| d.full_text()).collect();
+    let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
+    let doc_ids: Vec<String> = coll.docs.iter().map(|d| d.id.clone()).collect();
+    let query_texts: Vec<&str> = coll.queries.iter().map(|(_, q)| q.as_str()).collect();
+    if let Some(c) = &args.cache_dir {
+        std::fs::create_dir_all(c).map_err(|e| format!("{}: {e}", c.display()))?;
+    }
+    let work = std::env::temp_dir().join(format!("lr-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let result = evaluate_all(&args, &coll, &name, &doc_refs, &doc_ids, &query_texts, &work, t_all);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_all(
+    args: &Args,
+    coll: &Collection,
+    name: &str,
+    doc_refs: &[&str],
+    doc_ids: &[String],
+    query_texts: &[&str],
+    work: &Path,
+    t_all: Instant,
+) -> Result<(), String> {
+    let qrels: &Qrels = &coll.qrels;
+    let info = ModelInfo::inspect(&args.model_dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
+    let bert = BertEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
+    let dims = bert.dim();
+    let tokenizer_json = info.tokenizer_path();
+    let plain_tok = lr_tokenizer::load_tokenizer(&tokenizer_json, None)?;
+    let cached = CachedEncoder::new(&bert, args.cache_dir.as_deref());
+    let mut timings: Vec<(&str, f64)> = Vec::new();
+
+    // Full encoder: documents and queries.
+    let t = Instant::now();
+    eprintln!("encoding {} documents with the full model", doc_refs.len());
+    let mut doc_vectors = Vec::with_capacity(doc_refs.len());
+    for (i, chunk) in doc_refs.chunks(128).enumerate() {
+        doc_vectors.extend(cached.encode(chunk)?);
+        if i % 4 == 3 {
+            eprintln!("  documents: {}/{}", doc_vectors.len(), doc_refs.len());
+        }
+    }
+    timings.push(("encode documents (full model)", t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    let full_queries = cached.encode(query_texts)?;
+    timings.push(("encode queries (full model)", t.elapsed().as_secs_f64()));
+    cached.save();
+
+    // The untrained table: every vocabulary id as `[CLS] id [SEP]`.
+    let t = Instant::now();
+    let init_rows = untrained_table(&bert, args.cache_dir.as_deref())?;
+    timings.push(("untrained table (all ids through the model)", t.elapsed().as_secs_f64()));
+
+    let full_scores = search::dense_scores(&full_queries, &doc_vectors)?;
+    let full_run = run_from_scores(&full_scores, &coll.queries, doc_ids, 1000);
+    let full = evaluate(&full_run, qrels);
+
+    if let Some(sweep) = &args.sweep {
+        return run_sweep(sweep, args, coll, doc_refs, doc_ids, &doc_vectors, &plain_tok, &cached, &init_rows, dims, &tokenizer_json, work, full);
+    }
+
+    // BM25 over the same tokenizer.
+    let t = Instant::now();
+    let doc_tokens: Vec<Vec<u32>> = doc_refs.iter().map(|d| lr_tokenizer::plain_ids(&plain_tok, d)).collect::<Result<_, _>>()?;
+    let bm25 = Bm25::new(&doc_tokens, args.k1, args.b);
+    let bm25_scores: Vec<Vec<f32>> = query_texts
+        .iter()
+        .map(|q| lr_tokenizer::plain_ids(&plain_tok, q).map(|ids| bm25.scores(&ids)))
+        .collect::<Result<_, _>>()?;
+    let bm25_run = run_from_scores(&bm25_scores, &coll.queries, doc_ids, 1000);
+    timings.push(("BM25 index and search", t.elapsed().as_secs_f64()));
+
+    // Lookup with the untrained table (plain mean).
+    let untrained = lookup_encoder(&work.join("untrained.lrt"), &init_rows, None, dims, &tokenizer_json)?;
+    let q = lookup_queries(&untrained, &coll.queries, dims);
+    let untrained_run = run_from_scores(&search::dense_scores(&q, &doc_vectors)?, &coll.queries, doc_ids, 1000);
+    drop(untrained);
+
+    // Fit on the collection's own documents.
+    eprintln!("fitting the query table on the documents (no labels)");
+    let mut progress = progress_printer("fit");
+    let fitted = lr_fit::fit_query_table_with_doc_vectors(
+        doc_refs,
+        Some(&doc_vectors),
+        &plain_tok,
+        &cached,
+        &init_rows,
+        dims,
+        &args.fit_options,
+        &mut progress,
+    )
+    .map_err(|e| e.to_string())?;
+    cached.save();
+    timings.push(("fit (lr-fit, given document vectors)", fitted.report.seconds_total));
+    let fitted_enc = lookup_encoder(&work.join("fitted.lrt"), &fitted.rows, fitted.weights.as_deref(), dims, &tokenizer_json)?;
+    let t = Instant::now();
+    let fq = lookup_queries(&fitted_enc, &coll.queries, dims);
+    timings.push(("encode queries (fitted lookup)", t.elapsed().as_secs_f64()));
+    let fitted_run = run_from_scores(&search::dense_scores(&fq, &doc_vectors)?, &coll.queries, doc_ids, 1000);
+
+    let mut rows = vec![
+        Row { name: format!("BM25 (k1={}, b={}, model tokenizer)", args.k1, args.b), scores: Some(evaluate(&bm25_run, qrels)), note: String::new() },
+        Row { name: "full-query dense".into(), scores: Some(full), note: String::new() },
+        Row { name: "lookup dense (untrained table)".into(), scores: Some(evaluate(&untrained_run, qrels)), note: String::new() },
+        Row { name: "lookup dense (fitted table)".into(), scores: Some(evaluate(&fitted_run, qrels)), note: String::new() },
+    ];
+
+    // Sparse and hybrid.
+    match sparse_run(args, doc_refs, &coll.queries, doc_ids, &mut timings)? {
+        Ok(sparse) => {
+            rows.push(Row { name: "sparse (doc model, count queries)".into(), scores: Some(evaluate(&sparse, qrels)), note: String::new() });
+            let hybrid = fuse(&fitted_run, &sparse);
+            rows.push(Row { name: "hybrid (fitted lookup 0.7 + sparse 0.3)".into(), scores: Some(evaluate(&hybrid, qrels)), note: String::new() });
+            let hybrid_full = fuse(&full_run, &sparse);
+            rows.push(Row { name: "hybrid (full dense 0.7 + sparse 0.3)".into(), scores: Some(evaluate(&hybrid_full, qrels)), note: "reference".into() });
+        }
+        Err(why) => {
+            eprintln!("sparse model not available: {why}");
+            rows.push(Row { name: "sparse (doc model, count queries)".into(), scores: None, note: format!("sparse model not available: {why}") });
+            rows.push(Row { name: "hybrid (fitted lookup 0.7 + sparse 0.3)".into(), scores: None, note: "sparse model not available".into() });
+        }
+    }
+    timings.push(("total", t_all.elapsed().as_secs_f64()));
+
+    print_table(name, coll, &rows, full, &fitted.report, &timings, *cached.hits.borrow());
+    if let Some(path) = &args.json {
+        let systems: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "system": r.name,
+                    "ndcg_at_10": r.scores.map(|s| s.ndcg_at_10),
+                    "recall_at_100": r.scores.map(|s| s.recall_at_100),
+                    "ndcg_vs_full_dense": r.scores.map(|s| s.ndcg_at_10 / full.ndcg_at_10),
+                    "note": r.note,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "collection": name,
+            "documents": coll.docs.len(),
+            "queries": coll.queries.len(),
+            "model": args.model_dir,
+            "sparse_model": args.sparse_model_dir,
+            "bm25": {"k1": args.k1, "b": args.b},
+            "systems": systems,
+            "fit_report": fitted.report,
+            "timings_seconds": timings.iter().map(|(k, v)| (k.to_string(), *v)).collect::<HashMap<_, _>>(),
+            "cache_hits": *cached.hits.borrow(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        let bars: Vec<svg::Bar> = rows
+            .iter()
+            .filter_map(|r| r.scores.map(|s| svg::Bar { label: &r.name, values: vec![s.ndcg_at_10, s.recall_at_100] }))
+            .collect();
+        let chart = svg::bar_chart(&format!("{name}: query encoders ({} queries)", coll.queries.len()), &["nDCG@10", "Recall@100"], &bars);
+        std::fs::write(path, chart).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn fuse(dense: &Run, sparse: &Run) -> Run {
+    dense
+        .iter()
+        .map(|(q, d)| {
+            let s = sparse.get(q).map(Vec::as_slice).unwrap_or(&[]);
+            (q.clone(), min_max_fuse(d, s, 0.7))
+        })
+        .collect()
+}
+
+fn print_table(name: &str, coll: &Collection, rows: &[Row], full: Scores, report: &FitReport, timings: &[(&str, f64)], hits: usize) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{name}: {} documents, {} judged queries\n", coll.docs.len(), coll.queries.len());
+    let _ = writeln!(out, "| system | nDCG@10 | Recall@100 | nDCG@10 vs full-query dense |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for r in rows {
+        match r.scores {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.4} | {:.4} | {:.1}% |",
+                    r.name,
+                    s.ndcg_at_10,
+                    s.recall_at_100,
+                    100.0 * s.ndcg_at_10 / full.ndcg_at_10
+                );
+            }
+            None => {
+                let _ = writeln!(out, "| {} | – | – | {} |", r.name, r.note);
+            }
+        }
+    }
+    let _ = writeln!(out, "\nfit: {} training pairs, {} held out; {} rows fitted; {} CG iterations (residual {:.1e}); refinement epochs {}",
+        report.pairs_train, report.pairs_held_out, report.tokens_fitted, report.solver_iterations, report.solver_relative_residual, report.refine_epochs);
+    if let (Some(b), Some(a)) = (report.agreement_before, report.agreement_after) {
+        let _ = writeln!(out, "held-out agreement@{} with the full encoder: {:.3} untrained → {:.3} fitted; held-out cosine {:.3} → {:.3}",
+            report.agreement_k, b, a, report.cosine_held_out_before.unwrap_or(0.0), report.cosine_held_out_after.unwrap_or(0.0));
+    }
+    let _ = writeln!(out, "fit seconds: {:.1} (encode spans {:.1}, solve {:.1}, refine {:.1})",
+        report.seconds_total, report.seconds_encode_spans, report.seconds_solve, report.seconds_refine);
+    for (k, v) in timings {
+        let _ = writeln!(out, "  {k}: {v:.1} s");
+    }
+    if hits > 0 {
+        let _ = writeln!(out, "  ({hits} encodings came from the cache: timings above are not cold timings)");
+    }
+}
+
+/// Every vocabulary id as `[CLS] id [SEP]` through the model (cached when asked).
+fn untrained_table(bert: &BertEncoder, cache_dir: Option<&Path>) -> Result<Vec<f32>, String> {
+    let vocab = bert.info().vocab_size;
+    let dims = bert.dim();
+    let file = cache_dir.map(|d| d.join(format!("untrained-{:016x}.f32", fnv(bert.info().path.to_string_lossy().as_bytes()))));
+    if let Some(f) = &file {
+        if let Ok(bytes) = std::fs::read(f) {
+            if bytes.len() == vocab * dims * 4 {
+                return Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
+            }
+        }
+    }
+    eprintln!("building the untrained table ({vocab} ids)");
+    let ids: Vec<u32> = (0..vocab as u32).collect();
+    let mut rows = Vec::with_capacity(vocab * dims);
+    for (i, chunk) in ids.chunks(512).enumerate() {
+        for r in bert.token_table_rows(chunk).map_err(|e| e.to_string())? {
+            rows.extend(r);
+        }
+        if i % 10 == 9 {
+            eprintln!("  table rows: {}/{vocab}", rows.len() / dims);
+        }
+    }
+    if let Some(f) = &file {
+        let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let _ = std::fs::write(f, bytes);
+    }
+    Ok(rows)
+}
+
+#[cfg(not(feature = "sparse"))]
+fn sparse_run(_: &Args, _: &[&str], _: &[(String, String)], _: &[String], _: &mut Vec<(&str, f64)>) -> Result<Result<Run, String>, String> {
+    Ok(Err("this build has no sparse encoder (lr_model::SparseEncoder is not merged yet)".into()))
+}
+
+#[cfg(feature = "sparse")]
+fn sparse_run(
+    args: &Args,
+    doc_refs: &[&str],
+    queries: &[(String, String)],
+    doc_ids: &[String],
+    timings: &mut Vec<(&str, f64)>,
+) -> Result<Result<Run, String>, String> {
+    let Some(dir) = &args.sparse_model_dir else { return Ok(Err("--no-sparse".into())) };
+    if !dir.join("config.json").is_file() {
+        return Ok(Err(format!("{} has no model", dir.display())));
+    }
+    let info = ModelInfo::inspect(dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
+    let enc = lr_model::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    eprintln!("encoding {} documents with the sparse model", doc_refs.len());
+    let docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
+    timings.push(("encode documents (sparse model)", t.elapsed().as_secs_f64()));
+    let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), Some(lr_table::MAX_QUERY_TOKENS))?;
+    let mut run = Run::new();
+    for (qid, q) in queries {
+        let qv = lr_tokenizer::count_ids(&tok, q)?;
+        let scores: Vec<f32> = docs.iter().map(|d| search::sparse_dot(&qv, d)).collect();
+        let top: Vec<(String, f32)> = search::top_k(&scores, 1000)
+            .into_iter()
+            .filter(|(_, s)| *s > 0.0)
+            .map(|(i, s)| (doc_ids[i].clone(), s))
+            .collect();
+        run.insert(qid.clone(), top);
+    }
+    Ok(Ok(run))
+}
+
+#[cfg(feature = "sparse")]
+fn cached_sparse(enc: &lr_model::SparseEncoder, docs: &[&str], cache: Option<&Path>, model: &Path) -> Result<Vec<Vec<(u32, f32)>>, String> {
+    let key = {
+        let mut k = fnv(model.to_string_lossy().as_bytes());
+        docs.iter().for_each(|d| k = k.rotate_left(5) ^ fnv(d.as_bytes()));
+        k
+    };
+    let file = cache.map(|c| c.join(format!("sparse-{key:016x}.json")));
+    if let Some(f) = &file {
+        if let Ok(text) = std::fs::read_to_string(f) {
+            if let Ok(v) = serde_json::from_str::<Vec<Vec<(u32, f32)>>>(&text) {
+                if v.len() == docs.len() {
+                    return Ok(v);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(docs.len());
+    for (i, chunk) in docs.chunks(64).enumerate() {
+        out.extend(enc.encode(chunk).map_err(|e| e.to_string())?);
+        if i % 4 == 3 {
+            eprintln!("  sparse documents: {}/{}", out.len(), docs.len());
+        }
+    }
+    if let Some(f) = &file {
+        let _ = std::fs::write(f, serde_json::to_string(&out).unwrap());
+    }
+    Ok(out)
+}
+
+/// One fit per options line; prints the fit's own held-out numbers and the collection's scores.
+#[allow(clippy::too_many_arguments)]
+fn run_sweep(
+    path: &Path,
+    args: &Args,
+    coll: &Collection,
+    doc_refs: &[&str],
+    doc_ids: &[String],
+    doc_vectors: &[Vec<f32>],
+    tok: &lr_tokenizer::Tokenizer,
+    cached: &CachedEncoder,
+    init_rows: &[f32],
+    dims: usize,
+    tokenizer_json: &Path,
+    work: &Path,
+    full: Scores,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("full-query dense: nDCG@10 {:.4} R@100 {:.4}", full.ndcg_at_10, full.recall_at_100);
+    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
+        let json: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{line}: {e}"))?;
+        let options = FitOptions::from_json(&json).map_err(|e| format!("{line}: {e}"))?;
+        let mut quiet = |_: &str, _: f64| {};
+        let fitted = lr_fit::fit_query_table_with_doc_vectors(doc_refs, Some(doc_vectors), tok, cached, init_rows, dims, &options, &mut quiet)
+            .map_err(|e| format!("{line}: {e}"))?;
+        cached.save();
+        let enc = lookup_encoder(&work.join("sweep.lrt"), &fitted.rows, fitted.weights.as_deref(), dims, tokenizer_json)?;
+        let q = lookup_queries(&enc, &coll.queries, dims);
+        let run = run_from_scores(&search::dense_scores(&q, doc_vectors)?, &coll.queries, doc_ids, 1000);
+        let s = evaluate(&run, &coll.qrels);
+        let r = &fitted.report;
+        println!(
+            "{} | agreement {:.4} (before {:.4}) src@k {:.4} (full {:.4}) cos {:.4} | iters {} | fit {:.1}s | nDCG@10 {:.4} R@100 {:.4} ({:.1}%) | refine_agreement {:?}",
+            line.trim(),
+            r.agreement_after.unwrap_or(f64::NAN),
+            r.agreement_before.unwrap_or(f64::NAN),
+            r.source_top_k_after.unwrap_or(f64::NAN),
+            r.source_top_k_full.unwrap_or(f64::NAN),
+            r.cosine_held_out_after.unwrap_or(f64::NAN),
+            r.solver_iterations,
+            r.seconds_total,
+            s.ndcg_at_10,
+            s.recall_at_100,
+            100.0 * s.ndcg_at_10 / full.ndcg_at_10,
+            r.refine_agreement.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>(),
+        );
+        let _ = std::io::stdout().flush();
+        let _ = args;
+    }
+    Ok(())
+}
