@@ -2,6 +2,10 @@
 PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/lightretriever-pgrx-test
 export LR_MODEL_ROOT ?= /opt/lightretriever/models
+# cargo-pgrx links the extension with --no-gc-sections (its --config flag). Setting the same flag
+# for every build here (RUSTFLAGS wins over --config) makes all of them share one set of compiled
+# dependencies instead of building everything twice.
+export RUSTFLAGS := -C link-arg=-Wl,--no-gc-sections
 
 .PHONY: setup demo test test-crates test-pg test-e2e install install-dev bench clean
 
@@ -13,7 +17,7 @@ test: setup
 	$(MAKE) test-crates test-pg test-e2e
 
 test-crates:
-	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model
+	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-search
 
 test-pg:
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)

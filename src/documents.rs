@@ -15,25 +15,40 @@ use crate::error::{Code, OrRaise};
 use crate::guc::resolve_model;
 use crate::pgvector::Vector;
 
+/// Models loaded by this backend, by registered name.
+pub type ModelCache<T> = std::thread::LocalKey<RefCell<HashMap<String, Rc<T>>>>;
+
 thread_local! {
     static ENCODERS: RefCell<HashMap<String, Rc<BertEncoder>>> = RefCell::new(HashMap::new());
 }
 
-/// The encoder of a registered model, loaded once per backend; reloaded if the model was
-/// re-registered with different settings.
-pub fn encoder(name: &str, info: &ModelInfo) -> Rc<BertEncoder> {
-    if let Some(enc) = ENCODERS.with(|m| m.borrow().get(name).cloned()) {
-        if enc.info() == info {
-            return enc;
+/// A model from `cache`, loaded once per backend; reloaded if the model was re-registered
+/// with different settings (`info_of` gives what it was loaded from).
+pub fn cached_model<T>(
+    cache: &'static ModelCache<T>,
+    name: &str,
+    info: &ModelInfo,
+    info_of: fn(&T) -> &ModelInfo,
+    load: fn(&ModelInfo, &Device) -> Result<T, lr_model::ModelError>,
+) -> Rc<T> {
+    if let Some(model) = cache.with(|m| m.borrow().get(name).cloned()) {
+        if info_of(&model) == info {
+            return model;
         }
     }
-    let enc = Rc::new(BertEncoder::load(info, &Device::Cpu).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
-    ENCODERS.with(|m| m.borrow_mut().insert(name.to_owned(), enc.clone()));
-    enc
+    let model = Rc::new(load(info, &Device::Cpu).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+    cache.with(|m| m.borrow_mut().insert(name.to_owned(), model.clone()));
+    model
+}
+
+/// The dense encoder of a registered model.
+pub fn encoder(name: &str, info: &ModelInfo) -> Rc<BertEncoder> {
+    cached_model(&ENCODERS, name, info, BertEncoder::info, BertEncoder::load)
 }
 
 pub fn forget_encoder(name: &str) {
     ENCODERS.with(|m| m.borrow_mut().remove(name));
+    crate::sparse::forget_sparse_encoder(name);
 }
 
 fn encode(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {

@@ -7,6 +7,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use crate::error::{raise, Code};
 
 pub static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DEFAULT_SPARSE_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -17,20 +18,37 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"lightretriever.default_sparse_model",
+        c"Registered masked-LM model used by the sparse functions when their model argument is NULL.",
+        c"Name of a row in lightretriever.lr_models with has_lm_head.",
+        &DEFAULT_SPARSE_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"lightretriever".as_ptr()) };
 }
 
 /// The model a call should use: its argument, else `lightretriever.default_model`.
 pub fn resolve_model(arg: Option<&str>) -> String {
+    resolve(arg, &DEFAULT_MODEL, "lightretriever.default_model")
+}
+
+/// The sparse model a call should use: its argument, else `lightretriever.default_sparse_model`.
+pub fn resolve_sparse_model(arg: Option<&str>) -> String {
+    resolve(arg, &DEFAULT_SPARSE_MODEL, "lightretriever.default_sparse_model")
+}
+
+fn resolve(arg: Option<&str>, setting: &GucSetting<Option<CString>>, guc: &str) -> String {
     if let Some(m) = arg {
         return m.to_owned();
     }
-    match DEFAULT_MODEL.get() {
+    match setting.get() {
         Some(m) if !m.as_bytes().is_empty() => m.to_string_lossy().into_owned(),
         _ => raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "lightretriever: no model given and lightretriever.default_model is not set",
-            Some("Pass the model name, or SET lightretriever.default_model = '<name>' (see lightretriever.lr_models)."),
+            format!("lightretriever: no model given and {guc} is not set"),
+            Some(&format!("Pass the model name, or SET {guc} = '<name>' (see lightretriever.lr_models).")),
         ),
     }
 }

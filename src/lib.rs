@@ -6,6 +6,8 @@
 //! - `catalog.rs`     model registry (`lr_register_model`, `lr_drop_model`)
 //! - `documents.rs`   full-model document encoding (`lr_encode_document(s)`)
 //! - `query_table.rs` query tables: build (`lr_build_query_table`) and lookup (`lr_encode_query`)
+//! - `search.rs`      one-call dense / sparse / hybrid search (`lr_search`)
+//! - `sparse.rs`      sparse side (`lr_encode_document_sparse`, `lr_encode_query_sparse`)
 //! - `guc.rs`         `lightretriever.*` settings
 //! - `error.rs`       SQL errors with SQLSTATE and hints
 
@@ -19,6 +21,8 @@ mod error;
 mod guc;
 mod pgvector;
 mod query_table;
+mod search;
+mod sparse;
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 

@@ -204,7 +204,11 @@ fn lr_encode_query(
     model: default!(Option<&str>, "NULL"),
     instruction: default!(Option<&str>, "NULL"),
 ) -> Option<Vector> {
-    let query = query?;
+    Some(Vector(encode_query(query?, model, instruction)))
+}
+
+/// The lookup encoding of `query` (shared by `lr_encode_query` and `lr_search`).
+pub fn encode_query(query: &str, model: Option<&str>, instruction: Option<&str>) -> Vec<f32> {
     let model = resolve_model(model);
     let instruction = instruction_key(instruction.filter(|s| !s.is_empty())).to_owned();
     let statement: StatementKey =
@@ -215,7 +219,7 @@ fn lr_encode_query(
         })
     });
     if let Some(v) = hit {
-        return Some(Vector(v));
+        return v;
     }
     let encoder = lookup_encoder(&model, &instruction);
     let v = encoder.encode(query).unwrap_or_else(|e| {
@@ -227,7 +231,7 @@ fn lr_encode_query(
         )
     });
     LAST.with(|l| *l.borrow_mut() = Some((statement, query.to_owned(), model, instruction, v.clone())));
-    Some(Vector(v))
+    v
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -17,3 +17,14 @@ pub fn register_dense_model() {
     )
     .unwrap();
 }
+
+pub const SPARSE_MODEL: &str = "splade";
+
+/// Registers the real SPLADE-tiny (BertForMaskedLM) as `splade`.
+pub fn register_sparse_model() {
+    Spi::run_with_args(
+        "SELECT lightretriever.lr_register_model($1, $2)",
+        &[SPARSE_MODEL.into(), lr_testkit::sparse_model_dir().to_string_lossy().into_owned().into()],
+    )
+    .unwrap();
+}

@@ -1,4 +1,5 @@
-//! BERT-family dense encoder on candle (CPU; CUDA behind the `cuda` feature).
+//! BERT-family dense encoder on candle (CPU; CUDA behind the `cuda` feature), and the encoder
+//! stack it shares with the sparse (masked-LM) encoder in `sparse.rs`.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -13,17 +14,18 @@ use crate::pooling::l2_normalize;
 /// ~sentence-length inputs (candle.md: 4.7 ms/sentence at 32 vs 14.7 at 1).
 pub const DOCUMENT_BATCH: usize = 32;
 
-pub struct BertEncoder {
-    model: BertModel,
-    tokenizer: Tokenizer,
-    info: ModelInfo,
-    device: Device,
-    /// `[CLS]` and `[SEP]` as the tokenizer's template places them.
-    prefix: Vec<u32>,
-    suffix: Vec<u32>,
+/// What the dense and the sparse BERT encoders share: config, encoder stack, tokenizer (padding
+/// off, truncation at the model's length) and device. The weights stay available through `vb`
+/// for heads on top of the stack.
+pub(crate) struct BertBackbone {
+    pub config: BertConfig,
+    pub model: BertModel,
+    pub tokenizer: Tokenizer,
+    pub device: Device,
+    pub vb: VarBuilder<'static>,
 }
 
-impl BertEncoder {
+impl BertBackbone {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
         if info.family != ModelFamily::Bert {
             return Err(ModelError::InvalidModel(format!(
@@ -44,13 +46,80 @@ impl BertEncoder {
             VarBuilder::from_mmaped_safetensors(&info.weight_paths(), DType::F32, device)
         }
         .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", info.path.display())))?;
-        let model = BertModel::load(vb, &config)
+        let model = BertModel::load(vb.clone(), &config)
             .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", info.path.display())))?;
         let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), Some(info.max_length))
             .map_err(ModelError::InvalidModel)?;
+        Ok(BertBackbone { config, model, tokenizer, device: device.clone(), vb })
+    }
+
+    /// Tokenizes one text with special tokens and truncation, as the model sees it.
+    pub fn tokenize(&self, text: &str) -> Result<lr_tokenizer::Encoding> {
+        self.tokenizer.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// One forward over right-padded sequences. Returns the hidden states [batch, len, hidden]
+    /// and the attention mask [batch, len] (u32, 1 = token, 0 = padding).
+    pub fn forward_padded(&self, group: &[&[u32]]) -> Result<(Tensor, Tensor)> {
+        let max_len = group.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(group.len() * max_len);
+        let mut mask = Vec::with_capacity(group.len() * max_len);
+        for s in group {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat(0u32).take(max_len - s.len()));
+            mask.extend(std::iter::repeat(1u32).take(s.len()));
+            mask.extend(std::iter::repeat(0u32).take(max_len - s.len()));
+        }
+        let shape = (group.len(), max_len);
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let type_ids = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        Ok((hidden, mask))
+    }
+}
+
+/// Runs `run` over groups of at most `batch` inputs of similar length (so that a padded batch
+/// carries little padding) and returns its per-input results in input order. `run` gets the
+/// input indices of one group and returns one result per index, in that order.
+pub(crate) fn in_length_batches<T>(
+    lengths: &[usize],
+    batch: usize,
+    mut run: impl FnMut(&[usize]) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut out: Vec<Option<T>> = (0..lengths.len()).map(|_| None).collect();
+    for chunk in order.chunks(batch.max(1)) {
+        let results = run(chunk)?;
+        if results.len() != chunk.len() {
+            return Err(ModelError::Inference(format!(
+                "a batch of {} inputs gave {} results",
+                chunk.len(),
+                results.len()
+            )));
+        }
+        for (&i, r) in chunk.iter().zip(results) {
+            out[i] = Some(r);
+        }
+    }
+    Ok(out.into_iter().map(|r| r.expect("every input is in exactly one batch")).collect())
+}
+
+pub struct BertEncoder {
+    backbone: BertBackbone,
+    info: ModelInfo,
+    /// `[CLS]` and `[SEP]` as the tokenizer's template places them.
+    prefix: Vec<u32>,
+    suffix: Vec<u32>,
+}
+
+impl BertEncoder {
+    pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
+        let backbone = BertBackbone::load(info, device)?;
         let (prefix, suffix) =
-            lr_tokenizer::special_wrapping(&tokenizer).map_err(ModelError::Tokenizer)?;
-        Ok(BertEncoder { model, tokenizer, info: info.clone(), device: device.clone(), prefix, suffix })
+            lr_tokenizer::special_wrapping(&backbone.tokenizer).map_err(ModelError::Tokenizer)?;
+        Ok(BertEncoder { backbone, info: info.clone(), prefix, suffix })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -62,13 +131,12 @@ impl BertEncoder {
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.backbone.tokenizer
     }
 
     /// Token ids of a document as the model sees it (special tokens, truncation).
     pub fn document_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        Ok(self.backbone.tokenize(text)?.get_ids().to_vec())
     }
 
     /// Encodes documents into L2-normalised vectors, in input order. Inputs are grouped by length
@@ -80,17 +148,11 @@ impl BertEncoder {
 
     /// Encodes already-tokenised sequences (special tokens included), in input order.
     pub fn encode_id_sequences(&self, seqs: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
-        order.sort_by_key(|&i| seqs[i].len());
-        let mut out = vec![Vec::new(); seqs.len()];
-        for chunk in order.chunks(batch.max(1)) {
+        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
+        in_length_batches(&lengths, batch, |chunk| {
             let group: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
-            let vectors = self.forward_pooled(&group)?;
-            for (&i, v) in chunk.iter().zip(vectors) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+            self.forward_pooled(&group)
+        })
     }
 
     /// LightRetriever's table rows for a BERT encoder: each id encoded alone as `[CLS] id [SEP]`
@@ -111,20 +173,7 @@ impl BertEncoder {
 
     /// One forward over right-padded sequences; returns pooled, L2-normalised vectors.
     fn forward_pooled(&self, group: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let max_len = group.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(group.len() * max_len);
-        let mut mask = Vec::with_capacity(group.len() * max_len);
-        for s in group {
-            ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat(0u32).take(max_len - s.len()));
-            mask.extend(std::iter::repeat(1u32).take(s.len()));
-            mask.extend(std::iter::repeat(0u32).take(max_len - s.len()));
-        }
-        let shape = (group.len(), max_len);
-        let ids = Tensor::from_vec(ids, shape, &self.device)?;
-        let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let type_ids = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        let (hidden, mask) = self.backbone.forward_padded(group)?;
         let pooled = self.info.pooling.apply(&hidden, &mask)?;
         let mut rows: Vec<Vec<f32>> = pooled.to_dtype(DType::F32)?.to_vec2()?;
         rows.iter_mut().for_each(|r| l2_normalize(r));

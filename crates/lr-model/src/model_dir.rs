@@ -16,6 +16,10 @@ pub enum ModelFamily {
     Bert,
 }
 
+/// The first tensor of a BERT masked-LM head (`cls.predictions.transform.dense`); its decoder
+/// weight is usually tied to the word embeddings and absent from the file.
+pub(crate) const BERT_MLM_HEAD_TENSOR: &str = "cls.predictions.transform.dense.weight";
+
 /// Options a user may give at registration (`lr_register_model(..., options)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +50,7 @@ pub struct ModelInfo {
     /// Longest input in tokens, special tokens included.
     pub max_length: usize,
     pub pooling: Pooling,
-    /// True when the weights include a masked-LM / LM head (sparse encoding possible).
+    /// True when the weights include a masked-LM head (sparse encoding possible).
     pub has_lm_head: bool,
     /// Weight files relative to `path`.
     pub weight_files: Vec<String>,
@@ -169,8 +173,7 @@ impl ModelInfo {
         };
 
         let weight_files = weight_files(dir)?;
-        let has_lm_head = architecture.ends_with("ForMaskedLM") || architecture.ends_with("ForCausalLM");
-        let info = ModelInfo {
+        let mut info = ModelInfo {
             path: dir.to_path_buf(),
             family,
             architecture,
@@ -178,10 +181,15 @@ impl ModelInfo {
             vocab_size,
             max_length,
             pooling,
-            has_lm_head,
+            has_lm_head: false,
             weight_files,
         };
-        info.check_weight_headers()?;
+        let tensors = info.check_weight_headers()?;
+        // Decided by the weights, not the architecture name: BertForPreTraining has the head
+        // too, and a *ForMaskedLM export may have lost it.
+        info.has_lm_head = match info.family {
+            ModelFamily::Bert => tensors.iter().any(|t| t == BERT_MLM_HEAD_TENSOR),
+        };
         Ok(info)
     }
 
@@ -194,8 +202,9 @@ impl ModelInfo {
     }
 
     /// Parses every weight file's safetensors header, so that a truncated or foreign file is
-    /// reported at registration rather than at first use.
-    fn check_weight_headers(&self) -> Result<()> {
+    /// reported at registration rather than at first use. Returns the tensor names.
+    fn check_weight_headers(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
         for p in self.weight_paths() {
             let bytes = std::fs::File::open(&p).and_then(|f| {
                 use std::io::Read;
@@ -235,8 +244,11 @@ impl ModelInfo {
                     8 + header_len + max_end
                 )));
             }
+            if let Some(o) = v.as_object() {
+                names.extend(o.keys().filter(|k| *k != "__metadata__").cloned());
+            }
         }
-        Ok(())
+        Ok(names)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Registration-time validation of model directories: every defect is a named error.
 
 
-use lr_testkit::dense_model_dir;
-use lr_model::{ModelError, ModelInfo, ModelOptions, Pooling};
+use lr_testkit::{dense_model_dir, sparse_model_dir};
+use lr_model::{Device, ModelError, ModelInfo, ModelOptions, Pooling, SparseEncoder};
 use std::path::{Path, PathBuf};
 
 fn copy_model(name: &str) -> PathBuf {
@@ -66,4 +66,31 @@ fn defects_are_reported_by_name() {
     let bad_pool = ModelOptions { pooling: Some("max".into()), max_length: None };
     assert!(invalid(&d, &bad_pool).contains("\"max\""));
     assert!(ModelOptions::from_json(&serde_json::json!({"poolin": "mean"})).is_err());
+}
+
+#[test]
+fn sparse_model_has_lm_head() {
+    let info = ModelInfo::inspect(&sparse_model_dir(), &ModelOptions::default()).unwrap();
+    assert_eq!(info.architecture, "BertForMaskedLM");
+    assert!(info.has_lm_head);
+    assert_eq!(info.max_length, 512);
+    let opts = ModelOptions { pooling: None, max_length: Some(256) };
+    assert_eq!(ModelInfo::inspect(&sparse_model_dir(), &opts).unwrap().max_length, 256);
+}
+
+#[test]
+fn lm_head_is_decided_by_the_weights_not_the_name() {
+    // A config that claims a masked-LM head over weights without one.
+    let d = copy_model("claims-mlm");
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    let cfg = cfg.replace("\"BertModel\"", "\"BertForMaskedLM\"");
+    std::fs::write(d.join("config.json"), cfg).unwrap();
+    let info = ModelInfo::inspect(&d, &ModelOptions::default()).unwrap();
+    assert_eq!(info.architecture, "BertForMaskedLM");
+    assert!(!info.has_lm_head);
+    match SparseEncoder::load(&info, &Device::Cpu) {
+        Err(ModelError::InvalidModel(m)) => assert!(m.contains("has no masked-LM head"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("loaded a sparse encoder without a head"),
+    }
 }

@@ -1,6 +1,6 @@
 //! Test helpers shared by the crate tests, the `#[pg_test]`s and the end-to-end tests: where the
 //! real default models live (installed by scripts/setup.sh) and the independent reference vectors
-//! in `../shared/reference/minilm.json`.
+//! in `../shared/reference/minilm.json` (dense) and `tests/reference/splade_tiny.json` (sparse).
 
 use std::path::PathBuf;
 
@@ -16,6 +16,30 @@ pub fn dense_model_dir() -> PathBuf {
     let d = model_root().join("all-minilm-l6-v2");
     assert!(d.join("config.json").is_file(), "{} is missing: run scripts/setup.sh", d.display());
     d
+}
+
+/// SPLADE-tiny (BertForMaskedLM), the default sparse model; panics with the fix when absent.
+pub fn sparse_model_dir() -> PathBuf {
+    let d = model_root().join("splade-tiny");
+    assert!(d.join("config.json").is_file(), "{} is missing: run scripts/setup.sh", d.display());
+    d
+}
+
+/// The independent SPLADE-tiny reference committed in the repository
+/// (`tests/reference/splade_tiny.json`, written by `tests/reference/splade_reference.py`).
+pub fn sparse_reference() -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/splade_tiny.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `[[id, weight], ...]` as (id, weight) pairs.
+pub fn id_weights(v: &serde_json::Value) -> Vec<(u32, f32)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_f64().unwrap() as f32))
+        .collect()
 }
 
 /// `../shared` beside the repository (`LR_SHARED_DIR` overrides).

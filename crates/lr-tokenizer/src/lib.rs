@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-pub use tokenizers::Tokenizer;
+pub use tokenizers::{Encoding, Tokenizer};
 use tokenizers::TruncationParams;
 
 /// Loads `tokenizer.json` with padding disabled and truncation at `max_length` tokens (special
@@ -23,6 +23,27 @@ pub fn plain_ids(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, String> {
     Ok(enc.get_ids().to_vec())
 }
 
+/// LightRetriever's sparse query: raw counts of the token ids of `text` tokenized without special
+/// tokens (no model, no weighting), sorted by id. Truncation is the tokenizer's own (see
+/// `load_tokenizer`); an empty or all-whitespace text gives an empty vector.
+pub fn count_ids(tok: &Tokenizer, text: &str) -> Result<Vec<(u32, f32)>, String> {
+    Ok(counts_of(&plain_ids(tok, text)?))
+}
+
+/// Counts of each id in `ids`, sorted by id: for callers that truncate the ids themselves.
+pub fn counts_of(ids: &[u32]) -> Vec<(u32, f32)> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let mut counts: Vec<(u32, f32)> = Vec::new();
+    for id in sorted {
+        match counts.last_mut() {
+            Some((last, n)) if *last == id => *n += 1.0,
+            _ => counts.push((id, 1.0)),
+        }
+    }
+    counts
+}
+
 /// Ids of the special tokens a BERT-style template puts around a single sequence
 /// (`[CLS]` before, `[SEP]` after), read from the tokenizer's own post-processor.
 pub fn special_wrapping(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>), String> {
@@ -32,5 +53,16 @@ pub fn special_wrapping(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>), String>
         0 => Ok((vec![], vec![])),
         1 => Ok((ids.to_vec(), vec![])),
         _ => Ok((ids[..1].to_vec(), ids[1..].to_vec())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_sorted_and_summed() {
+        assert_eq!(counts_of(&[7, 3, 7, 1, 7]), vec![(1, 1.0), (3, 1.0), (7, 3.0)]);
+        assert!(counts_of(&[]).is_empty());
     }
 }

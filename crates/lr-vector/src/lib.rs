@@ -49,7 +49,8 @@ impl fmt::Display for LayoutError {
             LayoutError::UnusedNotZero(u) => write!(f, "vector header field `unused` is {u}, expected 0"),
             LayoutError::TooManyNonZeros(n) => write!(
                 f,
-                "sparsevec has {n} non-zero elements; pgvector allows 0..={SPARSEVEC_MAX_NNZ}"
+                "sparsevec has {n} non-zero elements; pgvector allows at most {SPARSEVEC_MAX_NNZ} \
+                 (keep the largest weights with an explicit top-k pruning)"
             ),
             LayoutError::NonFinite { index } => write!(f, "element {index} is NaN or infinite"),
             LayoutError::IndexOutOfRange { index, dim } => {
@@ -156,6 +157,9 @@ impl SparseVector {
     /// Zero values are dropped; a repeated index is an error (it has no single meaning).
     pub fn from_pairs(dim: usize, mut pairs: Vec<(u32, f32)>) -> Result<Self, LayoutError> {
         pairs.retain(|&(_, v)| v != 0.0);
+        if pairs.len() > SPARSEVEC_MAX_NNZ {
+            return Err(LayoutError::TooManyNonZeros(pairs.len() as i64));
+        }
         pairs.sort_by_key(|&(i, _)| i);
         let sv = SparseVector {
             dim,
@@ -294,6 +298,29 @@ impl SparseVector {
     }
 }
 
+/// Builds a validated `sparsevec` payload of dimension `dim` from (index, value) pairs in any
+/// order (zeros dropped). More than pgvector's 16,000 non-zeros is `TooManyNonZeros(count)`,
+/// never a silent cut: callers that accept losing the smallest weights call `top_k` first.
+pub fn sparsevec_payload(dim: usize, pairs: Vec<(u32, f32)>) -> Result<Vec<u8>, LayoutError> {
+    SparseVector::from_pairs(dim, pairs)?.encode()
+}
+
+/// Keeps the `k` pairs of largest |value| (ties: the smaller index wins, so the result does not
+/// depend on input order), returned sorted by index. Zero values are dropped first.
+pub fn top_k(mut pairs: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    pairs.retain(|&(_, v)| v != 0.0);
+    if pairs.len() > k {
+        let larger_first =
+            |a: &(u32, f32), b: &(u32, f32)| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0));
+        if k > 0 {
+            pairs.select_nth_unstable_by(k - 1, larger_first);
+        }
+        pairs.truncate(k);
+    }
+    pairs.sort_by_key(|&(i, _)| i);
+    pairs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +409,37 @@ mod tests {
         let a = SparseVector::from_dense(&[0.0, 1.0, 2.0, 0.0, 3.0]).unwrap();
         let b = SparseVector::from_dense(&[4.0, 0.0, 5.0, 6.0, 7.0]).unwrap();
         assert_eq!(a.dot(&b), 2.0 * 5.0 + 3.0 * 7.0);
+    }
+
+    #[test]
+    fn payload_from_pairs_names_the_nnz_limit() {
+        let bytes = sparsevec_payload(10, vec![(7, 3.0), (2, 1.5), (4, 0.0)]).unwrap();
+        let sv = SparseVector::decode(&bytes).unwrap();
+        assert_eq!((sv.indices, sv.values), (vec![2, 7], vec![1.5, 3.0]));
+
+        let over: Vec<(u32, f32)> = (0..16_001).map(|i| (i, 1.0 + i as f32)).collect();
+        let err = sparsevec_payload(30_522, over.clone()).unwrap_err();
+        assert_eq!(err, LayoutError::TooManyNonZeros(16_001));
+        let msg = err.to_string();
+        assert!(msg.contains("16001") && msg.contains("16000"), "{msg}");
+        // Exactly at the limit is fine; pruning is the caller's explicit choice.
+        let pruned = top_k(over, SPARSEVEC_MAX_NNZ);
+        assert_eq!(pruned.len(), SPARSEVEC_MAX_NNZ);
+        assert_eq!(pruned[0], (1, 2.0), "the smallest weight (index 0) is the one dropped");
+        let sv = SparseVector::decode(&sparsevec_payload(30_522, pruned).unwrap()).unwrap();
+        assert_eq!(sv.nnz(), SPARSEVEC_MAX_NNZ);
+        assert_eq!(sparsevec_payload(0, vec![]), Err(LayoutError::BadDimensions(0)));
+    }
+
+    #[test]
+    fn top_k_keeps_largest_magnitudes_sorted_by_index() {
+        let pairs = vec![(9, 0.5), (1, -4.0), (5, 2.0), (3, 0.0), (7, 2.0), (2, 1.0)];
+        assert_eq!(top_k(pairs.clone(), 2), vec![(1, -4.0), (5, 2.0)]); // 5 beats 7 on the tie
+        assert_eq!(top_k(pairs.clone(), 3), vec![(1, -4.0), (5, 2.0), (7, 2.0)]);
+        assert_eq!(top_k(pairs.clone(), 0), vec![]);
+        assert_eq!(top_k(pairs.clone(), 100), vec![(1, -4.0), (2, 1.0), (5, 2.0), (7, 2.0), (9, 0.5)]);
+        let mut reversed = pairs;
+        reversed.reverse();
+        assert_eq!(top_k(reversed, 2), vec![(1, -4.0), (5, 2.0)]);
     }
 }

@@ -1,0 +1,168 @@
+//! SPLADE-style sparse document encoder on a BERT masked-LM model: the MLM head's logits at every
+//! content position, max over positions, then `log(1 + relu(·))` → one weight per vocabulary id.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
+use lr_tokenizer::{Encoding, Tokenizer};
+
+use crate::bert::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
+use crate::error::{ModelError, Result};
+use crate::model_dir::{ModelInfo, BERT_MLM_HEAD_TENSOR};
+
+/// Positions per head matmul: bounds the logits buffer ([rows, vocab] f32, 62 MB for BERT's
+/// 30,522 ids) however large the batch.
+const HEAD_ROWS: usize = 512;
+
+/// BERT's `cls.predictions`: dense(hidden→hidden), activation, LayerNorm, decoder(hidden→vocab).
+struct MlmHead {
+    dense: Linear,
+    activation: HiddenAct,
+    norm: LayerNorm,
+    decoder: Linear,
+}
+
+impl MlmHead {
+    fn load(vb: &VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
+        let (hidden, vocab) = (config.hidden_size, config.vocab_size);
+        let head = vb.pp("cls.predictions");
+        let dense = candle_nn::linear(hidden, hidden, head.pp("transform.dense"))?;
+        // candle_nn::layer_norm also reads the old `gamma`/`beta` names this model uses.
+        let norm = candle_nn::layer_norm(hidden, config.layer_norm_eps, head.pp("transform.LayerNorm"))?;
+        // Hugging Face ties the decoder weight to the word embeddings and saves one copy only
+        // (as `bert.embeddings.word_embeddings.weight`); the bias is saved as `cls.predictions.bias`.
+        let weight = if head.contains_tensor("decoder.weight") {
+            head.get((vocab, hidden), "decoder.weight")?
+        } else {
+            vb.get((vocab, hidden), "bert.embeddings.word_embeddings.weight")?
+        };
+        let bias = if head.contains_tensor("bias") {
+            head.get(vocab, "bias")?
+        } else {
+            head.get(vocab, "decoder.bias")?
+        };
+        let decoder = Linear::new(weight, Some(bias));
+        Ok(MlmHead { dense, activation: config.hidden_act, norm, decoder })
+    }
+
+    /// [rows, hidden] → logits [rows, vocab].
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = self.dense.forward(xs)?;
+        let xs = match self.activation {
+            // Transformers' "gelu" is the exact (erf) GELU; "gelu_new"-style tanh is the approximation.
+            HiddenAct::Gelu => xs.gelu_erf()?,
+            HiddenAct::GeluApproximate => xs.gelu()?,
+            HiddenAct::Relu => xs.relu()?,
+        };
+        self.decoder.forward(&self.norm.forward(&xs)?)
+    }
+}
+
+pub struct SparseEncoder {
+    backbone: BertBackbone,
+    head: MlmHead,
+    info: ModelInfo,
+}
+
+impl SparseEncoder {
+    pub fn load(info: &ModelInfo, device: &candle_core::Device) -> Result<Self> {
+        if !info.has_lm_head {
+            return Err(ModelError::InvalidModel(format!(
+                "model {} has no masked-LM head (architecture {}, no {BERT_MLM_HEAD_TENSOR} in its \
+                 weights): sparse encoding needs a BertForMaskedLM-style model such as SPLADE",
+                info.path.display(),
+                info.architecture
+            )));
+        }
+        let backbone = BertBackbone::load(info, device)?;
+        let head = MlmHead::load(&backbone.vb, &backbone.config).map_err(|e| {
+            ModelError::InvalidModel(format!("{}: masked-LM head: {e}", info.path.display()))
+        })?;
+        Ok(SparseEncoder { backbone, head, info: info.clone() })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Dimension of the sparse vectors (the MLM head's vocabulary).
+    pub fn vocab_size(&self) -> usize {
+        self.backbone.config.vocab_size
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.backbone.tokenizer
+    }
+
+    /// Token ids of a document as the model sees it (special tokens, truncation).
+    pub fn document_ids(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.backbone.tokenize(text)?.get_ids().to_vec())
+    }
+
+    /// One sparse vector per text: (token id, weight), sorted by id, only weights > 0.
+    /// Inputs are grouped by length so that a batch carries little padding.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<(u32, f32)>>> {
+        let encodings = texts.iter().map(|t| self.backbone.tokenize(t)).collect::<Result<Vec<_>>>()?;
+        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
+        in_length_batches(&lengths, DOCUMENT_BATCH, |chunk| {
+            let group: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
+            self.forward_sparse(&group)
+        })
+    }
+
+    fn forward_sparse(&self, docs: &[&Encoding]) -> Result<Vec<Vec<(u32, f32)>>> {
+        let ids: Vec<&[u32]> = docs.iter().map(|e| e.get_ids()).collect();
+        let (hidden, _mask) = self.backbone.forward_padded(&ids)?;
+        let (batch, len, dim) = hidden.dims3()?;
+        let flat = hidden.reshape((batch * len, dim))?;
+
+        // Content positions only: the template's [CLS]/[SEP] (special-tokens mask) and padding
+        // (beyond the encoding's length) never reach the head. Rows of one document are adjacent.
+        let mut rows: Vec<u32> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (d, enc) in docs.iter().enumerate() {
+            for (pos, &special) in enc.get_special_tokens_mask().iter().enumerate() {
+                if special == 0 {
+                    rows.push((d * len + pos) as u32);
+                    owner.push(d);
+                }
+            }
+        }
+
+        // log1p∘relu is monotone, so max over positions of log1p(relu(logit)) equals
+        // log1p(relu(max logit)): only the max logit per id is kept.
+        let mut max_logits: Vec<Option<Vec<f32>>> = vec![None; batch];
+        for (chunk_rows, chunk_owner) in rows.chunks(HEAD_ROWS).zip(owner.chunks(HEAD_ROWS)) {
+            let index = Tensor::new(chunk_rows, &self.backbone.device)?;
+            let logits = self.head.forward(&flat.index_select(&index, 0)?)?;
+            let mut start = 0;
+            while start < chunk_owner.len() {
+                let d = chunk_owner[start];
+                let end = start + chunk_owner[start..].iter().take_while(|&&o| o == d).count();
+                let m: Vec<f32> = logits.narrow(0, start, end - start)?.max(0)?.to_vec1()?;
+                match &mut max_logits[d] {
+                    Some(acc) => acc.iter_mut().zip(&m).for_each(|(a, &x)| *a = a.max(x)),
+                    slot => *slot = Some(m),
+                }
+                start = end;
+            }
+        }
+
+        max_logits
+            .into_iter()
+            .map(|m| {
+                let Some(m) = m else { return Ok(Vec::new()) }; // no content tokens (empty text)
+                let mut weights = Vec::new();
+                for (id, &x) in m.iter().enumerate() {
+                    if !x.is_finite() {
+                        return Err(ModelError::Inference(format!("logit of token id {id} is {x}")));
+                    }
+                    if x > 0.0 {
+                        weights.push((id as u32, x.ln_1p()));
+                    }
+                }
+                Ok(weights)
+            })
+            .collect()
+    }
+}

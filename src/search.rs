@@ -1,0 +1,259 @@
+//! `lr_search`: dense, sparse or hybrid search over a user table in one call. Candidates come
+//! from pgvector's `<#>` (so HNSW indexes serve them); fusion is `lr-search`'s, the same code the
+//! evaluation harness ranks with.
+
+use lr_search::{fuse, Mode};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::error::{raise, Code, OrRaise};
+use crate::pgvector::{SparseVec, Vector};
+
+/// A column of `relid` to use: the one named, checked to have type `type_name`, or else the
+/// only column of that type. Returns the quoted identifier.
+fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: &str, argument: &str) -> String {
+    let found: Vec<String> = Spi::connect(|c| {
+        c.select(
+            "SELECT a.attname::text FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+                AND t.typname = $2 AND ($3::text IS NULL OR a.attname = $3)
+              ORDER BY a.attnum",
+            None,
+            &[relid.into(), type_name.into(), named.into()],
+        )
+        .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    match (found.len(), named) {
+        (1, _) => quote_ident(&found[0]),
+        (0, Some(name)) => raise(
+            Code::ERRCODE_UNDEFINED_COLUMN,
+            format!("lightretriever: {table} has no {type_name} column \"{name}\""),
+            None,
+        ),
+        (0, None) => raise(
+            Code::ERRCODE_UNDEFINED_COLUMN,
+            format!("lightretriever: {table} has no {type_name} column"),
+            Some(&format!("Add one, or choose another mode; pass {argument} => '<column>' to name it.")),
+        ),
+        (_, _) => raise(
+            Code::ERRCODE_AMBIGUOUS_COLUMN,
+            format!("lightretriever: {table} has several {type_name} columns ({})", found.join(", ")),
+            Some(&format!("Pass {argument} => '<column>' to choose one.")),
+        ),
+    }
+}
+
+/// The id column: the one named, else the single-column primary key. Either must be an
+/// integer type (smallint, integer, bigint).
+fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
+    let found = Spi::get_two_with_args::<String, String>(
+        "SELECT a.attname::text, format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+            AND CASE WHEN $2::text IS NOT NULL THEN a.attname = $2
+                     ELSE a.attnum = (SELECT i.indkey[0] FROM pg_catalog.pg_index i
+                                       WHERE i.indrelid = $1 AND i.indisprimary AND i.indnatts = 1) END",
+        &[relid.into(), named.into()],
+    );
+    match found {
+        Ok((Some(name), Some(ty))) if ["smallint", "integer", "bigint"].contains(&ty.as_str()) => quote_ident(&name),
+        Ok((Some(name), Some(ty))) => raise(
+            Code::ERRCODE_DATATYPE_MISMATCH,
+            format!("lightretriever: id column \"{name}\" of {table} is {ty}; lr_search returns bigint ids"),
+            Some("Pass id_column => '<an integer column>'."),
+        ),
+        _ => match named {
+            Some(name) => raise(
+                Code::ERRCODE_UNDEFINED_COLUMN,
+                format!("lightretriever: {table} has no column \"{name}\""),
+                None,
+            ),
+            None => raise(
+                Code::ERRCODE_UNDEFINED_COLUMN,
+                format!("lightretriever: {table} has no single-column primary key to use as id"),
+                Some("Pass id_column => '<an integer column>'."),
+            ),
+        },
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The `candidates` best rows of one side, best first: `(id, similarity)` where similarity is
+/// the inner product (pgvector's `<#>` is its negation).
+fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32) -> Vec<(i64, f32)> {
+    let sql = format!(
+        "SELECT {id}::bigint, (-({column} <#> $1))::real FROM {table}
+          WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} <#> $1 LIMIT $2"
+    );
+    Spi::connect(|c| {
+        c.select(&sql, None, &[query, candidates.into()]).map(|rows| {
+            rows.filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<f32>(2).ok()??))).collect()
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
+/// Searches `source` for `query`: dense (lookup-encoded query against the `vector` column),
+/// sparse (token counts against the `sparsevec` column) or hybrid (per-query min-max
+/// normalisation of each side's `candidates`, fused `dense_weight·dense + (1−dense_weight)·sparse`).
+/// Scores of the sides are the raw inner products, NULL where a row was not a candidate there.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn lr_search(
+    source: PgRelation,
+    query: &str,
+    k: default!(i32, 10),
+    mode: default!(&str, "'hybrid'"),
+    dense_weight: default!(f32, 0.7),
+    candidates: default!(i32, 1000),
+    dense_column: default!(Option<&str>, "NULL"),
+    sparse_column: default!(Option<&str>, "NULL"),
+    id_column: default!(Option<&str>, "NULL"),
+    model: default!(Option<&str>, "NULL"),
+    sparse_model: default!(Option<&str>, "NULL"),
+    instruction: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (name!(id, i64), name!(score, f32), name!(dense_score, Option<f32>), name!(sparse_score, Option<f32>)),
+> {
+    let mode = Mode::parse(mode).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    if k < 1 || candidates < 1 {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: k and candidates must be positive", None);
+    }
+    if !(0.0..=1.0).contains(&dense_weight) {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: dense_weight must be between 0 and 1", None);
+    }
+    let relid = source.oid();
+    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .unwrap_or_default();
+    drop(source);
+    let id = pick_id_column(relid, &table, id_column);
+    // HNSW returns at most hnsw.ef_search rows per scan: widen it (up to pgvector's maximum
+    // of 1000) for this call so the candidate lists are not silently shorter than asked.
+    let ef = Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search', true)").ok().flatten();
+    let widen = ef.as_deref().and_then(|v| v.parse::<i32>().ok()).filter(|v| *v < candidates.min(1000));
+    if widen.is_some() {
+        Spi::run_with_args("SELECT set_config('hnsw.ef_search', $1, true)", &[candidates.min(1000).to_string().into()])
+            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    }
+    let dense = if mode != Mode::Sparse {
+        let column = pick_column(relid, &table, dense_column, "vector", "dense_column");
+        let q = Vector(crate::query_table::encode_query(query, model, instruction));
+        candidates_by(&table, &id, &column, q.into(), candidates)
+    } else {
+        Vec::new()
+    };
+    let sparse = if mode != Mode::Dense {
+        let column = pick_column(relid, &table, sparse_column, "sparsevec", "sparse_column");
+        let q: SparseVec = crate::sparse::encode_query_sparse(query, sparse_model);
+        candidates_by(&table, &id, &column, q.into(), candidates)
+    } else {
+        Vec::new()
+    };
+    if let Some(old) = widen {
+        Spi::run_with_args("SELECT set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
+            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    }
+    let hits = fuse(&dense, &sparse, mode, dense_weight, k as usize);
+    TableIterator::new(hits.into_iter().map(|h| (h.id, h.score, h.dense, h.sparse)))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::pgvector::Vector;
+    use crate::test_support::*;
+    use pgrx::prelude::*;
+
+    type Row = (i64, f32, Option<f32>, Option<f32>);
+
+    fn search(sql: &str) -> Vec<Row> {
+        Spi::connect(|c| {
+            c.select(sql, None, &[])
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<i64>(1).unwrap().unwrap(),
+                        r.get::<f32>(2).unwrap().unwrap(),
+                        r.get::<f32>(3).unwrap(),
+                        r.get::<f32>(4).unwrap(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// A hand-made table whose dense scores against the query are exactly 0.9, 0.5, 0.1, −0.2
+    /// (rows are the query's own unit vector scaled) and whose sparse scores are 2, 1, 6, 4.
+    #[pg_test]
+    fn fused_order_matches_the_hand_computed_one() {
+        register_dense_model();
+        register_sparse_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("SET LOCAL lightretriever.default_model = 'minilm'").unwrap();
+        Spi::run("SET LOCAL lightretriever.default_sparse_model = 'splade'").unwrap();
+        Spi::run(r#"CREATE SCHEMA "Search Schema""#).unwrap();
+        Spi::run(r#"CREATE TABLE "Search Schema"."My ""Docs""" (doc_id bigint PRIMARY KEY, emb vector(384), sp sparsevec(30522))"#)
+            .unwrap();
+        let q = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('wing wing flutter')").unwrap().unwrap().0;
+        // "wing" = 3358, "flutter" = 23638; the query counts are {3358: 2, 23638: 1}.
+        let docs = [(1, 0.9, "{23638:2}/30522"), (2, 0.5, "{23638:1}/30522"), (3, 0.1, "{3358:3}/30522"), (4, -0.2, "{3358:2}/30522")];
+        for (id, dense, sparse) in docs {
+            let emb = Vector(q.iter().map(|x| x * dense as f32).collect());
+            Spi::run_with_args(
+                r#"INSERT INTO "Search Schema"."My ""Docs""" VALUES ($1, $2, $3::sparsevec)"#,
+                &[(id as i64).into(), emb.into(), sparse.into()],
+            )
+            .unwrap();
+        }
+        let table = r#"'"Search Schema"."My ""Docs"""'"#;
+        // candidates = 3: dense keeps 1, 2, 3 (normalised 1, .5, 0); sparse keeps 3, 4, 1 (1, .5, 0).
+        // hybrid 0.7: 1 → .7, 2 → .35, 3 → .3, 4 → .15.
+        let hybrid = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
+        let want = [(1, 0.7), (2, 0.35), (3, 0.3), (4, 0.15)];
+        assert_eq!(hybrid.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        for (row, (_, score)) in hybrid.iter().zip(want) {
+            assert!((row.1 - score).abs() < 1e-4, "{row:?} vs {score}");
+        }
+        assert!((hybrid[0].2.unwrap() - 0.9).abs() < 1e-4 && (hybrid[0].3.unwrap() - 2.0).abs() < 1e-6);
+        assert_eq!(hybrid[1].3, None, "2 was not a sparse candidate");
+        assert_eq!(hybrid[3].2, None, "4 was not a dense candidate");
+
+        let dense = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', 2, 'dense')"));
+        assert_eq!(dense.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
+        let sparse = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', mode => 'sparse')"));
+        assert_eq!(sparse.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4, 1, 2]);
+        assert_eq!(sparse[0].2, None);
+
+        // The same through an HNSW index: ef_search is widened to the candidates asked for.
+        Spi::run(r#"CREATE INDEX ON "Search Schema"."My ""Docs""" USING hnsw (emb vector_ip_ops)"#).unwrap();
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        Spi::run("SET LOCAL hnsw.ef_search = 1").unwrap();
+        let via_index = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
+        assert_eq!(via_index.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search')").unwrap().as_deref(), Some("1"));
+    }
+
+    #[pg_test(error = "lightretriever: t has several vector columns (a, b)")]
+    fn ambiguous_columns_are_an_error() {
+        Spi::run("CREATE TEMP TABLE t (id int PRIMARY KEY, a vector(3), b vector(3))").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('t', 'q', mode => 'dense')").unwrap();
+    }
+
+    #[pg_test(error = "lightretriever: id column \"id\" of t is text; lr_search returns bigint ids")]
+    fn text_keys_are_an_error() {
+        Spi::run("CREATE TEMP TABLE t (id text PRIMARY KEY, a vector(3))").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('t', 'q', mode => 'dense')").unwrap();
+    }
+
+    #[pg_test(error = "lightretriever: unknown search mode \"bm25\" (expected dense, sparse or hybrid)")]
+    fn unknown_modes_are_an_error() {
+        Spi::run("CREATE TEMP TABLE t (id int PRIMARY KEY, a vector(3))").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('t', 'q', mode => 'bm25')").unwrap();
+    }
+}
