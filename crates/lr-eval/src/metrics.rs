@@ -56,28 +56,23 @@ pub fn evaluate(run: &Run, qrels: &Qrels) -> Scores {
     Scores { ndcg_at_10: n / c, recall_at_100: r / c, queries: qrels.len() }
 }
 
-/// Hybrid fusion as in LightRetriever: each side's list (its top 1000) is min-max normalised to
-/// [0, 1] (a list whose scores are all equal maps to 1), a document missing from a side gets 0
-/// there, and the fused score is `w·dense + (1 − w)·sparse`. Returns the fused ranking, best first
-/// (ties by document id, for determinism).
+/// Hybrid fusion as in LightRetriever, through the extension's own `lr_search::fuse` so that the
+/// harness ranks exactly as `lr_search` does: each side's list (its top 1000) is min-max
+/// normalised to [0, 1] (a list whose scores are all equal maps to 1), a document missing from a
+/// side gets 0 there, and the fused score is `w·dense + (1 − w)·sparse`. Returns the fused
+/// ranking, best first (ties by document id, for determinism).
 pub fn min_max_fuse(dense: &[(String, f32)], sparse: &[(String, f32)], dense_weight: f64) -> Vec<(String, f32)> {
-    fn normalised(list: &[(String, f32)]) -> HashMap<&str, f64> {
-        let list = &list[..list.len().min(1000)];
-        let max = list.iter().map(|x| x.1 as f64).fold(f64::NEG_INFINITY, f64::max);
-        let min = list.iter().map(|x| x.1 as f64).fold(f64::INFINITY, f64::min);
-        list.iter()
-            .map(|(d, s)| (d.as_str(), if max > min { (*s as f64 - min) / (max - min) } else { 1.0 }))
-            .collect()
-    }
-    let (nd, ns) = (normalised(dense), normalised(sparse));
-    let mut fused: HashMap<&str, f64> = HashMap::new();
-    for (d, s) in &nd {
-        *fused.entry(d).or_default() += dense_weight * s;
-    }
-    for (d, s) in &ns {
-        *fused.entry(d).or_default() += (1.0 - dense_weight) * s;
-    }
-    let mut out: Vec<(String, f32)> = fused.into_iter().map(|(d, s)| (d.to_string(), s as f32)).collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    out
+    let (dense, sparse) = (&dense[..dense.len().min(1000)], &sparse[..sparse.len().min(1000)]);
+    // Integer ids in document-id order, so that lr_search's tie-break (smaller id first) is the
+    // document-id order.
+    let mut names: Vec<&str> = dense.iter().chain(sparse).map(|(d, _)| d.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let id = |d: &str| names.binary_search(&d).unwrap() as i64;
+    let d: Vec<(i64, f32)> = dense.iter().map(|(n, s)| (id(n), *s)).collect();
+    let s: Vec<(i64, f32)> = sparse.iter().map(|(n, s)| (id(n), *s)).collect();
+    lr_search::fuse(&d, &s, lr_search::Mode::Hybrid, dense_weight as f32, usize::MAX)
+        .into_iter()
+        .map(|h| (names[h.id as usize].to_string(), h.score))
+        .collect()
 }

@@ -286,10 +286,16 @@ pub struct FitReport {
     pub source_top_k_full: Option<f64>,
     pub source_top_k_before: Option<f64>,
     pub source_top_k_after: Option<f64>,
+    /// Mean reciprocal rank (within the top k) of a held-out span's source document: the
+    /// known-item measure the settings were chosen by (docs/quality.md).
+    pub source_mrr_full: Option<f64>,
+    pub source_mrr_before: Option<f64>,
+    pub source_mrr_after: Option<f64>,
     pub refine_epochs: usize,
     /// Per refinement epoch: mean training loss and held-out agreement.
     pub refine_loss: Vec<f64>,
     pub refine_agreement: Vec<f64>,
+    pub refine_source_mrr: Vec<f64>,
     pub seconds_encode_spans: f64,
     pub seconds_encode_docs: f64,
     pub seconds_solve: f64,
@@ -407,6 +413,9 @@ pub(crate) struct Agreement {
     pub overlap: f64,
     pub source_lookup: f64,
     pub source_full: f64,
+    /// Mean reciprocal rank of the source document within the top k (0 when absent).
+    pub source_mrr_lookup: f64,
+    pub source_mrr_full: f64,
 }
 
 pub(crate) fn agreement(
@@ -419,15 +428,24 @@ pub(crate) fn agreement(
 ) -> Result<Agreement, FitError> {
     let n = sources.len();
     let scores = score_matrix(lookup, n, docs, d)?;
-    let (mut overlap, mut src_l, mut src_f) = (0.0, 0.0, 0.0);
+    let (mut overlap, mut src_l, mut src_f, mut mrr_l, mut mrr_f) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let rr = |list: &[usize], want: usize| list.iter().position(|&x| x == want).map_or(0.0, |p| 1.0 / (p + 1) as f64);
     for i in 0..n {
         let top = top_k(&scores[i], k);
         overlap += top.iter().filter(|x| full_top[i].contains(x)).count() as f64 / k as f64;
         src_l += top.contains(&sources[i]) as u8 as f64;
         src_f += full_top[i].contains(&sources[i]) as u8 as f64;
+        mrr_l += rr(&top, sources[i]);
+        mrr_f += rr(&full_top[i], sources[i]);
     }
     let n = n.max(1) as f64;
-    Ok(Agreement { overlap: overlap / n, source_lookup: src_l / n, source_full: src_f / n })
+    Ok(Agreement {
+        overlap: overlap / n,
+        source_lookup: src_l / n,
+        source_full: src_f / n,
+        source_mrr_lookup: mrr_l / n,
+        source_mrr_full: mrr_f / n,
+    })
 }
 
 /// Fits the query table. `docs` are the corpus texts (title and body as the documents were
@@ -714,13 +732,15 @@ pub fn fit_query_table_with_doc_vectors(
     };
     let before_vectors = lookup_vectors(init_rows, None);
     let mut agreement_before = None;
-    let (mut source_full, mut source_before) = (None, None);
+    let (mut source_full, mut source_before, mut mrr_full, mut mrr_before) = (None, None, None, None);
     if let (Some(ft), Some(dt)) = (&full_top, agree_tensor) {
         let ag = agreement(&before_vectors, ft, &held_sources, dt, d, k)?;
         agreement_before = Some(ag.overlap);
         if by_docs {
             source_before = Some(ag.source_lookup);
             source_full = Some(ag.source_full);
+            mrr_before = Some(ag.source_mrr_lookup);
+            mrr_full = Some(ag.source_mrr_full);
         }
     }
 
@@ -728,6 +748,7 @@ pub fn fit_query_table_with_doc_vectors(
     let t_refine = Instant::now();
     let mut refine_loss = Vec::new();
     let mut refine_agreement = Vec::new();
+    let mut refine_source_mrr = Vec::new();
     if options.refine != Refine::None && options.refine_epochs > 0 {
         let dt = doc_tensor.as_ref().expect("refinement encodes the documents");
         let query_weights = weights.as_deref();
@@ -766,6 +787,9 @@ pub fn fit_query_table_with_doc_vectors(
                 }
                 let ag = agreement(&lookup_vectors(&r, query_weights), ft, &held_sources, at, d, k)?;
                 refine_agreement.push(ag.overlap);
+                if by_docs {
+                    refine_source_mrr.push(ag.source_mrr_lookup);
+                }
             }
             progress("refining", (epoch + 1) as f64 / options.refine_epochs as f64);
         }
@@ -780,12 +804,13 @@ pub fn fit_query_table_with_doc_vectors(
 
     // 9. "After" measures.
     let after_vectors = lookup_vectors(&rows, weights.as_deref());
-    let (mut agreement_after, mut source_after) = (None, None);
+    let (mut agreement_after, mut source_after, mut mrr_after) = (None, None, None);
     if let (Some(ft), Some(dt)) = (&full_top, agree_tensor) {
         let ag = agreement(&after_vectors, ft, &held_sources, dt, d, k)?;
         agreement_after = Some(ag.overlap);
         if by_docs {
             source_after = Some(ag.source_lookup);
+            mrr_after = Some(ag.source_mrr_lookup);
         }
     }
     let held_mse = |rows: &[f32]| -> Option<f64> {
@@ -827,9 +852,13 @@ pub fn fit_query_table_with_doc_vectors(
         source_top_k_full: source_full,
         source_top_k_before: source_before,
         source_top_k_after: source_after,
+        source_mrr_full: mrr_full,
+        source_mrr_before: mrr_before,
+        source_mrr_after: mrr_after,
         refine_epochs: refine_loss.len(),
         refine_loss,
         refine_agreement,
+        refine_source_mrr,
         seconds_encode_spans,
         seconds_encode_docs,
         seconds_solve,

@@ -302,3 +302,23 @@ fn bad_input_is_an_error_not_a_panic() {
     let o = FitOptions::from_json(&serde_json::json!({"lambda": 0.1, "refine": "distill"})).unwrap();
     assert_eq!((o.lambda, o.refine, o.spans_per_doc), (0.1, Refine::Distill, 8));
 }
+
+#[test]
+fn document_vectors_given_measure_agreement_over_documents() {
+    let d = tmpdir("docvec");
+    let tok = tokenizer(&d);
+    let docs = corpus();
+    let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    let vectors = FakeEncoder.encode(&docs).unwrap();
+    let o = small_options();
+    let f = lr_fit::fit_query_table_with_doc_vectors(&docs, Some(&vectors), &tok, &FakeEncoder, &init_rows(), D, &o, &mut |_, _| {})
+        .unwrap();
+    let r = &f.report;
+    assert_eq!(r.agreement_corpus.as_deref(), Some("documents"));
+    assert!(r.source_top_k_full.is_some() && r.source_mrr_after.is_some(), "{r:?}");
+    assert!(r.agreement_after.unwrap() > r.agreement_before.unwrap(), "{r:?}");
+    assert_eq!(r.seconds_encode_docs, 0.0);
+    // Vectors that do not match the documents are refused.
+    let err = lr_fit::fit_query_table_with_doc_vectors(&docs, Some(&vectors[1..]), &tok, &FakeEncoder, &init_rows(), D, &o, &mut |_, _| {});
+    assert!(matches!(err, Err(FitError::InvalidInput(_))));
+}

@@ -480,12 +480,6 @@ fn untrained_table(bert: &BertEncoder, cache_dir: Option<&Path>) -> Result<Vec<f
     Ok(rows)
 }
 
-#[cfg(not(feature = "sparse"))]
-fn sparse_run(_: &Args, _: &[&str], _: &[(String, String)], _: &[String], _: &mut Vec<(&str, f64)>) -> Result<Result<Run, String>, String> {
-    Ok(Err("this build has no sparse encoder (lr_model::SparseEncoder is not merged yet)".into()))
-}
-
-#[cfg(feature = "sparse")]
 fn sparse_run(
     args: &Args,
     doc_refs: &[&str],
@@ -503,10 +497,13 @@ fn sparse_run(
     eprintln!("encoding {} documents with the sparse model", doc_refs.len());
     let docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
     timings.push(("encode documents (sparse model)", t.elapsed().as_secs_f64()));
-    let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), Some(lr_table::MAX_QUERY_TOKENS))?;
+    // As the extension's lr_encode_query_sparse: plain ids cut at 512, raw counts.
+    let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
     let mut run = Run::new();
     for (qid, q) in queries {
-        let qv = lr_tokenizer::count_ids(&tok, q)?;
+        let mut ids = lr_tokenizer::plain_ids(&tok, q)?;
+        ids.truncate(lr_table::MAX_QUERY_TOKENS);
+        let qv = lr_tokenizer::counts_of(&ids);
         let scores: Vec<f32> = docs.iter().map(|d| search::sparse_dot(&qv, d)).collect();
         let top: Vec<(String, f32)> = search::top_k(&scores, 1000)
             .into_iter()
@@ -518,7 +515,6 @@ fn sparse_run(
     Ok(Ok(run))
 }
 
-#[cfg(feature = "sparse")]
 fn cached_sparse(enc: &lr_model::SparseEncoder, docs: &[&str], cache: Option<&Path>, model: &Path) -> Result<Vec<Vec<(u32, f32)>>, String> {
     let key = {
         let mut k = fnv(model.to_string_lossy().as_bytes());
@@ -580,10 +576,12 @@ fn run_sweep(
         let s = evaluate(&run, &coll.qrels);
         let r = &fitted.report;
         println!(
-            "{} | agreement {:.4} (before {:.4}) src@k {:.4} (full {:.4}) cos {:.4} | iters {} | fit {:.1}s | nDCG@10 {:.4} R@100 {:.4} ({:.1}%) | refine_agreement {:?}",
+            "{} | agreement {:.4} (before {:.4}) src-MRR {:.4} (full {:.4}) src@k {:.4} (full {:.4}) cos {:.4} | iters {} | fit {:.1}s | nDCG@10 {:.4} R@100 {:.4} ({:.1}%) | refine agreement {:?} src-MRR {:?}",
             line.trim(),
             r.agreement_after.unwrap_or(f64::NAN),
             r.agreement_before.unwrap_or(f64::NAN),
+            r.source_mrr_after.unwrap_or(f64::NAN),
+            r.source_mrr_full.unwrap_or(f64::NAN),
             r.source_top_k_after.unwrap_or(f64::NAN),
             r.source_top_k_full.unwrap_or(f64::NAN),
             r.cosine_held_out_after.unwrap_or(f64::NAN),
@@ -593,6 +591,7 @@ fn run_sweep(
             s.recall_at_100,
             100.0 * s.ndcg_at_10 / full.ndcg_at_10,
             r.refine_agreement.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>(),
+            r.refine_source_mrr.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>(),
         );
         let _ = std::io::stdout().flush();
         let _ = args;
