@@ -2,9 +2,10 @@
 PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/lightretriever-pgrx-test
 export LR_MODEL_ROOT ?= /opt/lightretriever/models
-# cargo-pgrx links the extension with --no-gc-sections (its --config flag). Setting the same flag
-# for every build here (RUSTFLAGS wins over --config) makes all of them share one set of compiled
-# dependencies instead of building everything twice.
+# cargo-pgrx builds the installed extension with --no-gc-sections (its --config flag). Giving the
+# other builds the same flag (RUSTFLAGS) lets them share its compiled dependencies. The one
+# exception is the #[pg_test] harness executable, which only links with gc-sections: test-pg
+# runs without RUSTFLAGS (pgrx's install step inside it still gets the flag from --config).
 export RUSTFLAGS := -C link-arg=-Wl,--no-gc-sections
 
 .PHONY: setup demo test test-crates test-pg test-e2e install install-dev bench clean
@@ -21,7 +22,7 @@ test-crates:
 
 test-pg:
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
-	cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
+	env -u RUSTFLAGS cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
 
 ## End-to-end: install the (dev-profile) extension into the system PostgreSQL 15, start a
 ## throwaway cluster, run tests/e2e against it, stop it.

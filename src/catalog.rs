@@ -6,15 +6,15 @@ use lr_model::{ModelInfo, ModelOptions};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::error::{raise, require_superuser, Code, OrRaise};
+use crate::error::{raise, require_superuser, row_or_none, Code, OrRaise};
 
 /// The registered model `name`, as recorded at registration.
 pub fn load_model(name: &str) -> ModelInfo {
-    let info = Spi::get_one_with_args::<JsonB>(
+    let info = row_or_none(Spi::get_one_with_args::<JsonB>(
         "SELECT info FROM lightretriever.lr_models WHERE name = $1",
         &[name.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    ))
+    .flatten();
     match info {
         Some(JsonB(v)) => serde_json::from_value(v).or_raise(Code::ERRCODE_DATA_CORRUPTED),
         None => raise(
@@ -81,11 +81,11 @@ fn lr_drop_model(name: &str) -> bool {
             .collect::<Result<Vec<_>, _>>()
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    let deleted = Spi::get_one_with_args::<String>(
+    let deleted = row_or_none(Spi::get_one_with_args::<String>(
         "DELETE FROM lightretriever.lr_models WHERE name = $1 RETURNING name",
         &[name.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    ))
+    .flatten();
     crate::query_table::remove_files_on_commit(files);
     crate::documents::forget_encoder(name);
     deleted.is_some()

@@ -38,3 +38,13 @@ pub fn require_superuser(what: &str) {
         );
     }
 }
+
+/// SPI's single-row getters report "no row" as an error; here it is `None`. Other SPI errors
+/// are raised.
+pub fn row_or_none<T>(result: Result<T, pgrx::spi::SpiError>) -> Option<T> {
+    match result {
+        Ok(row) => Some(row),
+        Err(pgrx::spi::SpiError::InvalidPosition) => None,
+        Err(e) => raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e}"), None),
+    }
+}

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use lr_model::ModelFamily;
+use lr_model::{BertEncoder, ModelFamily};
 use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
 
-use crate::error::{raise, require_superuser, Code, OrRaise};
+use crate::error::{raise, require_superuser, row_or_none, Code, OrRaise};
 use crate::guc::resolve_model;
 use crate::pgvector::Vector;
 
@@ -36,6 +36,99 @@ pub fn remove_files_on_commit(files: Vec<String>) {
     });
 }
 
+/// Refuses an instruction for models that take none (BERT-family encoders).
+fn check_instruction(name: &str, info: &lr_model::ModelInfo, instruction: Option<&str>, function: &str) {
+    if instruction.is_some() && info.family == ModelFamily::Bert {
+        raise(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("lightretriever: model \"{name}\" is a BERT-family encoder, which takes no instruction"),
+            Some(&format!("Call {function} with instruction => NULL; instruction tables need a decoder LLM.")),
+        );
+    }
+}
+
+/// Writes a new table version of (model, instruction) — `fill` streams its rows (and weights)
+/// — and records it in `lr_query_tables`. The previous version stays until this transaction
+/// commits; a rollback or error removes the new file. Returns (version, file).
+fn write_table_version(
+    name: &str,
+    info: &lr_model::ModelInfo,
+    instruction: Option<&str>,
+    method: &str,
+    build: serde_json::Value,
+    dims: usize,
+    fill: impl FnOnce(&mut TableWriter),
+) -> (i32, String) {
+    let key = instruction_key(instruction);
+    let version = Spi::get_one_with_args::<i32>(
+        "SELECT coalesce(max(version), 0) + 1 FROM lightretriever.lr_query_tables
+          WHERE model = $1 AND instruction = $2",
+        &[name.into(), key.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .unwrap_or(1);
+    std::fs::create_dir_all(TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
+    let file = format!(
+        "{TABLE_DIR}/{name}-{:016x}-v{version}.lrt",
+        lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, key.as_bytes())
+    );
+    let tokenizer_fingerprint =
+        lr_table::fingerprint_file(&info.tokenizer_path()).or_raise(Code::ERRCODE_IO_ERROR);
+    let meta = TableMeta {
+        model: name.to_owned(),
+        instruction: instruction.map(str::to_owned),
+        tokenizer_fingerprint,
+        build,
+    };
+    // A rollback (or an error below) must not leave the new file behind.
+    let cleanup = file.clone();
+    register_xact_callback(PgXactCallbackEvent::Abort, move || {
+        let _ = std::fs::remove_file(&cleanup);
+    });
+    let mut writer = TableWriter::create(Path::new(&file), &meta, info.vocab_size as u64, dims as u32, Dtype::F32)
+        .or_raise(Code::ERRCODE_IO_ERROR);
+    fill(&mut writer);
+    let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
+    Spi::run_with_args(
+        "INSERT INTO lightretriever.lr_query_tables
+           (model, instruction, version, file, rows, dims, dtype, checksum, method, build)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            name.into(),
+            key.into(),
+            version.into(),
+            file.as_str().into(),
+            (info.vocab_size as i64).into(),
+            (dims as i32).into(),
+            Dtype::F32.name().into(),
+            format!("{checksum:016x}").into(),
+            method.into(),
+            pgrx::JsonB(meta.build.clone()).into(),
+        ],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    (version, file)
+}
+
+/// Rows of the untrained table (`[CLS] id [SEP]` through the full model), streamed in batches.
+fn untrained_rows(name: &str, encoder: &BertEncoder, rows: usize, mut sink: impl FnMut(&[f32])) {
+    let ids: Vec<u32> = (0..rows as u32).collect();
+    let mut done = 0;
+    let mut next_report = 10;
+    for chunk in ids.chunks(BUILD_BATCH) {
+        pgrx::check_for_interrupts!();
+        let vectors = encoder.token_table_rows(chunk).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        sink(&flat);
+        done += chunk.len();
+        let percent = done * 100 / rows;
+        if percent >= next_report {
+            pgrx::notice!("lightretriever: query table for \"{name}\": {percent}% ({done} of {rows} tokens)");
+            next_report = percent / 10 * 10 + 10;
+        }
+    }
+}
+
 /// Builds the query table of `model` for `instruction`: every vocabulary id is encoded alone by
 /// the full model (`[CLS] id [SEP]` for BERT-family encoders) and its vector stored as one row.
 /// Writes a new table version; the previous one stays until this transaction commits.
@@ -49,77 +142,95 @@ fn lr_build_query_table(
     let name = resolve_model(model);
     let info = crate::catalog::load_model(&name);
     let instruction = instruction.filter(|s| !s.is_empty());
-    if instruction.is_some() && info.family == ModelFamily::Bert {
-        raise(
-            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("lightretriever: model \"{name}\" is a BERT-family encoder, which takes no instruction"),
-            Some("Call lr_build_query_table with instruction => NULL; instruction tables need a decoder LLM."),
-        );
-    }
+    check_instruction(&name, &info, instruction, "lr_build_query_table");
     let encoder = crate::documents::encoder(&name, &info);
-    let key = instruction_key(instruction);
-    let version = Spi::get_one_with_args::<i32>(
-        "SELECT coalesce(max(version), 0) + 1 FROM lightretriever.lr_query_tables
-          WHERE model = $1 AND instruction = $2",
-        &[name.as_str().into(), key.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-    .unwrap_or(1);
-
-    std::fs::create_dir_all(TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
-    let file = format!(
-        "{TABLE_DIR}/{name}-{:016x}-v{version}.lrt",
-        lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, key.as_bytes())
-    );
-    let tokenizer_fingerprint =
-        lr_table::fingerprint_file(&info.tokenizer_path()).or_raise(Code::ERRCODE_IO_ERROR);
-    let meta = TableMeta {
-        model: name.clone(),
-        instruction: instruction.map(str::to_owned),
-        tokenizer_fingerprint,
-        build: serde_json::json!({"method": "token_forward", "input": "[CLS] id [SEP]", "pooling": info.pooling.as_str()}),
-    };
-    let rows = info.vocab_size;
-    let dims = encoder.dim();
-    // A rollback (or an error below) must not leave the new file behind.
-    let cleanup = file.clone();
-    register_xact_callback(PgXactCallbackEvent::Abort, move || {
-        let _ = std::fs::remove_file(&cleanup);
+    let build = serde_json::json!({"method": "token_forward", "input": "[CLS] id [SEP]", "pooling": info.pooling.as_str()});
+    write_table_version(&name, &info, instruction, "token_forward", build, encoder.dim(), |writer| {
+        untrained_rows(&name, &encoder, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
     });
-    let mut writer = TableWriter::create(Path::new(&file), &meta, rows as u64, dims as u32, Dtype::F32)
-        .or_raise(Code::ERRCODE_IO_ERROR);
-    let ids: Vec<u32> = (0..rows as u32).collect();
-    let mut next_report = 10;
-    for chunk in ids.chunks(BUILD_BATCH) {
-        pgrx::check_for_interrupts!();
-        let vectors = encoder.token_table_rows(chunk).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
-        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
-        writer.write_rows(&flat).or_raise(Code::ERRCODE_IO_ERROR);
-        let percent = writer.rows_written() as usize * 100 / rows;
-        if percent >= next_report {
-            pgrx::notice!("lightretriever: query table for \"{name}\": {percent}% ({} of {rows} tokens)", writer.rows_written());
-            next_report = percent / 10 * 10 + 10;
-        }
-    }
-    let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
-    Spi::run_with_args(
-        "INSERT INTO lightretriever.lr_query_tables
-           (model, instruction, version, file, rows, dims, dtype, checksum, method, build)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'token_forward', $9)",
-        &[
-            name.as_str().into(),
-            key.into(),
-            version.into(),
-            file.as_str().into(),
-            (rows as i64).into(),
-            (dims as i32).into(),
-            Dtype::F32.name().into(),
-            format!("{checksum:016x}").into(),
-            pgrx::JsonB(meta.build.clone()).into(),
-        ],
+    info.vocab_size as i64
+}
+
+/// Fits a new version of the query table of `model` to its own document encoder on the texts
+/// of `source.text_column` — no labels: pseudo-queries are spans of those texts, their targets
+/// the full model's encodings (lr-fit). The fit starts from, and is regularised toward, the
+/// untrained table (the newest `token_forward` version, built in memory if there is none).
+/// Returns the fit's report (pairs, loss and held-out agreement before/after, seconds).
+#[pg_extern(volatile, parallel_unsafe)]
+fn lr_fit_query_table(
+    model: &str,
+    source: pgrx::PgRelation,
+    text_column: &str,
+    instruction: default!(Option<&str>, "NULL"),
+    options: default!(pgrx::JsonB, "'{}'"),
+) -> pgrx::JsonB {
+    require_superuser("fit query tables");
+    let info = crate::catalog::load_model(model);
+    let instruction = instruction.filter(|s| !s.is_empty());
+    check_instruction(model, &info, instruction, "lr_fit_query_table");
+    let fit_options = lr_fit::FitOptions::from_json(&options.0).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    let relid = source.oid();
+    drop(source);
+    let texts = crate::search::column_texts(relid, text_column);
+    let encoder = crate::documents::encoder(model, &info);
+    let dims = encoder.dim();
+    let vocab = info.vocab_size;
+
+    // The prior: the newest untrained table's rows, else computed now.
+    let untrained = Spi::get_one_with_args::<String>(
+        "SELECT file FROM lightretriever.lr_query_tables
+          WHERE model = $1 AND instruction = $2 AND method = 'token_forward'
+          ORDER BY version DESC LIMIT 1",
+        &[model.into(), instruction_key(instruction).into()],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    rows as i64
+    let mut init_rows = vec![0.0f32; vocab * dims];
+    match untrained {
+        Some(file) => {
+            let table = QueryTable::open(Path::new(&file)).or_raise(Code::ERRCODE_DATA_CORRUPTED);
+            if table.rows() != vocab || table.dims() != dims {
+                raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {file} does not have the model's shape"), None);
+            }
+            for (id, row) in init_rows.chunks_mut(dims).enumerate() {
+                table.add_row_to(id, 1.0, row);
+            }
+        }
+        None => {
+            let mut at = 0;
+            untrained_rows(model, &encoder, vocab, |rows| {
+                init_rows[at..at + rows.len()].copy_from_slice(rows);
+                at += rows.len();
+            });
+        }
+    }
+
+    let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).or_raise(Code::ERRCODE_IO_ERROR);
+    let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut last_notice = -1.0f64;
+    let mut progress = |stage: &str, fraction: f64| {
+        pgrx::check_for_interrupts!();
+        if fraction >= last_notice + 0.1 || fraction >= 1.0 && last_notice < 1.0 {
+            pgrx::notice!("lightretriever: fitting \"{model}\": {stage} {:.0}%", fraction * 100.0);
+            last_notice = fraction;
+        }
+    };
+    let fitted = lr_fit::fit_query_table(&docs, &tokenizer, encoder.as_ref(), &init_rows, dims, &fit_options, &mut progress)
+        .or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+    drop(init_rows);
+    let mut report = serde_json::to_value(&fitted.report).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let build = serde_json::json!({"method": "fit", "source": texts.len(), "report": report.clone()});
+    let (version, file) = write_table_version(model, &info, instruction, "fit", build, dims, |writer| {
+        writer.write_rows(&fitted.rows).or_raise(Code::ERRCODE_IO_ERROR);
+        if let Some(weights) = &fitted.weights {
+            writer.write_weights(weights).or_raise(Code::ERRCODE_IO_ERROR);
+        }
+    });
+    if let Some(obj) = report.as_object_mut() {
+        obj.insert("version".into(), version.into());
+        obj.insert("file".into(), file.into());
+        obj.insert("documents".into(), texts.len().into());
+    }
+    pgrx::JsonB(report)
 }
 
 /// Identifies one statement's snapshot of the catalog: its start time and command counter
@@ -142,14 +253,14 @@ thread_local! {
 
 /// The lookup encoder for the newest table of (model, instruction).
 fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
-    let found = Spi::get_two_with_args::<String, String>(
+    let found = row_or_none(Spi::get_two_with_args::<String, String>(
         "SELECT t.file, m.path FROM lightretriever.lr_query_tables t
            JOIN lightretriever.lr_models m ON m.name = t.model
           WHERE t.model = $1 AND t.instruction = $2
           ORDER BY t.version DESC LIMIT 1",
         &[model.into(), instruction.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    ))
+    .unwrap_or((None, None));
     let (file, model_path) = match found {
         (Some(file), Some(path)) => (file, path),
         _ => {
@@ -255,6 +366,9 @@ mod tests {
         let r = reference();
         for q in r["lookup_queries"].as_array().unwrap() {
             let text = q["text"].as_str().unwrap();
+            if q["embedding"].is_null() {
+                continue; // no tokens: an error, tested on its own (tests/e2e)
+            }
             let v = Spi::get_one_with_args::<Vector>("SELECT lightretriever.lr_encode_query($1, 'minilm')", &[text.into()])
                 .unwrap()
                 .unwrap();
@@ -285,6 +399,47 @@ mod tests {
         });
         assert_eq!(by_index, exact);
         assert_eq!(exact.len(), 3);
+    }
+
+    /// Fitting on a small corpus writes version 2 (method fit, with weights), reduces its own
+    /// loss, and the lookup then serves the fitted table; a failing fit leaves version 1 alone.
+    #[pg_test]
+    fn fitting_writes_a_new_version_and_lowers_its_loss() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("CREATE TEMP TABLE corpus (id int PRIMARY KEY, body text)").unwrap();
+        let r = reference();
+        let sentences: Vec<String> = r["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap().to_owned()).collect();
+        for i in 0..60 {
+            let text = format!("{} {}", sentences[i % sentences.len()], sentences[(i * 7 + 3) % sentences.len()]);
+            Spi::run_with_args("INSERT INTO corpus VALUES ($1, $2)", &[(i as i32).into(), text.into()]).unwrap();
+        }
+        let before = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('a man eating food', 'minilm')").unwrap().unwrap();
+        let report = Spi::get_one::<pgrx::JsonB>(
+            r#"SELECT lightretriever.lr_fit_query_table('minilm', 'corpus', 'body', options => '{"spans_per_doc": 4}')"#,
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(report["version"], 2, "{report}");
+        let (b, a) = (report["loss_train_before"].as_f64().unwrap(), report["loss_train_after"].as_f64().unwrap());
+        assert!(a < b, "loss {b} → {a}");
+        let method = Spi::get_one::<String>(
+            "SELECT method FROM lightretriever.lr_query_tables WHERE model = 'minilm' ORDER BY version DESC LIMIT 1",
+        )
+        .unwrap();
+        assert_eq!(method.as_deref(), Some("fit"));
+        Spi::run("SELECT 1").unwrap(); // a new statement: the lookup memo does not apply
+        let after = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('a man eating food', 'minilm')").unwrap().unwrap();
+        assert!(before.0.iter().zip(&after.0).any(|(x, y)| (x - y).abs() > 1e-3), "the fitted table is used");
+        // Bad options fail before anything is written; version 2 stays the newest.
+        let bad = PgTryBuilder::new(|| {
+            Spi::run(r#"SELECT lightretriever.lr_fit_query_table('minilm', 'corpus', 'body', options => '{"no_such_option": 1}')"#)
+                .is_ok()
+        })
+        .catch_others(|_| false)
+        .execute();
+        assert!(!bad);
     }
 
     #[pg_test(error = "lightretriever: model \"minilm\" has no query table")]

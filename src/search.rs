@@ -48,17 +48,17 @@ fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: 
 /// The id column: the one named, else the single-column primary key. Either must be an
 /// integer type (smallint, integer, bigint).
 fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
-    let found = Spi::get_two_with_args::<String, String>(
+    let found = crate::error::row_or_none(Spi::get_two_with_args::<String, String>(
         "SELECT a.attname::text, format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
           WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
             AND CASE WHEN $2::text IS NOT NULL THEN a.attname = $2
                      ELSE a.attnum = (SELECT i.indkey[0] FROM pg_catalog.pg_index i
                                        WHERE i.indrelid = $1 AND i.indisprimary AND i.indnatts = 1) END",
         &[relid.into(), named.into()],
-    );
+    ));
     match found {
-        Ok((Some(name), Some(ty))) if ["smallint", "integer", "bigint"].contains(&ty.as_str()) => quote_ident(&name),
-        Ok((Some(name), Some(ty))) => raise(
+        Some((Some(name), Some(ty))) if ["smallint", "integer", "bigint"].contains(&ty.as_str()) => quote_ident(&name),
+        Some((Some(name), Some(ty))) => raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
             format!("lightretriever: id column \"{name}\" of {table} is {ty}; lr_search returns bigint ids"),
             Some("Pass id_column => '<an integer column>'."),
@@ -76,6 +76,28 @@ fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> Strin
             ),
         },
     }
+}
+
+/// The non-NULL values of `column` of `relid` as text (for fitting on a user's corpus). The
+/// column must exist; the caller needs SELECT on it.
+pub fn column_texts(relid: pg_sys::Oid, column: &str) -> Vec<String> {
+    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .unwrap_or_default();
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                         WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
+        &[relid.into(), column.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    if exists != Some(true) {
+        raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None);
+    }
+    let sql = format!("SELECT {}::text FROM {table} WHERE {} IS NOT NULL", quote_ident(column), quote_ident(column));
+    Spi::connect(|c| {
+        c.select(&sql, None, &[]).map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
 
 fn quote_ident(name: &str) -> String {
@@ -216,7 +238,7 @@ mod tests {
         // hybrid 0.7: 1 → .7, 2 → .35, 3 → .3, 4 → .15.
         let hybrid = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
         let want = [(1, 0.7), (2, 0.35), (3, 0.3), (4, 0.15)];
-        assert_eq!(hybrid.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(hybrid.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "hybrid {hybrid:?}");
         for (row, (_, score)) in hybrid.iter().zip(want) {
             assert!((row.1 - score).abs() < 1e-4, "{row:?} vs {score}");
         }
@@ -225,9 +247,9 @@ mod tests {
         assert_eq!(hybrid[3].2, None, "4 was not a dense candidate");
 
         let dense = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', 2, 'dense')"));
-        assert_eq!(dense.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(dense.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2], "dense {dense:?}");
         let sparse = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', mode => 'sparse')"));
-        assert_eq!(sparse.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4, 1, 2]);
+        assert_eq!(sparse.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4, 1, 2], "sparse {sparse:?}");
         assert_eq!(sparse[0].2, None);
 
         // The same through an HNSW index: ef_search is widened to the candidates asked for.
@@ -235,7 +257,7 @@ mod tests {
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         Spi::run("SET LOCAL hnsw.ef_search = 1").unwrap();
         let via_index = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
-        assert_eq!(via_index.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(via_index.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "via index {via_index:?}");
         assert_eq!(Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search')").unwrap().as_deref(), Some("1"));
     }
 
