@@ -18,7 +18,7 @@ test: setup
 	$(MAKE) test-crates test-pg test-e2e
 
 test-crates:
-	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-search
+	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-search -p lr-fit -p lr-eval
 
 test-pg:
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
