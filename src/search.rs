@@ -93,7 +93,20 @@ pub fn column_texts(relid: pg_sys::Oid, column: &str) -> Vec<String> {
     if exists != Some(true) {
         raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None);
     }
-    let sql = format!("SELECT {}::text FROM {table} WHERE {} IS NOT NULL", quote_ident(column), quote_ident(column));
+    // A stable order (primary key, else physical) so that a seeded fit is reproducible and
+    // matches the evaluation harness, which reads the corpus in file order.
+    let order = crate::error::row_or_none(Spi::get_one_with_args::<String>(
+        "SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+           FROM pg_catalog.pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_catalog.pg_attribute a
+          WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1 AND a.attnum = k.attnum",
+        &[relid.into()],
+    ))
+    .flatten()
+    .unwrap_or_else(|| "ctid".to_owned());
+    let sql = format!(
+        "SELECT {col}::text FROM {table} WHERE {col} IS NOT NULL ORDER BY {order}",
+        col = quote_ident(column)
+    );
     Spi::connect(|c| {
         c.select(&sql, None, &[]).map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
     })
