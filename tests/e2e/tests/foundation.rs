@@ -32,6 +32,9 @@ fn reference_vectors_through_sql() {
     assert_eq!(rows, 30522);
     for q in r["lookup_queries"].as_array().unwrap() {
         let text = q["text"].as_str().unwrap();
+        if q["embedding"].is_null() {
+            continue; // the reference's query without tokens: the blank-query error below
+        }
         let v: Vector = c.query_one("SELECT lightretriever.lr_encode_query($1, 'minilm')", &[&text]).unwrap().get(0);
         assert_matches(v.as_slice(), &floats(&q["embedding"]), text);
     }
