@@ -45,7 +45,8 @@ impl Refiner {
         options: &FitOptions,
         rng: &mut Rng,
     ) -> Result<f64, FitError> {
-        let n_spans = a.rows();
+        // Distillation needs a target per span: only the ridge's (first) spans have one.
+        let n_spans = if options.refine == Refine::Distill { a.rows().min(targets.len() / d) } else { a.rows() };
         let mut order: Vec<usize> = (0..n_spans).collect();
         rng.shuffle(&mut order);
         let tau = options.refine_temperature as f32;

@@ -111,7 +111,15 @@ fn corpus() -> Vec<String> {
 }
 
 fn small_options() -> FitOptions {
-    FitOptions { tolerance: 1e-8, max_iterations: 2000, held_out_fraction: 0.2, agreement_k: 5, ..Default::default() }
+    // The ridge fit alone (the default adds refinement, tested separately).
+    FitOptions {
+        tolerance: 1e-8,
+        max_iterations: 2000,
+        held_out_fraction: 0.2,
+        agreement_k: 5,
+        refine: Refine::None,
+        ..Default::default()
+    }
 }
 
 fn fit(options: &FitOptions) -> lr_fit::FittedTable {
@@ -236,7 +244,15 @@ fn fitting_is_deterministic_given_the_seed() {
 #[test]
 fn refinement_runs_deterministically_and_stays_finite() {
     for (refine, refine_in_batch) in [(Refine::Infonce, false), (Refine::Distill, false), (Refine::Infonce, true)] {
-        let o = FitOptions { refine, refine_in_batch, refine_epochs: 3, refine_batch: 16, refine_lr: 1e-2, ..small_options() };
+        let o = FitOptions {
+            refine,
+            refine_in_batch,
+            refine_epochs: 3,
+            refine_batch: 16,
+            refine_lr: 1e-2,
+            refine_early_stop: false,
+            ..small_options()
+        };
         let a = fit(&o);
         assert_eq!(a.report.refine_epochs, 3);
         assert_eq!(a.report.refine_loss.len(), 3);
@@ -321,4 +337,20 @@ fn document_vectors_given_measure_agreement_over_documents() {
     // Vectors that do not match the documents are refused.
     let err = lr_fit::fit_query_table_with_doc_vectors(&docs, Some(&vectors[1..]), &tok, &FakeEncoder, &init_rows(), D, &o, &mut |_, _| {});
     assert!(matches!(err, Err(FitError::InvalidInput(_))));
+}
+
+#[test]
+fn default_options_refine_on_extra_spans_and_keep_the_best_epoch() {
+    let o = FitOptions { held_out_fraction: 0.2, agreement_k: 5, refine_batch: 32, ..Default::default() };
+    assert_eq!((o.refine, o.refine_spans_per_doc, o.refine_early_stop), (Refine::Infonce, 32, true));
+    let f = fit(&o);
+    let r = &f.report;
+    // No document vectors were given: refinement encoded the documents, agreement is over them.
+    assert_eq!(r.agreement_corpus.as_deref(), Some("documents"));
+    assert!(r.refine_pairs > r.pairs_train, "{r:?}");
+    let best = r.refine_best_epoch.expect("early stopping keeps an epoch");
+    let mrr = r.refine_source_mrr[best - 1];
+    assert!(r.refine_source_mrr.iter().all(|v| *v <= mrr));
+    assert_eq!(r.source_mrr_after, Some(mrr), "the kept rows are the best epoch's");
+    assert_eq!(f.rows, fit(&o).rows);
 }

@@ -576,7 +576,7 @@ fn run_sweep(
         let s = evaluate(&run, &coll.qrels);
         let r = &fitted.report;
         println!(
-            "{} | agreement {:.4} (before {:.4}) src-MRR {:.4} (full {:.4}) src@k {:.4} (full {:.4}) cos {:.4} | iters {} | fit {:.1}s | nDCG@10 {:.4} R@100 {:.4} ({:.1}%) | refine agreement {:?} src-MRR {:?}",
+            "{} | agreement {:.4} (before {:.4}) src-MRR {:.4} (full {:.4}) src@k {:.4} (full {:.4}) cos {:.4} | iters {} | fit {:.1}s | nDCG@10 {:.4} R@100 {:.4} ({:.1}%) | refine kept epoch {:?} agreement {:?} src-MRR {:?}",
             line.trim(),
             r.agreement_after.unwrap_or(f64::NAN),
             r.agreement_before.unwrap_or(f64::NAN),
@@ -590,6 +590,7 @@ fn run_sweep(
             s.ndcg_at_10,
             s.recall_at_100,
             100.0 * s.ndcg_at_10 / full.ndcg_at_10,
+            r.refine_best_epoch,
             r.refine_agreement.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>(),
             r.refine_source_mrr.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>(),
         );
