@@ -1,0 +1,108 @@
+//! Issue 3 end to end: the evaluation harness (`lr-eval`, in memory) and the extension (SQL on a
+//! live cluster: lr_encode_document(_sparse), lr_build_query_table, lr_fit_query_table,
+//! lr_search) give the same numbers on the same collection.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use lr_e2e::*;
+use lr_eval::{evaluate, Collection, Qrels, Run};
+use pgvector::Vector;
+
+/// The first `n` CISI documents and the test queries judged against them, as a BEIR directory.
+fn mini_collection(n: usize) -> PathBuf {
+    let src = shared_dir().join("data/cisi");
+    let dir = std::env::temp_dir().join(format!("lr-e2e-mini-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let corpus: Vec<String> = std::fs::read_to_string(src.join("corpus.jsonl")).unwrap().lines().take(n).map(str::to_owned).collect();
+    let ids: Vec<String> = corpus.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["_id"].as_str().unwrap().to_owned()).collect();
+    std::fs::write(dir.join("corpus.jsonl"), corpus.join("\n") + "\n").unwrap();
+    let qrels = std::fs::read_to_string(src.join("qrels/test.tsv")).unwrap();
+    let mut lines = qrels.lines();
+    let mut kept = vec![lines.next().unwrap().to_owned()];
+    kept.extend(lines.filter(|l| l.split('\t').nth(1).is_some_and(|d| ids.iter().any(|i| i == d))).map(str::to_owned));
+    std::fs::write(dir.join("qrels/test.tsv"), kept.join("\n") + "\n").unwrap();
+    std::fs::copy(src.join("queries.jsonl"), dir.join("queries.jsonl")).unwrap();
+    dir
+}
+
+fn run_of(c: &mut postgres::Client, coll: &Collection, sql: &str) -> Run {
+    coll.queries
+        .iter()
+        .map(|(qid, text)| {
+            let hits = c.query(sql, &[text]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            (qid.clone(), hits.iter().map(|r| (r.get::<_, i64>(0).to_string(), r.get::<_, f32>(1))).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn harness_and_sql_agree() {
+    if !shared_dir().join("data/cisi/corpus.jsonl").is_file() {
+        panic!("../shared/data/cisi is needed for this test");
+    }
+    let dir = mini_collection(150);
+    let coll = Collection::load(&dir, "test").unwrap();
+    let qrels: &Qrels = &coll.qrels;
+    assert!(coll.queries.len() >= 5, "only {} judged queries", coll.queries.len());
+
+    // The harness, as a user runs it.
+    let bin = std::env::var("LR_EVAL_BIN").expect("LR_EVAL_BIN is set by scripts/e2e.sh");
+    let json = dir.join("harness.json");
+    let status = std::process::Command::new(bin).arg(&dir).arg("--json").arg(&json).status().unwrap();
+    assert!(status.success());
+    let harness: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let harness_score = |system: &str| -> (f64, f64) {
+        let s = harness["systems"].as_array().unwrap().iter().find(|s| s["system"] == system).unwrap_or_else(|| panic!("{system}"));
+        (s["ndcg_at_10"].as_f64().unwrap(), s["recall_at_100"].as_f64().unwrap())
+    };
+
+    // The same through SQL.
+    let mut c = fresh_database("lr_e2e_quality");
+    c.execute(
+        "SELECT lightretriever.lr_register_model('splade', $1)",
+        &[&sparse_model_dir().to_string_lossy().as_ref()],
+    )
+    .unwrap();
+    c.batch_execute(
+        "SET lightretriever.default_model = 'minilm'; SET lightretriever.default_sparse_model = 'splade';
+         CREATE TABLE docs (id bigint PRIMARY KEY, body text, emb vector(384), sp sparsevec(30522))",
+    )
+    .unwrap();
+    for d in &coll.docs {
+        let id: i64 = d.id.parse().unwrap();
+        c.execute("INSERT INTO docs (id, body) VALUES ($1, $2)", &[&id, &d.full_text()]).unwrap();
+    }
+    c.batch_execute(
+        "UPDATE docs SET emb = lightretriever.lr_encode_document(body), sp = lightretriever.lr_encode_document_sparse(body);
+         SELECT lightretriever.lr_build_query_table('minilm')",
+    )
+    .unwrap();
+    let full = run_of(&mut c, &coll, "SELECT id, (-(emb <#> lightretriever.lr_encode_document($1)))::real FROM docs ORDER BY emb <#> lightretriever.lr_encode_document($1) LIMIT 100");
+    let search = |mode: &str| format!("SELECT id, score FROM lightretriever.lr_search('docs', $1, k => 100, mode => '{mode}')");
+    let dense_search = "SELECT id, dense_score FROM lightretriever.lr_search('docs', $1, k => 100, mode => 'dense')";
+    let untrained = run_of(&mut c, &coll, dense_search);
+    let sparse = run_of(&mut c, &coll, &search("sparse"));
+    let report: postgres::types::Json<serde_json::Value> =
+        c.query_one("SELECT lightretriever.lr_fit_query_table('minilm', 'docs', 'body')", &[]).unwrap().get(0);
+    assert_eq!(report.0["version"], 2);
+    let fitted = run_of(&mut c, &coll, dense_search);
+    let hybrid = run_of(&mut c, &coll, &search("hybrid"));
+
+    let sql: HashMap<&str, &Run> = HashMap::from([
+        ("full-query dense", &full),
+        ("lookup dense (untrained table)", &untrained),
+        ("lookup dense (fitted table)", &fitted),
+        ("sparse (doc model, count queries)", &sparse),
+        ("hybrid (fitted lookup 0.7 + sparse 0.3)", &hybrid),
+    ]);
+    for (system, run) in sql {
+        let s = evaluate(run, qrels);
+        let (n, r) = harness_score(system);
+        eprintln!("{system}: SQL nDCG@10 {:.4} R@100 {:.4} | harness {n:.4} {r:.4}", s.ndcg_at_10, s.recall_at_100);
+        // Same code paths; only exact score ties may order differently.
+        assert!((s.ndcg_at_10 - n).abs() <= 2e-3, "{system}: nDCG@10 SQL {} vs harness {n}", s.ndcg_at_10);
+        assert!((s.recall_at_100 - r).abs() <= 5e-3, "{system}: Recall@100 SQL {} vs harness {r}", s.recall_at_100);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
