@@ -163,6 +163,7 @@ fn lr_fit_query_table(
     text_column: &str,
     instruction: default!(Option<&str>, "NULL"),
     options: default!(pgrx::JsonB, "'{}'"),
+    vector_column: default!(Option<&str>, "NULL"),
 ) -> pgrx::JsonB {
     require_superuser("fit query tables");
     let info = crate::catalog::load_model(model);
@@ -171,19 +172,19 @@ fn lr_fit_query_table(
     let fit_options = lr_fit::FitOptions::from_json(&options.0).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     let relid = source.oid();
     drop(source);
-    let texts = crate::search::column_texts(relid, text_column);
+    let (texts, doc_vectors) = crate::search::corpus_rows(relid, text_column, vector_column);
     let encoder = crate::documents::encoder(model, &info);
     let dims = encoder.dim();
     let vocab = info.vocab_size;
 
     // The prior: the newest untrained table's rows, else computed now.
-    let untrained = Spi::get_one_with_args::<String>(
+    let untrained = row_or_none(Spi::get_one_with_args::<String>(
         "SELECT file FROM lightretriever.lr_query_tables
           WHERE model = $1 AND instruction = $2 AND method = 'token_forward'
           ORDER BY version DESC LIMIT 1",
         &[model.into(), instruction_key(instruction).into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    ))
+    .flatten();
     let mut init_rows = vec![0.0f32; vocab * dims];
     match untrained {
         Some(file) => {
@@ -214,8 +215,24 @@ fn lr_fit_query_table(
             last_notice = fraction;
         }
     };
-    let fitted = lr_fit::fit_query_table(&docs, &tokenizer, encoder.as_ref(), &init_rows, dims, &fit_options, &mut progress)
-        .or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+    if let Some(v) = doc_vectors.as_ref().and_then(|vs| vs.iter().find(|v| v.len() != dims)) {
+        raise(
+            Code::ERRCODE_DATA_EXCEPTION,
+            format!("lightretriever: vector_column holds {}-dimensional vectors; model \"{model}\" has {dims}", v.len()),
+            Some("Pass the column holding this model's lr_encode_document vectors, or none."),
+        );
+    }
+    let fitted = lr_fit::fit_query_table_with_doc_vectors(
+        &docs,
+        doc_vectors.as_deref(),
+        &tokenizer,
+        encoder.as_ref(),
+        &init_rows,
+        dims,
+        &fit_options,
+        &mut progress,
+    )
+    .or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
     drop(init_rows);
     let mut report = serde_json::to_value(&fitted.report).or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let build = serde_json::json!({"method": "fit", "source": texts.len(), "report": report.clone()});

@@ -78,20 +78,24 @@ fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> Strin
     }
 }
 
-/// The non-NULL values of `column` of `relid` as text (for fitting on a user's corpus). The
-/// column must exist; the caller needs SELECT on it.
-pub fn column_texts(relid: pg_sys::Oid, column: &str) -> Vec<String> {
+/// The corpus of a fit: the non-NULL values of `text_column` as text, and with them the
+/// values of `vector_column` (the documents' full-model vectors already stored, so the fit
+/// need not encode the corpus again) — rows where either is NULL are skipped. The columns must
+/// exist; the caller needs SELECT on them.
+pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<&str>) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
     let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
         .or_raise(Code::ERRCODE_INTERNAL_ERROR)
         .unwrap_or_default();
-    let exists = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
-                         WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
-        &[relid.into(), column.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    if exists != Some(true) {
-        raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None);
+    for column in std::iter::once(text_column).chain(vector_column) {
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                             WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
+            &[relid.into(), column.into()],
+        )
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+        if exists != Some(true) {
+            raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None);
+        }
     }
     // A stable order (primary key, else physical) so that a seeded fit is reproducible and
     // matches the evaluation harness, which reads the corpus in file order.
@@ -103,14 +107,23 @@ pub fn column_texts(relid: pg_sys::Oid, column: &str) -> Vec<String> {
     ))
     .flatten()
     .unwrap_or_else(|| "ctid".to_owned());
+    let text = quote_ident(text_column);
+    let (vector_select, vector_filter) = match vector_column {
+        Some(v) => (format!("{}::vector", quote_ident(v)), format!("AND {} IS NOT NULL", quote_ident(v))),
+        None => ("NULL::vector".to_owned(), String::new()),
+    };
     let sql = format!(
-        "SELECT {col}::text FROM {table} WHERE {col} IS NOT NULL ORDER BY {order}",
-        col = quote_ident(column)
+        "SELECT {text}::text, {vector_select} FROM {table} WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
     );
-    Spi::connect(|c| {
-        c.select(&sql, None, &[]).map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+    let rows: Vec<(String, Option<Vector>)> = Spi::connect(|c| {
+        c.select(&sql, None, &[]).map(|rows| {
+            rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<Vector>(2).ok()?))).collect()
+        })
     })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let (texts, vectors): (Vec<String>, Vec<Option<Vector>>) = rows.into_iter().unzip();
+    let vectors = vector_column.map(|_| vectors.into_iter().map(|v| v.map(|v| v.0).unwrap_or_default()).collect());
+    (texts, vectors)
 }
 
 fn quote_ident(name: &str) -> String {

@@ -84,7 +84,7 @@ fn harness_and_sql_agree() {
     let untrained = run_of(&mut c, &coll, dense_search);
     let sparse = run_of(&mut c, &coll, &search("sparse"));
     let report: postgres::types::Json<serde_json::Value> =
-        c.query_one("SELECT lightretriever.lr_fit_query_table('minilm', 'docs', 'body')", &[]).unwrap().get(0);
+        c.query_one("SELECT lightretriever.lr_fit_query_table('minilm', 'docs', 'body', vector_column => 'emb')", &[]).unwrap().get(0);
     assert_eq!(report.0["version"], 2);
     let fitted = run_of(&mut c, &coll, dense_search);
     let hybrid = run_of(&mut c, &coll, &search("hybrid"));
