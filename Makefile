@@ -39,7 +39,7 @@ demo: setup install
 	bash scripts/demo.sh
 
 bench: setup
-	cargo bench -p lr-benches
+	cargo bench -p lr-benches --profile dev  # dev = opt-level 3 for every crate here; reuses the test build
 
 clean:
 	cargo clean

@@ -250,7 +250,8 @@ mod tests {
             .unwrap();
         let q = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('wing wing flutter')").unwrap().unwrap().0;
         // "wing" = 3358, "flutter" = 23638; the query counts are {3358: 2, 23638: 1}.
-        let docs = [(1, 0.9, "{23638:2}/30522"), (2, 0.5, "{23638:1}/30522"), (3, 0.1, "{3358:3}/30522"), (4, -0.2, "{3358:2}/30522")];
+        // sparsevec's text form counts indices from 1: token id t is written t + 1.
+        let docs = [(1, 0.9, "{23639:2}/30522"), (2, 0.5, "{23639:1}/30522"), (3, 0.1, "{3359:3}/30522"), (4, -0.2, "{3359:2}/30522")];
         for (id, dense, sparse) in docs {
             let emb = Vector(q.iter().map(|x| x * dense as f32).collect());
             Spi::run_with_args(
