@@ -344,17 +344,6 @@ struct Span {
     counts: Vec<(u32, f32)>,
 }
 
-fn counted(mut ids: Vec<u32>) -> Vec<(u32, f32)> {
-    ids.sort_unstable();
-    let mut out: Vec<(u32, f32)> = Vec::new();
-    for id in ids {
-        match out.last_mut() {
-            Some((last, c)) if *last == id => *c += 1.0,
-            _ => out.push((id, 1.0)),
-        }
-    }
-    out
-}
 
 fn sample_spans(
     doc: usize,
@@ -631,7 +620,7 @@ pub fn fit_query_table_with_doc_vectors(
         for (doc, text) in raw {
             let ids = ids_of(&text)?;
             if !ids.is_empty() {
-                out.push(Span { doc, text, counts: counted(ids) });
+                out.push(Span { doc, text, counts: lr_tokenizer::counts_of(&ids) });
             }
         }
         Ok(out)
