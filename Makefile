@@ -35,7 +35,7 @@ install:
 install-dev:
 	cargo pgrx install -p lightretriever --pg-config $(PG_CONFIG)
 
-demo: setup install
+demo: setup install-dev
 	bash scripts/demo.sh
 
 bench: setup
