@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use lr_e2e::*;
 use lr_eval::{evaluate, Collection, Qrels, Run};
-use pgvector::Vector;
 
 /// The first `n` CISI documents and the test queries judged against them, as a BEIR directory.
 fn mini_collection(n: usize) -> PathBuf {
@@ -83,9 +82,10 @@ fn harness_and_sql_agree() {
     let dense_search = "SELECT id, dense_score FROM lightretriever.lr_search('docs', $1, k => 100, mode => 'dense')";
     let untrained = run_of(&mut c, &coll, dense_search);
     let sparse = run_of(&mut c, &coll, &search("sparse"));
-    let report: postgres::types::Json<serde_json::Value> =
-        c.query_one("SELECT lightretriever.lr_fit_query_table('minilm', 'docs', 'body', vector_column => 'emb')", &[]).unwrap().get(0);
-    assert_eq!(report.0["version"], 2);
+    let report: String =
+        c.query_one("SELECT lightretriever.lr_fit_query_table('minilm', 'docs', 'body', vector_column => 'emb')::text", &[]).unwrap().get(0);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["version"], 2, "{report}");
     let fitted = run_of(&mut c, &coll, dense_search);
     let hybrid = run_of(&mut c, &coll, &search("hybrid"));
 
