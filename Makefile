@@ -2,13 +2,15 @@
 PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/lightretriever-pgrx-test
 export LR_MODEL_ROOT ?= /opt/lightretriever/models
+# Tiny random decoder LLMs + their numpy reference outputs (scripts/make_test_models.py).
+export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # cargo-pgrx builds the installed extension with --no-gc-sections (its --config flag). Giving the
 # other builds the same flag (RUSTFLAGS) lets them share its compiled dependencies. The one
 # exception is the #[pg_test] harness executable, which only links with gc-sections: test-pg
 # runs without RUSTFLAGS (pgrx's install step inside it still gets the flag from --config).
 export RUSTFLAGS := -C link-arg=-Wl,--no-gc-sections
 
-.PHONY: setup demo test test-crates test-pg test-e2e install install-dev bench clean
+.PHONY: setup demo test test-models test-crates test-pg test-e2e install install-dev bench bench-llm clean
 
 setup:
 	bash scripts/setup.sh
@@ -17,10 +19,16 @@ setup:
 test: setup
 	$(MAKE) test-crates test-pg test-e2e
 
-test-crates:
+## Rewritten every run (2 s, byte-identical output); readable by the server user for test-pg.
+test-models:
+	python3 scripts/make_test_models.py --out $(LR_TEST_MODELS)
+	python3 tests/decoder_reference/reference.py $(LR_TEST_MODELS)
+	chmod -R a+rX $(LR_TEST_MODELS)
+
+test-crates: test-models
 	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-search -p lr-fit -p lr-eval
 
-test-pg:
+test-pg: test-models
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
 	env -u RUSTFLAGS cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
 
@@ -39,7 +47,11 @@ demo: setup install-dev
 	bash scripts/demo.sh
 
 bench: setup
-	cargo bench -p lr-benches --profile dev  # dev = opt-level 3 for every crate here; reuses the test build
+	cargo bench -p lr-benches --profile dev --bench encode  # dev = opt-level 3 for every crate here; reuses the test build
+
+## Decoder LLMs at real shapes (random weights): docs/s, tokens/s, projected table build time.
+bench-llm: setup
+	cargo bench -p lr-benches --profile dev --bench llm
 
 clean:
 	cargo clean

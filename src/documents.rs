@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use lr_model::{BertEncoder, Device, ModelInfo};
+use lr_model::{Device, DocumentEncoder, ModelInfo};
 use pgrx::datum::Array;
 use pgrx::prelude::*;
 
@@ -19,11 +19,12 @@ use crate::pgvector::Vector;
 pub type ModelCache<T> = std::thread::LocalKey<RefCell<HashMap<String, Rc<T>>>>;
 
 thread_local! {
-    static ENCODERS: RefCell<HashMap<String, Rc<BertEncoder>>> = RefCell::new(HashMap::new());
+    static ENCODERS: RefCell<HashMap<String, Rc<DocumentEncoder>>> = RefCell::new(HashMap::new());
 }
 
-/// A model from `cache`, loaded once per backend; reloaded if the model was re-registered
-/// with different settings (`info_of` gives what it was loaded from).
+/// A model from `cache`, loaded once per backend on the `lightretriever.device` of that moment;
+/// reloaded if the model was re-registered with different settings (`info_of` gives what it was
+/// loaded from) or the device setting changed.
 pub fn cached_model<T>(
     cache: &'static ModelCache<T>,
     name: &str,
@@ -31,23 +32,35 @@ pub fn cached_model<T>(
     info_of: fn(&T) -> &ModelInfo,
     load: fn(&ModelInfo, &Device) -> Result<T, lr_model::ModelError>,
 ) -> Rc<T> {
-    if let Some(model) = cache.with(|m| m.borrow().get(name).cloned()) {
+    let device_spec = crate::guc::device_spec();
+    let key = format!("{name}@{device_spec}");
+    if let Some(model) = cache.with(|m| m.borrow().get(&key).cloned()) {
         if info_of(&model) == info {
             return model;
         }
     }
-    let model = Rc::new(load(info, &Device::Cpu).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
-    cache.with(|m| m.borrow_mut().insert(name.to_owned(), model.clone()));
+    let device = lr_model::parse_device(&device_spec).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    let model = Rc::new(load(info, &device).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+    cache.with(|m| {
+        let mut m = m.borrow_mut();
+        m.retain(|k, _| !k.starts_with(&format!("{name}@")));
+        m.insert(key, model.clone());
+    });
     model
 }
 
 /// The dense encoder of a registered model.
-pub fn encoder(name: &str, info: &ModelInfo) -> Rc<BertEncoder> {
-    cached_model(&ENCODERS, name, info, BertEncoder::info, BertEncoder::load)
+pub fn encoder(name: &str, info: &ModelInfo) -> Rc<DocumentEncoder> {
+    cached_model(&ENCODERS, name, info, DocumentEncoder::info, DocumentEncoder::load)
+}
+
+/// Drops every cached copy of model `name` (all devices) from `cache`.
+pub fn forget_model<T>(cache: &'static ModelCache<T>, name: &str) {
+    cache.with(|m| m.borrow_mut().retain(|k, _| !k.starts_with(&format!("{name}@"))));
 }
 
 pub fn forget_encoder(name: &str) {
-    ENCODERS.with(|m| m.borrow_mut().remove(name));
+    forget_model(&ENCODERS, name);
     crate::sparse::forget_sparse_encoder(name);
 }
 

@@ -8,6 +8,7 @@ use crate::error::{raise, Code};
 
 pub static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DEFAULT_SPARSE_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -26,7 +27,20 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"lightretriever.device",
+        c"Where full models run: cpu, cuda or cuda:N.",
+        c"CUDA needs a build with the cargo feature cuda. Models already loaded keep their device until the setting changes.",
+        &DEVICE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"lightretriever".as_ptr()) };
+}
+
+/// `lightretriever.device` (`cpu` when unset).
+pub fn device_spec() -> String {
+    DEVICE.get().map(|d| d.to_string_lossy().into_owned()).filter(|d| !d.is_empty()).unwrap_or_else(|| "cpu".into())
 }
 
 /// The model a call should use: its argument, else `lightretriever.default_model`.

@@ -19,6 +19,8 @@ mod catalog;
 mod documents;
 mod error;
 mod guc;
+#[cfg(any(test, feature = "pg_test"))]
+mod llm_tests;
 mod pgvector;
 mod query_table;
 mod search;

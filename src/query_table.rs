@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use lr_model::{BertEncoder, ModelFamily};
+use lr_model::{DocumentEncoder, ModelFamily};
 use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
@@ -57,6 +57,7 @@ fn write_table_version(
     method: &str,
     build: serde_json::Value,
     dims: usize,
+    dtype: Dtype,
     fill: impl FnOnce(&mut TableWriter),
 ) -> (i32, String) {
     let key = instruction_key(instruction);
@@ -85,7 +86,7 @@ fn write_table_version(
     register_xact_callback(PgXactCallbackEvent::Abort, move || {
         let _ = std::fs::remove_file(&cleanup);
     });
-    let mut writer = TableWriter::create(Path::new(&file), &meta, info.vocab_size as u64, dims as u32, Dtype::F32)
+    let mut writer = TableWriter::create(Path::new(&file), &meta, info.vocab_size as u64, dims as u32, dtype)
         .or_raise(Code::ERRCODE_IO_ERROR);
     fill(&mut writer);
     let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
@@ -100,7 +101,7 @@ fn write_table_version(
             file.as_str().into(),
             (info.vocab_size as i64).into(),
             (dims as i32).into(),
-            Dtype::F32.name().into(),
+            dtype.name().into(),
             format!("{checksum:016x}").into(),
             method.into(),
             pgrx::JsonB(meta.build.clone()).into(),
@@ -110,17 +111,107 @@ fn write_table_version(
     (version, file)
 }
 
-/// Rows of the untrained table (`[CLS] id [SEP]` through the full model), streamed in batches.
-fn untrained_rows(name: &str, encoder: &BertEncoder, rows: usize, mut sink: impl FnMut(&[f32])) {
+/// Where running builds publish their progress (one file per backend, read by
+/// `lr_build_progress`): other sessions cannot see the building transaction's rows.
+const PROGRESS_DIR: &str = "lightretriever/progress";
+
+/// This backend's progress file while a table is built; removed when dropped (also on error,
+/// as the error unwinds through the build).
+struct BuildProgress {
+    file: String,
+    head: serde_json::Value,
+}
+
+impl BuildProgress {
+    fn start(model: &str, instruction: Option<&str>, total: usize) -> Self {
+        let _ = std::fs::create_dir_all(PROGRESS_DIR);
+        let pid = unsafe { pgrx::pg_sys::MyProcPid };
+        let started = Spi::get_one::<String>("SELECT now()::text").ok().flatten();
+        let head = serde_json::json!({"pid": pid, "model": model, "instruction": instruction.unwrap_or(""),
+                                      "total": total, "started_at": started});
+        let p = BuildProgress { file: format!("{PROGRESS_DIR}/{pid}.json"), head };
+        p.update(0);
+        p
+    }
+
+    fn update(&self, done: usize) {
+        let mut v = self.head.clone();
+        v["done"] = done.into();
+        // Written beside and renamed, so that a reader never sees half a file.
+        let tmp = format!("{}.tmp", self.file);
+        if std::fs::write(&tmp, v.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.file);
+        }
+    }
+}
+
+impl Drop for BuildProgress {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Table builds running now, in any session: one row per building backend.
+#[pg_extern(volatile, parallel_restricted)]
+fn lr_build_progress() -> TableIterator<
+    'static,
+    (
+        name!(pid, i32),
+        name!(model, String),
+        name!(instruction, String),
+        name!(done, i64),
+        name!(total, i64),
+        name!(started_at, Option<String>),
+    ),
+> {
+    // A backend that crashed mid-build leaves its file behind: show live backends only.
+    let live: Vec<i32> = Spi::connect(|c| {
+        c.select("SELECT pid FROM pg_catalog.pg_stat_activity", None, &[])?
+            .map(|r| r.get::<i32>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(PROGRESS_DIR).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+            continue;
+        };
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let pid = v["pid"].as_i64().unwrap_or(0) as i32;
+        if !live.contains(&pid) {
+            continue;
+        }
+        rows.push((
+            pid,
+            text("model"),
+            text("instruction"),
+            v["done"].as_i64().unwrap_or(0),
+            v["total"].as_i64().unwrap_or(0),
+            v["started_at"].as_str().map(str::to_owned),
+        ));
+    }
+    TableIterator::new(rows)
+}
+
+/// Rows of the untrained table (each id through the full model, see
+/// `DocumentEncoder::table_rows`), streamed in batches, with progress as NOTICEs every 10%
+/// and in `lr_build_progress`.
+fn untrained_rows(name: &str, encoder: &DocumentEncoder, instruction: Option<&str>, rows: usize, mut sink: impl FnMut(&[f32])) {
     let ids: Vec<u32> = (0..rows as u32).collect();
+    let progress = BuildProgress::start(name, instruction, rows);
     let mut done = 0;
     let mut next_report = 10;
     for chunk in ids.chunks(BUILD_BATCH) {
         pgrx::check_for_interrupts!();
-        let vectors = encoder.token_table_rows(chunk).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+        let vectors = encoder.table_rows(instruction, chunk).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
         sink(&flat);
         done += chunk.len();
+        progress.update(done);
         let percent = done * 100 / rows;
         if percent >= next_report {
             pgrx::notice!("lightretriever: query table for \"{name}\": {percent}% ({done} of {rows} tokens)");
@@ -137,16 +228,24 @@ fn untrained_rows(name: &str, encoder: &BertEncoder, rows: usize, mut sink: impl
 fn lr_build_query_table(
     model: default!(Option<&str>, "NULL"),
     instruction: default!(Option<&str>, "NULL"),
+    dtype: default!(&str, "'f32'"),
 ) -> i64 {
     require_superuser("build query tables");
     let name = resolve_model(model);
     let info = crate::catalog::load_model(&name);
     let instruction = instruction.filter(|s| !s.is_empty());
     check_instruction(&name, &info, instruction, "lr_build_query_table");
+    let Some(dtype) = Dtype::parse(dtype) else {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("lightretriever: dtype \"{dtype}\" is not f32 or f16"),
+            Some("f16 halves the table (and its page-cache footprint) for large LLM vocabularies."),
+        )
+    };
     let encoder = crate::documents::encoder(&name, &info);
-    let build = serde_json::json!({"method": "token_forward", "input": "[CLS] id [SEP]", "pooling": info.pooling.as_str()});
-    write_table_version(&name, &info, instruction, "token_forward", build, encoder.dim(), |writer| {
-        untrained_rows(&name, &encoder, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
+    let build = serde_json::json!({"method": "token_forward", "input": encoder.table_input(instruction), "pooling": info.pooling.as_str()});
+    write_table_version(&name, &info, instruction, "token_forward", build, encoder.dim(), dtype, |writer| {
+        untrained_rows(&name, &encoder, instruction, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
     });
     info.vocab_size as i64
 }
@@ -198,7 +297,7 @@ fn lr_fit_query_table(
         }
         None => {
             let mut at = 0;
-            untrained_rows(model, &encoder, vocab, |rows| {
+            untrained_rows(model, &encoder, instruction, vocab, |rows| {
                 init_rows[at..at + rows.len()].copy_from_slice(rows);
                 at += rows.len();
             });
@@ -236,7 +335,7 @@ fn lr_fit_query_table(
     drop(init_rows);
     let mut report = serde_json::to_value(&fitted.report).or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let build = serde_json::json!({"method": "fit", "source": texts.len(), "report": report.clone()});
-    let (version, file) = write_table_version(model, &info, instruction, "fit", build, dims, |writer| {
+    let (version, file) = write_table_version(model, &info, instruction, "fit", build, dims, Dtype::F32, |writer| {
         writer.write_rows(&fitted.rows).or_raise(Code::ERRCODE_IO_ERROR);
         if let Some(weights) = &fitted.weights {
             writer.write_weights(weights).or_raise(Code::ERRCODE_IO_ERROR);
@@ -278,8 +377,8 @@ fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
         &[model.into(), instruction.into()],
     ))
     .unwrap_or((None, None));
-    let (file, model_path) = match found {
-        (Some(file), Some(path)) => (file, path),
+    let file = match found {
+        (Some(file), Some(_)) => file,
         _ => {
             crate::catalog::load_model(model); // a missing model is its own error
             let call = if instruction.is_empty() {
@@ -309,7 +408,8 @@ fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
         )
     });
     let meta = table.meta().or_raise(Code::ERRCODE_DATA_CORRUPTED);
-    let tokenizer_path = Path::new(&model_path).join("tokenizer.json");
+    // The adapter's tokenizer when a LoRA adapter ships one (the released ones lowercase).
+    let tokenizer_path = crate::catalog::load_model(model).tokenizer_path();
     let fingerprint = lr_table::fingerprint_file(&tokenizer_path).or_raise(Code::ERRCODE_IO_ERROR);
     if fingerprint != meta.tokenizer_fingerprint {
         raise(

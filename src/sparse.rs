@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use lr_model::{ModelInfo, SparseEncoder};
+use lr_model::{ModelInfo, SparseDocumentEncoder};
 use lr_table::MAX_QUERY_TOKENS;
 use lr_vector::SparseVector;
 use pgrx::prelude::*;
@@ -17,17 +17,17 @@ use crate::guc::resolve_sparse_model;
 use crate::pgvector::SparseVec;
 
 thread_local! {
-    static SPARSE_ENCODERS: RefCell<HashMap<String, Rc<SparseEncoder>>> = RefCell::new(HashMap::new());
+    static SPARSE_ENCODERS: RefCell<HashMap<String, Rc<SparseDocumentEncoder>>> = RefCell::new(HashMap::new());
     /// Query tokenizers by model path: the query side needs only the vocabulary.
     static TOKENIZERS: RefCell<HashMap<String, Rc<lr_tokenizer::Tokenizer>>> = RefCell::new(HashMap::new());
 }
 
 pub fn forget_sparse_encoder(name: &str) {
-    SPARSE_ENCODERS.with(|m| m.borrow_mut().remove(name));
+    crate::documents::forget_model(&SPARSE_ENCODERS, name);
 }
 
-fn sparse_encoder(name: &str, info: &ModelInfo) -> Rc<SparseEncoder> {
-    cached_model(&SPARSE_ENCODERS, name, info, SparseEncoder::info, SparseEncoder::load)
+fn sparse_encoder(name: &str, info: &ModelInfo) -> Rc<SparseDocumentEncoder> {
+    cached_model(&SPARSE_ENCODERS, name, info, SparseDocumentEncoder::info, SparseDocumentEncoder::load)
 }
 
 /// A sparse vector over the model's vocabulary, or an error naming the cause (pgvector's
@@ -52,6 +52,20 @@ fn lr_encode_document_sparse(doc: Option<&str>, model: default!(Option<&str>, "N
     }
     let encoder = sparse_encoder(&name, &info);
     let pairs = encoder.encode(&[doc]).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION).pop().unwrap_or_default();
+    if pairs.len() > lr_vector::SPARSEVEC_MAX_NNZ {
+        raise(
+            Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "lightretriever: the sparse vector of this document has {} non-zero weights; pgvector's sparsevec holds at most {}",
+                pairs.len(),
+                lr_vector::SPARSEVEC_MAX_NNZ
+            ),
+            Some(&format!(
+                "Re-register model \"{name}\" with options {{\"sparse_top_k\": N}} (N <= {}) to keep each document's N largest weights.",
+                lr_vector::SPARSEVEC_MAX_NNZ
+            )),
+        );
+    }
     Some(to_sparsevec(info.vocab_size, pairs))
 }
 
@@ -66,12 +80,13 @@ fn lr_encode_query_sparse(query: Option<&str>, model: default!(Option<&str>, "NU
 pub fn encode_query_sparse(query: &str, model: Option<&str>) -> SparseVec {
     let name = resolve_sparse_model(model);
     let info = crate::catalog::load_model(&name);
-    let key = info.path.to_string_lossy().into_owned();
+    // The adapter's tokenizer wins when a LoRA adapter ships one.
+    let key = info.tokenizer_path().to_string_lossy().into_owned();
     let tokenizer = match TOKENIZERS.with(|m| m.borrow().get(&key).cloned()) {
         Some(t) => t,
         None => {
             let t = Rc::new(
-                lr_tokenizer::load_tokenizer(&Path::new(&key).join("tokenizer.json"), None)
+                lr_tokenizer::load_tokenizer(Path::new(&key), None)
                     .or_raise(Code::ERRCODE_IO_ERROR),
             );
             TOKENIZERS.with(|m| m.borrow_mut().insert(key, t.clone()));

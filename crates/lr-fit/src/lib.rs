@@ -52,6 +52,12 @@ impl SpanEncoder for lr_model::BertEncoder {
     }
 }
 
+impl SpanEncoder for lr_model::DocumentEncoder {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.encode_document_ids(texts, SPAN_BATCH).map_err(|e| e.to_string())
+    }
+}
+
 /// Per-row weights of the lookup mean (stored in the table, used at query time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

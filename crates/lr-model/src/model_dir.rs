@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::decoder::DecoderConfig;
 use crate::error::{ModelError, Result};
+use crate::lora::AdapterConfig;
 use crate::pooling::Pooling;
 
 /// What kind of network the directory holds, which decides how it is run.
@@ -14,7 +16,21 @@ use crate::pooling::Pooling;
 pub enum ModelFamily {
     /// BERT-family encoder (bidirectional); dense vectors by pooling, sparse by its MLM head.
     Bert,
+    /// Decoder LLMs (`decoder.rs`): last-token pooling, instruction tables, LM-head sparse.
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
 }
+
+impl ModelFamily {
+    pub fn is_decoder(self) -> bool {
+        self != ModelFamily::Bert
+    }
+}
+
+/// LightRetriever's document length for decoder LLMs (the paper truncates at 512 tokens).
+pub const DECODER_MAX_LENGTH: usize = 512;
 
 /// The first tensor of a BERT masked-LM head (`cls.predictions.transform.dense`); its decoder
 /// weight is usually tied to the word embeddings and absent from the file.
@@ -30,6 +46,13 @@ pub struct ModelOptions {
     /// Overrides the maximum input length in tokens (special tokens included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
+    /// A PEFT LoRA adapter directory merged into the weights at load time (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// Keep only the k largest weights of each sparse document vector (decoder LM heads can
+    /// exceed pgvector's 16,000 non-zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_top_k: Option<usize>,
 }
 
 impl ModelOptions {
@@ -54,6 +77,11 @@ pub struct ModelInfo {
     pub has_lm_head: bool,
     /// Weight files relative to `path`.
     pub weight_files: Vec<String>,
+    /// LoRA adapter merged at load time; its tokenizer.json, when it has one, replaces the base's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_top_k: Option<usize>,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -129,7 +157,18 @@ impl ModelInfo {
         }
         let config_path = dir.join("config.json");
         let config = read_json(&config_path)?;
-        let tokenizer_path = dir.join("tokenizer.json");
+        let adapter = match &options.adapter {
+            Some(a) => {
+                let a = PathBuf::from(a);
+                if !a.is_absolute() {
+                    return Err(ModelError::InvalidOption(format!("adapter path \"{}\" must be absolute", a.display())));
+                }
+                AdapterConfig::read(&a)?;
+                Some(a)
+            }
+            None => None,
+        };
+        let tokenizer_path = tokenizer_of(dir, adapter.as_deref());
         if !tokenizer_path.is_file() {
             return Err(ModelError::InvalidModel(format!("{} is missing", tokenizer_path.display())));
         }
@@ -142,13 +181,23 @@ impl ModelInfo {
             .to_owned();
         let family = match model_type {
             "bert" => ModelFamily::Bert,
+            "llama" => ModelFamily::Llama,
+            "mistral" => ModelFamily::Mistral,
+            "qwen2" => ModelFamily::Qwen2,
+            "qwen3" => ModelFamily::Qwen3,
             other => {
                 return Err(ModelError::InvalidModel(format!(
-                    "model_type \"{other}\" in {} is not supported (supported: bert)",
+                    "model_type \"{other}\" in {} is not supported (supported: bert, llama, mistral, qwen2, qwen3)",
                     config_path.display()
                 )))
             }
         };
+        if family.is_decoder() {
+            // Every field the decoder needs, checked now rather than at first use.
+            DecoderConfig::from_json(&config, &config_path)?;
+        } else if adapter.is_some() {
+            return Err(ModelError::InvalidOption("LoRA adapters are supported for decoder LLMs only".into()));
+        }
         let hidden_size = usize_field(&config, "hidden_size", &config_path)?;
         let vocab_size = usize_field(&config, "vocab_size", &config_path)?;
         let max_positions = usize_field(&config, "max_position_embeddings", &config_path)?;
@@ -160,7 +209,8 @@ impl ModelInfo {
         } else {
             None
         };
-        let max_length = options.max_length.or(st_max).unwrap_or(max_positions);
+        let family_max = if family.is_decoder() { DECODER_MAX_LENGTH.min(max_positions) } else { max_positions };
+        let max_length = options.max_length.or(st_max).unwrap_or(family_max);
         if max_length < 2 || max_length > max_positions {
             return Err(ModelError::InvalidOption(format!(
                 "max_length {max_length} must be between 2 and the model's {max_positions} positions"
@@ -168,9 +218,18 @@ impl ModelInfo {
         }
 
         let pooling = match &options.pooling {
+            Some(p) if family.is_decoder() && p != "last_token" => {
+                return Err(ModelError::InvalidOption(format!(
+                    "pooling \"{p}\": decoder LLMs are pooled at their last (eos) token"
+                )))
+            }
             Some(p) => Pooling::parse(p)?,
+            None if family.is_decoder() => Pooling::LastToken,
             None => pooling_from_sentence_transformers(dir)?.unwrap_or(Pooling::Mean),
         };
+        if options.sparse_top_k == Some(0) {
+            return Err(ModelError::InvalidOption("sparse_top_k must be at least 1".into()));
+        }
 
         let weight_files = weight_files(dir)?;
         let mut info = ModelInfo {
@@ -183,18 +242,22 @@ impl ModelInfo {
             pooling,
             has_lm_head: false,
             weight_files,
+            adapter,
+            sparse_top_k: options.sparse_top_k,
         };
         let tensors = info.check_weight_headers()?;
         // Decided by the weights, not the architecture name: BertForPreTraining has the head
         // too, and a *ForMaskedLM export may have lost it.
         info.has_lm_head = match info.family {
             ModelFamily::Bert => tensors.iter().any(|t| t == BERT_MLM_HEAD_TENSOR),
+            // A decoder's LM head is lm_head.weight, or the embeddings when tied (checked at load).
+            _ => true,
         };
         Ok(info)
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.path.join("tokenizer.json")
+        tokenizer_of(&self.path, self.adapter.as_deref())
     }
 
     pub fn weight_paths(&self) -> Vec<PathBuf> {
@@ -249,6 +312,15 @@ impl ModelInfo {
             }
         }
         Ok(names)
+    }
+}
+
+/// The adapter's tokenizer when it ships one (the released LightRetriever adapters lowercase),
+/// else the base model's.
+fn tokenizer_of(dir: &Path, adapter: Option<&Path>) -> PathBuf {
+    match adapter.map(|a| a.join("tokenizer.json")) {
+        Some(t) if t.is_file() => t,
+        _ => dir.join("tokenizer.json"),
     }
 }
 

@@ -152,16 +152,7 @@ impl SparseEncoder {
             .into_iter()
             .map(|m| {
                 let Some(m) = m else { return Ok(Vec::new()) }; // no content tokens (empty text)
-                let mut weights = Vec::new();
-                for (id, &x) in m.iter().enumerate() {
-                    if !x.is_finite() {
-                        return Err(ModelError::Inference(format!("logit of token id {id} is {x}")));
-                    }
-                    if x > 0.0 {
-                        weights.push((id as u32, x.ln_1p()));
-                    }
-                }
-                Ok(weights)
+                crate::llm::sparse_weights(&m, None)
             })
             .collect()
     }

@@ -29,7 +29,7 @@ fn default_model_is_read_correctly() {
     assert_eq!(info.architecture, "BertModel");
     assert_eq!(info.weight_files, vec!["model.safetensors".to_string()]);
     assert!(!info.has_lm_head);
-    let opts = ModelOptions { pooling: Some("cls".into()), max_length: Some(128) };
+    let opts = ModelOptions { pooling: Some("cls".into()), max_length: Some(128), ..Default::default() };
     let info = ModelInfo::inspect(&dense_model_dir(), &opts).unwrap();
     assert_eq!((info.pooling, info.max_length), (Pooling::Cls, 128));
 }
@@ -61,9 +61,9 @@ fn defects_are_reported_by_name() {
     assert!(invalid(&d, &ModelOptions::default()).contains("no *.safetensors"));
 
     let d = copy_model("opts");
-    let too_long = ModelOptions { pooling: None, max_length: Some(4096) };
+    let too_long = ModelOptions { pooling: None, max_length: Some(4096), ..Default::default() };
     assert!(invalid(&d, &too_long).contains("max_length 4096"));
-    let bad_pool = ModelOptions { pooling: Some("max".into()), max_length: None };
+    let bad_pool = ModelOptions { pooling: Some("max".into()), ..Default::default() };
     assert!(invalid(&d, &bad_pool).contains("\"max\""));
     assert!(ModelOptions::from_json(&serde_json::json!({"poolin": "mean"})).is_err());
 }
@@ -74,7 +74,7 @@ fn sparse_model_has_lm_head() {
     assert_eq!(info.architecture, "BertForMaskedLM");
     assert!(info.has_lm_head);
     assert_eq!(info.max_length, 512);
-    let opts = ModelOptions { pooling: None, max_length: Some(256) };
+    let opts = ModelOptions { max_length: Some(256), ..Default::default() };
     assert_eq!(ModelInfo::inspect(&sparse_model_dir(), &opts).unwrap().max_length, 256);
 }
 

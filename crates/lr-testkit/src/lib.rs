@@ -73,3 +73,42 @@ pub fn assert_matches(got: &[f32], want: &[f32], what: &str) {
     let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(cos >= 0.9999 && max_diff <= 1e-4, "{what}: cos {cos}, max diff {max_diff}");
 }
+
+/// Tiny random-weight decoder LLMs (Llama, Mistral, Qwen2, Qwen3, a Llama LoRA adapter) and their
+/// independent numpy reference outputs: `scripts/make_test_models.py` and
+/// `tests/decoder_reference/reference.py`, written to `LR_TEST_MODELS` (default
+/// /tmp/lightretriever-test-models; `make test` writes it first, readable by the server user).
+/// Generated here when absent, so that plain `cargo test` works too.
+pub fn tiny_models_dir() -> PathBuf {
+    let dir = std::env::var_os("LR_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/lightretriever-test-models"));
+    if dir.join("reference/tiny-qwen3.json").is_file() {
+        return dir;
+    }
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    // Written beside, then renamed: concurrent test processes never see a half-written tree.
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let status = std::process::Command::new("python3")
+            .args(args)
+            .current_dir(&root)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run python3 (numpy is needed; scripts/setup.sh installs it): {e}"));
+        assert!(status.success(), "python3 {args:?} failed");
+    };
+    run(&["scripts/make_test_models.py".as_ref(), "--out".as_ref(), tmp.as_os_str()]);
+    run(&["tests/decoder_reference/reference.py".as_ref(), tmp.as_os_str()]);
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp); // another process got there first
+    }
+    assert!(dir.join("reference/tiny-qwen3.json").is_file(), "{} was not written", dir.display());
+    dir
+}
+
+/// The reference outputs of one tiny model (`tiny-llama`, …, `tiny-llama+lora`).
+pub fn tiny_reference(name: &str) -> serde_json::Value {
+    let p = tiny_models_dir().join("reference").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}

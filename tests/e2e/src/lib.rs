@@ -20,7 +20,9 @@ fn connect_to(db: &str) -> Client {
 /// A new database with the extension created and the default model registered as `minilm`.
 pub fn fresh_database(name: &str) -> Client {
     let mut admin = connect_to("postgres");
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).unwrap();
+    // Separate statements: a multi-statement string runs as one transaction, which DROP DATABASE refuses.
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     let mut c = connect_to(name);
     c.batch_execute("CREATE EXTENSION lightretriever CASCADE").unwrap();
     c.execute(

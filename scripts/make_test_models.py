@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""Write tiny decoder-LLM checkpoints (Hugging Face layout) with deterministic random weights.
+
+    python3 scripts/make_test_models.py --out target/lr-test-models
+    python3 scripts/make_test_models.py --out target/lr-test-models --real qwen2.5-0.5b   # benchmarks only
+
+Only numpy and the standard library are used; safetensors and tokenizer.json are written by hand.
+The output is byte-identical from run to run (fixed seeds, fixed tensor order, no timestamps).
+
+Tiny models (DIR/<name>):
+  tiny-llama       LlamaForCausalLM, F32, one model.safetensors, llama3 rope scaling, untied lm_head
+  tiny-mistral     MistralForCausalLM, F32, two shards + model.safetensors.index.json, GQA g=4, untied
+  tiny-qwen2       Qwen2ForCausalLM, BF16, q/k/v biases, tied embeddings (no lm_head.weight)
+  tiny-qwen3       Qwen3ForCausalLM, F16, head_dim 32 != 64/4, q_norm/k_norm, tied embeddings
+  tiny-llama-lora  PEFT LoRA adapter for tiny-llama (r=4, alpha=8, all 7 projections, B != 0),
+                   with its own tokenizer.json = base tokenizer + Lowercase normalizer
+
+Weights: linear/embedding ~ N(0, 0.02), biases ~ N(0, 0.02), RMSNorm weights ~ 1 + N(0, 0.1),
+LoRA A and B ~ N(0, 0.05).  Linear weights are [out, in] as in torch.nn.Linear.
+
+The companion tests/decoder_reference/reference.py computes the expected outputs from these files.
+"""
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# tokenizer
+
+UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
+PUNCT = [".", ",", "?", "!", ":", ";", "'", "-", "(", ")", '"']
+WORDS = """
+the of and to a in is it you that he was for on are with as i his they be at one have this from or
+had by hot word but what some we can out other were all there when up use your how said an each she
+which do their time if will way about many then them write would like so these her long make thing
+see him two has look more day could go come did number sound no most people my over know water than
+call first who may down side been now find any new work part take get place made live where after
+back little only round man year came show every good me give our under name very through just form
+sentence great think say help low line differ turn cause much mean before move right boy old too same
+tell does set three want air well also play small end put home read hand port large spell add even
+land here must big high such follow act why ask men change went light kind off need house picture try
+us again animal point mother world near build self earth father head stand own page should country
+found answer school grow study still learn plant cover food sun four between state keep eye never
+last let thought city tree cross farm hard start might story saw far sea draw left late run while
+press close night real life few north open seem together next white children begin got walk example
+ease paper group always music those both mark often letter until mile river car feet care second
+book carry took science eat room friend began idea fish mountain stop once base hear horse cut sure
+watch color face wood main enough plain girl usual young ready above ever red list though feel talk
+bird soon body dog family direct pose leave song measure door product black short numeral class wind
+search query document passage retrieval represent instruction given relevant question library index
+paris london france english monday capital
+""".split()
+# Capitalised forms: a Lowercase normalizer (the LoRA adapter's tokenizer) maps them onto the
+# lowercase entries above, so lowercasing changes the ids of e.g. "The capital of France is Paris".
+CAPITALISED = ["The", "A", "In", "What", "How", "Who", "Where", "Paris", "London", "France",
+               "English", "Monday"]
+
+
+def _dedup(seq):
+    seen, out = set(), []
+    for s in seq:
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def vocab_tokens(vocab_size):
+    """Token strings by id: specials, punctuation, real words, capitalised words, then tok{id}."""
+    toks = _dedup(SPECIALS + PUNCT + WORDS + CAPITALISED)
+    assert len(toks) == len(SPECIALS) + len(PUNCT) + len(_dedup(WORDS)) + len(CAPITALISED)
+    assert all(c.lower() in toks for c in CAPITALISED)
+    if len(toks) > vocab_size - 16:
+        raise SystemExit(f"vocab_size {vocab_size} too small for {len(toks)} real tokens")
+    toks += [f"tok{i}" for i in range(len(toks), vocab_size)]
+    assert len(toks) == vocab_size and len(set(toks)) == vocab_size
+    return toks
+
+
+def tokenizer_json(vocab_size, lowercase):
+    """A Hugging Face tokenizer.json (format "1.0") with a WordLevel model."""
+    toks = vocab_tokens(vocab_size)
+    added = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True}
+        for i, t in enumerate(SPECIALS)
+    ]
+
+    def special(tok, type_id):
+        return {"SpecialToken": {"id": tok, "type_id": type_id}}
+
+    def seq(name, type_id):
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": {"type": "Lowercase"} if lowercase else None,
+        "pre_tokenizer": {"type": "Whitespace"},
+        # Llama-style: bos only, no eos appended by the tokenizer.
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [special("<s>", 0), seq("A", 0)],
+            "pair": [special("<s>", 0), seq("A", 0), special("<s>", 1), seq("B", 1)],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [BOS_ID], "tokens": ["<s>"]}},
+        },
+        "decoder": None,
+        "model": {"type": "WordLevel", "vocab": {t: i for i, t in enumerate(toks)},
+                  "unk_token": "<unk>"},
+    }
+
+
+TOKENIZER_CONFIG = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "model_max_length": 512,
+    "tokenizer_class": "PreTrainedTokenizerFast",
+}
+
+# --------------------------------------------------------------------------------------------
+# safetensors (https://github.com/huggingface/safetensors: u64 LE header size, JSON header,
+# little-endian row-major data; data_offsets are relative to the end of the header)
+
+DTYPE_SIZE = {"F32": 4, "F16": 2, "BF16": 2}
+
+
+def f32_to_bf16_bits(a):
+    """bf16 = upper 16 bits of the f32 pattern, rounded to nearest, ties to even."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("non-finite value")
+    lsb = (u >> np.uint32(16)) & np.uint32(1)
+    return ((u + np.uint32(0x7FFF) + lsb) >> np.uint32(16)).astype("<u2")
+
+
+def _selftest_bf16():
+    vals = np.array([1.0, -2.5, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 1.0 + 2.0**-9, 0.0], np.float32)
+    got = f32_to_bf16_bits(vals).tolist()
+    # 1+2^-8 is a tie between 0x3F80 and 0x3F81 -> even (0x3F80); 1+3*2^-8 -> 0x3F82 (even);
+    # 1+2^-9 is below the halfway point -> 0x3F80.
+    assert got == [0x3F80, 0xC020, 0x3F80, 0x3F82, 0x3F80, 0x0000], [hex(g) for g in got]
+
+
+def encode(a, dtype):
+    a = np.asarray(a, dtype=np.float32)
+    if dtype == "F32":
+        return a.astype("<f4").tobytes()
+    if dtype == "F16":
+        h = a.astype("<f2")
+        assert np.all(np.isfinite(h))
+        return h.tobytes()
+    if dtype == "BF16":
+        return f32_to_bf16_bits(a).tobytes()
+    raise ValueError(dtype)
+
+
+def write_safetensors(path, specs, produce):
+    """specs: [(name, shape, dtype)] in file order; produce(name, shape) yields float32 chunks
+    (row blocks, C order) whose concatenation is the tensor. Returns the data byte count."""
+    header, off = {"__metadata__": {"format": "pt"}}, 0
+    for name, shape, dtype in specs:
+        n = DTYPE_SIZE[dtype] * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + n]}
+        off += n
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for name, shape, dtype in specs:
+            written = 0
+            for chunk in produce(name, shape):
+                b = encode(chunk, dtype)
+                f.write(b)
+                written += len(b)
+            assert written == header[name]["data_offsets"][1] - header[name]["data_offsets"][0], name
+    os.replace(tmp, path)
+    return off
+
+
+def write_json(path, obj, indent=2):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+# --------------------------------------------------------------------------------------------
+# model description
+
+
+def head_dim_of(cfg):
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+def tensor_specs(cfg, dtype):
+    """[(name, shape, kind)] in Hugging Face naming; kind picks the init distribution."""
+    h, inter, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim_of(cfg)
+    mt = cfg["model_type"]
+    qkv_bias = mt == "qwen2" or bool(cfg.get("attention_bias"))
+    o_bias = mt != "qwen2" and bool(cfg.get("attention_bias"))
+    out = [("model.embed_tokens.weight", (v, h), "linear")]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out.append((p + "input_layernorm.weight", (h,), "norm"))
+        for proj, rows in (("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)):
+            out.append((p + f"self_attn.{proj}_proj.weight", (rows, h), "linear"))
+            if qkv_bias:
+                out.append((p + f"self_attn.{proj}_proj.bias", (rows,), "bias"))
+        out.append((p + "self_attn.o_proj.weight", (h, nh * hd), "linear"))
+        if o_bias:
+            out.append((p + "self_attn.o_proj.bias", (h,), "bias"))
+        if mt == "qwen3":
+            out.append((p + "self_attn.q_norm.weight", (hd,), "norm"))
+            out.append((p + "self_attn.k_norm.weight", (hd,), "norm"))
+        out.append((p + "post_attention_layernorm.weight", (h,), "norm"))
+        out.append((p + "mlp.gate_proj.weight", (inter, h), "linear"))
+        out.append((p + "mlp.up_proj.weight", (inter, h), "linear"))
+        out.append((p + "mlp.down_proj.weight", (h, inter), "linear"))
+    out.append(("model.norm.weight", (h,), "norm"))
+    if not cfg["tie_word_embeddings"]:
+        out.append(("lm_head.weight", (v, h), "linear"))
+    return [(n, s, k, dtype) for n, s, k in out]
+
+
+def gen_tensor(rng, shape, kind):
+    if kind == "norm":
+        return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    if kind in ("linear", "bias"):
+        return (0.02 * rng.standard_normal(shape)).astype(np.float32)
+    if kind == "lora":
+        return (0.05 * rng.standard_normal(shape)).astype(np.float32)
+    raise ValueError(kind)
+
+
+def llama3_regimes(cfg):
+    """Classify each rotary frequency as HF's llama3 rope scaling does: kept / smoothed / scaled."""
+    rs = cfg["rope_scaling"]
+    hd = head_dim_of(cfg)
+    inv = (1.0 / (np.float32(cfg["rope_theta"]) ** (np.arange(0, hd, 2).astype(np.float32) / hd))
+           ).astype(np.float32)
+    wavelen = 2 * math.pi / inv.astype(np.float64)
+    old = rs["original_max_position_embeddings"]
+    low_wl, high_wl = old / rs["low_freq_factor"], old / rs["high_freq_factor"]
+    return ["kept" if w < high_wl else "scaled" if w > low_wl else "smoothed" for w in wavelen]
+
+
+def base_config(arch, mt, **kw):
+    cfg = {
+        "architectures": [arch],
+        "model_type": mt,
+        "hidden_act": "silu",
+        "initializer_range": 0.02,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "pad_token_id": PAD_ID,
+        "use_cache": True,
+    }
+    cfg.update(kw)
+    return cfg
+
+
+TINY_VOCAB = 500
+
+TINY = {
+    "tiny-llama": dict(
+        seed=1001, dtype="F32", shards=1,
+        config=base_config(
+            "LlamaForCausalLM", "llama",
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            vocab_size=TINY_VOCAB, max_position_embeddings=512, rms_norm_eps=1e-5,
+            rope_theta=500000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+            attention_bias=False, attention_dropout=0.0, mlp_bias=False, pretraining_tp=1,
+            tie_word_embeddings=False, torch_dtype="float32")),
+    "tiny-mistral": dict(
+        seed=1002, dtype="F32", shards=2,
+        config=base_config(
+            "MistralForCausalLM", "mistral",
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=8, num_key_value_heads=2,
+            vocab_size=TINY_VOCAB, max_position_embeddings=512, rms_norm_eps=1e-5,
+            rope_theta=10000.0, rope_scaling=None, sliding_window=None, attention_dropout=0.0,
+            tie_word_embeddings=False, torch_dtype="float32")),
+    "tiny-qwen2": dict(
+        seed=1003, dtype="BF16", shards=1,
+        config=base_config(
+            "Qwen2ForCausalLM", "qwen2",
+            hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=TINY_VOCAB, max_position_embeddings=512, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, rope_scaling=None,
+            use_sliding_window=False, sliding_window=4096, max_window_layers=2,
+            attention_dropout=0.0, tie_word_embeddings=True, torch_dtype="bfloat16")),
+    "tiny-qwen3": dict(
+        seed=1004, dtype="F16", shards=1,
+        config=base_config(
+            "Qwen3ForCausalLM", "qwen3",
+            hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+            vocab_size=TINY_VOCAB, max_position_embeddings=512, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, rope_scaling=None, attention_bias=False,
+            use_sliding_window=False, sliding_window=None, max_window_layers=2,
+            attention_dropout=0.0, tie_word_embeddings=True, torch_dtype="float16")),
+}
+
+LORA = dict(
+    seed=1005, base="tiny-llama", r=4, alpha=8,
+    targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+)
+
+
+def write_model(root, name, spec):
+    d = os.path.join(root, name)
+    os.makedirs(d, exist_ok=True)
+    cfg, dtype = spec["config"], spec["dtype"]
+    specs = tensor_specs(cfg, dtype)
+    rng = np.random.default_rng(spec["seed"])
+    # Generate everything up front, in file order (tiny models), so the bytes depend on the seed only.
+    values = {n: gen_tensor(rng, s, k) for n, s, k, _ in specs}
+
+    def produce(n, s):
+        yield values[n]
+
+    file_specs = [(n, s, dt) for n, s, _, dt in specs]
+    for stale in [f for f in os.listdir(d) if f.endswith(".safetensors") or f.endswith(".index.json")]:
+        os.remove(os.path.join(d, stale))
+    if spec["shards"] == 1:
+        write_safetensors(os.path.join(d, "model.safetensors"), file_specs, produce)
+    else:
+        # Split on layer boundaries: embeddings + first half of the layers in shard 1.
+        nl = cfg["num_hidden_layers"]
+        first = {"model.embed_tokens.weight"} | {
+            n for n, _, _ in file_specs
+            if n.startswith("model.layers.") and int(n.split(".")[2]) < (nl + 1) // 2}
+        groups = [[t for t in file_specs if t[0] in first], [t for t in file_specs if t[0] not in first]]
+        assert spec["shards"] == 2 and all(groups)
+        weight_map, total = {}, 0
+        for k, g in enumerate(groups):
+            fname = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
+            total += write_safetensors(os.path.join(d, fname), g, produce)
+            weight_map.update({n: fname for n, _, _ in g})
+        write_json(os.path.join(d, "model.safetensors.index.json"),
+                   {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+    write_json(os.path.join(d, "config.json"), cfg)
+    write_json(os.path.join(d, "tokenizer.json"), tokenizer_json(cfg["vocab_size"], lowercase=False))
+    write_json(os.path.join(d, "tokenizer_config.json"), TOKENIZER_CONFIG)
+    return d
+
+
+def write_lora(root):
+    base = TINY[LORA["base"]]["config"]
+    d = os.path.join(root, LORA["base"] + "-lora")
+    os.makedirs(d, exist_ok=True)
+    h, inter, hd = base["hidden_size"], base["intermediate_size"], head_dim_of(base)
+    nh, nkv, r = base["num_attention_heads"], base["num_key_value_heads"], LORA["r"]
+    dims = {  # module -> (in, out)
+        "q_proj": (h, nh * hd), "k_proj": (h, nkv * hd), "v_proj": (h, nkv * hd),
+        "o_proj": (nh * hd, h), "gate_proj": (h, inter), "up_proj": (h, inter),
+        "down_proj": (inter, h),
+    }
+    rng = np.random.default_rng(LORA["seed"])
+    specs, values = [], {}
+    for i in range(base["num_hidden_layers"]):
+        for m in LORA["targets"]:
+            blk = "mlp" if m in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+            p = f"base_model.model.model.layers.{i}.{blk}.{m}."
+            fin, fout = dims[m]
+            for n, shape in ((p + "lora_A.weight", (r, fin)), (p + "lora_B.weight", (fout, r))):
+                values[n] = gen_tensor(rng, shape, "lora")
+                specs.append((n, shape, "F32"))
+    write_safetensors(os.path.join(d, "adapter_model.safetensors"), specs,
+                      lambda n, s: iter([values[n]]))
+    write_json(os.path.join(d, "adapter_config.json"), {
+        "peft_type": "LORA",
+        "r": LORA["r"],
+        "lora_alpha": LORA["alpha"],
+        "lora_dropout": 0.0,
+        "target_modules": LORA["targets"],
+        "base_model_name_or_path": LORA["base"],
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "inference_mode": True,
+        "task_type": "FEATURE_EXTRACTION",
+    })
+    write_json(os.path.join(d, "tokenizer.json"), tokenizer_json(base["vocab_size"], lowercase=True))
+    write_json(os.path.join(d, "tokenizer_config.json"), TOKENIZER_CONFIG)
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+# real-size shapes (speed benchmarks only; random weights, synthetic tokenizer)
+
+REAL = {
+    "qwen2.5-0.5b": dict(
+        seed=2001,
+        config=base_config(
+            "Qwen2ForCausalLM", "qwen2",
+            hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+            num_attention_heads=14, num_key_value_heads=2,
+            vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, rope_scaling=None,
+            use_sliding_window=False, sliding_window=32768, max_window_layers=24,
+            attention_dropout=0.0, tie_word_embeddings=True, torch_dtype="bfloat16")),
+    "llama-3.2-1b": dict(
+        seed=2002,
+        config=base_config(
+            "LlamaForCausalLM", "llama",
+            hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+            vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
+            rope_theta=500000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+            attention_bias=False, attention_dropout=0.0, mlp_bias=False, pretraining_tp=1,
+            tie_word_embeddings=True, torch_dtype="bfloat16")),
+}
+
+
+def write_real(root, key, layers=None):
+    spec = REAL[key]
+    cfg = dict(spec["config"])
+    if layers is not None:
+        cfg["num_hidden_layers"] = layers
+    d = os.path.join(root, "real-" + key)
+    os.makedirs(d, exist_ok=True)
+    specs = tensor_specs(cfg, "BF16")
+    rng = np.random.default_rng(spec["seed"])
+    kinds = {n: k for n, _, k, _ in specs}
+    std = {"linear": 0.02, "bias": 0.02, "norm": 0.1}
+    block = 1 << 22  # elements per generated chunk: keeps memory at a few tens of MiB
+
+    def produce(n, shape):
+        cols = shape[-1] if len(shape) > 1 else shape[0]
+        rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        step = max(1, block // cols)
+        for r0 in range(0, rows, step):
+            x = rng.standard_normal((min(step, rows - r0), cols), dtype=np.float32)
+            x *= np.float32(std[kinds[n]])
+            if kinds[n] == "norm":
+                x += np.float32(1.0)
+            yield x
+
+    total = write_safetensors(os.path.join(d, "model.safetensors"),
+                              [(n, s, dt) for n, s, _, dt in specs], produce)
+    write_json(os.path.join(d, "config.json"), cfg)
+    tcfg = dict(TOKENIZER_CONFIG, model_max_length=cfg["max_position_embeddings"])
+    write_json(os.path.join(d, "tokenizer.json"), tokenizer_json(cfg["vocab_size"], False), indent=None)
+    write_json(os.path.join(d, "tokenizer_config.json"), tcfg)
+    print(f"{d}: {total / 2**30:.2f} GiB of bf16 weights, {cfg['num_hidden_layers']} layers")
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="output directory (created if missing)")
+    ap.add_argument("--real", action="append", choices=sorted(REAL),
+                    help="write a real-size random model instead of the tiny ones (repeatable)")
+    ap.add_argument("--real-layers", type=int, default=None,
+                    help="override num_hidden_layers for --real (quick smoke tests)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    _selftest_bf16()
+
+    regimes = llama3_regimes(TINY["tiny-llama"]["config"])
+    assert {"kept", "smoothed", "scaled"} <= set(regimes), regimes
+
+    if args.real:
+        for key in args.real:
+            write_real(args.out, key, args.real_layers)
+        return
+    for name, spec in TINY.items():
+        print(write_model(args.out, name, spec))
+    print(write_lora(args.out))
+    print(f"tiny-llama rope frequency regimes: {regimes}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
