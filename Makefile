@@ -4,11 +4,13 @@ PGRX_TEST_DATA ?= /tmp/lightretriever-pgrx-test
 export LR_MODEL_ROOT ?= /opt/lightretriever/models
 # Tiny random decoder LLMs + their numpy reference outputs (scripts/make_test_models.py).
 export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
-# cargo-pgrx builds the installed extension with --no-gc-sections (its --config flag). Giving the
-# other builds the same flag (RUSTFLAGS) lets them share its compiled dependencies. The one
-# exception is the #[pg_test] harness executable, which only links with gc-sections: test-pg
-# runs without RUSTFLAGS (pgrx's install step inside it still gets the flag from --config).
-export RUSTFLAGS := -C link-arg=-Wl,--no-gc-sections
+# One set of compiler flags for every build (crate tests, the #[pg_test] harness, the installed
+# extension, e2e, benches), so that the dependency tree is compiled once. RUSTFLAGS, even empty,
+# overrides the `--no-gc-sections` rustflags cargo-pgrx injects through --config: that flag is a
+# workaround for aarch64 (pgrx#2280); on x86_64 the schema section survives gc-sections, and the
+# #[pg_test] harness executable links only with gc-sections. On aarch64 run
+# `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
+export RUSTFLAGS ?=
 
 .PHONY: setup demo test test-models test-crates test-pg test-e2e install install-dev bench bench-llm clean
 
@@ -30,7 +32,7 @@ test-crates: test-models
 
 test-pg: test-models
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
-	env -u RUSTFLAGS cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
+	cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
 
 ## End-to-end: install the (dev-profile) extension into the system PostgreSQL 15, start a
 ## throwaway cluster, run tests/e2e against it, stop it.

@@ -3,7 +3,7 @@
 //! independent numpy reference (`tests/decoder_reference`).
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use crate::pgvector::{SparseVec, Vector};
     use lr_testkit::{tiny_models_dir, tiny_reference};

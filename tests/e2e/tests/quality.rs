@@ -77,7 +77,12 @@ fn harness_and_sql_agree() {
          SELECT lightretriever.lr_build_query_table('minilm')",
     )
     .unwrap();
-    let full = run_of(&mut c, &coll, "SELECT id, (-(emb <#> lightretriever.lr_encode_document($1)))::real FROM docs ORDER BY emb <#> lightretriever.lr_encode_document($1) LIMIT 100");
+    // The query encoded once (a sub-select), not once per row.
+    let full = run_of(
+        &mut c,
+        &coll,
+        "SELECT id, (-(emb <#> q))::real FROM docs, (SELECT lightretriever.lr_encode_document($1) AS q) s ORDER BY emb <#> q LIMIT 100",
+    );
     let search = |mode: &str| format!("SELECT id, score FROM lightretriever.lr_search('docs', $1, k => 100, mode => '{mode}')");
     let dense_search = "SELECT id, dense_score FROM lightretriever.lr_search('docs', $1, k => 100, mode => 'dense')";
     let untrained = run_of(&mut c, &coll, dense_search);
