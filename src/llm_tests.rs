@@ -103,9 +103,13 @@ mod tests {
         .unwrap();
         let worst = q.0.iter().zip(&mean).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 2e-3, "lookup vs model: {worst}");
-        // Another instruction has no table yet.
-        let missing = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('paris', 'tl', 'other task')");
-        assert!(missing.is_err());
+    }
+
+    #[pg_test(error = "lightretriever: model \"tl\" has no query table for instruction \"other task\"")]
+    fn each_instruction_needs_its_own_table() {
+        register("tl", "tiny-llama", "{}");
+        Spi::run("SELECT lightretriever.lr_build_query_table('tl', 'one task')").unwrap();
+        Spi::run("SELECT lightretriever.lr_encode_query('paris', 'tl', 'other task')").unwrap();
     }
 
     #[pg_test]
