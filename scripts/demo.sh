@@ -8,7 +8,7 @@ export LR_PGPORT=${LR_PGPORT:-28816}
 export LR_CLUSTER_DIR=${LR_CLUSTER_DIR:-/tmp/lightretriever-demo-$LR_PGPORT}
 MODEL_DIR=${LR_MODEL_ROOT:-/opt/lightretriever/models}/all-minilm-l6-v2
 SPARSE_DIR=${LR_MODEL_ROOT:-/opt/lightretriever/models}/splade-tiny
-CORPUS=../shared/data/cisi/corpus.jsonl
+CORPUS=${LR_DEMO_CORPUS:-../shared/data/cisi/corpus.jsonl}
 [ -f "$CORPUS" ] || CORPUS=scripts/sample/corpus.jsonl
 psql_() { scripts/cluster.sh psql -v ON_ERROR_STOP=1 -q "$@"; }
 
