@@ -77,11 +77,13 @@ fn harness_and_sql_agree() {
          SELECT lightretriever.lr_build_query_table('minilm')",
     )
     .unwrap();
-    // The query encoded once (a sub-select), not once per row.
+    // The query encoded once (a materialised CTE: a plain sub-select would be flattened and the
+    // STABLE function evaluated once per row).
     let full = run_of(
         &mut c,
         &coll,
-        "SELECT id, (-(emb <#> q))::real FROM docs, (SELECT lightretriever.lr_encode_document($1) AS q) s ORDER BY emb <#> q LIMIT 100",
+        "WITH s AS MATERIALIZED (SELECT lightretriever.lr_encode_document($1) AS q)
+         SELECT id, (-(emb <#> q))::real FROM docs, s ORDER BY emb <#> q LIMIT 100",
     );
     let search = |mode: &str| format!("SELECT id, score FROM lightretriever.lr_search('docs', $1, k => 100, mode => '{mode}')");
     let dense_search = "SELECT id, dense_score FROM lightretriever.lr_search('docs', $1, k => 100, mode => 'dense')";
