@@ -14,7 +14,7 @@ pub mod service;
 
 pub use client::{CallError, Client};
 pub use protocol::{Failure, Output, Reply, Request, Task};
-pub use service::Service;
+pub use service::{Models, Service};
 
 /// Starts a thread with every signal blocked, so that signals sent to the worker process (SIGTERM,
 /// SIGHUP, latch wake-ups) are always handled by the PostgreSQL main thread, never by ours.

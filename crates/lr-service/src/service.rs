@@ -59,10 +59,13 @@ struct Loaded<T> {
     model: T,
 }
 
+/// Loaded models by registered name: the inference thread's, or a backend's own when
+/// `lightretriever.allow_backend_models` lets it run models itself.
 #[derive(Default)]
-struct Models {
+pub struct Models {
     dense: HashMap<String, Loaded<DocumentEncoder>>,
     sparse: HashMap<String, Loaded<SparseDocumentEncoder>>,
+    loads: u64,
 }
 
 impl Service {
@@ -193,7 +196,8 @@ fn inference_loop(shared: &Shared) {
         };
         let device = shared.device.lock().unwrap().clone();
         let counts: Vec<usize> = batch.iter().map(|j| j.request.task.len()).collect();
-        let result = catch_unwind(AssertUnwindSafe(|| run_batch(&mut models, &device, &batch, &shared.stats)))
+        let loads_before = models.loads();
+        let result = catch_unwind(AssertUnwindSafe(|| run_batch(&mut models, &device, &batch)))
             .unwrap_or_else(|panic| {
                 let msg = panic
                     .downcast_ref::<String>()
@@ -202,6 +206,7 @@ fn inference_loop(shared: &Shared) {
                     .unwrap_or("unknown panic");
                 Err(Failure::Encode(format!("the model panicked: {msg}")))
             });
+        shared.stats.loads.fetch_add(models.loads() - loads_before, Ordering::Relaxed);
         shared.stats.batches.fetch_add(1, Ordering::Relaxed);
         shared.stats.tasks.fetch_add(batch.len() as u64, Ordering::Relaxed);
         shared.stats.inputs.fetch_add(counts.iter().sum::<usize>() as u64, Ordering::Relaxed);
@@ -242,13 +247,13 @@ fn cached<'a, T>(
     name: &str,
     info: &ModelInfo,
     device: &str,
-    stats: &Stats,
+    loads: &mut u64,
     load: fn(&ModelInfo, &lr_model::Device) -> Result<T, lr_model::ModelError>,
 ) -> Result<&'a T, Failure> {
     let fresh = cache.get(name).is_some_and(|l| &l.info == info && l.device == device);
     if !fresh {
         cache.remove(name);
-        stats.loads.fetch_add(1, Ordering::Relaxed);
+        *loads += 1;
         let dev = lr_model::parse_device(device).map_err(|e| Failure::Load(e.to_string()))?;
         let model = load(info, &dev).map_err(|e| Failure::Load(format!("cannot load model \"{name}\": {e}")))?;
         cache.insert(name.to_owned(), Loaded { info: info.clone(), device: device.to_owned(), model });
@@ -256,43 +261,72 @@ fn cached<'a, T>(
     Ok(&cache[name].model)
 }
 
-fn run_batch(models: &mut Models, device: &str, batch: &[Job], stats: &Stats) -> Reply {
-    let first = &batch[0].request;
-    let texts = || -> Vec<&str> {
-        batch
-            .iter()
-            .flat_map(|j| match &j.request.task {
-                Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } => texts.iter().map(String::as_str),
-                Task::TableRows { .. } => unreachable!("table rows carry ids"),
-            })
-            .collect()
-    };
-    let failed = |e: lr_model::ModelError| Failure::Encode(e.to_string());
-    match &first.task {
-        Task::Dense { .. } | Task::Spans { .. } | Task::TableRows { .. } => {
-            let enc = cached(&mut models.dense, &first.model, &first.info, device, stats, DocumentEncoder::load)?;
-            let rows = match &first.task {
-                Task::Dense { .. } => enc.encode(&texts()).map_err(failed)?,
-                Task::Spans { .. } => enc.encode_document_ids(&texts(), SPAN_BATCH).map_err(failed)?,
-                Task::TableRows { instruction, .. } => {
-                    let ids: Vec<u32> = batch
-                        .iter()
-                        .flat_map(|j| match &j.request.task {
-                            Task::TableRows { ids, .. } => ids.iter().copied(),
-                            _ => unreachable!("batched by kind"),
-                        })
-                        .collect();
-                    enc.table_rows(instruction.as_deref(), &ids).map_err(failed)?
-                }
-                Task::Sparse { .. } => unreachable!(),
-            };
-            Ok(Output::Dense(rows))
-        }
-        Task::Sparse { .. } => {
-            let enc = cached(&mut models.sparse, &first.model, &first.info, device, stats, SparseDocumentEncoder::load)?;
-            Ok(Output::Sparse(enc.encode(&texts()).map_err(failed)?))
-        }
+impl Models {
+    /// Runs `task` on model `name` (loading it first if needed) on `device`.
+    pub fn run(&mut self, name: &str, info: &ModelInfo, device: &str, task: &Task) -> Reply {
+        let failed = |e: lr_model::ModelError| Failure::Encode(e.to_string());
+        let mut loads = 0;
+        let out = match task {
+            Task::Sparse { texts } => {
+                let enc = cached(&mut self.sparse, name, info, device, &mut loads, SparseDocumentEncoder::load)?;
+                Output::Sparse(enc.encode(&strs(texts)).map_err(failed)?)
+            }
+            _ => {
+                let enc = cached(&mut self.dense, name, info, device, &mut loads, DocumentEncoder::load)?;
+                Output::Dense(match task {
+                    Task::Dense { texts } => enc.encode(&strs(texts)).map_err(failed)?,
+                    Task::Spans { texts } => enc.encode_document_ids(&strs(texts), SPAN_BATCH).map_err(failed)?,
+                    Task::TableRows { instruction, ids } => enc.table_rows(instruction.as_deref(), ids).map_err(failed)?,
+                    Task::Sparse { .. } => unreachable!(),
+                })
+            }
+        };
+        self.loads += loads;
+        Ok(out)
     }
+
+    /// Forgets every loaded copy of `name` (the model was dropped or re-registered).
+    pub fn forget(&mut self, name: &str) {
+        self.dense.remove(name);
+        self.sparse.remove(name);
+    }
+
+    /// Model loads so far (failed ones included).
+    pub fn loads(&self) -> u64 {
+        self.loads
+    }
+}
+
+/// The tasks of a batch as one task (they share model, kind and instruction).
+fn merged(batch: &[Job]) -> Task {
+    let texts = || batch.iter().flat_map(|j| match &j.request.task {
+        Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } => texts.clone(),
+        Task::TableRows { .. } => unreachable!("batched by kind"),
+    }).collect();
+    match &batch[0].request.task {
+        Task::Dense { .. } => Task::Dense { texts: texts() },
+        Task::Sparse { .. } => Task::Sparse { texts: texts() },
+        Task::Spans { .. } => Task::Spans { texts: texts() },
+        Task::TableRows { instruction, .. } => Task::TableRows {
+            instruction: instruction.clone(),
+            ids: batch.iter().flat_map(|j| match &j.request.task {
+                Task::TableRows { ids, .. } => ids.clone(),
+                _ => unreachable!("batched by kind"),
+            }).collect(),
+        },
+    }
+}
+
+fn run_batch(models: &mut Models, device: &str, batch: &[Job]) -> Reply {
+    let first = &batch[0].request;
+    if batch.len() == 1 {
+        return models.run(&first.model, &first.info, device, &first.task);
+    }
+    models.run(&first.model, &first.info, device, &merged(batch))
+}
+
+fn strs(texts: &[String]) -> Vec<&str> {
+    texts.iter().map(String::as_str).collect()
 }
 
 #[cfg(test)]
