@@ -2,7 +2,8 @@
 # A throwaway PostgreSQL 15 cluster owned by the postgres user, on its own port and socket
 # directory, for the demo and the end-to-end tests. Usage: cluster.sh start|stop|psql [args]
 #   LR_PGPORT (default 28815)  LR_CLUSTER_DIR (default /tmp/lightretriever-cluster-$LR_PGPORT)
-#   LR_PRELOAD=1 adds lightretriever to shared_preload_libraries.
+#   LR_PRELOAD=1 (default) adds lightretriever to shared_preload_libraries (encoder workers);
+#   LR_PRELOAD=0 starts a server without them.
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
 PORT=${LR_PGPORT:-28815}
@@ -14,7 +15,7 @@ case "${1:-}" in
     if [ -f "$DIR/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$DIR/data" stop -m immediate >/dev/null 2>&1 || true; fi
     rm -rf "$DIR"; mkdir -p "$DIR/sock"; chown -R postgres: "$DIR" 2>/dev/null || sudo chown -R postgres: "$DIR"
     as_pg "$BIN/initdb" -D "$DIR/data" -A trust -U postgres --no-sync >/dev/null
-    preload=""; [ "${LR_PRELOAD:-0}" = 1 ] && preload="-c shared_preload_libraries=lightretriever"
+    preload=""; [ "${LR_PRELOAD:-1}" = 1 ] && preload="-c shared_preload_libraries=lightretriever"
     as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
       -o "-p $PORT -k $DIR/sock -c listen_addresses='' -c fsync=off $preload" start >/dev/null
     echo "cluster up: host=$DIR/sock port=$PORT (log $DIR/server.log)";;

@@ -87,7 +87,7 @@ fn lr_drop_model(name: &str) -> bool {
     ))
     .flatten();
     crate::query_table::remove_files_on_commit(files);
-    crate::documents::forget_encoder(name);
+    crate::inference::forget_local(name);
     deleted.is_some()
 }
 

@@ -1,73 +1,17 @@
-//! Full-model document encoding: `lr_encode_document(s)`.
-//!
-//! For now each backend loads a model on first use and keeps it (≈0.2 s for the default); the
-//! background worker of a later issue takes this over so that connection pools never pay it.
+//! Full-model document encoding: `lr_encode_document(s)`, run by the encoder worker (see
+//! `inference.rs`).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
-
-use lr_model::{Device, DocumentEncoder, ModelInfo};
+use lr_service::Task;
 use pgrx::datum::Array;
 use pgrx::prelude::*;
 
-use crate::error::{Code, OrRaise};
 use crate::guc::resolve_model;
 use crate::pgvector::Vector;
-
-/// Models loaded by this backend, by registered name.
-pub type ModelCache<T> = std::thread::LocalKey<RefCell<HashMap<String, Rc<T>>>>;
-
-thread_local! {
-    static ENCODERS: RefCell<HashMap<String, Rc<DocumentEncoder>>> = RefCell::new(HashMap::new());
-}
-
-/// A model from `cache`, loaded once per backend on the `lightretriever.device` of that moment;
-/// reloaded if the model was re-registered with different settings (`info_of` gives what it was
-/// loaded from) or the device setting changed.
-pub fn cached_model<T>(
-    cache: &'static ModelCache<T>,
-    name: &str,
-    info: &ModelInfo,
-    info_of: fn(&T) -> &ModelInfo,
-    load: fn(&ModelInfo, &Device) -> Result<T, lr_model::ModelError>,
-) -> Rc<T> {
-    let device_spec = crate::guc::device_spec();
-    let key = format!("{name}@{device_spec}");
-    if let Some(model) = cache.with(|m| m.borrow().get(&key).cloned()) {
-        if info_of(&model) == info {
-            return model;
-        }
-    }
-    let device = lr_model::parse_device(&device_spec).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
-    let model = Rc::new(load(info, &device).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
-    cache.with(|m| {
-        let mut m = m.borrow_mut();
-        m.retain(|k, _| !k.starts_with(&format!("{name}@")));
-        m.insert(key, model.clone());
-    });
-    model
-}
-
-/// The dense encoder of a registered model.
-pub fn encoder(name: &str, info: &ModelInfo) -> Rc<DocumentEncoder> {
-    cached_model(&ENCODERS, name, info, DocumentEncoder::info, DocumentEncoder::load)
-}
-
-/// Drops every cached copy of model `name` (all devices) from `cache`.
-pub fn forget_model<T>(cache: &'static ModelCache<T>, name: &str) {
-    cache.with(|m| m.borrow_mut().retain(|k, _| !k.starts_with(&format!("{name}@"))));
-}
-
-pub fn forget_encoder(name: &str) {
-    forget_model(&ENCODERS, name);
-    crate::sparse::forget_sparse_encoder(name);
-}
 
 fn encode(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
     let name = resolve_model(model);
     let info = crate::catalog::load_model(&name);
-    encoder(&name, &info).encode(texts).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
+    crate::inference::dense(&name, &info, Task::Dense { texts: texts.iter().map(|t| t.to_string()).collect() })
 }
 
 /// Encodes one document with the full model (tokenize, forward, pool, L2-normalise).

@@ -9,6 +9,12 @@ use crate::error::{raise, Code};
 pub static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DEFAULT_SPARSE_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
+pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static ALLOW_BACKEND_MODELS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
+pub static MAX_BATCH: GucSetting<i32> = GucSetting::<i32>::new(32);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -35,12 +41,92 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"lightretriever.workers",
+        c"Encoder background workers started with the server (needs lightretriever in shared_preload_libraries).",
+        c"Each worker holds its own copy of every model it is asked for; 0 starts none.",
+        &WORKERS,
+        0,
+        64,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"lightretriever.database",
+        c"The database whose auto-encoding queues the workers drain.",
+        c"Encoding requests from backends are served for every database; queues only for this one.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"lightretriever.allow_backend_models",
+        c"Lets a backend load and run models itself when no encoder worker is running.",
+        c"Off by default: each backend would hold its own copy of each model it uses.",
+        &ALLOW_BACKEND_MODELS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"lightretriever.max_retries",
+        c"Failed encoding attempts of a row before it moves to lightretriever.lr_failed_items.",
+        c"Retries back off: 1, 2, 4 ... up to 60 seconds apart.",
+        &MAX_RETRIES,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"lightretriever.poll_interval",
+        c"How long an idle encoder worker sleeps between looks at the queues.",
+        c"",
+        &POLL_INTERVAL_MS,
+        10,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"lightretriever.max_batch",
+        c"Most documents one model run of the encoder worker takes from concurrent requests.",
+        c"",
+        &MAX_BATCH,
+        1,
+        1024,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"lightretriever".as_ptr()) };
 }
 
 /// `lightretriever.device` (`cpu` when unset).
 pub fn device_spec() -> String {
     DEVICE.get().map(|d| d.to_string_lossy().into_owned()).filter(|d| !d.is_empty()).unwrap_or_else(|| "cpu".into())
+}
+
+pub fn workers() -> i32 {
+    WORKERS.get()
+}
+
+pub fn database() -> String {
+    DATABASE.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "postgres".into())
+}
+
+pub fn allow_backend_models() -> bool {
+    ALLOW_BACKEND_MODELS.get()
+}
+
+pub fn max_retries() -> i32 {
+    MAX_RETRIES.get()
+}
+
+pub fn poll_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64)
+}
+
+pub fn max_batch() -> usize {
+    MAX_BATCH.get().max(1) as usize
 }
 
 /// The model a call should use: its argument, else `lightretriever.default_model`.

@@ -8,6 +8,9 @@
 //! - `query_table.rs` query tables: build (`lr_build_query_table`) and lookup (`lr_encode_query`)
 //! - `search.rs`      one-call dense / sparse / hybrid search (`lr_search`)
 //! - `sparse.rs`      sparse side (`lr_encode_document_sparse`, `lr_encode_query_sparse`)
+//! - `inference.rs`   where full models run: the worker's service, or this backend if allowed
+//! - `worker.rs`      background workers: encoder service + auto-encoding queue drain
+//! - `auto_encoding.rs` `lr_enable_auto_encoding` / `lr_disable_auto_encoding`, queue triggers
 //! - `guc.rs`         `lightretriever.*` settings
 //! - `error.rs`       SQL errors with SQLSTATE and hints
 
@@ -15,22 +18,27 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod auto_encoding;
 mod catalog;
 mod documents;
 mod error;
 mod guc;
+mod inference;
 #[cfg(any(test, feature = "pg_test"))]
 mod llm_tests;
 mod pgvector;
 mod query_table;
 mod search;
 mod sparse;
+mod worker;
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!("../sql/auto_encoding.sql", name = "auto_encoding", requires = ["catalog"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    worker::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -43,6 +51,7 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // The #[pg_test] cluster preloads nothing: models run in the test backend.
+        vec!["lightretriever.allow_backend_models = on"]
     }
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use lr_model::{DocumentEncoder, ModelFamily};
+use lr_model::{ModelFamily, ModelInfo};
+use lr_service::Task;
 use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
@@ -200,14 +201,15 @@ fn lr_build_progress() -> TableIterator<
 /// Rows of the untrained table (each id through the full model, see
 /// `DocumentEncoder::table_rows`), streamed in batches, with progress as NOTICEs every 10%
 /// and in `lr_build_progress`.
-fn untrained_rows(name: &str, encoder: &DocumentEncoder, instruction: Option<&str>, rows: usize, mut sink: impl FnMut(&[f32])) {
+fn untrained_rows(name: &str, info: &ModelInfo, instruction: Option<&str>, rows: usize, mut sink: impl FnMut(&[f32])) {
     let ids: Vec<u32> = (0..rows as u32).collect();
     let progress = BuildProgress::start(name, instruction, rows);
     let mut done = 0;
     let mut next_report = 10;
     for chunk in ids.chunks(BUILD_BATCH) {
         pgrx::check_for_interrupts!();
-        let vectors = encoder.table_rows(instruction, chunk).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+        let task = Task::TableRows { instruction: instruction.map(str::to_owned), ids: chunk.to_vec() };
+        let vectors = crate::inference::dense(name, info, task);
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
         sink(&flat);
         done += chunk.len();
@@ -242,10 +244,9 @@ fn lr_build_query_table(
             Some("f16 halves the table (and its page-cache footprint) for large LLM vocabularies."),
         )
     };
-    let encoder = crate::documents::encoder(&name, &info);
-    let build = serde_json::json!({"method": "token_forward", "input": encoder.table_input(instruction), "pooling": info.pooling.as_str()});
-    write_table_version(&name, &info, instruction, "token_forward", build, encoder.dim(), dtype, |writer| {
-        untrained_rows(&name, &encoder, instruction, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
+    let build = serde_json::json!({"method": "token_forward", "input": lr_model::table_input(&info, instruction), "pooling": info.pooling.as_str()});
+    write_table_version(&name, &info, instruction, "token_forward", build, info.hidden_size, dtype, |writer| {
+        untrained_rows(&name, &info, instruction, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
     });
     info.vocab_size as i64
 }
@@ -272,8 +273,8 @@ fn lr_fit_query_table(
     let relid = source.oid();
     drop(source);
     let (texts, doc_vectors) = crate::search::corpus_rows(relid, text_column, vector_column);
-    let encoder = crate::documents::encoder(model, &info);
-    let dims = encoder.dim();
+    let encoder = WorkerSpans { name: model, info: &info };
+    let dims = info.hidden_size;
     let vocab = info.vocab_size;
 
     // The prior: the newest untrained table's rows, else computed now.
@@ -297,7 +298,7 @@ fn lr_fit_query_table(
         }
         None => {
             let mut at = 0;
-            untrained_rows(model, &encoder, instruction, vocab, |rows| {
+            untrained_rows(model, &info, instruction, vocab, |rows| {
                 init_rows[at..at + rows.len()].copy_from_slice(rows);
                 at += rows.len();
             });
@@ -325,7 +326,7 @@ fn lr_fit_query_table(
         &docs,
         doc_vectors.as_deref(),
         &tokenizer,
-        encoder.as_ref(),
+        &encoder,
         &init_rows,
         dims,
         &fit_options,
@@ -347,6 +348,19 @@ fn lr_fit_query_table(
         obj.insert("documents".into(), texts.len().into());
     }
     pgrx::JsonB(report)
+}
+
+/// The fit's span encoder: the model in the encoder worker (or this backend, if allowed).
+struct WorkerSpans<'a> {
+    name: &'a str,
+    info: &'a ModelInfo,
+}
+
+impl lr_fit::SpanEncoder for WorkerSpans<'_> {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        pgrx::check_for_interrupts!();
+        Ok(crate::inference::dense(self.name, self.info, Task::Spans { texts: texts.iter().map(|t| t.to_string()).collect() }))
+    }
 }
 
 /// Identifies one statement's snapshot of the catalog: its start time and command counter

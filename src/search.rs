@@ -126,7 +126,7 @@ pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<
     (texts, vectors)
 }
 
-fn quote_ident(name: &str) -> String {
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -181,6 +181,12 @@ fn lr_search(
         .unwrap_or_default();
     drop(source);
     let id = pick_id_column(relid, &table, id_column);
+    // An auto-encoded table names its own columns and models.
+    let auto = crate::auto_encoding::encodings("AND source = $1", &[relid.into()]).pop();
+    let dense_column = dense_column.or(auto.as_ref().map(|a| a.vector_column.as_str()));
+    let sparse_column = sparse_column.or(auto.as_ref().and_then(|a| a.sparse_column.as_deref()));
+    let model = model.or(auto.as_ref().map(|a| a.model.as_str()));
+    let sparse_model = sparse_model.or(auto.as_ref().and_then(|a| a.sparse_model.as_deref()));
     // HNSW returns at most hnsw.ef_search rows per scan: widen it (up to pgvector's maximum
     // of 1000) for this call so the candidate lists are not silently shorter than asked.
     let ef = Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search', true)").ok().flatten();

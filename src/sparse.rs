@@ -6,28 +6,17 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use lr_model::{ModelInfo, SparseDocumentEncoder};
 use lr_table::MAX_QUERY_TOKENS;
 use lr_vector::SparseVector;
 use pgrx::prelude::*;
 
-use crate::documents::cached_model;
 use crate::error::{raise, Code, OrRaise};
 use crate::guc::resolve_sparse_model;
 use crate::pgvector::SparseVec;
 
 thread_local! {
-    static SPARSE_ENCODERS: RefCell<HashMap<String, Rc<SparseDocumentEncoder>>> = RefCell::new(HashMap::new());
     /// Query tokenizers by model path: the query side needs only the vocabulary.
     static TOKENIZERS: RefCell<HashMap<String, Rc<lr_tokenizer::Tokenizer>>> = RefCell::new(HashMap::new());
-}
-
-pub fn forget_sparse_encoder(name: &str) {
-    crate::documents::forget_model(&SPARSE_ENCODERS, name);
-}
-
-fn sparse_encoder(name: &str, info: &ModelInfo) -> Rc<SparseDocumentEncoder> {
-    cached_model(&SPARSE_ENCODERS, name, info, SparseDocumentEncoder::info, SparseDocumentEncoder::load)
 }
 
 /// A sparse vector over the model's vocabulary, or an error naming the cause (pgvector's
@@ -50,8 +39,7 @@ fn lr_encode_document_sparse(doc: Option<&str>, model: default!(Option<&str>, "N
             Some("Register a SPLADE-style BertForMaskedLM model (the default is splade-tiny) and pass it as model."),
         );
     }
-    let encoder = sparse_encoder(&name, &info);
-    let pairs = encoder.encode(&[doc]).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION).pop().unwrap_or_default();
+    let pairs = crate::inference::sparse(&name, &info, vec![doc.to_owned()]).pop().unwrap_or_default();
     if pairs.len() > lr_vector::SPARSEVEC_MAX_NNZ {
         raise(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,

@@ -61,13 +61,7 @@ impl DocumentEncoder {
 
     /// How one table row is made, for the table's build record.
     pub fn table_input(&self, instruction: Option<&str>) -> String {
-        match self {
-            DocumentEncoder::Bert(_) => "[CLS] id [SEP]".into(),
-            DocumentEncoder::Llm(_) => match instruction {
-                Some(i) => format!("[bos] Instruct: {i}\\nQuery: id [eos]"),
-                None => "[bos] id [eos]".into(),
-            },
-        }
+        table_input(self.info(), instruction)
     }
 
     /// The untrained query-table rows of `ids`: each id encoded alone, behind the instruction
@@ -82,6 +76,17 @@ impl DocumentEncoder {
             (DocumentEncoder::Llm(e), Some(i)) => e.token_table_rows(&e.query_prompt_prefix(i)?, ids),
             (DocumentEncoder::Llm(e), None) => e.token_table_rows(&e.bos_prefix(), ids),
         }
+    }
+}
+
+/// How one query-table row of a model of `info`'s family is made, for the table's build record.
+pub fn table_input(info: &ModelInfo, instruction: Option<&str>) -> String {
+    if !info.family.is_decoder() {
+        return "[CLS] id [SEP]".into();
+    }
+    match instruction {
+        Some(i) => format!("[bos] Instruct: {i}\\nQuery: id [eos]"),
+        None => "[bos] id [eos]".into(),
     }
 }
 

@@ -18,7 +18,7 @@ pub use bert::BertEncoder;
 pub use candle_core::Device;
 pub use decoder::{Decoder, DecoderConfig, DecoderKind, KvCache, PaddingSide};
 pub use device::parse_device;
-pub use encoders::{DocumentEncoder, SparseDocumentEncoder};
+pub use encoders::{table_input, DocumentEncoder, SparseDocumentEncoder};
 pub use error::ModelError;
 pub use llm::LlmEncoder;
 pub use lora::{AdapterConfig, LoraAdapter};

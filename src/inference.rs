@@ -1,0 +1,136 @@
+//! Where full-model work runs: in the background worker's encoder service (the normal path,
+//! models loaded once per worker), or — only when `lightretriever.allow_backend_models = on` and
+//! no worker is running — in this backend.
+//!
+//! The backend sends the model's catalog record with each task, so the worker never reads the
+//! catalog for it; it waits for the reply in 20 ms slices, checking for cancel and
+//! statement_timeout between them.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lr_model::ModelInfo;
+use lr_service::{CallError, Client, Failure, Models, Output, Request, Task};
+use pgrx::prelude::*;
+
+use crate::error::{raise, Code};
+
+/// The socket of worker `index`, relative to the data directory (every backend's working
+/// directory), which also keeps it under the 108-byte socket path limit.
+pub fn socket_path(index: i32) -> PathBuf {
+    PathBuf::from(format!("lightretriever/encoder-{index}.sock"))
+}
+
+/// How long a backend waits for a worker that is starting or restarting.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(15);
+
+thread_local! {
+    /// This backend's connection to a worker, kept between calls.
+    static CONNECTION: RefCell<Option<Client>> = const { RefCell::new(None) };
+    /// Models this backend runs itself (allow_backend_models only).
+    static LOCAL_MODELS: RefCell<Models> = RefCell::new(Models::default());
+}
+
+/// Runs `task` on the registered model `name` and returns its vectors, one per input.
+pub fn run(name: &str, info: &ModelInfo, task: Task) -> Output {
+    let request = Request { model: name.to_owned(), info: info.clone(), task };
+    let reply = if crate::worker::workers_registered() {
+        remote(&request)
+    } else if crate::guc::allow_backend_models() {
+        let device = crate::guc::device_spec();
+        LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, &request.task))
+    } else {
+        raise(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "lightretriever: no encoder worker is running, and models do not run in backends",
+            Some(
+                "Add lightretriever to shared_preload_libraries and restart the server (the worker holds each \
+                 model once for all connections), or SET lightretriever.allow_backend_models = on to load models \
+                 in this backend.",
+            ),
+        )
+    };
+    match reply {
+        Ok(out) => out,
+        Err(Failure::Load(m)) => raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("lightretriever: {m}"), None),
+        Err(Failure::Encode(m)) => raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("lightretriever: {m}"), None),
+    }
+}
+
+/// Dense vectors (`Task::Dense`, `Spans`, `TableRows`).
+pub fn dense(name: &str, info: &ModelInfo, task: Task) -> Vec<Vec<f32>> {
+    match run(name, info, task) {
+        Output::Dense(v) => v,
+        Output::Sparse(_) => raise(Code::ERRCODE_INTERNAL_ERROR, "lightretriever: the worker answered sparse for dense", None),
+    }
+}
+
+/// Sparse vectors (`Task::Sparse`).
+pub fn sparse(name: &str, info: &ModelInfo, texts: Vec<String>) -> Vec<Vec<(u32, f32)>> {
+    match run(name, info, Task::Sparse { texts }) {
+        Output::Sparse(v) => v,
+        Output::Dense(_) => raise(Code::ERRCODE_INTERNAL_ERROR, "lightretriever: the worker answered dense for sparse", None),
+    }
+}
+
+/// Models loaded in this backend are dropped (the model was dropped or re-registered).
+pub fn forget_local(name: &str) {
+    LOCAL_MODELS.with(|m| m.borrow_mut().forget(name));
+}
+
+fn remote(request: &Request) -> lr_service::Reply {
+    // A broken kept connection (the worker restarted) is retried once on a fresh one.
+    for attempt in 0..2 {
+        let mut client = match CONNECTION.with(|c| c.borrow_mut().take()) {
+            Some(c) if attempt == 0 => c,
+            _ => connect(),
+        };
+        // The connection is out of the slot while the call runs: if a cancel unwinds through
+        // `check_for_interrupts`, it is dropped with its unread reply rather than reused.
+        match client.call(request, || {
+            pgrx::check_for_interrupts!();
+        }) {
+            Ok(reply) => {
+                CONNECTION.with(|c| *c.borrow_mut() = Some(client));
+                return reply;
+            }
+            Err(CallError::Io(_)) if attempt == 0 => continue,
+            Err(e) => raise(
+                Code::ERRCODE_CONNECTION_FAILURE,
+                format!("lightretriever: {e}"),
+                Some("The encoder worker may have crashed or been restarted; see the server log, and retry."),
+            ),
+        }
+    }
+    unreachable!("the second attempt returns or raises")
+}
+
+/// A connection to one of the workers (chosen by this backend's pid, so that backends spread
+/// over them), waiting for a worker that is (re)starting.
+fn connect() -> Client {
+    let workers = crate::guc::workers().max(1);
+    let first = unsafe { pg_sys::MyProcPid } % workers;
+    let started = Instant::now();
+    loop {
+        let mut last_error = None;
+        for k in 0..workers {
+            match Client::connect(&socket_path((first + k) % workers)) {
+                Ok(c) => return c,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if started.elapsed() >= CONNECT_PATIENCE {
+            raise(
+                Code::ERRCODE_CONNECTION_FAILURE,
+                format!(
+                    "lightretriever: cannot reach the encoder worker: {}",
+                    last_error.map(|e| e.to_string()).unwrap_or_default()
+                ),
+                Some("The worker starts with the server (lightretriever in shared_preload_libraries); see the server log for why it is not running."),
+            );
+        }
+        pgrx::check_for_interrupts!();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
