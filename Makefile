@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e install install-dev bench bench-llm clean
+.PHONY: setup demo test test-models test-crates test-pg test-e2e install install-dev bench bench-llm bench-pipeline clean
 
 setup:
 	bash scripts/setup.sh
@@ -54,6 +54,10 @@ bench: setup
 ## Decoder LLMs at real shapes (random weights): docs/s, tokens/s, projected table build time.
 bench-llm: setup
 	cargo bench -p lr-benches --profile dev --bench llm
+
+## Auto-encoding pipeline vs in-process encoding, and lr_encode_document latency, 1 vs 8 callers.
+bench-pipeline: setup install-dev
+	bash scripts/bench_pipeline.sh
 
 clean:
 	cargo clean

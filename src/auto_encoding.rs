@@ -237,9 +237,9 @@ fn lr_enable_auto_encoding(
         queue_table: format!("lr_queue_{id}"),
     };
 
-    run(&format!("ALTER TABLE {table} ADD COLUMN {} vector({})", quote_ident(&enc.vector_column), info.hidden_size));
+    run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(&enc.vector_column), pgvector_type("vector"), info.hidden_size));
     if let (Some(col), Some(si)) = (&enc.sparse_column, &sparse_info) {
-        run(&format!("ALTER TABLE {table} ADD COLUMN {} sparsevec({})", quote_ident(col), si.vocab_size));
+        run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(col), pgvector_type("sparsevec"), si.vocab_size));
     }
     create_queue_and_triggers(&enc);
 
@@ -259,6 +259,19 @@ fn lr_enable_auto_encoding(
             "lightretriever: no encoder worker drains queues in this database; rows stay queued until one does"
         );
     }
+}
+
+/// pgvector's type `name`, schema-qualified (the search_path here is pg_catalog only).
+fn pgvector_type(name: &str) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT format('%I.%I', n.nspname, t.typname) FROM pg_type t
+           JOIN pg_namespace n ON n.oid = t.typnamespace
+           JOIN pg_extension e ON e.extnamespace = n.oid AND e.extname = 'vector'
+          WHERE t.typname = $1",
+        &[name.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None))
 }
 
 /// The queue table and the triggers of `enc` (see the module comment for their semantics).
@@ -497,14 +510,14 @@ mod tests {
         Spi::run("SELECT lightretriever.lr_enable_auto_encoding('\"Q s\".nokey', 'body', 'minilm')").unwrap();
     }
 
-    #[pg_test(error = "lightretriever: column \"n\" of t_int is integer, not text")]
+    #[pg_test(error = "lightretriever: column \"n\" of public.t_int is integer, not text")]
     fn a_non_text_column_is_refused() {
         register_dense_model();
         Spi::run("CREATE TABLE t_int (id int PRIMARY KEY, n int)").unwrap();
         Spi::run("SELECT lightretriever.lr_enable_auto_encoding('t_int', 'n', 'minilm')").unwrap();
     }
 
-    #[pg_test(error = "lightretriever: t_twice is already auto-encoded")]
+    #[pg_test(error = "lightretriever: public.t_twice is already auto-encoded")]
     fn enabling_twice_is_refused() {
         register_dense_model();
         Spi::run("CREATE TABLE t_twice (id int PRIMARY KEY, body text)").unwrap();

@@ -41,24 +41,6 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_int_guc(
-        c"lightretriever.workers",
-        c"Encoder background workers started with the server (needs lightretriever in shared_preload_libraries).",
-        c"Each worker holds its own copy of every model it is asked for; 0 starts none.",
-        &WORKERS,
-        0,
-        64,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"lightretriever.database",
-        c"The database whose auto-encoding queues the workers drain.",
-        c"Encoding requests from backends are served for every database; queues only for this one.",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
     GucRegistry::define_bool_guc(
         c"lightretriever.allow_backend_models",
         c"Lets a backend load and run models itself when no encoder worker is running.",
@@ -87,16 +69,38 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
-    GucRegistry::define_int_guc(
-        c"lightretriever.max_batch",
-        c"Most documents one model run of the encoder worker takes from concurrent requests.",
-        c"",
-        &MAX_BATCH,
-        1,
-        1024,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // Postmaster-context settings exist only when the library is preloaded (PostgreSQL refuses
+    // to create them later); without preloading there are no workers for them to configure.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_int_guc(
+            c"lightretriever.workers",
+            c"Encoder background workers started with the server (needs lightretriever in shared_preload_libraries).",
+            c"Each worker holds its own copy of every model it is asked for; 0 starts none.",
+            &WORKERS,
+            0,
+            64,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"lightretriever.database",
+            c"The database whose auto-encoding queues the workers drain.",
+            c"Encoding requests from backends are served for every database; queues only for this one.",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_int_guc(
+            c"lightretriever.max_batch",
+            c"Most documents one model run of the encoder worker takes from concurrent requests.",
+            c"",
+            &MAX_BATCH,
+            1,
+            1024,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"lightretriever".as_ptr()) };
 }
 

@@ -294,6 +294,7 @@ fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
         "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid) VALUES ($1, $2, $3, $4)",
         &[enc.id.into(), (claims.len() as i32).into(), started.elapsed().as_secs_f32().into(), unsafe { pg_sys::MyProcPid }.into()],
     );
+    report_activity("");
     claims.len()
 }
 
