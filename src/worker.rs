@@ -95,7 +95,9 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
         let worked = drain_once(&service);
         if last_prune.elapsed() > Duration::from_secs(60) {
             BackgroundWorker::transaction(|| {
-                let _ = Spi::run("DELETE FROM lightretriever.lr_encoding_batches WHERE at < now() - interval '10 minutes'");
+                let _ = in_subtransaction(|| {
+                    Spi::run("DELETE FROM lightretriever.lr_encoding_batches WHERE at < now() - interval '10 minutes'")
+                });
             });
             last_prune = Instant::now();
         }
@@ -228,8 +230,8 @@ fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
     // Texts as of now; `found` false = the row is gone.
     let read = in_subtransaction(|| {
         as_role(owner, || {
-            Spi::connect(|c| {
-                c.select(
+            Spi::connect_mut(|c| {
+                c.update(
                     &format!(
                         "SELECT k.n, s.ctid IS NOT NULL, s.{text_col}::text FROM {join} LEFT JOIN {} s ON {on} ORDER BY k.n",
                         enc.source_name
@@ -287,13 +289,21 @@ fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
             }
         }
     }
-    if !finished.is_empty() {
-        let _ = Spi::run_with_args(&format!("DELETE FROM {} WHERE id = ANY($1)", enc.queue()), &[finished.into()]);
+    let pid = unsafe { pg_sys::MyProcPid };
+    let seconds = started.elapsed().as_secs_f32();
+    let booked = in_subtransaction(|| {
+        if !finished.is_empty() {
+            Spi::run_with_args(&format!("DELETE FROM {} WHERE id = ANY($1)", enc.queue()), &[finished.into()])?;
+        }
+        Spi::run_with_args(
+            "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid)
+             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id = $1",
+            &[enc.id.into(), (claims.len() as i32).into(), seconds.into(), pid.into()],
+        )
+    });
+    if let Ok(Err(e)) | Err(e) = booked.map(|r| r.map_err(|e| e.to_string())) {
+        record_error(enc, claims.len(), &format!("cannot finish the batch: {e}"));
     }
-    let _ = Spi::run_with_args(
-        "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid) VALUES ($1, $2, $3, $4)",
-        &[enc.id.into(), (claims.len() as i32).into(), started.elapsed().as_secs_f32().into(), unsafe { pg_sys::MyProcPid }.into()],
-    );
     report_activity("");
     claims.len()
 }
@@ -310,8 +320,8 @@ fn claim(enc: &AutoEncoding) -> Result<Vec<Claim>, String> {
         enc.queue(),
         keys.join(", ")
     );
-    Spi::connect(|c| {
-        c.select(&sql, None, &[enc.batch_size.into()])?
+    Spi::connect_mut(|c| {
+        c.update(&sql, None, &[enc.batch_size.into()])?
             .map(|r| {
                 let queue_ids = r.get::<Vec<i64>>(1)?.unwrap_or_default();
                 let key = (0..keys.len()).map(|i| r.get::<String>(i + 2).map(Option::unwrap_or_default)).collect::<Result<_, _>>()?;
@@ -421,8 +431,8 @@ fn write_vectors(enc: &AutoEncoding, owner: pg_sys::Oid, done: &[(&Claim, &Strin
     let sparse_dim = enc.sparse_column.as_ref().map(|_| sparse_dim(enc));
     as_role(owner, || {
         // Lock the rows we can without waiting; a row a user transaction holds is skipped.
-        let locked: Vec<(i64, String, Option<String>)> = Spi::connect(|c| {
-            c.select(
+        let locked: Vec<(i64, String, Option<String>)> = Spi::connect_mut(|c| {
+            c.update(
                 &format!(
                     "SELECT k.n, s.ctid::text, s.{text_col}::text FROM {join} JOIN {} s ON {on} FOR NO KEY UPDATE OF s SKIP LOCKED",
                     enc.source_name
@@ -485,39 +495,45 @@ fn fail(enc: &AutoEncoding, claims: &[&Claim], error: &str) {
     let ids: Vec<i64> = claims.iter().flat_map(|c| c.queue_ids.iter().copied()).collect();
     record_error(enc, claims.len(), error);
     let queue = enc.queue();
-    let _ = Spi::run_with_args(
-        &format!(
-            "UPDATE {queue} SET attempts = attempts + 1, last_error = $2,
-                    retry_at = now() + make_interval(secs => least(60, 2 ^ attempts))
-              WHERE id = ANY($1)"
-        ),
-        &[ids.clone().into(), error.into()],
-    );
-    let row_key: Vec<String> = enc
-        .key_columns
-        .iter()
-        .zip(enc.queue_keys())
-        .map(|(c, k)| format!("{}, {k}", pgrx::spi::quote_literal(c)))
-        .collect();
-    let moved = Spi::run_with_args(
-        &format!(
-            "WITH moved AS (DELETE FROM {queue} WHERE id = ANY($1) AND attempts >= $2 RETURNING *)
-             INSERT INTO lightretriever.lr_failed_items (encoding_id, row_key, error, attempts)
-             SELECT DISTINCT ON (row_key) $3, row_key, error, attempts
-               FROM (SELECT jsonb_build_object({}) AS row_key, last_error AS error, attempts FROM moved) m",
-            row_key.join(", ")
-        ),
-        &[ids.into(), crate::guc::max_retries().into(), enc.id.into()],
-    );
-    if let Err(e) = moved {
-        pgrx::log!("lightretriever: cannot move failed rows of {}: {e}", enc.source_name);
+    let counted = in_subtransaction(|| {
+        Spi::run_with_args(
+            &format!(
+                "UPDATE {queue} SET attempts = attempts + 1, last_error = $2,
+                        retry_at = now() + make_interval(secs => least(60, 2 ^ attempts))
+                  WHERE id = ANY($1)"
+            ),
+            &[ids.clone().into(), error.into()],
+        )?;
+        let row_key: Vec<String> = enc
+            .key_columns
+            .iter()
+            .zip(enc.queue_keys())
+            .map(|(c, k)| format!("{}, {k}", pgrx::spi::quote_literal(c)))
+            .collect();
+        Spi::run_with_args(
+            &format!(
+                "WITH moved AS (DELETE FROM {queue} WHERE id = ANY($1) AND attempts >= $2 RETURNING *)
+                 INSERT INTO lightretriever.lr_failed_items (encoding_id, row_key, error, attempts)
+                 SELECT DISTINCT ON (row_key) $3, row_key, error, attempts
+                   FROM (SELECT jsonb_build_object({}) AS row_key, last_error AS error, attempts FROM moved) m",
+                row_key.join(", ")
+            ),
+            &[ids.into(), crate::guc::max_retries().into(), enc.id.into()],
+        )
+    });
+    if let Ok(Err(e)) | Err(e) = counted.map(|r| r.map_err(|e| e.to_string())) {
+        pgrx::log!("lightretriever: cannot count the failure of rows of {}: {e}", enc.source_name);
     }
 }
 
 fn record_error(enc: &AutoEncoding, rows: usize, error: &str) {
     pgrx::log!("lightretriever: auto-encoding of {}: {error}", enc.source_name);
-    let _ = Spi::run_with_args(
-        "INSERT INTO lightretriever.lr_encoding_errors (encoding_id, worker_pid, rows, error) VALUES ($1, $2, $3, $4)",
-        &[enc.id.into(), unsafe { pg_sys::MyProcPid }.into(), (rows as i32).into(), error.into()],
-    );
+    // The table may have been dropped meanwhile (its catalog row with it): never fail here.
+    let _ = in_subtransaction(|| {
+        Spi::run_with_args(
+            "INSERT INTO lightretriever.lr_encoding_errors (encoding_id, worker_pid, rows, error)
+             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id = $1",
+            &[enc.id.into(), unsafe { pg_sys::MyProcPid }.into(), (rows as i32).into(), error.into()],
+        )
+    });
 }

@@ -60,12 +60,17 @@ pub fn connect_retrying(db: &str, patience: std::time::Duration) -> Client {
     let port = std::env::var("LR_TEST_PGPORT").unwrap_or_else(|_| "28815".into());
     let started = std::time::Instant::now();
     loop {
-        match Client::connect(&format!("host={host} port={port} user=postgres dbname={db}"), NoTls) {
-            Ok(mut c) if c.simple_query("SELECT 1").is_ok() => return c,
-            Ok(_) | Err(_) if started.elapsed() < patience => std::thread::sleep(std::time::Duration::from_millis(250)),
-            Ok(_) => panic!("the server accepts connections but cannot run queries"),
-            Err(e) => panic!("cannot connect within {patience:?}: {e}"),
+        let error = match Client::connect(&format!("host={host} port={port} user=postgres dbname={db}"), NoTls) {
+            Ok(mut c) => match c.simple_query("SELECT 1") {
+                Ok(_) => return c,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if started.elapsed() >= patience {
+            panic!("cannot connect within {patience:?}: {error}");
         }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
 
@@ -73,7 +78,7 @@ pub fn connect_retrying(db: &str, patience: std::time::Duration) -> Client {
 pub fn wait_for_encoding(c: &mut Client, table: &str, seconds: u32) {
     let drained: bool = c
         .query_one(
-            "SELECT lightretriever.lr_wait_for_encoding($1::regclass, make_interval(secs => $2))",
+            "SELECT lightretriever.lr_wait_for_encoding($1::text::regclass, make_interval(secs => $2))",
             &[&table, &(seconds as f64)],
         )
         .unwrap()

@@ -51,7 +51,7 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
     let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut with_notices = notice_connection("postgres", notices.clone());
     with_notices
-        .execute("SELECT lightretriever.lr_enable_auto_encoding($1::regclass, 'body', 'minilm', batch_size => 32)", &[&table])
+        .execute("SELECT lightretriever.lr_enable_auto_encoding($1::text::regclass, 'body', 'minilm', batch_size => 32)", &[&table])
         .unwrap();
     assert!(
         notices.lock().unwrap().iter().any(|n| n == "lightretriever: enqueued 1000 rows of \"lr pipe\".\"Docs\" for encoding by \"minilm\""),
@@ -113,7 +113,7 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
     assert_eq!(huge.as_slice().len(), 384);
     // Nothing left behind, nothing failed, no more encodings than enqueue events.
     assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_failed_items"), 0);
-    let queue: String = c.query_one("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = $1::regclass", &[&table]).unwrap().get(0);
+    let queue: String = c.query_one("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = $1::text::regclass", &[&table]).unwrap().get(0);
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);
     let handled = count(&mut c, "SELECT coalesce(sum(rows), 0)::bigint FROM lightretriever.lr_encoding_batches b JOIN lightretriever.lr_auto_encodings a ON a.id = b.encoding_id WHERE a.source = '\"lr pipe\".\"Docs\"'::regclass");
     assert!(handled >= rows - count(&mut c, &format!("SELECT count(*) FROM {table} WHERE body IS NULL")), "every row was encoded by a batch");
@@ -121,7 +121,7 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
 
     let status = c
         .query_one(
-            "SELECT pending, in_flight, failed, done, model, worker_pid IS NOT NULL FROM lightretriever.lr_encoding_status WHERE source = $1::regclass",
+            "SELECT pending, in_flight, failed, done, model, worker_pid IS NOT NULL FROM lightretriever.lr_encoding_status WHERE source = $1::text::regclass",
             &[&table],
         )
         .unwrap();
@@ -220,7 +220,8 @@ fn a_broken_model_fails_its_rows_and_other_tables_keep_flowing() {
     c.batch_execute("SELECT lightretriever.lr_drop_model(name) FROM lightretriever.lr_models WHERE name = 'broken'").unwrap();
     c.execute("SELECT lightretriever.lr_register_model('broken', $1)", &[&broken.to_string_lossy().as_ref()]).unwrap();
     std::fs::write(broken.join("model.safetensors"), b"this is not a safetensors file").unwrap();
-    c.batch_execute("ALTER SYSTEM SET lightretriever.max_retries = 2; SELECT pg_reload_conf()").unwrap();
+    c.batch_execute("ALTER SYSTEM SET lightretriever.max_retries = 2").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
     c.batch_execute(
         "CREATE TABLE lr_fail.bad (id int PRIMARY KEY, body text);
          CREATE TABLE lr_fail.good (id int PRIMARY KEY, body text);
@@ -256,7 +257,9 @@ fn a_broken_model_fails_its_rows_and_other_tables_keep_flowing() {
     c.batch_execute("DELETE FROM lr_fail.bad WHERE id = 1").unwrap();
     let retried: i64 = c.query_one("SELECT lightretriever.lr_retry_failed('lr_fail.bad')", &[]).unwrap().get(0);
     assert_eq!(retried, 19);
-    c.batch_execute("ALTER SYSTEM RESET lightretriever.max_retries; SELECT pg_reload_conf(); DROP SCHEMA lr_fail CASCADE").unwrap();
+    c.batch_execute("ALTER SYSTEM RESET lightretriever.max_retries").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    c.batch_execute("DROP SCHEMA lr_fail CASCADE").unwrap();
     // Dropping the tables (event trigger) took their auto-encodings, queues and records along.
     assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings a WHERE a.model = 'broken'"), 0);
     assert_eq!(count(&mut c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'lightretriever' AND tablename LIKE 'lr_queue_%' AND tablename NOT IN (SELECT queue_table FROM lightretriever.lr_auto_encodings)"), 0);
@@ -290,7 +293,7 @@ fn only_owners_enable_and_quoted_names_work_with_owner_rights() {
     let (msg, _) = error_of(&mut c, &format!("SELECT lightretriever.lr_enable_auto_encoding('{}', 'Body Text', 'minilm')", table.replace('\'', "''")));
     assert_eq!(msg, format!("lightretriever: must be the owner of table {table} to change its auto-encoding"));
     c.batch_execute("RESET ROLE; SET ROLE lr_alice").unwrap();
-    c.execute("SELECT lightretriever.lr_enable_auto_encoding($1::regclass, 'Body Text', 'minilm')", &[&table]).unwrap();
+    c.execute("SELECT lightretriever.lr_enable_auto_encoding($1::text::regclass, 'Body Text', 'minilm')", &[&table]).unwrap();
     c.batch_execute(&format!("INSERT INTO {table} VALUES (3, 'e\"f', 'third text')")).unwrap();
     wait_for_encoding(&mut c, table, 120);
     assert_eq!(wrong_vectors(&mut c, table, "\"Key\"", "\"Body Text\"", "\"Body Text_embedding\""), 0);
@@ -302,7 +305,7 @@ fn only_owners_enable_and_quoted_names_work_with_owner_rights() {
     let (msg, _) = error_of(&mut c, &format!("SELECT lightretriever.lr_disable_auto_encoding('{}')", table.replace('\'', "''")));
     assert!(msg.starts_with("lightretriever: must be the owner"), "{msg}");
     c.batch_execute("RESET ROLE; SET ROLE lr_alice").unwrap();
-    c.execute("SELECT lightretriever.lr_disable_auto_encoding($1::regclass, drop_columns => true)", &[&table]).unwrap();
+    c.execute("SELECT lightretriever.lr_disable_auto_encoding($1::text::regclass, drop_columns => true)", &[&table]).unwrap();
     assert_eq!(
         count(&mut c, &format!("SELECT count(*) FROM pg_attribute WHERE attrelid = '{}'::regclass AND attname = 'Body Text_embedding' AND NOT attisdropped", table.replace('\'', "''"))),
         0
