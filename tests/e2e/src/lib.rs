@@ -96,7 +96,7 @@ pub fn wrong_vectors(c: &mut Client, table: &str, key: &str, text: &str, vector:
                           FROM {table} WHERE {text} IS NOT NULL),
                   fresh AS (SELECT i.id, e.v FROM x,
                                    unnest(x.ids) WITH ORDINALITY AS i(id, n)
-                              JOIN lightretriever.lr_encode_documents(x.texts) WITH ORDINALITY AS e(v, n) USING (n))
+                              JOIN lightretriever.lr_encode_documents(x.texts, 'minilm') WITH ORDINALITY AS e(v, n) USING (n))
              SELECT (SELECT count(*) FROM {table} t JOIN fresh f ON f.id = t.{key}
                       WHERE t.{vector} IS NULL OR (t.{vector} <-> f.v) > 1e-5)
                   + (SELECT count(*) FROM {table} WHERE {text} IS NULL AND {vector} IS NOT NULL)"
