@@ -56,6 +56,10 @@ fn main() {
     let lookup = lookup(&enc);
     let ids = lookup.token_ids(QUERY).unwrap();
     eprintln!("query: {QUERY:?} = {} tokens", ids.len());
+    // The lookup encoder must tokenize through the fast path, with the tokenizers crate's answer.
+    let qt = lookup.query_tokenizer();
+    assert_eq!(qt.fast_ids(QUERY).as_deref(), Some(&ids[..]), "{:?}", qt.why_no_fast_path());
+    assert_eq!(lr_tokenizer::plain_ids(lookup.tokenizer(), QUERY).unwrap(), ids);
     let batch: Vec<String> = (0..32).map(|i| format!("{QUERY} number {i}")).collect();
     let batch_refs: Vec<&str> = batch.iter().map(String::as_str).collect();
 
@@ -63,6 +67,10 @@ fn main() {
     let mut g = c.benchmark_group("query_encoding");
     g.bench_function("lookup_tokenize_and_mean", |b| b.iter(|| lookup.encode(black_box(QUERY)).unwrap()));
     g.bench_function("lookup_mean_only", |b| b.iter(|| lookup.encode_ids(black_box(&ids)).unwrap()));
+    g.bench_function("lookup_tokenize_only", |b| b.iter(|| lookup.token_ids(black_box(QUERY)).unwrap()));
+    g.bench_function("hf_tokenize_only", |b| {
+        b.iter(|| lr_tokenizer::plain_ids(lookup.tokenizer(), black_box(QUERY)).unwrap())
+    });
     g.sample_size(20);
     g.bench_function("full_model_batch_1", |b| b.iter(|| enc.encode(black_box(&[QUERY])).unwrap()));
     g.throughput(Throughput::Elements(32));
@@ -73,6 +81,12 @@ fn main() {
     let lookup_s = time_per_call(20_000, || {
         black_box(lookup.encode(QUERY).unwrap());
     });
+    let tokenize_s = time_per_call(20_000, || {
+        black_box(lookup.token_ids(QUERY).unwrap());
+    });
+    let hf_tokenize_s = time_per_call(5_000, || {
+        black_box(lr_tokenizer::plain_ids(lookup.tokenizer(), QUERY).unwrap());
+    });
     let full1_s = time_per_call(50, || {
         black_box(enc.encode(&[QUERY]).unwrap());
     });
@@ -81,6 +95,8 @@ fn main() {
     }) / 32.0;
     println!("\n== ratios ({} query tokens, 2 threads)", ids.len());
     println!("lookup encode:            {:>10.2} us/query", lookup_s * 1e6);
+    println!("  tokenize only (fast):   {:>10.2} us/query", tokenize_s * 1e6);
+    println!("  tokenize only (HF):     {:>10.2} us/query  (tokenizers' encode, for comparison)", hf_tokenize_s * 1e6);
     println!("full model, batch 1:      {:>10.2} us/query  ({:.0}x the lookup)", full1_s * 1e6, full1_s / lookup_s);
     println!("full model, batch 32:     {:>10.2} us/query  ({:.0}x the lookup)", full32_s * 1e6, full32_s / lookup_s);
 }

@@ -1,7 +1,9 @@
 //! The lookup query encoder: tokenize, average table rows (weighted when the table stores
-//! per-row weights), L2-normalise. No model, no inference.
+//! per-row weights), L2-normalise. No model, no inference. Tokenizing goes through
+//! [`QueryTokenizer`] (the exact ids of `lr_tokenizer::plain_ids`, without the Hugging Face
+//! pipeline's overhead on ASCII queries to BERT WordPiece tokenizers).
 
-use lr_tokenizer::Tokenizer;
+use lr_tokenizer::{QueryTokenizer, Tokenizer};
 
 use crate::format::QueryTable;
 
@@ -36,13 +38,23 @@ impl std::error::Error for LookupError {}
 
 pub struct LookupEncoder {
     table: QueryTable,
-    tokenizer: Tokenizer,
+    tokenizer: QueryTokenizer,
 }
 
 impl LookupEncoder {
     /// `tokenizer` must be loaded without truncation (queries are cut at 512 tokens here).
     pub fn new(table: QueryTable, tokenizer: Tokenizer) -> Self {
-        LookupEncoder { table, tokenizer }
+        LookupEncoder { table, tokenizer: QueryTokenizer::new(tokenizer) }
+    }
+
+    /// The Hugging Face tokenizer the encoder was built with.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        self.tokenizer.tokenizer()
+    }
+
+    /// The query tokenizer `token_ids` and `encode` use.
+    pub fn query_tokenizer(&self) -> &QueryTokenizer {
+        &self.tokenizer
     }
 
     pub fn table(&self) -> &QueryTable {
@@ -54,7 +66,7 @@ impl LookupEncoder {
     }
 
     pub fn token_ids(&self, query: &str) -> Result<Vec<u32>, LookupError> {
-        let mut ids = lr_tokenizer::plain_ids(&self.tokenizer, query).map_err(LookupError::Tokenizer)?;
+        let mut ids = self.tokenizer.ids(query).map_err(LookupError::Tokenizer)?;
         ids.truncate(MAX_QUERY_TOKENS);
         Ok(ids)
     }

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+mod query;
+pub use query::QueryTokenizer;
+
 pub use tokenizers::{Encoding, Tokenizer};
 use tokenizers::TruncationParams;
 
