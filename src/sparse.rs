@@ -16,7 +16,7 @@ use crate::pgvector::SparseVec;
 
 thread_local! {
     /// Query tokenizers by model path: the query side needs only the vocabulary.
-    static TOKENIZERS: RefCell<HashMap<String, Rc<lr_tokenizer::Tokenizer>>> = RefCell::new(HashMap::new());
+    static TOKENIZERS: RefCell<HashMap<String, Rc<lr_tokenizer::QueryTokenizer>>> = RefCell::new(HashMap::new());
 }
 
 /// A sparse vector over the model's vocabulary, or an error naming the cause (pgvector's
@@ -73,15 +73,14 @@ pub fn encode_query_sparse(query: &str, model: Option<&str>) -> SparseVec {
     let tokenizer = match TOKENIZERS.with(|m| m.borrow().get(&key).cloned()) {
         Some(t) => t,
         None => {
-            let t = Rc::new(
-                lr_tokenizer::load_tokenizer(Path::new(&key), None)
-                    .or_raise(Code::ERRCODE_IO_ERROR),
-            );
+            let t = Rc::new(lr_tokenizer::QueryTokenizer::new(
+                lr_tokenizer::load_tokenizer(Path::new(&key), None).or_raise(Code::ERRCODE_IO_ERROR),
+            ));
             TOKENIZERS.with(|m| m.borrow_mut().insert(key, t.clone()));
             t
         }
     };
-    let mut ids = lr_tokenizer::plain_ids(&tokenizer, query).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+    let mut ids = tokenizer.ids(query).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
     ids.truncate(MAX_QUERY_TOKENS);
     if ids.is_empty() {
         raise(

@@ -210,6 +210,14 @@ fn key_args(claims: &[Claim], columns: usize) -> Vec<DatumWithOid<'static>> {
 /// One batch of `enc` inside the current transaction; returns the rows handled.
 fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
     let started = Instant::now();
+    // The source first, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the
+    // drop event trigger drops the queue). A source being changed is skipped this round.
+    let source_locked = in_subtransaction(|| {
+        Spi::run(&format!("LOCK TABLE ONLY {} IN ACCESS SHARE MODE NOWAIT", enc.source_name))
+    });
+    if !matches!(source_locked, Ok(Ok(()))) {
+        return 0;
+    }
     let claimed = in_subtransaction(|| claim(enc));
     let claims = match claimed {
         Ok(Ok(c)) => c,
