@@ -144,4 +144,38 @@ mod tests {
     fn decoders_refuse_other_poolings() {
         register("tm", "tiny-mistral", r#"{"pooling": "mean"}"#);
     }
+
+    /// An auto-encoded table names its own vector column and model for `lr_search` (here
+    /// beside a second `vector` column that would otherwise make the choice ambiguous).
+    #[pg_test]
+    fn an_auto_encoded_table_is_searched_without_naming_columns() {
+        register("tq3", "tiny-qwen3", "{}");
+        Spi::run("SELECT lightretriever.lr_build_query_table('tq3')").unwrap();
+        let r = tiny_reference("tiny-qwen3");
+        let (a, b) = (sequence(&r, 1), sequence(&r, 2));
+        let (a, b) = (text_of("tiny-qwen3", &a[1..a.len() - 1]), text_of("tiny-qwen3", &b[1..b.len() - 1]));
+        let dim = Spi::get_one::<i32>("SELECT hidden_size FROM lightretriever.lr_models WHERE name = 'tq3'").unwrap().unwrap();
+        Spi::run(&format!("CREATE TABLE s_docs (id bigint PRIMARY KEY, body text, other vector({dim}))")).unwrap();
+        Spi::run_with_args("INSERT INTO s_docs (id, body) VALUES (1, $1), (2, $2)", &[a.as_str().into(), b.as_str().into()]).unwrap();
+        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('s_docs', 'body', 'tq3')").unwrap();
+        // No worker in this server: write the vectors as it would.
+        Spi::run("UPDATE s_docs SET body_embedding = lightretriever.lr_encode_document(body, 'tq3')").unwrap();
+        let hits: Vec<i64> = Spi::connect(|c| {
+            c.select("SELECT id FROM lightretriever.lr_search('s_docs', $1, k => 2, mode => 'dense')", None, &[a.as_str().into()])
+                .unwrap()
+                .map(|r| r.get::<i64>(1).unwrap().unwrap())
+                .collect()
+        });
+        let want: Vec<i64> = Spi::connect(|c| {
+            c.select(
+                "SELECT id FROM s_docs ORDER BY body_embedding <#> lightretriever.lr_encode_query($1, 'tq3'), id",
+                None,
+                &[a.as_str().into()],
+            )
+            .unwrap()
+            .map(|r| r.get::<i64>(1).unwrap().unwrap())
+            .collect()
+        });
+        assert_eq!(hits, want);
+    }
 }
