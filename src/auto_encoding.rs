@@ -101,6 +101,7 @@ fn run(sql: &str) {
 /// `<text_column>_sparse sparsevec(vocab)` with a sparse model), a queue, and triggers, and
 /// enqueues every row with a non-NULL text. The background worker does the encoding.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[pgrx::search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_enable_auto_encoding(
     source: pgrx::PgRelation,
     text_column: &str,
@@ -108,8 +109,6 @@ fn lr_enable_auto_encoding(
     sparse_model: default!(Option<&str>, "NULL"),
     batch_size: default!(i32, 32),
 ) {
-    // SECURITY DEFINER runs with the extension owner's search_path too: pin it.
-    run("SET LOCAL search_path = pg_catalog, pg_temp");
     let source = relid(source);
     let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
         .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
@@ -376,8 +375,8 @@ fn create_queue_and_triggers(enc: &AutoEncoding) {
 /// Stops auto-encoding `source`: drops its triggers, queue and failed records; with
 /// `drop_columns` also the vector column(s) it added (otherwise the vectors stay).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[pgrx::search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(bool, false)) {
-    run("SET LOCAL search_path = pg_catalog, pg_temp");
     let source = relid(source);
     let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
         .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
@@ -401,8 +400,8 @@ fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(boo
 
 /// Puts the failed rows of `source` back in its queue (attempts start again). Returns how many.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[pgrx::search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_retry_failed(source: pgrx::PgRelation) -> i64 {
-    run("SET LOCAL search_path = pg_catalog, pg_temp");
     let source = relid(source);
     let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
         .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
@@ -503,25 +502,27 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM pg_proc WHERE proname LIKE 'lr_auto_encoding\\_%\\_%'"), 0);
     }
 
+    /// Runs `setup`, then enables `table.column` on the default test model.
+    fn enable(setup: &str, table: &str, column: &str) {
+        register_dense_model();
+        Spi::run(setup).unwrap();
+        Spi::run_with_args("SELECT lightretriever.lr_enable_auto_encoding($1::regclass, $2, 'minilm')", &[table.into(), column.into()])
+            .unwrap();
+    }
+
     #[pg_test(error = "lightretriever: \"Q s\".nokey has no primary key")]
     fn a_table_without_primary_key_is_refused() {
-        register_dense_model();
-        Spi::run("CREATE SCHEMA \"Q s\"; CREATE TABLE \"Q s\".nokey (body text)").unwrap();
-        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('\"Q s\".nokey', 'body', 'minilm')").unwrap();
+        enable("CREATE SCHEMA \"Q s\"; CREATE TABLE \"Q s\".nokey (body text)", "\"Q s\".nokey", "body");
     }
 
     #[pg_test(error = "lightretriever: column \"n\" of public.t_int is integer, not text")]
     fn a_non_text_column_is_refused() {
-        register_dense_model();
-        Spi::run("CREATE TABLE t_int (id int PRIMARY KEY, n int)").unwrap();
-        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('t_int', 'n', 'minilm')").unwrap();
+        enable("CREATE TABLE t_int (id int PRIMARY KEY, n int)", "t_int", "n");
     }
 
     #[pg_test(error = "lightretriever: public.t_twice is already auto-encoded")]
     fn enabling_twice_is_refused() {
-        register_dense_model();
-        Spi::run("CREATE TABLE t_twice (id int PRIMARY KEY, body text)").unwrap();
-        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('t_twice', 'body', 'minilm')").unwrap();
+        enable("CREATE TABLE t_twice (id int PRIMARY KEY, body text)", "t_twice", "body");
         Spi::run("SELECT lightretriever.lr_enable_auto_encoding('t_twice', 'body', 'minilm')").unwrap();
     }
 
