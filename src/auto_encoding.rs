@@ -8,6 +8,7 @@
 //! queue and failed records of the table go.
 
 use pgrx::prelude::*;
+use pgrx::search_path;
 
 use crate::error::{raise, Code, OrRaise};
 use crate::search::quote_ident;
@@ -101,7 +102,7 @@ fn run(sql: &str) {
 /// `<text_column>_sparse sparsevec(vocab)` with a sparse model), a queue, and triggers, and
 /// enqueues every row with a non-NULL text. The background worker does the encoding.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[pgrx::search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_enable_auto_encoding(
     source: pgrx::PgRelation,
     text_column: &str,
@@ -375,7 +376,7 @@ fn create_queue_and_triggers(enc: &AutoEncoding) {
 /// Stops auto-encoding `source`: drops its triggers, queue and failed records; with
 /// `drop_columns` also the vector column(s) it added (otherwise the vectors stay).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[pgrx::search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(bool, false)) {
     let source = relid(source);
     let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
@@ -400,7 +401,7 @@ fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(boo
 
 /// Puts the failed rows of `source` back in its queue (attempts start again). Returns how many.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[pgrx::search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_retry_failed(source: pgrx::PgRelation) -> i64 {
     let source = relid(source);
     let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
