@@ -500,7 +500,7 @@ mod tests {
         Spi::run("DROP TABLE \"Q s\".\"Docs\"").unwrap();
         assert_eq!(count("SELECT count(*) FROM lightretriever.lr_auto_encodings"), 0);
         assert_eq!(count(&format!("SELECT count(*) FROM pg_class WHERE relname = '{queue}'")), 0);
-        assert_eq!(count("SELECT count(*) FROM pg_proc WHERE proname LIKE 'lr_auto_encoding\\_%\\_%'"), 0);
+        assert_eq!(count("SELECT count(*) FROM pg_proc WHERE proname ~ '^lr_auto_encoding_[0-9]+_'"), 0);
     }
 
     /// Runs `setup`, then enables `table.column` on the default test model.
