@@ -94,6 +94,26 @@ fn relid(rel: pgrx::PgRelation) -> pg_sys::Oid {
     rel.oid()
 }
 
+/// `source`'s oid and qualified name, for its owner only.
+fn owned_table(source: pgrx::PgRelation) -> (pg_sys::Oid, String) {
+    let source = relid(source);
+    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
+        .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
+        .unwrap_or_default();
+    require_owner(source, &table);
+    (source, table)
+}
+
+/// The auto-encoding of `source` as (qualified table name, record), for its owner only; an
+/// error when the caller does not own it or it is not auto-encoded.
+fn owned_auto_encoding(source: pgrx::PgRelation) -> (String, AutoEncoding) {
+    let (source, table) = owned_table(source);
+    let Some(enc) = encodings("AND source = $1", &[source.into()]).pop() else {
+        raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("lightretriever: {table} is not auto-encoded"), None)
+    };
+    (table, enc)
+}
+
 fn run(sql: &str) {
     Spi::run(sql).unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e} in {sql}"), None));
 }
@@ -110,11 +130,7 @@ fn lr_enable_auto_encoding(
     sparse_model: default!(Option<&str>, "NULL"),
     batch_size: default!(i32, 32),
 ) {
-    let source = relid(source);
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
-        .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
-        .unwrap_or_default();
-    require_owner(source, &table);
+    let (source, table) = owned_table(source);
     let kind = Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[source.into()])
         .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     if !matches!(kind.as_deref(), Some("r") | Some("p")) {
@@ -378,14 +394,7 @@ fn create_queue_and_triggers(enc: &AutoEncoding) {
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(bool, false)) {
-    let source = relid(source);
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
-        .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
-        .unwrap_or_default();
-    require_owner(source, &table);
-    let Some(enc) = encodings("AND source = $1", &[source.into()]).pop() else {
-        raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("lightretriever: {table} is not auto-encoded"), None)
-    };
+    let (table, enc) = owned_auto_encoding(source);
     for trigger in ["lr_auto_encoding_clear", "lr_auto_encoding_enqueue", "lr_auto_encoding_forget", "lr_auto_encoding_truncate"] {
         run(&format!("DROP TRIGGER IF EXISTS {trigger} ON {table}"));
     }
@@ -403,14 +412,7 @@ fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(boo
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_retry_failed(source: pgrx::PgRelation) -> i64 {
-    let source = relid(source);
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
-        .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
-        .unwrap_or_default();
-    require_owner(source, &table);
-    let Some(enc) = encodings("AND source = $1", &[source.into()]).pop() else {
-        raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("lightretriever: {table} is not auto-encoded"), None)
-    };
+    let (_, enc) = owned_auto_encoding(source);
     let from_key: Vec<String> = enc
         .key_columns
         .iter()
