@@ -165,6 +165,21 @@ fn lr_enable_auto_encoding(
         ),
         None => raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{text_column}\""), None),
     }
+    // A BEFORE trigger sees a generated column as NULL (PostgreSQL computes it afterwards), and
+    // PostgreSQL 15 fires `UPDATE OF` a generated column on every update: the stale-vector
+    // trigger would clear vectors that nothing re-encodes.
+    let generated = Spi::get_one_with_args::<bool>(
+        "SELECT attgenerated <> '' FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+        &[source.into(), text_column.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    if generated == Some(true) {
+        raise(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("lightretriever: column \"{text_column}\" of {table} is a generated column"),
+            Some("Generated columns are computed after BEFORE triggers, so a changed text could not clear its stale vector. Auto-encode a plain text column (filled by the application, or by your own BEFORE trigger named to sort before lr_auto_encoding_clear)."),
+        );
+    }
     let (key_columns, key_types): (Vec<String>, Vec<String>) = Spi::connect(|c| {
         c.select(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
@@ -521,6 +536,15 @@ mod tests {
     #[pg_test(error = "lightretriever: column \"n\" of public.t_int is integer, not text")]
     fn a_non_text_column_is_refused() {
         enable("CREATE TABLE t_int (id int PRIMARY KEY, n int)", "t_int", "n");
+    }
+
+    #[pg_test(error = "lightretriever: column \"full_text\" of public.t_gen is a generated column")]
+    fn a_generated_column_is_refused() {
+        enable(
+            "CREATE TABLE t_gen (id int PRIMARY KEY, title text, body text, full_text text GENERATED ALWAYS AS (title || ' ' || body) STORED)",
+            "t_gen",
+            "full_text",
+        );
     }
 
     #[pg_test(error = "lightretriever: public.t_twice is already auto-encoded")]
