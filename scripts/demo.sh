@@ -63,7 +63,7 @@ SELECT s.id, round(s.score::numeric, 3) AS score, round(s.dense_score::numeric, 
 SQL
 done
 echo
-echo "== lookup vs full-model query encoding, 200 calls each, in this backend"
+echo "== query encoding, 200 calls each: lookup (in this backend, no model) vs full model (through the encoder worker)"
 psql_ <<'SQL'
 SET search_path = public, lightretriever;
 DO $$
