@@ -10,7 +10,7 @@
 use pgrx::prelude::*;
 use pgrx::search_path;
 
-use crate::error::{raise, Code, OrRaise};
+use crate::error::{raise, row_or_none, Code, OrRaise};
 use crate::search::quote_ident;
 
 /// The catalog row of one auto-encoded table, as the worker and the functions here use it.
@@ -151,28 +151,26 @@ fn lr_enable_auto_encoding(
             Some("Disable it first with lightretriever.lr_disable_auto_encoding."),
         );
     }
-    let text_type = Spi::get_one_with_args::<String>(
-        "SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+    // One catalog read for the column's existence, type and generatedness.
+    let column = row_or_none(Spi::get_two_with_args::<String, bool>(
+        "SELECT format_type(atttypid, NULL), attgenerated <> '' FROM pg_attribute
+          WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
         &[source.into(), text_column.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    ));
+    let Some((text_type, generated)) = column else {
+        raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{text_column}\""), None)
+    };
     match text_type.as_deref() {
         Some("text" | "character varying" | "character") => {}
-        Some(other) => raise(
+        other => raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
-            format!("lightretriever: column \"{text_column}\" of {table} is {other}, not text"),
+            format!("lightretriever: column \"{text_column}\" of {table} is {}, not text", other.unwrap_or("untyped")),
             None,
         ),
-        None => raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{text_column}\""), None),
     }
     // A BEFORE trigger sees a generated column as NULL (PostgreSQL computes it afterwards), and
     // PostgreSQL 15 fires `UPDATE OF` a generated column on every update: the stale-vector
     // trigger would clear vectors that nothing re-encodes.
-    let generated = Spi::get_one_with_args::<bool>(
-        "SELECT attgenerated <> '' FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-        &[source.into(), text_column.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     if generated == Some(true) {
         raise(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -536,6 +534,11 @@ mod tests {
     #[pg_test(error = "lightretriever: column \"n\" of public.t_int is integer, not text")]
     fn a_non_text_column_is_refused() {
         enable("CREATE TABLE t_int (id int PRIMARY KEY, n int)", "t_int", "n");
+    }
+
+    #[pg_test(error = "lightretriever: public.t_nocol has no column \"nope\"")]
+    fn a_missing_column_is_refused() {
+        enable("CREATE TABLE t_nocol (id int PRIMARY KEY, body text)", "t_nocol", "nope");
     }
 
     #[pg_test(error = "lightretriever: column \"full_text\" of public.t_gen is a generated column")]
