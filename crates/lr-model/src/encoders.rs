@@ -7,19 +7,30 @@ use crate::llm::LlmEncoder;
 use crate::model_dir::ModelInfo;
 use crate::sparse::SparseEncoder;
 use candle_core::Device;
+use std::sync::Arc;
 
-/// Dense document vectors and query-table rows.
+/// Dense document vectors and query-table rows. A decoder LLM is shared (`Arc`): the same
+/// weights serve its dense and its LM-head sparse encoder.
 pub enum DocumentEncoder {
     Bert(BertEncoder),
-    Llm(LlmEncoder),
+    Llm(Arc<LlmEncoder>),
 }
 
 impl DocumentEncoder {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
         if info.family.is_decoder() {
-            Ok(DocumentEncoder::Llm(LlmEncoder::load(info, device)?))
+            Ok(DocumentEncoder::Llm(Arc::new(LlmEncoder::load(info, device)?)))
         } else {
             Ok(DocumentEncoder::Bert(BertEncoder::load(info, device)?))
+        }
+    }
+
+    /// The decoder behind this encoder, when it is one (to build its sparse encoder without a
+    /// second load: `SparseDocumentEncoder::Llm(decoder)`).
+    pub fn decoder_llm(&self) -> Option<&Arc<LlmEncoder>> {
+        match self {
+            DocumentEncoder::Llm(e) => Some(e),
+            DocumentEncoder::Bert(_) => None,
         }
     }
 
@@ -93,15 +104,23 @@ pub fn table_input(info: &ModelInfo, instruction: Option<&str>) -> String {
 /// Sparse document vectors: a BERT masked-LM head (SPLADE) or a decoder's LM head.
 pub enum SparseDocumentEncoder {
     Bert(SparseEncoder),
-    Llm(LlmEncoder),
+    Llm(Arc<LlmEncoder>),
 }
 
 impl SparseDocumentEncoder {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
         if info.family.is_decoder() {
-            Ok(SparseDocumentEncoder::Llm(LlmEncoder::load(info, device)?))
+            Ok(SparseDocumentEncoder::Llm(Arc::new(LlmEncoder::load(info, device)?)))
         } else {
             Ok(SparseDocumentEncoder::Bert(SparseEncoder::load(info, device)?))
+        }
+    }
+
+    /// The decoder behind this encoder, when it is one (see `DocumentEncoder::decoder_llm`).
+    pub fn decoder_llm(&self) -> Option<&Arc<LlmEncoder>> {
+        match self {
+            SparseDocumentEncoder::Llm(e) => Some(e),
+            SparseDocumentEncoder::Bert(_) => None,
         }
     }
 

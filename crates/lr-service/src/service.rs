@@ -241,24 +241,35 @@ fn split_output(output: Output, counts: &[usize]) -> Vec<Output> {
     }
 }
 
-/// A model from `cache`, loaded on first use and again when its record or the device changed.
+/// A model from `cache`, loaded on first use and again when its record or the device changed;
+/// `shared` (a decoder already loaded for the other task kind) is taken instead of a load.
 fn cached<'a, T>(
     cache: &'a mut HashMap<String, Loaded<T>>,
     name: &str,
     info: &ModelInfo,
     device: &str,
     loads: &mut u64,
+    shared: Option<T>,
     load: fn(&ModelInfo, &lr_model::Device) -> Result<T, lr_model::ModelError>,
 ) -> Result<&'a T, Failure> {
-    let fresh = cache.get(name).is_some_and(|l| &l.info == info && l.device == device);
-    if !fresh {
+    if fresh(cache, name, info, device).is_none() {
         cache.remove(name);
-        *loads += 1;
-        let dev = lr_model::parse_device(device).map_err(|e| Failure::Load(e.to_string()))?;
-        let model = load(info, &dev).map_err(|e| Failure::Load(format!("cannot load model \"{name}\": {e}")))?;
+        let model = match shared {
+            Some(model) => model,
+            None => {
+                *loads += 1;
+                let dev = lr_model::parse_device(device).map_err(|e| Failure::Load(e.to_string()))?;
+                load(info, &dev).map_err(|e| Failure::Load(format!("cannot load model \"{name}\": {e}")))?
+            }
+        };
         cache.insert(name.to_owned(), Loaded { info: info.clone(), device: device.to_owned(), model });
     }
     Ok(&cache[name].model)
+}
+
+/// `name`'s entry in `cache` when it was loaded from `info` on `device`.
+fn fresh<'a, T>(cache: &'a HashMap<String, Loaded<T>>, name: &str, info: &ModelInfo, device: &str) -> Option<&'a T> {
+    cache.get(name).filter(|l| &l.info == info && l.device == device).map(|l| &l.model)
 }
 
 impl Models {
@@ -268,11 +279,17 @@ impl Models {
         let mut loads = 0;
         let out = match task {
             Task::Sparse { texts } => {
-                let enc = cached(&mut self.sparse, name, info, device, &mut loads, SparseDocumentEncoder::load)?;
+                let shared = fresh(&self.dense, name, info, device)
+                    .and_then(DocumentEncoder::decoder_llm)
+                    .map(|d| SparseDocumentEncoder::Llm(d.clone()));
+                let enc = cached(&mut self.sparse, name, info, device, &mut loads, shared, SparseDocumentEncoder::load)?;
                 Output::Sparse(enc.encode(&strs(texts)).map_err(failed)?)
             }
             _ => {
-                let enc = cached(&mut self.dense, name, info, device, &mut loads, DocumentEncoder::load)?;
+                let shared = fresh(&self.sparse, name, info, device)
+                    .and_then(SparseDocumentEncoder::decoder_llm)
+                    .map(|d| DocumentEncoder::Llm(d.clone()));
+                let enc = cached(&mut self.dense, name, info, device, &mut loads, shared, DocumentEncoder::load)?;
                 Output::Dense(match task {
                     Task::Dense { texts } => enc.encode(&strs(texts)).map_err(failed)?,
                     Task::Spans { texts } => enc.encode_document_ids(&strs(texts), SPAN_BATCH).map_err(failed)?,

@@ -134,3 +134,32 @@ fn sparse_and_table_rows_match_direct_and_failures_are_replies() {
     let req = Request { model: "minilm".into(), info: minilm, task: Task::Dense { texts: vec!["after".into()] } };
     assert_eq!(dense(c.call(&req, || {}).unwrap().unwrap()).len(), 1);
 }
+
+#[test]
+fn a_decoder_used_dense_and_sparse_is_loaded_once() {
+    let qwen = info(lr_testkit::tiny_models_dir().join("tiny-qwen2"));
+    let mut models = lr_service::Models::default();
+    let texts = vec!["the library catalogue".to_string(), "indexing of documents".to_string()];
+    let dense_reply = models.run("qwen", &qwen, "cpu", &Task::Dense { texts: texts.clone() }).unwrap();
+    let sparse_reply = models.run("qwen", &qwen, "cpu", &Task::Sparse { texts: texts.clone() }).unwrap();
+    assert_eq!(models.loads(), 1, "the sparse task reuses the decoder the dense task loaded");
+    let strs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    assert_eq!(dense(dense_reply), DocumentEncoder::load(&qwen, &Device::Cpu).unwrap().encode(&strs).unwrap());
+    let Output::Sparse(got) = sparse_reply else { panic!("expected sparse") };
+    assert_eq!(got, SparseDocumentEncoder::load(&qwen, &Device::Cpu).unwrap().encode(&strs).unwrap());
+
+    // The other order, and a changed record reloads both kinds.
+    let mut models = lr_service::Models::default();
+    models.run("qwen", &qwen, "cpu", &Task::Sparse { texts: texts.clone() }).unwrap();
+    models.run("qwen", &qwen, "cpu", &Task::Dense { texts: texts.clone() }).unwrap();
+    assert_eq!(models.loads(), 1);
+    let mut changed = qwen.clone();
+    changed.sparse_top_k = Some(5);
+    let Output::Sparse(pruned) = models.run("qwen", &changed, "cpu", &Task::Sparse { texts: texts.clone() }).unwrap() else {
+        panic!("expected sparse")
+    };
+    assert_eq!(models.loads(), 2, "a changed record is a new load");
+    assert!(pruned.iter().all(|v| v.len() <= 5));
+    models.run("qwen", &changed, "cpu", &Task::Dense { texts }).unwrap();
+    assert_eq!(models.loads(), 2, "…which the dense side then shares");
+}
