@@ -341,6 +341,9 @@ pub struct FittedTable {
     pub rows: Vec<f32>,
     pub weights: Option<Vec<f32>>,
     pub report: FitReport,
+    /// The held-out pseudo-queries the report's measures were taken on: (source document
+    /// index, span text). Callers can judge other query encoders on the same questions.
+    pub held_out_queries: Vec<(usize, String)>,
 }
 
 /// A span with its source document and its tokens (vocabulary ids, counted).
@@ -502,6 +505,52 @@ pub fn fit_query_table(
     fit_query_table_with_doc_vectors(docs, None, tokenizer, encoder, init_rows, dims, options, progress)
 }
 
+/// In how many of `docs` each vocabulary id occurs (tokenized without special tokens, the
+/// whole text). Errors when no document has a token or an id is outside `vocab`.
+pub fn document_frequencies(docs: &[&str], tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<u32>, FitError> {
+    if docs.is_empty() {
+        return Err(FitError::EmptyCorpus);
+    }
+    let mut df = vec![0u32; vocab];
+    let mut docs_with_tokens = 0usize;
+    for (i, text) in docs.iter().enumerate() {
+        let mut ids = lr_tokenizer::plain_ids(tokenizer, text).map_err(FitError::Tokenizer)?;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(FitError::InvalidInput(format!(
+                "token id {bad} of document {i} is outside the model's {vocab} ids (wrong tokenizer?)"
+            )));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        docs_with_tokens += !ids.is_empty() as usize;
+        ids.iter().for_each(|&id| df[id as usize] += 1);
+    }
+    if docs_with_tokens == 0 {
+        return Err(FitError::NoTokens);
+    }
+    Ok(df)
+}
+
+/// idf of each id, `ln(1 + (N − df + 0.5)/(df + 0.5))^power` over `n_docs` documents: always
+/// > 0; ids absent from the corpus get the largest value.
+pub fn idf_of(df: &[u32], n_docs: usize, power: f64) -> Vec<f32> {
+    let n = n_docs as f64;
+    df.iter()
+        .map(|&f| {
+            let f = f as f64;
+            ((1.0 + (n - f + 0.5) / (f + 0.5)).ln().powf(power)) as f32
+        })
+        .collect()
+}
+
+/// Per-id query weights for a sparse model's raw-count queries: the idf of each id over the
+/// user's documents (`document_frequencies`, `idf_of` with power 1). A sparse query becomes
+/// `count · idf` per token: chosen on held-out pseudo-queries (docs/quality.md), no labels.
+pub fn sparse_query_weights(docs: &[&str], tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<f32>, FitError> {
+    let df = document_frequencies(docs, tokenizer, vocab)?;
+    Ok(idf_of(&df, docs.len(), 1.0))
+}
+
 /// [`fit_query_table`] with the documents' full-encoder vectors given (one per document, in
 /// order, L2-normalised), so they are not encoded again.
 #[allow(clippy::too_many_arguments)]
@@ -553,34 +602,10 @@ pub fn fit_query_table_with_doc_vectors(
 
     // 1. Document frequencies → idf weights.
     progress("tokenizing documents", 0.0);
-    let mut df = vec![0u32; vocab];
-    let mut docs_with_tokens = 0usize;
-    for (i, text) in docs.iter().enumerate() {
-        let mut ids = lr_tokenizer::plain_ids(tokenizer, text).map_err(FitError::Tokenizer)?;
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(FitError::InvalidInput(format!(
-                "token id {bad} of document {i} is outside the table's {vocab} rows (wrong tokenizer?)"
-            )));
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        docs_with_tokens += !ids.is_empty() as usize;
-        ids.iter().for_each(|&id| df[id as usize] += 1);
-    }
-    if docs_with_tokens == 0 {
-        return Err(FitError::NoTokens);
-    }
-    let n_docs = docs.len() as f64;
+    let df = document_frequencies(docs, tokenizer, vocab)?;
     let weights: Option<Vec<f32>> = match options.weighting {
         Weighting::None => None,
-        Weighting::Idf => Some(
-            df.iter()
-                .map(|&f| {
-                    let f = f as f64;
-                    ((1.0 + (n_docs - f + 0.5) / (f + 0.5)).ln().powf(options.idf_power)) as f32
-                })
-                .collect(),
-        ),
+        Weighting::Idf => Some(idf_of(&df, docs.len(), options.idf_power)),
     };
     let fit_weights = if options.fit_weighted { weights.as_deref() } else { None };
 
@@ -917,7 +942,8 @@ pub fn fit_query_table_with_doc_vectors(
         options: options.clone(),
     };
     progress("done", 1.0);
-    Ok(FittedTable { rows, weights, report })
+    let held_out_queries = held_spans.into_iter().map(|s| (s.doc, s.text)).collect();
+    Ok(FittedTable { rows, weights, report, held_out_queries })
 }
 
 /// Encodes `texts` in length-sorted batches; returns the vectors flat (n × d), L2-normalised.

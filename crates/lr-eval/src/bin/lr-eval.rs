@@ -2,8 +2,9 @@
 //!
 //! Rows: BM25 over the dense model's tokenizer, full-query dense, lookup dense with the untrained
 //! table, lookup dense with the fitted table (lr-fit on the collection's own documents, no labels),
-//! sparse (document sparse model, raw-count queries), hybrid (fitted lookup dense + sparse, per
-//! query min-max over each side's top 1000, 0.7/0.3). Documents are title + " " + text; search is
+//! sparse (document sparse model; raw-count queries, and idf·count queries as after
+//! `lr_fit_sparse_query_weights`), hybrid (fitted lookup dense + sparse, per query min-max over
+//! each side's top 1000, 0.7/0.3). Documents are title + " " + text; search is
 //! exact, in memory. Progress goes to stderr, the table to stdout.
 
 use std::cell::RefCell;
@@ -38,6 +39,7 @@ struct Args {
     b: f64,
     cache_dir: Option<PathBuf>,
     sweep: Option<PathBuf>,
+    hybrid_study: bool,
 }
 
 fn model_root() -> PathBuf {
@@ -59,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         b: 0.4,
         cache_dir: None,
         sweep: None,
+        hybrid_study: false,
     };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -86,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--cache-dir" => a.cache_dir = Some(value("--cache-dir")?.into()),
             "--sweep" => a.sweep = Some(value("--sweep")?.into()),
+            "--hybrid-study" => a.hybrid_study = true,
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => {
@@ -349,16 +353,23 @@ fn evaluate_all(
     // Sparse and hybrid.
     match sparse_run(args, doc_refs, &coll.queries, doc_ids, &mut timings)? {
         Ok(sparse) => {
-            rows.push(Row { name: "sparse (doc model, count queries)".into(), scores: Some(evaluate(&sparse, qrels)), note: String::new() });
-            let hybrid = fuse(&fitted_run, &sparse);
-            rows.push(Row { name: "hybrid (fitted lookup 0.7 + sparse 0.3)".into(), scores: Some(evaluate(&hybrid, qrels)), note: String::new() });
-            let hybrid_full = fuse(&full_run, &sparse);
-            rows.push(Row { name: "hybrid (full dense 0.7 + sparse 0.3)".into(), scores: Some(evaluate(&hybrid_full, qrels)), note: "reference".into() });
+            if args.hybrid_study {
+                hybrid_study(args, &fitted, &fitted_enc, &cached, doc_refs, &doc_vectors, coll, doc_ids, &fq, &full_queries)?;
+            }
+            let mut push = |name: &str, run: &Run, note: &str| {
+                rows.push(Row { name: name.into(), scores: Some(evaluate(run, qrels)), note: note.into() })
+            };
+            push("sparse (doc model, count queries)", &sparse.counts, "");
+            push("sparse (doc model, idf·count queries)", &sparse.idf, "");
+            push("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &fuse(&fitted_run, &sparse.idf), "");
+            push("hybrid (fitted lookup 0.7 + count sparse 0.3)", &fuse(&fitted_run, &sparse.counts), "");
+            push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &fuse(&full_run, &sparse.idf), "reference");
         }
         Err(why) => {
             eprintln!("sparse model not available: {why}");
-            rows.push(Row { name: "sparse (doc model, count queries)".into(), scores: None, note: format!("sparse model not available: {why}") });
-            rows.push(Row { name: "hybrid (fitted lookup 0.7 + sparse 0.3)".into(), scores: None, note: "sparse model not available".into() });
+            for name in ["sparse (doc model, count queries)", "hybrid (fitted lookup 0.7 + idf·count sparse 0.3)"] {
+                rows.push(Row { name: name.into(), scores: None, note: format!("sparse model not available: {why}") });
+            }
         }
     }
     timings.push(("total", t_all.elapsed().as_secs_f64()));
@@ -480,13 +491,21 @@ fn untrained_table(bert: &BertEncoder, cache_dir: Option<&Path>) -> Result<Vec<f
     Ok(rows)
 }
 
+/// The sparse side over the collection: raw-count queries (LightRetriever's, and
+/// `lr_encode_query_sparse` before any weights are fitted) and idf·count queries (after
+/// `lr_fit_sparse_query_weights` on the same documents: `lr_fit::sparse_query_weights`).
+struct SparseRuns {
+    counts: Run,
+    idf: Run,
+}
+
 fn sparse_run(
     args: &Args,
     doc_refs: &[&str],
     queries: &[(String, String)],
     doc_ids: &[String],
     timings: &mut Vec<(&str, f64)>,
-) -> Result<Result<Run, String>, String> {
+) -> Result<Result<SparseRuns, String>, String> {
     let Some(dir) = &args.sparse_model_dir else { return Ok(Err("--no-sparse".into())) };
     if !dir.join("config.json").is_file() {
         return Ok(Err(format!("{} has no model", dir.display())));
@@ -497,22 +516,27 @@ fn sparse_run(
     eprintln!("encoding {} documents with the sparse model", doc_refs.len());
     let docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
     timings.push(("encode documents (sparse model)", t.elapsed().as_secs_f64()));
-    // As the extension's lr_encode_query_sparse: plain ids cut at 512, raw counts.
+    // As the extension's lr_encode_query_sparse: plain ids cut at 512, raw counts, times the
+    // fitted weights when there are some.
     let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
-    let mut run = Run::new();
+    let weights = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size).map_err(|e| e.to_string())?;
+    let mut runs = SparseRuns { counts: Run::new(), idf: Run::new() };
     for (qid, q) in queries {
         let mut ids = lr_tokenizer::plain_ids(&tok, q)?;
         ids.truncate(lr_table::MAX_QUERY_TOKENS);
-        let qv = lr_tokenizer::counts_of(&ids);
-        let scores: Vec<f32> = docs.iter().map(|d| search::sparse_dot(&qv, d)).collect();
-        let top: Vec<(String, f32)> = search::top_k(&scores, 1000)
-            .into_iter()
-            .filter(|(_, s)| *s > 0.0)
-            .map(|(i, s)| (doc_ids[i].clone(), s))
-            .collect();
-        run.insert(qid.clone(), top);
+        let counts = lr_tokenizer::counts_of(&ids);
+        let weighted: Vec<(u32, f32)> = counts.iter().map(|&(i, c)| (i, c * weights.get(i as usize).copied().unwrap_or(0.0))).collect();
+        for (qv, run) in [(&counts, &mut runs.counts), (&weighted, &mut runs.idf)] {
+            let scores: Vec<f32> = docs.iter().map(|d| search::sparse_dot(qv, d)).collect();
+            let top: Vec<(String, f32)> = search::top_k(&scores, 1000)
+                .into_iter()
+                .filter(|(_, s)| *s > 0.0)
+                .map(|(i, s)| (doc_ids[i].clone(), s))
+                .collect();
+            run.insert(qid.clone(), top);
+        }
     }
-    Ok(Ok(run))
+    Ok(Ok(runs))
 }
 
 fn cached_sparse(enc: &lr_model::SparseEncoder, docs: &[&str], cache: Option<&Path>, model: &Path) -> Result<Vec<Vec<(u32, f32)>>, String> {
@@ -596,6 +620,108 @@ fn run_sweep(
         );
         let _ = std::io::stdout().flush();
         let _ = args;
+    }
+    Ok(())
+}
+
+/// Known-item MRR@10 of a ranked list of document indices.
+fn reciprocal_rank(ranked: &[i64], source: usize) -> f64 {
+    ranked.iter().take(10).position(|&d| d == source as i64).map_or(0.0, |r| 1.0 / (r as f64 + 1.0))
+}
+
+/// Top-1000 (index, score) of one score vector, as lr_search's candidate lists.
+fn candidates(scores: &[f32], positive_only: bool) -> Vec<(i64, f32)> {
+    search::top_k(scores, 1000).into_iter().filter(|(_, s)| !positive_only || *s > 0.0).map(|(i, s)| (i as i64, s)).collect()
+}
+
+/// Hybrid settings judged on the fit's held-out pseudo-queries (spans of held-out documents;
+/// relevance = the source document), then the same settings on the collection's judged
+/// queries. The first table is the one to choose by; the second is printed for the record.
+#[allow(clippy::too_many_arguments)]
+fn hybrid_study(
+    args: &Args,
+    fitted: &lr_fit::FittedTable,
+    fitted_enc: &LookupEncoder,
+    cached: &CachedEncoder,
+    doc_refs: &[&str],
+    doc_vectors: &[Vec<f32>],
+    coll: &Collection,
+    doc_ids: &[String],
+    fitted_queries: &[Vec<f32>],
+    full_queries: &[Vec<f32>],
+) -> Result<(), String> {
+    let dir = args.sparse_model_dir.as_ref().unwrap();
+    let info = ModelInfo::inspect(dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
+    let enc = lr_model::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
+    let sparse_docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
+    let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
+    let idf = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size).map_err(|e| e.to_string())?;
+    let sparse_query = |q: &str, weighted: bool| -> Result<Vec<(u32, f32)>, String> {
+        let mut ids = lr_tokenizer::plain_ids(&tok, q)?;
+        ids.truncate(lr_table::MAX_QUERY_TOKENS);
+        let mut v = lr_tokenizer::counts_of(&ids);
+        if weighted {
+            v.iter_mut().for_each(|(i, c)| *c *= idf.get(*i as usize).copied().unwrap_or(0.0));
+        }
+        Ok(v)
+    };
+    let sparse_scores = |qv: &[(u32, f32)]| -> Vec<f32> { sparse_docs.iter().map(|d| search::sparse_dot(qv, d)).collect() };
+    let weights = [1.0f32, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.0];
+
+    // Pseudo-queries.
+    let held = &fitted.held_out_queries;
+    let texts: Vec<&str> = held.iter().map(|(_, t)| t.as_str()).collect();
+    let lookup_q = lookup_queries(fitted_enc, &held.iter().map(|(d, t)| (d.to_string(), t.clone())).collect::<Vec<_>>(), doc_vectors[0].len());
+    let full_q = cached.encode(&texts)?;
+    let lookup_s = search::dense_scores(&lookup_q, doc_vectors)?;
+    let full_s = search::dense_scores(&full_q, doc_vectors)?;
+    println!("\nhybrid study: {} held-out pseudo-queries, known-item MRR@10 (choose here)", held.len());
+    println!("| dense side | sparse query | {} |", weights.iter().map(|w| format!("w={w}")).collect::<Vec<_>>().join(" | "));
+    for (dense_name, dense_s) in [("fitted lookup", &lookup_s), ("full", &full_s)] {
+        for weighted in [false, true] {
+            let mut mrr = vec![0.0f64; weights.len()];
+            for (qi, (src, text)) in held.iter().enumerate() {
+                let d = candidates(&dense_s[qi], false);
+                let s = candidates(&sparse_scores(&sparse_query(text, weighted)?), true);
+                for (wi, &w) in weights.iter().enumerate() {
+                    let mode = if w == 1.0 { lr_search::Mode::Dense } else if w == 0.0 { lr_search::Mode::Sparse } else { lr_search::Mode::Hybrid };
+                    let hits: Vec<i64> = lr_search::fuse(&d, &s, mode, w, 10).into_iter().map(|h| h.id).collect();
+                    mrr[wi] += reciprocal_rank(&hits, *src);
+                }
+            }
+            println!(
+                "| {dense_name} | {} | {} |",
+                if weighted { "idf·count" } else { "count" },
+                mrr.iter().map(|m| format!("{:.4}", m / held.len() as f64)).collect::<Vec<_>>().join(" | ")
+            );
+        }
+    }
+
+    // The collection's judged queries, for the record.
+    let lookup_s = search::dense_scores(fitted_queries, doc_vectors)?;
+    let full_s = search::dense_scores(full_queries, doc_vectors)?;
+    println!("\nhybrid study: {} judged queries, nDCG@10 (record only)", coll.queries.len());
+    println!("| dense side | sparse query | {} |", weights.iter().map(|w| format!("w={w}")).collect::<Vec<_>>().join(" | "));
+    for (dense_name, dense_s) in [("fitted lookup", &lookup_s), ("full", &full_s)] {
+        for weighted in [false, true] {
+            let mut row = Vec::new();
+            for &w in &weights {
+                let mut run = Run::new();
+                for (qi, (qid, text)) in coll.queries.iter().enumerate() {
+                    let d = candidates(&dense_s[qi], false);
+                    let s = candidates(&sparse_scores(&sparse_query(text, weighted)?), true);
+                    let mode = if w == 1.0 { lr_search::Mode::Dense } else if w == 0.0 { lr_search::Mode::Sparse } else { lr_search::Mode::Hybrid };
+                    let hits = lr_search::fuse(&d, &s, mode, w, 1000);
+                    run.insert(qid.clone(), hits.into_iter().map(|h| (doc_ids[h.id as usize].clone(), h.score)).collect());
+                }
+                row.push(evaluate(&run, &coll.qrels).ndcg_at_10);
+            }
+            println!(
+                "| {dense_name} | {} | {} |",
+                if weighted { "idf·count" } else { "count" },
+                row.iter().map(|m| format!("{m:.4}")).collect::<Vec<_>>().join(" | ")
+            );
+        }
     }
     Ok(())
 }
