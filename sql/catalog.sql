@@ -37,8 +37,22 @@ CREATE TABLE lr_query_tables (
 );
 COMMENT ON TABLE lr_query_tables IS 'LightRetriever query tables built by lightretriever.lr_build_query_table';
 
+-- Per-id query weights of a sparse model (lr_fit_sparse_query_weights): lr_encode_query_sparse
+-- multiplies each raw token count by its id's weight. One row per model, replaced by a refit;
+-- version counts the fits. Without a row, queries are raw counts (LightRetriever's).
+CREATE TABLE lr_sparse_query_weights (
+    model                 text PRIMARY KEY REFERENCES lr_models(name) ON DELETE CASCADE,
+    version               integer NOT NULL CHECK (version > 0),
+    method                text NOT NULL,       -- 'idf'
+    weights               real[] NOT NULL,     -- one per vocabulary id
+    tokenizer_fingerprint text NOT NULL,       -- the tokenizer the ids came from
+    build                 jsonb NOT NULL DEFAULT '{}',
+    built_at              timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE lr_sparse_query_weights IS 'Sparse query weights fitted by lightretriever.lr_fit_sparse_query_weights';
+
 -- Registered models survive pg_dump/restore; table files are server-local and rebuilt.
 SELECT pg_catalog.pg_extension_config_dump('lr_models', '');
 
 GRANT USAGE ON SCHEMA lightretriever TO PUBLIC;
-GRANT SELECT ON lr_models, lr_query_tables TO PUBLIC;
+GRANT SELECT ON lr_models, lr_query_tables, lr_sparse_query_weights TO PUBLIC;

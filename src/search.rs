@@ -204,7 +204,7 @@ fn lr_search(
     };
     let sparse = if mode != Mode::Dense {
         let column = pick_column(relid, &table, sparse_column, "sparsevec", "sparse_column");
-        let q: SparseVec = crate::sparse::encode_query_sparse(query, sparse_model);
+        let q: SparseVec = crate::sparse::encode_query_sparse(query, sparse_model, crate::sparse::QueryWeighting::Auto);
         candidates_by(&table, &id, &column, q.into(), candidates)
     } else {
         Vec::new()

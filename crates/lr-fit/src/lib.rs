@@ -507,13 +507,23 @@ pub fn fit_query_table(
 
 /// In how many of `docs` each vocabulary id occurs (tokenized without special tokens, the
 /// whole text). Errors when no document has a token or an id is outside `vocab`.
-pub fn document_frequencies(docs: &[&str], tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<u32>, FitError> {
+/// `progress` hears "tokenizing documents" every 1,000 documents (and may abort by unwinding,
+/// as the extension's interrupt check does).
+pub fn document_frequencies(
+    docs: &[&str],
+    tokenizer: &Tokenizer,
+    vocab: usize,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<Vec<u32>, FitError> {
     if docs.is_empty() {
         return Err(FitError::EmptyCorpus);
     }
     let mut df = vec![0u32; vocab];
     let mut docs_with_tokens = 0usize;
     for (i, text) in docs.iter().enumerate() {
+        if i % 1000 == 0 {
+            progress("tokenizing documents", i as f64 / docs.len() as f64);
+        }
         let mut ids = lr_tokenizer::plain_ids(tokenizer, text).map_err(FitError::Tokenizer)?;
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(FitError::InvalidInput(format!(
@@ -546,8 +556,13 @@ pub fn idf_of(df: &[u32], n_docs: usize, power: f64) -> Vec<f32> {
 /// Per-id query weights for a sparse model's raw-count queries: the idf of each id over the
 /// user's documents (`document_frequencies`, `idf_of` with power 1). A sparse query becomes
 /// `count · idf` per token: chosen on held-out pseudo-queries (docs/quality.md), no labels.
-pub fn sparse_query_weights(docs: &[&str], tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<f32>, FitError> {
-    let df = document_frequencies(docs, tokenizer, vocab)?;
+pub fn sparse_query_weights(
+    docs: &[&str],
+    tokenizer: &Tokenizer,
+    vocab: usize,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<Vec<f32>, FitError> {
+    let df = document_frequencies(docs, tokenizer, vocab, progress)?;
     Ok(idf_of(&df, docs.len(), 1.0))
 }
 
@@ -601,8 +616,7 @@ pub fn fit_query_table_with_doc_vectors(
     };
 
     // 1. Document frequencies → idf weights.
-    progress("tokenizing documents", 0.0);
-    let df = document_frequencies(docs, tokenizer, vocab)?;
+    let df = document_frequencies(docs, tokenizer, vocab, progress)?;
     let weights: Option<Vec<f32>> = match options.weighting {
         Weighting::None => None,
         Weighting::Idf => Some(idf_of(&df, docs.len(), options.idf_power)),

@@ -354,3 +354,28 @@ fn default_options_refine_on_extra_spans_and_keep_the_best_epoch() {
     assert_eq!(r.source_mrr_after, Some(mrr), "the kept rows are the best epoch's");
     assert_eq!(f.rows, fit(&o).rows);
 }
+
+#[test]
+fn sparse_query_weights_are_the_corpus_idf() {
+    let dir = tmpdir("sparse-weights");
+    let tok = tokenizer(&dir);
+    let vocab = WORDS.len() + 1;
+    // alpha in 3 of 4 documents, beta in 1 (twice: counted once), gamma in none; the empty
+    // document counts in N.
+    let docs = ["alpha beta beta", "alpha", "alpha delta", ""];
+    let mut stages = Vec::new();
+    let w = lr_fit::sparse_query_weights(&docs, &tok, vocab, &mut |s, f| stages.push((s.to_owned(), f))).unwrap();
+    assert_eq!(w.len(), vocab);
+    let idf = |df: f64| ((1.0 + (4.0 - df + 0.5) / (df + 0.5)) as f64).ln() as f32;
+    assert_eq!(w[1], idf(3.0)); // alpha
+    assert_eq!(w[2], idf(1.0)); // beta
+    assert_eq!(w[4], idf(1.0)); // delta
+    assert_eq!(w[3], idf(0.0)); // gamma: absent, the largest weight
+    assert!(w[3] > w[2] && w[2] > w[1] && w[1] > 0.0);
+    assert_eq!(stages.first().map(|s| s.0.as_str()), Some("tokenizing documents"));
+
+    assert!(matches!(lr_fit::sparse_query_weights(&[], &tok, vocab, &mut |_, _| {}), Err(FitError::EmptyCorpus)));
+    assert!(matches!(lr_fit::sparse_query_weights(&["", "  "], &tok, vocab, &mut |_, _| {}), Err(FitError::NoTokens)));
+    // A vocabulary smaller than the tokenizer's ids: the wrong model for this tokenizer.
+    assert!(matches!(lr_fit::sparse_query_weights(&["upsilon"], &tok, 5, &mut |_, _| {}), Err(FitError::InvalidInput(_))));
+}

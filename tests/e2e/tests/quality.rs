@@ -1,6 +1,6 @@
 //! Issue 3 end to end: the evaluation harness (`lr-eval`, in memory) and the extension (SQL on a
 //! live cluster: lr_encode_document(_sparse), lr_build_query_table, lr_fit_query_table,
-//! lr_search) give the same numbers on the same collection.
+//! lr_fit_sparse_query_weights, lr_search) give the same numbers on the same collection.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -94,6 +94,13 @@ fn harness_and_sql_agree() {
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["version"], 2, "{report}");
     let fitted = run_of(&mut c, &coll, dense_search);
+    let hybrid_counts = run_of(&mut c, &coll, &search("hybrid"));
+    // Sparse query weights fitted on the same documents: idf·count queries from now on.
+    let report: String =
+        c.query_one("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'docs', 'body')::text", &[]).unwrap().get(0);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["documents"], coll.docs.len(), "{report}");
+    let sparse_idf = run_of(&mut c, &coll, &search("sparse"));
     let hybrid = run_of(&mut c, &coll, &search("hybrid"));
 
     let sql: HashMap<&str, &Run> = HashMap::from([
@@ -101,7 +108,9 @@ fn harness_and_sql_agree() {
         ("lookup dense (untrained table)", &untrained),
         ("lookup dense (fitted table)", &fitted),
         ("sparse (doc model, count queries)", &sparse),
-        ("hybrid (fitted lookup 0.7 + sparse 0.3)", &hybrid),
+        ("sparse (doc model, idf·count queries)", &sparse_idf),
+        ("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &hybrid),
+        ("hybrid (fitted lookup 0.7 + count sparse 0.3)", &hybrid_counts),
     ]);
     for (system, run) in sql {
         let s = evaluate(run, qrels);

@@ -519,7 +519,7 @@ fn sparse_run(
     // As the extension's lr_encode_query_sparse: plain ids cut at 512, raw counts, times the
     // fitted weights when there are some.
     let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
-    let weights = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size).map_err(|e| e.to_string())?;
+    let weights = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size, &mut |_, _| {}).map_err(|e| e.to_string())?;
     let mut runs = SparseRuns { counts: Run::new(), idf: Run::new() };
     for (qid, q) in queries {
         let mut ids = lr_tokenizer::plain_ids(&tok, q)?;
@@ -655,7 +655,7 @@ fn hybrid_study(
     let enc = lr_model::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
     let sparse_docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
     let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
-    let idf = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size).map_err(|e| e.to_string())?;
+    let idf = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size, &mut |_, _| {}).map_err(|e| e.to_string())?;
     let sparse_query = |q: &str, weighted: bool| -> Result<Vec<(u32, f32)>, String> {
         let mut ids = lr_tokenizer::plain_ids(&tok, q)?;
         ids.truncate(lr_table::MAX_QUERY_TOKENS);
