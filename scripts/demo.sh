@@ -47,6 +47,9 @@ SELECT jsonb_pretty(jsonb_build_object(
          'version', r->'version', 'pairs_train', r->'pairs_train', 'seconds', r->'seconds_total',
          'held_out_source_mrr', jsonb_build_object('full', r->'source_mrr_full', 'untrained', r->'source_mrr_before', 'fitted', r->'source_mrr_after')))
   FROM lr_fit_query_table('all-minilm-l6-v2', 'docs', 'full_text', vector_column => 'embedding') AS r;
+\echo == sparse query weights: the idf of each token over this corpus (no labels) ...
+SELECT r->'version' AS version, r->'ids_in_corpus' AS ids_in_corpus, r->'seconds' AS seconds
+  FROM lr_fit_sparse_query_weights('splade-tiny', 'docs', 'full_text') AS r;
 CREATE INDEX ON docs USING hnsw (embedding vector_ip_ops);
 \timing off
 SQL
@@ -54,7 +57,7 @@ for q in "the history of the Dewey decimal classification" \
          "automatic indexing and retrieval of documents" \
          "how do scientists use libraries and information"; do
   echo
-  echo "== query (fitted table lookup + token counts, no model; hybrid 0.7/0.3): $q"
+  echo "== query (fitted table lookup + idf-weighted token counts, no model; hybrid 0.7/0.3): $q"
   psql_ -v q="$q" <<'SQL'
 SET search_path = public, lightretriever;
 SELECT s.id, round(s.score::numeric, 3) AS score, round(s.dense_score::numeric, 3) AS dense,
