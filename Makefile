@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e install install-dev bench bench-llm bench-pipeline clean
+.PHONY: setup demo test test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-pipeline clean
 
 setup:
 	bash scripts/setup.sh
@@ -38,6 +38,12 @@ test-pg: test-models
 ## throwaway cluster, run tests/e2e against it, stop it.
 test-e2e: install-dev
 	bash scripts/e2e.sh
+
+## GPU machines only (not part of `make test`): the encoders on cuda:0 against the same
+## references. Needs the CUDA toolkit (nvcc) to build and an NVIDIA GPU to run; the build has
+## its own target directory so that the CPU build is not recompiled.
+test-cuda: test-models
+	CARGO_TARGET_DIR=target/cuda cargo test --locked -p lr-model --features cuda --test cuda
 
 install:
 	cargo pgrx install -p lightretriever --release --pg-config $(PG_CONFIG)
