@@ -133,6 +133,7 @@ mod tests {
         assert_eq!(same, Some(true));
     }
 
+    #[cfg(not(feature = "cuda"))]
     #[pg_test(error = "lightretriever: invalid model option: this build has no CUDA support: rebuild lightretriever with the cargo feature \"cuda\"")]
     fn cuda_without_the_feature_is_a_clear_error() {
         register("tq2", "tiny-qwen2", "{}");
