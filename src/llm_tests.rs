@@ -133,6 +133,41 @@ mod tests {
         assert_eq!(same, Some(true));
     }
 
+    #[pg_test]
+    fn a_decoder_sparse_model_takes_fitted_query_weights() {
+        register("tq2w", "tiny-qwen2", "{}");
+        Spi::run(
+            "CREATE TABLE tq_docs (id int PRIMARY KEY, body text);
+             INSERT INTO tq_docs VALUES (1, 'the capital of france'), (2, 'the water'), (3, 'paris')",
+        )
+        .unwrap();
+        let report = Spi::get_one::<pgrx::JsonB>("SELECT lightretriever.lr_fit_sparse_query_weights('tq2w', 'tq_docs', 'body')")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!((report["vocab"].as_u64(), report["documents"].as_u64()), (Some(500), Some(3)));
+        let query = |weighting: &str| {
+            let q = Spi::get_one_with_args::<SparseVec>(
+                "SELECT lightretriever.lr_encode_query_sparse('the the capital', 'tq2w', $1)",
+                &[weighting.into()],
+            )
+            .unwrap()
+            .unwrap()
+            .0;
+            (q.indices, q.values)
+        };
+        let (ids, counts) = query("counts");
+        let (weighted_ids, weighted) = query("auto");
+        assert_eq!(ids, weighted_ids);
+        // N = 3: "the" in 2 documents, "capital" in 1.
+        let idf = |df: f64| (1.0 + (3.0 - df + 0.5) / (df + 0.5)).ln() as f32;
+        for ((c, w), id) in counts.iter().zip(&weighted).zip(&ids) {
+            let want = if *c == 2.0 { 2.0 * idf(2.0) } else { idf(1.0) };
+            assert!((w - want).abs() < 1e-6, "id {id}: {w} vs {want}");
+        }
+        assert_eq!(counts.iter().filter(|&&c| c == 2.0).count(), 1, "\"the\" twice: {counts:?}");
+    }
+
     #[cfg(not(feature = "cuda"))]
     #[pg_test(error = "lightretriever: invalid model option: this build has no CUDA support: rebuild lightretriever with the cargo feature \"cuda\"")]
     fn cuda_without_the_feature_is_a_clear_error() {
