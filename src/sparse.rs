@@ -18,8 +18,9 @@ use crate::pgvector::SparseVec;
 thread_local! {
     /// Query tokenizers by model path: the query side needs only the vocabulary.
     static TOKENIZERS: RefCell<HashMap<String, Rc<lr_tokenizer::QueryTokenizer>>> = RefCell::new(HashMap::new());
-    /// Fitted query weights by model, with the version they were read at.
-    static WEIGHTS: RefCell<HashMap<String, (i32, Rc<Vec<f32>>)>> = RefCell::new(HashMap::new());
+    /// Fitted query weights by model, with the catalog row version (xmin/ctid) they were read at (a refit,
+    /// or a model dropped and fitted again, writes a new row version).
+    static WEIGHTS: RefCell<HashMap<String, (String, Rc<Vec<f32>>)>> = RefCell::new(HashMap::new());
 }
 
 /// How a sparse query's token counts are weighted.
@@ -48,11 +49,11 @@ impl QueryWeighting {
     }
 }
 
-/// The newest fitted query weights of sparse model `name`, if any (read once per version per
+/// The fitted query weights of sparse model `name`, if any (read once per row version per
 /// backend). The tokenizer must be the one they were fitted with.
 fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<Vec<f32>>> {
-    let version = crate::error::row_or_none(Spi::get_one_with_args::<i32>(
-        "SELECT version FROM lightretriever.lr_sparse_query_weights WHERE model = $1",
+    let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
+        "SELECT xmin::text || '/' || ctid::text FROM lightretriever.lr_sparse_query_weights WHERE model = $1",
         &[name.into()],
     ))
     .flatten()?;
@@ -369,6 +370,24 @@ mod tests {
         let (_, values) = sparse_query("SELECT lightretriever.lr_encode_query_sparse('flutter', 'splade')");
         let n = 3.0;
         assert!((values[0] - (1.0 + (n - 2.0 + 0.5) / 2.5f64).ln() as f32).abs() < 1e-6, "{values:?}");
+    }
+
+    #[pg_test]
+    fn a_model_dropped_and_fitted_again_is_not_served_stale_weights() {
+        wing_docs();
+        let flutter = || sparse_query("SELECT lightretriever.lr_encode_query_sparse('flutter', 'splade')").1[0];
+        Spi::run("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'wing_docs', 'body')").unwrap();
+        assert!((flutter() - idf(1.0)).abs() < 1e-6);
+        // Same name, same version number (1), other corpus: "flutter" now in all four documents.
+        Spi::run(
+            "SELECT lightretriever.lr_drop_model('splade');
+             UPDATE wing_docs SET body = body || ' flutter'",
+        )
+        .unwrap();
+        register_sparse_model();
+        Spi::run("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'wing_docs', 'body')").unwrap();
+        assert_eq!(Spi::get_one::<i32>("SELECT version FROM lightretriever.lr_sparse_query_weights").unwrap(), Some(1));
+        assert!((flutter() - idf(4.0)).abs() < 1e-6, "{} vs {}", flutter(), idf(4.0));
     }
 
     #[pg_test(error = "lightretriever: sparse model \"splade\" has no fitted query weights")]
