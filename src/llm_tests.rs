@@ -168,6 +168,32 @@ mod tests {
         assert_eq!(counts.iter().filter(|&&c| c == 2.0).count(), 1, "\"the\" twice: {counts:?}");
     }
 
+    #[pg_test]
+    fn a_model_registered_again_and_rebuilt_is_not_served_its_old_table() {
+        let query = |model: &str| {
+            Spi::get_one_with_args::<Vector>("SELECT lightretriever.lr_encode_query('paris water', $1)", &[model.into()])
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        register("tq", "tiny-qwen2", "{}");
+        Spi::run("SELECT lightretriever.lr_build_query_table('tq')").unwrap();
+        let old = query("tq");
+        // The same name for another model, dropped and built again in one transaction: version 1
+        // again, and the drop's commit-time file cleanup must not take the new file.
+        let first_file = Spi::get_one::<String>("SELECT file FROM lightretriever.lr_query_tables WHERE model = 'tq'").unwrap();
+        Spi::run("SELECT lightretriever.lr_drop_model('tq')").unwrap();
+        register("tq", "tiny-llama", "{}");
+        Spi::run("SELECT lightretriever.lr_build_query_table('tq')").unwrap();
+        register("tl-fresh", "tiny-llama", "{}");
+        Spi::run("SELECT lightretriever.lr_build_query_table('tl-fresh')").unwrap();
+        let second_file = Spi::get_one::<String>("SELECT file FROM lightretriever.lr_query_tables WHERE model = 'tq'").unwrap();
+        assert_ne!(first_file, second_file, "every build has its own file name");
+        let new = query("tq");
+        assert_ne!(new, old);
+        assert_eq!(new, query("tl-fresh"));
+    }
+
     #[cfg(not(feature = "cuda"))]
     #[pg_test(error = "lightretriever: invalid model option: this build has no CUDA support: rebuild lightretriever with the cargo feature \"cuda\"")]
     fn cuda_without_the_feature_is_a_clear_error() {

@@ -70,8 +70,12 @@ fn write_table_version(
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
     .unwrap_or(1);
     std::fs::create_dir_all(TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
+    // A stamp makes every build's file name new: a model dropped and built again in one
+    // transaction must not have its new file removed by the drop's commit-time cleanup.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ ((std::process::id() as u64) << 40);
     let file = format!(
-        "{TABLE_DIR}/{name}-{:016x}-v{version}.lrt",
+        "{TABLE_DIR}/{name}-{:016x}-v{version}-{stamp:016x}.lrt",
         lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, key.as_bytes())
     );
     let tokenizer_fingerprint =
@@ -368,7 +372,8 @@ impl lr_fit::SpanEncoder for WorkerSpans<'_> {
 type StatementKey = (i64, u32);
 
 struct CachedLookup {
-    file: String,
+    /// The lr_query_tables row version (xmin/ctid) the table was opened for.
+    row: String,
     encoder: Rc<LookupEncoder>,
 }
 
@@ -384,15 +389,15 @@ thread_local! {
 /// The lookup encoder for the newest table of (model, instruction).
 fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
     let found = row_or_none(Spi::get_two_with_args::<String, String>(
-        "SELECT t.file, m.path FROM lightretriever.lr_query_tables t
+        "SELECT t.file, t.xmin::text || '/' || t.ctid::text FROM lightretriever.lr_query_tables t
            JOIN lightretriever.lr_models m ON m.name = t.model
           WHERE t.model = $1 AND t.instruction = $2
           ORDER BY t.version DESC LIMIT 1",
         &[model.into(), instruction.into()],
     ))
     .unwrap_or((None, None));
-    let file = match found {
-        (Some(file), Some(_)) => file,
+    let (file, row) = match found {
+        (Some(file), Some(row)) => (file, row),
         _ => {
             crate::catalog::load_model(model); // a missing model is its own error
             let call = if instruction.is_empty() {
@@ -411,7 +416,9 @@ fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
         }
     };
     let key = (model.to_owned(), instruction.to_owned());
-    if let Some(enc) = LOOKUPS.with(|m| m.borrow().get(&key).filter(|c| c.file == file).map(|c| c.encoder.clone())) {
+    // The catalog row identifies the table (file names are unique per build too: belt and
+    // braces against serving a replaced table from this backend's mapping).
+    if let Some(enc) = LOOKUPS.with(|m| m.borrow().get(&key).filter(|c| c.row == row).map(|c| c.encoder.clone())) {
         return enc;
     }
     let table = QueryTable::open(&PathBuf::from(&file)).unwrap_or_else(|e| {
@@ -434,7 +441,7 @@ fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
     }
     let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
     let enc = Rc::new(LookupEncoder::new(table, tokenizer));
-    LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { file, encoder: enc.clone() }));
+    LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { row, encoder: enc.clone() }));
     enc
 }
 
