@@ -70,12 +70,15 @@ fn write_table_version(
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
     .unwrap_or(1);
     std::fs::create_dir_all(TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
-    // A stamp makes every build's file name new: a model dropped and built again in one
-    // transaction must not have its new file removed by the drop's commit-time cleanup.
+    // The directory is the cluster's: the database's OID keeps databases apart (the same model
+    // name and version in two databases are two files), and a stamp makes every build's name
+    // new (a model dropped and built again in one transaction must not have its new file
+    // removed by the drop's commit-time cleanup).
+    let database = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ ((std::process::id() as u64) << 40);
     let file = format!(
-        "{TABLE_DIR}/{name}-{:016x}-v{version}-{stamp:016x}.lrt",
+        "{TABLE_DIR}/db{database}-{name}-{:016x}-v{version}-{stamp:016x}.lrt",
         lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, key.as_bytes())
     );
     let tokenizer_fingerprint =

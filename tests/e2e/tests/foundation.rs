@@ -20,13 +20,20 @@ fn reference_vectors_through_sql() {
     assert_eq!(msg, "lightretriever: model \"minilm\" has no query table");
     assert_eq!(hint.as_deref(), Some("Build it once (as a superuser) with SELECT lightretriever.lr_build_query_table('minilm')."));
 
-    // A build rolled back leaves neither a row nor a file.
+    // A build rolled back leaves neither a row nor a file (the directory is the cluster's:
+    // other tests' databases have files there too).
+    let files = |c: &mut postgres::Client| -> Vec<String> {
+        c.query("SELECT f FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE '%.lrt%' ORDER BY f", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let before = files(&mut c);
     c.batch_execute("BEGIN; SELECT lightretriever.lr_build_query_table('minilm'); ROLLBACK").unwrap();
-    let files: i64 = c
-        .query_one("SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE '%.lrt%'", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(files, 0, "rolled-back build left a file");
+    assert_eq!(files(&mut c), before, "rolled-back build left a file");
+    let rows: i64 = c.query_one("SELECT count(*) FROM lightretriever.lr_query_tables", &[]).unwrap().get(0);
+    assert_eq!(rows, 0);
 
     let rows: i64 = c.query_one("SELECT lightretriever.lr_build_query_table('minilm')", &[]).unwrap().get(0);
     assert_eq!(rows, 30522);
@@ -80,4 +87,29 @@ fn damaged_table_file_is_an_error_not_wrong_vectors() {
     let (msg, hint) = error_of(&mut c2, "SELECT lightretriever.lr_encode_query('library science', 'minilm')");
     assert!(msg.contains("is corrupt: data checksum mismatch"), "{msg}");
     assert!(hint.unwrap().contains("lr_build_query_table"));
+}
+
+/// Query-table files live in one directory for the whole cluster: the same model name and
+/// version in two databases must be two files, and dropping the model in one database must
+/// leave the other's table alone.
+#[test]
+fn two_databases_keep_their_own_query_tables() {
+    let tiny = tiny_models_dir().join("tiny-qwen2").to_string_lossy().into_owned();
+    let setup = |db: &str| {
+        let mut c = fresh_database(db);
+        c.execute("SELECT lightretriever.lr_register_model('tq', $1)", &[&tiny.as_str()]).unwrap();
+        c.query_one("SELECT lightretriever.lr_build_query_table('tq')", &[]).unwrap();
+        c
+    };
+    let query = "SELECT lightretriever.lr_encode_query('paris water', 'tq')::text";
+    let mut a = setup("lr_e2e_db_a");
+    let mut b = setup("lr_e2e_db_b");
+    let file_of = |c: &mut postgres::Client| -> String { c.query_one("SELECT file FROM lightretriever.lr_query_tables", &[]).unwrap().get(0) };
+    assert_ne!(file_of(&mut a), file_of(&mut b));
+    let before: String = a.query_one(query, &[]).unwrap().get(0);
+    b.query_one("SELECT lightretriever.lr_drop_model('tq')", &[]).unwrap();
+    // A new backend of database a maps its file afresh.
+    let mut a2 = fresh_connection("lr_e2e_db_a");
+    let after: String = a2.query_one(query, &[]).unwrap().get(0);
+    assert_eq!(after, before);
 }
