@@ -351,11 +351,12 @@ fn evaluate_all(
     ];
 
     // Sparse and hybrid.
-    match sparse_run(args, doc_refs, &coll.queries, doc_ids, &mut timings)? {
-        Ok(sparse) => {
+    match SparseSide::load(args, doc_refs, &mut timings)? {
+        Ok(side) => {
             if args.hybrid_study {
-                hybrid_study(args, &fitted, &fitted_enc, &cached, doc_refs, &doc_vectors, coll, doc_ids, &fq, &full_queries)?;
+                hybrid_study(&side, &fitted, &fitted_enc, &cached, &doc_vectors, coll, doc_ids, &fq, &full_queries)?;
             }
+            let sparse = SparseRuns { counts: side.run(&coll.queries, doc_ids, false)?, idf: side.run(&coll.queries, doc_ids, true)? };
             let mut push = |name: &str, run: &Run, note: &str| {
                 rows.push(Row { name: name.into(), scores: Some(evaluate(run, qrels)), note: note.into() })
             };
@@ -499,44 +500,59 @@ struct SparseRuns {
     idf: Run,
 }
 
-fn sparse_run(
-    args: &Args,
-    doc_refs: &[&str],
-    queries: &[(String, String)],
-    doc_ids: &[String],
-    timings: &mut Vec<(&str, f64)>,
-) -> Result<Result<SparseRuns, String>, String> {
-    let Some(dir) = &args.sparse_model_dir else { return Ok(Err("--no-sparse".into())) };
-    if !dir.join("config.json").is_file() {
-        return Ok(Err(format!("{} has no model", dir.display())));
+/// The sparse model's document vectors and the corpus's query weights, built once.
+struct SparseSide {
+    docs: Vec<Vec<(u32, f32)>>,
+    tokenizer: lr_tokenizer::Tokenizer,
+    weights: Vec<f32>,
+}
+
+impl SparseSide {
+    fn load(args: &Args, doc_refs: &[&str], timings: &mut Vec<(&str, f64)>) -> Result<Result<SparseSide, String>, String> {
+        let Some(dir) = &args.sparse_model_dir else { return Ok(Err("--no-sparse".into())) };
+        if !dir.join("config.json").is_file() {
+            return Ok(Err(format!("{} has no model", dir.display())));
+        }
+        let info = ModelInfo::inspect(dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
+        let enc = lr_model::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        eprintln!("encoding {} documents with the sparse model", doc_refs.len());
+        let docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
+        timings.push(("encode documents (sparse model)", t.elapsed().as_secs_f64()));
+        let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
+        let weights =
+            lr_fit::sparse_query_weights(doc_refs, &tokenizer, info.vocab_size, &mut |_, _| {}).map_err(|e| e.to_string())?;
+        Ok(Ok(SparseSide { docs, tokenizer, weights }))
     }
-    let info = ModelInfo::inspect(dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
-    let enc = lr_model::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    eprintln!("encoding {} documents with the sparse model", doc_refs.len());
-    let docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
-    timings.push(("encode documents (sparse model)", t.elapsed().as_secs_f64()));
-    // As the extension's lr_encode_query_sparse: plain ids cut at 512, raw counts, times the
-    // fitted weights when there are some.
-    let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
-    let weights = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size, &mut |_, _| {}).map_err(|e| e.to_string())?;
-    let mut runs = SparseRuns { counts: Run::new(), idf: Run::new() };
-    for (qid, q) in queries {
-        let mut ids = lr_tokenizer::plain_ids(&tok, q)?;
+
+    /// As the extension's lr_encode_query_sparse: plain ids cut at 512, raw counts, times the
+    /// fitted weights when `weighted`.
+    fn query(&self, text: &str, weighted: bool) -> Result<Vec<(u32, f32)>, String> {
+        let mut ids = lr_tokenizer::plain_ids(&self.tokenizer, text)?;
         ids.truncate(lr_table::MAX_QUERY_TOKENS);
-        let counts = lr_tokenizer::counts_of(&ids);
-        let weighted: Vec<(u32, f32)> = counts.iter().map(|&(i, c)| (i, c * weights.get(i as usize).copied().unwrap_or(0.0))).collect();
-        for (qv, run) in [(&counts, &mut runs.counts), (&weighted, &mut runs.idf)] {
-            let scores: Vec<f32> = docs.iter().map(|d| search::sparse_dot(qv, d)).collect();
-            let top: Vec<(String, f32)> = search::top_k(&scores, 1000)
-                .into_iter()
-                .filter(|(_, s)| *s > 0.0)
-                .map(|(i, s)| (doc_ids[i].clone(), s))
-                .collect();
+        let mut v = lr_tokenizer::counts_of(&ids);
+        if weighted {
+            v.iter_mut().for_each(|(i, c)| *c *= self.weights.get(*i as usize).copied().unwrap_or(0.0));
+        }
+        Ok(v)
+    }
+
+    /// lr_search's sparse candidates for `text`: the top 1000 documents (indices) with a
+    /// positive score.
+    fn candidates(&self, text: &str, weighted: bool) -> Result<Vec<(i64, f32)>, String> {
+        let qv = self.query(text, weighted)?;
+        let scores: Vec<f32> = self.docs.iter().map(|d| search::sparse_dot(&qv, d)).collect();
+        Ok(candidates(&scores, true))
+    }
+
+    fn run(&self, queries: &[(String, String)], doc_ids: &[String], weighted: bool) -> Result<Run, String> {
+        let mut run = Run::new();
+        for (qid, q) in queries {
+            let top = self.candidates(q, weighted)?.into_iter().map(|(i, s)| (doc_ids[i as usize].clone(), s)).collect();
             run.insert(qid.clone(), top);
         }
+        Ok(run)
     }
-    Ok(Ok(runs))
 }
 
 fn cached_sparse(enc: &lr_model::SparseEncoder, docs: &[&str], cache: Option<&Path>, model: &Path) -> Result<Vec<Vec<(u32, f32)>>, String> {
@@ -634,94 +650,86 @@ fn candidates(scores: &[f32], positive_only: bool) -> Vec<(i64, f32)> {
     search::top_k(scores, 1000).into_iter().filter(|(_, s)| !positive_only || *s > 0.0).map(|(i, s)| (i as i64, s)).collect()
 }
 
+/// lr_search's mode for a fusion weight: 1 and 0 are one side alone.
+fn mode_of(w: f32) -> lr_search::Mode {
+    if w == 1.0 {
+        lr_search::Mode::Dense
+    } else if w == 0.0 {
+        lr_search::Mode::Sparse
+    } else {
+        lr_search::Mode::Hybrid
+    }
+}
+
 /// Hybrid settings judged on the fit's held-out pseudo-queries (spans of held-out documents;
 /// relevance = the source document), then the same settings on the collection's judged
 /// queries. The first table is the one to choose by; the second is printed for the record.
 #[allow(clippy::too_many_arguments)]
 fn hybrid_study(
-    args: &Args,
+    sparse: &SparseSide,
     fitted: &lr_fit::FittedTable,
     fitted_enc: &LookupEncoder,
     cached: &CachedEncoder,
-    doc_refs: &[&str],
     doc_vectors: &[Vec<f32>],
     coll: &Collection,
     doc_ids: &[String],
     fitted_queries: &[Vec<f32>],
     full_queries: &[Vec<f32>],
 ) -> Result<(), String> {
-    let dir = args.sparse_model_dir.as_ref().unwrap();
-    let info = ModelInfo::inspect(dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
-    let enc = lr_model::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
-    let sparse_docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
-    let tok = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
-    let idf = lr_fit::sparse_query_weights(doc_refs, &tok, info.vocab_size, &mut |_, _| {}).map_err(|e| e.to_string())?;
-    let sparse_query = |q: &str, weighted: bool| -> Result<Vec<(u32, f32)>, String> {
-        let mut ids = lr_tokenizer::plain_ids(&tok, q)?;
-        ids.truncate(lr_table::MAX_QUERY_TOKENS);
-        let mut v = lr_tokenizer::counts_of(&ids);
-        if weighted {
-            v.iter_mut().for_each(|(i, c)| *c *= idf.get(*i as usize).copied().unwrap_or(0.0));
-        }
-        Ok(v)
-    };
-    let sparse_scores = |qv: &[(u32, f32)]| -> Vec<f32> { sparse_docs.iter().map(|d| search::sparse_dot(qv, d)).collect() };
     let weights = [1.0f32, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.0];
+    let header = weights.iter().map(|w| format!("w={w}")).collect::<Vec<_>>().join(" | ");
+    let sparse_name = |weighted: bool| if weighted { "idf·count" } else { "count" };
+    // Per (dense side, sparse weighting): each query's two candidate lists, built once and
+    // fused at every weight (best `k`), then `score`d per weight.
+    let table = |texts: &[&str], dense_scores: &[(&str, Vec<Vec<f32>>)], k: usize, score: &dyn Fn(&[Vec<lr_search::Hit>]) -> f64| {
+        for (dense_name, dense_s) in dense_scores {
+            for weighted in [false, true] {
+                let mut fused: Vec<Vec<Vec<lr_search::Hit>>> = vec![Vec::new(); weights.len()];
+                for (qi, text) in texts.iter().enumerate() {
+                    let d = candidates(&dense_s[qi], false);
+                    let s = sparse.candidates(text, weighted)?;
+                    for (wi, &w) in weights.iter().enumerate() {
+                        fused[wi].push(lr_search::fuse(&d, &s, mode_of(w), w, k));
+                    }
+                }
+                let row: Vec<String> = fused.iter().map(|hits| format!("{:.4}", score(hits))).collect();
+                println!("| {dense_name} | {} | {} |", sparse_name(weighted), row.join(" | "));
+            }
+        }
+        Ok::<(), String>(())
+    };
 
     // Pseudo-queries.
     let held = &fitted.held_out_queries;
     let texts: Vec<&str> = held.iter().map(|(_, t)| t.as_str()).collect();
     let lookup_q = lookup_queries(fitted_enc, &held.iter().map(|(d, t)| (d.to_string(), t.clone())).collect::<Vec<_>>(), doc_vectors[0].len());
-    let full_q = cached.encode(&texts)?;
-    let lookup_s = search::dense_scores(&lookup_q, doc_vectors)?;
-    let full_s = search::dense_scores(&full_q, doc_vectors)?;
+    let dense = [
+        ("fitted lookup", search::dense_scores(&lookup_q, doc_vectors)?),
+        ("full", search::dense_scores(&cached.encode(&texts)?, doc_vectors)?),
+    ];
     println!("\nhybrid study: {} held-out pseudo-queries, known-item MRR@10 (choose here)", held.len());
-    println!("| dense side | sparse query | {} |", weights.iter().map(|w| format!("w={w}")).collect::<Vec<_>>().join(" | "));
-    for (dense_name, dense_s) in [("fitted lookup", &lookup_s), ("full", &full_s)] {
-        for weighted in [false, true] {
-            let mut mrr = vec![0.0f64; weights.len()];
-            for (qi, (src, text)) in held.iter().enumerate() {
-                let d = candidates(&dense_s[qi], false);
-                let s = candidates(&sparse_scores(&sparse_query(text, weighted)?), true);
-                for (wi, &w) in weights.iter().enumerate() {
-                    let mode = if w == 1.0 { lr_search::Mode::Dense } else if w == 0.0 { lr_search::Mode::Sparse } else { lr_search::Mode::Hybrid };
-                    let hits: Vec<i64> = lr_search::fuse(&d, &s, mode, w, 10).into_iter().map(|h| h.id).collect();
-                    mrr[wi] += reciprocal_rank(&hits, *src);
-                }
-            }
-            println!(
-                "| {dense_name} | {} | {} |",
-                if weighted { "idf·count" } else { "count" },
-                mrr.iter().map(|m| format!("{:.4}", m / held.len() as f64)).collect::<Vec<_>>().join(" | ")
-            );
-        }
-    }
+    println!("| dense side | sparse query | {header} |");
+    table(&texts, &dense, 10, &|hits| {
+        let ranks = hits.iter().zip(held).map(|(h, (src, _))| reciprocal_rank(&h.iter().map(|x| x.id).collect::<Vec<_>>(), *src));
+        ranks.sum::<f64>() / held.len() as f64
+    })?;
 
     // The collection's judged queries, for the record.
-    let lookup_s = search::dense_scores(fitted_queries, doc_vectors)?;
-    let full_s = search::dense_scores(full_queries, doc_vectors)?;
+    let texts: Vec<&str> = coll.queries.iter().map(|(_, q)| q.as_str()).collect();
+    let dense = [
+        ("fitted lookup", search::dense_scores(fitted_queries, doc_vectors)?),
+        ("full", search::dense_scores(full_queries, doc_vectors)?),
+    ];
     println!("\nhybrid study: {} judged queries, nDCG@10 (record only)", coll.queries.len());
-    println!("| dense side | sparse query | {} |", weights.iter().map(|w| format!("w={w}")).collect::<Vec<_>>().join(" | "));
-    for (dense_name, dense_s) in [("fitted lookup", &lookup_s), ("full", &full_s)] {
-        for weighted in [false, true] {
-            let mut row = Vec::new();
-            for &w in &weights {
-                let mut run = Run::new();
-                for (qi, (qid, text)) in coll.queries.iter().enumerate() {
-                    let d = candidates(&dense_s[qi], false);
-                    let s = candidates(&sparse_scores(&sparse_query(text, weighted)?), true);
-                    let mode = if w == 1.0 { lr_search::Mode::Dense } else if w == 0.0 { lr_search::Mode::Sparse } else { lr_search::Mode::Hybrid };
-                    let hits = lr_search::fuse(&d, &s, mode, w, 1000);
-                    run.insert(qid.clone(), hits.into_iter().map(|h| (doc_ids[h.id as usize].clone(), h.score)).collect());
-                }
-                row.push(evaluate(&run, &coll.qrels).ndcg_at_10);
-            }
-            println!(
-                "| {dense_name} | {} | {} |",
-                if weighted { "idf·count" } else { "count" },
-                row.iter().map(|m| format!("{m:.4}")).collect::<Vec<_>>().join(" | ")
-            );
-        }
-    }
+    println!("| dense side | sparse query | {header} |");
+    table(&texts, &dense, 1000, &|hits| {
+        let run: Run = coll
+            .queries
+            .iter()
+            .zip(hits)
+            .map(|((qid, _), h)| (qid.clone(), h.iter().map(|x| (doc_ids[x.id as usize].clone(), x.score)).collect()))
+            .collect();
+        evaluate(&run, &coll.qrels).ndcg_at_10
+    })?;
     Ok(())
 }
