@@ -34,9 +34,7 @@ mod tests {
     }
 
     fn close(got: &[f32], want: &[f32], what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}");
-        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst <= 1e-4, "{what}: max |diff| {worst}");
+        lr_testkit::assert_within(got, want, 1e-4, what);
     }
 
     #[pg_test]

@@ -83,9 +83,7 @@ fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> Strin
 /// need not encode the corpus again) — rows where either is NULL are skipped. The columns must
 /// exist; the caller needs SELECT on them.
 pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<&str>) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-        .unwrap_or_default();
+    let table = table_name(relid);
     for column in std::iter::once(text_column).chain(vector_column) {
         let exists = Spi::get_one_with_args::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
@@ -124,6 +122,13 @@ pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<
     let (texts, vectors): (Vec<String>, Vec<Option<Vector>>) = rows.into_iter().unzip();
     let vectors = vector_column.map(|_| vectors.into_iter().map(|v| v.map(|v| v.0).unwrap_or_default()).collect());
     (texts, vectors)
+}
+
+/// `relid` as SQL names it (`regclass::text`: schema-qualified and quoted as needed).
+pub fn table_name(relid: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .unwrap_or_default()
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -176,9 +181,7 @@ fn lr_search(
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: dense_weight must be between 0 and 1", None);
     }
     let relid = source.oid();
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-        .unwrap_or_default();
+    let table = table_name(relid);
     drop(source);
     let id = pick_id_column(relid, &table, id_column);
     // An auto-encoded table names its own columns and models.

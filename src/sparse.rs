@@ -102,7 +102,7 @@ fn lr_fit_sparse_query_weights(model: &str, source: pgrx::PgRelation, text_colum
     let started = std::time::Instant::now();
     let (texts, _) = crate::search::corpus_rows(relid, text_column, None);
     let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()]).ok().flatten().unwrap_or_default();
+    let table = crate::search::table_name(relid);
     if docs.is_empty() {
         raise(
             Code::ERRCODE_DATA_EXCEPTION,

@@ -16,9 +16,13 @@ fn gpu() -> Device {
 }
 
 fn close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst <= TOLERANCE, "{what}: max |diff| {worst} > {TOLERANCE}");
+    assert_within(got, want, TOLERANCE, what);
+}
+
+/// The weight of `id` in a sparse vector, 0 when absent: ids near zero may be pruned on one
+/// side and not the other, so every id of either side is compared.
+fn weight(v: &[(u32, f32)], id: u32) -> f32 {
+    v.iter().find(|p| p.0 == id).map_or(0.0, |p| p.1)
 }
 
 #[test]
@@ -47,8 +51,6 @@ fn splade_on_the_gpu_matches_the_cpu() {
     let cpu = SparseEncoder::load(&info, &Device::Cpu).unwrap().encode(&texts).unwrap();
     let gpu = SparseEncoder::load(&info, &gpu()).unwrap().encode(&texts).unwrap();
     for ((c, g), text) in cpu.iter().zip(&gpu).zip(texts) {
-        // Ids whose weight is near zero may fall on either side of it; compare every weight.
-        let weight = |v: &[(u32, f32)], id: u32| v.iter().find(|p| p.0 == id).map_or(0.0, |p| p.1);
         for &(id, _) in c.iter().chain(g) {
             close(&[weight(g, id)], &[weight(c, id)], &format!("{text:?} id {id}"));
         }
@@ -75,7 +77,6 @@ fn decoders_on_the_gpu_match_the_reference() {
         }
         for (s, got) in enc.encode_sparse_ids(&seqs, None).unwrap().iter().enumerate() {
             let want = id_weights(&r["sparse"][s]);
-            let weight = |v: &[(u32, f32)], id: u32| v.iter().find(|p| p.0 == id).map_or(0.0, |p| p.1);
             for &(id, _) in want.iter().chain(got) {
                 close(&[weight(got, id)], &[weight(&want, id)], &format!("{name} sparse {s} id {id}"));
             }

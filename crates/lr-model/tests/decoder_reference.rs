@@ -35,9 +35,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst <= TOLERANCE, "{what}: max |diff| {worst} > {TOLERANCE}");
+    lr_testkit::assert_within(got, want, TOLERANCE, what);
 }
 
 #[test]

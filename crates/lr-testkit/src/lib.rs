@@ -83,6 +83,14 @@ pub fn assert_matches(got: &[f32], want: &[f32], what: &str) {
     assert!(cos >= 0.9999 && max_diff <= 1e-4, "{what}: cos {cos}, max diff {max_diff}");
 }
 
+/// Every element of `got` within `tolerance` of `want` (same length): for outputs checked
+/// element by element against a reference.
+pub fn assert_within(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= tolerance, "{what}: max |diff| {worst} > {tolerance}");
+}
+
 /// Tiny random-weight decoder LLMs (Llama, Mistral, Qwen2, Qwen3, a Llama LoRA adapter) and their
 /// independent numpy reference outputs: `scripts/make_test_models.py` and
 /// `tests/decoder_reference/reference.py`, written to `LR_TEST_MODELS` (default
