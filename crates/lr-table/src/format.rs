@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use crate::guard::{GuardError, GuardedMap, MAX_MAPPED_TABLES};
+
 pub const MAGIC: &[u8; 8] = b"LRQTABLE";
 pub const FORMAT_VERSION: u32 = 1;
 /// Header size and data alignment.
@@ -83,6 +85,13 @@ pub enum TableError {
     Io { path: PathBuf, error: std::io::Error },
     Corrupt { path: PathBuf, reason: String },
     Usage(String),
+    /// The file changed after it was opened (truncated, replaced, removed, modified in place,
+    /// or a read of its mapping faulted): what the mapping serves can no longer be trusted.
+    /// `reason` is one of "truncated to N bytes", "replaced", "removed", "modified in place
+    /// (…)", "read fault (…)".
+    Changed { path: PathBuf, reason: String },
+    /// The process already maps [`MAX_MAPPED_TABLES`] tables (the SIGBUS guard's registry).
+    TooManyMapped { path: PathBuf, limit: usize },
 }
 
 impl std::fmt::Display for TableError {
@@ -93,6 +102,16 @@ impl std::fmt::Display for TableError {
                 write!(f, "query table {} is corrupt: {reason}", path.display())
             }
             TableError::Usage(m) => write!(f, "{m}"),
+            TableError::Changed { path, reason } => write!(
+                f,
+                "query table {} changed since it was opened ({reason}); it must be re-opened",
+                path.display()
+            ),
+            TableError::TooManyMapped { path, limit } => write!(
+                f,
+                "cannot map query table {}: this process already maps {limit} query tables",
+                path.display()
+            ),
         }
     }
 }
@@ -348,11 +367,68 @@ impl TableWriter {
     pub fn abort(self) {}
 }
 
+/// What the catalog says a table must be; [`QueryTable::verify_against`] compares it with the
+/// opened file, so that a valid table that is not *this* table (another model's with the same
+/// tokenizer, another instruction's, an older build) is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// The data checksum recorded when the table was built.
+    pub checksum: u64,
+    pub model: String,
+    pub instruction: Option<String>,
+    pub rows: usize,
+    pub dims: usize,
+}
+
+/// The identity and state of a table file when it was opened, to notice any later change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            FileStamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let t = |r: std::io::Result<std::time::SystemTime>| {
+                r.ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or((0, 0), |d| (d.as_secs() as i64, d.subsec_nanos() as i64))
+            };
+            FileStamp { dev: 0, ino: 0, size: m.len(), mtime: t(m.modified()), ctime: t(m.created()) }
+        }
+    }
+}
+
 /// A table mapped read-only. Opening verifies the header, the size, and the data checksum, so a
 /// damaged file is an error rather than wrong vectors.
+///
+/// The mapping is registered with the SIGBUS guard (see `guard.rs`): a file truncated while
+/// mapped makes reads return zeros and flags the table damaged ([`QueryTable::is_damaged`])
+/// instead of killing the process. [`QueryTable::check_unchanged`] reports any change of the
+/// file since it was opened; callers run it once per statement and re-open on error.
 pub struct QueryTable {
     path: PathBuf,
-    map: Mmap,
+    /// Unregistered from the guard, then unmapped, when the table drops.
+    map: GuardedMap,
+    /// The opened file, kept for `fstat` in `check_unchanged`.
+    file: File,
+    stamp: FileStamp,
     dtype: Dtype,
     rows: usize,
     dims: usize,
@@ -379,11 +455,18 @@ impl QueryTable {
     pub fn open(path: &Path) -> Result<Self, TableError> {
         let corrupt = |reason: String| TableError::Corrupt { path: path.to_path_buf(), reason };
         let file = File::open(path).map_err(io(path))?;
+        let stamp = FileStamp::of(&file.metadata().map_err(io(path))?);
         // Safety: tables are immutable once renamed into place; a rebuild writes a new file.
+        // A file truncated or changed anyway cannot crash the process (the mapping is guarded
+        // before its first read) and is reported by `is_damaged`/`check_unchanged`.
         let map = unsafe { Mmap::map(&file) }.map_err(io(path))?;
         if map.len() < HEADER_ALIGN {
             return Err(corrupt(format!("{} bytes is shorter than the header", map.len())));
         }
+        let map = GuardedMap::new(map).map_err(|e| match e {
+            GuardError::Full => TableError::TooManyMapped { path: path.to_path_buf(), limit: MAX_MAPPED_TABLES },
+            GuardError::Install(error) => TableError::Io { path: path.to_path_buf(), error },
+        })?;
         if &map[0..8] != MAGIC {
             return Err(corrupt("not a lightretriever query table (bad magic)".into()));
         }
@@ -430,14 +513,118 @@ impl QueryTable {
         let meta_json = std::str::from_utf8(&map[FIXED..FIXED + meta_len])
             .map_err(|_| corrupt("metadata is not UTF-8".into()))?
             .to_owned();
-        if fnv1a64_words(FNV_OFFSET, &map[offset..]) != checksum {
+        let data_ok = fnv1a64_words(FNV_OFFSET, &map[offset..]) == checksum;
+        if map.is_damaged() {
+            return Err(corrupt("a read of the file faulted while verifying it (truncated while opening?)".into()));
+        }
+        if !data_ok {
             return Err(corrupt("data checksum mismatch".into()));
         }
         #[cfg(unix)]
         {
-            let _ = map.advise(memmap2::Advice::Random);
+            let _ = map.map().advise(memmap2::Advice::Random);
         }
-        Ok(QueryTable { path: path.to_path_buf(), map, dtype, rows, dims, offset, checksum, meta_json, weights_at })
+        let table = QueryTable {
+            path: path.to_path_buf(),
+            map,
+            file,
+            stamp,
+            dtype,
+            rows,
+            dims,
+            offset,
+            checksum,
+            meta_json,
+            weights_at,
+        };
+        // The stamp was taken before mapping: a change during the verification is caught here.
+        if table.stamp.size != expected as u64 {
+            let was = table.stamp.size;
+            return Err(table.changed(format!("modified in place while opening ({was} bytes when opened)")));
+        }
+        table.check_unchanged()?;
+        Ok(table)
+    }
+
+    fn changed(&self, reason: String) -> TableError {
+        TableError::Changed { path: self.path.clone(), reason }
+    }
+
+    /// True once a read of the mapping faulted (the file was truncated, or its storage failed,
+    /// while mapped): rows read since may be zeros. One atomic load, no system call.
+    #[inline]
+    pub fn is_damaged(&self) -> bool {
+        self.map.is_damaged()
+    }
+
+    /// Checks that the file is still the one that was opened, unchanged: an `fstat` of the
+    /// kept descriptor (size, modification and change times with nanoseconds) and a `stat` of
+    /// the path (still the same device and inode, i.e. not replaced by a rename or removed),
+    /// and that no read of the mapping faulted. Any difference is [`TableError::Changed`]:
+    /// re-open the table. Two system calls; call it once per statement, not per row.
+    ///
+    /// An in-place rewrite of the same size is seen through the change time, whose granularity
+    /// is the kernel's coarse clock (a few milliseconds), so one that lands within that tick of
+    /// the open is not seen (a truncation always is, through the size).
+    pub fn check_unchanged(&self) -> Result<(), TableError> {
+        let now = FileStamp::of(&self.file.metadata().map_err(io(&self.path))?);
+        if now.size < self.stamp.size {
+            return Err(self.changed(format!("truncated to {} bytes", now.size)));
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) => {
+                let at_path = FileStamp::of(&m);
+                if (at_path.dev, at_path.ino) != (self.stamp.dev, self.stamp.ino) {
+                    return Err(self.changed("replaced".into()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(self.changed("removed".into())),
+            Err(error) => return Err(TableError::Io { path: self.path.clone(), error }),
+        }
+        if now != self.stamp {
+            let what = if now.size != self.stamp.size {
+                format!("size {} bytes, was {}", now.size, self.stamp.size)
+            } else if now.mtime != self.stamp.mtime {
+                "modification time changed".to_owned()
+            } else {
+                "change time changed".to_owned()
+            };
+            return Err(self.changed(format!("modified in place: {what}")));
+        }
+        if self.is_damaged() {
+            return Err(self.changed("read fault: a page of the mapping could not be read".into()));
+        }
+        Ok(())
+    }
+
+    /// Compares the table with what the catalog records for it: the data checksum, the model
+    /// and instruction in the metadata, rows and dims. A mismatch is [`TableError::Corrupt`]
+    /// naming the field and both values.
+    pub fn verify_against(&self, expected: &Expected) -> Result<(), TableError> {
+        let corrupt = |reason: String| TableError::Corrupt { path: self.path.clone(), reason };
+        if self.checksum != expected.checksum {
+            return Err(corrupt(format!(
+                "data checksum is {:016x}, the catalog expects {:016x}",
+                self.checksum, expected.checksum
+            )));
+        }
+        let meta = self.meta()?;
+        if meta.model != expected.model {
+            return Err(corrupt(format!("model is {:?}, the catalog expects {:?}", meta.model, expected.model)));
+        }
+        if meta.instruction != expected.instruction {
+            return Err(corrupt(format!(
+                "instruction is {:?}, the catalog expects {:?}",
+                meta.instruction, expected.instruction
+            )));
+        }
+        if self.rows != expected.rows {
+            return Err(corrupt(format!("rows is {}, the catalog expects {}", self.rows, expected.rows)));
+        }
+        if self.dims != expected.dims {
+            return Err(corrupt(format!("dims is {}, the catalog expects {}", self.dims, expected.dims)));
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

@@ -5,7 +5,7 @@
 
 use lr_tokenizer::{QueryTokenizer, Tokenizer};
 
-use crate::format::QueryTable;
+use crate::format::{QueryTable, TableError};
 
 /// LightRetriever truncates queries at 512 tokens.
 pub const MAX_QUERY_TOKENS: usize = 512;
@@ -19,6 +19,10 @@ pub enum LookupError {
     IdOutOfRange { id: u32, rows: usize },
     /// The mean of the rows is the zero vector; it has no direction to normalise.
     ZeroVector,
+    /// A read of the table's mapping faulted during the lookup (the file was truncated or
+    /// failed while mapped): the rows read may be zeros, so no vector is returned. The table
+    /// must be re-opened. The message is the [`TableError::Changed`] text.
+    TableChanged(String),
 }
 
 impl std::fmt::Display for LookupError {
@@ -30,6 +34,7 @@ impl std::fmt::Display for LookupError {
                 write!(f, "token id {id} is outside the query table's {rows} rows")
             }
             LookupError::ZeroVector => write!(f, "the query's token rows sum to the zero vector"),
+            LookupError::TableChanged(m) => write!(f, "{m}"),
         }
     }
 }
@@ -65,6 +70,12 @@ impl LookupEncoder {
         self.table.dims()
     }
 
+    /// [`QueryTable::check_unchanged`] of the table: once per statement, before encoding
+    /// (`encode` itself makes no system call; it only notices read faults).
+    pub fn check_unchanged(&self) -> Result<(), TableError> {
+        self.table.check_unchanged()
+    }
+
     pub fn token_ids(&self, query: &str) -> Result<Vec<u32>, LookupError> {
         let mut ids = self.tokenizer.ids(query).map_err(LookupError::Tokenizer)?;
         ids.truncate(MAX_QUERY_TOKENS);
@@ -79,6 +90,9 @@ impl LookupEncoder {
     /// Weighted mean of the rows of `ids` (repeats count), L2-normalised: Σ w_t·row_t with the
     /// table's per-row weights, or the plain mean when the table has none. The mean's scale
     /// disappears in the normalisation, so the sum is normalised directly.
+    ///
+    /// If a read of the table faulted meanwhile (file truncated while mapped), the rows read
+    /// may be zeros: the result is [`LookupError::TableChanged`], never that vector.
     pub fn encode_ids(&self, ids: &[u32]) -> Result<Vec<f32>, LookupError> {
         if ids.is_empty() {
             return Err(LookupError::NoTokens);
@@ -93,6 +107,16 @@ impl LookupEncoder {
             if w != 0.0 {
                 self.table.add_row_to(id as usize, w, &mut acc);
             }
+        }
+        // One atomic load after the reads; no system call on this path.
+        if self.table.is_damaged() {
+            return Err(LookupError::TableChanged(
+                TableError::Changed {
+                    path: self.table.path().to_path_buf(),
+                    reason: "read fault: a page of the mapping could not be read".into(),
+                }
+                .to_string(),
+            ));
         }
         let norm = acc.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
         if !(norm > 0.0) || !norm.is_finite() {
