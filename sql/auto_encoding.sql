@@ -1,13 +1,19 @@
 -- Auto-encoding: tables whose vectors the background worker keeps fresh
 -- (lr_enable_auto_encoding). Written only by the extension's SECURITY DEFINER functions and
--- the worker; everyone may read them.
+-- the worker. Each table's queue (lightretriever.lr_queue_<id>, created by
+-- lr_enable_auto_encoding) holds its pending and failed keys as text; only superusers read
+-- queues directly, everyone else through the views below, which show a role only the tables it
+-- owns or may read.
 
 CREATE TABLE lr_auto_encodings (
     id            serial PRIMARY KEY,
     source        regclass NOT NULL UNIQUE,
-    text_column   name NOT NULL,
+    text_column   name NOT NULL,            -- names follow renames (event trigger)
     key_columns   name[] NOT NULL,          -- the source's primary key
-    key_types     text[] NOT NULL,          -- format_type() of each key column
+    text_attnum   smallint NOT NULL,        -- the columns' identities: what renames keep
+    key_attnums   smallint[] NOT NULL,
+    vector_attnum smallint NOT NULL,
+    sparse_attnum smallint,
     model         text NOT NULL REFERENCES lr_models(name),
     sparse_model  text REFERENCES lr_models(name),
     vector_column name NOT NULL,
@@ -20,18 +26,8 @@ CREATE TABLE lr_auto_encodings (
 );
 COMMENT ON TABLE lr_auto_encodings IS 'Tables kept encoded by the lightretriever worker (lr_enable_auto_encoding)';
 
--- Rows that failed lightretriever.max_retries times, with the last error. Re-enqueue with
--- lr_retry_failed(source).
-CREATE TABLE lr_failed_items (
-    encoding_id integer NOT NULL REFERENCES lr_auto_encodings(id) ON DELETE CASCADE,
-    row_key     jsonb NOT NULL,             -- the source row's primary key
-    error       text NOT NULL,
-    attempts    integer NOT NULL,
-    failed_at   timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX ON lr_failed_items (encoding_id, row_key);
-
--- Every failed model run or database error of the worker.
+-- Every failed model run or database error of the worker. Its messages can quote the tables'
+-- data: a role sees the rows of the tables it owns or may read (row-level security).
 CREATE TABLE lr_encoding_errors (
     id          bigserial PRIMARY KEY,
     encoding_id integer REFERENCES lr_auto_encodings(id) ON DELETE CASCADE,
@@ -52,47 +48,26 @@ CREATE TABLE lr_encoding_batches (
 );
 CREATE INDEX ON lr_encoding_batches (encoding_id, at);
 
-GRANT SELECT ON lr_auto_encodings, lr_failed_items, lr_encoding_errors, lr_encoding_batches TO PUBLIC;
+GRANT SELECT ON lr_auto_encodings, lr_encoding_errors, lr_encoding_batches TO PUBLIC;
+ALTER TABLE lr_encoding_errors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY lr_encoding_errors_visible ON lr_encoding_errors FOR SELECT
+    USING (lightretriever.lr_may_see((SELECT a.source::pg_catalog.oid FROM lightretriever.lr_auto_encodings a
+                                       WHERE a.id OPERATOR(pg_catalog.=) encoding_id)));
 
--- Per source table: queue depth, rows in flight (the batch a worker is encoding now, as it
--- reports in pg_stat_activity), failed, rows with a vector, recent rate, last error.
-CREATE FUNCTION lr_encoding_status_rows(
-    OUT source regclass, OUT model text, OUT sparse_model text, OUT status text,
-    OUT pending bigint, OUT in_flight bigint, OUT failed bigint, OUT done bigint,
-    OUT rows_per_second double precision, OUT last_error text, OUT last_error_at timestamptz,
-    OUT worker_pid integer)
-RETURNS SETOF record LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    e lightretriever.lr_auto_encodings;
-    queued bigint;
-BEGIN
-    FOR e IN SELECT * FROM lightretriever.lr_auto_encodings ORDER BY id LOOP
-        source := e.source; model := e.model; sparse_model := e.sparse_model; status := e.status;
-        EXECUTE format('SELECT count(*) FROM lightretriever.%I', e.queue_table) INTO queued;
-        SELECT coalesce(sum(substring(a.query FROM 'encoding (\d+) rows')::bigint), 0), max(a.pid)
-          INTO in_flight, worker_pid
-          FROM pg_stat_activity a
-         WHERE a.backend_type = 'lightretriever encoder'
-           AND a.query LIKE format('lightretriever: encoding %% rows of auto-encoding %s', e.id);
-        pending := greatest(queued - in_flight, 0);
-        SELECT count(*) INTO failed FROM lightretriever.lr_failed_items f WHERE f.encoding_id = e.id;
-        EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NOT NULL', e.source, e.vector_column) INTO done;
-        SELECT coalesce(sum(b.rows), 0) / 60.0 INTO rows_per_second
-          FROM lightretriever.lr_encoding_batches b
-         WHERE b.encoding_id = e.id AND b.at > now() - interval '1 minute';
-        SELECT r.error, r.at INTO last_error, last_error_at
-          FROM lightretriever.lr_encoding_errors r WHERE r.encoding_id = e.id ORDER BY r.id DESC LIMIT 1;
-        IF worker_pid IS NULL THEN
-            SELECT b.worker_pid INTO worker_pid FROM lightretriever.lr_encoding_batches b
-             WHERE b.encoding_id = e.id ORDER BY b.at DESC LIMIT 1;
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-END $$;
-
-CREATE VIEW lr_encoding_status AS SELECT * FROM lr_encoding_status_rows();
+-- Per source table the caller may see: queue depth, rows in flight, failed, rows with a vector,
+-- recent rate, last error (lr_encoding_status_rows).
+CREATE VIEW lr_encoding_status AS
+    SELECT source::pg_catalog.regclass AS source, model, sparse_model, status, pending, in_flight, failed, done,
+           rows_per_second, last_error, last_error_at, worker_pid
+      FROM lightretriever.lr_encoding_status_rows();
 GRANT SELECT ON lr_encoding_status TO PUBLIC;
+
+-- Rows that failed lightretriever.max_retries times, with the last error, of the tables the
+-- caller may see. Re-enqueue with lr_retry_failed(source).
+CREATE VIEW lr_failed_items AS
+    SELECT encoding_id, source::pg_catalog.regclass AS source, row_key, error, attempts, failed_at
+      FROM lightretriever.lr_failed_items_rows();
+GRANT SELECT ON lr_failed_items TO PUBLIC;
 
 -- Dropping an auto-encoded table drops its queue and trigger functions with it.
 CREATE FUNCTION lr_auto_encoding_on_drop() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
@@ -101,9 +76,9 @@ DECLARE
     e record;
 BEGIN
     FOR e IN
-        SELECT a.* FROM lightretriever.lr_auto_encodings a
-          JOIN pg_event_trigger_dropped_objects() d ON d.objid = a.source::oid
-         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+        SELECT a.id FROM lightretriever.lr_auto_encodings a
+          JOIN pg_catalog.pg_event_trigger_dropped_objects() d ON d.objid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid OPERATOR(pg_catalog.=) 0
     LOOP
         PERFORM lightretriever.lr_drop_auto_encoding_objects(e.id);
     END LOOP;
@@ -115,43 +90,67 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q name;
 BEGIN
-    SELECT queue_table INTO q FROM lightretriever.lr_auto_encodings a WHERE a.id = lr_drop_auto_encoding_objects.id;
-    DELETE FROM lightretriever.lr_auto_encodings a WHERE a.id = lr_drop_auto_encoding_objects.id;
+    SELECT queue_table INTO q FROM lightretriever.lr_auto_encodings a WHERE a.id OPERATOR(pg_catalog.=) lr_drop_auto_encoding_objects.id;
+    DELETE FROM lightretriever.lr_auto_encodings a WHERE a.id OPERATOR(pg_catalog.=) lr_drop_auto_encoding_objects.id;
     IF q IS NOT NULL THEN
-        EXECUTE format('DROP TABLE IF EXISTS lightretriever.%I', q);
+        EXECUTE pg_catalog.format('DROP TABLE IF EXISTS lightretriever.%I', q);
     END IF;
-    EXECUTE format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' || id || '_clear');
-    EXECUTE format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' || id || '_enqueue');
-    EXECUTE format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' || id || '_forget');
-    EXECUTE format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' || id || '_truncate');
+    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_clear');
+    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_enqueue');
+    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_forget');
+    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_truncate');
 END $$;
 REVOKE ALL ON FUNCTION lr_drop_auto_encoding_objects(integer) FROM PUBLIC;
 
 CREATE EVENT TRIGGER lr_auto_encoding_drop ON sql_drop
     EXECUTE FUNCTION lr_auto_encoding_on_drop();
 
--- Waits until the queue of `source` is empty (true) or `timeout` passes (false).
+-- ALTER TABLE of an auto-encoded table: renamed columns are followed, a dropped or retyped
+-- text or vector column or a dropped primary key is refused (lr_auto_encoding_follow).
+CREATE FUNCTION lr_auto_encoding_on_alter() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.source::pg_catalog.oid AS source FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN lightretriever.lr_auto_encodings a ON a.source::pg_catalog.oid OPERATOR(pg_catalog.=) c.objid
+         WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+    LOOP
+        PERFORM lightretriever.lr_auto_encoding_follow(r.source);
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER lr_auto_encoding_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION lr_auto_encoding_on_alter();
+
+-- Waits until the queue of `source` has no pending row (true) or `timeout` passes (false).
+-- Failed rows do not count: they have left the queue's pending set.
 CREATE FUNCTION lr_wait_for_encoding(source regclass, timeout interval DEFAULT '5 minutes')
 RETURNS boolean LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q name;
-    deadline timestamptz := clock_timestamp() + timeout;
+    deadline timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) timeout;
     left_over boolean;
 BEGIN
-    SELECT queue_table INTO q FROM lightretriever.lr_auto_encodings a WHERE a.source = lr_wait_for_encoding.source;
-    IF q IS NULL THEN
+    IF source IS NULL OR timeout IS NULL THEN
+        RAISE EXCEPTION 'lightretriever: argument "%" must not be NULL', CASE WHEN source IS NULL THEN 'source' ELSE 'timeout' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT queue_table INTO q FROM lightretriever.lr_auto_encodings a WHERE a.source OPERATOR(pg_catalog.=) lr_wait_for_encoding.source;
+    IF q IS NULL OR NOT lightretriever.lr_may_see(source::pg_catalog.oid) THEN
         RAISE EXCEPTION 'lightretriever: % is not auto-encoded', source
             USING ERRCODE = 'undefined_object', HINT = 'Enable it with lightretriever.lr_enable_auto_encoding.';
     END IF;
     LOOP
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM lightretriever.%I)', q) INTO left_over;
+        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM lightretriever.%I WHERE failed_at IS NULL)', q) INTO left_over;
         IF NOT left_over THEN
             RETURN true;
         END IF;
-        IF clock_timestamp() >= deadline THEN
+        IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline THEN
             RETURN false;
         END IF;
-        PERFORM pg_sleep(0.05);
+        PERFORM pg_catalog.pg_sleep(0.05);
     END LOOP;
 END $$;

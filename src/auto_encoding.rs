@@ -1,17 +1,24 @@
 //! Enabling a table for auto-encoding: `lr_enable_auto_encoding` adds the vector column(s),
 //! the queue and the triggers and enqueues every row; `lr_disable_auto_encoding` undoes it.
-//! The worker (`worker.rs`) drains the queues.
+//! The worker (`worker.rs`) drains the queues. The SQL itself is built by `lr-queue`.
 //!
 //! Queue semantics (documented in the README): insert → enqueue; update → enqueue only if the
 //! text changed, and the stale vector is cleared at once (NULL until re-encoded); NULL text →
-//! NULL vector, nothing queued; delete → its queue entry and failed record go; TRUNCATE → the
-//! queue and failed records of the table go.
+//! NULL vector, nothing queued; delete → its queue entries (failed ones too) go; TRUNCATE → the
+//! table's entries go.
+//!
+//! Security (README "Security"): these functions run as the extension's owner but never touch
+//! the user's table with those rights: its rows are read as the owner (`security::as_owner`),
+//! keys are text written by output functions, the queue holds no user type. The status and
+//! failed-rows views show a caller only the tables it owns or may read.
 
+use lr_queue::Encoding;
 use pgrx::prelude::*;
 use pgrx::search_path;
 
-use crate::error::{raise, row_or_none, Code, OrRaise};
-use crate::search::quote_ident;
+use crate::error::{raise, required, row_or_none, Code, OrRaise};
+use crate::security::{as_owner, caller, may_see, require_owner, require_user_table, with_key_text_settings};
+use crate::spi::{flatten, in_subtransaction, quote_ident, run, table_name};
 
 /// The catalog row of one auto-encoded table, as the worker and the functions here use it.
 #[derive(Debug, Clone)]
@@ -20,56 +27,63 @@ pub struct AutoEncoding {
     pub source: pg_sys::Oid,
     /// `source::regclass::text`: quoted and schema-qualified as needed.
     pub source_name: String,
+    /// A plain table (its own rows, `ONLY`); false for a partitioned one.
+    pub plain: bool,
     pub text_column: String,
     pub key_columns: Vec<String>,
+    /// The key columns' types now (`format_type`), as SQL names them.
     pub key_types: Vec<String>,
     pub model: String,
     pub sparse_model: Option<String>,
     pub vector_column: String,
     pub sparse_column: Option<String>,
     pub batch_size: i32,
-    pub queue_table: String,
 }
 
 impl AutoEncoding {
-    /// `lightretriever."lr_queue_N"`.
-    pub fn queue(&self) -> String {
-        format!("lightretriever.{}", quote_ident(&self.queue_table))
-    }
-
-    /// Queue key columns: `key_1, key_2, ...` (never clash with the queue's own columns).
-    pub fn queue_keys(&self) -> Vec<String> {
-        (1..=self.key_columns.len()).map(|i| format!("key_{i}")).collect()
-    }
-
-    fn function(&self, role: &str) -> String {
-        format!("lightretriever.{}", quote_ident(&format!("lr_auto_encoding_{}_{role}", self.id)))
+    /// The statements of this table (lr-queue).
+    pub fn statements(&self) -> Encoding<'_> {
+        Encoding {
+            id: self.id,
+            source: &self.source_name,
+            plain: self.plain,
+            text_column: &self.text_column,
+            key_columns: &self.key_columns,
+            key_types: &self.key_types,
+            vector_column: &self.vector_column,
+            sparse_column: self.sparse_column.as_deref(),
+        }
     }
 }
 
-const SELECT_ENCODINGS: &str = "SELECT id, source::oid, source::text, text_column::text, key_columns::text[], key_types,
-        model, sparse_model, vector_column::text, sparse_column::text, batch_size, queue_table::text
-   FROM lightretriever.lr_auto_encodings";
+const SELECT_ENCODINGS: &str = "SELECT a.id, a.source::pg_catalog.oid, a.source::pg_catalog.text,
+        c.relkind OPERATOR(pg_catalog.=) 'r', a.text_column::pg_catalog.text, a.key_columns::pg_catalog.text[],
+        ARRAY(SELECT pg_catalog.format_type(t.atttypid, t.atttypmod)
+                FROM pg_catalog.unnest(a.key_attnums) WITH ORDINALITY AS k(attnum, n)
+                JOIN pg_catalog.pg_attribute t ON t.attrelid OPERATOR(pg_catalog.=) a.source AND t.attnum OPERATOR(pg_catalog.=) k.attnum
+               ORDER BY k.n),
+        a.model, a.sparse_model, a.vector_column::pg_catalog.text, a.sparse_column::pg_catalog.text, a.batch_size
+   FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source";
 
-/// Active auto-encodings (`where` filters further, e.g. `AND source = $1`).
+/// Auto-encodings (`filter` narrows them, e.g. `AND a.source = $1`), by id.
 pub fn encodings(filter: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEncoding> {
     Spi::connect(|c| {
-        let rows = c.select(&format!("{SELECT_ENCODINGS} WHERE true {filter} ORDER BY id"), None, args)?;
+        let rows = c.select(&format!("{SELECT_ENCODINGS} WHERE true {filter} ORDER BY a.id"), None, args)?;
         let mut out = Vec::new();
         for r in rows {
             out.push(AutoEncoding {
                 id: r.get(1)?.unwrap_or_default(),
                 source: r.get(2)?.unwrap_or(pg_sys::InvalidOid),
                 source_name: r.get(3)?.unwrap_or_default(),
-                text_column: r.get(4)?.unwrap_or_default(),
-                key_columns: r.get(5)?.unwrap_or_default(),
-                key_types: r.get(6)?.unwrap_or_default(),
-                model: r.get(7)?.unwrap_or_default(),
-                sparse_model: r.get(8)?,
-                vector_column: r.get(9)?.unwrap_or_default(),
-                sparse_column: r.get(10)?,
-                batch_size: r.get(11)?.unwrap_or(32),
-                queue_table: r.get(12)?.unwrap_or_default(),
+                plain: r.get(4)?.unwrap_or(true),
+                text_column: r.get(5)?.unwrap_or_default(),
+                key_columns: r.get(6)?.unwrap_or_default(),
+                key_types: r.get(7)?.unwrap_or_default(),
+                model: r.get(8)?.unwrap_or_default(),
+                sparse_model: r.get(9)?,
+                vector_column: r.get(10)?.unwrap_or_default(),
+                sparse_column: r.get(11)?,
+                batch_size: r.get(12)?.unwrap_or(32),
             });
         }
         Ok::<_, pgrx::spi::SpiError>(out)
@@ -77,46 +91,84 @@ pub fn encodings(filter: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEn
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
 
-/// The caller (as SET ROLE made it; not the SECURITY DEFINER owner) must own `relid`.
-fn require_owner(relid: pg_sys::Oid, table: &str) {
-    let caller = unsafe { pg_sys::GetOuterUserId() };
-    if !unsafe { pg_sys::pg_class_ownercheck(relid, caller) } {
-        raise(
-            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("lightretriever: must be the owner of table {table} to change its auto-encoding"),
-            None,
-        );
-    }
-}
-
-/// The relation's oid; the relation is closed again (its lock stays until the transaction ends).
-fn relid(rel: pgrx::PgRelation) -> pg_sys::Oid {
-    rel.oid()
+/// The auto-encoding of `relid`, if it has one.
+pub fn encoding_of(relid: pg_sys::Oid) -> Option<AutoEncoding> {
+    encodings("AND a.source OPERATOR(pg_catalog.=) $1::pg_catalog.oid", &[relid.into()]).pop()
 }
 
 /// `source`'s oid and qualified name, for its owner only.
-fn owned_table(source: pgrx::PgRelation) -> (pg_sys::Oid, String) {
-    let source = relid(source);
-    let table = Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[source.into()])
-        .or_raise(Code::ERRCODE_UNDEFINED_TABLE)
-        .unwrap_or_default();
+fn owned_table(source: Option<pgrx::PgRelation>) -> (pg_sys::Oid, String) {
+    let source = required(source, "source").oid();
+    let table = table_name(source);
     require_owner(source, &table);
     (source, table)
 }
 
 /// The auto-encoding of `source` as (qualified table name, record), for its owner only; an
 /// error when the caller does not own it or it is not auto-encoded.
-fn owned_auto_encoding(source: pgrx::PgRelation) -> (String, AutoEncoding) {
+fn owned_auto_encoding(source: Option<pgrx::PgRelation>) -> (String, AutoEncoding) {
     let (source, table) = owned_table(source);
-    let Some(enc) = encodings("AND source = $1", &[source.into()]).pop() else {
+    let Some(enc) = encoding_of(source) else {
         raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("lightretriever: {table} is not auto-encoded"), None)
     };
     (table, enc)
 }
 
-fn run(sql: &str) {
-    Spi::run(sql).unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e} in {sql}"), None));
+/// The column `attnum` of `relid` now: (name, type as format_type without typmod, generated,
+/// typmod).
+fn column(relid: pg_sys::Oid, attnum: i16) -> Option<(String, String, bool, i32)> {
+    Spi::connect(|c| {
+        let mut rows = c.select(
+            "SELECT attname::pg_catalog.text, pg_catalog.format_type(atttypid, NULL), attgenerated OPERATOR(pg_catalog.<>) '', atttypmod
+               FROM pg_catalog.pg_attribute
+              WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.=) $2 AND NOT attisdropped",
+            None,
+            &[relid.into(), attnum.into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<bool>(3)?.unwrap_or(false),
+                r.get::<i32>(4)?.unwrap_or(-1),
+            )),
+            None => None,
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
+
+/// The attnum of column `name` of `relid`, if it has one.
+fn attnum_of(relid: pg_sys::Oid, name: &str) -> Option<i16> {
+    row_or_none(Spi::get_one_with_args::<i16>(
+        "SELECT attnum FROM pg_catalog.pg_attribute
+          WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2 AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
+        &[relid.into(), name.into()],
+    ))
+    .flatten()
+}
+
+/// The primary key of `relid`: (column names, attnums), in key order.
+fn primary_key(relid: pg_sys::Oid) -> (Vec<String>, Vec<i16>) {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT a.attname::pg_catalog.text, a.attnum
+               FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+               JOIN pg_catalog.pg_attribute a ON a.attnum OPERATOR(pg_catalog.=) k.attnum
+              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attrelid OPERATOR(pg_catalog.=) $1
+              ORDER BY k.n",
+            None,
+            &[relid.into()],
+        )?
+        .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<i16>(2)?.unwrap_or_default())))
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .into_iter()
+    .unzip()
+}
+
+const TEXT_TYPES: [&str; 3] = ["text", "character varying", "character"];
 
 /// Keeps `text_column` of `source` encoded: adds `<text_column>_embedding vector(d)` (and
 /// `<text_column>_sparse sparsevec(vocab)` with a sparse model), a queue, and triggers, and
@@ -124,76 +176,50 @@ fn run(sql: &str) {
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
 fn lr_enable_auto_encoding(
-    source: pgrx::PgRelation,
-    text_column: &str,
+    source: Option<pgrx::PgRelation>,
+    text_column: Option<&str>,
     model: default!(Option<&str>, "NULL"),
     sparse_model: default!(Option<&str>, "NULL"),
-    batch_size: default!(i32, 32),
+    batch_size: default!(Option<i32>, 32),
 ) {
+    let text_column = required(text_column, "text_column");
+    let batch_size = required(batch_size, "batch_size");
     let (source, table) = owned_table(source);
-    let kind = Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[source.into()])
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    if !matches!(kind.as_deref(), Some("r") | Some("p")) {
-        raise(Code::ERRCODE_WRONG_OBJECT_TYPE, format!("lightretriever: {table} is not a table"), None);
-    }
+    let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding");
     if !(1..=1024).contains(&batch_size) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: batch_size must be between 1 and 1024", None);
     }
-    let already = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM lightretriever.lr_auto_encodings WHERE source = $1)",
-        &[source.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    if already == Some(true) {
+    // Two enables of one table, or an enable racing a writer's DDL, wait for each other here.
+    run(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"));
+    if encoding_of(source).is_some() {
         raise(
             Code::ERRCODE_DUPLICATE_OBJECT,
             format!("lightretriever: {table} is already auto-encoded"),
             Some("Disable it first with lightretriever.lr_disable_auto_encoding."),
         );
     }
-    // One catalog read for the column's existence, type and generatedness.
-    let column = row_or_none(Spi::get_two_with_args::<String, bool>(
-        "SELECT format_type(atttypid, NULL), attgenerated <> '' FROM pg_attribute
-          WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-        &[source.into(), text_column.into()],
-    ));
-    let Some((text_type, generated)) = column else {
+    let Some(text_attnum) = attnum_of(source, text_column) else {
         raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{text_column}\""), None)
     };
-    match text_type.as_deref() {
-        Some("text" | "character varying" | "character") => {}
-        other => raise(
+    let (_, text_type, generated, _) = column(source, text_attnum).expect("the column exists");
+    if !TEXT_TYPES.contains(&text_type.as_str()) {
+        raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
-            format!("lightretriever: column \"{text_column}\" of {table} is {}, not text", other.unwrap_or("untyped")),
+            format!("lightretriever: column \"{text_column}\" of {table} is {text_type}, not text"),
             None,
-        ),
+        );
     }
     // A BEFORE trigger sees a generated column as NULL (PostgreSQL computes it afterwards), and
     // PostgreSQL 15 fires `UPDATE OF` a generated column on every update: the stale-vector
     // trigger would clear vectors that nothing re-encodes.
-    if generated == Some(true) {
+    if generated {
         raise(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("lightretriever: column \"{text_column}\" of {table} is a generated column"),
             Some("Generated columns are computed after BEFORE triggers, so a changed text could not clear its stale vector. Auto-encode a plain text column (filled by the application, or by your own BEFORE trigger named to sort before lr_auto_encoding_clear)."),
         );
     }
-    let (key_columns, key_types): (Vec<String>, Vec<String>) = Spi::connect(|c| {
-        c.select(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
-               FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
-               JOIN pg_attribute a ON a.attnum = k.attnum
-              WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1
-              ORDER BY k.n",
-            None,
-            &[source.into()],
-        )?
-        .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())))
-        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-    .into_iter()
-    .unzip();
+    let (key_columns, key_attnums) = primary_key(source);
     if key_columns.is_empty() {
         raise(
             Code::ERRCODE_INVALID_TABLE_DEFINITION,
@@ -205,24 +231,13 @@ fn lr_enable_auto_encoding(
     let info = crate::catalog::load_model(&model);
     let sparse_info = sparse_model.map(|m| {
         let i = crate::catalog::load_model(m);
-        if !i.has_lm_head {
-            raise(
-                Code::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("lightretriever: model \"{m}\" has no masked-LM head, so it cannot encode sparse vectors"),
-                None,
-            );
-        }
+        crate::sparse::require_lm_head(m, &i);
         i
     });
     let vector_column = format!("{text_column}_embedding");
     let sparse_column = sparse_model.map(|_| format!("{text_column}_sparse"));
     for col in std::iter::once(&vector_column).chain(sparse_column.iter()) {
-        let exists = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
-            &[source.into(), col.as_str().into()],
-        )
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-        if exists == Some(true) || col.len() > 63 {
+        if attnum_of(source, col).is_some() || col.len() > 63 {
             raise(
                 Code::ERRCODE_DUPLICATE_COLUMN,
                 format!("lightretriever: {table} already has a column \"{col}\" (or the name is over 63 bytes)"),
@@ -230,187 +245,127 @@ fn lr_enable_auto_encoding(
             );
         }
     }
-    let id = Spi::get_one::<i64>("SELECT nextval(pg_get_serial_sequence('lightretriever.lr_auto_encodings', 'id'))")
+    run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(&vector_column), pgvector_type("vector"), info.hidden_size));
+    if let (Some(col), Some(si)) = (&sparse_column, &sparse_info) {
+        run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(col), pgvector_type("sparsevec"), si.vocab_size));
+    }
+    let vector_attnum = attnum_of(source, &vector_column).expect("just added");
+    let sparse_attnum = sparse_column.as_deref().map(|c| attnum_of(source, c).expect("just added"));
+    let id = Spi::get_one::<i64>("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('lightretriever.lr_auto_encodings', 'id'))")
         .or_raise(Code::ERRCODE_INTERNAL_ERROR)
         .expect("nextval gives a value") as i32;
     Spi::run_with_args(
         "INSERT INTO lightretriever.lr_auto_encodings
-           (id, source, text_column, key_columns, key_types, model, sparse_model, vector_column, sparse_column, batch_size, queue_table)
-         VALUES ($10, $1, $2, $3, $4, $5, $6, $7, $8, $9, 'lr_queue_' || $10)",
+           (id, source, text_column, key_columns, text_attnum, key_attnums, vector_attnum, sparse_attnum,
+            model, sparse_model, vector_column, sparse_column, batch_size, queue_table)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'lr_queue_' OPERATOR(pg_catalog.||) $1)",
         &[
+            id.into(),
             source.into(),
             text_column.into(),
             key_columns.clone().into(),
-            key_types.clone().into(),
+            text_attnum.into(),
+            key_attnums.into(),
+            vector_attnum.into(),
+            sparse_attnum.into(),
             model.as_str().into(),
             sparse_model.into(),
             vector_column.as_str().into(),
             sparse_column.as_deref().into(),
             batch_size.into(),
-            id.into(),
         ],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    let enc = AutoEncoding {
-        id,
-        source,
-        source_name: table.clone(),
-        text_column: text_column.to_owned(),
-        key_columns,
-        key_types,
-        model,
-        sparse_model: sparse_model.map(str::to_owned),
-        vector_column,
-        sparse_column,
-        batch_size,
-        queue_table: format!("lr_queue_{id}"),
-    };
-
-    run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(&enc.vector_column), pgvector_type("vector"), info.hidden_size));
-    if let (Some(col), Some(si)) = (&enc.sparse_column, &sparse_info) {
-        run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(col), pgvector_type("sparsevec"), si.vocab_size));
+    let enc = encoding_of(source).expect("just recorded");
+    debug_assert_eq!(enc.plain, kind == 'r');
+    let statements = enc.statements();
+    for sql in statements.create_queue().iter().chain(&statements.trigger_functions()).chain(&statements.create_triggers()) {
+        run(sql);
     }
-    create_queue_and_triggers(&enc);
-
-    let keys = enc.key_columns.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
-    let enqueued = Spi::get_one::<i64>(&format!(
-        "WITH q AS (INSERT INTO {} ({}) SELECT {keys} FROM {table} WHERE {} IS NOT NULL ORDER BY {keys} RETURNING 1)
-         SELECT count(*) FROM q",
-        enc.queue(),
-        enc.queue_keys().join(", "),
-        quote_ident(&enc.text_column),
-    ))
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-    .unwrap_or(0);
+    record_extension_dependencies(&enc);
+    let enqueued = backfill(&enc);
     pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
     if !crate::worker::worker_serves_this_database() {
-        pgrx::warning!(
-            "lightretriever: no encoder worker drains queues in this database; rows stay queued until one does"
-        );
+        pgrx::warning!("lightretriever: no encoder worker drains queues in this database; rows stay queued until one does");
+    }
+}
+
+/// Enqueues every row of `enc` with a text: the keys are read as the table's owner, written to
+/// the queue as the extension's owner. Returns how many.
+fn backfill(enc: &AutoEncoding) -> i64 {
+    let statements = enc.statements();
+    let keys: Vec<Vec<String>> = as_owner(enc.source, || {
+        with_key_text_settings(|| {
+            Spi::connect(|c| {
+                c.select(&statements.backfill_keys(), None, &[])?
+                    .map(|r| r.get::<Vec<String>>(1).map(Option::unwrap_or_default))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let insert = statements.enqueue_keys();
+    for chunk in keys.chunks(10_000) {
+        let columns: Vec<pgrx::datum::DatumWithOid> = (0..enc.key_columns.len())
+            .map(|c| chunk.iter().map(|k| k[c].clone()).collect::<Vec<String>>().into())
+            .collect();
+        Spi::run_with_args(&insert, &columns).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    }
+    keys.len() as i64
+}
+
+/// The queue and the generated functions depend on the extension: a plain `DROP EXTENSION`
+/// is refused while tables are auto-encoded (with PostgreSQL's hint to use CASCADE), and
+/// `DROP EXTENSION … CASCADE` drops them, and with them the triggers on the users' tables.
+fn record_extension_dependencies(enc: &AutoEncoding) {
+    let statements = enc.statements();
+    let queue = Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::pg_catalog.oid", &[statements.queue().into()])
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .expect("the queue exists");
+    let mut objects = vec![(pg_sys::RelationRelationId, queue)];
+    for role in lr_queue::TRIGGER_ROLES {
+        let f = Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT ($1 OPERATOR(pg_catalog.||) '()')::pg_catalog.regprocedure::pg_catalog.oid",
+            &[statements.function(role).into()],
+        )
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .expect("the function exists");
+        objects.push((pg_sys::ProcedureRelationId, f));
+    }
+    unsafe {
+        let extension = pg_sys::get_extension_oid(c"lightretriever".as_ptr(), false);
+        let referenced = pg_sys::ObjectAddress { classId: pg_sys::ExtensionRelationId, objectId: extension, objectSubId: 0 };
+        for (class, oid) in objects {
+            let depender = pg_sys::ObjectAddress { classId: class, objectId: oid, objectSubId: 0 };
+            pg_sys::recordDependencyOn(&depender, &referenced, pg_sys::DependencyType::DEPENDENCY_NORMAL);
+        }
     }
 }
 
 /// pgvector's type `name`, schema-qualified (the search_path here is pg_catalog only).
-fn pgvector_type(name: &str) -> String {
+pub fn pgvector_type(name: &str) -> String {
     Spi::get_one_with_args::<String>(
-        "SELECT format('%I.%I', n.nspname, t.typname) FROM pg_type t
-           JOIN pg_namespace n ON n.oid = t.typnamespace
-           JOIN pg_extension e ON e.extnamespace = n.oid AND e.extname = 'vector'
-          WHERE t.typname = $1",
+        "SELECT pg_catalog.format('%I.%I', n.nspname, t.typname) FROM pg_catalog.pg_type t
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
+           JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) n.oid AND e.extname OPERATOR(pg_catalog.=) 'vector'
+          WHERE t.typname OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
     .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None))
 }
 
-/// The queue table and the triggers of `enc` (see the module comment for their semantics).
-fn create_queue_and_triggers(enc: &AutoEncoding) {
-    let table = &enc.source_name;
-    let text = quote_ident(&enc.text_column);
-    let queue = enc.queue();
-    let qkeys = enc.queue_keys();
-    let key_defs: Vec<String> = qkeys.iter().zip(&enc.key_types).map(|(k, t)| format!("{k} {t} NOT NULL")).collect();
-    run(&format!(
-        "CREATE TABLE {queue} (
-            id bigserial PRIMARY KEY,
-            {},
-            attempts integer NOT NULL DEFAULT 0,
-            retry_at timestamptz NOT NULL DEFAULT '-infinity',
-            last_error text,
-            enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp())",
-        key_defs.join(",\n            ")
-    ));
-    run(&format!("CREATE INDEX ON {queue} ({})", qkeys.join(", ")));
-    run(&format!("GRANT SELECT ON {queue} TO PUBLIC"));
-
-    let new_keys: Vec<String> = enc.key_columns.iter().map(|k| format!("NEW.{}", quote_ident(k))).collect();
-    let old_match: Vec<String> =
-        enc.key_columns.iter().zip(&qkeys).map(|(k, q)| format!("{q} = OLD.{}", quote_ident(k))).collect();
-    let keys_changed: Vec<String> =
-        enc.key_columns.iter().map(|k| format!("NEW.{0} IS DISTINCT FROM OLD.{0}", quote_ident(k))).collect();
-    let mut clear = format!("NEW.{} := NULL;", quote_ident(&enc.vector_column));
-    if let Some(s) = &enc.sparse_column {
-        clear.push_str(&format!(" NEW.{} := NULL;", quote_ident(s)));
-    }
-    let vector = quote_ident(&enc.vector_column);
-    let definer = "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp";
-    let f_clear = enc.function("clear");
-    let f_enqueue = enc.function("enqueue");
-    let f_forget = enc.function("forget");
-    let f_truncate = enc.function("truncate");
-    run(&format!(
-        "CREATE FUNCTION {f_clear}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $lr$
-         BEGIN
-           IF TG_OP = 'INSERT' OR NEW.{text} IS DISTINCT FROM OLD.{text} THEN {clear} END IF;
-           RETURN NEW;
-         END $lr$"
-    ));
-    // A changed key moves the row: re-enqueue it under the new key when it still needs a vector.
-    run(&format!(
-        "CREATE FUNCTION {f_enqueue}() RETURNS trigger {definer} AS $lr$
-         BEGIN
-           IF NEW.{text} IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.{text} IS DISTINCT FROM OLD.{text}
-                                          OR (({}) AND NEW.{vector} IS NULL)) THEN
-             INSERT INTO {queue} ({}) VALUES ({});
-           END IF;
-           RETURN NULL;
-         END $lr$",
-        keys_changed.join(" OR "),
-        qkeys.join(", "),
-        new_keys.join(", ")
-    ));
-    // Entries a worker holds right now are skipped (no waiting on it): it finds the row gone.
-    run(&format!(
-        "CREATE FUNCTION {f_forget}() RETURNS trigger {definer} AS $lr$
-         BEGIN
-           DELETE FROM {queue} WHERE id IN (SELECT id FROM {queue} WHERE {} FOR UPDATE SKIP LOCKED);
-           DELETE FROM lightretriever.lr_failed_items WHERE encoding_id = {} AND row_key = jsonb_build_object({});
-           RETURN NULL;
-         END $lr$",
-        old_match.join(" AND "),
-        enc.id,
-        enc.key_columns
-            .iter()
-            .map(|k| format!("{}, OLD.{}", pgrx::spi::quote_literal(k), quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    run(&format!(
-        "CREATE FUNCTION {f_truncate}() RETURNS trigger {definer} AS $lr$
-         BEGIN
-           DELETE FROM {queue} WHERE id IN (SELECT id FROM {queue} FOR UPDATE SKIP LOCKED);
-           DELETE FROM lightretriever.lr_failed_items WHERE encoding_id = {};
-           RETURN NULL;
-         END $lr$",
-        enc.id
-    ));
-    let key_list = enc.key_columns.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
-    for f in [&f_clear, &f_enqueue, &f_forget, &f_truncate] {
-        run(&format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC"));
-    }
-    run(&format!(
-        "CREATE TRIGGER lr_auto_encoding_clear BEFORE INSERT OR UPDATE OF {text} ON {table}
-           FOR EACH ROW EXECUTE FUNCTION {f_clear}()"
-    ));
-    run(&format!(
-        "CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF {text}, {key_list} ON {table}
-           FOR EACH ROW EXECUTE FUNCTION {f_enqueue}()"
-    ));
-    run(&format!("CREATE TRIGGER lr_auto_encoding_forget AFTER DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {f_forget}()"));
-    run(&format!(
-        "CREATE TRIGGER lr_auto_encoding_truncate AFTER TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {f_truncate}()"
-    ));
-}
-
 /// Stops auto-encoding `source`: drops its triggers, queue and failed records; with
 /// `drop_columns` also the vector column(s) it added (otherwise the vectors stay).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
-fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(bool, false)) {
+fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: default!(Option<bool>, false)) {
+    let drop_columns = required(drop_columns, "drop_columns");
     let (table, enc) = owned_auto_encoding(source);
-    for trigger in ["lr_auto_encoding_clear", "lr_auto_encoding_enqueue", "lr_auto_encoding_forget", "lr_auto_encoding_truncate"] {
-        run(&format!("DROP TRIGGER IF EXISTS {trigger} ON {table}"));
+    for sql in enc.statements().drop_triggers() {
+        run(&sql);
     }
+    // The catalog row goes first: the ALTER TABLE below is then no longer ours to follow.
     Spi::run_with_args("SELECT lightretriever.lr_drop_auto_encoding_objects($1)", &[enc.id.into()])
         .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     if drop_columns {
@@ -424,27 +379,210 @@ fn lr_disable_auto_encoding(source: pgrx::PgRelation, drop_columns: default!(boo
 /// Puts the failed rows of `source` back in its queue (attempts start again). Returns how many.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
-fn lr_retry_failed(source: pgrx::PgRelation) -> i64 {
+fn lr_retry_failed(source: Option<pgrx::PgRelation>) -> i64 {
     let (_, enc) = owned_auto_encoding(source);
-    let from_key: Vec<String> = enc
-        .key_columns
-        .iter()
-        .zip(&enc.key_types)
-        .map(|(k, t)| format!("(f.row_key->>{})::{t}", pgrx::spi::quote_literal(k)))
-        .collect();
-    Spi::get_one_with_args::<i64>(
-        &format!(
-            "WITH moved AS (DELETE FROM lightretriever.lr_failed_items f WHERE f.encoding_id = $1 RETURNING f.*),
-                  queued AS (INSERT INTO {} ({}) SELECT {} FROM moved f RETURNING 1)
-             SELECT count(*) FROM queued",
-            enc.queue(),
-            enc.queue_keys().join(", "),
-            from_key.join(", ")
-        ),
-        &[enc.id.into()],
+    Spi::get_one::<i64>(&enc.statements().retry_failed()).or_raise(Code::ERRCODE_INTERNAL_ERROR).unwrap_or(0)
+}
+
+/// Called by the `ALTER TABLE` event trigger for an auto-encoded table: follows renames of its
+/// columns (catalog names and trigger bodies), and refuses — rolling the ALTER back — what
+/// would leave rows that never get vectors or vectors of the wrong shape: a dropped or retyped
+/// text or vector column, a dropped or changed primary key.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn lr_auto_encoding_follow(source: pg_sys::Oid) {
+    let Some(enc) = encoding_of(source) else { return };
+    let attnums = Spi::connect(|c| {
+        let mut rows = c.select(
+            "SELECT text_attnum, key_attnums, vector_attnum, sparse_attnum FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
+            None,
+            &[enc.id.into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => Some((r.get::<i16>(1)?, r.get::<Vec<i16>>(2)?, r.get::<i16>(3)?, r.get::<i16>(4)?)),
+            None => None,
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let Some((Some(text_attnum), Some(key_attnums), Some(vector_attnum), sparse_attnum)) = attnums else { return };
+    let refuse = |what: String| -> ! {
+        raise(
+            Code::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("lightretriever: {} is auto-encoded: {what}", enc.source_name),
+            Some(&format!(
+                "Disable auto-encoding first: SELECT lightretriever.lr_disable_auto_encoding('{}');",
+                enc.source_name.replace('\'', "''")
+            )),
+        )
+    };
+    let text = match column(source, text_attnum) {
+        Some((name, ty, false, _)) if TEXT_TYPES.contains(&ty.as_str()) => name,
+        Some((name, ty, ..)) => refuse(format!("its text column \"{name}\" cannot become {ty} (or generated)")),
+        None => refuse(format!("its text column \"{}\" cannot be dropped", enc.text_column)),
+    };
+    let vector_type = |column: Option<(String, String, bool, i32)>, kind: &str, old: &str, model: &str| -> String {
+        let dims = crate::catalog::load_model(model);
+        let want = if kind == "vector" { dims.hidden_size } else { dims.vocab_size } as i32;
+        match column {
+            Some((name, ty, _, typmod)) if ty == kind && typmod == want => name,
+            Some((name, ty, _, _)) => refuse(format!("its {kind} column \"{name}\" must stay {kind}({want}), not {ty}")),
+            None => refuse(format!("its {kind} column \"{old}\" cannot be dropped")),
+        }
+    };
+    let vector = vector_type(column(source, vector_attnum), "vector", &enc.vector_column, &enc.model);
+    let sparse = match (sparse_attnum, &enc.sparse_column, &enc.sparse_model) {
+        (Some(a), Some(old), Some(m)) => Some(vector_type(column(source, a), "sparsevec", old, m)),
+        _ => None,
+    };
+    let (key_columns, now_attnums) = primary_key(source);
+    if now_attnums != key_attnums {
+        refuse(format!("its primary key ({}) cannot be dropped or changed", enc.key_columns.join(", ")));
+    }
+    if text == enc.text_column && vector == enc.vector_column && sparse == enc.sparse_column && key_columns == enc.key_columns {
+        return;
+    }
+    Spi::run_with_args(
+        "UPDATE lightretriever.lr_auto_encodings SET text_column = $2, key_columns = $3, vector_column = $4, sparse_column = $5
+          WHERE id OPERATOR(pg_catalog.=) $1",
+        &[enc.id.into(), text.as_str().into(), key_columns.into(), vector.as_str().into(), sparse.as_deref().into()],
     )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-    .unwrap_or(0)
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let renamed = encoding_of(source).expect("still recorded");
+    for sql in renamed.statements().trigger_functions() {
+        run(&sql);
+    }
+}
+
+/// True when the caller (SET ROLE counts) may see the auto-encoding state of `source`: it owns
+/// the table or may read it. Used by the views and the errors table's row-level security.
+#[pg_extern(stable, parallel_safe, strict)]
+fn lr_may_see(source: pg_sys::Oid) -> bool {
+    may_see(caller(), source)
+}
+
+/// Per auto-encoded table the caller may see: queue depth, rows in flight (the batch a worker is
+/// encoding now, as it reports in pg_stat_activity), failed rows, rows with a vector, recent
+/// rate, last error. A table whose state cannot be read shows `status` 'broken' and the reason
+/// as `last_error`, rather than breaking the view for everyone.
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn lr_encoding_status_rows() -> TableIterator<
+    'static,
+    (
+        name!(source, pg_sys::Oid),
+        name!(model, String),
+        name!(sparse_model, Option<String>),
+        name!(status, String),
+        name!(pending, i64),
+        name!(in_flight, i64),
+        name!(failed, i64),
+        name!(done, Option<i64>),
+        name!(rows_per_second, f64),
+        name!(last_error, Option<String>),
+        name!(last_error_at, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(worker_pid, Option<i32>),
+    ),
+> {
+    let who = caller();
+    let mut rows = Vec::new();
+    for enc in encodings("", &[]) {
+        if !may_see(who, enc.source) {
+            continue;
+        }
+        let statements = enc.statements();
+        let status = flatten(in_subtransaction(|| {
+            let (queued, failed) = Spi::get_two::<i64, i64>(&statements.queue_counts())?;
+            let (in_flight, worker) = Spi::get_two_with_args::<i64, i32>(
+                "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
+                        pg_catalog.max(a.pid)
+                   FROM pg_catalog.pg_stat_activity a
+                  WHERE a.backend_type OPERATOR(pg_catalog.=) 'lightretriever encoder'
+                    AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
+                &[enc.id.into()],
+            )?;
+            let done = as_owner(enc.source, || Spi::get_one::<i64>(&statements.count_vectors()))?;
+            let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
+                "SELECT (COALESCE(pg_catalog.sum(b.rows) FILTER (WHERE b.at OPERATOR(pg_catalog.>) pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval), 0) OPERATOR(pg_catalog./) 60.0)::pg_catalog.float8,
+                        (pg_catalog.array_agg(b.worker_pid ORDER BY b.at DESC))[1]
+                   FROM lightretriever.lr_encoding_batches b WHERE b.encoding_id OPERATOR(pg_catalog.=) $1",
+                &[enc.id.into()],
+            )?;
+            let (error, error_at) = row_or_none(Spi::get_two_with_args::<String, pgrx::datum::TimestampWithTimeZone>(
+                "SELECT r.error, r.at FROM lightretriever.lr_encoding_errors r WHERE r.encoding_id OPERATOR(pg_catalog.=) $1 ORDER BY r.id DESC LIMIT 1",
+                &[enc.id.into()],
+            ))
+            .unwrap_or((None, None));
+            let queued = queued.unwrap_or(0);
+            let in_flight = in_flight.unwrap_or(0);
+            Ok::<_, pgrx::spi::SpiError>((
+                "active".to_owned(),
+                (queued - in_flight).max(0),
+                in_flight,
+                failed.unwrap_or(0),
+                done,
+                rate.unwrap_or(0.0),
+                error,
+                error_at,
+                worker.or(last_batch_pid),
+            ))
+        }));
+        let row = status.unwrap_or_else(|e| ("broken".to_owned(), 0, 0, 0, None, 0.0, Some(e), None, None));
+        rows.push((enc.source, enc.model, enc.sparse_model, row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8));
+    }
+    TableIterator::new(rows)
+}
+
+/// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may
+/// see: the primary key as jsonb (integer keys as numbers, others as their text), last error,
+/// attempts. `lr_retry_failed` puts them back in the queue.
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn lr_failed_items_rows() -> TableIterator<
+    'static,
+    (
+        name!(encoding_id, i32),
+        name!(source, pg_sys::Oid),
+        name!(row_key, pgrx::JsonB),
+        name!(error, Option<String>),
+        name!(attempts, i32),
+        name!(failed_at, Option<pgrx::datum::TimestampWithTimeZone>),
+    ),
+> {
+    let who = caller();
+    let mut rows = Vec::new();
+    for enc in encodings("", &[]) {
+        if !may_see(who, enc.source) {
+            continue;
+        }
+        let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
+        let failed = flatten(in_subtransaction(|| {
+            Spi::connect(|c| {
+                c.select(&enc.statements().failed_rows(), None, &[])?
+                    .map(|r| {
+                        Ok((
+                            r.get::<Vec<String>>(1)?.unwrap_or_default(),
+                            r.get::<String>(2)?,
+                            r.get::<i32>(3)?.unwrap_or(0),
+                            r.get::<pgrx::datum::TimestampWithTimeZone>(4)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
+        }));
+        for (key, error, attempts, at) in failed.unwrap_or_default() {
+            let mut object = serde_json::Map::new();
+            for ((name, value), number) in enc.key_columns.iter().zip(key).zip(&numeric) {
+                let v = match value.parse::<i64>() {
+                    Ok(n) if *number => serde_json::Value::from(n),
+                    _ => serde_json::Value::from(value),
+                };
+                object.insert(name.clone(), v);
+            }
+            rows.push((enc.id, enc.source, pgrx::JsonB(serde_json::Value::Object(object)), error, attempts, at));
+        }
+    }
+    TableIterator::new(rows)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -506,7 +644,7 @@ mod tests {
         // Delete: its queue entries go.
         Spi::run("DELETE FROM \"Q s\".\"Docs\" WHERE id = 1").unwrap();
         assert_eq!(queued(&queue), 2);
-        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\" WHERE key_1 = 1")), 0);
+        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\" WHERE key = ARRAY['1']")), 0);
         // TRUNCATE empties the queue.
         Spi::run("TRUNCATE \"Q s\".\"Docs\"").unwrap();
         assert_eq!(queued(&queue), 0);

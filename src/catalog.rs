@@ -6,12 +6,12 @@ use lr_model::{ModelInfo, ModelOptions};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::error::{raise, require_superuser, row_or_none, Code, OrRaise};
+use crate::error::{raise, require_superuser, required, row_or_none, Code, OrRaise};
 
 /// The registered model `name`, as recorded at registration.
 pub fn load_model(name: &str) -> ModelInfo {
     let info = row_or_none(Spi::get_one_with_args::<JsonB>(
-        "SELECT info FROM lightretriever.lr_models WHERE name = $1",
+        "SELECT info FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     ))
     .flatten();
@@ -25,15 +25,81 @@ pub fn load_model(name: &str) -> ModelInfo {
     }
 }
 
+/// Serialises the changes to model `name` (register, build, fit, drop) within this
+/// transaction: two builds of one model, or a drop during a build, wait for each other instead
+/// of failing on the catalog's constraints. `shared` for calls that only need the model to stay.
+pub fn lock_model(name: &str, shared: bool) {
+    let f = if shared { "pg_advisory_xact_lock_shared" } else { "pg_advisory_xact_lock" };
+    Spi::run_with_args(&format!("SELECT pg_catalog.{f}(1280, pg_catalog.hashtext($1))"), &[name.into()])
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+}
+
+/// Model names are what the catalog's CHECK allows; said before the insert, with the rule.
+fn check_model_name(name: &str) {
+    let ok = (1..=63).contains(&name.len())
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        raise(
+            Code::ERRCODE_INVALID_NAME,
+            format!("lightretriever: \"{name}\" is not a valid model name"),
+            Some("Model names are 1-63 characters: letters, digits, '_', '.', '-', starting with a letter or digit."),
+        );
+    }
+}
+
+/// Sizes past these are not models but mistakes (or attempts to make the server allocate
+/// without bound): refused at registration.
+const MAX_HIDDEN: usize = 65_536;
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_LENGTH: usize = 1 << 20;
+
+fn check_sizes(info: &ModelInfo) {
+    for (what, value, max) in [
+        ("hidden_size", info.hidden_size, MAX_HIDDEN),
+        ("vocab_size", info.vocab_size, MAX_VOCAB),
+        ("max_length", info.max_length, MAX_LENGTH),
+    ] {
+        if value == 0 || value > max {
+            raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("lightretriever: invalid model: {what} {value} is out of range (1 to {max})"),
+                Some("Check config.json (and the max_length option)."),
+            );
+        }
+    }
+}
+
 /// Registers a model directory (Hugging Face layout) under `name`. Validates it first:
 /// config.json, tokenizer.json and safetensors weights must be present and well-formed.
 #[pg_extern(volatile, parallel_unsafe)]
-fn lr_register_model(name: &str, path: &str, options: default!(JsonB, "'{}'")) -> JsonB {
+fn lr_register_model(name: Option<&str>, path: Option<&str>, options: default!(Option<JsonB>, "'{}'")) -> JsonB {
     require_superuser("register models");
+    let (name, path) = (required(name, "name"), required(path, "path"));
+    let options = required(options, "options");
+    check_model_name(name);
+    lock_model(name, false);
     let opts = ModelOptions::from_json(&options.0).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     let info = ModelInfo::inspect(Path::new(path), &opts).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    check_sizes(&info);
+    // The tokenizer must load (a broken tokenizer.json would otherwise fail every later call).
+    let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).unwrap_or_else(|e| {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("lightretriever: invalid model: {e}"), None)
+    });
+    let tokens = tokenizer.get_vocab_size(true);
+    if tokens > info.vocab_size {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "lightretriever: invalid model: {} has {tokens} tokens, more than the model's vocabulary of {}",
+                info.tokenizer_path().display(),
+                info.vocab_size
+            ),
+            Some("Token ids past the vocabulary have no embedding; use the tokenizer that came with the model."),
+        );
+    }
     let exists = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM lightretriever.lr_models WHERE name = $1)",
+        "SELECT EXISTS (SELECT 1 FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1)",
         &[name.into()],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
@@ -45,35 +111,50 @@ fn lr_register_model(name: &str, path: &str, options: default!(JsonB, "'{}'")) -
         );
     }
     let info_json = serde_json::to_value(&info).expect("ModelInfo serialises");
-    let insert = Spi::run_with_args(
+    Spi::run_with_args(
         "INSERT INTO lightretriever.lr_models
            (name, path, family, architecture, hidden_size, vocab_size, max_length, pooling,
             has_lm_head, options, info)
-         VALUES ($1, $2, $3->>'family', $3->>'architecture', ($3->>'hidden_size')::int,
-                 ($3->>'vocab_size')::int, ($3->>'max_length')::int, $3->>'pooling',
-                 ($3->>'has_lm_head')::bool, $4, $3)",
+         VALUES ($1, $2, $3 OPERATOR(pg_catalog.->>) 'family', $3 OPERATOR(pg_catalog.->>) 'architecture',
+                 ($3 OPERATOR(pg_catalog.->>) 'hidden_size')::pg_catalog.int4, ($3 OPERATOR(pg_catalog.->>) 'vocab_size')::pg_catalog.int4,
+                 ($3 OPERATOR(pg_catalog.->>) 'max_length')::pg_catalog.int4, $3 OPERATOR(pg_catalog.->>) 'pooling',
+                 ($3 OPERATOR(pg_catalog.->>) 'has_lm_head')::pg_catalog.bool, $4, $3)",
         &[name.into(), path.into(), JsonB(info_json.clone()).into(), options.into()],
-    );
-    if let Err(e) = insert {
-        // The CHECK on names is the usual cause.
-        raise(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("lightretriever: cannot register model \"{name}\": {e}"),
-            Some("Model names are 1-63 characters: letters, digits, '_', '.', '-', starting with a letter or digit."),
-        );
-    }
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     JsonB(info_json)
 }
 
 /// Unregisters a model and deletes its query tables (files are removed when the transaction
-/// commits). Returns false when no such model was registered.
+/// commits). Returns false when no such model was registered. A model that auto-encoded
+/// tables use is refused, naming them.
 #[pg_extern(volatile, parallel_unsafe)]
-fn lr_drop_model(name: &str) -> bool {
+fn lr_drop_model(name: Option<&str>) -> bool {
     require_superuser("drop models");
+    let name = required(name, "name");
+    lock_model(name, false);
+    let users: Vec<String> = Spi::connect(|c| {
+        c.select(
+            "SELECT a.source::pg_catalog.text FROM lightretriever.lr_auto_encodings a
+              WHERE a.model OPERATOR(pg_catalog.=) $1 OR a.sparse_model OPERATOR(pg_catalog.=) $1 ORDER BY a.id",
+            None,
+            &[name.into()],
+        )?
+        .map(|r| r.get::<String>(1).map(Option::unwrap_or_default))
+        .collect::<Result<Vec<_>, _>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    if !users.is_empty() {
+        raise(
+            Code::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("lightretriever: model \"{name}\" is used by the auto-encoding of {}", users.join(", ")),
+            Some("Disable it first: SELECT lightretriever.lr_disable_auto_encoding('<table>');"),
+        );
+    }
     let files: Vec<String> = Spi::connect(|client| {
         client
             .select(
-                "SELECT file FROM lightretriever.lr_query_tables WHERE model = $1",
+                "SELECT file FROM lightretriever.lr_query_tables WHERE model OPERATOR(pg_catalog.=) $1",
                 None,
                 &[name.into()],
             )?
@@ -82,7 +163,7 @@ fn lr_drop_model(name: &str) -> bool {
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let deleted = row_or_none(Spi::get_one_with_args::<String>(
-        "DELETE FROM lightretriever.lr_models WHERE name = $1 RETURNING name",
+        "DELETE FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1 RETURNING name",
         &[name.into()],
     ))
     .flatten();

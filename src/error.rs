@@ -48,3 +48,11 @@ pub fn row_or_none<T>(result: Result<T, pgrx::spi::SpiError>) -> Option<T> {
         Err(e) => raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e}"), None),
     }
 }
+
+/// The value of a non-STRICT function's argument that must not be NULL: 22004 naming it
+/// (pgrx would otherwise answer XX000 with a Rust backtrace).
+pub fn required<T>(value: Option<T>, argument: &str) -> T {
+    value.unwrap_or_else(|| {
+        raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("lightretriever: argument \"{argument}\" must not be NULL"), None)
+    })
+}

@@ -15,6 +15,7 @@ pub static ALLOW_BACKEND_MODELS: GucSetting<bool> = GucSetting::<bool>::new(fals
 pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
 pub static MAX_BATCH: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -33,13 +34,29 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"lightretriever.device",
-        c"Where full models run: cpu, cuda or cuda:N.",
-        c"CUDA needs a build with the cargo feature cuda. Models already loaded keep their device until the setting changes.",
-        &DEVICE,
-        GucContext::Suset,
-        GucFlags::default(),
+    // SAFETY: the check hook is guarded and only parses its argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"lightretriever.device",
+            c"Where full models run: cpu, cuda or cuda:N.",
+            c"CUDA needs a build with the cargo feature cuda. Models already loaded keep their device until the setting changes.",
+            &DEVICE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_device),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"lightretriever.statement_timeout",
+        c"Longest the encoder worker lets one statement on a user's table run (reading texts, writing vectors, the table's own triggers), and wait for a lock.",
+        c"A batch that runs over fails its rows for this attempt (retried with back-off); other tables keep flowing.",
+        &STATEMENT_TIMEOUT_MS,
+        100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     GucRegistry::define_bool_guc(
         c"lightretriever.allow_backend_models",
@@ -102,6 +119,34 @@ pub fn register() {
         );
     }
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"lightretriever".as_ptr()) };
+}
+
+/// `lightretriever.device` must parse (`cpu`, `cuda`, `cuda:N`); whether CUDA is there is
+/// checked when a model loads, with an error that says what is missing.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_device(
+    value: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pgrx::pg_sys::GucSource::Type,
+) -> bool {
+    let text = unsafe { value.as_ref().filter(|v| !v.is_null()).map(|v| std::ffi::CStr::from_ptr(*v).to_string_lossy().into_owned()) };
+    let Some(text) = text else { return true };
+    if is_device_spec(&text) {
+        return true;
+    }
+    let detail = CString::new(format!("\"{text}\" is not cpu, cuda or cuda:N (N a device number).")).unwrap_or_default();
+    unsafe { pgrx::pg_sys::GUC_check_errdetail_string = pgrx::pg_sys::pstrdup(detail.as_ptr()) };
+    false
+}
+
+/// `cpu`, `cuda` or `cuda:N` (empty means cpu).
+fn is_device_spec(s: &str) -> bool {
+    matches!(s.trim(), "" | "cpu" | "cuda") || s.trim().strip_prefix("cuda:").is_some_and(|n| n.parse::<u16>().is_ok())
+}
+
+/// `lightretriever.statement_timeout` in milliseconds.
+pub fn statement_timeout_ms() -> i32 {
+    STATEMENT_TIMEOUT_MS.get().max(100)
 }
 
 /// `lightretriever.device` (`cpu` when unset).

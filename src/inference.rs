@@ -38,8 +38,7 @@ pub fn run(name: &str, info: &ModelInfo, task: Task) -> Output {
     let reply = if crate::worker::workers_registered() {
         remote(&request)
     } else if crate::guc::allow_backend_models() {
-        let device = crate::guc::device_spec();
-        LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, &request.task))
+        run_locally(&request)
     } else {
         raise(
             Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -56,6 +55,34 @@ pub fn run(name: &str, info: &ModelInfo, task: Task) -> Output {
         Err(Failure::Load(m)) => raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("lightretriever: {m}"), None),
         Err(Failure::Encode(m)) => raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("lightretriever: {m}"), None),
     }
+}
+
+/// Inputs per model run in this backend: cancel and statement_timeout are checked between runs.
+const LOCAL_CHUNK: usize = 32;
+
+/// Runs `request` with this backend's own models (allow_backend_models), in chunks.
+fn run_locally(request: &Request) -> lr_service::Reply {
+    let device = crate::guc::device_spec();
+    let texts = match &request.task {
+        Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } if texts.len() > LOCAL_CHUNK => texts,
+        task => return LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, task)),
+    };
+    let mut dense = Vec::new();
+    let mut sparse = Vec::new();
+    for chunk in texts.chunks(LOCAL_CHUNK) {
+        pgrx::check_for_interrupts!();
+        let texts = chunk.to_vec();
+        let task = match &request.task {
+            Task::Dense { .. } => Task::Dense { texts },
+            Task::Sparse { .. } => Task::Sparse { texts },
+            _ => Task::Spans { texts },
+        };
+        match LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, &task))? {
+            Output::Dense(v) => dense.extend(v),
+            Output::Sparse(v) => sparse.extend(v),
+        }
+    }
+    Ok(if matches!(request.task, Task::Sparse { .. }) { Output::Sparse(sparse) } else { Output::Dense(dense) })
 }
 
 /// Dense vectors (`Task::Dense`, `Spans`, `TableRows`).
@@ -90,6 +117,7 @@ fn remote(request: &Request) -> lr_service::Reply {
         // `check_for_interrupts`, it is dropped with its unread reply rather than reused.
         match client.call(request, || {
             pgrx::check_for_interrupts!();
+            true
         }) {
             Ok(reply) => {
                 CONNECTION.with(|c| *c.borrow_mut() = Some(client));
@@ -99,7 +127,7 @@ fn remote(request: &Request) -> lr_service::Reply {
             Err(e) => raise(
                 Code::ERRCODE_CONNECTION_FAILURE,
                 format!("lightretriever: {e}"),
-                Some("The encoder worker may have crashed or been restarted; see the server log, and retry."),
+                Some("The encoder's inference process ended twice during this call (it is restarted each time: see the server log and lightretriever.lr_encoder_processes()); retry."),
             ),
         }
     }

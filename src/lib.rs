@@ -9,8 +9,10 @@
 //! - `search.rs`      one-call dense / sparse / hybrid search (`lr_search`)
 //! - `sparse.rs`      sparse side (`lr_encode_document_sparse`, `lr_encode_query_sparse`)
 //! - `inference.rs`   where full models run: the worker's service, or this backend if allowed
-//! - `worker.rs`      background workers: encoder service + auto-encoding queue drain
-//! - `auto_encoding.rs` `lr_enable_auto_encoding` / `lr_disable_auto_encoding`, queue triggers
+//! - `worker.rs`      background workers: inference process + auto-encoding queue drain
+//! - `auto_encoding.rs` `lr_enable_auto_encoding` / `lr_disable_auto_encoding`, status views
+//! - `security.rs`    running users' code with users' rights (table owners are untrusted)
+//! - `spi.rs`         SPI helpers: quoting, names, subtransactions
 //! - `guc.rs`         `lightretriever.*` settings
 //! - `error.rs`       SQL errors with SQLSTATE and hints
 
@@ -29,11 +31,23 @@ mod llm_tests;
 mod pgvector;
 mod query_table;
 mod search;
+mod security;
 mod sparse;
+mod spi;
 mod worker;
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
-extension_sql_file!("../sql/auto_encoding.sql", name = "auto_encoding", requires = ["catalog"]);
+extension_sql_file!(
+    "../sql/auto_encoding.sql",
+    name = "auto_encoding",
+    requires = [
+        "catalog",
+        auto_encoding::lr_may_see,
+        auto_encoding::lr_encoding_status_rows,
+        auto_encoding::lr_failed_items_rows,
+        auto_encoding::lr_auto_encoding_follow
+    ]
+);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

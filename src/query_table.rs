@@ -10,9 +10,9 @@ use lr_model::{ModelFamily, ModelInfo};
 use lr_service::Task;
 use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 use pgrx::prelude::*;
-use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use pgrx::{register_xact_callback, search_path, PgXactCallbackEvent};
 
-use crate::error::{raise, require_superuser, row_or_none, Code, OrRaise};
+use crate::error::{raise, require_superuser, required, row_or_none, Code, OrRaise};
 use crate::guc::resolve_model;
 use crate::pgvector::Vector;
 
@@ -63,8 +63,8 @@ fn write_table_version(
 ) -> (i32, String) {
     let key = instruction_key(instruction);
     let version = Spi::get_one_with_args::<i32>(
-        "SELECT coalesce(max(version), 0) + 1 FROM lightretriever.lr_query_tables
-          WHERE model = $1 AND instruction = $2",
+        "SELECT COALESCE(pg_catalog.max(version), 0) OPERATOR(pg_catalog.+) 1 FROM lightretriever.lr_query_tables
+          WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2",
         &[name.into(), key.into()],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
@@ -134,7 +134,7 @@ impl BuildProgress {
     fn start(model: &str, instruction: Option<&str>, total: usize) -> Self {
         let _ = std::fs::create_dir_all(PROGRESS_DIR);
         let pid = unsafe { pgrx::pg_sys::MyProcPid };
-        let started = Spi::get_one::<String>("SELECT now()::text").ok().flatten();
+        let started = Spi::get_one::<String>("SELECT pg_catalog.now()::pg_catalog.text").ok().flatten();
         let head = serde_json::json!({"pid": pid, "model": model, "instruction": instruction.unwrap_or(""),
                                       "total": total, "started_at": started});
         let p = BuildProgress { file: format!("{PROGRESS_DIR}/{pid}.json"), head };
@@ -234,13 +234,17 @@ fn untrained_rows(name: &str, info: &ModelInfo, instruction: Option<&str>, rows:
 /// Writes a new table version; the previous one stays until this transaction commits.
 /// Returns the number of rows.
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn lr_build_query_table(
     model: default!(Option<&str>, "NULL"),
     instruction: default!(Option<&str>, "NULL"),
-    dtype: default!(&str, "'f32'"),
+    dtype: default!(Option<&str>, "'f32'"),
 ) -> i64 {
     require_superuser("build query tables");
+    let dtype = required(dtype, "dtype");
     let name = resolve_model(model);
+    // Two builds of one model (or a drop meanwhile) wait for each other.
+    crate::catalog::lock_model(&name, false);
     let info = crate::catalog::load_model(&name);
     let instruction = instruction.filter(|s| !s.is_empty());
     check_instruction(&name, &info, instruction, "lr_build_query_table");
@@ -264,15 +268,19 @@ fn lr_build_query_table(
 /// untrained table (the newest `token_forward` version, built in memory if there is none).
 /// Returns the fit's report (pairs, loss and held-out agreement before/after, seconds).
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn lr_fit_query_table(
-    model: &str,
-    source: pgrx::PgRelation,
-    text_column: &str,
+    model: Option<&str>,
+    source: Option<pgrx::PgRelation>,
+    text_column: Option<&str>,
     instruction: default!(Option<&str>, "NULL"),
-    options: default!(pgrx::JsonB, "'{}'"),
+    options: default!(Option<pgrx::JsonB>, "'{}'"),
     vector_column: default!(Option<&str>, "NULL"),
 ) -> pgrx::JsonB {
     require_superuser("fit query tables");
+    let (model, source) = (required(model, "model"), required(source, "source"));
+    let (text_column, options) = (required(text_column, "text_column"), required(options, "options"));
+    crate::catalog::lock_model(model, false);
     let info = crate::catalog::load_model(model);
     let instruction = instruction.filter(|s| !s.is_empty());
     check_instruction(model, &info, instruction, "lr_fit_query_table");
@@ -287,7 +295,8 @@ fn lr_fit_query_table(
     // The prior: the newest untrained table's rows, else computed now.
     let untrained = row_or_none(Spi::get_one_with_args::<String>(
         "SELECT file FROM lightretriever.lr_query_tables
-          WHERE model = $1 AND instruction = $2 AND method = 'token_forward'
+          WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
+            AND method OPERATOR(pg_catalog.=) 'token_forward'
           ORDER BY version DESC LIMIT 1",
         &[model.into(), instruction_key(instruction).into()],
     ))
@@ -370,9 +379,22 @@ impl lr_fit::SpanEncoder for WorkerSpans<'_> {
     }
 }
 
-/// Identifies one statement's snapshot of the catalog: its start time and command counter
-/// (a table built earlier in the same top-level statement bumps the counter).
-type StatementKey = (i64, u32);
+/// Identifies one statement's view of the catalog: its start time, the command counter (a
+/// table built earlier in the same top-level statement bumps it) and the local transaction id
+/// (a `DO` block that COMMITs runs one statement over several transactions, whose command
+/// counters start again at 0).
+type StatementKey = (i64, u32, u32);
+
+fn statement_key() -> StatementKey {
+    // SAFETY: MyProc is this backend's own PGPROC, valid for the backend's life.
+    unsafe {
+        #[cfg(not(feature = "pg17"))]
+        let lxid = (*pg_sys::MyProc).lxid;
+        #[cfg(feature = "pg17")]
+        let lxid = (*pg_sys::MyProc).vxid.lxid;
+        (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false), lxid)
+    }
+}
 
 struct CachedLookup {
     /// The lr_query_tables row version (xmin/ctid) the table was opened for.
@@ -392,9 +414,10 @@ thread_local! {
 /// The lookup encoder for the newest table of (model, instruction).
 fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
     let found = row_or_none(Spi::get_two_with_args::<String, String>(
-        "SELECT t.file, t.xmin::text || '/' || t.ctid::text FROM lightretriever.lr_query_tables t
-           JOIN lightretriever.lr_models m ON m.name = t.model
-          WHERE t.model = $1 AND t.instruction = $2
+        "SELECT t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text
+           FROM lightretriever.lr_query_tables t
+           JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
+          WHERE t.model OPERATOR(pg_catalog.=) $1 AND t.instruction OPERATOR(pg_catalog.=) $2
           ORDER BY t.version DESC LIMIT 1",
         &[model.into(), instruction.into()],
     ))
@@ -463,8 +486,7 @@ fn lr_encode_query(
 pub fn encode_query(query: &str, model: Option<&str>, instruction: Option<&str>) -> Vec<f32> {
     let model = resolve_model(model);
     let instruction = instruction_key(instruction.filter(|s| !s.is_empty())).to_owned();
-    let statement: StatementKey =
-        unsafe { (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false)) };
+    let statement = statement_key();
     let hit = LAST.with(|l| {
         l.borrow().as_ref().and_then(|(ts, q, m, i, v)| {
             (*ts == statement && q == query && *m == model && *i == instruction).then(|| v.clone())

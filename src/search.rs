@@ -4,9 +4,10 @@
 
 use lr_search::{fuse, Mode};
 use pgrx::prelude::*;
-use pgrx::PgRelation;
+use pgrx::{search_path, PgRelation};
 
-use crate::error::{raise, Code, OrRaise};
+use crate::error::{raise, required, Code, OrRaise};
+use crate::spi::{quote_ident, table_name};
 use crate::pgvector::{SparseVec, Vector};
 
 /// A column of `relid` to use: the one named, checked to have type `type_name`, or else the
@@ -14,10 +15,10 @@ use crate::pgvector::{SparseVec, Vector};
 fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: &str, argument: &str) -> String {
     let found: Vec<String> = Spi::connect(|c| {
         c.select(
-            "SELECT a.attname::text FROM pg_catalog.pg_attribute a
-               JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-                AND t.typname = $2 AND ($3::text IS NULL OR a.attname = $3)
+            "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+                AND t.typname OPERATOR(pg_catalog.=) $2 AND ($3::pg_catalog.text IS NULL OR a.attname OPERATOR(pg_catalog.=) $3)
               ORDER BY a.attnum",
             None,
             &[relid.into(), type_name.into(), named.into()],
@@ -49,11 +50,12 @@ fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: 
 /// integer type (smallint, integer, bigint).
 fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
     let found = crate::error::row_or_none(Spi::get_two_with_args::<String, String>(
-        "SELECT a.attname::text, format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-            AND CASE WHEN $2::text IS NOT NULL THEN a.attname = $2
-                     ELSE a.attnum = (SELECT i.indkey[0] FROM pg_catalog.pg_index i
-                                       WHERE i.indrelid = $1 AND i.indisprimary AND i.indnatts = 1) END",
+        "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+            AND CASE WHEN $2::pg_catalog.text IS NOT NULL THEN a.attname OPERATOR(pg_catalog.=) $2
+                     ELSE a.attnum OPERATOR(pg_catalog.=) (SELECT i.indkey[0] FROM pg_catalog.pg_index i
+                                       WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary
+                                         AND i.indnatts OPERATOR(pg_catalog.=) 1) END",
         &[relid.into(), named.into()],
     ));
     match found {
@@ -78,44 +80,62 @@ fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> Strin
     }
 }
 
-/// The corpus of a fit: the non-NULL values of `text_column` as text, and with them the
-/// values of `vector_column` (the documents' full-model vectors already stored, so the fit
-/// need not encode the corpus again) — rows where either is NULL are skipped. The columns must
-/// exist; the caller needs SELECT on them.
+/// The corpus of a fit: the non-NULL values of `text_column` (a text, varchar or char column),
+/// and with them the values of `vector_column` (pgvector `vector`: the documents' full-model
+/// vectors already stored, so the fit need not encode the corpus again) — rows where either
+/// is NULL are skipped. The relation is read **as its owner** in a security-restricted context:
+/// a fit is a superuser's call, and the table's code (views, policies, casts) is the owner's.
 pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<&str>) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
     let table = table_name(relid);
-    for column in std::iter::once(text_column).chain(vector_column) {
-        let exists = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
-                             WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
+    crate::security::require_user_table(relid, &table, &['r', 'p', 'm', 'v', 'f'], "a fit");
+    let vector_type = crate::auto_encoding::pgvector_type("vector");
+    let columns = std::iter::once((text_column, "text")).chain(vector_column.map(|v| (v, "vector")));
+    for (column, kind) in columns {
+        let ty = crate::error::row_or_none(Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.format_type(atttypid, NULL) FROM pg_catalog.pg_attribute
+              WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2
+                AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
             &[relid.into(), column.into()],
-        )
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-        if exists != Some(true) {
-            raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None);
+        ))
+        .flatten();
+        let fits = |t: &str| match kind {
+            "text" => ["text", "character varying", "character"].contains(&t),
+            _ => t == "vector" || t == vector_type,
+        };
+        match ty {
+            None => raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None),
+            Some(t) if !fits(&t) => raise(
+                Code::ERRCODE_DATATYPE_MISMATCH,
+                format!("lightretriever: column \"{column}\" of {table} is {t}, not {kind}"),
+                None,
+            ),
+            Some(_) => {}
         }
     }
     // A stable order (primary key, else physical) so that a seeded fit is reproducible and
     // matches the evaluation harness, which reads the corpus in file order.
     let order = crate::error::row_or_none(Spi::get_one_with_args::<String>(
-        "SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
-           FROM pg_catalog.pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_catalog.pg_attribute a
-          WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1 AND a.attnum = k.attnum",
+        "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+           FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_catalog.pg_attribute a
+          WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attrelid OPERATOR(pg_catalog.=) $1
+            AND a.attnum OPERATOR(pg_catalog.=) k.attnum",
         &[relid.into()],
     ))
     .flatten()
     .unwrap_or_else(|| "ctid".to_owned());
     let text = quote_ident(text_column);
     let (vector_select, vector_filter) = match vector_column {
-        Some(v) => (format!("{}::vector", quote_ident(v)), format!("AND {} IS NOT NULL", quote_ident(v))),
-        None => ("NULL::vector".to_owned(), String::new()),
+        Some(v) => (quote_ident(v), format!("AND {} IS NOT NULL", quote_ident(v))),
+        None => (format!("NULL::{vector_type}"), String::new()),
     };
     let sql = format!(
-        "SELECT {text}::text, {vector_select} FROM {table} WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
+        "SELECT {text}::pg_catalog.text, {vector_select} FROM {table} WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
     );
-    let rows: Vec<(String, Option<Vector>)> = Spi::connect(|c| {
-        c.select(&sql, None, &[]).map(|rows| {
-            rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<Vector>(2).ok()?))).collect()
+    let rows: Vec<(String, Option<Vector>)> = crate::security::as_owner(relid, || {
+        Spi::connect(|c| {
+            c.select(&sql, None, &[]).map(|rows| {
+                rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<Vector>(2).ok()?))).collect()
+            })
         })
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
@@ -124,23 +144,24 @@ pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<
     (texts, vectors)
 }
 
-/// `relid` as SQL names it (`regclass::text`: schema-qualified and quoted as needed).
-pub fn table_name(relid: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-        .unwrap_or_default()
-}
-
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// `OPERATOR(<pgvector's schema>.op)`: pgvector's operator whatever the search path.
+fn pgvector_operator(op: &str) -> String {
+    let schema = Spi::get_one::<String>(
+        "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace WHERE e.extname OPERATOR(pg_catalog.=) 'vector'",
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None));
+    format!("OPERATOR({schema}.{op})")
 }
 
 /// The `candidates` best rows of one side, best first: `(id, similarity)` where similarity is
 /// the inner product (pgvector's `<#>` is its negation).
 fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32) -> Vec<(i64, f32)> {
     let sql = format!(
-        "SELECT {id}::bigint, (-({column} <#> $1))::real FROM {table}
-          WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} <#> $1 LIMIT $2"
+        "SELECT {id}::pg_catalog.int8, (OPERATOR(pg_catalog.-) ({column} {ip} $1))::pg_catalog.float4 FROM {table}
+          WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} {ip} $1 LIMIT $2",
+        ip = pgvector_operator("<#>"),
     );
     Spi::connect(|c| {
         c.select(&sql, None, &[query, candidates.into()]).map(|rows| {
@@ -156,13 +177,14 @@ fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumW
 /// Scores of the sides are the raw inner products, NULL where a row was not a candidate there.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // every name below is qualified; nothing resolves through the caller's path
 fn lr_search(
-    source: PgRelation,
-    query: &str,
-    k: default!(i32, 10),
-    mode: default!(&str, "'hybrid'"),
-    dense_weight: default!(f32, 0.7),
-    candidates: default!(i32, 1000),
+    source: Option<PgRelation>,
+    query: Option<&str>,
+    k: default!(Option<i32>, 10),
+    mode: default!(Option<&str>, "'hybrid'"),
+    dense_weight: default!(Option<f32>, 0.7),
+    candidates: default!(Option<i32>, 1000),
     dense_column: default!(Option<&str>, "NULL"),
     sparse_column: default!(Option<&str>, "NULL"),
     id_column: default!(Option<&str>, "NULL"),
@@ -173,7 +195,10 @@ fn lr_search(
     'static,
     (name!(id, i64), name!(score, f32), name!(dense_score, Option<f32>), name!(sparse_score, Option<f32>)),
 > {
-    let mode = Mode::parse(mode).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    let (source, query) = (required(source, "source"), required(query, "query"));
+    let (k, candidates) = (required(k, "k"), required(candidates, "candidates"));
+    let dense_weight = required(dense_weight, "dense_weight");
+    let mode = Mode::parse(required(mode, "mode")).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     if k < 1 || candidates < 1 {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: k and candidates must be positive", None);
     }
@@ -185,17 +210,17 @@ fn lr_search(
     drop(source);
     let id = pick_id_column(relid, &table, id_column);
     // An auto-encoded table names its own columns and models.
-    let auto = crate::auto_encoding::encodings("AND source = $1", &[relid.into()]).pop();
+    let auto = crate::auto_encoding::encoding_of(relid);
     let dense_column = dense_column.or(auto.as_ref().map(|a| a.vector_column.as_str()));
     let sparse_column = sparse_column.or(auto.as_ref().and_then(|a| a.sparse_column.as_deref()));
     let model = model.or(auto.as_ref().map(|a| a.model.as_str()));
     let sparse_model = sparse_model.or(auto.as_ref().and_then(|a| a.sparse_model.as_deref()));
     // HNSW returns at most hnsw.ef_search rows per scan: widen it (up to pgvector's maximum
     // of 1000) for this call so the candidate lists are not silently shorter than asked.
-    let ef = Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search', true)").ok().flatten();
+    let ef = Spi::get_one::<String>("SELECT pg_catalog.current_setting('hnsw.ef_search', true)").ok().flatten();
     let widen = ef.as_deref().and_then(|v| v.parse::<i32>().ok()).filter(|v| *v < candidates.min(1000));
     if widen.is_some() {
-        Spi::run_with_args("SELECT set_config('hnsw.ef_search', $1, true)", &[candidates.min(1000).to_string().into()])
+        Spi::run_with_args("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[candidates.min(1000).to_string().into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
     let dense = if mode != Mode::Sparse {
@@ -213,7 +238,7 @@ fn lr_search(
         Vec::new()
     };
     if let Some(old) = widen {
-        Spi::run_with_args("SELECT set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
+        Spi::run_with_args("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
     let hits = fuse(&dense, &sparse, mode, dense_weight, k as usize);

@@ -53,7 +53,8 @@ impl QueryWeighting {
 /// backend). The tokenizer must be the one they were fitted with.
 fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<Vec<f32>>> {
     let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
-        "SELECT xmin::text || '/' || ctid::text FROM lightretriever.lr_sparse_query_weights WHERE model = $1",
+        "SELECT xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) ctid::pg_catalog.text
+           FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     ))
     .flatten()?;
@@ -61,7 +62,7 @@ fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<Vec<f32>>
         return Some(w);
     }
     let (weights, fingerprint) = Spi::get_two_with_args::<Vec<Option<f32>>, String>(
-        "SELECT weights, tokenizer_fingerprint FROM lightretriever.lr_sparse_query_weights WHERE model = $1",
+        "SELECT weights, tokenizer_fingerprint FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
@@ -93,8 +94,12 @@ fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<Vec<f32>>
 /// `lr_search`) weight each raw query token count by its id's idf. Replaces earlier weights of
 /// the model; returns what was done.
 #[pg_extern(volatile, parallel_unsafe)]
-fn lr_fit_sparse_query_weights(model: &str, source: pgrx::PgRelation, text_column: &str) -> pgrx::JsonB {
+#[pgrx::search_path(pg_catalog, pg_temp)]
+fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelation>, text_column: Option<&str>) -> pgrx::JsonB {
     crate::error::require_superuser("fit sparse query weights");
+    let model = crate::error::required(model, "model");
+    let (source, text_column) = (crate::error::required(source, "source"), crate::error::required(text_column, "text_column"));
+    crate::catalog::lock_model(model, false);
     let info = crate::catalog::load_model(model);
     require_lm_head(model, &info);
     let relid = source.oid();
@@ -102,7 +107,7 @@ fn lr_fit_sparse_query_weights(model: &str, source: pgrx::PgRelation, text_colum
     let started = std::time::Instant::now();
     let (texts, _) = crate::search::corpus_rows(relid, text_column, None);
     let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let table = crate::search::table_name(relid);
+    let table = crate::spi::table_name(relid);
     if docs.is_empty() {
         raise(
             Code::ERRCODE_DATA_EXCEPTION,
@@ -128,8 +133,8 @@ fn lr_fit_sparse_query_weights(model: &str, source: pgrx::PgRelation, text_colum
         "INSERT INTO lightretriever.lr_sparse_query_weights AS w (model, version, method, weights, tokenizer_fingerprint, build)
          VALUES ($1, 1, 'idf', $2, $3, $4)
          ON CONFLICT (model) DO UPDATE
-            SET version = w.version + 1, method = excluded.method, weights = excluded.weights,
-                tokenizer_fingerprint = excluded.tokenizer_fingerprint, build = excluded.build, built_at = now()
+            SET version = w.version OPERATOR(pg_catalog.+) 1, method = excluded.method, weights = excluded.weights,
+                tokenizer_fingerprint = excluded.tokenizer_fingerprint, build = excluded.build, built_at = pg_catalog.now()
          RETURNING version",
         &[model.into(), weights.into(), fingerprint.into(), pgrx::JsonB(build).into()],
     )
@@ -146,7 +151,7 @@ fn lr_fit_sparse_query_weights(model: &str, source: pgrx::PgRelation, text_colum
     }))
 }
 
-fn require_lm_head(name: &str, info: &lr_model::ModelInfo) {
+pub fn require_lm_head(name: &str, info: &lr_model::ModelInfo) {
     if !info.has_lm_head {
         raise(
             Code::ERRCODE_WRONG_OBJECT_TYPE,
@@ -196,9 +201,9 @@ fn lr_encode_document_sparse(doc: Option<&str>, model: default!(Option<&str>, "N
 fn lr_encode_query_sparse(
     query: Option<&str>,
     model: default!(Option<&str>, "NULL"),
-    weighting: default!(&str, "'auto'"),
+    weighting: default!(Option<&str>, "'auto'"),
 ) -> Option<SparseVec> {
-    let weighting = QueryWeighting::parse(weighting);
+    let weighting = QueryWeighting::parse(crate::error::required(weighting, "weighting"));
     Some(encode_query_sparse(query?, model, weighting))
 }
 
@@ -206,6 +211,8 @@ fn lr_encode_query_sparse(
 pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWeighting) -> SparseVec {
     let name = resolve_sparse_model(model);
     let info = crate::catalog::load_model(&name);
+    // Counts over a dense model's vocabulary would match nothing meaningful: say so.
+    require_lm_head(&name, &info);
     // The adapter's tokenizer wins when a LoRA adapter ships one.
     let key = info.tokenizer_path().to_string_lossy().into_owned();
     let tokenizer = match TOKENIZERS.with(|m| m.borrow().get(&key).cloned()) {

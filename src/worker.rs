@@ -1,30 +1,34 @@
-//! The background workers: each holds the models once (lr-service's inference thread), serves
-//! backends on `$PGDATA/lightretriever/encoder-N.sock`, and drains the auto-encoding queues of
-//! one database (`lightretriever.database`) through SPI.
+//! The background workers. Each one binds `$PGDATA/lightretriever/encoder-N.sock` and forks an
+//! **inference process** that holds the models and serves the socket (lr-service): backends
+//! and the worker itself are its clients. The worker drains the auto-encoding queues of one
+//! database (`lightretriever.database`) through SPI and restarts the inference process when it
+//! dies — a crash in model code (segfault, OOM kill, CUDA fault, SIGKILL) costs a retried
+//! batch, never a reset of the cluster, because the postmaster does not watch the child.
 //!
-//! One batch = one transaction: claim queue rows (`FOR UPDATE SKIP LOCKED`), read their texts,
-//! encode, write the vectors of rows whose text is still the encoded one, delete the queue rows.
-//! A crash anywhere before the commit leaves the batch queued. Source rows are read and written
-//! as the table's owner in a restricted security context (the owner's triggers never run as
-//! superuser), and a source row locked by a user transaction is skipped, never waited for.
+//! One batch = one transaction: claim queue entries (`FOR UPDATE SKIP LOCKED`), read their texts,
+//! encode, write the vectors of rows whose text is still the encoded one, delete the entries. A
+//! crash anywhere before the commit leaves the batch queued. Source rows are read and written
+//! as the table's owner in a security-restricted context (`security::as_owner`), each statement
+//! on a user's table is bounded by `lightretriever.statement_timeout`, and a source row locked
+//! by a user transaction is skipped, never waited for.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lr_model::ModelInfo;
-use lr_service::{Failure, Output, Reply, Request, Service, Task};
+use lr_service::{CallError, Client, Exit, Failure, InferenceProcess, Output, Request, Task};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::auto_encoding::{encodings, AutoEncoding};
 use crate::pgvector::{SparseVec, Vector};
-use crate::search::quote_ident;
+use crate::security::{as_owner, with_key_text_settings};
+use crate::spi::{flatten, in_subtransaction};
 
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
@@ -56,7 +60,7 @@ pub fn workers_registered() -> bool {
 /// True when a worker drains auto-encoding queues in the current database.
 pub fn worker_serves_this_database() -> bool {
     workers_registered()
-        && Spi::get_one::<String>("SELECT current_database()::text").ok().flatten() == Some(crate::guc::database())
+        && Spi::get_one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text").ok().flatten() == Some(crate::guc::database())
 }
 
 fn report_activity(what: &str) {
@@ -64,13 +68,162 @@ fn report_activity(what: &str) {
     unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, c.as_ptr()) };
 }
 
+/// Where worker `index` tells who its inference process is (`lr_encoder_processes`).
+fn status_path(index: i32) -> PathBuf {
+    PathBuf::from(format!("lightretriever/encoder-{index}.json"))
+}
+
+/// The worker's inference process: started, watched, restarted.
+struct Inference {
+    index: i32,
+    listener: UnixListener,
+    device: String,
+    process: Option<InferenceProcess>,
+    restarts: u32,
+    last_exit: Option<String>,
+    /// Not before this instant (a process that keeps dying at start is restarted at most every
+    /// few seconds).
+    next_start: Instant,
+    client: Option<Client>,
+}
+
+extern "C-unwind" fn on_sigchld(_: i32) {
+    // Async-signal-safe: wakes the main loop, which reaps and restarts.
+    unsafe { pg_sys::SetLatch(pg_sys::MyLatch) };
+}
+
+impl Inference {
+    fn start(index: i32, listener: UnixListener) -> Inference {
+        let mut inference = Inference {
+            index,
+            listener,
+            device: crate::guc::device_spec(),
+            process: None,
+            restarts: 0,
+            last_exit: None,
+            next_start: Instant::now(),
+            client: None,
+        };
+        inference.ensure_running();
+        inference
+    }
+
+    /// Forks the inference process if none runs (the worker has no threads of its own, so
+    /// forking is safe).
+    fn spawn(&mut self) {
+        let title = c"inference process";
+        match InferenceProcess::spawn(&self.listener, &self.device, crate::guc::max_batch(), || unsafe {
+            pg_sys::set_ps_display(title.as_ptr())
+        }) {
+            Ok(p) => {
+                pgrx::log!("lightretriever encoder {}: inference process {} started (device {})", self.index, p.pid(), self.device);
+                self.process = Some(p);
+            }
+            Err(e) => pgrx::warning!("lightretriever encoder {}: cannot start the inference process: {e}", self.index),
+        }
+        self.write_status();
+    }
+
+    /// Reaps a dead inference process (saying how it ended) and starts a new one.
+    fn ensure_running(&mut self) -> Option<Exit> {
+        let exit = self.process.as_ref().and_then(InferenceProcess::try_wait);
+        if let Some(e) = exit {
+            let pid = self.process.take().map(|p| p.pid()).unwrap_or_default();
+            pgrx::log!("lightretriever encoder {}: inference process {pid} {e}; starting another", self.index);
+            self.last_exit = Some(format!("{pid} {e}"));
+            self.restarts += 1;
+            self.client = None;
+        }
+        if self.process.is_none() && Instant::now() >= self.next_start {
+            self.next_start = Instant::now() + Duration::from_secs(1);
+            self.spawn();
+        }
+        exit
+    }
+
+    /// After the connection broke: waits (briefly) for the process to be gone, restarts it.
+    fn recover(&mut self) -> String {
+        self.client = None;
+        for _ in 0..200 {
+            if let Some(e) = self.ensure_running() {
+                return format!("the inference process {e} while encoding");
+            }
+            if self.process.as_ref().is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        "the connection to the inference process broke while encoding".to_owned()
+    }
+
+    /// A new device (SIGHUP): the process is restarted on it (models move on next use).
+    fn set_device(&mut self, device: String) {
+        if device != self.device {
+            self.device = device;
+            if let Some(p) = self.process.take() {
+                p.stop(Duration::from_secs(5));
+            }
+            self.client = None;
+            self.spawn();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.stop(Duration::from_secs(5));
+        }
+        let _ = std::fs::remove_file(status_path(self.index));
+    }
+
+    fn write_status(&self) {
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let status = serde_json::json!({
+            "worker": self.index,
+            "worker_pid": unsafe { pg_sys::MyProcPid },
+            "inference_pid": self.process.as_ref().map(InferenceProcess::pid),
+            "restarts": self.restarts,
+            "started_at": started,
+            "last_exit": self.last_exit,
+            "device": self.device,
+        });
+        let path = status_path(self.index);
+        let tmp = path.with_extension("json.tmp");
+        if std::fs::write(&tmp, status.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+
+    /// One request to the inference process; `Err(None)` = the worker is stopping.
+    fn call(&mut self, request: &Request) -> Result<lr_service::Reply, Option<String>> {
+        if self.client.is_none() {
+            self.ensure_running();
+            self.client = Client::connect(&crate::inference::socket_path(self.index)).ok();
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(Some("the inference process is not running".to_owned()));
+        };
+        match client.call(request, || !BackgroundWorker::sigterm_received()) {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Abandoned) => {
+                self.client = None;
+                Err(None)
+            }
+            Err(CallError::Io(_)) => Err(Some(self.recover())),
+            Err(e @ CallError::Protocol(_)) => {
+                self.client = None;
+                Err(Some(e.to_string()))
+            }
+        }
+    }
+}
+
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
     let index = arg.value() as i32;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let service = Service::start(&crate::guc::device_spec(), crate::guc::max_batch());
-    // The socket first: backends of every database can encode even before the queue side runs.
+    // The socket and the inference process first: backends of every database can encode even
+    // before the queue side runs.
     let path = crate::inference::socket_path(index);
     let _ = std::fs::create_dir_all("lightretriever");
     let _ = std::fs::remove_file(&path);
@@ -78,25 +231,40 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
         .unwrap_or_else(|e| pgrx::error!("lightretriever encoder {index}: cannot listen on {}: {e}", path.display()));
     // Only the server's own OS user may connect (backends run as that user).
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    service.serve(listener);
+    let mut inference = Inference::start(index, listener);
+    unsafe { pg_sys::pqsignal(libc::SIGCHLD, Some(on_sigchld)) };
     let database = crate::guc::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // Our own statements resolve nothing through a schema a user can write (they are also
+    // schema-qualified throughout).
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
     pgrx::log!("lightretriever encoder {index}: serving {}, draining the queues of database \"{database}\"", path.display());
 
     let mut last_prune = Instant::now();
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            service.set_device(&crate::guc::device_spec());
+            inference.set_device(crate::guc::device_spec());
         }
         if BackgroundWorker::sigterm_received() {
             break;
         }
-        let worked = drain_once(&service);
+        inference.ensure_running();
+        let worked = drain_once(&mut inference);
         if last_prune.elapsed() > Duration::from_secs(60) {
             BackgroundWorker::transaction(|| {
                 let _ = in_subtransaction(|| {
-                    Spi::run("DELETE FROM lightretriever.lr_encoding_batches WHERE at < now() - interval '10 minutes'")
+                    Spi::run(
+                        "DELETE FROM lightretriever.lr_encoding_batches
+                          WHERE at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) '10 minutes'::pg_catalog.interval",
+                    )
                 });
             });
             last_prune = Instant::now();
@@ -106,110 +274,121 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
             break;
         }
     }
+    inference.stop();
     let _ = std::fs::remove_file(&path);
 }
 
+/// The inference processes of this server's workers, as the workers last reported them.
+#[pg_extern(volatile, parallel_restricted)]
+fn lr_encoder_processes() -> TableIterator<
+    'static,
+    (
+        name!(worker, i32),
+        name!(worker_pid, i32),
+        name!(inference_pid, Option<i32>),
+        name!(restarts, i32),
+        name!(device, String),
+        name!(last_exit, Option<String>),
+    ),
+> {
+    let live: Vec<i32> = Spi::connect(|c| {
+        c.select(
+            "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type OPERATOR(pg_catalog.=) 'lightretriever encoder'",
+            None,
+            &[],
+        )?
+        .map(|r| r.get::<i32>(1).map(Option::unwrap_or_default))
+        .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap_or_default();
+    let mut rows = Vec::new();
+    for index in 0..crate::guc::workers() {
+        let Some(v) = std::fs::read_to_string(status_path(index)).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        else {
+            continue;
+        };
+        let pid = v["worker_pid"].as_i64().unwrap_or(0) as i32;
+        if !live.contains(&pid) {
+            continue;
+        }
+        rows.push((
+            index,
+            pid,
+            v["inference_pid"].as_i64().map(|p| p as i32),
+            v["restarts"].as_i64().unwrap_or(0) as i32,
+            v["device"].as_str().unwrap_or_default().to_owned(),
+            v["last_exit"].as_str().map(str::to_owned),
+        ));
+    }
+    TableIterator::new(rows)
+}
+
 /// One batch of every active auto-encoding; returns the rows handled.
-fn drain_once(service: &Service) -> usize {
+fn drain_once(inference: &mut Inference) -> usize {
     let active = BackgroundWorker::transaction(|| {
         let installed = Spi::get_one::<bool>(
-            "SELECT to_regclass('lightretriever.lr_auto_encodings') IS NOT NULL
-                AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'lightretriever')",
+            "SELECT pg_catalog.to_regclass('lightretriever.lr_auto_encodings') IS NOT NULL
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever')",
         );
         if installed != Ok(Some(true)) {
             return Vec::new();
         }
-        encodings("AND status = 'active'", &[])
+        encodings("AND a.status OPERATOR(pg_catalog.=) 'active'", &[])
     });
     let mut handled = 0;
     for enc in active {
         if BackgroundWorker::sigterm_received() {
             break;
         }
-        let service = AssertUnwindSafe(service);
+        let inference = AssertUnwindSafe(&mut *inference);
         let enc = AssertUnwindSafe(&enc);
-        handled += BackgroundWorker::transaction(move || process_batch(&service, &enc));
+        handled += BackgroundWorker::transaction(move || {
+            let wrapped = inference; // the whole wrapper moves in, not its field
+            process_batch(wrapped.0, &enc)
+        });
     }
     handled
 }
 
-/// Runs `f` in a subtransaction: an error inside rolls back only its work and comes back as
-/// its message (the worker records it and goes on with other tables).
-fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-        let result = PgTryBuilder::new(AssertUnwindSafe(|| Ok(f())))
-            .catch_others(|e| {
-                Err(match e {
-                    CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_owned(),
-                    CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
-                })
-            })
-            .execute();
-        if result.is_ok() {
-            pg_sys::ReleaseCurrentSubTransaction();
-        } else {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-        result
-    }
+// utils/timeout.h, which pgrx does not bind: `TimeoutId` STATEMENT_TIMEOUT is 3 in PostgreSQL
+// 15 to 17 (after STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT).
+const STATEMENT_TIMEOUT: i32 = 3;
+extern "C-unwind" {
+    fn enable_timeout_after(id: i32, delay_ms: i32);
+    fn disable_timeout(id: i32, keep_indicator: bool);
 }
 
-/// Runs `f` as `role` in a restricted security context (as autovacuum runs index expressions):
-/// triggers and defaults of the user's table run with its owner's rights, never the worker's.
-fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
-    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
-        );
-    }
-    // An error unwinds to the enclosing (sub)transaction, whose abort restores the user.
-    let out = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    out
+/// Runs `f` (statements on a user's table) as the table's owner in a subtransaction, bounded by
+/// `lightretriever.statement_timeout` (SPI in a background worker arms no statement timeout of
+/// its own) and with lock waits bounded the same.
+fn on_user_table<T>(enc: &AutoEncoding, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let ms = crate::guc::statement_timeout_ms();
+    let result = in_subtransaction(|| {
+        Spi::run_with_args("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[format!("{ms}ms").into()])
+            .map_err(|e| e.to_string())?;
+        unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) };
+        as_owner(enc.source, f)
+    })
+    .and_then(|r| r);
+    unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+    result
 }
 
-/// Queue rows claimed for one source row (several when it changed repeatedly).
+/// Queue entries claimed for one source row (several when it changed repeatedly).
 struct Claim {
     queue_ids: Vec<i64>,
-    /// The primary key, one text per key column.
+    /// The primary key, one text per key column (the key types' output).
     key: Vec<String>,
 }
 
-fn spi_err(e: pgrx::spi::SpiError) -> String {
-    e.to_string()
-}
-
-/// `unnest($1::text[], ...) AS k(k1, ..., n)` joined to the source on its primary key.
-fn key_join(enc: &AutoEncoding) -> (String, String) {
-    let n = enc.key_columns.len();
-    let arrays: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
-    let names: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
-    let on: Vec<String> = enc
-        .key_columns
-        .iter()
-        .zip(&enc.key_types)
-        .enumerate()
-        .map(|(i, (c, t))| format!("s.{} = k.k{}::{t}", quote_ident(c), i + 1))
-        .collect();
-    (format!("unnest({}) WITH ORDINALITY AS k({}, n)", arrays.join(", "), names.join(", ")), on.join(" AND "))
-}
-
-fn key_args(claims: &[Claim], columns: usize) -> Vec<DatumWithOid<'static>> {
+fn key_args(claims: &[&Claim], columns: usize) -> Vec<DatumWithOid<'static>> {
     (0..columns).map(|c| claims.iter().map(|cl| cl.key[c].clone()).collect::<Vec<String>>().into()).collect()
 }
 
 /// One batch of `enc` inside the current transaction; returns the rows handled.
-fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
+fn process_batch(inference: &mut Inference, enc: &AutoEncoding) -> usize {
     let started = Instant::now();
+    let statements = enc.statements();
     // The source first, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the
     // drop event trigger drops the queue). A source being changed is skipped this round.
     let source_locked = in_subtransaction(|| {
@@ -218,10 +397,16 @@ fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
     if !matches!(source_locked, Ok(Ok(()))) {
         return 0;
     }
-    let claimed = in_subtransaction(|| claim(enc));
+    let claimed = flatten(in_subtransaction(|| {
+        Spi::connect_mut(|c| {
+            c.update(&statements.claim(), None, &[enc.batch_size.into()])?
+                .map(|r| Ok(Claim { queue_ids: r.get::<Vec<i64>>(1)?.unwrap_or_default(), key: r.get::<Vec<String>>(2)?.unwrap_or_default() }))
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    }));
     let claims = match claimed {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) | Err(e) => {
+        Ok(c) => c,
+        Err(e) => {
             record_error(enc, 0, &format!("cannot claim from the queue: {e}"));
             return 0;
         }
@@ -229,34 +414,22 @@ fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
     if claims.is_empty() {
         return 0;
     }
-    let owner = Spi::get_one_with_args::<pg_sys::Oid>("SELECT relowner FROM pg_class WHERE oid = $1", &[enc.source.into()])
-        .ok()
-        .flatten()
-        .unwrap_or(pg_sys::InvalidOid);
-    let text_col = quote_ident(&enc.text_column);
-    let (join, on) = key_join(enc);
+    let all: Vec<&Claim> = claims.iter().collect();
     // Texts as of now; `found` false = the row is gone.
-    let read = in_subtransaction(|| {
-        as_role(owner, || {
-            Spi::connect_mut(|c| {
-                c.update(
-                    &format!(
-                        "SELECT k.n, s.ctid IS NOT NULL, s.{text_col}::text FROM {join} LEFT JOIN {} s ON {on} ORDER BY k.n",
-                        enc.source_name
-                    ),
-                    None,
-                    &key_args(&claims, enc.key_columns.len()),
-                )?
-                .map(|r| Ok((r.get::<bool>(2)?.unwrap_or(false), r.get::<String>(3)?)))
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    let read = on_user_table(enc, || {
+        with_key_text_settings(|| {
+            Spi::connect(|c| {
+                c.select(&statements.read_texts(), None, &key_args(&all, enc.key_columns.len()))?
+                    .map(|r| Ok((r.get::<bool>(2)?.unwrap_or(false), r.get::<String>(3)?)))
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
             })
-            .map_err(spi_err)
         })
+        .map_err(|e| e.to_string())
     });
     let texts: Vec<(bool, Option<String>)> = match read {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) | Err(e) => {
-            fail(enc, &claims.iter().collect::<Vec<_>>(), &format!("cannot read {}: {e}", enc.source_name));
+        Ok(t) => t,
+        Err(e) => {
+            fail(enc, &all, &format!("cannot read {}: {e}", enc.source_name));
             return claims.len();
         }
     };
@@ -271,27 +444,25 @@ fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
     }
     if !work.is_empty() {
         report_activity(&format!("lightretriever: encoding {} rows of auto-encoding {}", work.len(), enc.id));
-        let Some(results) = encode_all(service, enc, &work) else {
+        let Some(results) = encode_all(inference, enc, &work) else {
             return 0; // SIGTERM: leave everything queued
         };
         let (ok, failed): (Vec<_>, Vec<_>) = work.iter().zip(results).partition(|(_, r)| r.is_ok());
         if !failed.is_empty() {
+            // Rows that failed alike share one error record.
             let first_error = failed[0].1.as_ref().err().cloned().unwrap_or_default();
             fail(enc, &failed.iter().map(|((c, _), _)| *c).collect::<Vec<_>>(), &first_error);
         }
         let done: Vec<(&Claim, &String, Encoded)> =
             ok.into_iter().map(|((c, t), r)| (*c, t, r.expect("partitioned on Ok"))).collect();
-        match in_subtransaction(|| write_vectors(enc, owner, &done)) {
-            Ok(Ok((written, busy))) => {
+        match write_vectors(enc, &done) {
+            Ok((written, busy)) => {
                 finished.extend(written);
                 if !busy.is_empty() {
-                    let _ = Spi::run_with_args(
-                        &format!("UPDATE {} SET retry_at = now() + interval '1 second' WHERE id = ANY($1)", enc.queue()),
-                        &[busy.into()],
-                    );
+                    let _ = Spi::run_with_args(&statements.retry_soon(), &[busy.into()]);
                 }
             }
-            Ok(Err(e)) | Err(e) => {
+            Err(e) => {
                 let claims: Vec<&Claim> = done.iter().map(|(c, _, _)| *c).collect();
                 fail(enc, &claims, &format!("cannot write the vectors to {}: {e}", enc.source_name));
             }
@@ -299,65 +470,39 @@ fn process_batch(service: &Service, enc: &AutoEncoding) -> usize {
     }
     let pid = unsafe { pg_sys::MyProcPid };
     let seconds = started.elapsed().as_secs_f32();
-    let booked = in_subtransaction(|| {
+    let booked = flatten(in_subtransaction(|| {
         if !finished.is_empty() {
-            Spi::run_with_args(&format!("DELETE FROM {} WHERE id = ANY($1)", enc.queue()), &[finished.into()])?;
+            Spi::run_with_args(&statements.finish(), &[finished.into()])?;
         }
         Spi::run_with_args(
             "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid)
-             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id = $1",
+             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
             &[enc.id.into(), (claims.len() as i32).into(), seconds.into(), pid.into()],
         )
-    });
-    if let Ok(Err(e)) | Err(e) = booked.map(|r| r.map_err(|e| e.to_string())) {
+    }));
+    if let Err(e) = booked {
         record_error(enc, claims.len(), &format!("cannot finish the batch: {e}"));
     }
     report_activity("");
     claims.len()
 }
 
-fn claim(enc: &AutoEncoding) -> Result<Vec<Claim>, String> {
-    let keys = enc.queue_keys();
-    let key_texts: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();
-    let sql = format!(
-        "SELECT array_agg(id ORDER BY id), {}
-           FROM (SELECT id, {} FROM {} WHERE retry_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
-          GROUP BY {} ORDER BY min(id)",
-        key_texts.join(", "),
-        keys.join(", "),
-        enc.queue(),
-        keys.join(", ")
-    );
-    Spi::connect_mut(|c| {
-        c.update(&sql, None, &[enc.batch_size.into()])?
-            .map(|r| {
-                let queue_ids = r.get::<Vec<i64>>(1)?.unwrap_or_default();
-                let key = (0..keys.len()).map(|i| r.get::<String>(i + 2).map(Option::unwrap_or_default)).collect::<Result<_, _>>()?;
-                Ok(Claim { queue_ids, key })
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-    })
-    .map_err(spi_err)
-}
-
 /// A row's vectors: dense, and sparse when the table has a sparse model.
 type Encoded = (Vec<f32>, Option<Vec<(u32, f32)>>);
 
-fn wait_for(rx: std::sync::mpsc::Receiver<Reply>) -> Option<Reply> {
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(r) => return Some(r),
-            Err(RecvTimeoutError::Disconnected) => return Some(Err(Failure::Encode("the inference thread stopped".into()))),
-            Err(RecvTimeoutError::Timeout) if BackgroundWorker::sigterm_received() => return None,
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-    }
+/// Why texts could not be encoded.
+enum EncodeError {
+    /// The model answered with a failure.
+    Model(Failure),
+    /// The inference process died (or its connection broke) during the call.
+    Crashed(String),
 }
 
-/// Encodes the texts of `work` (dense, and sparse if asked) through the worker's own service,
-/// so that queue batches and backend requests share model runs. On a model failure for a
-/// batch of several rows, each row is tried alone so that one bad row fails alone.
-fn encode_all(service: &Service, enc: &AutoEncoding, work: &[(&Claim, String)]) -> Option<Vec<Result<Encoded, String>>> {
+/// Encodes the texts of `work` (dense, and sparse if asked) through the inference process, so
+/// that queue batches and backend requests share model runs. When a batch of several rows
+/// fails on its inputs or kills the inference process, each row is tried alone, so that one
+/// bad row fails alone. `None` = the worker is stopping.
+fn encode_all(inference: &mut Inference, enc: &AutoEncoding, work: &[(&Claim, String)]) -> Option<Vec<Result<Encoded, String>>> {
     let infos = in_subtransaction(|| {
         let dense = crate::catalog::load_model(&enc.model);
         let sparse = enc.sparse_model.as_deref().map(crate::catalog::load_model);
@@ -368,57 +513,59 @@ fn encode_all(service: &Service, enc: &AutoEncoding, work: &[(&Claim, String)]) 
         Err(e) => return Some(work.iter().map(|_| Err(e.clone())).collect()),
     };
     let texts: Vec<String> = work.iter().map(|(_, t)| t.clone()).collect();
-    match encode_texts(service, enc, &dense_info, sparse_info.as_ref(), texts)? {
+    match encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), texts)? {
         Ok(rows) => Some(rows.into_iter().map(Ok).collect()),
-        Err(Failure::Encode(_)) if work.len() > 1 => {
+        Err(EncodeError::Model(Failure::Encode(_)) | EncodeError::Crashed(_)) if work.len() > 1 => {
             let mut out = Vec::with_capacity(work.len());
             for (_, t) in work {
-                out.push(match encode_texts(service, enc, &dense_info, sparse_info.as_ref(), vec![t.clone()])? {
+                out.push(match encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), vec![t.clone()])? {
                     Ok(mut rows) => Ok(rows.remove(0)),
-                    Err(f) => Err(f.message().to_owned()),
+                    Err(EncodeError::Model(f)) => Err(f.message().to_owned()),
+                    Err(EncodeError::Crashed(m)) => Err(m),
                 });
             }
             Some(out)
         }
-        Err(f) => Some(work.iter().map(|_| Err(f.message().to_owned())).collect()),
+        Err(EncodeError::Model(f)) => Some(work.iter().map(|_| Err(f.message().to_owned())).collect()),
+        Err(EncodeError::Crashed(m)) => Some(work.iter().map(|_| Err(m.clone())).collect()),
     }
 }
 
 fn encode_texts(
-    service: &Service,
+    inference: &mut Inference,
     enc: &AutoEncoding,
     dense_info: &ModelInfo,
     sparse_info: Option<&ModelInfo>,
     texts: Vec<String>,
-) -> Option<Result<Vec<Encoded>, Failure>> {
-    let dense_rx = service.submit(Request { model: enc.model.clone(), info: dense_info.clone(), task: Task::Dense { texts: texts.clone() } });
-    let sparse_rx = sparse_info.map(|info| {
-        service.submit(Request {
-            model: enc.sparse_model.clone().unwrap_or_default(),
-            info: info.clone(),
-            task: Task::Sparse { texts },
-        })
-    });
-    let dense = match wait_for(dense_rx)? {
-        Ok(Output::Dense(v)) => v,
-        Ok(_) => return Some(Err(Failure::Encode("dense task answered sparse".into()))),
-        Err(f) => return Some(Err(f)),
+) -> Option<Result<Vec<Encoded>, EncodeError>> {
+    let mut ask = |model: &str, info: &ModelInfo, task: Task| -> Option<Result<Output, EncodeError>> {
+        match inference.call(&Request { model: model.to_owned(), info: info.clone(), task }) {
+            Ok(Ok(out)) => Some(Ok(out)),
+            Ok(Err(f)) => Some(Err(EncodeError::Model(f))),
+            Err(None) => None,
+            Err(Some(crash)) => Some(Err(EncodeError::Crashed(crash))),
+        }
     };
-    let sparse = match sparse_rx {
+    let dense = match ask(&enc.model, dense_info, Task::Dense { texts: texts.clone() })? {
+        Ok(Output::Dense(v)) => v,
+        Ok(_) => return Some(Err(EncodeError::Model(Failure::Encode("dense task answered sparse".into())))),
+        Err(e) => return Some(Err(e)),
+    };
+    let sparse = match sparse_info {
         None => None,
-        Some(rx) => match wait_for(rx)? {
+        Some(info) => match ask(enc.sparse_model.as_deref().unwrap_or_default(), info, Task::Sparse { texts })? {
             Ok(Output::Sparse(v)) => {
                 if let Some(v) = v.iter().find(|v| v.len() > lr_vector::SPARSEVEC_MAX_NNZ) {
-                    return Some(Err(Failure::Encode(format!(
+                    return Some(Err(EncodeError::Model(Failure::Encode(format!(
                         "a sparse vector has {} non-zero weights; sparsevec holds at most {} (register the model with sparse_top_k)",
                         v.len(),
                         lr_vector::SPARSEVEC_MAX_NNZ
-                    ))));
+                    )))));
                 }
                 Some(v)
             }
-            Ok(_) => return Some(Err(Failure::Encode("sparse task answered dense".into()))),
-            Err(f) => return Some(Err(f)),
+            Ok(_) => return Some(Err(EncodeError::Model(Failure::Encode("sparse task answered dense".into())))),
+            Err(e) => return Some(Err(e)),
         },
     };
     Some(Ok(match sparse {
@@ -428,39 +575,37 @@ fn encode_texts(
 }
 
 /// Writes the vectors of rows whose text is still the one encoded; returns the queue ids now
-/// finished and those of rows locked by another transaction (retried shortly).
-fn write_vectors(enc: &AutoEncoding, owner: pg_sys::Oid, done: &[(&Claim, &String, Encoded)]) -> Result<(Vec<i64>, Vec<i64>), String> {
+/// finished and those of rows locked by another transaction or changed meanwhile (retried
+/// shortly).
+fn write_vectors(enc: &AutoEncoding, done: &[(&Claim, &String, Encoded)]) -> Result<(Vec<i64>, Vec<i64>), String> {
     if done.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let claims: Vec<Claim> = done.iter().map(|(c, _, _)| Claim { queue_ids: c.queue_ids.clone(), key: c.key.clone() }).collect();
-    let text_col = quote_ident(&enc.text_column);
-    let (join, on) = key_join(enc);
+    let statements = enc.statements();
+    let claims: Vec<&Claim> = done.iter().map(|(c, _, _)| *c).collect();
     let sparse_dim = enc.sparse_column.as_ref().map(|_| sparse_dim(enc));
-    as_role(owner, || {
+    let update = statements.write_vectors();
+    on_user_table(enc, || {
         // Lock the rows we can without waiting; a row a user transaction holds is skipped.
-        let locked: Vec<(i64, String, Option<String>)> = Spi::connect_mut(|c| {
-            c.update(
-                &format!(
-                    "SELECT k.n, s.ctid::text, s.{text_col}::text FROM {join} JOIN {} s ON {on} FOR NO KEY UPDATE OF s SKIP LOCKED",
-                    enc.source_name
-                ),
-                None,
-                &key_args(&claims, enc.key_columns.len()),
-            )?
-            .map(|r| Ok((r.get::<i64>(1)?.unwrap_or(0), r.get::<String>(2)?.unwrap_or_default(), r.get::<String>(3)?)))
-            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        let locked: Vec<(i64, String, pg_sys::Oid, Option<String>)> = with_key_text_settings(|| {
+            Spi::connect_mut(|c| {
+                c.update(&statements.lock_rows(), None, &key_args(&claims, enc.key_columns.len()))?
+                    .map(|r| {
+                        Ok((
+                            r.get::<i64>(1)?.unwrap_or(0),
+                            r.get::<String>(2)?.unwrap_or_default(),
+                            r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+                            r.get::<String>(4)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
         })
-        .map_err(spi_err)?;
+        .map_err(|e| e.to_string())?;
         let mut written = Vec::new();
         let mut busy: Vec<i64> = Vec::new();
         let mut seen = vec![false; done.len()];
-        let mut set = format!("{} = $1", quote_ident(&enc.vector_column));
-        if let Some(s) = &enc.sparse_column {
-            set.push_str(&format!(", {} = $2", quote_ident(s)));
-        }
-        let update = format!("UPDATE {} SET {set} WHERE ctid = $3::tid", enc.source_name);
-        for (n, ctid, text) in locked {
+        for (n, ctid, tableoid, text) in locked {
             let i = (n - 1) as usize;
             seen[i] = true;
             let (claim, encoded_text, (dense, sparse)) = &done[i];
@@ -475,7 +620,14 @@ fn write_vectors(enc: &AutoEncoding, owner: pg_sys::Oid, done: &[(&Claim, &Strin
                 }
                 _ => None,
             };
-            Spi::run_with_args(&update, &[Vector(dense.clone()).into(), sparse.into(), ctid.into()]).map_err(spi_err)?;
+            let updated = Spi::connect_mut(|c| {
+                c.update(&update, None, &[Vector(dense.clone()).into(), sparse.into(), ctid.clone().into(), tableoid.into()]).map(|t| t.len())
+            })
+            .map_err(|e| e.to_string())?;
+            if updated != 1 {
+                // Never a silent miss: the locked row is the one to write, exactly once.
+                return Err(format!("{updated} rows matched the locked row {ctid} of table {}", tableoid.to_u32()));
+            }
             written.extend(&claim.queue_ids);
         }
         for (i, (claim, _, _)) in done.iter().enumerate() {
@@ -489,7 +641,7 @@ fn write_vectors(enc: &AutoEncoding, owner: pg_sys::Oid, done: &[(&Claim, &Strin
 
 fn sparse_dim(enc: &AutoEncoding) -> usize {
     Spi::get_one_with_args::<i32>(
-        "SELECT vocab_size FROM lightretriever.lr_models WHERE name = $1",
+        "SELECT vocab_size FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1",
         &[enc.sparse_model.clone().unwrap_or_default().into()],
     )
     .ok()
@@ -497,39 +649,17 @@ fn sparse_dim(enc: &AutoEncoding) -> usize {
     .unwrap_or(0) as usize
 }
 
-/// Counts a failed attempt for `claims`; past `lightretriever.max_retries` they move to
-/// lr_failed_items. Also records the error.
+/// Counts a failed attempt for `claims`; at `lightretriever.max_retries` their entries are
+/// marked failed (`lr_failed_items`). Also records the error.
 fn fail(enc: &AutoEncoding, claims: &[&Claim], error: &str) {
     let ids: Vec<i64> = claims.iter().flat_map(|c| c.queue_ids.iter().copied()).collect();
     record_error(enc, claims.len(), error);
-    let queue = enc.queue();
-    let counted = in_subtransaction(|| {
-        Spi::run_with_args(
-            &format!(
-                "UPDATE {queue} SET attempts = attempts + 1, last_error = $2,
-                        retry_at = now() + make_interval(secs => least(60, 2 ^ attempts))
-                  WHERE id = ANY($1)"
-            ),
-            &[ids.clone().into(), error.into()],
-        )?;
-        let row_key: Vec<String> = enc
-            .key_columns
-            .iter()
-            .zip(enc.queue_keys())
-            .map(|(c, k)| format!("{}, {k}", pgrx::spi::quote_literal(c)))
-            .collect();
-        Spi::run_with_args(
-            &format!(
-                "WITH moved AS (DELETE FROM {queue} WHERE id = ANY($1) AND attempts >= $2 RETURNING *)
-                 INSERT INTO lightretriever.lr_failed_items (encoding_id, row_key, error, attempts)
-                 SELECT DISTINCT ON (row_key) $3, row_key, error, attempts
-                   FROM (SELECT jsonb_build_object({}) AS row_key, last_error AS error, attempts FROM moved) m",
-                row_key.join(", ")
-            ),
-            &[ids.into(), crate::guc::max_retries().into(), enc.id.into()],
-        )
-    });
-    if let Ok(Err(e)) | Err(e) = counted.map(|r| r.map_err(|e| e.to_string())) {
+    let statements = enc.statements();
+    let counted = flatten(in_subtransaction(|| {
+        Spi::run_with_args(&statements.count_attempt(), &[ids.clone().into(), error.into()])?;
+        Spi::run_with_args(&statements.mark_failed(), &[ids.into(), crate::guc::max_retries().into()])
+    }));
+    if let Err(e) = counted {
         pgrx::log!("lightretriever: cannot count the failure of rows of {}: {e}", enc.source_name);
     }
 }
@@ -540,7 +670,7 @@ fn record_error(enc: &AutoEncoding, rows: usize, error: &str) {
     let _ = in_subtransaction(|| {
         Spi::run_with_args(
             "INSERT INTO lightretriever.lr_encoding_errors (encoding_id, worker_pid, rows, error)
-             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id = $1",
+             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
             &[enc.id.into(), unsafe { pg_sys::MyProcPid }.into(), (rows as i32).into(), error.into()],
         )
     });

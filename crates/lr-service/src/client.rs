@@ -17,6 +17,8 @@ pub enum CallError {
     Io(io::Error),
     /// The reply could not be read back.
     Protocol(String),
+    /// The caller's `keep_waiting` hook said stop (e.g. the worker is shutting down).
+    Abandoned,
 }
 
 impl std::fmt::Display for CallError {
@@ -24,6 +26,7 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Io(e) => write!(f, "lost the connection to the encoder worker: {e}"),
             CallError::Protocol(m) => write!(f, "bad reply from the encoder worker: {m}"),
+            CallError::Abandoned => write!(f, "the call to the encoder worker was abandoned"),
         }
     }
 }
@@ -39,30 +42,34 @@ impl Client {
         Ok(Client { stream })
     }
 
-    /// Sends `request` and waits for its reply, calling `between` after every wait slice without
-    /// data (a panic or error raised there abandons the call; drop the client then, since its
-    /// reply may still arrive).
-    pub fn call(&mut self, request: &Request, mut between: impl FnMut()) -> Result<Reply, CallError> {
+    /// Sends `request` and waits for its reply, calling `keep_waiting` after every wait slice
+    /// without data: `false` (or a panic or error raised there) abandons the call; drop the
+    /// client then, since its reply may still arrive.
+    pub fn call(&mut self, request: &Request, mut keep_waiting: impl FnMut() -> bool) -> Result<Reply, CallError> {
         let body = protocol::encode_request(request);
         protocol::write_frame(&mut self.stream, &body).map_err(CallError::Io)?;
         let mut len = [0u8; 4];
-        self.read_full(&mut len, &mut between)?;
+        self.read_full(&mut len, &mut keep_waiting)?;
         let len = u32::from_le_bytes(len) as usize;
         if len > protocol::MAX_FRAME {
             return Err(CallError::Protocol(format!("frame of {len} bytes")));
         }
         let mut reply = vec![0u8; len];
-        self.read_full(&mut reply, &mut between)?;
+        self.read_full(&mut reply, &mut keep_waiting)?;
         protocol::decode_reply(&reply).map_err(CallError::Protocol)
     }
 
-    fn read_full(&mut self, buf: &mut [u8], between: &mut impl FnMut()) -> Result<(), CallError> {
+    fn read_full(&mut self, buf: &mut [u8], keep_waiting: &mut impl FnMut() -> bool) -> Result<(), CallError> {
         let mut at = 0;
         while at < buf.len() {
             match self.stream.read(&mut buf[at..]) {
                 Ok(0) => return Err(CallError::Io(io::ErrorKind::UnexpectedEof.into())),
                 Ok(n) => at += n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => between(),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if !keep_waiting() {
+                        return Err(CallError::Abandoned);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(CallError::Io(e)),
             }

@@ -4,16 +4,20 @@
 //! - `protocol` the frames on the socket (JSON requests, binary replies)
 //! - `service`  the inference thread, its model cache and queue, the socket front end
 //! - `client`   the backend side, with interruptible waits
+//! - `process`  the inference process: the service in a child of the worker, whose death does
+//!   not reset the PostgreSQL cluster
 //!
 //! Nothing here touches PostgreSQL: the worker (in the extension crate) owns the socket path,
 //! the settings and the database work; threads started here never call into the server.
 
 pub mod client;
+pub mod process;
 pub mod protocol;
 pub mod service;
 
 pub use client::{CallError, Client};
 pub use protocol::{Failure, Output, Reply, Request, Task};
+pub use process::{Exit, InferenceProcess};
 pub use service::{Models, Service};
 
 /// Starts a thread with every signal blocked, so that signals sent to the worker process (SIGTERM,

@@ -66,7 +66,7 @@ fn concurrent_socket_calls_match_direct_encoding_and_share_batches() {
                 let mut c = Client::connect(&path).unwrap();
                 let mut waits = 0;
                 let req = Request { model: "minilm".into(), info, task: Task::Dense { texts: vec![text] } };
-                let reply = c.call(&req, || waits += 1).unwrap().unwrap();
+                let reply = c.call(&req, || { waits += 1; true }).unwrap().unwrap();
                 (dense(reply).pop().unwrap(), waits)
             })
         })
@@ -94,7 +94,7 @@ fn sparse_and_table_rows_match_direct_and_failures_are_replies() {
 
     let texts: Vec<String> = TEXTS.iter().map(|t| t.to_string()).collect();
     let req = Request { model: "splade".into(), info: splade.clone(), task: Task::Sparse { texts: texts.clone() } };
-    let got = match c.call(&req, || {}).unwrap().unwrap() {
+    let got = match c.call(&req, || true).unwrap().unwrap() {
         Output::Sparse(v) => v,
         other => panic!("{other:?}"),
     };
@@ -109,7 +109,7 @@ fn sparse_and_table_rows_match_direct_and_failures_are_replies() {
 
     let ids: Vec<u32> = vec![0, 101, 2000, 30521];
     let req = Request { model: "minilm".into(), info: minilm.clone(), task: Task::TableRows { instruction: None, ids: ids.clone() } };
-    let rows = dense(c.call(&req, || {}).unwrap().unwrap());
+    let rows = dense(c.call(&req, || true).unwrap().unwrap());
     let want = DocumentEncoder::load(&minilm, &Device::Cpu).unwrap().table_rows(None, &ids).unwrap();
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().zip(&want).all(|(a, b)| close(a, b)));
@@ -118,21 +118,21 @@ fn sparse_and_table_rows_match_direct_and_failures_are_replies() {
     let mut broken = minilm.clone();
     broken.path = PathBuf::from("/nonexistent/model");
     let req = Request { model: "broken".into(), info: broken, task: Task::Dense { texts: vec!["x".into()] } };
-    match c.call(&req, || {}).unwrap() {
+    match c.call(&req, || true).unwrap() {
         Err(Failure::Load(m)) => assert!(m.contains("cannot load model \"broken\""), "{m}"),
         other => panic!("expected a load failure, got {other:?}"),
     }
     // A BERT model asked for an instruction table is an Encode failure.
     let req = Request { model: "minilm".into(), info: minilm.clone(), task: Task::TableRows { instruction: Some("x".into()), ids: vec![1] } };
-    assert!(matches!(c.call(&req, || {}).unwrap(), Err(Failure::Encode(_))));
+    assert!(matches!(c.call(&req, || true).unwrap(), Err(Failure::Encode(_))));
     // Empty tasks answer at once.
     let req = Request { model: "minilm".into(), info: minilm.clone(), task: Task::Dense { texts: vec![] } };
-    assert_eq!(c.call(&req, || {}).unwrap().unwrap(), Output::Dense(vec![]));
+    assert_eq!(c.call(&req, || true).unwrap().unwrap(), Output::Dense(vec![]));
     // A malformed frame is answered with an error, not a dropped service.
     let mut raw = Client::connect(&path).unwrap();
     raw.write_raw(&[2, 0, 0, 0, b'{', b'x']).unwrap();
     let req = Request { model: "minilm".into(), info: minilm, task: Task::Dense { texts: vec!["after".into()] } };
-    assert_eq!(dense(c.call(&req, || {}).unwrap().unwrap()).len(), 1);
+    assert_eq!(dense(c.call(&req, || true).unwrap().unwrap()).len(), 1);
 }
 
 #[test]

@@ -1,0 +1,134 @@
+-- create_queue
+CREATE TABLE lightretriever."lr_queue_7" (
+    id bigserial PRIMARY KEY,
+    key pg_catalog.text[] COLLATE pg_catalog."C" NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    retry_at timestamptz NOT NULL DEFAULT '-infinity',
+    last_error pg_catalog.text,
+    failed_at timestamptz,
+    enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp());
+
+-- create_queue
+CREATE INDEX ON lightretriever."lr_queue_7" (key);
+
+-- create_queue
+REVOKE ALL ON lightretriever."lr_queue_7" FROM PUBLIC;
+
+-- trigger_functions
+CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_clear"() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $lr$
+BEGIN
+  IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR NEW."body"::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) OLD."body"::pg_catalog.text) THEN NEW."body_embedding" := NULL; NEW."body_sparse" := NULL; END IF;
+  RETURN NEW;
+END $lr$;
+
+-- trigger_functions
+CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
+BEGIN
+  IF NEW."body" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR NEW."body"::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) OLD."body"::pg_catalog.text) OR ((ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")]) AND NEW."body_embedding" IS NULL)) THEN
+    INSERT INTO lightretriever."lr_queue_7" (key) VALUES (ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")]);
+  END IF;
+  RETURN NULL;
+END $lr$;
+
+-- trigger_functions
+CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_forget"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
+BEGIN
+  DELETE FROM lightretriever."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(
+    SELECT q.id FROM lightretriever."lr_queue_7" q WHERE q.key OPERATOR(pg_catalog.=) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")] FOR UPDATE SKIP LOCKED));
+  RETURN NULL;
+END $lr$;
+
+-- trigger_functions
+CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_truncate"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
+BEGIN
+  DELETE FROM lightretriever."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT q.id FROM lightretriever."lr_queue_7" q FOR UPDATE SKIP LOCKED));
+  RETURN NULL;
+END $lr$;
+
+-- trigger_functions
+REVOKE ALL ON FUNCTION lightretriever."lr_auto_encoding_7_clear"() FROM PUBLIC;
+
+-- trigger_functions
+REVOKE ALL ON FUNCTION lightretriever."lr_auto_encoding_7_enqueue"() FROM PUBLIC;
+
+-- trigger_functions
+REVOKE ALL ON FUNCTION lightretriever."lr_auto_encoding_7_forget"() FROM PUBLIC;
+
+-- trigger_functions
+REVOKE ALL ON FUNCTION lightretriever."lr_auto_encoding_7_truncate"() FROM PUBLIC;
+
+-- create_triggers
+CREATE TRIGGER lr_auto_encoding_clear BEFORE INSERT OR UPDATE OF "body" ON public.parts FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_clear"();
+
+-- create_triggers
+CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF "body", "region", "id" ON public.parts FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"();
+
+-- create_triggers
+CREATE TRIGGER lr_auto_encoding_forget AFTER DELETE ON public.parts FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_forget"();
+
+-- create_triggers
+CREATE TRIGGER lr_auto_encoding_truncate AFTER TRUNCATE ON public.parts FOR EACH STATEMENT EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_truncate"();
+
+-- drop_triggers
+DROP TRIGGER IF EXISTS lr_auto_encoding_clear ON public.parts;
+
+-- drop_triggers
+DROP TRIGGER IF EXISTS lr_auto_encoding_enqueue ON public.parts;
+
+-- drop_triggers
+DROP TRIGGER IF EXISTS lr_auto_encoding_forget ON public.parts;
+
+-- drop_triggers
+DROP TRIGGER IF EXISTS lr_auto_encoding_truncate ON public.parts;
+
+-- backfill_keys
+SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")] FROM public.parts s WHERE s."body" IS NOT NULL ORDER BY s."region", s."id";
+
+-- enqueue_keys
+INSERT INTO lightretriever."lr_queue_7" (key) SELECT ARRAY[k.k1, k.k2] FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) AS k(k1, k2);
+
+-- claim
+SELECT pg_catalog.array_agg(c.id ORDER BY c.id), c.key
+  FROM (SELECT q.id, q.key FROM lightretriever."lr_queue_7" q
+         WHERE q.failed_at IS NULL AND q.retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+         ORDER BY q.id LIMIT $1 FOR UPDATE SKIP LOCKED) c
+ GROUP BY c.key ORDER BY pg_catalog.min(c.id);
+
+-- read_texts
+SELECT k.n, s.ctid IS NOT NULL, s."body"::pg_catalog.text FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) WITH ORDINALITY AS k(k1, k2, n) LEFT JOIN public.parts s ON s."region" OPERATOR(pg_catalog.=) k.k1::text AND s."id" OPERATOR(pg_catalog.=) k.k2::bigint ORDER BY k.n;
+
+-- lock_rows
+SELECT k.n, s.ctid::pg_catalog.text, s.tableoid, s."body"::pg_catalog.text FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) WITH ORDINALITY AS k(k1, k2, n) JOIN public.parts s ON s."region" OPERATOR(pg_catalog.=) k.k1::text AND s."id" OPERATOR(pg_catalog.=) k.k2::bigint FOR NO KEY UPDATE OF s SKIP LOCKED;
+
+-- write_vectors
+UPDATE public.parts SET "body_embedding" = $1, "body_sparse" = $2 WHERE ctid OPERATOR(pg_catalog.=) $3::pg_catalog.tid AND tableoid OPERATOR(pg_catalog.=) $4::pg_catalog.oid;
+
+-- count_vectors
+SELECT pg_catalog.count(*) FROM public.parts WHERE "body_embedding" IS NOT NULL;
+
+-- count_attempt
+UPDATE lightretriever."lr_queue_7" SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,
+       retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => LEAST(60, 2 OPERATOR(pg_catalog.^) attempts))
+ WHERE id OPERATOR(pg_catalog.=) ANY ($1);
+
+-- mark_failed
+UPDATE lightretriever."lr_queue_7" SET failed_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND attempts OPERATOR(pg_catalog.>=) $2;
+
+-- finish
+DELETE FROM lightretriever."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY ($1);
+
+-- retry_soon
+UPDATE lightretriever."lr_queue_7" SET retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) '1 second'::pg_catalog.interval WHERE id OPERATOR(pg_catalog.=) ANY ($1);
+
+-- retry_failed
+WITH r AS (UPDATE lightretriever."lr_queue_7" SET failed_at = NULL, attempts = 0, retry_at = '-infinity' WHERE failed_at IS NOT NULL RETURNING key)
+SELECT pg_catalog.count(DISTINCT key) FROM r;
+
+-- queue_counts
+SELECT pg_catalog.count(*) FILTER (WHERE failed_at IS NULL), pg_catalog.count(DISTINCT key) FILTER (WHERE failed_at IS NOT NULL) FROM lightretriever."lr_queue_7";
+
+-- pending_exists
+SELECT EXISTS (SELECT 1 FROM lightretriever."lr_queue_7" WHERE failed_at IS NULL);
+
+-- failed_rows
+SELECT DISTINCT ON (key) key, last_error, attempts, failed_at FROM lightretriever."lr_queue_7" WHERE failed_at IS NOT NULL ORDER BY key, id DESC;
