@@ -424,8 +424,9 @@ fn lr_auto_encoding_follow(source: pg_sys::Oid) {
         let dims = crate::catalog::load_model(model);
         let want = if kind == "vector" { dims.hidden_size } else { dims.vocab_size } as i32;
         match column {
-            Some((name, ty, _, typmod)) if ty == kind && typmod == want => name,
-            Some((name, ty, _, _)) => refuse(format!("its {kind} column \"{name}\" must stay {kind}({want}), not {ty}")),
+            // format_type qualifies pgvector's types here (the search path is pg_catalog's).
+            Some((name, ty, _, typmod)) if (ty == kind || ty == pgvector_type(kind)) && typmod == want => name,
+            Some((name, ty, _, typmod)) => refuse(format!("its {kind} column \"{name}\" must stay {kind}({want}), not {ty}({typmod})")),
             None => refuse(format!("its {kind} column \"{old}\" cannot be dropped")),
         }
     };
@@ -503,7 +504,7 @@ fn lr_encoding_status_rows() -> TableIterator<
             )?;
             let done = as_owner(enc.source, || Spi::get_one::<i64>(&statements.count_vectors()))?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
-                "SELECT (COALESCE(pg_catalog.sum(b.rows) FILTER (WHERE b.at OPERATOR(pg_catalog.>) pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval), 0) OPERATOR(pg_catalog./) 60.0)::pg_catalog.float8,
+                "SELECT (COALESCE(pg_catalog.sum(b.rows) FILTER (WHERE b.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)), 0) OPERATOR(pg_catalog./) 60.0)::pg_catalog.float8,
                         (pg_catalog.array_agg(b.worker_pid ORDER BY b.at DESC))[1]
                    FROM lightretriever.lr_encoding_batches b WHERE b.encoding_id OPERATOR(pg_catalog.=) $1",
                 &[enc.id.into()],
@@ -699,5 +700,58 @@ mod tests {
         register_dense_model();
         Spi::run("SET LOCAL lightretriever.allow_backend_models = off").unwrap();
         Spi::run("SELECT lightretriever.lr_encode_document('x', 'minilm')").unwrap();
+    }
+
+    #[pg_test]
+    fn renamed_columns_are_followed_and_breaking_changes_refused() {
+        enable("CREATE TABLE t_ren (id int PRIMARY KEY, body text); INSERT INTO t_ren VALUES (1, 'x')", "t_ren", "body");
+        Spi::run("ALTER TABLE t_ren RENAME COLUMN body TO content; ALTER TABLE t_ren RENAME COLUMN body_embedding TO emb").unwrap();
+        let names = Spi::get_two::<String, String>("SELECT text_column::text, vector_column::text FROM lightretriever.lr_auto_encodings").unwrap();
+        assert_eq!(names, (Some("content".into()), Some("emb".into())));
+        // The regenerated triggers use the new names: writes work and queue as before.
+        Spi::run("INSERT INTO t_ren VALUES (2, 'two'); UPDATE t_ren SET content = 'uno' WHERE id = 1").unwrap();
+        let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
+        assert_eq!(Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever.\"{queue}\"")).unwrap(), Some(3));
+        assert_eq!(
+            error_of("ALTER TABLE t_ren DROP CONSTRAINT t_ren_pkey"),
+            "lightretriever: public.t_ren is auto-encoded: its primary key (id) cannot be dropped or changed"
+        );
+        assert_eq!(
+            error_of("ALTER TABLE t_ren DROP COLUMN emb"),
+            "lightretriever: public.t_ren is auto-encoded: its vector column \"emb\" cannot be dropped"
+        );
+        assert_eq!(
+            error_of("ALTER TABLE t_ren ALTER COLUMN emb TYPE vector(3) USING NULL"),
+            "lightretriever: public.t_ren is auto-encoded: its vector column \"emb\" must stay vector(384), not public.vector(3)"
+        );
+        assert_eq!(
+            error_of("ALTER TABLE t_ren DROP COLUMN content CASCADE"),
+            "lightretriever: public.t_ren is auto-encoded: its text column \"content\" cannot be dropped"
+        );
+        // Unrelated changes pass; the status view keeps working.
+        Spi::run("ALTER TABLE t_ren ADD COLUMN tag int").unwrap();
+        assert_eq!(Spi::get_one::<String>("SELECT status FROM lightretriever.lr_encoding_status").unwrap().as_deref(), Some("active"));
+    }
+
+    #[pg_test]
+    fn null_arguments_are_named_errors() {
+        register_dense_model();
+        for (sql, argument) in [
+            ("SELECT lightretriever.lr_enable_auto_encoding(NULL, 'body')", "source"),
+            ("SELECT lightretriever.lr_enable_auto_encoding('pg_class', NULL)", "text_column"),
+            ("SELECT lightretriever.lr_disable_auto_encoding(NULL)", "source"),
+            ("SELECT lightretriever.lr_retry_failed(NULL)", "source"),
+            ("SELECT * FROM lightretriever.lr_search(NULL, 'q')", "source"),
+            ("SELECT * FROM lightretriever.lr_search('pg_class', NULL)", "query"),
+            ("SELECT lightretriever.lr_register_model(NULL, '/x')", "name"),
+            ("SELECT lightretriever.lr_drop_model(NULL)", "name"),
+            ("SELECT lightretriever.lr_build_query_table('minilm', dtype => NULL)", "dtype"),
+            ("SELECT lightretriever.lr_fit_query_table('minilm', 'pg_class', NULL)", "text_column"),
+            ("SELECT lightretriever.lr_fit_sparse_query_weights(NULL, 'pg_class', 'relname')", "model"),
+            ("SELECT lightretriever.lr_encode_query_sparse('q', 'minilm', NULL)", "weighting"),
+            ("SELECT lightretriever.lr_wait_for_encoding(NULL)", "source"),
+        ] {
+            assert_eq!(error_of(sql), format!("lightretriever: argument \"{argument}\" must not be NULL"), "{sql}");
+        }
     }
 }

@@ -238,4 +238,61 @@ mod tests {
     fn missing_default_model_fails() {
         Spi::run("SELECT lightretriever.lr_encode_document('x')").unwrap();
     }
+
+    #[pg_test]
+    fn registration_refuses_bad_names_tokenizers_and_sizes() {
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_register_model('no spaces please', '/x')"),
+            "lightretriever: \"no spaces please\" is not a valid model name"
+        );
+        let dir = std::env::temp_dir().join(format!("lr-pgtest-bad-tokenizer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(dense_model_dir()).unwrap().flatten() {
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+            }
+        }
+        std::fs::write(dir.join("tokenizer.json"), "{\"not\": \"a tokenizer\"}").unwrap();
+        let e = error_of(&format!("SELECT lightretriever.lr_register_model('badtok', '{}')", dir.display()));
+        assert!(e.starts_with("lightretriever: invalid model:") && e.contains("tokenizer"), "{e}");
+        let e = error_of(&format!(
+            "SELECT lightretriever.lr_register_model('huge', '{}', '{{\"max_length\": 1000000000}}')",
+            dense_model_dir()
+        ));
+        assert_eq!(e, "lightretriever: invalid model: max_length 1000000000 is out of range (1 to 1048576)");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[pg_test]
+    fn a_model_in_use_is_not_dropped() {
+        register_dense_model();
+        Spi::run("CREATE TABLE in_use (id int PRIMARY KEY, body text); SELECT lightretriever.lr_enable_auto_encoding('in_use', 'body', 'minilm')")
+            .unwrap();
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_drop_model('minilm')"),
+            "lightretriever: model \"minilm\" is used by the auto-encoding of in_use"
+        );
+    }
+
+    #[pg_test]
+    fn the_device_setting_is_checked() {
+        let e = error_of("SET lightretriever.device = 'gpu'");
+        assert_eq!(e, "invalid value for parameter \"lightretriever.device\": \"gpu\"");
+        Spi::run("SET LOCAL lightretriever.device = 'cuda:1'; SET LOCAL lightretriever.device = 'cpu'").unwrap();
+    }
+
+    #[pg_test]
+    fn fits_refuse_non_text_columns_and_sparse_queries_need_a_sparse_model() {
+        register_dense_model();
+        Spi::run("CREATE TABLE nums (id int PRIMARY KEY, n int)").unwrap();
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_fit_query_table('minilm', 'nums', 'n')"),
+            "lightretriever: column \"n\" of public.nums is integer, not text"
+        );
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_encode_query_sparse('wing', 'minilm')"),
+            "lightretriever: model \"minilm\" has no masked-LM head, so it cannot encode sparse vectors"
+        );
+    }
 }

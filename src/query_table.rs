@@ -293,23 +293,31 @@ fn lr_fit_query_table(
     let vocab = info.vocab_size;
 
     // The prior: the newest untrained table's rows, else computed now.
-    let untrained = row_or_none(Spi::get_one_with_args::<String>(
-        "SELECT file FROM lightretriever.lr_query_tables
+    let untrained = row_or_none(Spi::get_two_with_args::<String, String>(
+        "SELECT file, checksum FROM lightretriever.lr_query_tables
           WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
             AND method OPERATOR(pg_catalog.=) 'token_forward'
           ORDER BY version DESC LIMIT 1",
         &[model.into(), instruction_key(instruction).into()],
     ))
-    .flatten();
+    .and_then(|(f, c)| Some((f?, c?)));
     let mut init_rows = vec![0.0f32; vocab * dims];
     match untrained {
-        Some(file) => {
+        Some((file, checksum)) => {
             let table = QueryTable::open(Path::new(&file)).or_raise(Code::ERRCODE_DATA_CORRUPTED);
-            if table.rows() != vocab || table.dims() != dims {
-                raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {file} does not have the model's shape"), None);
-            }
+            let expected = lr_table::Expected {
+                checksum: u64::from_str_radix(&checksum, 16).unwrap_or(0),
+                model: model.to_owned(),
+                instruction: instruction.map(str::to_owned),
+                rows: vocab,
+                dims,
+            };
+            table.verify_against(&expected).or_raise(Code::ERRCODE_DATA_CORRUPTED);
             for (id, row) in init_rows.chunks_mut(dims).enumerate() {
                 table.add_row_to(id, 1.0, row);
+            }
+            if table.is_damaged() {
+                raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {file} changed while it was read"), Some(REBUILD_HINT));
             }
         }
         None => {
@@ -399,6 +407,8 @@ fn statement_key() -> StatementKey {
 struct CachedLookup {
     /// The lr_query_tables row version (xmin/ctid) the table was opened for.
     row: String,
+    /// The statement in which the file was last seen unchanged (fstat once per statement).
+    checked: StatementKey,
     encoder: Rc<LookupEncoder>,
 }
 
@@ -411,49 +421,16 @@ thread_local! {
     static LAST: RefCell<Option<(StatementKey, String, String, String, Vec<f32>)>> = const { RefCell::new(None) };
 }
 
-/// The lookup encoder for the newest table of (model, instruction).
-fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
-    let found = row_or_none(Spi::get_two_with_args::<String, String>(
-        "SELECT t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text
-           FROM lightretriever.lr_query_tables t
-           JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
-          WHERE t.model OPERATOR(pg_catalog.=) $1 AND t.instruction OPERATOR(pg_catalog.=) $2
-          ORDER BY t.version DESC LIMIT 1",
-        &[model.into(), instruction.into()],
-    ))
-    .unwrap_or((None, None));
-    let (file, row) = match found {
-        (Some(file), Some(row)) => (file, row),
-        _ => {
-            crate::catalog::load_model(model); // a missing model is its own error
-            let call = if instruction.is_empty() {
-                format!("SELECT lightretriever.lr_build_query_table('{model}')")
-            } else {
-                format!("SELECT lightretriever.lr_build_query_table('{model}', instruction => ...)")
-            };
-            raise(
-                Code::ERRCODE_UNDEFINED_OBJECT,
-                format!(
-                    "lightretriever: model \"{model}\" has no query table{}",
-                    if instruction.is_empty() { String::new() } else { format!(" for instruction \"{instruction}\"") }
-                ),
-                Some(&format!("Build it once (as a superuser) with {call}.")),
-            )
-        }
-    };
-    let key = (model.to_owned(), instruction.to_owned());
-    // The catalog row identifies the table (file names are unique per build too: belt and
-    // braces against serving a replaced table from this backend's mapping).
-    if let Some(enc) = LOOKUPS.with(|m| m.borrow().get(&key).filter(|c| c.row == row).map(|c| c.encoder.clone())) {
-        return enc;
-    }
-    let table = QueryTable::open(&PathBuf::from(&file)).unwrap_or_else(|e| {
-        raise(
-            Code::ERRCODE_DATA_CORRUPTED,
-            format!("lightretriever: {e}"),
-            Some("Table files are not part of backups or replicas: rebuild with lightretriever.lr_build_query_table."),
-        )
-    });
+const REBUILD_HINT: &str =
+    "Table files are not part of backups or replicas, and must not be changed by hand: rebuild with lightretriever.lr_build_query_table.";
+
+/// Opens `file` as the table the catalog row describes: header, size and data checksum are
+/// verified (lr-table), then the checksum, model, instruction and shape against the catalog (a
+/// table of another model copied in place is refused), then the tokenizer it was built with.
+fn open_table(model: &str, instruction: &str, file: &str, expected: lr_table::Expected) -> LookupEncoder {
+    let table = QueryTable::open(&PathBuf::from(file))
+        .unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {e}"), Some(REBUILD_HINT)));
+    table.verify_against(&expected).unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {e}"), Some(REBUILD_HINT)));
     let meta = table.meta().or_raise(Code::ERRCODE_DATA_CORRUPTED);
     // The adapter's tokenizer when a LoRA adapter ships one (the released ones lowercase).
     let tokenizer_path = crate::catalog::load_model(model).tokenizer_path();
@@ -465,9 +442,82 @@ fn lookup_encoder(model: &str, instruction: &str) -> Rc<LookupEncoder> {
             Some("Rebuild the table with lightretriever.lr_build_query_table."),
         );
     }
+    let _ = instruction;
     let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
-    let enc = Rc::new(LookupEncoder::new(table, tokenizer));
-    LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { row, encoder: enc.clone() }));
+    LookupEncoder::new(table, tokenizer)
+}
+
+/// Forgets this backend's open table of (model, instruction) (its file changed under it).
+fn forget_lookup(model: &str, instruction: &str) {
+    LOOKUPS.with(|m| m.borrow_mut().remove(&(model.to_owned(), instruction.to_owned())));
+}
+
+/// The lookup encoder for the newest table of (model, instruction). A table already open in
+/// this backend is checked once per statement (fstat: truncated, replaced or modified files are
+/// noticed and re-opened — and then verified again, so a damaged file is an error, never wrong
+/// vectors; a read fault on a truncated mapping is caught by lr-table's SIGBUS guard).
+fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc<LookupEncoder> {
+    let found = Spi::connect(|c| {
+        let mut rows = c.select(
+            "SELECT t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
+                    t.checksum, t.rows, t.dims
+               FROM lightretriever.lr_query_tables t
+               JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
+              WHERE t.model OPERATOR(pg_catalog.=) $1 AND t.instruction OPERATOR(pg_catalog.=) $2
+              ORDER BY t.version DESC LIMIT 1",
+            None,
+            &[model.into(), instruction.into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<i64>(4)?.unwrap_or(0),
+                r.get::<i32>(5)?.unwrap_or(0),
+            )),
+            None => None,
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let Some((file, row, checksum, rows, dims)) = found else {
+        crate::catalog::load_model(model); // a missing model is its own error
+        let call = if instruction.is_empty() {
+            format!("SELECT lightretriever.lr_build_query_table('{model}')")
+        } else {
+            format!("SELECT lightretriever.lr_build_query_table('{model}', instruction => ...)")
+        };
+        raise(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            format!(
+                "lightretriever: model \"{model}\" has no query table{}",
+                if instruction.is_empty() { String::new() } else { format!(" for instruction \"{instruction}\"") }
+            ),
+            Some(&format!("Build it once (as a superuser) with {call}.")),
+        )
+    };
+    let key = (model.to_owned(), instruction.to_owned());
+    // The catalog row identifies the table (file names are unique per build too).
+    let cached = LOOKUPS.with(|m| m.borrow().get(&key).filter(|c| c.row == row).map(|c| (c.checked, c.encoder.clone())));
+    if let Some((checked, enc)) = cached {
+        if checked == statement {
+            return enc;
+        }
+        if enc.check_unchanged().is_ok() {
+            LOOKUPS.with(|m| m.borrow_mut().get_mut(&key).map(|c| c.checked = statement));
+            return enc;
+        }
+        forget_lookup(model, instruction); // changed on disk: open it again, and verify it again
+    }
+    let expected = lr_table::Expected {
+        checksum: u64::from_str_radix(&checksum, 16).unwrap_or(0),
+        model: model.to_owned(),
+        instruction: (!instruction.is_empty()).then(|| instruction.to_owned()),
+        rows: rows as usize,
+        dims: dims as usize,
+    };
+    let enc = Rc::new(open_table(model, instruction, &file, expected));
+    LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { row, checked: statement, encoder: enc.clone() }));
     enc
 }
 
@@ -495,8 +545,13 @@ pub fn encode_query(query: &str, model: Option<&str>, instruction: Option<&str>)
     if let Some(v) = hit {
         return v;
     }
-    let encoder = lookup_encoder(&model, &instruction);
-    let v = encoder.encode(query).unwrap_or_else(|e| {
+    let mut encoded = lookup_encoder(&model, &instruction, statement).encode(query);
+    if matches!(encoded, Err(lr_table::LookupError::TableChanged(_))) {
+        // The mapping read a page the file no longer has: open the file again (and verify it).
+        forget_lookup(&model, &instruction);
+        encoded = lookup_encoder(&model, &instruction, statement).encode(query);
+    }
+    let v = encoded.unwrap_or_else(|e| {
         raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("lightretriever: cannot encode the query: {e}"),

@@ -153,3 +153,122 @@ pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what:
     }
     kind
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::test_support::*;
+    use pgrx::prelude::*;
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    /// The backend half of issue 11's escalations: a key of the owner's enum type with a cast
+    /// to json and a domain key with a trap CHECK. The delete trigger (SECURITY DEFINER) once
+    /// built `jsonb_build_object('k', OLD.k)`, running the cast as the superuser; the retry
+    /// cast `(row_key->>'k')::domain`, running the check as the superuser. Neither may happen.
+    #[pg_test]
+    fn the_owners_casts_and_checks_never_run_as_superuser() {
+        register_dense_model();
+        Spi::run(
+            "CREATE ROLE lr_mallory;
+             CREATE SCHEMA mallory AUTHORIZATION lr_mallory;
+             SET LOCAL ROLE lr_mallory;
+             CREATE TABLE mallory.log (who name, super boolean);
+             GRANT INSERT ON mallory.log TO PUBLIC;
+             CREATE FUNCTION mallory.trap() RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO mallory.log VALUES (current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user));
+               BEGIN EXECUTE 'ALTER ROLE lr_mallory SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+               RETURN true;
+             END $$;
+             CREATE TYPE mallory.color AS ENUM ('red', 'green');
+             CREATE FUNCTION mallory.to_json(mallory.color) RETURNS json LANGUAGE plpgsql AS $$
+             BEGIN PERFORM mallory.trap(); RETURN '1'::json; END $$;
+             CREATE CAST (mallory.color AS json) WITH FUNCTION mallory.to_json(mallory.color);
+             CREATE FUNCTION mallory.to_jsonb(mallory.color) RETURNS jsonb LANGUAGE plpgsql AS $$
+             BEGIN PERFORM mallory.trap(); RETURN '1'::jsonb; END $$;
+             CREATE CAST (mallory.color AS jsonb) WITH FUNCTION mallory.to_jsonb(mallory.color);
+             CREATE FUNCTION mallory.to_text(mallory.color) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN PERFORM mallory.trap(); RETURN 'red'; END $$;
+             CREATE CAST (mallory.color AS text) WITH FUNCTION mallory.to_text(mallory.color);
+             CREATE DOMAIN mallory.code AS text CHECK (mallory.trap());
+             CREATE TABLE mallory.colors (k mallory.color PRIMARY KEY, body text);
+             CREATE TABLE mallory.codes (k mallory.code PRIMARY KEY, body text);
+             INSERT INTO mallory.colors VALUES ('red', 'a red text'), ('green', 'a green text');
+             INSERT INTO mallory.codes VALUES ('c1', 'code one'), ('c2', 'code two');
+             SELECT lightretriever.lr_enable_auto_encoding('mallory.colors', 'body', 'minilm');
+             SELECT lightretriever.lr_enable_auto_encoding('mallory.codes', 'body', 'minilm');
+             UPDATE mallory.colors SET body = 'changed' WHERE k = 'red';
+             DELETE FROM mallory.colors WHERE k = 'green';
+             DELETE FROM mallory.codes WHERE k = 'c1';
+             RESET ROLE;",
+        )
+        .unwrap();
+        // As the worker would after max_retries failures (no worker runs in this cluster).
+        let queue = Spi::get_one::<String>(
+            "SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = 'mallory.codes'::regclass",
+        )
+        .unwrap()
+        .unwrap();
+        Spi::run(&format!("UPDATE lightretriever.\"{queue}\" SET failed_at = now(), attempts = 3, last_error = 'boom'")).unwrap();
+        Spi::run("SET LOCAL ROLE lr_mallory").unwrap();
+        let failed = Spi::get_one::<pgrx::JsonB>("SELECT row_key FROM lightretriever.lr_failed_items").unwrap().unwrap().0;
+        assert_eq!(failed, serde_json::json!({"k": "c2"}));
+        assert_eq!(Spi::get_one::<i64>("SELECT lightretriever.lr_retry_failed('mallory.codes')").unwrap(), Some(1));
+        Spi::run("TRUNCATE mallory.colors; RESET ROLE").unwrap();
+        // Superusers' reads of the views run nothing of the owner's as superuser either.
+        count("SELECT count(*) FROM lightretriever.lr_encoding_status");
+        count("SELECT count(*) FROM lightretriever.lr_failed_items");
+        assert_eq!(count("SELECT count(*) FROM mallory.log WHERE who <> 'lr_mallory' OR super"), 0);
+        assert_eq!(Spi::get_one::<bool>("SELECT rolsuper FROM pg_roles WHERE rolname = 'lr_mallory'").unwrap(), Some(false));
+        assert!(count("SELECT count(*) FROM mallory.log") > 0, "the owner's own inserts ran its checks");
+    }
+
+    /// The queue holds keys as text, readable by superusers only; the views show a role the
+    /// tables it owns or may read.
+    #[pg_test]
+    fn queues_are_private_and_views_show_only_visible_tables() {
+        register_dense_model();
+        Spi::run(
+            "CREATE ROLE lr_owner; CREATE ROLE lr_other;
+             GRANT CREATE ON SCHEMA public TO lr_owner;
+             SET LOCAL ROLE lr_owner;
+             CREATE TABLE owned (id int PRIMARY KEY, body text);
+             INSERT INTO owned VALUES (1, 'x');
+             SELECT lightretriever.lr_enable_auto_encoding('owned', 'body', 'minilm');
+             RESET ROLE;",
+        )
+        .unwrap();
+        let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
+        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\" WHERE key = ARRAY['1']")), 1);
+        Spi::run("SET LOCAL ROLE lr_other").unwrap();
+        assert_eq!(count("SELECT count(*) FROM lightretriever.lr_encoding_status"), 0);
+        let denied = error_of(&format!("SELECT count(*) FROM lightretriever.\"{queue}\""));
+        assert!(denied.contains("permission denied"), "{denied}");
+        Spi::run("RESET ROLE; GRANT SELECT ON owned TO lr_other; SET LOCAL ROLE lr_other").unwrap();
+        assert_eq!(count("SELECT count(*) FROM lightretriever.lr_encoding_status"), 1, "readers of the table see it");
+        Spi::run("RESET ROLE; SET LOCAL ROLE lr_owner").unwrap();
+        assert_eq!(count("SELECT pending FROM lightretriever.lr_encoding_status"), 1);
+        Spi::run("RESET ROLE").unwrap();
+    }
+
+    #[pg_test]
+    fn temporary_tables_and_catalogs_are_refused() {
+        register_dense_model();
+        Spi::run("CREATE TEMP TABLE scratch (id int PRIMARY KEY, body text)").unwrap();
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_enable_auto_encoding('scratch', 'body', 'minilm')"),
+            "lightretriever: scratch is a temporary table"
+        );
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_enable_auto_encoding('lightretriever.lr_models', 'path', 'minilm')"),
+            "lightretriever: lightretriever.lr_models is a system or extension catalog"
+        );
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_enable_auto_encoding('pg_catalog.pg_description', 'description', 'minilm')"),
+            "lightretriever: pg_description is a system or extension catalog"
+        );
+    }
+}

@@ -28,3 +28,12 @@ pub fn register_sparse_model() {
     )
     .unwrap();
 }
+
+/// The message of the error `sql` raises (run in a subtransaction, so the test goes on).
+pub fn error_of(sql: &str) -> String {
+    match crate::spi::in_subtransaction(|| Spi::run(sql)) {
+        Ok(Ok(())) => panic!("expected an error from {sql}"),
+        Ok(Err(e)) => e.to_string(),
+        Err(message) => message,
+    }
+}

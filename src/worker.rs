@@ -263,7 +263,7 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
                 let _ = in_subtransaction(|| {
                     Spi::run(
                         "DELETE FROM lightretriever.lr_encoding_batches
-                          WHERE at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) '10 minutes'::pg_catalog.interval",
+                          WHERE at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '10 minutes'::pg_catalog.interval)",
                     )
                 });
             });

@@ -180,6 +180,54 @@ fn regex_lite_assignments(code: &str) -> String {
     out
 }
 
+/// `a OPERATOR(pg_catalog.<) b OPERATOR(pg_catalog.-) c` parses as `(a < b) - c`: every
+/// `OPERATOR(…)` has one precedence, so an arithmetic operand of a comparison must be in
+/// parentheses.
+#[test]
+fn comparisons_never_take_unparenthesised_arithmetic() {
+    let (keys, types) = plain();
+    let e = with(&keys, &types, true);
+    for (label, sql) in all(&e) {
+        let code = code_only(&sql);
+        for cmp in ["=)", "<>)", "<)", ">)", "<=)", ">=)"] {
+            let pattern = format!("OPERATOR(pg_catalog.{cmp}");
+            let mut from = 0;
+            while let Some(i) = code[from..].find(&pattern) {
+                let rest = &code[from + i + pattern.len()..];
+                let (mut depth, mut end) = (0i32, rest.len());
+                for (j, c) in rest.char_indices() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' if depth == 0 => {
+                            end = j;
+                            break;
+                        }
+                        ')' => depth -= 1,
+                        ',' | '\n' if depth == 0 => {
+                            end = j;
+                            break;
+                        }
+                        _ => {}
+                    }
+                    if depth == 0 && (rest[j..].starts_with(" AND ") || rest[j..].starts_with(" OR ") || rest[j..].starts_with(" THEN")) {
+                        end = j;
+                        break;
+                    }
+                }
+                let operand = &rest[..end];
+                let top_level: String = {
+                    let mut d = 0;
+                    operand.chars().filter(|c| { if *c == '(' { d += 1 } else if *c == ')' { d -= 1 }; d == 0 }).collect()
+                };
+                for arith in ["OPERATOR(pg_catalog.+", "OPERATOR(pg_catalog.-", "OPERATOR(pg_catalog.*", "OPERATOR(pg_catalog./", "OPERATOR(pg_catalog.^"] {
+                    assert!(!operand.contains(arith) || !top_level.contains("OPERATOR"), "{label}: {operand:?} needs parentheses in\n{sql}");
+                }
+                from += i + pattern.len();
+            }
+        }
+    }
+}
+
 #[test]
 fn odd_names_are_quoted_and_literals_escaped() {
     assert_eq!(quote_ident("My \"Table\""), "\"My \"\"Table\"\"\"");

@@ -1,0 +1,267 @@
+//! A hostile table owner (issue 11): an ordinary role that owns tables whose keys are of its own
+//! types, with casts, operators, domain checks, triggers, index expressions, row-level security
+//! and functions planted in `public` that shadow built-ins — every one of them a trap that logs
+//! who runs it and tries to make the role a superuser. Everything lightretriever does with
+//! those tables (enable, backfill, triggers, the worker's batches, failures and retries, the
+//! status views, a superuser's fit and search) runs; afterwards the role is still no superuser
+//! and no trap ever ran as anyone but the owner.
+
+use std::time::Duration;
+
+use lr_e2e::*;
+use postgres::Client;
+
+fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// The role, its schema and its traps. `public` is writable for it, as in databases created
+/// before PostgreSQL 15.
+const SETUP: &str = r#"
+DO $$ BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'mallory') THEN
+    DROP SCHEMA IF EXISTS mallory CASCADE;
+    DROP OWNED BY mallory;
+    DROP ROLE mallory;
+  END IF;
+END $$;
+DROP ROLE IF EXISTS eve;
+CREATE ROLE mallory LOGIN;
+CREATE ROLE eve LOGIN;
+GRANT CREATE ON SCHEMA public TO mallory;
+CREATE SCHEMA mallory AUTHORIZATION mallory;
+GRANT USAGE ON SCHEMA mallory TO PUBLIC;
+SET ROLE mallory;
+CREATE TABLE mallory.log (trap text, who name, super boolean, at timestamptz DEFAULT clock_timestamp());
+GRANT INSERT, SELECT ON mallory.log TO PUBLIC;
+-- Logs who runs it, then tries to take over.
+CREATE FUNCTION mallory.trap(what text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO mallory.log (trap, who, super)
+       VALUES (what, current_user, (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user));
+  BEGIN
+    EXECUTE 'ALTER ROLE mallory SUPERUSER';
+  EXCEPTION WHEN OTHERS THEN NULL;
+  END;
+  RETURN true;
+END $$;
+CREATE FUNCTION mallory.itrap(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN PERFORM mallory.trap('index expression'); RETURN t; END $$;
+
+-- An enum key with casts to text and json, and an = in its schema and in public.
+CREATE TYPE mallory.color AS ENUM ('red', 'green', 'blue', 'cyan', 'magenta', 'yellow', 'black', 'white');
+CREATE FUNCTION mallory.color_text(mallory.color) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('cast color to text'); RETURN pg_catalog.format('%s', $1); END $$;
+CREATE CAST (mallory.color AS text) WITH FUNCTION mallory.color_text(mallory.color);
+CREATE FUNCTION mallory.color_json(mallory.color) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('cast color to json'); RETURN pg_catalog.to_json(pg_catalog.format('%s', $1)); END $$;
+CREATE CAST (mallory.color AS json) WITH FUNCTION mallory.color_json(mallory.color);
+CREATE FUNCTION mallory.color_jsonb(mallory.color) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('cast color to jsonb'); RETURN pg_catalog.to_jsonb(pg_catalog.format('%s', $1)); END $$;
+CREATE CAST (mallory.color AS jsonb) WITH FUNCTION mallory.color_jsonb(mallory.color);
+CREATE FUNCTION mallory.text_color(text) RETURNS mallory.color LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('cast text to color'); RETURN pg_catalog.enum_in(pg_catalog.textout($1), 'mallory.color'::regtype); END $$;
+CREATE FUNCTION mallory.color_eq(mallory.color, mallory.color) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('operator ='); RETURN pg_catalog.enum_eq($1, $2); END $$;
+CREATE OPERATOR mallory.= (LEFTARG = mallory.color, RIGHTARG = mallory.color, FUNCTION = mallory.color_eq);
+CREATE OPERATOR public.= (LEFTARG = mallory.color, RIGHTARG = mallory.color, FUNCTION = mallory.color_eq);
+
+-- A domain key whose CHECK is a trap.
+CREATE DOMAIN mallory.code AS text CHECK (mallory.trap('domain check'));
+
+-- A composite key with casts.
+CREATE TYPE mallory.pair AS (a integer, b text);
+CREATE FUNCTION mallory.pair_text(mallory.pair) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('cast pair to text'); RETURN pg_catalog.format('%s', $1); END $$;
+CREATE CAST (mallory.pair AS text) WITH FUNCTION mallory.pair_text(mallory.pair);
+CREATE FUNCTION mallory.pair_json(mallory.pair) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('cast pair to json'); RETURN '{}'::json; END $$;
+CREATE CAST (mallory.pair AS json) WITH FUNCTION mallory.pair_json(mallory.pair);
+
+-- Built-ins shadowed in public by better-matching signatures.
+CREATE FUNCTION public.quote_ident(name) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('public.quote_ident'); RETURN pg_catalog.quote_ident($1::text); END $$;
+CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('public.unnest'); RETURN QUERY SELECT pg_catalog.unnest($1); END $$;
+CREATE FUNCTION public.format(text, mallory.color) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('public.format'); RETURN 'x'; END $$;
+CREATE FUNCTION public.array_agg_step(bigint[], bigint) RETURNS bigint[] LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('public.array_agg'); RETURN pg_catalog.array_append($1, $2); END $$;
+CREATE AGGREGATE public.array_agg(bigint) (SFUNC = public.array_agg_step, STYPE = bigint[]);
+
+-- The tables: each key kind, with a trap trigger, a trap index expression and forced
+-- row-level security whose policy is a trap.
+CREATE TABLE mallory.colors (k mallory.color PRIMARY KEY, n integer UNIQUE, body text);
+CREATE TABLE mallory.codes (k mallory.code PRIMARY KEY, body text);
+CREATE TABLE mallory.pairs (k mallory.pair PRIMARY KEY, body text);
+CREATE FUNCTION mallory.on_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.trap('trigger ' || TG_TABLE_NAME); RETURN NEW; END $$;
+CREATE TRIGGER a_trap BEFORE UPDATE ON mallory.colors FOR EACH ROW EXECUTE FUNCTION mallory.on_update();
+CREATE TRIGGER a_trap BEFORE UPDATE ON mallory.codes FOR EACH ROW EXECUTE FUNCTION mallory.on_update();
+CREATE TRIGGER a_trap BEFORE UPDATE ON mallory.pairs FOR EACH ROW EXECUTE FUNCTION mallory.on_update();
+CREATE INDEX ON mallory.colors (mallory.itrap(body));
+ALTER TABLE mallory.colors ENABLE ROW LEVEL SECURITY;
+ALTER TABLE mallory.colors FORCE ROW LEVEL SECURITY;
+CREATE POLICY trap ON mallory.colors USING (mallory.trap('row-level security'));
+INSERT INTO mallory.colors (k, n, body) SELECT c, i, 'the ' || c || ' document about library catalogues'
+  FROM pg_catalog.unnest(pg_catalog.enum_range(NULL::mallory.color)) WITH ORDINALITY AS e(c, i);
+INSERT INTO mallory.codes SELECT 'code-' || i, 'coded text ' || i FROM generate_series(1, 12) i;
+INSERT INTO mallory.pairs SELECT ROW(i, 'b' || i)::mallory.pair, 'pair text ' || i FROM generate_series(1, 12) i;
+RESET ROLE;
+"#;
+
+/// Rows whose vector is not a fresh encoding of their text, compared here rather than in SQL
+/// (the role's aggregates in `public` make the shared helper's `array_agg` ambiguous).
+fn wrong_rows(c: &mut Client, table: &str) -> usize {
+    let rows = c.query(&format!("SELECT body, body_embedding FROM {table}"), &[]).unwrap();
+    rows.iter()
+        .filter(|r| {
+            let body: String = r.get(0);
+            let Some(v) = r.get::<_, Option<pgvector::Vector>>(1) else { return true };
+            let fresh: pgvector::Vector = c.query_one("SELECT lightretriever.lr_encode_document($1, 'minilm')", &[&body]).unwrap().get(0);
+            v.as_slice().iter().zip(fresh.as_slice()).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt() > 1e-5
+        })
+        .count()
+}
+
+/// Traps that ran with other rights than the owner's: must stay empty.
+const ESCALATIONS: &str = "SELECT count(*) FROM mallory.log WHERE who <> 'mallory' OR super";
+
+#[test]
+fn a_hostile_owner_never_runs_code_with_other_rights() {
+    let mut c = pipeline_database();
+    c.batch_execute(SETUP).unwrap();
+    // A model whose weights are damaged, so that rows fail and are retried.
+    let broken = std::env::temp_dir().join("lr-e2e-hostile-broken-model");
+    let _ = std::fs::remove_dir_all(&broken);
+    std::fs::create_dir_all(&broken).unwrap();
+    for entry in std::fs::read_dir(dense_model_dir()).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+        }
+    }
+    c.batch_execute("SELECT lightretriever.lr_drop_model(name) FROM lightretriever.lr_models WHERE name = 'hostile-broken'").unwrap();
+    c.execute("SELECT lightretriever.lr_register_model('hostile-broken', $1)", &[&broken.to_string_lossy().as_ref()]).unwrap();
+    std::fs::write(broken.join("model.safetensors"), b"not weights").unwrap();
+    c.batch_execute("ALTER SYSTEM SET lightretriever.max_retries = 1").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+
+    // The owner enables its tables (with public first in its path) and keeps writing.
+    let mut m = fresh_connection("postgres");
+    m.batch_execute("SET ROLE mallory; SET search_path = public, mallory, lightretriever").unwrap();
+    m.batch_execute(
+        "SELECT lr_enable_auto_encoding('mallory.colors', 'body', 'minilm');
+         SELECT lr_enable_auto_encoding('mallory.pairs', 'body', 'minilm');
+         SELECT lr_enable_auto_encoding('mallory.codes', 'body', 'hostile-broken');",
+    )
+    .unwrap();
+    m.batch_execute(
+        "UPDATE mallory.colors SET body = body || ' revised' WHERE k = 'red';
+         INSERT INTO mallory.pairs VALUES (ROW(99, 'x'), 'late pair');
+         DELETE FROM mallory.pairs WHERE (k).a = 1;
+         DELETE FROM mallory.colors WHERE k = 'white';
+         UPDATE mallory.codes SET body = 'new code text' WHERE k = 'code-3';
+         DELETE FROM mallory.codes WHERE k = 'code-12';",
+    )
+    .unwrap();
+    for t in ["mallory.colors", "mallory.pairs", "mallory.codes"] {
+        wait_for_encoding(&mut c, t, 180);
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM mallory.colors WHERE body_embedding IS NULL"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM mallory.pairs WHERE body_embedding IS NULL"), 0);
+    assert_eq!(wrong_rows(&mut c, "mallory.colors"), 0);
+    assert_eq!(wrong_rows(&mut c, "mallory.pairs"), 0);
+
+    // The broken table's rows failed; the owner sees them (keys as text) and retries them.
+    let failed: Vec<(String, String)> = m
+        .query(
+            "SELECT row_key->>'k', error FROM lr_failed_items WHERE source = 'mallory.codes'::regclass ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(failed.len(), 11, "{failed:?}");
+    assert!(failed.iter().all(|(k, e)| k.starts_with("code-") && e.contains("hostile-broken")), "{failed:?}");
+    let retried: i64 = m.query_one("SELECT lr_retry_failed('mallory.codes')", &[]).unwrap().get(0);
+    assert_eq!(retried, 11);
+    wait_for_encoding(&mut c, "mallory.codes", 120);
+    let status: Vec<(String, String, i64)> = m
+        .query("SELECT source::text, status, failed FROM lr_encoding_status ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        status,
+        vec![
+            ("codes".into(), "active".into(), 11),
+            ("colors".into(), "active".into(), 0),
+            ("pairs".into(), "active".into(), 0)
+        ],
+        "the owner sees its own tables (its search path names them)"
+    );
+    assert!(count(&mut m, "SELECT count(*) FROM lr_encoding_errors") > 0, "the owner sees its tables' errors");
+
+    // Another role sees none of it, and cannot read the queues.
+    let mut e = fresh_connection("postgres");
+    e.batch_execute("SET ROLE eve").unwrap();
+    assert_eq!(count(&mut e, "SELECT count(*) FROM lightretriever.lr_encoding_status WHERE source::text LIKE 'mallory.%'"), 0);
+    assert_eq!(count(&mut e, "SELECT count(*) FROM lightretriever.lr_failed_items"), 0);
+    assert_eq!(count(&mut e, "SELECT count(*) FROM lightretriever.lr_encoding_errors"), 0);
+    let queue: String =
+        c.query_one("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = 'mallory.codes'::regclass", &[]).unwrap().get(0);
+    let (msg, _) = error_of(&mut e, &format!("SELECT * FROM lightretriever.\"{queue}\""));
+    assert!(msg.contains("permission denied"), "{msg}");
+    let (msg, _) = error_of(&mut e, "SELECT lightretriever.lr_wait_for_encoding('mallory.codes', '1 s')");
+    assert_eq!(msg, "lightretriever: mallory.codes is not auto-encoded");
+
+    // A superuser's own calls on the owner's tables: views, fit, search, with public first.
+    c.batch_execute(
+        "SET search_path = public, mallory, lightretriever;
+         SELECT count(*) FROM lr_encoding_status;
+         SELECT count(*) FROM lr_failed_items;
+         SELECT lightretriever.lr_drop_model(name) FROM lightretriever.lr_models WHERE name = 'splade';",
+    )
+    .unwrap();
+    c.execute("SELECT lightretriever.lr_register_model('splade', $1)", &[&sparse_model_dir().to_string_lossy().as_ref()]).unwrap();
+    c.batch_execute(
+        "SELECT lr_build_query_table('minilm') WHERE NOT EXISTS (SELECT FROM lr_query_tables WHERE model = 'minilm');
+         SELECT lr_fit_sparse_query_weights('splade', 'mallory.colors', 'body');
+         SELECT * FROM lr_search('mallory.colors', 'library catalogue', mode => 'dense', id_column => 'n', model => 'minilm');
+         RESET search_path;",
+    )
+    .unwrap();
+    // The owner disables, drops its own things: still nothing escalated.
+    m.batch_execute("SELECT lr_disable_auto_encoding('mallory.pairs', drop_columns => true); TRUNCATE mallory.colors").unwrap();
+
+    let traps: Vec<(String, String)> = c
+        .query("SELECT DISTINCT trap, who::text FROM mallory.log ORDER BY 1, 2", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(count(&mut c, ESCALATIONS), 0, "traps ran as someone else: {traps:?}");
+    let rolsuper: bool = c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'", &[]).unwrap().get(0);
+    assert!(!rolsuper, "mallory became a superuser");
+    // The traps did run — as the owner, where the owner's code belongs.
+    for expected in ["domain check", "row-level security", "trigger colors", "index expression"] {
+        assert!(traps.iter().any(|(t, _)| t == expected), "{expected} never ran: {traps:?}");
+    }
+
+    c.batch_execute("ALTER SYSTEM RESET lightretriever.max_retries").unwrap();
+    c.batch_execute(
+        "SELECT pg_reload_conf();
+         SELECT lightretriever.lr_disable_auto_encoding(source) FROM lightretriever.lr_auto_encodings
+          WHERE source::text LIKE 'mallory.%';
+         DROP SCHEMA mallory CASCADE;
+         DROP FUNCTION public.quote_ident(name), public.unnest(text[]);
+         DROP AGGREGATE public.array_agg(bigint); DROP FUNCTION public.array_agg_step(bigint[], bigint);
+         REVOKE CREATE ON SCHEMA public FROM mallory;
+         DROP OWNED BY mallory; DROP ROLE mallory; DROP ROLE eve;
+         SELECT lightretriever.lr_drop_model('hostile-broken');",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+}

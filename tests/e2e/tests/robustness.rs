@@ -1,0 +1,379 @@
+//! Issue 11's correctness and crash defects, end to end on a real cluster: partitioned and
+//! inherited tables get their own rows' vectors; a killed inference process costs a retried
+//! batch, never a reset of the cluster; a sleeping trigger stalls only its own table; plain
+//! DROP EXTENSION is refused while tables are auto-encoded and CASCADE removes everything; the
+//! lookup memo does not outlive a COMMIT; a table file truncated, modified or replaced under a
+//! session is an error, never a crash or a wrong vector; concurrent builds of one model wait
+//! for each other.
+
+use std::time::{Duration, Instant};
+
+use lr_e2e::*;
+use pgvector::Vector;
+use postgres::Client;
+
+fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn fresh_schema(c: &mut Client, schema: &str) {
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).unwrap();
+}
+
+/// Rows of `table` (its own rows only with `only`) whose vector is not a fresh encoding of
+/// their text (L2 > 1e-5), or that have none.
+fn wrong_own_vectors(c: &mut Client, table: &str, only: bool) -> i64 {
+    let from = if only { format!("ONLY {table}") } else { table.to_owned() };
+    c.query_one(
+        &format!(
+            "WITH x AS (SELECT array_agg(tableoid::text || '/' || id ORDER BY tableoid, id) AS ids,
+                               array_agg(body ORDER BY tableoid, id) AS texts FROM {from} WHERE body IS NOT NULL),
+                  fresh AS (SELECT i.id, e.v FROM x, unnest(x.ids) WITH ORDINALITY AS i(id, n)
+                              JOIN lightretriever.lr_encode_documents(x.texts, 'minilm') WITH ORDINALITY AS e(v, n) USING (n))
+             SELECT count(*) FROM {from} t JOIN fresh f ON f.id = t.tableoid::text || '/' || t.id
+              WHERE t.body_embedding IS NULL OR (t.body_embedding <-> f.v) > 1e-5"
+        ),
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn partitioned_and_inherited_tables_get_their_own_rows_vectors() {
+    let mut c = pipeline_database();
+    fresh_schema(&mut c, "lr_part");
+    // Rows 2, 102 and 202 sit at the same ctid (0,2) of three partitions.
+    c.batch_execute(
+        "CREATE TABLE lr_part.docs (id int PRIMARY KEY, body text) PARTITION BY RANGE (id);
+         CREATE TABLE lr_part.p0 PARTITION OF lr_part.docs FOR VALUES FROM (0) TO (100);
+         CREATE TABLE lr_part.p1 PARTITION OF lr_part.docs FOR VALUES FROM (100) TO (200);
+         CREATE TABLE lr_part.p2 PARTITION OF lr_part.docs FOR VALUES FROM (200) TO (300);
+         INSERT INTO lr_part.docs SELECT i, 'partitioned document ' || i || ' on ' || (ARRAY['indexing', 'catalogues', 'abstracts'])[i % 3 + 1]
+           FROM generate_series(1, 299) i;
+         SELECT lightretriever.lr_enable_auto_encoding('lr_part.docs', 'body', 'minilm');",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "lr_part.docs", 300);
+    assert_eq!(wrong_own_vectors(&mut c, "lr_part.docs", false), 0);
+    // A partition made later gets the triggers; a row moved across partitions is encoded again.
+    c.batch_execute(
+        "CREATE TABLE lr_part.p3 PARTITION OF lr_part.docs FOR VALUES FROM (300) TO (400);
+         INSERT INTO lr_part.docs SELECT i, 'late partition row ' || i FROM generate_series(300, 310) i;
+         UPDATE lr_part.docs SET id = 350, body = 'moved to the last partition' WHERE id = 2;
+         UPDATE lr_part.docs SET id = 351 WHERE id = 102;",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "lr_part.docs", 120);
+    assert_eq!(wrong_own_vectors(&mut c, "lr_part.docs", false), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lr_part.docs WHERE body_embedding IS NULL"), 0);
+    let status: (i64, i64) = {
+        let r = c.query_one("SELECT failed, done FROM lightretriever.lr_encoding_status WHERE source = 'lr_part.docs'::regclass", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status, (0, count(&mut c, "SELECT count(*) FROM lr_part.docs")));
+
+    // Inheritance: a table's own rows are its rows; a child is another table.
+    fresh_schema(&mut c, "lr_inh");
+    c.batch_execute(
+        "CREATE TABLE lr_inh.parent (id int PRIMARY KEY, body text);
+         CREATE TABLE lr_inh.child (PRIMARY KEY (id)) INHERITS (lr_inh.parent);
+         INSERT INTO lr_inh.parent SELECT i, 'parent text ' || i FROM generate_series(1, 40) i;
+         INSERT INTO lr_inh.child SELECT i, 'child text about something else ' || i FROM generate_series(1, 40) i;
+         SELECT lightretriever.lr_enable_auto_encoding('lr_inh.parent', 'body', 'minilm');",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "lr_inh.parent", 120);
+    assert_eq!(wrong_own_vectors(&mut c, "lr_inh.parent", true), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lr_inh.child WHERE body_embedding IS NOT NULL"), 0, "not the parent's rows");
+    c.batch_execute("SELECT lightretriever.lr_enable_auto_encoding('lr_inh.child', 'body', 'minilm')").unwrap_err();
+    // The child inherited the parent's vector column: enabling it adds none, so it is refused
+    // by name; a child with its own text column works.
+    c.batch_execute(
+        "ALTER TABLE lr_inh.child ADD COLUMN note text;
+         UPDATE lr_inh.child SET note = 'child note ' || id;
+         SELECT lightretriever.lr_enable_auto_encoding('lr_inh.child', 'note', 'minilm');",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "lr_inh.child", 120);
+    assert_eq!(wrong_vectors(&mut c, "lr_inh.child", "id", "note", "note_embedding"), 0);
+    assert_eq!(wrong_own_vectors(&mut c, "lr_inh.parent", true), 0);
+    c.batch_execute("DROP SCHEMA lr_part CASCADE; DROP SCHEMA lr_inh CASCADE").unwrap();
+}
+
+fn inference_pid(c: &mut Client) -> i32 {
+    for _ in 0..200 {
+        if let Some(r) = c.query_opt("SELECT inference_pid FROM lightretriever.lr_encoder_processes() WHERE inference_pid IS NOT NULL LIMIT 1", &[]).unwrap() {
+            return r.get(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no inference process");
+}
+
+fn kill(pid: i32) {
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+}
+
+#[test]
+fn a_killed_inference_process_costs_a_retried_batch_not_the_cluster() {
+    let mut c = pipeline_database();
+    let started_at: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
+    let mut bystander = fresh_connection("postgres");
+    let bystander_pid: i32 = bystander.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    bystander.batch_execute("BEGIN; CREATE TEMP TABLE held (x int); INSERT INTO held VALUES (1)").unwrap();
+    fresh_schema(&mut c, "lr_crash");
+    c.batch_execute(
+        "CREATE TABLE lr_crash.docs (id int PRIMARY KEY, body text);
+         INSERT INTO lr_crash.docs SELECT i, 'crash test document ' || i || ' on the retrieval of catalogue records' FROM generate_series(1, 500) i;
+         SELECT lightretriever.lr_enable_auto_encoding('lr_crash.docs', 'body', 'minilm');",
+    )
+    .unwrap();
+    // SIGKILL the inference process while the backfill is under way.
+    let t = Instant::now();
+    while count(&mut c, "SELECT count(*) FROM lr_crash.docs WHERE body_embedding IS NOT NULL") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "the backfill did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = inference_pid(&mut c);
+    kill(first);
+    wait_for_encoding(&mut c, "lr_crash.docs", 600);
+    assert_eq!(wrong_vectors(&mut c, "lr_crash.docs", "id", "body", "body_embedding"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_failed_items WHERE source = 'lr_crash.docs'::regclass"), 0);
+    let (second, restarts, last_exit): (i32, i32, String) = {
+        let r = c.query_one("SELECT inference_pid, restarts, last_exit FROM lightretriever.lr_encoder_processes()", &[]).unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_ne!(second, first);
+    assert!(restarts >= 1 && last_exit.contains("SIGKILL"), "{restarts} {last_exit}");
+
+    // 8 concurrent lr_encode_document calls while it is killed again: each gets its vector or
+    // a clear error, and every connection lives on.
+    let r = reference();
+    let texts: Vec<String> = r["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap().to_owned()).collect();
+    let wants: Vec<Vec<f32>> = r["sentences"].as_array().unwrap().iter().map(|s| floats(&s["embedding"])).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcomes: Vec<(usize, usize)> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..8)
+            .map(|w| {
+                let (texts, wants, stop) = (&texts, &wants, &stop);
+                s.spawn(move || {
+                    let mut conn = fresh_connection("postgres");
+                    let (mut ok, mut failed) = (0, 0);
+                    let mut i = w;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let k = i % texts.len();
+                        match conn.query_one("SELECT lightretriever.lr_encode_document($1, 'minilm')", &[&texts[k]]) {
+                            Ok(row) => {
+                                let v: Vector = row.get(0);
+                                assert_matches(v.as_slice(), &wants[k], "through a restarted inference process");
+                                ok += 1;
+                            }
+                            Err(e) => {
+                                let db = e.as_db_error().unwrap_or_else(|| panic!("connection lost: {e}"));
+                                assert!(db.message().contains("lightretriever"), "{}", db.message());
+                                failed += 1;
+                            }
+                        }
+                        i += 8;
+                    }
+                    conn.query_one("SELECT 1", &[]).unwrap();
+                    (ok, failed)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(800));
+        kill(inference_pid(&mut c));
+        std::thread::sleep(Duration::from_secs(4));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        callers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(outcomes.iter().all(|(ok, _)| *ok > 0), "{outcomes:?}");
+    // Nobody was disconnected: the same backend, its open transaction, the same postmaster start.
+    assert_eq!(bystander.query_one("SELECT pg_backend_pid()", &[]).unwrap().get::<_, i32>(0), bystander_pid);
+    assert_eq!(count(&mut bystander, "SELECT count(*) FROM held"), 1);
+    bystander.batch_execute("COMMIT").unwrap();
+    let now: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
+    assert_eq!(now, started_at, "the cluster was reset");
+    c.batch_execute("DROP SCHEMA lr_crash CASCADE").unwrap();
+}
+
+#[test]
+fn a_sleeping_trigger_stalls_only_its_own_table() {
+    let mut c = pipeline_database();
+    fresh_schema(&mut c, "lr_dos");
+    c.batch_execute("ALTER SYSTEM SET lightretriever.statement_timeout = '500ms'").unwrap();
+    c.batch_execute("ALTER SYSTEM SET lightretriever.max_retries = 2").unwrap();
+    c.batch_execute(
+        "SELECT pg_reload_conf();
+         CREATE TABLE lr_dos.slow (id int PRIMARY KEY, body text);
+         CREATE TABLE lr_dos.fast (id int PRIMARY KEY, body text);
+         CREATE FUNCTION lr_dos.nap() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$;
+         CREATE TRIGGER nap BEFORE UPDATE ON lr_dos.slow FOR EACH ROW EXECUTE FUNCTION lr_dos.nap();
+         INSERT INTO lr_dos.slow SELECT i, 'slow row ' || i FROM generate_series(1, 20) i;
+         INSERT INTO lr_dos.fast SELECT i, 'fast row ' || i FROM generate_series(1, 200) i;
+         SELECT lightretriever.lr_enable_auto_encoding('lr_dos.slow', 'body', 'minilm');
+         SELECT lightretriever.lr_enable_auto_encoding('lr_dos.fast', 'body', 'minilm');",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let settings reach the worker
+    let t = Instant::now();
+    wait_for_encoding(&mut c, "lr_dos.fast", 120);
+    let fast = t.elapsed();
+    assert_eq!(wrong_vectors(&mut c, "lr_dos.fast", "id", "body", "body_embedding"), 0);
+    assert!(fast < Duration::from_secs(60), "the fast table waited {fast:?} behind the slow one");
+    wait_for_encoding(&mut c, "lr_dos.slow", 120);
+    let errors: Vec<String> = c
+        .query("SELECT DISTINCT error FROM lightretriever.lr_failed_items WHERE source = 'lr_dos.slow'::regclass", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_failed_items WHERE source = 'lr_dos.slow'::regclass"), 20);
+    assert!(errors.iter().all(|e| e.contains("canceling statement due to statement timeout")), "{errors:?}");
+    c.batch_execute("ALTER SYSTEM RESET lightretriever.statement_timeout").unwrap();
+    c.batch_execute("ALTER SYSTEM RESET lightretriever.max_retries").unwrap();
+    c.batch_execute("SELECT pg_reload_conf(); DROP SCHEMA lr_dos CASCADE").unwrap();
+}
+
+#[test]
+fn drop_extension_is_refused_while_tables_are_auto_encoded_and_cascade_removes_everything() {
+    let mut c = fresh_database("lr_e2e_drop_ext");
+    c.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, body text);
+         INSERT INTO docs VALUES (1, 'one');
+         SELECT lightretriever.lr_enable_auto_encoding('docs', 'body', 'minilm');",
+    )
+    .unwrap();
+    let (msg, hint) = error_of(&mut c, "DROP EXTENSION lightretriever");
+    assert_eq!(msg, "cannot drop extension lightretriever because other objects depend on it");
+    assert_eq!(hint.as_deref(), Some("Use DROP ... CASCADE to drop the dependent objects too."));
+    c.batch_execute("DROP EXTENSION lightretriever CASCADE").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'docs'::regclass"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE relname LIKE 'lr_queue_%'"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'lr_auto_encoding_%'"), 0);
+    c.batch_execute("INSERT INTO docs VALUES (2, 'two')").unwrap();
+    // The vectors were the user's data: they stay. A new CREATE EXTENSION starts clean.
+    c.batch_execute("CREATE EXTENSION lightretriever").unwrap();
+    c.execute("SELECT lightretriever.lr_register_model('minilm', $1)", &[&dense_model_dir().to_string_lossy().as_ref()]).unwrap();
+    c.batch_execute("ALTER TABLE docs DROP COLUMN body_embedding; SELECT lightretriever.lr_enable_auto_encoding('docs', 'body', 'minilm')").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings"), 1);
+}
+
+/// A tiny decoder (500 tokens) registered as `name`: its table builds in a second.
+fn tiny(c: &mut Client, name: &str) {
+    let dir = tiny_models_dir().join("tiny-qwen2");
+    c.execute("SELECT lightretriever.lr_register_model($1, $2)", &[&name, &dir.to_string_lossy().as_ref()]).unwrap();
+}
+
+#[test]
+fn the_lookup_memo_does_not_outlive_a_commit() {
+    let mut c = fresh_database("lr_e2e_memo");
+    tiny(&mut c, "tiny");
+    c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+    let (msg, _) = error_of(
+        &mut c,
+        "DO $$ BEGIN
+           PERFORM lightretriever.lr_encode_query('a query', 'tiny');
+           PERFORM lightretriever.lr_drop_model('tiny');
+           COMMIT;
+           PERFORM lightretriever.lr_encode_query('a query', 'tiny');
+         END $$",
+    );
+    assert_eq!(msg, "lightretriever: model \"tiny\" is not registered");
+}
+
+fn table_file(c: &mut Client, model: &str) -> std::path::PathBuf {
+    let data: String = c.query_one("SHOW data_directory", &[]).unwrap().get(0);
+    let file: String = c
+        .query_one("SELECT file FROM lightretriever.lr_query_tables WHERE model = $1 ORDER BY version DESC LIMIT 1", &[&model])
+        .unwrap()
+        .get(0);
+    std::path::Path::new(&data).join(file)
+}
+
+#[test]
+fn table_files_changed_under_a_session_are_errors_never_crashes_or_wrong_vectors() {
+    let mut c = fresh_database("lr_e2e_files");
+    tiny(&mut c, "tiny");
+    tiny(&mut c, "tiny-twin");
+    c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny'); SELECT lightretriever.lr_build_query_table('tiny-twin')").unwrap();
+    let started_at: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
+    let query = "SELECT lightretriever.lr_encode_query('a query about tables', 'tiny')";
+    let good: Vector = c.query_one(query, &[]).unwrap().get(0);
+    let file = table_file(&mut c, "tiny");
+    let pristine = std::fs::read(&file).unwrap();
+
+    // Truncated while this session has it mapped: an error, the session and the cluster live.
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(4096).unwrap();
+    let (msg, hint) = error_of(&mut c, query);
+    assert!(msg.contains("is corrupt") || msg.contains("changed"), "{msg}");
+    assert!(hint.unwrap_or_default().contains("lr_build_query_table"));
+    // Restored byte for byte: served again, the same vector.
+    std::fs::write(&file, &pristine).unwrap();
+    let again: Vector = c.query_one(query, &[]).unwrap().get(0);
+    assert_eq!(again.as_slice(), good.as_slice());
+
+    // One byte flipped in place (same size): noticed, refused by the checksum.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut flipped = pristine.clone();
+    let at = flipped.len() - 3;
+    flipped[at] ^= 0x40;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.seek(SeekFrom::Start(at as u64)).unwrap();
+        f.write_all(&flipped[at..at + 1]).unwrap();
+    }
+    let (msg, _) = error_of(&mut c, query);
+    assert!(msg.contains("checksum"), "{msg}");
+
+    // Another model's table (same tokenizer, same shape) copied over it: refused by name.
+    let twin = table_file(&mut c, "tiny-twin");
+    std::fs::copy(&twin, &file).unwrap();
+    let (msg, _) = error_of(&mut c, query);
+    assert!(msg.contains("tiny-twin") && msg.contains("\"tiny\""), "{msg}");
+    let mut fresh = fresh_connection("lr_e2e_files");
+    let (msg, _) = error_of(&mut fresh, query);
+    assert!(msg.contains("tiny-twin"), "a new session is refused too: {msg}");
+
+    // A rebuild serves again; nothing restarted.
+    c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+    let rebuilt: Vector = c.query_one(query, &[]).unwrap().get(0);
+    assert_eq!(rebuilt.as_slice(), good.as_slice());
+    let now: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
+    assert_eq!(now, started_at, "the cluster was reset");
+}
+
+#[test]
+fn concurrent_builds_of_one_model_wait_for_each_other() {
+    let mut c = fresh_database("lr_e2e_builds");
+    tiny(&mut c, "tiny");
+    let versions: Vec<i64> = std::thread::scope(|s| {
+        let builders: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut b = fresh_connection("lr_e2e_builds");
+                    b.query_one("SELECT lightretriever.lr_build_query_table('tiny')", &[]).unwrap().get::<_, i64>(0)
+                })
+            })
+            .collect();
+        builders.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(versions, vec![500, 500, 500]);
+    let built: Vec<i32> =
+        c.query("SELECT version FROM lightretriever.lr_query_tables WHERE model = 'tiny' ORDER BY 1", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(built, vec![1, 2, 3]);
+    // A drop during a build waits for it, then drops.
+    let mut b = fresh_connection("lr_e2e_builds");
+    b.batch_execute("BEGIN; SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+    let dropper = std::thread::spawn(|| {
+        let mut d = fresh_connection("lr_e2e_builds");
+        d.query_one("SELECT lightretriever.lr_drop_model('tiny')", &[]).unwrap().get::<_, bool>(0)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!dropper.is_finished(), "the drop waits for the build's transaction");
+    b.batch_execute("COMMIT").unwrap();
+    assert!(dropper.join().unwrap());
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_query_tables"), 0);
+}
