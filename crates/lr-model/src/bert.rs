@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use lr_tokenizer::Tokenizer;
+use lr_tokenizer::{PrefixCutter, Tokenizer};
 
 use crate::error::{ModelError, Result};
 use crate::model_dir::{ModelFamily, ModelInfo};
@@ -21,6 +21,9 @@ pub(crate) struct BertBackbone {
     pub config: BertConfig,
     pub model: BertModel,
     pub tokenizer: Tokenizer,
+    /// Cuts long texts before tokenizing (the model reads at most `max_length` ids of them).
+    cutter: PrefixCutter,
+    max_length: usize,
     pub device: Device,
     pub vb: VarBuilder<'static>,
 }
@@ -50,11 +53,20 @@ impl BertBackbone {
             .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", info.path.display())))?;
         let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), Some(info.max_length))
             .map_err(ModelError::InvalidModel)?;
-        Ok(BertBackbone { config, model, tokenizer, device: device.clone(), vb })
+        let cutter = PrefixCutter::new(&tokenizer);
+        Ok(BertBackbone { config, model, tokenizer, cutter, max_length: info.max_length, device: device.clone(), vb })
     }
 
-    /// Tokenizes one text with special tokens and truncation, as the model sees it.
+    /// Tokenizes one text with special tokens and truncation, as the model sees it. A long text
+    /// is cut first where the cut leaves its first `max_length` ids as they are
+    /// (`lr_tokenizer::PrefixCutter`): the encoding is the same, its cost bounded.
     pub fn tokenize(&self, text: &str) -> Result<lr_tokenizer::Encoding> {
+        let text = self
+            .cutter
+            .prefix_by(text, self.max_length, |p| {
+                self.tokenizer.encode(p, false).map(|e| e.len()).map_err(|e| e.to_string())
+            })
+            .map_err(ModelError::Tokenizer)?;
         self.tokenizer.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 

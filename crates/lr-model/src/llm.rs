@@ -4,7 +4,7 @@
 //! - sparse documents: LM-head logits at every position but bos/eos/pad, max, log(1 + relu(·)).
 
 use candle_core::{Device, IndexOp, Tensor};
-use lr_tokenizer::Tokenizer;
+use lr_tokenizer::{PrefixCutter, Tokenizer};
 
 use crate::bert::{in_length_batches, DOCUMENT_BATCH};
 use crate::decoder::{Decoder, DecoderConfig, PaddingSide};
@@ -20,6 +20,8 @@ const HEAD_ROWS: usize = 64;
 pub struct LlmEncoder {
     model: Decoder,
     tokenizer: Tokenizer,
+    /// Cuts long documents before tokenizing (only their first `max_length` ids are read).
+    cutter: PrefixCutter,
     info: ModelInfo,
     bos: Option<u32>,
     eos: u32,
@@ -44,7 +46,8 @@ impl LlmEncoder {
             ModelError::InvalidModel(format!("{}/config.json has no eos_token_id (last-token pooling needs it)", info.path.display()))
         })?;
         let bos = c.bos_token_id.filter(|&b| b != eos);
-        Ok(LlmEncoder { bos, eos, model, tokenizer, info: info.clone() })
+        let cutter = PrefixCutter::new(&tokenizer);
+        Ok(LlmEncoder { bos, eos, model, tokenizer, cutter, info: info.clone() })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -81,10 +84,16 @@ impl LlmEncoder {
     }
 
     /// `[bos] text [eos]`, the text truncated so that the whole fits the model's max length.
+    /// The content ids are those of the whole text, truncated; a long text is cut first where
+    /// the cut leaves them as they are (`lr_tokenizer::PrefixCutter`).
     pub fn document_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let mut content = self.content_ids(text)?;
         let specials = 1 + usize::from(self.bos.is_some());
-        content.truncate(self.info.max_length.saturating_sub(specials));
+        let content = self
+            .cutter
+            .first_ids(text, self.info.max_length.saturating_sub(specials), |p| {
+                self.tokenizer.encode(p, false).map(|e| e.get_ids().to_vec()).map_err(|e| e.to_string())
+            })
+            .map_err(ModelError::Tokenizer)?;
         Ok(self.wrap(&content))
     }
 

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
+mod prefix;
 mod query;
+pub use prefix::{prefix_for_tokens, PrefixCutter, BUDGET_BYTES_PER_TOKEN, MIN_BUDGET_BYTES, TOKEN_MARGIN};
 pub use query::QueryTokenizer;
 
 pub use tokenizers::{Encoding, Tokenizer};

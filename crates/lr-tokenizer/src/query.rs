@@ -35,6 +35,8 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{Model, NormalizedString, Normalizer, Tokenizer, TruncationDirection, TruncationStrategy};
 
+use crate::PrefixCutter;
+
 /// FxHash-style hasher for the vocabulary lookups (short keys, fixed vocabulary); std's SipHash
 /// would be a large share of the fast path.
 #[derive(Default, Clone, Copy)]
@@ -113,6 +115,8 @@ struct FastBert {
 #[derive(Clone)]
 pub struct QueryTokenizer {
     tok: Tokenizer,
+    /// Cuts long queries before tokenizing them (see [`QueryTokenizer::first_ids`]).
+    cutter: PrefixCutter,
     fast: Option<FastBert>,
     /// Why the fast path is off (`None` when it is on).
     why_not: Option<String>,
@@ -147,7 +151,8 @@ impl QueryTokenizer {
             },
             Err(why) => (None, Some(why)),
         };
-        QueryTokenizer { tok, fast, why_not }
+        let cutter = PrefixCutter::new(&tok);
+        QueryTokenizer { tok, cutter, fast, why_not }
     }
 
     /// The wrapped Hugging Face tokenizer.
@@ -177,6 +182,18 @@ impl QueryTokenizer {
             return Ok(ids);
         }
         crate::plain_ids(&self.tok, text)
+    }
+
+    /// The first `max_tokens` ids of [`QueryTokenizer::ids`], from a bounded prefix of `text`
+    /// (see [`PrefixCutter`]): what a caller truncating the ids to `max_tokens` gets, without
+    /// tokenizing all of a huge text.
+    pub fn first_ids(&self, text: &str, max_tokens: usize) -> Result<Vec<u32>, String> {
+        self.cutter.first_ids(text, max_tokens, |p| self.ids(p))
+    }
+
+    /// The cutter [`QueryTokenizer::first_ids`] uses.
+    pub fn cutter(&self) -> &PrefixCutter {
+        &self.cutter
     }
 
     /// The fast path's ids, or `None` when `text` (or the tokenizer) needs Hugging Face.
