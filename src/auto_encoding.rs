@@ -185,7 +185,7 @@ fn lr_enable_auto_encoding(
     let text_column = required(text_column, "text_column");
     let batch_size = required(batch_size, "batch_size");
     let (source, table) = owned_table(source);
-    let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding");
+    let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding", false);
     if !(1..=1024).contains(&batch_size) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: batch_size must be between 1 and 1024", None);
     }
@@ -283,21 +283,23 @@ fn lr_enable_auto_encoding(
         run(sql);
     }
     record_extension_dependencies(&enc);
-    let enqueued = backfill(&enc);
+    let enqueued = backfill(&enc, false);
     pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
     if !crate::worker::worker_serves_this_database() {
         pgrx::warning!("lightretriever: no encoder worker drains queues in this database; rows stay queued until one does");
     }
 }
 
-/// Enqueues every row of `enc` with a text: the keys are read as the table's owner, written to
-/// the queue as the extension's owner. Returns how many.
-fn backfill(enc: &AutoEncoding) -> i64 {
+/// Enqueues every row of `enc` with a text (or, `missing_only`, with a text but no vector): the
+/// keys are read as the table's owner, written to the queue as the extension's owner. Returns
+/// how many.
+fn backfill(enc: &AutoEncoding, missing_only: bool) -> i64 {
     let statements = enc.statements();
+    let select = if missing_only { statements.missing_keys() } else { statements.backfill_keys() };
     let keys: Vec<Vec<String>> = as_owner(enc.source, || {
         with_key_text_settings(|| {
             Spi::connect(|c| {
-                c.select(&statements.backfill_keys(), None, &[])?
+                c.select(&select, None, &[])?
                     .map(|r| r.get::<Vec<String>>(1).map(Option::unwrap_or_default))
                     .collect::<Result<Vec<_>, _>>()
             })
@@ -374,6 +376,16 @@ fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: defa
             run(&format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {}", quote_ident(s)));
         }
     }
+}
+
+/// Enqueues the rows of `source` that have a text but no vector — rows of a partition attached
+/// after enabling, or of a restored dump (a row queued already is encoded once either way: the
+/// worker takes a row's entries together). Owner only; returns how many.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+fn lr_enqueue_missing(source: Option<pgrx::PgRelation>) -> i64 {
+    let (_, enc) = owned_auto_encoding(source);
+    backfill(&enc, true)
 }
 
 /// Puts the failed rows of `source` back in its queue (attempts start again). Returns how many.

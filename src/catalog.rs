@@ -260,7 +260,7 @@ mod tests {
             "SELECT lightretriever.lr_register_model('huge', '{}', '{{\"max_length\": 1000000000}}')",
             dense_model_dir()
         ));
-        assert_eq!(e, "lightretriever: invalid model: max_length 1000000000 is out of range (1 to 1048576)");
+        assert_eq!(e, "lightretriever: invalid model option: max_length 1000000000 must be between 2 and the model's 512 positions");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

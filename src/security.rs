@@ -112,10 +112,11 @@ pub fn require_owner(relid: pg_sys::Oid, table: &str) {
     }
 }
 
-/// Whether `relid` may be auto-encoded or read by a fit: refuses what the worker cannot or
-/// must not touch — temporary tables (other sessions cannot see them), system catalogs, and
-/// the extension's own tables. Returns the relkind.
-pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what: &str) -> char {
+/// Whether `relid` may be auto-encoded or read by a fit: refuses what must not be touched —
+/// system catalogs and the extension's own tables — and temporary tables unless `temporary_ok`
+/// (a fit reads in the caller's own session; the worker cannot see another session's).
+/// Returns the relkind.
+pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what: &str, temporary_ok: bool) -> char {
     let row = crate::error::row_or_none(Spi::get_three_with_args::<String, String, bool>(
         "SELECT c.relkind::pg_catalog.text, c.relpersistence::pg_catalog.text,
                 n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast', 'lightretriever']::pg_catalog.name[])
@@ -130,7 +131,7 @@ pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what:
         raise(Code::ERRCODE_UNDEFINED_TABLE, format!("lightretriever: relation {table} does not exist"), None)
     };
     let kind = kind.chars().next().unwrap_or('?');
-    if persistence == "t" {
+    if persistence == "t" && !temporary_ok {
         raise(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("lightretriever: {table} is a temporary table"),

@@ -225,8 +225,8 @@ pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWei
             t
         }
     };
-    let mut ids = tokenizer.ids(query).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
-    ids.truncate(MAX_QUERY_TOKENS);
+    // Cut before tokenizing: a huge query costs what its first MAX_QUERY_TOKENS ids cost.
+    let ids = tokenizer.first_ids(query, MAX_QUERY_TOKENS).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
     if ids.is_empty() {
         raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,

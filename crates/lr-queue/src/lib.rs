@@ -236,9 +236,19 @@ END $lr$",
 
     /// As the owner: the key text of every row with a text (the backfill). No parameters.
     pub fn backfill_keys(&self) -> String {
+        self.keys_where("")
+    }
+
+    /// As the owner: the key text of every row with a text but no vector (rows of a partition
+    /// attached later, a restored dump). No parameters.
+    pub fn missing_keys(&self) -> String {
+        self.keys_where(&format!(" AND s.{} IS NULL", quote_ident(self.vector_column)))
+    }
+
+    fn keys_where(&self, and: &str) -> String {
         let keys: Vec<String> = self.key_columns.iter().map(|k| format!("s.{}", quote_ident(k))).collect();
         format!(
-            "SELECT {} FROM {} s WHERE s.{} IS NOT NULL ORDER BY {}",
+            "SELECT {} FROM {} s WHERE s.{} IS NOT NULL{and} ORDER BY {}",
             self.key_text("s"),
             self.rows(),
             quote_ident(self.text_column),

@@ -40,6 +40,7 @@ fn all(e: &Encoding) -> Vec<(&'static str, String)> {
     }
     for (label, s) in [
         ("backfill_keys", e.backfill_keys()),
+        ("missing_keys", e.missing_keys()),
         ("enqueue_keys", e.enqueue_keys()),
         ("claim", e.claim()),
         ("read_texts", e.read_texts()),

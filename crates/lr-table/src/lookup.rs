@@ -76,10 +76,10 @@ impl LookupEncoder {
         self.table.check_unchanged()
     }
 
+    /// The query's first `MAX_QUERY_TOKENS` ids; a long query is cut before tokenizing (the
+    /// cut never changes those ids), so its cost is bounded by what the model reads.
     pub fn token_ids(&self, query: &str) -> Result<Vec<u32>, LookupError> {
-        let mut ids = self.tokenizer.ids(query).map_err(LookupError::Tokenizer)?;
-        ids.truncate(MAX_QUERY_TOKENS);
-        Ok(ids)
+        self.tokenizer.first_ids(query, MAX_QUERY_TOKENS).map_err(LookupError::Tokenizer)
     }
 
     pub fn encode(&self, query: &str) -> Result<Vec<f32>, LookupError> {

@@ -67,6 +67,17 @@ fn partitioned_and_inherited_tables_get_their_own_rows_vectors() {
     wait_for_encoding(&mut c, "lr_part.docs", 120);
     assert_eq!(wrong_own_vectors(&mut c, "lr_part.docs", false), 0);
     assert_eq!(count(&mut c, "SELECT count(*) FROM lr_part.docs WHERE body_embedding IS NULL"), 0);
+    // A table attached as a partition brings rows nobody enqueued: lr_enqueue_missing does.
+    c.batch_execute(
+        "CREATE TABLE lr_part.p4 (LIKE lr_part.docs);
+         INSERT INTO lr_part.p4 (id, body) SELECT i, 'attached row ' || i FROM generate_series(400, 420) i;
+         ALTER TABLE lr_part.docs ATTACH PARTITION lr_part.p4 FOR VALUES FROM (400) TO (500);",
+    )
+    .unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lr_part.docs WHERE body_embedding IS NULL"), 21);
+    assert_eq!(count(&mut c, "SELECT lightretriever.lr_enqueue_missing('lr_part.docs')"), 21);
+    wait_for_encoding(&mut c, "lr_part.docs", 120);
+    assert_eq!(wrong_own_vectors(&mut c, "lr_part.docs", false), 0);
     let status: (i64, i64) = {
         let r = c.query_one("SELECT failed, done FROM lightretriever.lr_encoding_status WHERE source = 'lr_part.docs'::regclass", &[]).unwrap();
         (r.get(0), r.get(1))
