@@ -28,7 +28,7 @@ test-models:
 	chmod -R a+rX $(LR_TEST_MODELS)
 
 test-crates: test-models
-	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-search -p lr-fit -p lr-eval -p lr-service
+	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-search -p lr-fit -p lr-eval -p lr-service -p lr-queue
 
 test-pg: test-models
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
