@@ -48,13 +48,22 @@ CREATE TABLE lr_encoding_batches (
 );
 CREATE INDEX ON lr_encoding_batches (encoding_id, at);
 
+-- Row-level security: a role sees the auto-encodings (and batch rates) of the tables it owns or
+-- may read, and the error messages of the tables it owns.
 GRANT SELECT ON lr_auto_encodings, lr_encoding_errors, lr_encoding_batches TO PUBLIC;
+ALTER TABLE lr_auto_encodings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY lr_auto_encodings_visible ON lr_auto_encodings FOR SELECT
+    USING (lightretriever.lr_may_read(source::pg_catalog.oid));
+ALTER TABLE lr_encoding_batches ENABLE ROW LEVEL SECURITY;
+CREATE POLICY lr_encoding_batches_visible ON lr_encoding_batches FOR SELECT
+    USING (lightretriever.lr_may_read((SELECT a.source::pg_catalog.oid FROM lightretriever.lr_auto_encodings a
+                                        WHERE a.id OPERATOR(pg_catalog.=) encoding_id)));
 ALTER TABLE lr_encoding_errors ENABLE ROW LEVEL SECURITY;
 CREATE POLICY lr_encoding_errors_visible ON lr_encoding_errors FOR SELECT
     USING (lightretriever.lr_may_see((SELECT a.source::pg_catalog.oid FROM lightretriever.lr_auto_encodings a
                                        WHERE a.id OPERATOR(pg_catalog.=) encoding_id)));
 
--- Per source table the caller may see: queue depth, rows in flight, failed, rows with a vector,
+-- Per source table the caller owns or may read: queue depth, rows in flight, failed, rows with a vector,
 -- recent rate, last error (lr_encoding_status_rows).
 CREATE VIEW lr_encoding_status AS
     SELECT source::pg_catalog.regclass AS source, model, sparse_model, status, pending, in_flight, failed, done,
@@ -63,7 +72,7 @@ CREATE VIEW lr_encoding_status AS
 GRANT SELECT ON lr_encoding_status TO PUBLIC;
 
 -- Rows that failed lightretriever.max_retries times, with the last error, of the tables the
--- caller may see. Re-enqueue with lr_retry_failed(source).
+-- caller owns. Re-enqueue with lr_retry_failed(source).
 CREATE VIEW lr_failed_items AS
     SELECT encoding_id, source::pg_catalog.regclass AS source, row_key, error, attempts, failed_at
       FROM lightretriever.lr_failed_items_rows();
@@ -121,36 +130,7 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE EVENT TRIGGER lr_auto_encoding_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+-- ALTER VIEW, ALTER MATERIALIZED VIEW and ALTER FOREIGN TABLE accept RENAME COLUMN of a table too.
+CREATE EVENT TRIGGER lr_auto_encoding_alter ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION lr_auto_encoding_on_alter();
-
--- Waits until the queue of `source` has no pending row (true) or `timeout` passes (false).
--- Failed rows do not count: they have left the queue's pending set.
-CREATE FUNCTION lr_wait_for_encoding(source regclass, timeout interval DEFAULT '5 minutes')
-RETURNS boolean LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    q name;
-    deadline timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) timeout;
-    left_over boolean;
-BEGIN
-    IF source IS NULL OR timeout IS NULL THEN
-        RAISE EXCEPTION 'lightretriever: argument "%" must not be NULL', CASE WHEN source IS NULL THEN 'source' ELSE 'timeout' END
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT queue_table INTO q FROM lightretriever.lr_auto_encodings a WHERE a.source OPERATOR(pg_catalog.=) lr_wait_for_encoding.source;
-    IF q IS NULL OR NOT lightretriever.lr_may_see(source::pg_catalog.oid) THEN
-        RAISE EXCEPTION 'lightretriever: % is not auto-encoded', source
-            USING ERRCODE = 'undefined_object', HINT = 'Enable it with lightretriever.lr_enable_auto_encoding.';
-    END IF;
-    LOOP
-        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM lightretriever.%I WHERE failed_at IS NULL)', q) INTO left_over;
-        IF NOT left_over THEN
-            RETURN true;
-        END IF;
-        IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline THEN
-            RETURN false;
-        END IF;
-        PERFORM pg_catalog.pg_sleep(0.05);
-    END LOOP;
-END $$;

@@ -17,7 +17,7 @@ use pgrx::prelude::*;
 use pgrx::search_path;
 
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
-use crate::security::{as_owner, caller, may_see, require_owner, require_user_table, with_key_text_settings};
+use crate::security::{as_owner, caller, elevated, may_read, may_see, require_owner, require_user_table, with_key_text_settings};
 use crate::spi::{flatten, in_subtransaction, quote_ident, run, table_name};
 
 /// The catalog row of one auto-encoded table, as the worker and the functions here use it.
@@ -173,8 +173,8 @@ const TEXT_TYPES: [&str; 3] = ["text", "character varying", "character"];
 /// Keeps `text_column` of `source` encoded: adds `<text_column>_embedding vector(d)` (and
 /// `<text_column>_sparse sparsevec(vocab)` with a sparse model), a queue, and triggers, and
 /// enqueues every row with a non-NULL text. The background worker does the encoding.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_enable_auto_encoding(
     source: Option<pgrx::PgRelation>,
     text_column: Option<&str>,
@@ -228,9 +228,10 @@ fn lr_enable_auto_encoding(
         );
     }
     let model = crate::guc::resolve_model(model);
-    let info = crate::catalog::load_model(&model);
+    // The models stay registered until this transaction ends (a concurrent drop waits).
+    let info = elevated(|| crate::catalog::use_model(&model));
     let sparse_info = sparse_model.map(|m| {
-        let i = crate::catalog::load_model(m);
+        let i = elevated(|| crate::catalog::use_model(m));
         crate::sparse::require_lm_head(m, &i);
         i
     });
@@ -251,6 +252,34 @@ fn lr_enable_auto_encoding(
     }
     let vector_attnum = attnum_of(source, &vector_column).expect("just added");
     let sparse_attnum = sparse_column.as_deref().map(|c| attnum_of(source, c).expect("just added"));
+    // The owner's own DDL is done: from here on, the extension's catalog, queue and triggers.
+    elevated(|| record_auto_encoding(source, text_column, &key_columns, key_attnums, text_attnum, vector_attnum, sparse_attnum, &model, sparse_model, &vector_column, sparse_column.as_deref(), batch_size));
+    let enc = encoding_of(source).expect("just recorded");
+    debug_assert_eq!(enc.plain, kind == 'r');
+    let enqueued = backfill(&enc, false);
+    pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
+    if !crate::worker::worker_serves_this_database() {
+        pgrx::warning!("lightretriever: no encoder worker drains queues in this database; rows stay queued until one does");
+    }
+}
+
+/// The catalog row, queue, trigger functions, triggers and dependencies of a new auto-encoding
+/// (as the extension's owner).
+#[allow(clippy::too_many_arguments)]
+fn record_auto_encoding(
+    source: pg_sys::Oid,
+    text_column: &str,
+    key_columns: &[String],
+    key_attnums: Vec<i16>,
+    text_attnum: i16,
+    vector_attnum: i16,
+    sparse_attnum: Option<i16>,
+    model: &str,
+    sparse_model: Option<&str>,
+    vector_column: &str,
+    sparse_column: Option<&str>,
+    batch_size: i32,
+) {
     let id = Spi::get_one::<i64>("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('lightretriever.lr_auto_encodings', 'id'))")
         .or_raise(Code::ERRCODE_INTERNAL_ERROR)
         .expect("nextval gives a value") as i32;
@@ -263,31 +292,25 @@ fn lr_enable_auto_encoding(
             id.into(),
             source.into(),
             text_column.into(),
-            key_columns.clone().into(),
+            key_columns.to_vec().into(),
             text_attnum.into(),
             key_attnums.into(),
             vector_attnum.into(),
             sparse_attnum.into(),
-            model.as_str().into(),
+            model.into(),
             sparse_model.into(),
-            vector_column.as_str().into(),
-            sparse_column.as_deref().into(),
+            vector_column.into(),
+            sparse_column.into(),
             batch_size.into(),
         ],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let enc = encoding_of(source).expect("just recorded");
-    debug_assert_eq!(enc.plain, kind == 'r');
     let statements = enc.statements();
     for sql in statements.create_queue().iter().chain(&statements.trigger_functions()).chain(&statements.create_triggers()) {
         run(sql);
     }
     record_extension_dependencies(&enc);
-    let enqueued = backfill(&enc, false);
-    pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
-    if !crate::worker::worker_serves_this_database() {
-        pgrx::warning!("lightretriever: no encoder worker drains queues in this database; rows stay queued until one does");
-    }
 }
 
 /// Enqueues every row of `enc` with a text (or, `missing_only`, with a text but no vector): the
@@ -307,12 +330,14 @@ fn backfill(enc: &AutoEncoding, missing_only: bool) -> i64 {
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let insert = statements.enqueue_keys();
-    for chunk in keys.chunks(10_000) {
-        let columns: Vec<pgrx::datum::DatumWithOid> = (0..enc.key_columns.len())
-            .map(|c| chunk.iter().map(|k| k[c].clone()).collect::<Vec<String>>().into())
-            .collect();
-        Spi::run_with_args(&insert, &columns).or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    }
+    elevated(|| {
+        for chunk in keys.chunks(10_000) {
+            let columns: Vec<pgrx::datum::DatumWithOid> = (0..enc.key_columns.len())
+                .map(|c| chunk.iter().map(|k| k[c].clone()).collect::<Vec<String>>().into())
+                .collect();
+            Spi::run_with_args(&insert, &columns).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+        }
+    });
     keys.len() as i64
 }
 
@@ -359,17 +384,19 @@ pub fn pgvector_type(name: &str) -> String {
 
 /// Stops auto-encoding `source`: drops its triggers, queue and failed records; with
 /// `drop_columns` also the vector column(s) it added (otherwise the vectors stay).
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: default!(Option<bool>, false)) {
     let drop_columns = required(drop_columns, "drop_columns");
     let (table, enc) = owned_auto_encoding(source);
-    for sql in enc.statements().drop_triggers() {
-        run(&sql);
-    }
-    // The catalog row goes first: the ALTER TABLE below is then no longer ours to follow.
-    Spi::run_with_args("SELECT lightretriever.lr_drop_auto_encoding_objects($1)", &[enc.id.into()])
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    elevated(|| {
+        for sql in enc.statements().drop_triggers() {
+            run(&sql);
+        }
+        // The catalog row goes first: the ALTER TABLE below is then no longer ours to follow.
+        Spi::run_with_args("SELECT lightretriever.lr_drop_auto_encoding_objects($1)", &[enc.id.into()])
+            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    });
     if drop_columns {
         run(&format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {}", quote_ident(&enc.vector_column)));
         if let Some(s) = &enc.sparse_column {
@@ -381,28 +408,32 @@ fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: defa
 /// Enqueues the rows of `source` that have a text but no vector — rows of a partition attached
 /// after enabling, or of a restored dump (a row queued already is encoded once either way: the
 /// worker takes a row's entries together). Owner only; returns how many.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_enqueue_missing(source: Option<pgrx::PgRelation>) -> i64 {
     let (_, enc) = owned_auto_encoding(source);
     backfill(&enc, true)
 }
 
 /// Puts the failed rows of `source` back in its queue (attempts start again). Returns how many.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, pg_temp)] // SECURITY DEFINER: nothing resolves through the caller's path
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_retry_failed(source: Option<pgrx::PgRelation>) -> i64 {
     let (_, enc) = owned_auto_encoding(source);
-    Spi::get_one::<i64>(&enc.statements().retry_failed()).or_raise(Code::ERRCODE_INTERNAL_ERROR).unwrap_or(0)
+    elevated(|| Spi::get_one::<i64>(&enc.statements().retry_failed()).or_raise(Code::ERRCODE_INTERNAL_ERROR).unwrap_or(0))
 }
 
 /// Called by the `ALTER TABLE` event trigger for an auto-encoded table: follows renames of its
 /// columns (catalog names and trigger bodies), and refuses — rolling the ALTER back — what
 /// would leave rows that never get vectors or vectors of the wrong shape: a dropped or retyped
 /// text or vector column, a dropped or changed primary key.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn lr_auto_encoding_follow(source: pg_sys::Oid) {
+    elevated(|| follow(source))
+}
+
+fn follow(source: pg_sys::Oid) {
     let Some(enc) = encoding_of(source) else { return };
     let attnums = Spi::connect(|c| {
         let mut rows = c.select(
@@ -466,18 +497,57 @@ fn lr_auto_encoding_follow(source: pg_sys::Oid) {
     }
 }
 
-/// True when the caller (SET ROLE counts) may see the auto-encoding state of `source`: it owns
-/// the table or may read it. Used by the views and the errors table's row-level security.
+/// True when the current role may see the keys and errors of `source`'s auto-encoding: it owns
+/// the table (row-level security of lr_encoding_errors, lr_failed_items).
 #[pg_extern(stable, parallel_safe, strict)]
 fn lr_may_see(source: pg_sys::Oid) -> bool {
     may_see(caller(), source)
+}
+
+/// True when the current role may see that `source` is auto-encoded and how far: it owns the
+/// table or may read it (row-level security of lr_auto_encodings, lr_encoding_batches;
+/// lr_encoding_status, lr_wait_for_encoding).
+#[pg_extern(stable, parallel_safe, strict)]
+fn lr_may_read(source: pg_sys::Oid) -> bool {
+    may_read(caller(), source)
+}
+
+/// Waits until the queue of `source` has no pending row (true) or `timeout` passes (false).
+/// Failed rows do not count: they have left the queue's pending set.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Option<pgrx::datum::Interval>, "'5 minutes'")) -> bool {
+    let source = required(source, "source").oid();
+    let timeout = required(timeout, "timeout");
+    let micros = timeout.as_micros().max(0) as u64;
+    let table = table_name(source);
+    let enc = encoding_of(source).filter(|_| may_read(caller(), source));
+    let Some(enc) = enc else {
+        raise(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            format!("lightretriever: {table} is not auto-encoded"),
+            Some("Enable it with lightretriever.lr_enable_auto_encoding."),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_micros(micros);
+    let pending = enc.statements().pending_exists();
+    loop {
+        // A fresh snapshot each time (a volatile function's SPI statements take new ones).
+        if elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR) != Some(true) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        Spi::run("SELECT pg_catalog.pg_sleep(0.05)").or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    }
 }
 
 /// Per auto-encoded table the caller may see: queue depth, rows in flight (the batch a worker is
 /// encoding now, as it reports in pg_stat_activity), failed rows, rows with a vector, recent
 /// rate, last error. A table whose state cannot be read shows `status` 'broken' and the reason
 /// as `last_error`, rather than breaking the view for everyone.
-#[pg_extern(stable, parallel_restricted, security_definer)]
+#[pg_extern(stable, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn lr_encoding_status_rows() -> TableIterator<
@@ -500,12 +570,12 @@ fn lr_encoding_status_rows() -> TableIterator<
     let who = caller();
     let mut rows = Vec::new();
     for enc in encodings("", &[]) {
-        if !may_see(who, enc.source) {
+        if !may_read(who, enc.source) {
             continue;
         }
         let statements = enc.statements();
         let status = flatten(in_subtransaction(|| {
-            let (queued, failed) = Spi::get_two::<i64, i64>(&statements.queue_counts())?;
+            let (queued, failed) = elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts()))?;
             let (in_flight, worker) = Spi::get_two_with_args::<i64, i32>(
                 "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
                         pg_catalog.max(a.pid)
@@ -521,6 +591,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                    FROM lightretriever.lr_encoding_batches b WHERE b.encoding_id OPERATOR(pg_catalog.=) $1",
                 &[enc.id.into()],
             )?;
+            // Error messages can quote the table's data: its owner's only (row-level security).
             let (error, error_at) = row_or_none(Spi::get_two_with_args::<String, pgrx::datum::TimestampWithTimeZone>(
                 "SELECT r.error, r.at FROM lightretriever.lr_encoding_errors r WHERE r.encoding_id OPERATOR(pg_catalog.=) $1 ORDER BY r.id DESC LIMIT 1",
                 &[enc.id.into()],
@@ -549,7 +620,7 @@ fn lr_encoding_status_rows() -> TableIterator<
 /// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may
 /// see: the primary key as jsonb (integer keys as numbers, others as their text), last error,
 /// attempts. `lr_retry_failed` puts them back in the queue.
-#[pg_extern(stable, parallel_restricted, security_definer)]
+#[pg_extern(stable, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 fn lr_failed_items_rows() -> TableIterator<
     'static,
@@ -570,7 +641,7 @@ fn lr_failed_items_rows() -> TableIterator<
         }
         let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
         let failed = flatten(in_subtransaction(|| {
-            Spi::connect(|c| {
+            elevated(|| Spi::connect(|c| {
                 c.select(&enc.statements().failed_rows(), None, &[])?
                     .map(|r| {
                         Ok((
@@ -581,7 +652,7 @@ fn lr_failed_items_rows() -> TableIterator<
                         ))
                     })
                     .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-            })
+            }))
         }));
         for (key, error, attempts, at) in failed.unwrap_or_default() {
             let mut object = serde_json::Map::new();

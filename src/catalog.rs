@@ -25,13 +25,29 @@ pub fn load_model(name: &str) -> ModelInfo {
     }
 }
 
-/// Serialises the changes to model `name` (register, build, fit, drop) within this
-/// transaction: two builds of one model, or a drop during a build, wait for each other instead
-/// of failing on the catalog's constraints. `shared` for calls that only need the model to stay.
-pub fn lock_model(name: &str, shared: bool) {
-    let f = if shared { "pg_advisory_xact_lock_shared" } else { "pg_advisory_xact_lock" };
-    Spi::run_with_args(&format!("SELECT pg_catalog.{f}(1280, pg_catalog.hashtext($1))"), &[name.into()])
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+/// Serialises the changes to model `name` within this transaction: two builds or fits of one
+/// model, or a drop during a build, wait for each other instead of failing on the catalog's
+/// constraints. A row lock on the model (only the catalog's writers — superusers — can take
+/// one, so no ordinary role can stall these calls; an advisory lock anyone could hold).
+/// A missing model is its own error.
+pub fn lock_model(name: &str) {
+    let locked = Spi::get_one_with_args::<bool>(
+        "SELECT true FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+        &[name.into()],
+    );
+    if row_or_none(locked).flatten().is_none() {
+        load_model(name); // raises "not registered"
+    }
+}
+
+/// The registered model `name`, kept registered until this transaction ends (a drop waits).
+pub fn use_model(name: &str) -> ModelInfo {
+    let locked = Spi::get_one_with_args::<bool>(
+        "SELECT true FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1 FOR KEY SHARE",
+        &[name.into()],
+    );
+    let _ = row_or_none(locked);
+    load_model(name)
 }
 
 /// Model names are what the catalog's CHECK allows; said before the insert, with the rule.
@@ -78,7 +94,8 @@ fn lr_register_model(name: Option<&str>, path: Option<&str>, options: default!(O
     let (name, path) = (required(name, "name"), required(path, "path"));
     let options = required(options, "options");
     check_model_name(name);
-    lock_model(name, false);
+    // Two registrations of one name wait for each other (a table lock no ordinary role holds).
+    Spi::run("LOCK TABLE lightretriever.lr_models IN SHARE ROW EXCLUSIVE MODE").or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let opts = ModelOptions::from_json(&options.0).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     let info = ModelInfo::inspect(Path::new(path), &opts).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     check_sizes(&info);
@@ -132,7 +149,11 @@ fn lr_register_model(name: Option<&str>, path: Option<&str>, options: default!(O
 fn lr_drop_model(name: Option<&str>) -> bool {
     require_superuser("drop models");
     let name = required(name, "name");
-    lock_model(name, false);
+    // Waits for builds, fits and enables of the model that are under way.
+    let _ = row_or_none(Spi::get_one_with_args::<bool>(
+        "SELECT true FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+        &[name.into()],
+    ));
     let users: Vec<String> = Spi::connect(|c| {
         c.select(
             "SELECT a.source::pg_catalog.text FROM lightretriever.lr_auto_encodings a

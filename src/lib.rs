@@ -43,6 +43,7 @@ extension_sql_file!(
     requires = [
         "catalog",
         auto_encoding::lr_may_see,
+        auto_encoding::lr_may_read,
         auto_encoding::lr_encoding_status_rows,
         auto_encoding::lr_failed_items_rows,
         auto_encoding::lr_auto_encoding_follow

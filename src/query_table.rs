@@ -244,7 +244,7 @@ fn lr_build_query_table(
     let dtype = required(dtype, "dtype");
     let name = resolve_model(model);
     // Two builds of one model (or a drop meanwhile) wait for each other.
-    crate::catalog::lock_model(&name, false);
+    crate::catalog::lock_model(&name);
     let info = crate::catalog::load_model(&name);
     let instruction = instruction.filter(|s| !s.is_empty());
     check_instruction(&name, &info, instruction, "lr_build_query_table");
@@ -280,7 +280,7 @@ fn lr_fit_query_table(
     require_superuser("fit query tables");
     let (model, source) = (required(model, "model"), required(source, "source"));
     let (text_column, options) = (required(text_column, "text_column"), required(options, "options"));
-    crate::catalog::lock_model(model, false);
+    crate::catalog::lock_model(model);
     let info = crate::catalog::load_model(model);
     let instruction = instruction.filter(|s| !s.is_empty());
     check_instruction(model, &info, instruction, "lr_fit_query_table");

@@ -10,13 +10,16 @@ use crate::error::{raise, required, Code, OrRaise};
 use crate::spi::{quote_ident, table_name};
 use crate::pgvector::{SparseVec, Vector};
 
-/// A column of `relid` to use: the one named, checked to have type `type_name`, or else the
-/// only column of that type. Returns the quoted identifier.
+/// A column of `relid` to use: the one named, checked to have pgvector's type `type_name` (the
+/// type itself: a user's type of that name, with a cast to pgvector's, would run the user's
+/// cast as the caller), or else the only column of that type. Returns the quoted identifier.
 fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: &str, argument: &str) -> String {
     let found: Vec<String> = Spi::connect(|c| {
         c.select(
             "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
                JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+              JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) t.typnamespace
+                                             AND e.extname OPERATOR(pg_catalog.=) 'vector'
               WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
                 AND t.typname OPERATOR(pg_catalog.=) $2 AND ($3::pg_catalog.text IS NULL OR a.attname OPERATOR(pg_catalog.=) $3)
               ORDER BY a.attnum",
@@ -49,8 +52,12 @@ fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: 
 /// The id column: the one named, else the single-column primary key. Either must be an
 /// integer type (smallint, integer, bigint).
 fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
-    let found = crate::error::row_or_none(Spi::get_two_with_args::<String, String>(
-        "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
+    // The built-in integer types by oid (int2, int4, int8): a domain or a user's type of that
+    // name prints otherwise and is refused.
+    let found = crate::error::row_or_none(Spi::get_three_with_args::<String, String, bool>(
+        "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, NULL),
+                a.atttypid OPERATOR(pg_catalog.=) ANY ('{21,23,20}'::pg_catalog.oid[])
+           FROM pg_catalog.pg_attribute a
           WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
             AND CASE WHEN $2::pg_catalog.text IS NOT NULL THEN a.attname OPERATOR(pg_catalog.=) $2
                      ELSE a.attnum OPERATOR(pg_catalog.=) (SELECT i.indkey[0] FROM pg_catalog.pg_index i
@@ -59,8 +66,8 @@ fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> Strin
         &[relid.into(), named.into()],
     ));
     match found {
-        Some((Some(name), Some(ty))) if ["smallint", "integer", "bigint"].contains(&ty.as_str()) => quote_ident(&name),
-        Some((Some(name), Some(ty))) => raise(
+        Some((Some(name), Some(_), Some(true))) => quote_ident(&name),
+        Some((Some(name), Some(ty), _)) => raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
             format!("lightretriever: id column \"{name}\" of {table} is {ty}; lr_search returns bigint ids"),
             Some("Pass id_column => '<an integer column>'."),
@@ -208,6 +215,8 @@ fn lr_search(
     let relid = source.oid();
     let table = table_name(relid);
     drop(source);
+    // Tables only: a view's or foreign table's code would run as the caller.
+    crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_search", true);
     let id = pick_id_column(relid, &table, id_column);
     // An auto-encoded table names its own columns and models.
     let auto = crate::auto_encoding::encoding_of(relid);

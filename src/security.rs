@@ -22,6 +22,10 @@ pub fn owner_of(relid: pg_sys::Oid) -> pg_sys::Oid {
         .unwrap_or(pg_sys::InvalidOid)
 }
 
+/// The server's default `search_path`, kept by the worker before it pins its own session's
+/// (which also becomes that session's reset value): what the owner's code sees in the worker.
+pub static SERVER_SEARCH_PATH: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+
 /// Runs `f` as `role` in a security-restricted context, with every setting `f`'s code changes
 /// (even session-wide ones) reverted when it returns. The user's code sees the server's default
 /// `search_path` (as in a session of its own), not the worker's pinned one. An error inside
@@ -38,7 +42,10 @@ pub fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
             context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
         );
         let nest = pg_sys::NewGUCNestLevel();
-        let default_path = pg_sys::GetConfigOptionResetString(c"search_path".as_ptr());
+        let default_path = SERVER_SEARCH_PATH
+            .get()
+            .map(|p| p.as_ptr())
+            .unwrap_or_else(|| pg_sys::GetConfigOptionResetString(c"search_path".as_ptr()));
         set(c"search_path", default_path);
         nest
     };
@@ -84,9 +91,32 @@ unsafe fn set(name: &std::ffi::CStr, value: *const std::ffi::c_char) {
     }
 }
 
-/// The role the caller acts as: `SET ROLE` counts, a SECURITY DEFINER function of ours does not.
+/// The role that called us: the current user. The extension's functions are SECURITY INVOKER
+/// and take the extension owner's rights only inside [`elevated`], so this is the role
+/// PostgreSQL's own checks would use: a SECURITY DEFINER function of a user's calls us as that
+/// user, and a user's trigger that the worker fires (or a policy the status view evaluates)
+/// calls us as the table's owner — never with the identity of whoever started the session.
 pub fn caller() -> pg_sys::Oid {
-    unsafe { pg_sys::GetOuterUserId() }
+    unsafe { pg_sys::GetUserId() }
+}
+
+/// Runs `f` as the extension's owner (a superuser): the catalog, queue and trigger work that no
+/// ordinary role may do itself. `f` must not evaluate anything of a user's (see [`as_owner`]).
+pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(pg_sys::BOOTSTRAP_SUPERUSERID.into());
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let out = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    out
 }
 
 /// True when `role` owns `relid` (or is a member of its owner, superusers included).
@@ -95,9 +125,15 @@ pub fn owns(role: pg_sys::Oid, relid: pg_sys::Oid) -> bool {
     owner != pg_sys::InvalidOid && unsafe { pg_sys::has_privs_of_role(role, owner) }
 }
 
-/// True when `role` may see the auto-encoding state of `relid` (queue depth, failed keys,
-/// errors): it owns the table or may read it.
+/// True when `role` may see the keys and errors of `relid`'s auto-encoding (failed rows, error
+/// messages): it owns the table. Readers' row-level security cannot be applied to a key list.
 pub fn may_see(role: pg_sys::Oid, relid: pg_sys::Oid) -> bool {
+    owns(role, relid)
+}
+
+/// True when `role` may see that `relid` is auto-encoded and how far (catalog row, counts,
+/// waiting for the queue): it owns the table or may read it.
+pub fn may_read(role: pg_sys::Oid, relid: pg_sys::Oid) -> bool {
     owns(role, relid) || unsafe { pg_sys::pg_class_aclcheck(relid, role, pg_sys::ACL_SELECT as pg_sys::AclMode) } == pg_sys::AclResult::ACLCHECK_OK
 }
 

@@ -99,7 +99,7 @@ fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelat
     crate::error::require_superuser("fit sparse query weights");
     let model = crate::error::required(model, "model");
     let (source, text_column) = (crate::error::required(source, "source"), crate::error::required(text_column, "text_column"));
-    crate::catalog::lock_model(model, false);
+    crate::catalog::lock_model(model);
     let info = crate::catalog::load_model(model);
     require_lm_head(model, &info);
     let relid = source.oid();

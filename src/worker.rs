@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lr_model::ModelInfo;
@@ -202,7 +202,7 @@ impl Inference {
         let Some(client) = self.client.as_mut() else {
             return Err(Some("the inference process is not running".to_owned()));
         };
-        match client.call(request, || !BackgroundWorker::sigterm_received()) {
+        match client.call(request, || !stopping()) {
             Ok(reply) => Ok(reply),
             Err(CallError::Abandoned) => {
                 self.client = None;
@@ -235,6 +235,11 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::pqsignal(libc::SIGCHLD, Some(on_sigchld)) };
     let database = crate::guc::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    let id = unsafe { RegisterTimeout(USER_TIMEOUT, Some(past_hard_deadline)) };
+    HARD_DEADLINE.store(id, Ordering::Relaxed);
+    // The owner's code sees the server's default path, not the pinned one below.
+    let default_path = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionResetString(c"search_path".as_ptr())) };
+    let _ = crate::security::SERVER_SEARCH_PATH.set(default_path.to_owned());
     // Our own statements resolve nothing through a schema a user can write (they are also
     // schema-qualified throughout).
     unsafe {
@@ -247,17 +252,28 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
     };
     pgrx::log!("lightretriever encoder {index}: serving {}, draining the queues of database \"{database}\"", path.display());
 
+    let (mut stalls, stalled) = Stalls::load(index);
+    if let Some((encoding, pause)) = stalled {
+        let message = format!(
+            "the table's own code ran past lightretriever.statement_timeout and would not stop (e.g. a trigger that catches the cancel): the worker was restarted, and skips this table for {pause} s"
+        );
+        BackgroundWorker::transaction(|| {
+            if let Some(enc) = encodings("AND a.id OPERATOR(pg_catalog.=) $1", &[encoding.into()]).pop() {
+                record_error(&enc, 0, &message);
+            }
+        });
+    }
     let mut last_prune = Instant::now();
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             inference.set_device(crate::guc::device_spec());
         }
-        if BackgroundWorker::sigterm_received() {
+        if stopping() {
             break;
         }
         inference.ensure_running();
-        let worked = drain_once(&mut inference);
+        let worked = drain_once(&mut inference, &mut stalls);
         if last_prune.elapsed() > Duration::from_secs(60) {
             BackgroundWorker::transaction(|| {
                 let _ = in_subtransaction(|| {
@@ -323,8 +339,9 @@ fn lr_encoder_processes() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// One batch of every active auto-encoding; returns the rows handled.
-fn drain_once(inference: &mut Inference) -> usize {
+/// One batch of every active auto-encoding (but those backed off after a stall); returns the
+/// rows handled.
+fn drain_once(inference: &mut Inference, stalls: &mut Stalls) -> usize {
     let active = BackgroundWorker::transaction(|| {
         let installed = Spi::get_one::<bool>(
             "SELECT pg_catalog.to_regclass('lightretriever.lr_auto_encodings') IS NOT NULL
@@ -337,25 +354,54 @@ fn drain_once(inference: &mut Inference) -> usize {
     });
     let mut handled = 0;
     for enc in active {
-        if BackgroundWorker::sigterm_received() {
+        if stopping() {
             break;
         }
+        if stalls.skipped(enc.id) {
+            continue;
+        }
         let inference = AssertUnwindSafe(&mut *inference);
-        let enc = AssertUnwindSafe(&enc);
+        let encoding = AssertUnwindSafe(&enc);
         handled += BackgroundWorker::transaction(move || {
             let wrapped = inference; // the whole wrapper moves in, not its field
-            process_batch(wrapped.0, &enc)
+            process_batch(wrapped.0, &encoding)
         });
+        stalls.cleared(enc.id);
     }
     handled
 }
 
 // utils/timeout.h, which pgrx does not bind: `TimeoutId` STATEMENT_TIMEOUT is 3 in PostgreSQL
-// 15 to 17 (after STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT).
+// 15 to 17 (after STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT); USER_TIMEOUT, the
+// first free one, is 12 (13 from 17, which added TRANSACTION_TIMEOUT).
 const STATEMENT_TIMEOUT: i32 = 3;
+#[cfg(not(feature = "pg17"))]
+const USER_TIMEOUT: i32 = 12;
+#[cfg(feature = "pg17")]
+const USER_TIMEOUT: i32 = 13;
 extern "C-unwind" {
     fn enable_timeout_after(id: i32, delay_ms: i32);
     fn disable_timeout(id: i32, keep_indicator: bool);
+    fn RegisterTimeout(id: i32, handler: Option<unsafe extern "C-unwind" fn()>) -> i32;
+}
+
+/// The worker's own timeout for the hard deadline (-1 until registered).
+static HARD_DEADLINE: AtomicI32 = AtomicI32::new(-1);
+
+/// Past the hard deadline the owner's code has caught the statement timeout's cancel (plpgsql
+/// can): a die request cannot be caught — the worker exits with FATAL (no reset of the cluster;
+/// the postmaster starts it again), and at its next start it backs off that table.
+unsafe extern "C-unwind" fn past_hard_deadline() {
+    unsafe {
+        pg_sys::ProcDiePending = 1;
+        pg_sys::InterruptPending = 1;
+        pg_sys::SetLatch(pg_sys::MyLatch);
+    }
+}
+
+/// True once the worker was asked to stop (sticky: pgrx's `sigterm_received` forgets).
+fn stopping() -> bool {
+    unsafe { pg_sys::ShutdownRequestPending != 0 }
 }
 
 /// Runs `f` (statements on a user's table) as the table's owner in a subtransaction, bounded by
@@ -367,11 +413,86 @@ fn on_user_table<T>(enc: &AutoEncoding, f: impl FnOnce() -> Result<T, String>) -
         Spi::run_with_args("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[format!("{ms}ms").into()])
             .map_err(|e| e.to_string())?;
         unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) };
+        let hard = HARD_DEADLINE.load(Ordering::Relaxed);
+        if hard >= 0 {
+            unsafe { enable_timeout_after(hard, ms.saturating_mul(2).saturating_add(1000)) };
+        }
         as_owner(enc.source, f)
     })
     .and_then(|r| r);
     unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+    let hard = HARD_DEADLINE.load(Ordering::Relaxed);
+    if hard >= 0 {
+        unsafe { disable_timeout(hard, false) };
+    }
     result
+}
+
+/// While a batch of a table runs, a marker names it (`lightretriever/encoder-N.batch`): a worker
+/// that died inside the table's code (past the hard deadline) finds it at its next start and
+/// backs off that table (`Stalls`). Removed when the batch ends, however it ends in Rust.
+struct BatchMarker(PathBuf);
+
+impl BatchMarker {
+    fn set(index: i32, encoding: i32) -> BatchMarker {
+        let path = PathBuf::from(format!("lightretriever/encoder-{index}.batch"));
+        let _ = std::fs::write(&path, encoding.to_string());
+        BatchMarker(path)
+    }
+}
+
+impl Drop for BatchMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Tables whose code stalled the worker, skipped until a time that doubles with every stall
+/// (30 s, 1 min, … ≤ 1 h); kept in `lightretriever/encoder-N.stalls.json` across restarts.
+struct Stalls {
+    path: PathBuf,
+    /// encoding id → (stalls, skipped until, unix seconds)
+    tables: std::collections::HashMap<i32, (u32, u64)>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Stalls {
+    /// Reads the record, and counts a stall when the previous worker died inside a batch.
+    fn load(index: i32) -> (Stalls, Option<(i32, u64)>) {
+        let path = PathBuf::from(format!("lightretriever/encoder-{index}.stalls.json"));
+        let tables = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        let mut stalls = Stalls { path, tables };
+        let marker = PathBuf::from(format!("lightretriever/encoder-{index}.batch"));
+        let stalled = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let _ = std::fs::remove_file(&marker);
+        let counted = stalled.map(|id| {
+            let entry = stalls.tables.entry(id).or_insert((0, 0));
+            entry.0 += 1;
+            let pause = (30u64 << (entry.0 - 1).min(7)).min(3600);
+            entry.1 = unix_now() + pause;
+            (id, pause)
+        });
+        stalls.save();
+        (stalls, counted)
+    }
+
+    fn save(&self) {
+        let _ = std::fs::write(&self.path, serde_json::to_string(&self.tables).unwrap_or_default());
+    }
+
+    fn skipped(&self, encoding: i32) -> bool {
+        self.tables.get(&encoding).is_some_and(|(_, until)| *until > unix_now())
+    }
+
+    /// A batch of the table ended normally: its record is cleared.
+    fn cleared(&mut self, encoding: i32) {
+        if self.tables.remove(&encoding).is_some() {
+            self.save();
+        }
+    }
 }
 
 /// Queue entries claimed for one source row (several when it changed repeatedly).
@@ -414,6 +535,8 @@ fn process_batch(inference: &mut Inference, enc: &AutoEncoding) -> usize {
     if claims.is_empty() {
         return 0;
     }
+    // From here the table's own code may run (casts, checks, policies, triggers).
+    let _marker = BatchMarker::set(inference.index, enc.id);
     let all: Vec<&Claim> = claims.iter().collect();
     // Texts as of now; `found` false = the row is gone.
     let read = on_user_table(enc, || {

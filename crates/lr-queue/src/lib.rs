@@ -55,8 +55,28 @@ fn key_text_set_clauses() -> String {
     clauses.join(" ")
 }
 
+/// `body` dollar-quoted with a tag that does not occur in it: column names are the owner's
+/// and may contain `$lr$` (a fixed tag would let a name end the body and append statements
+/// that run as the extension's owner).
+pub fn dollar_quote(body: &str) -> String {
+    let mut tag = "$lr$".to_owned();
+    let mut n = 0u32;
+    while body.contains(&tag) {
+        n += 1;
+        tag = format!("$lr{n}$");
+    }
+    format!("{tag}{body}{tag}")
+}
+
 /// The trigger roles, in creation order; also the suffixes of the generated functions.
 pub const TRIGGER_ROLES: [&str; 4] = ["clear", "enqueue", "forget", "truncate"];
+
+/// `ROWS FROM (pg_catalog.unnest($1::text[]), …)`: one row per key from one text array per key
+/// column (a qualified `unnest` takes one array; only the unqualified name expands to several).
+fn unnest_keys(columns: usize) -> String {
+    let calls: Vec<String> = (1..=columns).map(|i| format!("pg_catalog.unnest(${i}::pg_catalog.text[])")).collect();
+    format!("ROWS FROM ({})", calls.join(", "))
+}
 
 /// One auto-encoded table as the statements need it.
 #[derive(Debug, Clone)]
@@ -112,12 +132,14 @@ impl Encoding<'_> {
     }
 
     /// True when the text differs from the old one byte for byte (NULLs included): the model
-    /// sees bytes, so a change that a non-deterministic collation calls equal still counts.
+    /// sees bytes, so a change that a non-deterministic collation calls equal still counts. The
+    /// column is read through its type's output function, never a cast (were it ever not text,
+    /// a cast could be the owner's function, and these triggers run as the extension's owner).
     fn text_changed(&self) -> String {
         let t = quote_ident(self.text_column);
         format!(
             "((NEW.{t} IS NULL) OPERATOR(pg_catalog.<>) (OLD.{t} IS NULL) \
-             OR NEW.{t}::pg_catalog.text COLLATE pg_catalog.\"C\" OPERATOR(pg_catalog.<>) OLD.{t}::pg_catalog.text)"
+             OR pg_catalog.format('%s', NEW.{t}) COLLATE pg_catalog.\"C\" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD.{t}))"
         )
     }
 
@@ -158,49 +180,61 @@ impl Encoding<'_> {
         let vector = quote_ident(self.vector_column);
         // The BEFORE trigger runs as whoever writes the row: it only clears the row's own vectors.
         let clear = format!(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $lr$
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS {}",
+            self.function("clear"),
+            dollar_quote(&format!(
+                "
 BEGIN
   IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR {} THEN {} END IF;
   RETURN NEW;
-END $lr$",
-            self.function("clear"),
-            self.text_changed(),
-            self.clear_vectors()
+END ",
+                self.text_changed(),
+                self.clear_vectors()
+            ))
         );
         // The others write the queue (superuser's): SECURITY DEFINER, touching user types only
         // through their output functions. A changed key re-enqueues a row still lacking its vector.
         let definer = format!("LANGUAGE plpgsql SECURITY DEFINER {}", key_text_set_clauses());
         let enqueue = format!(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger {definer} AS $lr$
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger {definer} AS {}",
+            self.function("enqueue"),
+            dollar_quote(&format!(
+                "
 BEGIN
   IF NEW.{text} IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR {} OR (({}) AND NEW.{vector} IS NULL)) THEN
     INSERT INTO {queue} (key) VALUES ({});
   END IF;
   RETURN NULL;
-END $lr$",
-            self.function("enqueue"),
-            self.text_changed(),
-            self.key_changed(),
-            self.key_text("NEW")
+END ",
+                self.text_changed(),
+                self.key_changed(),
+                self.key_text("NEW")
+            ))
         );
         // Entries a worker holds right now are skipped (no waiting on it): it finds the row gone.
         let forget = format!(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger {definer} AS $lr$
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger {definer} AS {}",
+            self.function("forget"),
+            dollar_quote(&format!(
+                "
 BEGIN
   DELETE FROM {queue} WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(
     SELECT q.id FROM {queue} q WHERE q.key OPERATOR(pg_catalog.=) {} FOR UPDATE SKIP LOCKED));
   RETURN NULL;
-END $lr$",
-            self.function("forget"),
-            self.key_text("OLD")
+END ",
+                self.key_text("OLD")
+            ))
         );
         let truncate = format!(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger {definer} AS $lr$
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger {definer} AS {}",
+            self.function("truncate"),
+            dollar_quote(&format!(
+                "
 BEGIN
   DELETE FROM {queue} WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT q.id FROM {queue} q FOR UPDATE SKIP LOCKED));
   RETURN NULL;
-END $lr$",
-            self.function("truncate")
+END "
+            ))
         );
         let mut out = vec![clear, enqueue, forget, truncate];
         out.extend(TRIGGER_ROLES.iter().map(|r| format!("REVOKE ALL ON FUNCTION {}() FROM PUBLIC", self.function(r))));
@@ -259,16 +293,9 @@ END $lr$",
     /// Enqueues keys given as one `text[]` per key column ($1 … $n, equal lengths).
     pub fn enqueue_keys(&self) -> String {
         let n = self.key_columns.len();
-        let args: Vec<String> = (1..=n).map(|i| format!("${i}::pg_catalog.text[]")).collect();
         let names: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
         let cols: Vec<String> = names.iter().map(|k| format!("k.{k}")).collect();
-        format!(
-            "INSERT INTO {} (key) SELECT ARRAY[{}] FROM pg_catalog.unnest({}) AS k({})",
-            self.queue(),
-            cols.join(", "),
-            args.join(", "),
-            names.join(", ")
-        )
+        format!("INSERT INTO {} (key) SELECT ARRAY[{}] FROM {} AS k({})", self.queue(), cols.join(", "), unnest_keys(n), names.join(", "))
     }
 
     /// Up to $1 entries due now, locked without waiting, grouped by key (a row changed several
@@ -288,7 +315,6 @@ END $lr$",
     /// text turned back into the key types (as the owner: input functions, domain checks).
     fn key_join(&self, join: &str) -> String {
         let n = self.key_columns.len();
-        let args: Vec<String> = (1..=n).map(|i| format!("${i}::pg_catalog.text[]")).collect();
         let names: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
         let on: Vec<String> = self
             .key_columns
@@ -297,13 +323,7 @@ END $lr$",
             .enumerate()
             .map(|(i, (c, t))| format!("s.{} OPERATOR(pg_catalog.=) k.k{}::{t}", quote_ident(c), i + 1))
             .collect();
-        format!(
-            "pg_catalog.unnest({}) WITH ORDINALITY AS k({}, n) {join} {} s ON {}",
-            args.join(", "),
-            names.join(", "),
-            self.rows(),
-            on.join(" AND ")
-        )
+        format!("{} WITH ORDINALITY AS k({}, n) {join} {} s ON {}", unnest_keys(n), names.join(", "), self.rows(), on.join(" AND "))
     }
 
     /// As the owner: `(n, found, text)` for each key given ($1 … $n text[]), in order.

@@ -246,3 +246,27 @@ fn user_types_appear_only_in_the_statements_run_as_the_owner() {
         assert_eq!(mentions, owner_statements.contains(&label), "{label}: {sql}");
     }
 }
+
+/// Column names are the owner's: one containing the dollar-quote tag must not end a generated
+/// function's body (what follows would run as the extension's owner).
+#[test]
+fn names_cannot_end_a_function_body() {
+    let keys = vec!["$lr$;SELECT evil();SELECT $lr$".to_string()];
+    let types = vec!["integer".to_string()];
+    let mut e = with(&keys, &types, true);
+    e.text_column = "$lr1$ body $lr2$";
+    for sql in e.trigger_functions().iter().filter(|s| s.starts_with("CREATE")) {
+        let at = sql.find(" AS $").expect("a dollar-quoted body") + 4;
+        let tag = &sql[at..=at + sql[at + 1..].find('$').unwrap() + 1];
+        assert_eq!(sql.matches(tag).count(), 2, "tag {tag} must open and close the body only:\n{sql}");
+        assert!(sql.ends_with(tag), "{sql}");
+    }
+}
+
+#[test]
+fn multi_column_keys_unnest_one_array_per_column() {
+    let (keys, types) = plain();
+    let e = with(&keys, &types, true);
+    assert!(e.read_texts().contains("ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[]))"));
+    assert!(e.enqueue_keys().contains("ROWS FROM ("));
+}

@@ -265,3 +265,139 @@ fn a_hostile_owner_never_runs_code_with_other_rights() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// The attacks a hostile review found in an earlier version of the defences above: a column
+/// name that ends a generated function's body, a rename that bypasses the ALTER TABLE event
+/// trigger, the owner's trigger (fired by the worker) acting with the worker's identity, a
+/// trigger that catches the statement timeout's cancel to hold the worker, and a user type
+/// named like pgvector's with an implicit cast, searched by a superuser.
+#[test]
+fn the_reviewed_attacks_fail() {
+    let mut c = pipeline_database();
+    c.batch_execute(SETUP).unwrap();
+    c.batch_execute("ALTER SYSTEM SET lightretriever.statement_timeout = '500ms'").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let started_at: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
+    // A victim: another role's auto-encoded table, with a failed key it would rather keep private.
+    c.batch_execute(
+        "DROP SCHEMA IF EXISTS victim CASCADE; DROP ROLE IF EXISTS lr_victim;
+         CREATE ROLE lr_victim; CREATE SCHEMA victim AUTHORIZATION lr_victim;
+         SET ROLE lr_victim;
+         CREATE TABLE victim.docs (k text PRIMARY KEY, body text);
+         INSERT INTO victim.docs SELECT 'secret-' || i, 'victim text ' || i FROM generate_series(1, 30) i;
+         SELECT lightretriever.lr_enable_auto_encoding('victim.docs', 'body', 'minilm');
+         RESET ROLE;",
+    )
+    .unwrap();
+    let victim: i64 = c.query_one("SELECT 'victim.docs'::regclass::oid::bigint", &[]).unwrap().get(0);
+    c.batch_execute(&format!(
+        r#"SET ROLE mallory;
+        -- A key column whose name would close a "$lr$" body.
+        CREATE TABLE mallory.inj ("$lr$;SELECT mallory.trap('injected');SELECT $lr$" int PRIMARY KEY, body text);
+        INSERT INTO mallory.inj VALUES (1, 'injected text');
+        SELECT lightretriever.lr_enable_auto_encoding('mallory.inj', 'body', 'minilm');
+        -- Renames through ALTER VIEW, then an enum column with a trap cast named like the text.
+        CREATE TABLE mallory.av (id int PRIMARY KEY, body text, c mallory.color DEFAULT 'red');
+        INSERT INTO mallory.av VALUES (1, 'one');
+        SELECT lightretriever.lr_enable_auto_encoding('mallory.av', 'body', 'minilm');
+        ALTER VIEW mallory.av RENAME COLUMN body TO b2;
+        ALTER VIEW mallory.av RENAME COLUMN c TO body;
+        UPDATE mallory.av SET b2 = 'changed';
+        -- The worker's write of this table fires a trigger that acts against the victim.
+        CREATE TABLE mallory.borrow (id int PRIMARY KEY, body text);
+        CREATE FUNCTION mallory.borrow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          BEGIN PERFORM lightretriever.lr_disable_auto_encoding({victim}::oid::regclass, true);
+                INSERT INTO mallory.log VALUES ('disabled the victim', current_user, false);
+          EXCEPTION WHEN OTHERS THEN INSERT INTO mallory.log VALUES ('refused: ' || SQLERRM, current_user, false); END;
+          INSERT INTO mallory.log SELECT 'saw ' || row_key::text, current_user, false FROM lightretriever.lr_failed_items;
+          INSERT INTO mallory.log SELECT 'saw status of ' || source::text, current_user, false FROM lightretriever.lr_encoding_status;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER a_borrow BEFORE UPDATE ON mallory.borrow FOR EACH ROW EXECUTE FUNCTION mallory.borrow();
+        INSERT INTO mallory.borrow VALUES (1, 'borrowed identity');
+        SELECT lightretriever.lr_enable_auto_encoding('mallory.borrow', 'body', 'minilm');
+        -- A trigger that swallows cancels, for at most a minute.
+        CREATE TABLE mallory.stall (id int PRIMARY KEY, body text);
+        CREATE FUNCTION mallory.stall() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE t0 timestamptz := clock_timestamp();
+        BEGIN
+          LOOP
+            EXIT WHEN clock_timestamp() > t0 + interval '60 seconds';
+            BEGIN PERFORM pg_sleep(0.2); EXCEPTION WHEN query_canceled THEN NULL; END;
+          END LOOP;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER a_stall BEFORE UPDATE ON mallory.stall FOR EACH ROW EXECUTE FUNCTION mallory.stall();
+        INSERT INTO mallory.stall VALUES (1, 'stalling text');
+        SELECT lightretriever.lr_enable_auto_encoding('mallory.stall', 'body', 'minilm');
+        -- Not pgvector's vector, with an implicit cast to it.
+        CREATE TYPE mallory.vector AS (x int);
+        CREATE FUNCTION mallory.to_vec(mallory.vector) RETURNS public.vector LANGUAGE plpgsql AS $$
+        BEGIN PERFORM mallory.trap('cast to vector'); RETURN array_fill(0.1::real, ARRAY[384])::public.vector; END $$;
+        CREATE CAST (mallory.vector AS public.vector) WITH FUNCTION mallory.to_vec(mallory.vector) AS IMPLICIT;
+        CREATE TABLE mallory.s (id int PRIMARY KEY, emb mallory.vector);
+        INSERT INTO mallory.s VALUES (1, ROW(1));
+        RESET ROLE;"#
+    ))
+    .unwrap();
+    let names: (String, String) = {
+        let r = c.query_one("SELECT text_column::text, vector_column::text FROM lightretriever.lr_auto_encodings WHERE source = 'mallory.av'::regclass", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(names, ("b2".to_string(), "body_embedding".to_string()), "ALTER VIEW … RENAME COLUMN is followed");
+    // The victim drains although the stalling table holds the worker past the hard deadline.
+    wait_for_encoding(&mut c, "victim.docs", 120);
+    for t in ["mallory.inj", "mallory.av", "mallory.borrow"] {
+        wait_for_encoding(&mut c, t, 120);
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM victim.docs WHERE body_embedding IS NULL"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM mallory.av WHERE body_embedding IS NULL"), 0);
+    // The superuser's search refuses the look-alike type.
+    let (msg, _) = error_of(&mut c, "SELECT * FROM lightretriever.lr_search('mallory.s', 'hello', mode => 'dense', model => 'minilm')");
+    assert_eq!(msg, "lightretriever: mallory.s has no vector column");
+    // The stalling table was backed off with its reason; the cluster never reset.
+    let t = std::time::Instant::now();
+    let stall_error = loop {
+        let e: Option<String> = c
+            .query_opt(
+                "SELECT error FROM lightretriever.lr_encoding_errors r JOIN lightretriever.lr_auto_encodings a ON a.id = r.encoding_id
+                  WHERE a.source = 'mallory.stall'::regclass AND error LIKE '%would not stop%' LIMIT 1",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get(0));
+        if let Some(e) = e {
+            break e;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "the stall was never recorded");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(stall_error.contains("skips this table for 30 s"), "{stall_error}");
+    let now: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
+    assert_eq!(now, started_at, "the cluster was reset");
+
+    let log: Vec<(String, String)> =
+        c.query("SELECT trap, who::text FROM mallory.log ORDER BY at", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(count(&mut c, ESCALATIONS), 0, "{log:?}");
+    assert!(!log.iter().any(|(t, _)| t == "injected" || t == "cast to vector" || t == "disabled the victim"), "{log:?}");
+    assert!(log.iter().any(|(t, _)| t.starts_with("refused: lightretriever: must be the owner")), "{log:?}");
+    let seen: Vec<&String> = log.iter().map(|(t, _)| t).filter(|t| t.starts_with("saw")).collect();
+    assert!(!seen.iter().any(|t| t.contains("secret") || t.contains("victim")), "the victim's state leaked: {seen:?}");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings WHERE source = 'victim.docs'::regclass"), 1);
+    let rolsuper: bool = c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'", &[]).unwrap().get(0);
+    assert!(!rolsuper);
+
+    c.batch_execute("ALTER SYSTEM RESET lightretriever.statement_timeout").unwrap();
+    c.batch_execute(
+        "SELECT pg_reload_conf();
+         SELECT lightretriever.lr_disable_auto_encoding(source) FROM lightretriever.lr_auto_encodings
+          WHERE source::text LIKE 'mallory.%' OR source::text LIKE 'victim.%';
+         DROP SCHEMA mallory CASCADE; DROP SCHEMA victim CASCADE;
+         DROP FUNCTION public.quote_ident(name), public.unnest(text[]);
+         DROP AGGREGATE public.array_agg(bigint); DROP FUNCTION public.array_agg_step(bigint[], bigint);
+         REVOKE CREATE ON SCHEMA public FROM mallory;
+         DROP OWNED BY mallory; DROP ROLE mallory; DROP ROLE eve; DROP ROLE lr_victim;",
+    )
+    .unwrap();
+}

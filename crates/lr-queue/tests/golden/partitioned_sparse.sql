@@ -17,14 +17,14 @@ REVOKE ALL ON lightretriever."lr_queue_7" FROM PUBLIC;
 -- trigger_functions
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_clear"() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $lr$
 BEGIN
-  IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR NEW."body"::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) OLD."body"::pg_catalog.text) THEN NEW."body_embedding" := NULL; NEW."body_sparse" := NULL; END IF;
+  IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR pg_catalog.format('%s', NEW."body") COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD."body")) THEN NEW."body_embedding" := NULL; NEW."body_sparse" := NULL; END IF;
   RETURN NEW;
 END $lr$;
 
 -- trigger_functions
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
 BEGIN
-  IF NEW."body" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR NEW."body"::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) OLD."body"::pg_catalog.text) OR ((ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")]) AND NEW."body_embedding" IS NULL)) THEN
+  IF NEW."body" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR pg_catalog.format('%s', NEW."body") COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD."body")) OR ((ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")]) AND NEW."body_embedding" IS NULL)) THEN
     INSERT INTO lightretriever."lr_queue_7" (key) VALUES (ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")]);
   END IF;
   RETURN NULL;
@@ -84,8 +84,11 @@ DROP TRIGGER IF EXISTS lr_auto_encoding_truncate ON public.parts;
 -- backfill_keys
 SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")] FROM public.parts s WHERE s."body" IS NOT NULL ORDER BY s."region", s."id";
 
+-- missing_keys
+SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")] FROM public.parts s WHERE s."body" IS NOT NULL AND s."body_embedding" IS NULL ORDER BY s."region", s."id";
+
 -- enqueue_keys
-INSERT INTO lightretriever."lr_queue_7" (key) SELECT ARRAY[k.k1, k.k2] FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) AS k(k1, k2);
+INSERT INTO lightretriever."lr_queue_7" (key) SELECT ARRAY[k.k1, k.k2] FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS k(k1, k2);
 
 -- claim
 SELECT pg_catalog.array_agg(c.id ORDER BY c.id), c.key
@@ -95,10 +98,10 @@ SELECT pg_catalog.array_agg(c.id ORDER BY c.id), c.key
  GROUP BY c.key ORDER BY pg_catalog.min(c.id);
 
 -- read_texts
-SELECT k.n, s.ctid IS NOT NULL, s."body"::pg_catalog.text FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) WITH ORDINALITY AS k(k1, k2, n) LEFT JOIN public.parts s ON s."region" OPERATOR(pg_catalog.=) k.k1::text AND s."id" OPERATOR(pg_catalog.=) k.k2::bigint ORDER BY k.n;
+SELECT k.n, s.ctid IS NOT NULL, s."body"::pg_catalog.text FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS k(k1, k2, n) LEFT JOIN public.parts s ON s."region" OPERATOR(pg_catalog.=) k.k1::text AND s."id" OPERATOR(pg_catalog.=) k.k2::bigint ORDER BY k.n;
 
 -- lock_rows
-SELECT k.n, s.ctid::pg_catalog.text, s.tableoid, s."body"::pg_catalog.text FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) WITH ORDINALITY AS k(k1, k2, n) JOIN public.parts s ON s."region" OPERATOR(pg_catalog.=) k.k1::text AND s."id" OPERATOR(pg_catalog.=) k.k2::bigint FOR NO KEY UPDATE OF s SKIP LOCKED;
+SELECT k.n, s.ctid::pg_catalog.text, s.tableoid, s."body"::pg_catalog.text FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS k(k1, k2, n) JOIN public.parts s ON s."region" OPERATOR(pg_catalog.=) k.k1::text AND s."id" OPERATOR(pg_catalog.=) k.k2::bigint FOR NO KEY UPDATE OF s SKIP LOCKED;
 
 -- write_vectors
 UPDATE public.parts SET "body_embedding" = $1, "body_sparse" = $2 WHERE ctid OPERATOR(pg_catalog.=) $3::pg_catalog.tid AND tableoid OPERATOR(pg_catalog.=) $4::pg_catalog.oid;
