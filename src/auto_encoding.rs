@@ -246,9 +246,9 @@ fn lr_enable_auto_encoding(
             );
         }
     }
-    run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(&vector_column), pgvector_type("vector"), info.hidden_size));
+    run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(&vector_column), crate::pgvector::pgvector_type("vector"), info.hidden_size));
     if let (Some(col), Some(si)) = (&sparse_column, &sparse_info) {
-        run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(col), pgvector_type("sparsevec"), si.vocab_size));
+        run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(col), crate::pgvector::pgvector_type("sparsevec"), si.vocab_size));
     }
     let vector_attnum = attnum_of(source, &vector_column).expect("just added");
     let sparse_attnum = sparse_column.as_deref().map(|c| attnum_of(source, c).expect("just added"));
@@ -258,7 +258,7 @@ fn lr_enable_auto_encoding(
     debug_assert_eq!(enc.plain, kind == 'r');
     let enqueued = backfill(&enc, false);
     pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
-    if !crate::worker::worker_serves_this_database() {
+    if !crate::guc::worker_serves_this_database() {
         pgrx::warning!("lightretriever: no encoder worker drains queues in this database; rows stay queued until one does");
     }
 }
@@ -369,19 +369,6 @@ fn record_extension_dependencies(enc: &AutoEncoding) {
     }
 }
 
-/// pgvector's type `name`, schema-qualified (the search_path here is pg_catalog only).
-pub fn pgvector_type(name: &str) -> String {
-    Spi::get_one_with_args::<String>(
-        "SELECT pg_catalog.format('%I.%I', n.nspname, t.typname) FROM pg_catalog.pg_type t
-           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
-           JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) n.oid AND e.extname OPERATOR(pg_catalog.=) 'vector'
-          WHERE t.typname OPERATOR(pg_catalog.=) $1",
-        &[name.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-    .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None))
-}
-
 /// Stops auto-encoding `source`: drops its triggers, queue and failed records; with
 /// `drop_columns` also the vector column(s) it added (otherwise the vectors stay).
 #[pg_extern(volatile, parallel_unsafe)]
@@ -468,7 +455,7 @@ fn follow(source: pg_sys::Oid) {
         let want = if kind == "vector" { dims.hidden_size } else { dims.vocab_size } as i32;
         match column {
             // format_type qualifies pgvector's types here (the search path is pg_catalog's).
-            Some((name, ty, _, typmod)) if (ty == kind || ty == pgvector_type(kind)) && typmod == want => name,
+            Some((name, ty, _, typmod)) if (ty == kind || ty == crate::pgvector::pgvector_type(kind)) && typmod == want => name,
             Some((name, ty, _, typmod)) => refuse(format!("its {kind} column \"{name}\" must stay {kind}({want}), not {ty}({typmod})")),
             None => refuse(format!("its {kind} column \"{old}\" cannot be dropped")),
         }

@@ -188,9 +188,21 @@ fn lr_drop_model(name: Option<&str>) -> bool {
         &[name.into()],
     ))
     .flatten();
-    crate::query_table::remove_files_on_commit(files);
+    remove_files_on_commit(files);
     crate::inference::forget_local(name);
     deleted.is_some()
+}
+
+/// Removes files once the current transaction commits (a rollback keeps them, with their rows).
+pub fn remove_files_on_commit(files: Vec<String>) {
+    if files.is_empty() {
+        return;
+    }
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+    });
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -201,3 +201,23 @@ fn resolve(arg: Option<&str>, setting: &GucSetting<Option<CString>>, guc: &str) 
         ),
     }
 }
+
+static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by the postmaster when it registers the encoder workers.
+pub fn set_workers_registered(yes: bool) {
+    REGISTERED.store(yes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True in backends of a server that started encoder workers (the flag is inherited from the
+/// postmaster, which ran `register`).
+pub fn workers_registered() -> bool {
+    REGISTERED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// True when a worker drains auto-encoding queues in the current database.
+pub fn worker_serves_this_database() -> bool {
+    workers_registered()
+        && pgrx::Spi::get_one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text").ok().flatten() == Some(database())
+}
+

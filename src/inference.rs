@@ -35,7 +35,7 @@ thread_local! {
 /// Runs `task` on the registered model `name` and returns its vectors, one per input.
 pub fn run(name: &str, info: &ModelInfo, task: Task) -> Output {
     let request = Request { model: name.to_owned(), info: info.clone(), task };
-    let reply = if crate::worker::workers_registered() {
+    let reply = if crate::guc::workers_registered() {
         remote(&request)
     } else if crate::guc::allow_backend_models() {
         run_locally(&request)

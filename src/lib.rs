@@ -7,6 +7,7 @@
 //! - `documents.rs`   full-model document encoding (`lr_encode_document(s)`)
 //! - `query_table.rs` query tables: build (`lr_build_query_table`) and lookup (`lr_encode_query`)
 //! - `search.rs`      one-call dense / sparse / hybrid search (`lr_search`)
+//! - `corpus.rs`      a fit's corpus, read as the table's owner
 //! - `sparse.rs`      sparse side (`lr_encode_document_sparse`, `lr_encode_query_sparse`)
 //! - `inference.rs`   where full models run: the worker's service, or this backend if allowed
 //! - `worker.rs`      background workers: inference process + auto-encoding queue drain
@@ -22,6 +23,7 @@ use pgrx::prelude::*;
 
 mod auto_encoding;
 mod catalog;
+mod corpus;
 mod documents;
 mod error;
 mod guc;

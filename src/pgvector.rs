@@ -196,3 +196,16 @@ mod tests {
         assert_eq!(l2, Some(5.0));
     }
 }
+
+/// pgvector's type `name`, schema-qualified (the search_path here is pg_catalog only).
+pub fn pgvector_type(name: &str) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, t.typname) FROM pg_catalog.pg_type t
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
+           JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) n.oid AND e.extname OPERATOR(pg_catalog.=) 'vector'
+          WHERE t.typname OPERATOR(pg_catalog.=) $1",
+        &[name.into()],
+    )
+    .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e}"), None))
+    .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None))
+}

@@ -25,18 +25,6 @@ fn instruction_key(instruction: Option<&str>) -> &str {
     instruction.unwrap_or("")
 }
 
-/// Removes files once the current transaction commits (a rollback keeps them, with their rows).
-pub fn remove_files_on_commit(files: Vec<String>) {
-    if files.is_empty() {
-        return;
-    }
-    register_xact_callback(PgXactCallbackEvent::Commit, move || {
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
-    });
-}
-
 /// Refuses an instruction for models that take none (BERT-family encoders).
 fn check_instruction(name: &str, info: &lr_model::ModelInfo, instruction: Option<&str>, function: &str) {
     if instruction.is_some() && info.family == ModelFamily::Bert {
@@ -287,7 +275,7 @@ fn lr_fit_query_table(
     let fit_options = lr_fit::FitOptions::from_json(&options.0).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     let relid = source.oid();
     drop(source);
-    let (texts, doc_vectors) = crate::search::corpus_rows(relid, text_column, vector_column);
+    let (texts, doc_vectors) = crate::corpus::corpus_rows(relid, text_column, vector_column);
     let encoder = WorkerSpans { name: model, info: &info };
     let dims = info.hidden_size;
     let vocab = info.vocab_size;

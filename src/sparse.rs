@@ -105,7 +105,7 @@ fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelat
     let relid = source.oid();
     drop(source);
     let started = std::time::Instant::now();
-    let (texts, _) = crate::search::corpus_rows(relid, text_column, None);
+    let (texts, _) = crate::corpus::corpus_rows(relid, text_column, None);
     let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let table = crate::spi::table_name(relid);
     if docs.is_empty() {

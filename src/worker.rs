@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lr_model::ModelInfo;
@@ -29,8 +29,6 @@ use crate::auto_encoding::{encodings, AutoEncoding};
 use crate::pgvector::{SparseVec, Vector};
 use crate::security::{as_owner, with_key_text_settings};
 use crate::spi::{flatten, in_subtransaction};
-
-static REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// Registers `lightretriever.workers` workers; only while the postmaster preloads the library.
 pub fn register() {
@@ -48,19 +46,7 @@ pub fn register() {
             .set_restart_time(Some(Duration::from_secs(1)))
             .load();
     }
-    REGISTERED.store(workers > 0, Ordering::Relaxed);
-}
-
-/// True in backends of a server that started encoder workers (the flag is inherited from the
-/// postmaster, which ran `register`).
-pub fn workers_registered() -> bool {
-    REGISTERED.load(Ordering::Relaxed)
-}
-
-/// True when a worker drains auto-encoding queues in the current database.
-pub fn worker_serves_this_database() -> bool {
-    workers_registered()
-        && Spi::get_one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text").ok().flatten() == Some(crate::guc::database())
+    crate::guc::set_workers_registered(workers > 0);
 }
 
 fn report_activity(what: &str) {
