@@ -1,41 +1,39 @@
 //! lightretriever: the PostgreSQL shell. Everything model-, table- and layout-related lives in
 //! the pgrx-free crates under `crates/`; this crate holds only what must touch PostgreSQL.
 //!
-//! One file per concern:
-//! - `pgvector.rs`    pgvector's `vector` / `sparsevec` as Rust values
-//! - `catalog.rs`     model registry (`lr_register_model`, `lr_drop_model`)
-//! - `documents.rs`   full-model document encoding (`lr_encode_document(s)`)
-//! - `query_table.rs` query tables: build (`lr_build_query_table`) and lookup (`lr_encode_query`)
-//! - `search.rs`      one-call dense / sparse / hybrid search (`lr_search`)
-//! - `corpus.rs`      a fit's corpus, read as the table's owner
-//! - `sparse.rs`      sparse side (`lr_encode_document_sparse`, `lr_encode_query_sparse`)
-//! - `inference.rs`   where full models run: the worker's service, or this backend if allowed
-//! - `worker.rs`      background workers: inference process + auto-encoding queue drain
-//! - `auto_encoding.rs` `lr_enable_auto_encoding` / `lr_disable_auto_encoding`, status views
-//! - `security.rs`    running users' code with users' rights (table owners are untrusted)
-//! - `spi.rs`         SPI helpers: quoting, names, subtransactions
-//! - `guc.rs`         `lightretriever.*` settings
-//! - `error.rs`       SQL errors with SQLSTATE and hints
+//! One folder per path, over the shared support at the top:
+//! - `query/`     the query path, in the backend, no model: dense lookup (`lr_encode_query`),
+//!                sparse counts (`lr_encode_query_sparse`), one-call search (`lr_search`)
+//! - `document/`  full-model document encoding through the worker (`lr_encode_document(s)`,
+//!                `lr_encode_document_sparse`)
+//! - `auto/`      the document pipeline's SQL side: enable/disable, triggers, status views,
+//!                following ALTER TABLE
+//! - `worker/`    background workers: the inference process, draining the queues, bounds
+//! - `tables/`    query tables built and fitted (`lr_build_query_table`, `lr_fit_query_table`,
+//!                `lr_fit_sparse_query_weights`)
+//! - `catalog/`   the model registry, the query-table catalog, files kept with their rows
+//! - `inference.rs` where full models run: the worker's service, or this backend if allowed
+//! - `security.rs`  running users' code with users' rights (table owners are untrusted)
+//! - `pgvector.rs`  pgvector's `vector` / `sparsevec` as Rust values
+//! - `spi.rs`, `guc.rs` (`lightretriever.*` settings), `error.rs` (SQLSTATEs and hints)
 
 use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
-mod auto_encoding;
+mod auto;
 mod catalog;
-mod corpus;
-mod documents;
+mod document;
 mod error;
 mod guc;
 mod inference;
 #[cfg(any(test, feature = "pg_test"))]
 mod llm_tests;
 mod pgvector;
-mod query_table;
-mod search;
+mod query;
 mod security;
-mod sparse;
 mod spi;
+mod tables;
 mod worker;
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
@@ -44,11 +42,11 @@ extension_sql_file!(
     name = "auto_encoding",
     requires = [
         "catalog",
-        auto_encoding::lr_may_see,
-        auto_encoding::lr_may_read,
-        auto_encoding::lr_encoding_status_rows,
-        auto_encoding::lr_failed_items_rows,
-        auto_encoding::lr_auto_encoding_follow
+        auto::status::lr_may_see,
+        auto::status::lr_may_read,
+        auto::status::lr_encoding_status_rows,
+        auto::status::lr_failed_items_rows,
+        auto::follow::lr_auto_encoding_follow
     ]
 );
 

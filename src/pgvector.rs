@@ -8,7 +8,7 @@ use lr_vector::SparseVector;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, FromDatum, IntoDatum};
 
-use crate::error::{raise, Code};
+use crate::error::{raise, Code, OrRaise};
 
 /// A pgvector `vector`.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,14 +144,17 @@ macro_rules! pass_by_varlena {
 pass_by_varlena!(Vector);
 pass_by_varlena!(SparseVec);
 
-/// Round-trip helpers exposed to SQL for tests and debugging: they read pgvector's bytes
-/// (validating them) and write them back.
-#[pg_extern(immutable, parallel_safe, strict)]
+/// Round-trip helpers for the `#[pg_test]`s: they read pgvector's bytes (validating them) and
+/// write them back. In SQL only in `pg_test` builds; the shipped library keeps the symbols
+/// because 0.1.0's install script names them (an upgrade from it starts there and drops them).
+#[cfg_attr(feature = "pg_test", pg_extern(immutable, parallel_safe, strict))]
+#[cfg_attr(not(feature = "pg_test"), pg_extern(immutable, parallel_safe, strict, sql = false))]
 fn lr_vector_roundtrip(v: Vector) -> Vector {
     v
 }
 
-#[pg_extern(immutable, parallel_safe, strict)]
+#[cfg_attr(feature = "pg_test", pg_extern(immutable, parallel_safe, strict))]
+#[cfg_attr(not(feature = "pg_test"), pg_extern(immutable, parallel_safe, strict, sql = false))]
 fn lr_sparsevec_roundtrip(v: SparseVec) -> SparseVec {
     v
 }
@@ -208,4 +211,10 @@ pub fn pgvector_type(name: &str) -> String {
     )
     .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e}"), None))
     .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None))
+}
+
+/// A sparse vector over the model's vocabulary, or an error naming the cause (pgvector's
+/// 16,000 non-zero limit included: never a silent cut).
+pub fn to_sparsevec(dim: usize, pairs: Vec<(u32, f32)>) -> SparseVec {
+    SparseVec(SparseVector::from_pairs(dim, pairs).or_raise(Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED))
 }

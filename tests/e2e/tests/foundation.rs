@@ -63,12 +63,26 @@ fn reference_vectors_through_sql() {
     c.query_one("SELECT lightretriever.lr_build_query_table('minilm')", &[]).unwrap();
     let versions: i64 = c.query_one("SELECT count(*) FROM lightretriever.lr_query_tables", &[]).unwrap().get(0);
     assert_eq!(versions, 2);
-    c.batch_execute("SELECT lightretriever.lr_drop_model('minilm')").unwrap();
-    let files: i64 = c
-        .query_one("SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE 'minilm-%'", &[])
+    // The catalog names the files (`lightretriever/tables/db<oid>-minilm-…`); both exist now.
+    let exists = "SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f
+                   WHERE 'lightretriever/tables/' || f = ANY ($1)";
+    let files: Vec<String> = c
+        .query("SELECT file FROM lightretriever.lr_query_tables ORDER BY version", &[])
         .unwrap()
-        .get(0);
-    assert_eq!(files, 0, "dropped model's table files remain");
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(files.len(), 2);
+    assert!(files.iter().all(|f| f.starts_with("lightretriever/tables/db") && f.contains("-minilm-")), "{files:?}");
+    let present: i64 = c.query_one(exists, &[&files]).unwrap().get(0);
+    assert_eq!(present, 2, "the built tables' files are missing: {files:?}");
+    // A drop rolled back keeps them (removal waits for the commit).
+    c.batch_execute("BEGIN; SELECT lightretriever.lr_drop_model('minilm'); ROLLBACK").unwrap();
+    let present: i64 = c.query_one(exists, &[&files]).unwrap().get(0);
+    assert_eq!(present, 2, "a rolled-back drop removed table files");
+    c.batch_execute("SELECT lightretriever.lr_drop_model('minilm')").unwrap();
+    let present: i64 = c.query_one(exists, &[&files]).unwrap().get(0);
+    assert_eq!(present, 0, "dropped model's table files remain: {files:?}");
 }
 
 #[test]

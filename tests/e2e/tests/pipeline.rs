@@ -344,3 +344,48 @@ fn backend_calls_go_through_the_worker_and_honour_statement_timeout() {
     let allowed: String = c.query_one("SHOW lightretriever.allow_backend_models", &[]).unwrap().get(0);
     assert_eq!(allowed, "off");
 }
+
+#[test]
+fn a_paused_table_keeps_its_queue_until_resumed() {
+    let mut c = pipeline_database();
+    fresh_schema(&mut c, "lr_pause");
+    c.batch_execute(
+        "CREATE TABLE lr_pause.docs (id int PRIMARY KEY, body text);
+         INSERT INTO lr_pause.docs SELECT i, 'first text ' || i FROM generate_series(1, 20) i;
+         SELECT lightretriever.lr_enable_auto_encoding('lr_pause.docs', 'body', 'minilm');",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "lr_pause.docs", 120);
+    let paused: bool = c.query_one("SELECT lightretriever.lr_pause_auto_encoding('lr_pause.docs')", &[]).unwrap().get(0);
+    assert!(paused);
+    let again: bool = c.query_one("SELECT lightretriever.lr_pause_auto_encoding('lr_pause.docs')", &[]).unwrap().get(0);
+    assert!(!again, "pausing a paused table changes nothing");
+    // The triggers keep queueing; the workers leave the queue alone.
+    c.batch_execute(
+        "UPDATE lr_pause.docs SET body = 'second text ' || id WHERE id <= 10;
+         INSERT INTO lr_pause.docs SELECT i, 'late text ' || i FROM generate_series(21, 30) i;",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3)); // many poll intervals
+    let status: (String, i64) = {
+        let r = c.query_one("SELECT status, pending FROM lightretriever.lr_encoding_status WHERE source = 'lr_pause.docs'::regclass", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status, ("paused".to_owned(), 20));
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lr_pause.docs WHERE body_embedding IS NULL"), 20);
+    let waited: bool = c.query_one("SELECT lightretriever.lr_wait_for_encoding('lr_pause.docs', '1 minute')", &[]).unwrap().get(0);
+    assert!(!waited, "a paused table's wait gives false at once");
+    // Non-owners cannot pause or resume.
+    c.batch_execute("DROP ROLE IF EXISTS lr_pause_other; CREATE ROLE lr_pause_other; GRANT USAGE ON SCHEMA lr_pause TO lr_pause_other").unwrap();
+    let (msg, _) = error_of(&mut c, "SET ROLE lr_pause_other; SELECT lightretriever.lr_resume_auto_encoding('lr_pause.docs')");
+    c.batch_execute("RESET ROLE").unwrap();
+    assert!(msg.contains("must be the owner"), "{msg}");
+    let resumed: bool = c.query_one("SELECT lightretriever.lr_resume_auto_encoding('lr_pause.docs')", &[]).unwrap().get(0);
+    assert!(resumed);
+    wait_for_encoding(&mut c, "lr_pause.docs", 120);
+    assert_eq!(wrong_vectors(&mut c, "lr_pause.docs", "id", "body", "body_embedding"), 0);
+    let status: String =
+        c.query_one("SELECT status FROM lightretriever.lr_encoding_status WHERE source = 'lr_pause.docs'::regclass", &[]).unwrap().get(0);
+    assert_eq!(status, "active");
+    c.batch_execute("DROP SCHEMA lr_pause CASCADE; DROP ROLE lr_pause_other").unwrap();
+}

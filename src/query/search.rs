@@ -155,7 +155,7 @@ fn lr_search(
     crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_search", true);
     let id = pick_id_column(relid, &table, id_column);
     // An auto-encoded table names its own columns and models.
-    let auto = crate::auto_encoding::encoding_of(relid);
+    let auto = crate::auto::encoding_of(relid);
     let dense_column = dense_column.or(auto.as_ref().map(|a| a.vector_column.as_str()));
     let sparse_column = sparse_column.or(auto.as_ref().and_then(|a| a.sparse_column.as_deref()));
     let model = model.or(auto.as_ref().map(|a| a.model.as_str()));
@@ -170,14 +170,14 @@ fn lr_search(
     }
     let dense = if mode != Mode::Sparse {
         let column = pick_column(relid, &table, dense_column, "vector", "dense_column");
-        let q = Vector(crate::query_table::encode_query(query, model, instruction));
+        let q = Vector(crate::query::dense::encode_query(query, model, instruction));
         candidates_by(&table, &id, &column, q.into(), candidates)
     } else {
         Vec::new()
     };
     let sparse = if mode != Mode::Dense {
         let column = pick_column(relid, &table, sparse_column, "sparsevec", "sparse_column");
-        let q: SparseVec = crate::sparse::encode_query_sparse(query, sparse_model, crate::sparse::QueryWeighting::Auto);
+        let q: SparseVec = crate::query::sparse::encode_query_sparse(query, sparse_model, crate::query::sparse::QueryWeighting::Auto);
         candidates_by(&table, &id, &column, q.into(), candidates)
     } else {
         Vec::new()

@@ -1,4 +1,8 @@
-//! The model registry: `lr_register_model`, `lr_drop_model`, and catalog reads.
+//! The catalog: the model registry (`lr_register_model`, `lr_drop_model`, reads and locks of
+//! models), the query-table catalog, and files removed with their rows.
+
+pub mod files;
+pub mod query_tables;
 
 use std::path::Path;
 
@@ -188,21 +192,20 @@ fn lr_drop_model(name: Option<&str>) -> bool {
         &[name.into()],
     ))
     .flatten();
-    remove_files_on_commit(files);
+    files::remove_files_on_commit(files);
     crate::inference::forget_local(name);
     deleted.is_some()
 }
 
-/// Removes files once the current transaction commits (a rollback keeps them, with their rows).
-pub fn remove_files_on_commit(files: Vec<String>) {
-    if files.is_empty() {
-        return;
+/// Refuses a model without a masked-LM head where sparse vectors are asked of it.
+pub fn require_lm_head(name: &str, info: &lr_model::ModelInfo) {
+    if !info.has_lm_head {
+        raise(
+            Code::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("lightretriever: model \"{name}\" has no masked-LM head, so it cannot encode sparse vectors"),
+            Some("Register a SPLADE-style BertForMaskedLM model (the default is splade-tiny) and pass it as model."),
+        );
     }
-    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
-    });
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,0 +1,283 @@
+//! `lr_enable_auto_encoding` / `lr_disable_auto_encoding`, the backfill, `lr_enqueue_missing`,
+//! `lr_retry_failed`.
+
+use pgrx::prelude::*;
+use pgrx::search_path;
+
+use crate::error::{raise, required, row_or_none, Code, OrRaise};
+use crate::security::{as_owner, elevated, require_user_table, with_key_text_settings};
+use crate::spi::{quote_ident, run};
+
+use super::*;
+
+
+/// Keeps `text_column` of `source` encoded: adds `<text_column>_embedding vector(d)` (and
+/// `<text_column>_sparse sparsevec(vocab)` with a sparse model), a queue, and triggers, and
+/// enqueues every row with a non-NULL text. The background worker does the encoding.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_enable_auto_encoding(
+    source: Option<pgrx::PgRelation>,
+    text_column: Option<&str>,
+    model: default!(Option<&str>, "NULL"),
+    sparse_model: default!(Option<&str>, "NULL"),
+    batch_size: default!(Option<i32>, 32),
+) {
+    let text_column = required(text_column, "text_column");
+    let batch_size = required(batch_size, "batch_size");
+    let (source, table) = owned_table(source);
+    let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding", false);
+    if !(1..=1024).contains(&batch_size) {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: batch_size must be between 1 and 1024", None);
+    }
+    // Two enables of one table, or an enable racing a writer's DDL, wait for each other here.
+    run(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"));
+    if encoding_of(source).is_some() {
+        raise(
+            Code::ERRCODE_DUPLICATE_OBJECT,
+            format!("lightretriever: {table} is already auto-encoded"),
+            Some("Disable it first with lightretriever.lr_disable_auto_encoding."),
+        );
+    }
+    let Some(text_attnum) = attnum_of(source, text_column) else {
+        raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{text_column}\""), None)
+    };
+    let (_, text_type, generated, _) = column(source, text_attnum).expect("the column exists");
+    if !TEXT_TYPES.contains(&text_type.as_str()) {
+        raise(
+            Code::ERRCODE_DATATYPE_MISMATCH,
+            format!("lightretriever: column \"{text_column}\" of {table} is {text_type}, not text"),
+            None,
+        );
+    }
+    // A BEFORE trigger sees a generated column as NULL (PostgreSQL computes it afterwards), and
+    // PostgreSQL 15 fires `UPDATE OF` a generated column on every update: the stale-vector
+    // trigger would clear vectors that nothing re-encodes.
+    if generated {
+        raise(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("lightretriever: column \"{text_column}\" of {table} is a generated column"),
+            Some("Generated columns are computed after BEFORE triggers, so a changed text could not clear its stale vector. Auto-encode a plain text column (filled by the application, or by your own BEFORE trigger named to sort before lr_auto_encoding_clear)."),
+        );
+    }
+    let (key_columns, key_attnums) = primary_key(source);
+    if key_columns.is_empty() {
+        raise(
+            Code::ERRCODE_INVALID_TABLE_DEFINITION,
+            format!("lightretriever: {table} has no primary key"),
+            Some("The queue names rows by primary key; add one (ALTER TABLE ... ADD PRIMARY KEY)."),
+        );
+    }
+    let model = crate::guc::resolve_model(model);
+    // The models stay registered until this transaction ends (a concurrent drop waits).
+    let info = elevated(|| crate::catalog::use_model(&model));
+    let sparse_info = sparse_model.map(|m| {
+        let i = elevated(|| crate::catalog::use_model(m));
+        crate::catalog::require_lm_head(m, &i);
+        i
+    });
+    let vector_column = format!("{text_column}_embedding");
+    let sparse_column = sparse_model.map(|_| format!("{text_column}_sparse"));
+    for col in std::iter::once(&vector_column).chain(sparse_column.iter()) {
+        if attnum_of(source, col).is_some() || col.len() > 63 {
+            raise(
+                Code::ERRCODE_DUPLICATE_COLUMN,
+                format!("lightretriever: {table} already has a column \"{col}\" (or the name is over 63 bytes)"),
+                Some("Rename or drop it; lr_enable_auto_encoding adds <text_column>_embedding and <text_column>_sparse."),
+            );
+        }
+    }
+    run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(&vector_column), crate::pgvector::pgvector_type("vector"), info.hidden_size));
+    if let (Some(col), Some(si)) = (&sparse_column, &sparse_info) {
+        run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(col), crate::pgvector::pgvector_type("sparsevec"), si.vocab_size));
+    }
+    let vector_attnum = attnum_of(source, &vector_column).expect("just added");
+    let sparse_attnum = sparse_column.as_deref().map(|c| attnum_of(source, c).expect("just added"));
+    // The owner's own DDL is done: from here on, the extension's catalog, queue and triggers.
+    elevated(|| record_auto_encoding(source, text_column, &key_columns, key_attnums, text_attnum, vector_attnum, sparse_attnum, &model, sparse_model, &vector_column, sparse_column.as_deref(), batch_size));
+    let enc = encoding_of(source).expect("just recorded");
+    debug_assert_eq!(enc.plain, kind == 'r');
+    let enqueued = backfill(&enc, false);
+    pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
+    if !crate::guc::worker_serves_this_database() {
+        pgrx::warning!("lightretriever: no encoder worker drains queues in this database; rows stay queued until one does");
+    }
+}
+
+/// The catalog row, queue, trigger functions, triggers and dependencies of a new auto-encoding
+/// (as the extension's owner).
+#[allow(clippy::too_many_arguments)]
+fn record_auto_encoding(
+    source: pg_sys::Oid,
+    text_column: &str,
+    key_columns: &[String],
+    key_attnums: Vec<i16>,
+    text_attnum: i16,
+    vector_attnum: i16,
+    sparse_attnum: Option<i16>,
+    model: &str,
+    sparse_model: Option<&str>,
+    vector_column: &str,
+    sparse_column: Option<&str>,
+    batch_size: i32,
+) {
+    let id = Spi::get_one::<i64>("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('lightretriever.lr_auto_encodings', 'id'))")
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .expect("nextval gives a value") as i32;
+    Spi::run_with_args(
+        "INSERT INTO lightretriever.lr_auto_encodings
+           (id, source, text_column, key_columns, text_attnum, key_attnums, vector_attnum, sparse_attnum,
+            model, sparse_model, vector_column, sparse_column, batch_size, queue_table)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'lr_queue_' OPERATOR(pg_catalog.||) $1)",
+        &[
+            id.into(),
+            source.into(),
+            text_column.into(),
+            key_columns.to_vec().into(),
+            text_attnum.into(),
+            key_attnums.into(),
+            vector_attnum.into(),
+            sparse_attnum.into(),
+            model.into(),
+            sparse_model.into(),
+            vector_column.into(),
+            sparse_column.into(),
+            batch_size.into(),
+        ],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let enc = encoding_of(source).expect("just recorded");
+    let statements = enc.statements();
+    for sql in statements.create_queue().iter().chain(&statements.trigger_functions()).chain(&statements.create_triggers()) {
+        run(sql);
+    }
+    record_extension_dependencies(&enc);
+}
+
+/// Enqueues every row of `enc` with a text (or, `missing_only`, with a text but no vector): the
+/// keys are read as the table's owner, written to the queue as the extension's owner. Returns
+/// how many.
+fn backfill(enc: &AutoEncoding, missing_only: bool) -> i64 {
+    let statements = enc.statements();
+    let select = if missing_only { statements.missing_keys() } else { statements.backfill_keys() };
+    let keys: Vec<Vec<String>> = as_owner(enc.source, || {
+        with_key_text_settings(|| {
+            Spi::connect(|c| {
+                c.select(&select, None, &[])?
+                    .map(|r| r.get::<Vec<String>>(1).map(Option::unwrap_or_default))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let insert = statements.enqueue_keys();
+    elevated(|| {
+        for chunk in keys.chunks(10_000) {
+            let columns: Vec<pgrx::datum::DatumWithOid> = (0..enc.key_columns.len())
+                .map(|c| chunk.iter().map(|k| k[c].clone()).collect::<Vec<String>>().into())
+                .collect();
+            Spi::run_with_args(&insert, &columns).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+        }
+    });
+    keys.len() as i64
+}
+
+/// The queue and the generated functions depend on the extension: a plain `DROP EXTENSION`
+/// is refused while tables are auto-encoded (with PostgreSQL's hint to use CASCADE), and
+/// `DROP EXTENSION … CASCADE` drops them, and with them the triggers on the users' tables.
+fn record_extension_dependencies(enc: &AutoEncoding) {
+    let statements = enc.statements();
+    let queue = Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::pg_catalog.oid", &[statements.queue().into()])
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .expect("the queue exists");
+    let mut objects = vec![(pg_sys::RelationRelationId, queue)];
+    for role in lr_queue::TRIGGER_ROLES {
+        let f = Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT ($1 OPERATOR(pg_catalog.||) '()')::pg_catalog.regprocedure::pg_catalog.oid",
+            &[statements.function(role).into()],
+        )
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .expect("the function exists");
+        objects.push((pg_sys::ProcedureRelationId, f));
+    }
+    unsafe {
+        let extension = pg_sys::get_extension_oid(c"lightretriever".as_ptr(), false);
+        let referenced = pg_sys::ObjectAddress { classId: pg_sys::ExtensionRelationId, objectId: extension, objectSubId: 0 };
+        for (class, oid) in objects {
+            let depender = pg_sys::ObjectAddress { classId: class, objectId: oid, objectSubId: 0 };
+            pg_sys::recordDependencyOn(&depender, &referenced, pg_sys::DependencyType::DEPENDENCY_NORMAL);
+        }
+    }
+}
+
+/// Stops auto-encoding `source`: drops its triggers, queue and failed records; with
+/// `drop_columns` also the vector column(s) it added (otherwise the vectors stay).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: default!(Option<bool>, false)) {
+    let drop_columns = required(drop_columns, "drop_columns");
+    let (table, enc) = owned_auto_encoding(source);
+    elevated(|| {
+        for sql in enc.statements().drop_triggers() {
+            run(&sql);
+        }
+        // The catalog row goes first: the ALTER TABLE below is then no longer ours to follow.
+        Spi::run_with_args("SELECT lightretriever.lr_drop_auto_encoding_objects($1)", &[enc.id.into()])
+            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    });
+    if drop_columns {
+        run(&format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {}", quote_ident(&enc.vector_column)));
+        if let Some(s) = &enc.sparse_column {
+            run(&format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {}", quote_ident(s)));
+        }
+    }
+}
+
+/// Enqueues the rows of `source` that have a text but no vector — rows of a partition attached
+/// after enabling, or of a restored dump (a row queued already is encoded once either way: the
+/// worker takes a row's entries together). Owner only; returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_enqueue_missing(source: Option<pgrx::PgRelation>) -> i64 {
+    let (_, enc) = owned_auto_encoding(source);
+    backfill(&enc, true)
+}
+
+/// Pauses the auto-encoding of `source`: the triggers keep queueing (nothing is lost), the
+/// workers leave the queue alone until `lr_resume_auto_encoding`. A batch a worker holds at that
+/// moment is finished. Owner only; false when it was paused already.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_pause_auto_encoding(source: Option<pgrx::PgRelation>) -> bool {
+    let (_, enc) = owned_auto_encoding(source);
+    set_status(&enc, "paused")
+}
+
+/// Resumes a paused auto-encoding: the workers drain its queue again. Owner only; false when it
+/// was not paused.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_resume_auto_encoding(source: Option<pgrx::PgRelation>) -> bool {
+    let (_, enc) = owned_auto_encoding(source);
+    set_status(&enc, "active")
+}
+
+/// Sets the catalog status of `enc`; true when it changed.
+fn set_status(enc: &AutoEncoding, status: &str) -> bool {
+    let changed = elevated(|| {
+        Spi::get_one_with_args::<bool>(
+            "UPDATE lightretriever.lr_auto_encodings SET status = $2
+              WHERE id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.<>) $2 RETURNING true",
+            &[enc.id.into(), status.into()],
+        )
+    });
+    row_or_none(changed).flatten().unwrap_or(false)
+}
+
+/// Puts the failed rows of `source` back in its queue (attempts start again). Returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_retry_failed(source: Option<pgrx::PgRelation>) -> i64 {
+    let (_, enc) = owned_auto_encoding(source);
+    elevated(|| Spi::get_one::<i64>(&enc.statements().retry_failed()).or_raise(Code::ERRCODE_INTERNAL_ERROR).unwrap_or(0))
+}

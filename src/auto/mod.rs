@@ -1,0 +1,181 @@
+//! Enabling a table for auto-encoding: `lr_enable_auto_encoding` adds the vector column(s),
+//! the queue and the triggers and enqueues every row; `lr_disable_auto_encoding` undoes it.
+//! The worker (`worker.rs`) drains the queues. The SQL itself is built by `lr-queue`.
+//!
+//! Queue semantics (documented in the README): insert → enqueue; update → enqueue only if the
+//! text changed, and the stale vector is cleared at once (NULL until re-encoded); NULL text →
+//! NULL vector, nothing queued; delete → its queue entries (failed ones too) go; TRUNCATE → the
+//! table's entries go.
+//!
+//! Security (README "Security"): these functions run as the extension's owner but never touch
+//! the user's table with those rights: its rows are read as the owner (`security::as_owner`),
+//! keys are text written by output functions, the queue holds no user type. The status and
+//! failed-rows views show a caller only the tables it owns or may read.
+
+use lr_queue::Encoding;
+use pgrx::prelude::*;
+
+use crate::error::{raise, required, row_or_none, Code, OrRaise};
+use crate::security::require_owner;
+use crate::spi::table_name;
+
+/// The catalog row of one auto-encoded table, as the worker and the functions here use it.
+#[derive(Debug, Clone)]
+pub struct AutoEncoding {
+    pub id: i32,
+    pub source: pg_sys::Oid,
+    /// `source::regclass::text`: quoted and schema-qualified as needed.
+    pub source_name: String,
+    /// A plain table (its own rows, `ONLY`); false for a partitioned one.
+    pub plain: bool,
+    pub text_column: String,
+    pub key_columns: Vec<String>,
+    /// The key columns' types now (`format_type`), as SQL names them.
+    pub key_types: Vec<String>,
+    pub model: String,
+    pub sparse_model: Option<String>,
+    pub vector_column: String,
+    pub sparse_column: Option<String>,
+    pub batch_size: i32,
+    /// 'active', or 'paused' (`lr_pause_auto_encoding`: queued, not drained).
+    pub status: String,
+}
+
+impl AutoEncoding {
+    /// The statements of this table (lr-queue).
+    pub fn statements(&self) -> Encoding<'_> {
+        Encoding {
+            id: self.id,
+            source: &self.source_name,
+            plain: self.plain,
+            text_column: &self.text_column,
+            key_columns: &self.key_columns,
+            key_types: &self.key_types,
+            vector_column: &self.vector_column,
+            sparse_column: self.sparse_column.as_deref(),
+        }
+    }
+}
+
+const SELECT_ENCODINGS: &str = "SELECT a.id, a.source::pg_catalog.oid, a.source::pg_catalog.text,
+        c.relkind OPERATOR(pg_catalog.=) 'r', a.text_column::pg_catalog.text, a.key_columns::pg_catalog.text[],
+        ARRAY(SELECT pg_catalog.format_type(t.atttypid, t.atttypmod)
+                FROM pg_catalog.unnest(a.key_attnums) WITH ORDINALITY AS k(attnum, n)
+                JOIN pg_catalog.pg_attribute t ON t.attrelid OPERATOR(pg_catalog.=) a.source AND t.attnum OPERATOR(pg_catalog.=) k.attnum
+               ORDER BY k.n),
+        a.model, a.sparse_model, a.vector_column::pg_catalog.text, a.sparse_column::pg_catalog.text, a.batch_size,
+        a.status
+   FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source";
+
+/// Auto-encodings (`filter` narrows them, e.g. `AND a.source = $1`), by id.
+pub fn encodings(filter: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEncoding> {
+    Spi::connect(|c| {
+        let rows = c.select(&format!("{SELECT_ENCODINGS} WHERE true {filter} ORDER BY a.id"), None, args)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(AutoEncoding {
+                id: r.get(1)?.unwrap_or_default(),
+                source: r.get(2)?.unwrap_or(pg_sys::InvalidOid),
+                source_name: r.get(3)?.unwrap_or_default(),
+                plain: r.get(4)?.unwrap_or(true),
+                text_column: r.get(5)?.unwrap_or_default(),
+                key_columns: r.get(6)?.unwrap_or_default(),
+                key_types: r.get(7)?.unwrap_or_default(),
+                model: r.get(8)?.unwrap_or_default(),
+                sparse_model: r.get(9)?,
+                vector_column: r.get(10)?.unwrap_or_default(),
+                sparse_column: r.get(11)?,
+                batch_size: r.get(12)?.unwrap_or(32),
+                status: r.get(13)?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
+/// The auto-encoding of `relid`, if it has one.
+pub fn encoding_of(relid: pg_sys::Oid) -> Option<AutoEncoding> {
+    encodings("AND a.source OPERATOR(pg_catalog.=) $1::pg_catalog.oid", &[relid.into()]).pop()
+}
+
+/// `source`'s oid and qualified name, for its owner only.
+fn owned_table(source: Option<pgrx::PgRelation>) -> (pg_sys::Oid, String) {
+    let source = required(source, "source").oid();
+    let table = table_name(source);
+    require_owner(source, &table);
+    (source, table)
+}
+
+/// The auto-encoding of `source` as (qualified table name, record), for its owner only; an
+/// error when the caller does not own it or it is not auto-encoded.
+fn owned_auto_encoding(source: Option<pgrx::PgRelation>) -> (String, AutoEncoding) {
+    let (source, table) = owned_table(source);
+    let Some(enc) = encoding_of(source) else {
+        raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("lightretriever: {table} is not auto-encoded"), None)
+    };
+    (table, enc)
+}
+
+/// The column `attnum` of `relid` now: (name, type as format_type without typmod, generated,
+/// typmod).
+fn column(relid: pg_sys::Oid, attnum: i16) -> Option<(String, String, bool, i32)> {
+    Spi::connect(|c| {
+        let mut rows = c.select(
+            "SELECT attname::pg_catalog.text, pg_catalog.format_type(atttypid, NULL), attgenerated OPERATOR(pg_catalog.<>) '', atttypmod
+               FROM pg_catalog.pg_attribute
+              WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.=) $2 AND NOT attisdropped",
+            None,
+            &[relid.into(), attnum.into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<bool>(3)?.unwrap_or(false),
+                r.get::<i32>(4)?.unwrap_or(-1),
+            )),
+            None => None,
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
+/// The attnum of column `name` of `relid`, if it has one.
+fn attnum_of(relid: pg_sys::Oid, name: &str) -> Option<i16> {
+    row_or_none(Spi::get_one_with_args::<i16>(
+        "SELECT attnum FROM pg_catalog.pg_attribute
+          WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2 AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
+        &[relid.into(), name.into()],
+    ))
+    .flatten()
+}
+
+/// The primary key of `relid`: (column names, attnums), in key order.
+fn primary_key(relid: pg_sys::Oid) -> (Vec<String>, Vec<i16>) {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT a.attname::pg_catalog.text, a.attnum
+               FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+               JOIN pg_catalog.pg_attribute a ON a.attnum OPERATOR(pg_catalog.=) k.attnum
+              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attrelid OPERATOR(pg_catalog.=) $1
+              ORDER BY k.n",
+            None,
+            &[relid.into()],
+        )?
+        .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<i16>(2)?.unwrap_or_default())))
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .into_iter()
+    .unzip()
+}
+
+const TEXT_TYPES: [&str; 3] = ["text", "character varying", "character"];
+
+mod enable;
+mod follow;
+mod status;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+

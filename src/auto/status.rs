@@ -1,0 +1,191 @@
+//! What users see of auto-encoding: visibility (`lr_may_see`, `lr_may_read`), the status and
+//! failed-rows views' rows, `lr_wait_for_encoding`.
+
+use pgrx::prelude::*;
+use pgrx::search_path;
+
+use crate::error::{raise, required, row_or_none, Code, OrRaise};
+use crate::security::{as_owner, caller, elevated, may_read, may_see};
+use crate::spi::{flatten, in_subtransaction, table_name};
+
+use super::*;
+
+/// True when the current role may see the keys and errors of `source`'s auto-encoding: it owns
+/// the table (row-level security of lr_encoding_errors, lr_failed_items).
+#[pg_extern(stable, parallel_safe, strict)]
+fn lr_may_see(source: pg_sys::Oid) -> bool {
+    may_see(caller(), source)
+}
+
+/// True when the current role may see that `source` is auto-encoded and how far: it owns the
+/// table or may read it (row-level security of lr_auto_encodings, lr_encoding_batches;
+/// lr_encoding_status, lr_wait_for_encoding).
+#[pg_extern(stable, parallel_safe, strict)]
+fn lr_may_read(source: pg_sys::Oid) -> bool {
+    may_read(caller(), source)
+}
+
+/// Waits until the queue of `source` has no pending row (true) or `timeout` passes (false).
+/// Failed rows do not count: they have left the queue's pending set. A paused table with pending
+/// rows gives false at once (with a NOTICE).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Option<pgrx::datum::Interval>, "'5 minutes'")) -> bool {
+    let source = required(source, "source").oid();
+    let timeout = required(timeout, "timeout");
+    let micros = timeout.as_micros().max(0) as u64;
+    let table = table_name(source);
+    let enc = encoding_of(source).filter(|_| may_read(caller(), source));
+    let Some(enc) = enc else {
+        raise(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            format!("lightretriever: {table} is not auto-encoded"),
+            Some("Enable it with lightretriever.lr_enable_auto_encoding."),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_micros(micros);
+    let pending = enc.statements().pending_exists();
+    let paused = "SELECT status OPERATOR(pg_catalog.=) 'paused' FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1";
+    loop {
+        // A fresh snapshot each time (a volatile function's SPI statements take new ones).
+        if elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR) != Some(true) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        // Nothing drains a paused queue: waiting could only time out.
+        if elevated(|| Spi::get_one_with_args::<bool>(paused, &[enc.id.into()])).ok().flatten() == Some(true) {
+            pgrx::notice!("lightretriever: the auto-encoding of {table} is paused; resume it with lightretriever.lr_resume_auto_encoding");
+            return false;
+        }
+        Spi::run("SELECT pg_catalog.pg_sleep(0.05)").or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    }
+}
+
+/// Per auto-encoded table the caller may see: queue depth, rows in flight (the batch a worker is
+/// encoding now, as it reports in pg_stat_activity), failed rows, rows with a vector, recent
+/// rate, last error. A table whose state cannot be read shows `status` 'broken' and the reason
+/// as `last_error`, rather than breaking the view for everyone.
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn lr_encoding_status_rows() -> TableIterator<
+    'static,
+    (
+        name!(source, pg_sys::Oid),
+        name!(model, String),
+        name!(sparse_model, Option<String>),
+        name!(status, String),
+        name!(pending, i64),
+        name!(in_flight, i64),
+        name!(failed, i64),
+        name!(done, Option<i64>),
+        name!(rows_per_second, f64),
+        name!(last_error, Option<String>),
+        name!(last_error_at, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(worker_pid, Option<i32>),
+    ),
+> {
+    let who = caller();
+    let mut rows = Vec::new();
+    for enc in encodings("", &[]) {
+        if !may_read(who, enc.source) {
+            continue;
+        }
+        let statements = enc.statements();
+        let status = flatten(in_subtransaction(|| {
+            let (queued, failed) = elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts()))?;
+            let (in_flight, worker) = Spi::get_two_with_args::<i64, i32>(
+                "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
+                        pg_catalog.max(a.pid)
+                   FROM pg_catalog.pg_stat_activity a
+                  WHERE a.backend_type OPERATOR(pg_catalog.=) 'lightretriever encoder'
+                    AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
+                &[enc.id.into()],
+            )?;
+            let done = as_owner(enc.source, || Spi::get_one::<i64>(&statements.count_vectors()))?;
+            let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
+                "SELECT (COALESCE(pg_catalog.sum(b.rows) FILTER (WHERE b.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)), 0) OPERATOR(pg_catalog./) 60.0)::pg_catalog.float8,
+                        (pg_catalog.array_agg(b.worker_pid ORDER BY b.at DESC))[1]
+                   FROM lightretriever.lr_encoding_batches b WHERE b.encoding_id OPERATOR(pg_catalog.=) $1",
+                &[enc.id.into()],
+            )?;
+            // Error messages can quote the table's data: its owner's only (row-level security).
+            let (error, error_at) = row_or_none(Spi::get_two_with_args::<String, pgrx::datum::TimestampWithTimeZone>(
+                "SELECT r.error, r.at FROM lightretriever.lr_encoding_errors r WHERE r.encoding_id OPERATOR(pg_catalog.=) $1 ORDER BY r.id DESC LIMIT 1",
+                &[enc.id.into()],
+            ))
+            .unwrap_or((None, None));
+            let queued = queued.unwrap_or(0);
+            let in_flight = in_flight.unwrap_or(0);
+            Ok::<_, pgrx::spi::SpiError>((
+                enc.status.clone(),
+                (queued - in_flight).max(0),
+                in_flight,
+                failed.unwrap_or(0),
+                done,
+                rate.unwrap_or(0.0),
+                error,
+                error_at,
+                worker.or(last_batch_pid),
+            ))
+        }));
+        let row = status.unwrap_or_else(|e| ("broken".to_owned(), 0, 0, 0, None, 0.0, Some(e), None, None));
+        rows.push((enc.source, enc.model, enc.sparse_model, row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8));
+    }
+    TableIterator::new(rows)
+}
+
+/// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may
+/// see: the primary key as jsonb (integer keys as numbers, others as their text), last error,
+/// attempts. `lr_retry_failed` puts them back in the queue.
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+fn lr_failed_items_rows() -> TableIterator<
+    'static,
+    (
+        name!(encoding_id, i32),
+        name!(source, pg_sys::Oid),
+        name!(row_key, pgrx::JsonB),
+        name!(error, Option<String>),
+        name!(attempts, i32),
+        name!(failed_at, Option<pgrx::datum::TimestampWithTimeZone>),
+    ),
+> {
+    let who = caller();
+    let mut rows = Vec::new();
+    for enc in encodings("", &[]) {
+        if !may_see(who, enc.source) {
+            continue;
+        }
+        let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
+        let failed = flatten(in_subtransaction(|| {
+            elevated(|| Spi::connect(|c| {
+                c.select(&enc.statements().failed_rows(), None, &[])?
+                    .map(|r| {
+                        Ok((
+                            r.get::<Vec<String>>(1)?.unwrap_or_default(),
+                            r.get::<String>(2)?,
+                            r.get::<i32>(3)?.unwrap_or(0),
+                            r.get::<pgrx::datum::TimestampWithTimeZone>(4)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            }))
+        }));
+        for (key, error, attempts, at) in failed.unwrap_or_default() {
+            let mut object = serde_json::Map::new();
+            for ((name, value), number) in enc.key_columns.iter().zip(key).zip(&numeric) {
+                let v = match value.parse::<i64>() {
+                    Ok(n) if *number => serde_json::Value::from(n),
+                    _ => serde_json::Value::from(value),
+                };
+                object.insert(name.clone(), v);
+            }
+            rows.push((enc.id, enc.source, pgrx::JsonB(serde_json::Value::Object(object)), error, attempts, at));
+        }
+    }
+    TableIterator::new(rows)
+}
+

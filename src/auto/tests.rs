@@ -1,0 +1,170 @@
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use crate::test_support::*;
+    use pgrx::prelude::*;
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    fn queued(queue: &str) -> i64 {
+        count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\""))
+    }
+
+    /// The #[pg_test] server starts no worker: the triggers and the queue are observable as they
+    /// are left, row by row.
+    #[pg_test]
+    fn triggers_queue_exactly_the_rows_that_need_encoding() {
+        register_dense_model();
+        Spi::run(
+            "CREATE SCHEMA \"Q s\";
+             CREATE TABLE \"Q s\".\"Docs\" (id int PRIMARY KEY, body text, tag int DEFAULT 0);
+             INSERT INTO \"Q s\".\"Docs\" VALUES (1, 'one', 0), (2, NULL, 0), (3, 'three', 0);
+             SELECT lightretriever.lr_enable_auto_encoding('\"Q s\".\"Docs\"', 'body', 'minilm');",
+        )
+        .unwrap();
+        let queue = Spi::get_one::<String>(
+            "SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = '\"Q s\".\"Docs\"'::regclass",
+        )
+        .unwrap()
+        .unwrap();
+        // Backfill: the two rows with text; the column is vector(384).
+        assert_eq!(queued(&queue), 2);
+        let typ = Spi::get_one::<String>(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '\"Q s\".\"Docs\"'::regclass AND attname = 'body_embedding'",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(typ, "vector(384)");
+        // Insert with text: queued; with NULL text: not queued.
+        Spi::run("INSERT INTO \"Q s\".\"Docs\" VALUES (4, 'four', 0), (5, NULL, 0)").unwrap();
+        assert_eq!(queued(&queue), 3);
+        // A vector written by the worker survives non-text updates, which queue nothing.
+        Spi::run("UPDATE \"Q s\".\"Docs\" SET body_embedding = lightretriever.lr_encode_document('one', 'minilm') WHERE id = 1").unwrap();
+        Spi::run("UPDATE \"Q s\".\"Docs\" SET tag = 7 WHERE id = 1").unwrap();
+        assert_eq!(queued(&queue), 3);
+        assert_eq!(count("SELECT count(*) FROM \"Q s\".\"Docs\" WHERE id = 1 AND body_embedding IS NOT NULL"), 1);
+        // Same text again: nothing; new text: the stale vector is cleared and the row queued.
+        Spi::run("UPDATE \"Q s\".\"Docs\" SET body = 'one' WHERE id = 1").unwrap();
+        assert_eq!(queued(&queue), 3);
+        Spi::run("UPDATE \"Q s\".\"Docs\" SET body = 'uno' WHERE id = 1").unwrap();
+        assert_eq!(queued(&queue), 4);
+        assert_eq!(count("SELECT count(*) FROM \"Q s\".\"Docs\" WHERE id = 1 AND body_embedding IS NULL"), 1);
+        // Text set to NULL: vector cleared, nothing queued.
+        Spi::run("UPDATE \"Q s\".\"Docs\" SET body = NULL WHERE id = 3").unwrap();
+        assert_eq!(queued(&queue), 4);
+        // Delete: its queue entries go.
+        Spi::run("DELETE FROM \"Q s\".\"Docs\" WHERE id = 1").unwrap();
+        assert_eq!(queued(&queue), 2);
+        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\" WHERE key = ARRAY['1']")), 0);
+        // TRUNCATE empties the queue.
+        Spi::run("TRUNCATE \"Q s\".\"Docs\"").unwrap();
+        assert_eq!(queued(&queue), 0);
+        // The status view sees the table; DROP TABLE removes everything made for it.
+        assert_eq!(count("SELECT count(*) FROM lightretriever.lr_encoding_status WHERE source = '\"Q s\".\"Docs\"'::regclass"), 1);
+        Spi::run("DROP TABLE \"Q s\".\"Docs\"").unwrap();
+        assert_eq!(count("SELECT count(*) FROM lightretriever.lr_auto_encodings"), 0);
+        assert_eq!(count(&format!("SELECT count(*) FROM pg_class WHERE relname = '{queue}'")), 0);
+        assert_eq!(count("SELECT count(*) FROM pg_proc WHERE proname ~ '^lr_auto_encoding_[0-9]+_'"), 0);
+    }
+
+    /// Runs `setup`, then enables `table.column` on the default test model.
+    fn enable(setup: &str, table: &str, column: &str) {
+        register_dense_model();
+        Spi::run(setup).unwrap();
+        Spi::run_with_args("SELECT lightretriever.lr_enable_auto_encoding($1::regclass, $2, 'minilm')", &[table.into(), column.into()])
+            .unwrap();
+    }
+
+    #[pg_test(error = "lightretriever: \"Q s\".nokey has no primary key")]
+    fn a_table_without_primary_key_is_refused() {
+        enable("CREATE SCHEMA \"Q s\"; CREATE TABLE \"Q s\".nokey (body text)", "\"Q s\".nokey", "body");
+    }
+
+    #[pg_test(error = "lightretriever: column \"n\" of public.t_int is integer, not text")]
+    fn a_non_text_column_is_refused() {
+        enable("CREATE TABLE t_int (id int PRIMARY KEY, n int)", "t_int", "n");
+    }
+
+    #[pg_test(error = "lightretriever: public.t_nocol has no column \"nope\"")]
+    fn a_missing_column_is_refused() {
+        enable("CREATE TABLE t_nocol (id int PRIMARY KEY, body text)", "t_nocol", "nope");
+    }
+
+    #[pg_test(error = "lightretriever: column \"full_text\" of public.t_gen is a generated column")]
+    fn a_generated_column_is_refused() {
+        enable(
+            "CREATE TABLE t_gen (id int PRIMARY KEY, title text, body text, full_text text GENERATED ALWAYS AS (title || ' ' || body) STORED)",
+            "t_gen",
+            "full_text",
+        );
+    }
+
+    #[pg_test(error = "lightretriever: public.t_twice is already auto-encoded")]
+    fn enabling_twice_is_refused() {
+        enable("CREATE TABLE t_twice (id int PRIMARY KEY, body text)", "t_twice", "body");
+        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('t_twice', 'body', 'minilm')").unwrap();
+    }
+
+    #[pg_test(error = "lightretriever: no encoder worker is running, and models do not run in backends")]
+    fn without_a_worker_models_do_not_run_in_backends() {
+        register_dense_model();
+        Spi::run("SET LOCAL lightretriever.allow_backend_models = off").unwrap();
+        Spi::run("SELECT lightretriever.lr_encode_document('x', 'minilm')").unwrap();
+    }
+
+    #[pg_test]
+    fn renamed_columns_are_followed_and_breaking_changes_refused() {
+        enable("CREATE TABLE t_ren (id int PRIMARY KEY, body text); INSERT INTO t_ren VALUES (1, 'x')", "t_ren", "body");
+        Spi::run("ALTER TABLE t_ren RENAME COLUMN body TO content; ALTER TABLE t_ren RENAME COLUMN body_embedding TO emb").unwrap();
+        let names = Spi::get_two::<String, String>("SELECT text_column::text, vector_column::text FROM lightretriever.lr_auto_encodings").unwrap();
+        assert_eq!(names, (Some("content".into()), Some("emb".into())));
+        // The regenerated triggers use the new names: writes work and queue as before.
+        Spi::run("INSERT INTO t_ren VALUES (2, 'two'); UPDATE t_ren SET content = 'uno' WHERE id = 1").unwrap();
+        let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
+        assert_eq!(Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever.\"{queue}\"")).unwrap(), Some(3));
+        assert_eq!(
+            error_of("ALTER TABLE t_ren DROP CONSTRAINT t_ren_pkey"),
+            "lightretriever: public.t_ren is auto-encoded: its primary key (id) cannot be dropped or changed"
+        );
+        assert_eq!(
+            error_of("ALTER TABLE t_ren DROP COLUMN emb"),
+            "lightretriever: public.t_ren is auto-encoded: its vector column \"emb\" cannot be dropped"
+        );
+        assert_eq!(
+            error_of("ALTER TABLE t_ren ALTER COLUMN emb TYPE vector(3) USING NULL"),
+            "lightretriever: public.t_ren is auto-encoded: its vector column \"emb\" must stay vector(384), not public.vector(3)"
+        );
+        assert_eq!(
+            error_of("ALTER TABLE t_ren DROP COLUMN content CASCADE"),
+            "lightretriever: public.t_ren is auto-encoded: its text column \"content\" cannot be dropped"
+        );
+        // Unrelated changes pass; the status view keeps working.
+        Spi::run("ALTER TABLE t_ren ADD COLUMN tag int").unwrap();
+        assert_eq!(Spi::get_one::<String>("SELECT status FROM lightretriever.lr_encoding_status").unwrap().as_deref(), Some("active"));
+    }
+
+    #[pg_test]
+    fn null_arguments_are_named_errors() {
+        register_dense_model();
+        for (sql, argument) in [
+            ("SELECT lightretriever.lr_enable_auto_encoding(NULL, 'body')", "source"),
+            ("SELECT lightretriever.lr_enable_auto_encoding('pg_class', NULL)", "text_column"),
+            ("SELECT lightretriever.lr_disable_auto_encoding(NULL)", "source"),
+            ("SELECT lightretriever.lr_retry_failed(NULL)", "source"),
+            ("SELECT * FROM lightretriever.lr_search(NULL, 'q')", "source"),
+            ("SELECT * FROM lightretriever.lr_search('pg_class', NULL)", "query"),
+            ("SELECT lightretriever.lr_register_model(NULL, '/x')", "name"),
+            ("SELECT lightretriever.lr_drop_model(NULL)", "name"),
+            ("SELECT lightretriever.lr_build_query_table('minilm', dtype => NULL)", "dtype"),
+            ("SELECT lightretriever.lr_fit_query_table('minilm', 'pg_class', NULL)", "text_column"),
+            ("SELECT lightretriever.lr_fit_sparse_query_weights(NULL, 'pg_class', 'relname')", "model"),
+            ("SELECT lightretriever.lr_encode_query_sparse('q', 'minilm', NULL)", "weighting"),
+            ("SELECT lightretriever.lr_wait_for_encoding(NULL)", "source"),
+        ] {
+            assert_eq!(error_of(sql), format!("lightretriever: argument \"{argument}\" must not be NULL"), "{sql}");
+        }
+    }
+}

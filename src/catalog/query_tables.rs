@@ -1,0 +1,27 @@
+//! The query-table catalog (`lr_query_tables`): where table files live and what keys them.
+
+use lr_model::ModelFamily;
+
+use crate::error::{raise, Code};
+
+/// Where table files live, relative to the data directory (a backend's working directory).
+pub const TABLE_DIR: &str = "lightretriever/tables";
+
+/// The hint of every error about a table file that is not what its catalog row says.
+pub const REBUILD_HINT: &str =
+    "Table files are not part of backups or replicas, and must not be changed by hand: rebuild with lightretriever.lr_build_query_table.";
+
+pub fn instruction_key(instruction: Option<&str>) -> &str {
+    instruction.unwrap_or("")
+}
+
+/// Refuses an instruction for models that take none (BERT-family encoders).
+pub fn check_instruction(name: &str, info: &lr_model::ModelInfo, instruction: Option<&str>, function: &str) {
+    if instruction.is_some() && info.family == ModelFamily::Bert {
+        raise(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("lightretriever: model \"{name}\" is a BERT-family encoder, which takes no instruction"),
+            Some(&format!("Call {function} with instruction => NULL; instruction tables need a decoder LLM.")),
+        );
+    }
+}

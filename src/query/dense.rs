@@ -1,0 +1,190 @@
+//! The dense query side: `lr_encode_query`, the mean of per-token rows of the query table,
+//! inside the backend (no model, no inference, a shared read-only mapping).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use lr_table::{LookupEncoder, QueryTable};
+use pgrx::prelude::*;
+
+use crate::error::{raise, Code, OrRaise};
+use crate::guc::resolve_model;
+use crate::pgvector::Vector;
+
+use crate::catalog::query_tables::{instruction_key, REBUILD_HINT};
+
+/// Identifies one statement's view of the catalog: its start time, the command counter (a
+/// table built earlier in the same top-level statement bumps it) and the local transaction id
+/// (a `DO` block that COMMITs runs one statement over several transactions, whose command
+/// counters start again at 0).
+type StatementKey = (i64, u32, u32);
+
+fn statement_key() -> StatementKey {
+    // SAFETY: MyProc is this backend's own PGPROC, valid for the backend's life.
+    unsafe {
+        #[cfg(not(feature = "pg17"))]
+        let lxid = (*pg_sys::MyProc).lxid;
+        #[cfg(feature = "pg17")]
+        let lxid = (*pg_sys::MyProc).vxid.lxid;
+        (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false), lxid)
+    }
+}
+
+struct CachedLookup {
+    /// The lr_query_tables row version (xmin/ctid) the table was opened for.
+    row: String,
+    /// The statement in which the file was last seen unchanged (fstat once per statement).
+    checked: StatementKey,
+    encoder: Rc<LookupEncoder>,
+}
+
+thread_local! {
+    /// Open tables by (model, instruction); the mapping is shared with every other backend
+    /// through the page cache.
+    static LOOKUPS: RefCell<HashMap<(String, String), CachedLookup>> = RefCell::new(HashMap::new());
+    /// The last answer, valid for one statement (the function is STABLE): a sequential scan
+    /// ordering by `embedding <#> lr_encode_query('...')` asks once per row.
+    static LAST: RefCell<Option<(StatementKey, String, String, String, Vec<f32>)>> = const { RefCell::new(None) };
+}
+
+/// Opens `file` as the table the catalog row describes: header, size and data checksum are
+/// verified (lr-table), then the checksum, model, instruction and shape against the catalog (a
+/// table of another model copied in place is refused), then the tokenizer it was built with.
+fn open_table(model: &str, instruction: &str, file: &str, expected: lr_table::Expected) -> LookupEncoder {
+    let table = QueryTable::open(&PathBuf::from(file))
+        .unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {e}"), Some(REBUILD_HINT)));
+    table.verify_against(&expected).unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {e}"), Some(REBUILD_HINT)));
+    let meta = table.meta().or_raise(Code::ERRCODE_DATA_CORRUPTED);
+    // The adapter's tokenizer when a LoRA adapter ships one (the released ones lowercase).
+    let tokenizer_path = crate::catalog::load_model(model).tokenizer_path();
+    let fingerprint = lr_table::fingerprint_file(&tokenizer_path).or_raise(Code::ERRCODE_IO_ERROR);
+    if fingerprint != meta.tokenizer_fingerprint {
+        raise(
+            Code::ERRCODE_DATA_EXCEPTION,
+            format!("lightretriever: {} has changed since the query table of \"{model}\" was built", tokenizer_path.display()),
+            Some("Rebuild the table with lightretriever.lr_build_query_table."),
+        );
+    }
+    let _ = instruction;
+    let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
+    LookupEncoder::new(table, tokenizer)
+}
+
+/// Forgets this backend's open table of (model, instruction) (its file changed under it).
+fn forget_lookup(model: &str, instruction: &str) {
+    LOOKUPS.with(|m| m.borrow_mut().remove(&(model.to_owned(), instruction.to_owned())));
+}
+
+/// The lookup encoder for the newest table of (model, instruction). A table already open in
+/// this backend is checked once per statement (fstat: truncated, replaced or modified files are
+/// noticed and re-opened — and then verified again, so a damaged file is an error, never wrong
+/// vectors; a read fault on a truncated mapping is caught by lr-table's SIGBUS guard).
+fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc<LookupEncoder> {
+    let found = Spi::connect(|c| {
+        let mut rows = c.select(
+            "SELECT t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
+                    t.checksum, t.rows, t.dims
+               FROM lightretriever.lr_query_tables t
+               JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
+              WHERE t.model OPERATOR(pg_catalog.=) $1 AND t.instruction OPERATOR(pg_catalog.=) $2
+              ORDER BY t.version DESC LIMIT 1",
+            None,
+            &[model.into(), instruction.into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<i64>(4)?.unwrap_or(0),
+                r.get::<i32>(5)?.unwrap_or(0),
+            )),
+            None => None,
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let Some((file, row, checksum, rows, dims)) = found else {
+        crate::catalog::load_model(model); // a missing model is its own error
+        let call = if instruction.is_empty() {
+            format!("SELECT lightretriever.lr_build_query_table('{model}')")
+        } else {
+            format!("SELECT lightretriever.lr_build_query_table('{model}', instruction => ...)")
+        };
+        raise(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            format!(
+                "lightretriever: model \"{model}\" has no query table{}",
+                if instruction.is_empty() { String::new() } else { format!(" for instruction \"{instruction}\"") }
+            ),
+            Some(&format!("Build it once (as a superuser) with {call}.")),
+        )
+    };
+    let key = (model.to_owned(), instruction.to_owned());
+    // The catalog row identifies the table (file names are unique per build too).
+    let cached = LOOKUPS.with(|m| m.borrow().get(&key).filter(|c| c.row == row).map(|c| (c.checked, c.encoder.clone())));
+    if let Some((checked, enc)) = cached {
+        if checked == statement {
+            return enc;
+        }
+        if enc.check_unchanged().is_ok() {
+            LOOKUPS.with(|m| m.borrow_mut().get_mut(&key).map(|c| c.checked = statement));
+            return enc;
+        }
+        forget_lookup(model, instruction); // changed on disk: open it again, and verify it again
+    }
+    let expected = lr_table::Expected {
+        checksum: u64::from_str_radix(&checksum, 16).unwrap_or(0),
+        model: model.to_owned(),
+        instruction: (!instruction.is_empty()).then(|| instruction.to_owned()),
+        rows: rows as usize,
+        dims: dims as usize,
+    };
+    let enc = Rc::new(open_table(model, instruction, &file, expected));
+    LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { row, checked: statement, encoder: enc.clone() }));
+    enc
+}
+
+/// Encodes a query by table lookup: tokens (no special tokens, at most 512) → mean of their
+/// rows → L2-normalised. No model weights are touched. NULL query gives NULL.
+#[pg_extern(stable, parallel_safe)]
+fn lr_encode_query(
+    query: Option<&str>,
+    model: default!(Option<&str>, "NULL"),
+    instruction: default!(Option<&str>, "NULL"),
+) -> Option<Vector> {
+    Some(Vector(encode_query(query?, model, instruction)))
+}
+
+/// The lookup encoding of `query` (shared by `lr_encode_query` and `lr_search`).
+pub fn encode_query(query: &str, model: Option<&str>, instruction: Option<&str>) -> Vec<f32> {
+    let model = resolve_model(model);
+    let instruction = instruction_key(instruction.filter(|s| !s.is_empty())).to_owned();
+    let statement = statement_key();
+    let hit = LAST.with(|l| {
+        l.borrow().as_ref().and_then(|(ts, q, m, i, v)| {
+            (*ts == statement && q == query && *m == model && *i == instruction).then(|| v.clone())
+        })
+    });
+    if let Some(v) = hit {
+        return v;
+    }
+    let mut encoded = lookup_encoder(&model, &instruction, statement).encode(query);
+    if matches!(encoded, Err(lr_table::LookupError::TableChanged(_))) {
+        // The mapping read a page the file no longer has: open the file again (and verify it).
+        forget_lookup(&model, &instruction);
+        encoded = lookup_encoder(&model, &instruction, statement).encode(query);
+    }
+    let v = encoded.unwrap_or_else(|e| {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("lightretriever: cannot encode the query: {e}"),
+            matches!(e, lr_table::LookupError::NoTokens)
+                .then_some("A query needs at least one token; empty or blank text has none."),
+        )
+    });
+    LAST.with(|l| *l.borrow_mut() = Some((statement, query.to_owned(), model, instruction, v.clone())));
+    v
+}
+

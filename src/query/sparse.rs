@@ -1,0 +1,149 @@
+//! The sparse side of LightRetriever: documents by a masked-LM head (SPLADE-style
+//! `max_pos log(1 + relu(logits))`), queries by raw token counts — no model on the query path —
+//! times per-id weights once `lr_fit_sparse_query_weights` has fitted them on the user's corpus.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use lr_table::MAX_QUERY_TOKENS;
+use pgrx::prelude::*;
+
+use crate::error::{raise, Code, OrRaise};
+use crate::guc::resolve_sparse_model;
+use crate::catalog::require_lm_head;
+use crate::pgvector::{to_sparsevec, SparseVec};
+
+thread_local! {
+    /// Query tokenizers by model path: the query side needs only the vocabulary.
+    static TOKENIZERS: RefCell<HashMap<String, Rc<lr_tokenizer::QueryTokenizer>>> = RefCell::new(HashMap::new());
+    /// Fitted query weights by model, with the catalog row version (xmin/ctid) they were read at (a refit,
+    /// or a model dropped and fitted again, writes a new row version).
+    static WEIGHTS: RefCell<HashMap<String, (String, Rc<Vec<f32>>)>> = RefCell::new(HashMap::new());
+}
+
+/// How a sparse query's token counts are weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryWeighting {
+    /// The fitted weights when the model has some, else raw counts.
+    Auto,
+    /// Raw counts (LightRetriever's query side), fitted weights or not.
+    Counts,
+    /// The fitted weights; an error when there are none.
+    Fitted,
+}
+
+impl QueryWeighting {
+    fn parse(s: &str) -> QueryWeighting {
+        match s {
+            "auto" => QueryWeighting::Auto,
+            "counts" => QueryWeighting::Counts,
+            "fitted" => QueryWeighting::Fitted,
+            other => raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("lightretriever: unknown sparse query weighting \"{other}\""),
+                Some("Use 'auto' (fitted weights when there are some), 'counts' or 'fitted'."),
+            ),
+        }
+    }
+}
+
+/// The fitted query weights of sparse model `name`, if any (read once per row version per
+/// backend). The tokenizer must be the one they were fitted with.
+fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<Vec<f32>>> {
+    let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
+        "SELECT xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) ctid::pg_catalog.text
+           FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
+        &[name.into()],
+    ))
+    .flatten()?;
+    if let Some(w) = WEIGHTS.with(|m| m.borrow().get(name).filter(|c| c.0 == version).map(|c| c.1.clone())) {
+        return Some(w);
+    }
+    let (weights, fingerprint) = Spi::get_two_with_args::<Vec<Option<f32>>, String>(
+        "SELECT weights, tokenizer_fingerprint FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
+        &[name.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let refit = format!("Refit them: SELECT lightretriever.lr_fit_sparse_query_weights('{name}', source, text_column).");
+    let current = lr_table::fingerprint_file(&info.tokenizer_path()).or_raise(Code::ERRCODE_IO_ERROR);
+    if fingerprint.as_deref() != Some(current.as_str()) {
+        raise(
+            Code::ERRCODE_DATA_EXCEPTION,
+            format!("lightretriever: the tokenizer of model \"{name}\" has changed since its sparse query weights were fitted"),
+            Some(&refit),
+        );
+    }
+    let weights: Vec<f32> = weights.unwrap_or_default().into_iter().map(|w| w.unwrap_or(f32::NAN)).collect();
+    if weights.len() != info.vocab_size || weights.iter().any(|w| !w.is_finite()) {
+        raise(
+            Code::ERRCODE_DATA_CORRUPTED,
+            format!("lightretriever: the sparse query weights of model \"{name}\" are not {} finite values", info.vocab_size),
+            Some(&refit),
+        );
+    }
+    let weights = Rc::new(weights);
+    WEIGHTS.with(|m| m.borrow_mut().insert(name.to_owned(), (version, weights.clone())));
+    Some(weights)
+}
+
+/// The sparse query side: raw counts of the query's token ids (no special tokens, at most
+/// 512 tokens, as on the dense lookup path), each times its id's fitted weight when the model
+/// has some (`weighting` 'auto'; 'counts' never weights, 'fitted' insists). No model weights
+/// are read.
+#[pg_extern(stable, parallel_safe)]
+fn lr_encode_query_sparse(
+    query: Option<&str>,
+    model: default!(Option<&str>, "NULL"),
+    weighting: default!(Option<&str>, "'auto'"),
+) -> Option<SparseVec> {
+    let weighting = QueryWeighting::parse(crate::error::required(weighting, "weighting"));
+    Some(encode_query_sparse(query?, model, weighting))
+}
+
+/// The sparse query encoding (shared by `lr_encode_query_sparse` and `lr_search`).
+pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWeighting) -> SparseVec {
+    let name = resolve_sparse_model(model);
+    let info = crate::catalog::load_model(&name);
+    // Counts over a dense model's vocabulary would match nothing meaningful: say so.
+    require_lm_head(&name, &info);
+    // The adapter's tokenizer wins when a LoRA adapter ships one.
+    let key = info.tokenizer_path().to_string_lossy().into_owned();
+    let tokenizer = match TOKENIZERS.with(|m| m.borrow().get(&key).cloned()) {
+        Some(t) => t,
+        None => {
+            let t = Rc::new(lr_tokenizer::QueryTokenizer::new(
+                lr_tokenizer::load_tokenizer(Path::new(&key), None).or_raise(Code::ERRCODE_IO_ERROR),
+            ));
+            TOKENIZERS.with(|m| m.borrow_mut().insert(key, t.clone()));
+            t
+        }
+    };
+    // Cut before tokenizing: a huge query costs what its first MAX_QUERY_TOKENS ids cost.
+    let ids = tokenizer.first_ids(query, MAX_QUERY_TOKENS).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
+    if ids.is_empty() {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lightretriever: the query has no tokens",
+            Some("Pass a query with at least one word."),
+        );
+    }
+    let mut pairs = lr_tokenizer::counts_of(&ids);
+    let weights = match weighting {
+        QueryWeighting::Counts => None,
+        QueryWeighting::Auto => fitted_weights(&name, &info),
+        QueryWeighting::Fitted => Some(fitted_weights(&name, &info).unwrap_or_else(|| {
+            raise(
+                Code::ERRCODE_UNDEFINED_OBJECT,
+                format!("lightretriever: sparse model \"{name}\" has no fitted query weights"),
+                Some(&format!("Fit them (as a superuser): SELECT lightretriever.lr_fit_sparse_query_weights('{name}', source, text_column).")),
+            )
+        })),
+    };
+    if let Some(w) = weights {
+        // Ids past the model's vocabulary cannot be in a document vector; to_sparsevec names them.
+        pairs.iter_mut().for_each(|(id, c)| *c *= w.get(*id as usize).copied().unwrap_or(1.0));
+    }
+    to_sparsevec(info.vocab_size, pairs)
+}

@@ -1,0 +1,233 @@
+//! Query tables: building the untrained table (`lr_build_query_table`, every vocabulary id
+//! through the full model), the file-and-catalog write every version goes through, and build
+//! progress (`lr_build_progress`).
+
+use std::path::Path;
+
+use lr_model::ModelInfo;
+use lr_service::Task;
+use lr_table::{Dtype, TableMeta, TableWriter};
+use pgrx::prelude::*;
+use pgrx::{register_xact_callback, search_path, PgXactCallbackEvent};
+
+use crate::error::{raise, require_superuser, required, Code, OrRaise};
+use crate::guc::resolve_model;
+
+use crate::catalog::query_tables::{check_instruction, instruction_key, TABLE_DIR};
+
+/// Vocabulary ids per forward pass while building (all inputs are 3 tokens long).
+const BUILD_BATCH: usize = 256;
+
+/// Writes a new table version of (model, instruction) — `fill` streams its rows (and weights)
+/// — and records it in `lr_query_tables`. The previous version stays until this transaction
+/// commits; a rollback or error removes the new file. Returns (version, file).
+pub(super) fn write_table_version(
+    name: &str,
+    info: &lr_model::ModelInfo,
+    instruction: Option<&str>,
+    method: &str,
+    build: serde_json::Value,
+    dims: usize,
+    dtype: Dtype,
+    fill: impl FnOnce(&mut TableWriter),
+) -> (i32, String) {
+    let key = instruction_key(instruction);
+    let version = Spi::get_one_with_args::<i32>(
+        "SELECT COALESCE(pg_catalog.max(version), 0) OPERATOR(pg_catalog.+) 1 FROM lightretriever.lr_query_tables
+          WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2",
+        &[name.into(), key.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .unwrap_or(1);
+    std::fs::create_dir_all(TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
+    // The directory is the cluster's: the database's OID keeps databases apart (the same model
+    // name and version in two databases are two files), and a stamp makes every build's name
+    // new (a model dropped and built again in one transaction must not have its new file
+    // removed by the drop's commit-time cleanup).
+    let database = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ ((std::process::id() as u64) << 40);
+    let file = format!(
+        "{TABLE_DIR}/db{database}-{name}-{:016x}-v{version}-{stamp:016x}.lrt",
+        lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, key.as_bytes())
+    );
+    let tokenizer_fingerprint =
+        lr_table::fingerprint_file(&info.tokenizer_path()).or_raise(Code::ERRCODE_IO_ERROR);
+    let meta = TableMeta {
+        model: name.to_owned(),
+        instruction: instruction.map(str::to_owned),
+        tokenizer_fingerprint,
+        build,
+    };
+    // A rollback (or an error below) must not leave the new file behind.
+    let cleanup = file.clone();
+    register_xact_callback(PgXactCallbackEvent::Abort, move || {
+        let _ = std::fs::remove_file(&cleanup);
+    });
+    let mut writer = TableWriter::create(Path::new(&file), &meta, info.vocab_size as u64, dims as u32, dtype)
+        .or_raise(Code::ERRCODE_IO_ERROR);
+    fill(&mut writer);
+    let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
+    Spi::run_with_args(
+        "INSERT INTO lightretriever.lr_query_tables
+           (model, instruction, version, file, rows, dims, dtype, checksum, method, build)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            name.into(),
+            key.into(),
+            version.into(),
+            file.as_str().into(),
+            (info.vocab_size as i64).into(),
+            (dims as i32).into(),
+            dtype.name().into(),
+            format!("{checksum:016x}").into(),
+            method.into(),
+            pgrx::JsonB(meta.build.clone()).into(),
+        ],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    (version, file)
+}
+
+/// Where running builds publish their progress (one file per backend, read by
+/// `lr_build_progress`): other sessions cannot see the building transaction's rows.
+const PROGRESS_DIR: &str = "lightretriever/progress";
+
+/// This backend's progress file while a table is built; removed when dropped (also on error,
+/// as the error unwinds through the build).
+struct BuildProgress {
+    file: String,
+    head: serde_json::Value,
+}
+
+impl BuildProgress {
+    fn start(model: &str, instruction: Option<&str>, total: usize) -> Self {
+        let _ = std::fs::create_dir_all(PROGRESS_DIR);
+        let pid = unsafe { pgrx::pg_sys::MyProcPid };
+        let started = Spi::get_one::<String>("SELECT pg_catalog.now()::pg_catalog.text").ok().flatten();
+        let head = serde_json::json!({"pid": pid, "model": model, "instruction": instruction.unwrap_or(""),
+                                      "total": total, "started_at": started});
+        let p = BuildProgress { file: format!("{PROGRESS_DIR}/{pid}.json"), head };
+        p.update(0);
+        p
+    }
+
+    fn update(&self, done: usize) {
+        let mut v = self.head.clone();
+        v["done"] = done.into();
+        // Written beside and renamed, so that a reader never sees half a file.
+        let tmp = format!("{}.tmp", self.file);
+        if std::fs::write(&tmp, v.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.file);
+        }
+    }
+}
+
+impl Drop for BuildProgress {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Table builds running now, in any session: one row per building backend.
+#[pg_extern(volatile, parallel_restricted)]
+fn lr_build_progress() -> TableIterator<
+    'static,
+    (
+        name!(pid, i32),
+        name!(model, String),
+        name!(instruction, String),
+        name!(done, i64),
+        name!(total, i64),
+        name!(started_at, Option<String>),
+    ),
+> {
+    // A backend that crashed mid-build leaves its file behind: show live backends only.
+    let live: Vec<i32> = Spi::connect(|c| {
+        c.select("SELECT pid FROM pg_catalog.pg_stat_activity", None, &[])?
+            .map(|r| r.get::<i32>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(PROGRESS_DIR).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+            continue;
+        };
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let pid = v["pid"].as_i64().unwrap_or(0) as i32;
+        if !live.contains(&pid) {
+            continue;
+        }
+        rows.push((
+            pid,
+            text("model"),
+            text("instruction"),
+            v["done"].as_i64().unwrap_or(0),
+            v["total"].as_i64().unwrap_or(0),
+            v["started_at"].as_str().map(str::to_owned),
+        ));
+    }
+    TableIterator::new(rows)
+}
+
+/// Rows of the untrained table (each id through the full model, see
+/// `DocumentEncoder::table_rows`), streamed in batches, with progress as NOTICEs every 10%
+/// and in `lr_build_progress`.
+pub(super) fn untrained_rows(name: &str, info: &ModelInfo, instruction: Option<&str>, rows: usize, mut sink: impl FnMut(&[f32])) {
+    let ids: Vec<u32> = (0..rows as u32).collect();
+    let progress = BuildProgress::start(name, instruction, rows);
+    let mut done = 0;
+    let mut next_report = 10;
+    for chunk in ids.chunks(BUILD_BATCH) {
+        pgrx::check_for_interrupts!();
+        let task = Task::TableRows { instruction: instruction.map(str::to_owned), ids: chunk.to_vec() };
+        let vectors = crate::inference::dense(name, info, task);
+        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        sink(&flat);
+        done += chunk.len();
+        progress.update(done);
+        let percent = done * 100 / rows;
+        if percent >= next_report {
+            pgrx::notice!("lightretriever: query table for \"{name}\": {percent}% ({done} of {rows} tokens)");
+            next_report = percent / 10 * 10 + 10;
+        }
+    }
+}
+
+/// Builds the query table of `model` for `instruction`: every vocabulary id is encoded alone by
+/// the full model (`[CLS] id [SEP]` for BERT-family encoders) and its vector stored as one row.
+/// Writes a new table version; the previous one stays until this transaction commits.
+/// Returns the number of rows.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn lr_build_query_table(
+    model: default!(Option<&str>, "NULL"),
+    instruction: default!(Option<&str>, "NULL"),
+    dtype: default!(Option<&str>, "'f32'"),
+) -> i64 {
+    require_superuser("build query tables");
+    let dtype = required(dtype, "dtype");
+    let name = resolve_model(model);
+    // Two builds of one model (or a drop meanwhile) wait for each other.
+    crate::catalog::lock_model(&name);
+    let info = crate::catalog::load_model(&name);
+    let instruction = instruction.filter(|s| !s.is_empty());
+    check_instruction(&name, &info, instruction, "lr_build_query_table");
+    let Some(dtype) = Dtype::parse(dtype) else {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("lightretriever: dtype \"{dtype}\" is not f32 or f16"),
+            Some("f16 halves the table (and its page-cache footprint) for large LLM vocabularies."),
+        )
+    };
+    let build = serde_json::json!({"method": "token_forward", "input": lr_model::table_input(&info, instruction), "pooling": info.pooling.as_str()});
+    write_table_version(&name, &info, instruction, "token_forward", build, info.hidden_size, dtype, |writer| {
+        untrained_rows(&name, &info, instruction, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
+    });
+    info.vocab_size as i64
+}

@@ -1,0 +1,115 @@
+//! Builds, fits and lookups of query tables, and the sparse query side, in PostgreSQL.
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use crate::pgvector::Vector;
+    use crate::test_support::*;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn built_table_matches_reference_and_serves_hnsw_search() {
+        register_dense_model();
+        let rows = Spi::get_one::<i64>("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        assert_eq!(rows, Some(30522));
+        let meta = Spi::get_three::<i32, i32, String>(
+            "SELECT version, dims, method FROM lightretriever.lr_query_tables WHERE model = 'minilm'",
+        )
+        .unwrap();
+        assert_eq!(meta, (Some(1), Some(384), Some("token_forward".into())));
+
+        let r = reference();
+        for q in r["lookup_queries"].as_array().unwrap() {
+            let text = q["text"].as_str().unwrap();
+            if q["embedding"].is_null() {
+                continue; // no tokens: an error, tested on its own (tests/e2e)
+            }
+            let v = Spi::get_one_with_args::<Vector>("SELECT lightretriever.lr_encode_query($1, 'minilm')", &[text.into()])
+                .unwrap()
+                .unwrap();
+            assert_matches(&v.0, &floats(&q["embedding"]), text);
+        }
+
+        // ORDER BY <#> lr_encode_query(...) LIMIT k is answered by an HNSW index.
+        Spi::run("CREATE TEMP TABLE docs (id int PRIMARY KEY, body text, emb vector(384))").unwrap();
+        for (i, s) in r["sentences"].as_array().unwrap().iter().enumerate() {
+            Spi::run_with_args(
+                "INSERT INTO docs VALUES ($1, $2, lightretriever.lr_encode_document($2, 'minilm'))",
+                &[(i as i32).into(), s["text"].as_str().unwrap().into()],
+            )
+            .unwrap();
+        }
+        Spi::run("CREATE INDEX docs_emb_hnsw ON docs USING hnsw (emb vector_ip_ops)").unwrap();
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        let search = "SELECT id FROM docs ORDER BY emb <#> lightretriever.lr_encode_query('a man eating food', 'minilm') LIMIT 3";
+        let plan = Spi::explain(search).unwrap().0.to_string();
+        assert!(plan.contains("Index Scan") && plan.contains("docs_emb_hnsw"), "{plan}");
+        let by_index: Vec<i32> = Spi::connect(|c| {
+            c.select(search, None, &[]).unwrap().map(|r| r.get::<i32>(1).unwrap().unwrap()).collect()
+        });
+        Spi::run("SET LOCAL enable_indexscan = off").unwrap();
+        Spi::run("SET LOCAL enable_seqscan = on").unwrap();
+        let exact: Vec<i32> = Spi::connect(|c| {
+            c.select(search, None, &[]).unwrap().map(|r| r.get::<i32>(1).unwrap().unwrap()).collect()
+        });
+        assert_eq!(by_index, exact);
+        assert_eq!(exact.len(), 3);
+    }
+
+    /// Fitting on a small corpus writes version 2 (method fit, with weights), reduces its own
+    /// loss, and the lookup then serves the fitted table; a failing fit leaves the
+    /// catalog, the files and the served table as they were.
+    #[pg_test]
+    fn fitting_writes_a_new_version_and_lowers_its_loss() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("CREATE TEMP TABLE corpus (id int PRIMARY KEY, body text)").unwrap();
+        let r = reference();
+        let sentences: Vec<String> = r["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap().to_owned()).collect();
+        for i in 0..60 {
+            let text = format!("{} {}", sentences[i % sentences.len()], sentences[(i * 7 + 3) % sentences.len()]);
+            Spi::run_with_args("INSERT INTO corpus VALUES ($1, $2)", &[(i as i32).into(), text.into()]).unwrap();
+        }
+        let before = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('a man eating food', 'minilm')").unwrap().unwrap();
+        let report = Spi::get_one::<pgrx::JsonB>(
+            r#"SELECT lightretriever.lr_fit_query_table('minilm', 'corpus', 'body', options => '{"spans_per_doc": 4}')"#,
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(report["version"], 2, "{report}");
+        let (b, a) = (report["loss_train_before"].as_f64().unwrap(), report["loss_train_after"].as_f64().unwrap());
+        assert!(a < b, "loss {b} → {a}");
+        let method = Spi::get_one::<String>(
+            "SELECT method FROM lightretriever.lr_query_tables WHERE model = 'minilm' ORDER BY version DESC LIMIT 1",
+        )
+        .unwrap();
+        assert_eq!(method.as_deref(), Some("fit"));
+        Spi::run("SELECT 1").unwrap(); // a new statement: the lookup memo does not apply
+        let after = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('a man eating food', 'minilm')").unwrap().unwrap();
+        assert!(before.0.iter().zip(&after.0).any(|(x, y)| (x - y).abs() > 1e-3), "the fitted table is used");
+        // A failing fit changes nothing: the same versions and files, version 2 still served.
+        let catalog = "SELECT pg_catalog.string_agg(version || ' ' || method || ' ' || file, ', ' ORDER BY version)
+                         FROM lightretriever.lr_query_tables WHERE model = 'minilm'";
+        let files = "SELECT pg_catalog.string_agg(f, ', ' ORDER BY f) FROM pg_catalog.pg_ls_dir('lightretriever/tables') f";
+        let (catalog_before, files_before) = (Spi::get_one::<String>(catalog).unwrap(), Spi::get_one::<String>(files).unwrap());
+        let message = error_of(r#"SELECT lightretriever.lr_fit_query_table('minilm', 'corpus', 'body', options => '{"no_such_option": 1}')"#);
+        assert!(message.contains("no_such_option"), "{message}");
+        assert_eq!(Spi::get_one::<String>(catalog).unwrap(), catalog_before);
+        assert_eq!(Spi::get_one::<String>(files).unwrap(), files_before);
+        let again = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('a man eating food', 'minilm')").unwrap().unwrap();
+        assert_eq!(again.0, after.0, "the fitted version 2 is still the one served");
+    }
+
+    #[pg_test(error = "lightretriever: model \"minilm\" has no query table")]
+    fn missing_table_names_the_builder() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_encode_query('anything', 'minilm')").unwrap();
+    }
+
+    #[pg_test(error = "lightretriever: model \"minilm\" is a BERT-family encoder, which takes no instruction")]
+    fn bert_tables_take_no_instruction() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm', 'Given a query')").unwrap();
+    }
+}

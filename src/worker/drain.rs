@@ -1,0 +1,356 @@
+//! Draining the queues: claim a batch, read its texts as the owner, encode, write the vectors
+//! where the text is still the encoded one; failures retried row by row.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use lr_model::ModelInfo;
+use lr_service::{Failure, Output, Request, Task};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use crate::auto::{encodings, AutoEncoding};
+use crate::pgvector::{SparseVec, Vector};
+use crate::security::with_key_text_settings;
+use crate::spi::{flatten, in_subtransaction};
+
+use super::limits::{on_user_table, stopping, BatchMarker, Stalls};
+use super::process::Inference;
+use super::report_activity;
+
+/// One batch of every active auto-encoding (but those backed off after a stall); returns the
+/// rows handled.
+pub(super) fn drain_once(inference: &mut Inference, stalls: &mut Stalls) -> usize {
+    let active = BackgroundWorker::transaction(|| {
+        let installed = Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regclass('lightretriever.lr_auto_encodings') IS NOT NULL
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever')",
+        );
+        if installed != Ok(Some(true)) {
+            return Vec::new();
+        }
+        encodings("AND a.status OPERATOR(pg_catalog.=) 'active'", &[])
+    });
+    let mut handled = 0;
+    for enc in active {
+        if stopping() {
+            break;
+        }
+        if stalls.skipped(enc.id) {
+            continue;
+        }
+        let inference = AssertUnwindSafe(&mut *inference);
+        let encoding = AssertUnwindSafe(&enc);
+        handled += BackgroundWorker::transaction(move || {
+            let wrapped = inference; // the whole wrapper moves in, not its field
+            process_batch(wrapped.0, &encoding)
+        });
+        stalls.cleared(enc.id);
+    }
+    handled
+}
+
+/// Queue entries claimed for one source row (several when it changed repeatedly).
+struct Claim {
+    queue_ids: Vec<i64>,
+    /// The primary key, one text per key column (the key types' output).
+    key: Vec<String>,
+}
+
+fn key_args(claims: &[&Claim], columns: usize) -> Vec<DatumWithOid<'static>> {
+    (0..columns).map(|c| claims.iter().map(|cl| cl.key[c].clone()).collect::<Vec<String>>().into()).collect()
+}
+
+/// One batch of `enc` inside the current transaction; returns the rows handled.
+fn process_batch(inference: &mut Inference, enc: &AutoEncoding) -> usize {
+    let started = Instant::now();
+    let statements = enc.statements();
+    // The source first, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the
+    // drop event trigger drops the queue). A source being changed is skipped this round.
+    let source_locked = in_subtransaction(|| {
+        Spi::run(&format!("LOCK TABLE ONLY {} IN ACCESS SHARE MODE NOWAIT", enc.source_name))
+    });
+    if !matches!(source_locked, Ok(Ok(()))) {
+        return 0;
+    }
+    let claimed = flatten(in_subtransaction(|| {
+        Spi::connect_mut(|c| {
+            c.update(&statements.claim(), None, &[enc.batch_size.into()])?
+                .map(|r| Ok(Claim { queue_ids: r.get::<Vec<i64>>(1)?.unwrap_or_default(), key: r.get::<Vec<String>>(2)?.unwrap_or_default() }))
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    }));
+    let claims = match claimed {
+        Ok(c) => c,
+        Err(e) => {
+            record_error(enc, 0, &format!("cannot claim from the queue: {e}"));
+            return 0;
+        }
+    };
+    if claims.is_empty() {
+        return 0;
+    }
+    // From here the table's own code may run (casts, checks, policies, triggers).
+    let _marker = BatchMarker::set(inference.index, enc.id);
+    let all: Vec<&Claim> = claims.iter().collect();
+    // Texts as of now; `found` false = the row is gone.
+    let read = on_user_table(enc, || {
+        with_key_text_settings(|| {
+            Spi::connect(|c| {
+                c.select(&statements.read_texts(), None, &key_args(&all, enc.key_columns.len()))?
+                    .map(|r| Ok((r.get::<bool>(2)?.unwrap_or(false), r.get::<String>(3)?)))
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
+        })
+        .map_err(|e| e.to_string())
+    });
+    let texts: Vec<(bool, Option<String>)> = match read {
+        Ok(t) => t,
+        Err(e) => {
+            fail(enc, &all, &format!("cannot read {}: {e}", enc.source_name));
+            return claims.len();
+        }
+    };
+    let mut finished: Vec<i64> = Vec::new();
+    let mut work: Vec<(&Claim, String)> = Vec::new();
+    for (claim, (found, text)) in claims.iter().zip(texts) {
+        match (found, text) {
+            (true, Some(t)) => work.push((claim, t)),
+            // Gone, or its text is NULL now (its vector was cleared by the trigger).
+            _ => finished.extend(&claim.queue_ids),
+        }
+    }
+    if !work.is_empty() {
+        report_activity(&format!("lightretriever: encoding {} rows of auto-encoding {}", work.len(), enc.id));
+        let Some(results) = encode_all(inference, enc, &work) else {
+            return 0; // SIGTERM: leave everything queued
+        };
+        let (ok, failed): (Vec<_>, Vec<_>) = work.iter().zip(results).partition(|(_, r)| r.is_ok());
+        if !failed.is_empty() {
+            // Rows that failed alike share one error record.
+            let first_error = failed[0].1.as_ref().err().cloned().unwrap_or_default();
+            fail(enc, &failed.iter().map(|((c, _), _)| *c).collect::<Vec<_>>(), &first_error);
+        }
+        let done: Vec<(&Claim, &String, Encoded)> =
+            ok.into_iter().map(|((c, t), r)| (*c, t, r.expect("partitioned on Ok"))).collect();
+        match write_vectors(enc, &done) {
+            Ok((written, busy)) => {
+                finished.extend(written);
+                if !busy.is_empty() {
+                    let _ = Spi::run_with_args(&statements.retry_soon(), &[busy.into()]);
+                }
+            }
+            Err(e) => {
+                let claims: Vec<&Claim> = done.iter().map(|(c, _, _)| *c).collect();
+                fail(enc, &claims, &format!("cannot write the vectors to {}: {e}", enc.source_name));
+            }
+        }
+    }
+    let pid = unsafe { pg_sys::MyProcPid };
+    let seconds = started.elapsed().as_secs_f32();
+    let booked = flatten(in_subtransaction(|| {
+        if !finished.is_empty() {
+            Spi::run_with_args(&statements.finish(), &[finished.into()])?;
+        }
+        Spi::run_with_args(
+            "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid)
+             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
+            &[enc.id.into(), (claims.len() as i32).into(), seconds.into(), pid.into()],
+        )
+    }));
+    if let Err(e) = booked {
+        record_error(enc, claims.len(), &format!("cannot finish the batch: {e}"));
+    }
+    report_activity("");
+    claims.len()
+}
+
+/// A row's vectors: dense, and sparse when the table has a sparse model.
+type Encoded = (Vec<f32>, Option<Vec<(u32, f32)>>);
+
+/// Why texts could not be encoded.
+enum EncodeError {
+    /// The model answered with a failure.
+    Model(Failure),
+    /// The inference process died (or its connection broke) during the call.
+    Crashed(String),
+}
+
+/// Encodes the texts of `work` (dense, and sparse if asked) through the inference process, so
+/// that queue batches and backend requests share model runs. When a batch of several rows
+/// fails on its inputs or kills the inference process, each row is tried alone, so that one
+/// bad row fails alone. `None` = the worker is stopping.
+fn encode_all(inference: &mut Inference, enc: &AutoEncoding, work: &[(&Claim, String)]) -> Option<Vec<Result<Encoded, String>>> {
+    let infos = in_subtransaction(|| {
+        let dense = crate::catalog::load_model(&enc.model);
+        let sparse = enc.sparse_model.as_deref().map(crate::catalog::load_model);
+        (dense, sparse)
+    });
+    let (dense_info, sparse_info) = match infos {
+        Ok(i) => i,
+        Err(e) => return Some(work.iter().map(|_| Err(e.clone())).collect()),
+    };
+    let texts: Vec<String> = work.iter().map(|(_, t)| t.clone()).collect();
+    match encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), texts)? {
+        Ok(rows) => Some(rows.into_iter().map(Ok).collect()),
+        Err(EncodeError::Model(Failure::Encode(_)) | EncodeError::Crashed(_)) if work.len() > 1 => {
+            let mut out = Vec::with_capacity(work.len());
+            for (_, t) in work {
+                out.push(match encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), vec![t.clone()])? {
+                    Ok(mut rows) => Ok(rows.remove(0)),
+                    Err(EncodeError::Model(f)) => Err(f.message().to_owned()),
+                    Err(EncodeError::Crashed(m)) => Err(m),
+                });
+            }
+            Some(out)
+        }
+        Err(EncodeError::Model(f)) => Some(work.iter().map(|_| Err(f.message().to_owned())).collect()),
+        Err(EncodeError::Crashed(m)) => Some(work.iter().map(|_| Err(m.clone())).collect()),
+    }
+}
+
+fn encode_texts(
+    inference: &mut Inference,
+    enc: &AutoEncoding,
+    dense_info: &ModelInfo,
+    sparse_info: Option<&ModelInfo>,
+    texts: Vec<String>,
+) -> Option<Result<Vec<Encoded>, EncodeError>> {
+    let mut ask = |model: &str, info: &ModelInfo, task: Task| -> Option<Result<Output, EncodeError>> {
+        match inference.call(&Request { model: model.to_owned(), info: info.clone(), task }) {
+            Ok(Ok(out)) => Some(Ok(out)),
+            Ok(Err(f)) => Some(Err(EncodeError::Model(f))),
+            Err(None) => None,
+            Err(Some(crash)) => Some(Err(EncodeError::Crashed(crash))),
+        }
+    };
+    let dense = match ask(&enc.model, dense_info, Task::Dense { texts: texts.clone() })? {
+        Ok(Output::Dense(v)) => v,
+        Ok(_) => return Some(Err(EncodeError::Model(Failure::Encode("dense task answered sparse".into())))),
+        Err(e) => return Some(Err(e)),
+    };
+    let sparse = match sparse_info {
+        None => None,
+        Some(info) => match ask(enc.sparse_model.as_deref().unwrap_or_default(), info, Task::Sparse { texts })? {
+            Ok(Output::Sparse(v)) => {
+                if let Some(v) = v.iter().find(|v| v.len() > lr_vector::SPARSEVEC_MAX_NNZ) {
+                    return Some(Err(EncodeError::Model(Failure::Encode(format!(
+                        "a sparse vector has {} non-zero weights; sparsevec holds at most {} (register the model with sparse_top_k)",
+                        v.len(),
+                        lr_vector::SPARSEVEC_MAX_NNZ
+                    )))));
+                }
+                Some(v)
+            }
+            Ok(_) => return Some(Err(EncodeError::Model(Failure::Encode("sparse task answered dense".into())))),
+            Err(e) => return Some(Err(e)),
+        },
+    };
+    Some(Ok(match sparse {
+        Some(s) => dense.into_iter().zip(s).map(|(d, s)| (d, Some(s))).collect(),
+        None => dense.into_iter().map(|d| (d, None)).collect(),
+    }))
+}
+
+/// Writes the vectors of rows whose text is still the one encoded; returns the queue ids now
+/// finished and those of rows locked by another transaction or changed meanwhile (retried
+/// shortly).
+fn write_vectors(enc: &AutoEncoding, done: &[(&Claim, &String, Encoded)]) -> Result<(Vec<i64>, Vec<i64>), String> {
+    if done.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let statements = enc.statements();
+    let claims: Vec<&Claim> = done.iter().map(|(c, _, _)| *c).collect();
+    let sparse_dim = enc.sparse_column.as_ref().map(|_| sparse_dim(enc));
+    let update = statements.write_vectors();
+    on_user_table(enc, || {
+        // Lock the rows we can without waiting; a row a user transaction holds is skipped.
+        let locked: Vec<(i64, String, pg_sys::Oid, Option<String>)> = with_key_text_settings(|| {
+            Spi::connect_mut(|c| {
+                c.update(&statements.lock_rows(), None, &key_args(&claims, enc.key_columns.len()))?
+                    .map(|r| {
+                        Ok((
+                            r.get::<i64>(1)?.unwrap_or(0),
+                            r.get::<String>(2)?.unwrap_or_default(),
+                            r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+                            r.get::<String>(4)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
+        })
+        .map_err(|e| e.to_string())?;
+        let mut written = Vec::new();
+        let mut busy: Vec<i64> = Vec::new();
+        let mut seen = vec![false; done.len()];
+        for (n, ctid, tableoid, text) in locked {
+            let i = (n - 1) as usize;
+            seen[i] = true;
+            let (claim, encoded_text, (dense, sparse)) = &done[i];
+            // Changed since it was read: leave it queued (its newer entry is encoded later).
+            if text.as_deref() != Some(encoded_text.as_str()) {
+                busy.extend(&claim.queue_ids);
+                continue;
+            }
+            let sparse = match (sparse, sparse_dim) {
+                (Some(pairs), Some(dim)) => {
+                    Some(SparseVec(lr_vector::SparseVector::from_pairs(dim, pairs.clone()).map_err(|e| e.to_string())?))
+                }
+                _ => None,
+            };
+            let updated = Spi::connect_mut(|c| {
+                c.update(&update, None, &[Vector(dense.clone()).into(), sparse.into(), ctid.clone().into(), tableoid.into()]).map(|t| t.len())
+            })
+            .map_err(|e| e.to_string())?;
+            if updated != 1 {
+                // Never a silent miss: the locked row is the one to write, exactly once.
+                return Err(format!("{updated} rows matched the locked row {ctid} of table {}", tableoid.to_u32()));
+            }
+            written.extend(&claim.queue_ids);
+        }
+        for (i, (claim, _, _)) in done.iter().enumerate() {
+            if !seen[i] {
+                busy.extend(&claim.queue_ids); // locked by someone else, or deleted meanwhile
+            }
+        }
+        Ok((written, busy))
+    })
+}
+
+fn sparse_dim(enc: &AutoEncoding) -> usize {
+    Spi::get_one_with_args::<i32>(
+        "SELECT vocab_size FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1",
+        &[enc.sparse_model.clone().unwrap_or_default().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0) as usize
+}
+
+/// Counts a failed attempt for `claims`; at `lightretriever.max_retries` their entries are
+/// marked failed (`lr_failed_items`). Also records the error.
+fn fail(enc: &AutoEncoding, claims: &[&Claim], error: &str) {
+    let ids: Vec<i64> = claims.iter().flat_map(|c| c.queue_ids.iter().copied()).collect();
+    record_error(enc, claims.len(), error);
+    let statements = enc.statements();
+    let counted = flatten(in_subtransaction(|| {
+        Spi::run_with_args(&statements.count_attempt(), &[ids.clone().into(), error.into()])?;
+        Spi::run_with_args(&statements.mark_failed(), &[ids.into(), crate::guc::max_retries().into()])
+    }));
+    if let Err(e) = counted {
+        pgrx::log!("lightretriever: cannot count the failure of rows of {}: {e}", enc.source_name);
+    }
+}
+
+pub(super) fn record_error(enc: &AutoEncoding, rows: usize, error: &str) {
+    pgrx::log!("lightretriever: auto-encoding of {}: {error}", enc.source_name);
+    // The table may have been dropped meanwhile (its catalog row with it): never fail here.
+    let _ = in_subtransaction(|| {
+        Spi::run_with_args(
+            "INSERT INTO lightretriever.lr_encoding_errors (encoding_id, worker_pid, rows, error)
+             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
+            &[enc.id.into(), unsafe { pg_sys::MyProcPid }.into(), (rows as i32).into(), error.into()],
+        )
+    });
+}

@@ -1,0 +1,185 @@
+//! The background workers. Each one binds `$PGDATA/lightretriever/encoder-N.sock` and forks an
+//! **inference process** that holds the models and serves the socket (lr-service): backends
+//! and the worker itself are its clients. The worker drains the auto-encoding queues of one
+//! database (`lightretriever.database`) through SPI and restarts the inference process when it
+//! dies — a crash in model code (segfault, OOM kill, CUDA fault, SIGKILL) costs a retried
+//! batch, never a reset of the cluster, because the postmaster does not watch the child.
+//!
+//! One batch = one transaction: claim queue entries (`FOR UPDATE SKIP LOCKED`), read their texts,
+//! encode, write the vectors of rows whose text is still the encoded one, delete the entries. A
+//! crash anywhere before the commit leaves the batch queued. Source rows are read and written
+//! as the table's owner in a security-restricted context (`security::as_owner`), each statement
+//! on a user's table is bounded by `lightretriever.statement_timeout`, and a source row locked
+//! by a user transaction is skipped, never waited for.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+
+use crate::auto::encodings;
+use crate::spi::in_subtransaction;
+
+/// Registers `lightretriever.workers` workers; only while the postmaster preloads the library.
+pub fn register() {
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    let workers = crate::guc::workers();
+    for i in 0..workers {
+        BackgroundWorkerBuilder::new(&format!("lightretriever encoder {i}"))
+            .set_type("lightretriever encoder")
+            .set_library("lightretriever")
+            .set_function("lr_encoder_worker_main")
+            .set_argument(i.into_datum())
+            .enable_spi_access()
+            .set_restart_time(Some(Duration::from_secs(1)))
+            .load();
+    }
+    crate::guc::set_workers_registered(workers > 0);
+}
+
+fn report_activity(what: &str) {
+    let c = std::ffi::CString::new(what).unwrap_or_default();
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, c.as_ptr()) };
+}
+
+/// Where worker `index` tells who its inference process is (`lr_encoder_processes`).
+fn status_path(index: i32) -> PathBuf {
+    PathBuf::from(format!("lightretriever/encoder-{index}.json"))
+}
+
+
+mod drain;
+mod limits;
+mod process;
+
+use drain::{drain_once, record_error};
+use limits::{past_hard_deadline, stopping, RegisterTimeout, Stalls, HARD_DEADLINE, USER_TIMEOUT};
+use process::{on_sigchld, Inference};
+
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
+    let index = arg.value() as i32;
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // The socket and the inference process first: backends of every database can encode even
+    // before the queue side runs.
+    let path = crate::inference::socket_path(index);
+    let _ = std::fs::create_dir_all("lightretriever");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)
+        .unwrap_or_else(|e| pgrx::error!("lightretriever encoder {index}: cannot listen on {}: {e}", path.display()));
+    // Only the server's own OS user may connect (backends run as that user).
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    let mut inference = Inference::start(index, listener);
+    unsafe { pg_sys::pqsignal(libc::SIGCHLD, Some(on_sigchld)) };
+    let database = crate::guc::database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    let id = unsafe { RegisterTimeout(USER_TIMEOUT, Some(past_hard_deadline)) };
+    HARD_DEADLINE.store(id, Ordering::Relaxed);
+    // The owner's code sees the server's default path, not the pinned one below.
+    let default_path = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionResetString(c"search_path".as_ptr())) };
+    let _ = crate::security::SERVER_SEARCH_PATH.set(default_path.to_owned());
+    // Our own statements resolve nothing through a schema a user can write (they are also
+    // schema-qualified throughout).
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
+    pgrx::log!("lightretriever encoder {index}: serving {}, draining the queues of database \"{database}\"", path.display());
+
+    let (mut stalls, stalled) = Stalls::load(index);
+    if let Some((encoding, pause)) = stalled {
+        let message = format!(
+            "the table's own code ran past lightretriever.statement_timeout and would not stop (e.g. a trigger that catches the cancel): the worker was restarted, and skips this table for {pause} s"
+        );
+        BackgroundWorker::transaction(|| {
+            if let Some(enc) = encodings("AND a.id OPERATOR(pg_catalog.=) $1", &[encoding.into()]).pop() {
+                record_error(&enc, 0, &message);
+            }
+        });
+    }
+    let mut last_prune = Instant::now();
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            inference.set_device(crate::guc::device_spec());
+        }
+        if stopping() {
+            break;
+        }
+        inference.ensure_running();
+        let worked = drain_once(&mut inference, &mut stalls);
+        if last_prune.elapsed() > Duration::from_secs(60) {
+            BackgroundWorker::transaction(|| {
+                let _ = in_subtransaction(|| {
+                    Spi::run(
+                        "DELETE FROM lightretriever.lr_encoding_batches
+                          WHERE at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '10 minutes'::pg_catalog.interval)",
+                    )
+                });
+            });
+            last_prune = Instant::now();
+        }
+        report_activity("");
+        if worked == 0 && !BackgroundWorker::wait_latch(Some(crate::guc::poll_interval())) {
+            break;
+        }
+    }
+    inference.stop();
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The inference processes of this server's workers, as the workers last reported them.
+#[pg_extern(volatile, parallel_restricted)]
+fn lr_encoder_processes() -> TableIterator<
+    'static,
+    (
+        name!(worker, i32),
+        name!(worker_pid, i32),
+        name!(inference_pid, Option<i32>),
+        name!(restarts, i32),
+        name!(device, String),
+        name!(last_exit, Option<String>),
+    ),
+> {
+    let live: Vec<i32> = Spi::connect(|c| {
+        c.select(
+            "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type OPERATOR(pg_catalog.=) 'lightretriever encoder'",
+            None,
+            &[],
+        )?
+        .map(|r| r.get::<i32>(1).map(Option::unwrap_or_default))
+        .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap_or_default();
+    let mut rows = Vec::new();
+    for index in 0..crate::guc::workers() {
+        let Some(v) = std::fs::read_to_string(status_path(index)).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        else {
+            continue;
+        };
+        let pid = v["worker_pid"].as_i64().unwrap_or(0) as i32;
+        if !live.contains(&pid) {
+            continue;
+        }
+        rows.push((
+            index,
+            pid,
+            v["inference_pid"].as_i64().map(|p| p as i32),
+            v["restarts"].as_i64().unwrap_or(0) as i32,
+            v["device"].as_str().unwrap_or_default().to_owned(),
+            v["last_exit"].as_str().map(str::to_owned),
+        ));
+    }
+    TableIterator::new(rows)
+}
