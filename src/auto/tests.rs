@@ -167,4 +167,35 @@ mod tests {
             assert_eq!(error_of(sql), format!("lightretriever: argument \"{argument}\" must not be NULL"), "{sql}");
         }
     }
+
+    /// Pause and resume set the status the workers drain by (they take only 'active' tables);
+    /// the triggers keep queueing while paused, and a paused wait gives false at once.
+    #[pg_test]
+    fn pause_and_resume_keep_the_queue_and_switch_the_status() {
+        register_dense_model();
+        Spi::run(
+            "CREATE TABLE paused_docs (id int PRIMARY KEY, body text);
+             INSERT INTO paused_docs VALUES (1, 'one'), (2, 'two');
+             SELECT lightretriever.lr_enable_auto_encoding('paused_docs', 'body', 'minilm');",
+        )
+        .unwrap();
+        let status = || Spi::get_one::<String>("SELECT status FROM lightretriever.lr_encoding_status").unwrap().unwrap();
+        let pending = || count("SELECT pending FROM lightretriever.lr_encoding_status");
+        assert_eq!((status().as_str(), pending()), ("active", 2));
+        assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_pause_auto_encoding('paused_docs')").unwrap(), Some(true));
+        assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_pause_auto_encoding('paused_docs')").unwrap(), Some(false));
+        assert_eq!(status(), "paused");
+        Spi::run("INSERT INTO paused_docs VALUES (3, 'three')").unwrap();
+        assert_eq!(pending(), 3);
+        let started = std::time::Instant::now();
+        assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_wait_for_encoding('paused_docs', '1 minute')").unwrap(), Some(false));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "a paused wait waited");
+        Spi::run("CREATE ROLE lr_not_owner; SET ROLE lr_not_owner").unwrap();
+        let message = error_of("SELECT lightretriever.lr_resume_auto_encoding('paused_docs')");
+        Spi::run("RESET ROLE").unwrap();
+        assert!(message.contains("must be the owner of table paused_docs"), "{message}");
+        assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_resume_auto_encoding('paused_docs')").unwrap(), Some(true));
+        assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_resume_auto_encoding('paused_docs')").unwrap(), Some(false));
+        assert_eq!((status().as_str(), pending()), ("active", 3));
+    }
 }

@@ -1,0 +1,161 @@
+//! Upgrades (issue 12): the previous release installed from its committed script
+//! (`tests/upgrade/lightretriever--0.1.0.sql`, copied into the server's extension directory by
+//! scripts/e2e.sh), given models, a query table, fitted sparse weights and an auto-encoded table
+//! with pending queue rows, then `ALTER EXTENSION lightretriever UPDATE`: nothing is lost, the
+//! queue drains to exact vectors, and the upgraded extension is object for object a fresh
+//! install of the current version.
+//!
+//! Runs in the database the workers drain (`postgres`), last of the e2e suites (it drops and
+//! recreates the extension there).
+
+use lr_e2e::*;
+use postgres::Client;
+
+const PREVIOUS: &str = "0.1.0";
+
+/// The extension's version (the root Cargo.toml's; pgrx writes it into the control file).
+fn current_version() -> String {
+    let manifest = include_str!("../../../Cargo.toml");
+    let line = manifest.lines().find(|l| l.starts_with("version = ")).expect("a version in Cargo.toml");
+    line.trim_start_matches("version = ").trim_matches('"').to_owned()
+}
+
+fn one<T: for<'a> postgres::types::FromSql<'a>>(c: &mut Client, sql: &str) -> T {
+    c.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+/// Every object of the extension with what defines it: functions with their signature,
+/// properties and settings, tables with their columns, views with their definition, policies,
+/// triggers, event triggers, privileges. Two installs with equal lists are the same extension.
+fn extension_objects(c: &mut Client) -> Vec<String> {
+    c.query(
+        "WITH members AS (
+           SELECT d.classid, d.objid FROM pg_depend d
+             JOIN pg_extension e ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid
+            WHERE e.extname = 'lightretriever' AND d.deptype = 'e')
+         SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') '
+                || pg_get_function_result(p.oid) || ' ' || p.provolatile || p.proparallel
+                || CASE WHEN p.proisstrict THEN ' strict' ELSE '' END
+                || CASE WHEN p.prosecdef THEN ' definer' ELSE '' END
+                || coalesce(' ' || array_to_string(p.proconfig, ','), '')
+                || ' src=' || p.prosrc || coalesce(' acl=' || p.proacl::text, '')
+           FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
+         UNION ALL
+         SELECT 'relation ' || c.relname || ' ' || c.relkind
+                || CASE WHEN c.relrowsecurity THEN ' rls' ELSE '' END
+                || coalesce(' acl=' || c.relacl::text, '')
+                || ' (' || (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                                               || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                                               || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), ''), ', ' ORDER BY a.attnum)
+                              FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) || ')'
+                || CASE WHEN c.relkind = 'v' THEN ' as ' || pg_get_viewdef(c.oid) ELSE '' END
+           FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+         UNION ALL
+         SELECT 'constraint ' || r.conrelid::regclass::text || ' ' || pg_get_constraintdef(r.oid)
+           FROM pg_constraint r JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = r.conrelid
+         UNION ALL
+         SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+           FROM pg_index i JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = i.indrelid
+         UNION ALL
+         SELECT 'policy ' || p.polrelid::regclass::text || ' ' || p.polname || ' ' || p.polcmd
+                || coalesce(' using ' || pg_get_expr(p.polqual, p.polrelid), '')
+           FROM pg_policy p JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = p.polrelid
+         UNION ALL
+         SELECT 'trigger ' || pg_get_triggerdef(t.oid)
+           FROM pg_trigger t JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = t.tgrelid
+          WHERE NOT t.tgisinternal
+         UNION ALL
+         SELECT 'event trigger ' || t.evtname || ' ' || t.evtevent || ' ' || t.evtfoid::regproc::text
+                || coalesce(' ' || t.evttags::text, '')
+           FROM members m JOIN pg_event_trigger t ON m.classid = 'pg_event_trigger'::regclass AND t.oid = m.objid
+         UNION ALL
+         SELECT 'other ' || pg_describe_object(m.classid, m.objid, 0) FROM members m
+          WHERE m.classid NOT IN ('pg_proc'::regclass, 'pg_class'::regclass, 'pg_event_trigger'::regclass)
+         ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn an_upgrade_from_the_previous_release_keeps_everything_and_equals_a_fresh_install() {
+    // The current version, fresh, in a database of its own: what the upgrade must give.
+    let mut fresh = fresh_database("lr_e2e_upgrade_fresh");
+    let fresh_objects = extension_objects(&mut fresh);
+    assert!(fresh_objects.iter().any(|o| o.starts_with("function lr_pause_auto_encoding(")), "{fresh_objects:#?}");
+    assert!(!fresh_objects.iter().any(|o| o.contains("roundtrip")), "test helpers in the shipped SQL: {fresh_objects:#?}");
+    drop(fresh);
+
+    // The previous release, in the database the workers drain.
+    let mut c = fresh_connection("postgres");
+    c.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS lr_up CASCADE;
+         DROP EXTENSION IF EXISTS lightretriever CASCADE;
+         CREATE EXTENSION lightretriever VERSION '{PREVIOUS}' CASCADE;"
+    ))
+    .unwrap();
+    assert_eq!(one::<String>(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'lightretriever'"), PREVIOUS);
+    let previous_objects = extension_objects(&mut c);
+    assert_ne!(previous_objects, fresh_objects, "the releases should differ (this test would prove nothing)");
+    c.execute("SELECT lightretriever.lr_register_model('minilm', $1)", &[&dense_model_dir().to_string_lossy().as_ref()]).unwrap();
+    c.execute("SELECT lightretriever.lr_register_model('splade', $1)", &[&sparse_model_dir().to_string_lossy().as_ref()]).unwrap();
+    c.batch_execute(
+        "CREATE SCHEMA lr_up;
+         CREATE TABLE lr_up.docs (id int PRIMARY KEY, body text);
+         INSERT INTO lr_up.docs SELECT i, 'document number ' || i || ' about ' || (ARRAY['rivers','libraries','engines','music'])[1 + i % 4]
+           FROM generate_series(1, 40) i;
+         SELECT lightretriever.lr_build_query_table('minilm');
+         SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'lr_up.docs', 'body');
+         SELECT lightretriever.lr_enable_auto_encoding('lr_up.docs', 'body', 'minilm', 'splade');",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "lr_up.docs", 180);
+    // Pending rows across the upgrade: the workers leave a table alone whose status is not
+    // 'active' (0.1.0 had the status, not the functions to set it).
+    c.batch_execute(
+        "UPDATE lightretriever.lr_auto_encodings SET status = 'paused' WHERE source = 'lr_up.docs'::regclass;
+         UPDATE lr_up.docs SET body = body || ' revised' WHERE id <= 10;
+         INSERT INTO lr_up.docs SELECT i, 'late document ' || i FROM generate_series(41, 50) i;",
+    )
+    .unwrap();
+    let state = |c: &mut Client| -> (i64, i64, i64, i64, String, String) {
+        (
+            one(c, "SELECT count(*) FROM lightretriever.lr_models"),
+            one(c, "SELECT count(*) FROM lightretriever.lr_query_tables"),
+            one(c, "SELECT count(*) FROM lightretriever.lr_sparse_query_weights"),
+            one(c, "SELECT pending FROM lightretriever.lr_encoding_status WHERE source = 'lr_up.docs'::regclass"),
+            one(c, "SELECT lightretriever.lr_encode_query('a document about rivers', 'minilm')::text"),
+            one(c, "SELECT lightretriever.lr_encode_query_sparse('a document about rivers', 'splade')::text"),
+        )
+    };
+    let before = state(&mut c);
+    assert_eq!((before.0, before.1, before.2, before.3), (2, 1, 1, 20), "{before:?}");
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM lr_up.docs WHERE body_embedding IS NULL"), 20);
+
+    c.batch_execute("ALTER EXTENSION lightretriever UPDATE").unwrap();
+    assert_eq!(one::<String>(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'lightretriever'"), current_version());
+    let mut c = fresh_connection("postgres"); // a backend that never saw the previous version
+    assert_eq!(state(&mut c), before, "the upgrade changed models, tables, weights, the queue or the query vectors");
+    assert_eq!(extension_objects(&mut c), fresh_objects, "the upgraded extension differs from a fresh install");
+
+    // The queue the previous version filled drains under the current one, to exact vectors.
+    let resumed: bool = one(&mut c, "SELECT lightretriever.lr_resume_auto_encoding('lr_up.docs')");
+    assert!(resumed);
+    wait_for_encoding(&mut c, "lr_up.docs", 180);
+    assert_eq!(wrong_vectors(&mut c, "lr_up.docs", "id", "body", "body_embedding"), 0);
+    let sparse_wrong: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM lr_up.docs
+          WHERE body_sparse IS NULL OR (body_sparse <-> lightretriever.lr_encode_document_sparse(body, 'splade')) > 1e-4",
+    );
+    assert_eq!(sparse_wrong, 0);
+    let hits: i64 = one(&mut c, "SELECT count(*) FROM lightretriever.lr_search('lr_up.docs', 'rivers', k => 5)");
+    assert_eq!(hits, 5);
+    let failed: i64 = one(&mut c, "SELECT count(*) FROM lightretriever.lr_failed_items");
+    assert_eq!(failed, 0);
+    c.batch_execute("DROP SCHEMA lr_up CASCADE").unwrap();
+}
