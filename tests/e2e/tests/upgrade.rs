@@ -34,14 +34,14 @@ fn extension_objects(c: &mut Client) -> Vec<String> {
              JOIN pg_extension e ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid
             WHERE e.extname = 'lightretriever' AND d.deptype = 'e')
          SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') '
-                || pg_get_function_result(p.oid) || ' ' || p.provolatile || p.proparallel
+                || pg_get_function_result(p.oid) || ' ' || p.provolatile::text || p.proparallel::text
                 || CASE WHEN p.proisstrict THEN ' strict' ELSE '' END
                 || CASE WHEN p.prosecdef THEN ' definer' ELSE '' END
                 || coalesce(' ' || array_to_string(p.proconfig, ','), '')
                 || ' src=' || p.prosrc || coalesce(' acl=' || p.proacl::text, '')
            FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
          UNION ALL
-         SELECT 'relation ' || c.relname || ' ' || c.relkind
+         SELECT 'relation ' || c.relname || ' ' || c.relkind::text
                 || CASE WHEN c.relrowsecurity THEN ' rls' ELSE '' END
                 || coalesce(' acl=' || c.relacl::text, '')
                 || ' (' || (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
@@ -58,7 +58,7 @@ fn extension_objects(c: &mut Client) -> Vec<String> {
          SELECT 'index ' || pg_get_indexdef(i.indexrelid)
            FROM pg_index i JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = i.indrelid
          UNION ALL
-         SELECT 'policy ' || p.polrelid::regclass::text || ' ' || p.polname || ' ' || p.polcmd
+         SELECT 'policy ' || p.polrelid::regclass::text || ' ' || p.polname || ' ' || p.polcmd::text
                 || coalesce(' using ' || pg_get_expr(p.polqual, p.polrelid), '')
            FROM pg_policy p JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = p.polrelid
          UNION ALL
