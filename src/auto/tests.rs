@@ -193,7 +193,7 @@ mod tests {
         Spi::run("CREATE ROLE lr_not_owner; SET ROLE lr_not_owner").unwrap();
         let message = error_of("SELECT lightretriever.lr_resume_auto_encoding('paused_docs')");
         Spi::run("RESET ROLE").unwrap();
-        assert!(message.contains("must be the owner of table paused_docs"), "{message}");
+        assert!(message.contains("must be the owner of table public.paused_docs"), "{message}");
         assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_resume_auto_encoding('paused_docs')").unwrap(), Some(true));
         assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_resume_auto_encoding('paused_docs')").unwrap(), Some(false));
         assert_eq!((status().as_str(), pending()), ("active", 3));
