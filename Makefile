@@ -28,7 +28,7 @@ test-models:
 	chmod -R a+rX $(LR_TEST_MODELS)
 
 test-crates: test-models
-	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-search -p lr-fit -p lr-eval -p lr-service -p lr-queue
+	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-encoders -p lr-search -p lr-fit -p lr-eval -p lr-service -p lr-queue
 
 test-pg: test-models
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
@@ -43,7 +43,7 @@ test-e2e: install-dev
 ## references. Needs the CUDA toolkit (nvcc) to build and an NVIDIA GPU to run; the build has
 ## its own target directory so that the CPU build is not recompiled.
 test-cuda: test-models
-	CARGO_TARGET_DIR=target/cuda cargo test --locked -p lr-model --features cuda --test cuda
+	CARGO_TARGET_DIR=target/cuda cargo test --locked -p lr-encoders --features cuda --test cuda
 
 install:
 	cargo pgrx install -p lightretriever --release --pg-config $(PG_CONFIG)

@@ -86,7 +86,7 @@ mod tests {
 
         // The lookup equals the model run on `[bos] Instruct: …\nQuery: {token}[eos]` (f16-rounded).
         let info = crate::catalog::load_model("tl");
-        let enc = lr_model::LlmEncoder::load(&info, &lr_model::Device::Cpu).unwrap();
+        let enc = lr_encoders::LlmEncoder::load(&info, &lr_model::Device::Cpu).unwrap();
         let prefix = enc.query_prompt_prefix(instruction).unwrap();
         let tok = enc.tokenizer();
         let ids = lr_tokenizer::plain_ids(tok, "paris water").unwrap();

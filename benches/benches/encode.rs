@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use criterion::{black_box, Criterion, Throughput};
-use lr_model::{BertEncoder, Device, ModelInfo, ModelOptions};
+use lr_model::{Device, ModelInfo, ModelOptions};
+use lr_encoders::BertEncoder;
 use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 
 const QUERY: &str = "how do scientists search for information in library catalogues";

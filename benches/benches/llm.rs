@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use lr_model::{Device, LlmEncoder, ModelInfo, ModelOptions};
+use lr_model::{Device, ModelInfo, ModelOptions};
+use lr_encoders::LlmEncoder;
 
 /// Document length in tokens (bos and eos included): a short passage.
 const DOC_TOKENS: usize = 64;

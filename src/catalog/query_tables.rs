@@ -1,11 +1,9 @@
-//! The query-table catalog (`lr_query_tables`): where table files live and what keys them.
+//! The query-table catalog (`lr_query_tables`): what keys a table (model, instruction) and the
+//! errors about its files (their names and directory: `lr_table::table_file`).
 
 use lr_model::ModelFamily;
 
 use crate::error::{raise, Code};
-
-/// Where table files live, relative to the data directory (a backend's working directory).
-pub const TABLE_DIR: &str = "lightretriever/tables";
 
 /// The hint of every error about a table file that is not what its catalog row says.
 pub const REBUILD_HINT: &str =

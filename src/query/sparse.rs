@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use lr_table::MAX_QUERY_TOKENS;
+use lr_table::{LookupError, SparseQueryEncoder};
 use pgrx::prelude::*;
 
 use crate::error::{raise, Code, OrRaise};
@@ -16,11 +16,11 @@ use crate::catalog::require_lm_head;
 use crate::pgvector::{to_sparsevec, SparseVec};
 
 thread_local! {
-    /// Query tokenizers by model path: the query side needs only the vocabulary.
-    static TOKENIZERS: RefCell<HashMap<String, Rc<lr_tokenizer::QueryTokenizer>>> = RefCell::new(HashMap::new());
+    /// Query encoders by tokenizer path: the query side needs only the vocabulary.
+    static ENCODERS: RefCell<HashMap<String, Rc<SparseQueryEncoder>>> = RefCell::new(HashMap::new());
     /// Fitted query weights by model, with the catalog row version (xmin/ctid) they were read at (a refit,
     /// or a model dropped and fitted again, writes a new row version).
-    static WEIGHTS: RefCell<HashMap<String, (String, Rc<Vec<f32>>)>> = RefCell::new(HashMap::new());
+    static WEIGHTS: RefCell<HashMap<String, (String, Rc<[f32]>)>> = RefCell::new(HashMap::new());
 }
 
 /// How a sparse query's token counts are weighted.
@@ -51,7 +51,7 @@ impl QueryWeighting {
 
 /// The fitted query weights of sparse model `name`, if any (read once per row version per
 /// backend). The tokenizer must be the one they were fitted with.
-fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<Vec<f32>>> {
+fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<[f32]>> {
     let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
         "SELECT xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) ctid::pg_catalog.text
            FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
@@ -83,7 +83,7 @@ fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<Vec<f32>>
             Some(&refit),
         );
     }
-    let weights = Rc::new(weights);
+    let weights: Rc<[f32]> = Rc::from(weights);
     WEIGHTS.with(|m| m.borrow_mut().insert(name.to_owned(), (version, weights.clone())));
     Some(weights)
 }
@@ -110,27 +110,16 @@ pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWei
     require_lm_head(&name, &info);
     // The adapter's tokenizer wins when a LoRA adapter ships one.
     let key = info.tokenizer_path().to_string_lossy().into_owned();
-    let tokenizer = match TOKENIZERS.with(|m| m.borrow().get(&key).cloned()) {
-        Some(t) => t,
+    let encoder = match ENCODERS.with(|m| m.borrow().get(&key).cloned()) {
+        Some(e) => e,
         None => {
-            let t = Rc::new(lr_tokenizer::QueryTokenizer::new(
-                lr_tokenizer::load_tokenizer(Path::new(&key), None).or_raise(Code::ERRCODE_IO_ERROR),
-            ));
-            TOKENIZERS.with(|m| m.borrow_mut().insert(key, t.clone()));
-            t
+            let tokenizer = lr_tokenizer::load_tokenizer(Path::new(&key), None).or_raise(Code::ERRCODE_IO_ERROR);
+            let e = Rc::new(SparseQueryEncoder::new(tokenizer));
+            ENCODERS.with(|m| m.borrow_mut().insert(key, e.clone()));
+            e
         }
     };
-    // Cut before tokenizing: a huge query costs what its first MAX_QUERY_TOKENS ids cost.
-    let ids = tokenizer.first_ids(query, MAX_QUERY_TOKENS).or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
-    if ids.is_empty() {
-        raise(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "lightretriever: the query has no tokens",
-            Some("Pass a query with at least one word."),
-        );
-    }
-    let mut pairs = lr_tokenizer::counts_of(&ids);
-    let weights = match weighting {
+    let weights = || match weighting {
         QueryWeighting::Counts => None,
         QueryWeighting::Auto => fitted_weights(&name, &info),
         QueryWeighting::Fitted => Some(fitted_weights(&name, &info).unwrap_or_else(|| {
@@ -141,9 +130,14 @@ pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWei
             )
         })),
     };
-    if let Some(w) = weights {
-        // Ids past the model's vocabulary cannot be in a document vector; to_sparsevec names them.
-        pairs.iter_mut().for_each(|(id, c)| *c *= w.get(*id as usize).copied().unwrap_or(1.0));
-    }
+    // Ids past the model's vocabulary cannot be in a document vector; to_sparsevec names them.
+    let pairs = encoder.encode(query, weights).unwrap_or_else(|e| match e {
+        LookupError::NoTokens => raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lightretriever: the query has no tokens",
+            Some("Pass a query with at least one word."),
+        ),
+        other => raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("lightretriever: {other}"), None),
+    });
     to_sparsevec(info.vocab_size, pairs)
 }

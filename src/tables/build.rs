@@ -13,7 +13,7 @@ use pgrx::{register_xact_callback, search_path, PgXactCallbackEvent};
 use crate::error::{raise, require_superuser, required, Code, OrRaise};
 use crate::guc::resolve_model;
 
-use crate::catalog::query_tables::{check_instruction, instruction_key, TABLE_DIR};
+use crate::catalog::query_tables::{check_instruction, instruction_key};
 
 /// Vocabulary ids per forward pass while building (all inputs are 3 tokens long).
 const BUILD_BATCH: usize = 256;
@@ -39,18 +39,10 @@ pub(super) fn write_table_version(
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
     .unwrap_or(1);
-    std::fs::create_dir_all(TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
-    // The directory is the cluster's: the database's OID keeps databases apart (the same model
-    // name and version in two databases are two files), and a stamp makes every build's name
-    // new (a model dropped and built again in one transaction must not have its new file
-    // removed by the drop's commit-time cleanup).
+    std::fs::create_dir_all(lr_table::TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
+    // A name of this database and build only (lr_table::table_file says why).
     let database = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-        ^ ((std::process::id() as u64) << 40);
-    let file = format!(
-        "{TABLE_DIR}/db{database}-{name}-{:016x}-v{version}-{stamp:016x}.lrt",
-        lr_table::fnv1a64_words(0xcbf2_9ce4_8422_2325, key.as_bytes())
-    );
+    let file = lr_table::table_file(database, name, key, version, lr_table::build_stamp());
     let tokenizer_fingerprint =
         lr_table::fingerprint_file(&info.tokenizer_path()).or_raise(Code::ERRCODE_IO_ERROR);
     let meta = TableMeta {
@@ -225,7 +217,7 @@ fn lr_build_query_table(
             Some("f16 halves the table (and its page-cache footprint) for large LLM vocabularies."),
         )
     };
-    let build = serde_json::json!({"method": "token_forward", "input": lr_model::table_input(&info, instruction), "pooling": info.pooling.as_str()});
+    let build = serde_json::json!({"method": "token_forward", "input": lr_encoders::table_input(&info, instruction), "pooling": info.pooling.as_str()});
     write_table_version(&name, &info, instruction, "token_forward", build, info.hidden_size, dtype, |writer| {
         untrained_rows(&name, &info, instruction, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
     });

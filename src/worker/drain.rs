@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use lr_model::ModelInfo;
+use lr_queue::retry;
 use lr_service::{Failure, Output, Request, Task};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::datum::DatumWithOid;
@@ -178,9 +179,9 @@ enum EncodeError {
 }
 
 /// Encodes the texts of `work` (dense, and sparse if asked) through the inference process, so
-/// that queue batches and backend requests share model runs. When a batch of several rows
-/// fails on its inputs or kills the inference process, each row is tried alone, so that one
-/// bad row fails alone. `None` = the worker is stopping.
+/// that queue batches and backend requests share model runs. A batch of several rows that
+/// fails on its inputs or kills the inference process is tried row by row (`lr_queue::retry`),
+/// so that one bad row fails alone. `None` = the worker is stopping.
 fn encode_all(inference: &mut Inference, enc: &AutoEncoding, work: &[(&Claim, String)]) -> Option<Vec<Result<Encoded, String>>> {
     let infos = in_subtransaction(|| {
         let dense = crate::catalog::load_model(&enc.model);
@@ -192,22 +193,13 @@ fn encode_all(inference: &mut Inference, enc: &AutoEncoding, work: &[(&Claim, St
         Err(e) => return Some(work.iter().map(|_| Err(e.clone())).collect()),
     };
     let texts: Vec<String> = work.iter().map(|(_, t)| t.clone()).collect();
-    match encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), texts)? {
-        Ok(rows) => Some(rows.into_iter().map(Ok).collect()),
-        Err(EncodeError::Model(Failure::Encode(_)) | EncodeError::Crashed(_)) if work.len() > 1 => {
-            let mut out = Vec::with_capacity(work.len());
-            for (_, t) in work {
-                out.push(match encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), vec![t.clone()])? {
-                    Ok(mut rows) => Ok(rows.remove(0)),
-                    Err(EncodeError::Model(f)) => Err(f.message().to_owned()),
-                    Err(EncodeError::Crashed(m)) => Err(m),
-                });
-            }
-            Some(out)
-        }
-        Err(EncodeError::Model(f)) => Some(work.iter().map(|_| Err(f.message().to_owned())).collect()),
-        Err(EncodeError::Crashed(m)) => Some(work.iter().map(|_| Err(m.clone())).collect()),
-    }
+    lr_queue::retry::encode_rows(&texts, |rows| {
+        Some(encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), rows.to_vec())?.map_err(|e| match e {
+            EncodeError::Model(Failure::Encode(m)) => retry::Failure::Inputs(m),
+            EncodeError::Crashed(m) => retry::Failure::Inputs(m),
+            EncodeError::Model(f) => retry::Failure::Model(f.message().to_owned()),
+        }))
+    })
 }
 
 fn encode_texts(

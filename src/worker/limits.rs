@@ -88,11 +88,11 @@ impl Drop for BatchMarker {
 }
 
 /// Tables whose code stalled the worker, skipped until a time that doubles with every stall
-/// (30 s, 1 min, … ≤ 1 h); kept in `lightretriever/encoder-N.stalls.json` across restarts.
+/// (`lr_queue::retry::Stalls`: 30 s, 1 min, … ≤ 1 h); kept in
+/// `lightretriever/encoder-N.stalls.json` across restarts.
 pub(super) struct Stalls {
     path: PathBuf,
-    /// encoding id → (stalls, skipped until, unix seconds)
-    tables: std::collections::HashMap<i32, (u32, u64)>,
+    record: lr_queue::retry::Stalls,
 }
 
 pub(super) fn unix_now() -> u64 {
@@ -104,32 +104,26 @@ impl Stalls {
     pub(super) fn load(index: i32) -> (Stalls, Option<(i32, u64)>) {
         let path = PathBuf::from(format!("lightretriever/encoder-{index}.stalls.json"));
         let tables = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-        let mut stalls = Stalls { path, tables };
+        let mut stalls = Stalls { path, record: lr_queue::retry::Stalls { tables } };
         let marker = PathBuf::from(format!("lightretriever/encoder-{index}.batch"));
         let stalled = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse::<i32>().ok());
         let _ = std::fs::remove_file(&marker);
-        let counted = stalled.map(|id| {
-            let entry = stalls.tables.entry(id).or_insert((0, 0));
-            entry.0 += 1;
-            let pause = (30u64 << (entry.0 - 1).min(7)).min(3600);
-            entry.1 = unix_now() + pause;
-            (id, pause)
-        });
+        let counted = stalled.map(|id| (id, stalls.record.count(id, unix_now())));
         stalls.save();
         (stalls, counted)
     }
 
     pub(super) fn save(&self) {
-        let _ = std::fs::write(&self.path, serde_json::to_string(&self.tables).unwrap_or_default());
+        let _ = std::fs::write(&self.path, serde_json::to_string(&self.record.tables).unwrap_or_default());
     }
 
     pub(super) fn skipped(&self, encoding: i32) -> bool {
-        self.tables.get(&encoding).is_some_and(|(_, until)| *until > unix_now())
+        self.record.skipped(encoding, unix_now())
     }
 
     /// A batch of the table ended normally: its record is cleared.
     pub(super) fn cleared(&mut self, encoding: i32) {
-        if self.tables.remove(&encoding).is_some() {
+        if self.record.clear(encoding) {
             self.save();
         }
     }

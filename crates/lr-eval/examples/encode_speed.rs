@@ -1,7 +1,8 @@
 //! Span-encoding throughput of the full model at several batch sizes (CPU).
 use std::time::Instant;
 
-use lr_model::{BertEncoder, Device, ModelInfo, ModelOptions};
+use lr_model::{Device, ModelInfo, ModelOptions};
+use lr_encoders::BertEncoder;
 
 fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or("/opt/lightretriever/models/all-minilm-l6-v2".into()));

@@ -41,7 +41,7 @@ pub trait SpanEncoder {
 /// 2 CPU cores (≈10% faster than the document batch of 32; 256 and more is slower again).
 pub const SPAN_BATCH: usize = 64;
 
-impl SpanEncoder for lr_model::BertEncoder {
+impl SpanEncoder for lr_encoders::BertEncoder {
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let ids = texts
             .iter()
@@ -52,7 +52,7 @@ impl SpanEncoder for lr_model::BertEncoder {
     }
 }
 
-impl SpanEncoder for lr_model::DocumentEncoder {
+impl SpanEncoder for lr_encoders::DocumentEncoder {
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         self.encode_document_ids(texts, SPAN_BATCH).map_err(|e| e.to_string())
     }

@@ -1,5 +1,6 @@
-//! BERT-family dense encoder on candle (CPU; CUDA behind the `cuda` feature), and the encoder
-//! stack it shares with the sparse (masked-LM) encoder in `sparse.rs`.
+//! The BERT-family encoder stack on candle (CPU; CUDA behind the `cuda` feature): config,
+//! weights, tokenizer, one padded forward. The dense (pooled) and sparse (masked-LM head)
+//! encoders of lr-encoders sit on it. Also the length-sorted batching every encoder uses.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -8,7 +9,6 @@ use lr_tokenizer::{PrefixCutter, Tokenizer};
 
 use crate::error::{ModelError, Result};
 use crate::model_dir::{ModelFamily, ModelInfo};
-use crate::pooling::l2_normalize;
 
 /// Texts per forward pass when encoding documents: measured best on 2 CPU cores for
 /// ~sentence-length inputs (candle.md: 4.7 ms/sentence at 32 vs 14.7 at 1).
@@ -17,7 +17,7 @@ pub const DOCUMENT_BATCH: usize = 32;
 /// What the dense and the sparse BERT encoders share: config, encoder stack, tokenizer (padding
 /// off, truncation at the model's length) and device. The weights stay available through `vb`
 /// for heads on top of the stack.
-pub(crate) struct BertBackbone {
+pub struct BertBackbone {
     pub config: BertConfig,
     pub model: BertModel,
     pub tokenizer: Tokenizer,
@@ -94,7 +94,7 @@ impl BertBackbone {
 /// Runs `run` over groups of at most `batch` inputs of similar length (so that a padded batch
 /// carries little padding) and returns its per-input results in input order. `run` gets the
 /// input indices of one group and returns one result per index, in that order.
-pub(crate) fn in_length_batches<T>(
+pub fn in_length_batches<T>(
     lengths: &[usize],
     batch: usize,
     mut run: impl FnMut(&[usize]) -> Result<Vec<T>>,
@@ -116,79 +116,4 @@ pub(crate) fn in_length_batches<T>(
         }
     }
     Ok(out.into_iter().map(|r| r.expect("every input is in exactly one batch")).collect())
-}
-
-pub struct BertEncoder {
-    backbone: BertBackbone,
-    info: ModelInfo,
-    /// `[CLS]` and `[SEP]` as the tokenizer's template places them.
-    prefix: Vec<u32>,
-    suffix: Vec<u32>,
-}
-
-impl BertEncoder {
-    pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
-        let backbone = BertBackbone::load(info, device)?;
-        let (prefix, suffix) =
-            lr_tokenizer::special_wrapping(&backbone.tokenizer).map_err(ModelError::Tokenizer)?;
-        Ok(BertEncoder { backbone, info: info.clone(), prefix, suffix })
-    }
-
-    pub fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    pub fn dim(&self) -> usize {
-        self.info.hidden_size
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.backbone.tokenizer
-    }
-
-    /// Token ids of a document as the model sees it (special tokens, truncation).
-    pub fn document_ids(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.backbone.tokenize(text)?.get_ids().to_vec())
-    }
-
-    /// Encodes documents into L2-normalised vectors, in input order. Inputs are grouped by length
-    /// so that a batch carries little padding.
-    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let ids = texts.iter().map(|t| self.document_ids(t)).collect::<Result<Vec<_>>>()?;
-        self.encode_id_sequences(&ids, DOCUMENT_BATCH)
-    }
-
-    /// Encodes already-tokenised sequences (special tokens included), in input order.
-    pub fn encode_id_sequences(&self, seqs: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        in_length_batches(&lengths, batch, |chunk| {
-            let group: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
-            self.forward_pooled(&group)
-        })
-    }
-
-    /// LightRetriever's table rows for a BERT encoder: each id encoded alone as `[CLS] id [SEP]`
-    /// and pooled as the model pools documents.
-    pub fn token_table_rows(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let seqs: Vec<Vec<u32>> = ids
-            .iter()
-            .map(|&id| {
-                let mut s = self.prefix.clone();
-                s.push(id);
-                s.extend_from_slice(&self.suffix);
-                s
-            })
-            .collect();
-        // All the same length: one big batch per call is fastest.
-        self.encode_id_sequences(&seqs, seqs.len().max(1))
-    }
-
-    /// One forward over right-padded sequences; returns pooled, L2-normalised vectors.
-    fn forward_pooled(&self, group: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let (hidden, mask) = self.backbone.forward_padded(group)?;
-        let pooled = self.info.pooling.apply(&hidden, &mask)?;
-        let mut rows: Vec<Vec<f32>> = pooled.to_dtype(DType::F32)?.to_vec2()?;
-        rows.iter_mut().for_each(|r| l2_normalize(r));
-        Ok(rows)
-    }
 }

@@ -1,27 +1,23 @@
-//! Model directories and candle encoders for lightretriever.
+//! Models for lightretriever, below every use of them: model directories (`ModelInfo`), the
+//! BERT-family encoder stack, decoder LLMs (Llama/Mistral/Qwen2/Qwen3 with KV cache), PEFT LoRA
+//! merge, devices, and the pooling a model directory configures. The LightRetriever encoders
+//! (lr-encoders) and the reranker sit on this crate.
 //!
-//! Nothing here touches PostgreSQL: the extension (and the worker, later) call into this crate,
-//! and everything is tested with plain `cargo test`.
+//! Nothing here touches PostgreSQL; everything is tested with plain `cargo test`.
 
 pub mod bert;
 pub mod decoder;
 pub mod device;
-pub mod encoders;
 pub mod error;
-pub mod llm;
 pub mod lora;
 pub mod model_dir;
 pub mod pooling;
-pub mod sparse;
 
-pub use bert::BertEncoder;
+pub use bert::{BertBackbone, DOCUMENT_BATCH};
 pub use candle_core::Device;
 pub use decoder::{Decoder, DecoderConfig, DecoderKind, KvCache, PaddingSide};
 pub use device::parse_device;
-pub use encoders::{table_input, DocumentEncoder, SparseDocumentEncoder};
-pub use error::ModelError;
-pub use llm::LlmEncoder;
+pub use error::{ModelError, Result};
 pub use lora::{AdapterConfig, LoraAdapter};
 pub use model_dir::{ModelFamily, ModelInfo, ModelOptions};
 pub use pooling::Pooling;
-pub use sparse::SparseEncoder;

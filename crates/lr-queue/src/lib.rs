@@ -21,6 +21,8 @@
 //!   a partitioned table through its root, with rows addressed by `(tableoid, ctid)` — a ctid
 //!   alone names one row in *every* partition.
 
+pub mod retry;
+
 /// Settings under which key values are turned into text and back: every session that writes a
 /// key (triggers, backfill) and the worker that reads it pins these, so the text round-trips
 /// (timestamptz output carries its offset, so TimeZone need not be pinned). The generated

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 
-use lr_model::{DocumentEncoder, ModelInfo, SparseDocumentEncoder};
+use lr_model::ModelInfo;
+use lr_encoders::{DocumentEncoder, SparseDocumentEncoder};
 
 use crate::protocol::{self, Failure, Output, Reply, Request, Task};
 

@@ -4,7 +4,8 @@
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
-use lr_model::{Device, DocumentEncoder, ModelInfo, ModelOptions, SparseDocumentEncoder};
+use lr_model::{Device, ModelInfo, ModelOptions};
+use lr_encoders::{DocumentEncoder, SparseDocumentEncoder};
 use lr_service::{Client, Failure, Output, Request, Service, Task};
 use lr_testkit::{dense_model_dir, sparse_model_dir};
 

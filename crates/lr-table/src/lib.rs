@@ -11,9 +11,11 @@
 //! kill a PostgreSQL backend and with it restart every connection of the cluster: see
 //! `guard.rs`, [`QueryTable::is_damaged`] and [`QueryTable::check_unchanged`].
 
+mod files;
 mod format;
 mod guard;
 mod lookup;
+mod sparse;
 
 pub use format::{
     fingerprint_file, fnv1a64_words, Dtype, Expected, QueryTable, TableError, TableMeta, TableWriter, FLAG_WEIGHTS,
@@ -21,3 +23,5 @@ pub use format::{
 };
 pub use guard::MAX_MAPPED_TABLES;
 pub use lookup::{LookupEncoder, LookupError, MAX_QUERY_TOKENS};
+pub use files::{build_stamp, table_file, TABLE_DIR};
+pub use sparse::SparseQueryEncoder;

@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use lr_e2e::*;
-use lr_model::{Device, DocumentEncoder, ModelInfo, ModelOptions};
+use lr_model::{Device, ModelInfo, ModelOptions};
+use lr_encoders::DocumentEncoder;
 
 const ROWS: usize = 2000;
 

@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use lr_eval::{evaluate, min_max_fuse, search, svg, Bm25, Collection, Qrels, Run, Scores};
 use lr_fit::{FitOptions, FitReport, SpanEncoder};
-use lr_model::{BertEncoder, Device, ModelInfo, ModelOptions};
+use lr_model::{Device, ModelInfo, ModelOptions};
+use lr_encoders::BertEncoder;
 use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 
 const USAGE: &str = "usage: lr-eval <beir-dir> [--model-dir DIR] [--sparse-model-dir DIR | --no-sparse]
@@ -514,7 +515,7 @@ impl SparseSide {
             return Ok(Err(format!("{} has no model", dir.display())));
         }
         let info = ModelInfo::inspect(dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
-        let enc = lr_model::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
+        let enc = lr_encoders::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
         let t = Instant::now();
         eprintln!("encoding {} documents with the sparse model", doc_refs.len());
         let docs = cached_sparse(&enc, doc_refs, args.cache_dir.as_deref(), &info.path)?;
@@ -555,7 +556,7 @@ impl SparseSide {
     }
 }
 
-fn cached_sparse(enc: &lr_model::SparseEncoder, docs: &[&str], cache: Option<&Path>, model: &Path) -> Result<Vec<Vec<(u32, f32)>>, String> {
+fn cached_sparse(enc: &lr_encoders::SparseEncoder, docs: &[&str], cache: Option<&Path>, model: &Path) -> Result<Vec<Vec<(u32, f32)>>, String> {
     let key = {
         let mut k = fnv(model.to_string_lossy().as_bytes());
         docs.iter().for_each(|d| k = k.rotate_left(5) ^ fnv(d.as_bytes()));

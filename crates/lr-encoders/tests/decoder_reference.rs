@@ -4,7 +4,8 @@
 //! on both sides, the KV cache, table rows behind a prompt, LM-head sparse weights.
 
 use candle_core::{IndexOp, Tensor};
-use lr_model::{Device, LlmEncoder, ModelInfo, ModelOptions, PaddingSide};
+use lr_model::{Device, ModelInfo, ModelOptions, PaddingSide};
+use lr_encoders::LlmEncoder;
 use lr_testkit::{tiny_models_dir, tiny_reference};
 use serde_json::Value;
 

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lr_model::{Device, ModelError, ModelInfo, ModelOptions, SparseEncoder};
+use lr_model::{Device, ModelError, ModelInfo, ModelOptions};
+use lr_encoders::SparseEncoder;
 use lr_testkit::*;
 
 /// Weights above this must be non-zero on both sides (below it, f32 rounding may decide).
@@ -94,4 +95,26 @@ fn dense_model_is_refused_for_sparse() {
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a dense BertModel loaded as a sparse encoder"),
     }
+}
+
+#[test]
+fn a_config_claiming_a_head_without_its_weights_is_refused() {
+    // A config that claims a masked-LM head over weights without one (the dense model's).
+    let src = dense_model_dir();
+    let d = std::env::temp_dir().join(format!("lr-encoders-claims-mlm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("1_Pooling")).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors", "sentence_bert_config.json", "1_Pooling/config.json"] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"BertModel\"", "\"BertForMaskedLM\"");
+    std::fs::write(d.join("config.json"), cfg).unwrap();
+    let info = ModelInfo::inspect(&d, &ModelOptions::default()).unwrap();
+    assert!(!info.has_lm_head);
+    match SparseEncoder::load(&info, &Device::Cpu) {
+        Err(ModelError::InvalidModel(m)) => assert!(m.contains("has no masked-LM head"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("loaded a sparse encoder without a head"),
+    }
+    std::fs::remove_dir_all(&d).ok();
 }

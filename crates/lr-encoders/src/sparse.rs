@@ -6,9 +6,9 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use lr_tokenizer::{Encoding, Tokenizer};
 
-use crate::bert::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
-use crate::error::{ModelError, Result};
-use crate::model_dir::{ModelInfo, BERT_MLM_HEAD_TENSOR};
+use lr_model::bert::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
+use lr_model::error::{ModelError, Result};
+use lr_model::model_dir::{ModelInfo, BERT_MLM_HEAD_TENSOR};
 
 /// Positions per head matmul: bounds the logits buffer ([rows, vocab] f32, 62 MB for BERT's
 /// 30,522 ids) however large the batch.

@@ -6,12 +6,12 @@
 use candle_core::{Device, IndexOp, Tensor};
 use lr_tokenizer::{PrefixCutter, Tokenizer};
 
-use crate::bert::{in_length_batches, DOCUMENT_BATCH};
-use crate::decoder::{Decoder, DecoderConfig, PaddingSide};
-use crate::error::{ModelError, Result};
-use crate::lora::{AdapterConfig, LoraAdapter};
-use crate::model_dir::ModelInfo;
-use crate::pooling::l2_normalize;
+use lr_model::bert::{in_length_batches, DOCUMENT_BATCH};
+use lr_model::decoder::{Decoder, DecoderConfig, PaddingSide};
+use lr_model::error::{ModelError, Result};
+use lr_model::lora::{AdapterConfig, LoraAdapter};
+use lr_model::model_dir::ModelInfo;
+use lr_model::pooling::l2_normalize;
 
 /// Positions per LM-head matmul: bounds the logits buffer ([rows, vocab] f32: 33 MB for a
 /// 128k vocabulary) however long the batch.

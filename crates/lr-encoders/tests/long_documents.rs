@@ -7,7 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use lr_model::{BertEncoder, Device, LlmEncoder, ModelInfo, ModelOptions, SparseEncoder};
+use lr_model::{Device, ModelInfo, ModelOptions};
+use lr_encoders::{BertEncoder, LlmEncoder, SparseEncoder};
 
 struct Counting;
 

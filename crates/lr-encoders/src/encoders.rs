@@ -2,9 +2,9 @@
 //! code call, so that neither branches on BERT versus decoder LLM.
 
 use crate::bert::BertEncoder;
-use crate::error::{ModelError, Result};
+use lr_model::error::{ModelError, Result};
 use crate::llm::LlmEncoder;
-use crate::model_dir::ModelInfo;
+use lr_model::model_dir::ModelInfo;
 use crate::sparse::SparseEncoder;
 use candle_core::Device;
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 
 #![cfg(feature = "cuda")]
 
-use lr_model::{parse_device, BertEncoder, Device, LlmEncoder, ModelInfo, ModelOptions, SparseEncoder};
+use lr_model::{parse_device, Device, ModelInfo, ModelOptions};
+use lr_encoders::{BertEncoder, LlmEncoder, SparseEncoder};
 use lr_testkit::*;
 
 /// GPU matmuls sum in another order than the CPU's: a little more room than the CPU's 1e-4.

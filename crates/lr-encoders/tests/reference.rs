@@ -3,7 +3,8 @@
 
 
 use lr_testkit::*;
-use lr_model::{BertEncoder, Device, ModelInfo, ModelOptions, Pooling};
+use lr_model::{Device, ModelInfo, ModelOptions, Pooling};
+use lr_encoders::BertEncoder;
 use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 
 fn encoder() -> BertEncoder {
