@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device};
 use lr_model::bert::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
-use lr_model::{ModelInfo, Result};
+use lr_model::{ModelError, ModelInfo, Result};
 use lr_tokenizer::Tokenizer;
 
 use lr_model::pooling::l2_normalize;

@@ -34,7 +34,7 @@ pub const DECODER_MAX_LENGTH: usize = 512;
 
 /// The first tensor of a BERT masked-LM head (`cls.predictions.transform.dense`); its decoder
 /// weight is usually tied to the word embeddings and absent from the file.
-pub(crate) const BERT_MLM_HEAD_TENSOR: &str = "cls.predictions.transform.dense.weight";
+pub const BERT_MLM_HEAD_TENSOR: &str = "cls.predictions.transform.dense.weight";
 
 /// Options a user may give at registration (`lr_register_model(..., options)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

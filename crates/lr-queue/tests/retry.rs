@@ -53,7 +53,7 @@ fn a_model_failure_fails_every_row_without_retrying() {
 #[test]
 fn stopping_stops_at_once() {
     let mut n = 0;
-    let out = encode_rows(&["a", "bad", "c"], |rows: &[&str]| {
+    let out: Option<Vec<Result<String, String>>> = encode_rows(&["a", "bad", "c"], |rows: &[&str]| {
         n += 1;
         if n == 1 {
             Some(Err(Failure::Inputs(format!("{rows:?}"))))
