@@ -18,7 +18,7 @@ fn lr_encode_document_sparse(doc: Option<&str>, model: default!(Option<&str>, "N
     let info = crate::catalog::load_model(&name);
     require_lm_head(&name, &info);
     let pairs = crate::inference::sparse(&name, &info, vec![doc.to_owned()]).pop().unwrap_or_default();
-    if pairs.len() > lr_vector::SPARSEVEC_MAX_NNZ {
+    if lr_vector::check_non_zeros(pairs.len()).is_err() {
         raise(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!(

@@ -174,7 +174,7 @@ pub(super) fn untrained_rows(name: &str, info: &ModelInfo, instruction: Option<&
     let ids: Vec<u32> = (0..rows as u32).collect();
     let progress = BuildProgress::start(name, instruction, rows);
     let mut done = 0;
-    let mut next_report = 10;
+    let mut notices = lr_fit::progress::Throttle::new(0.1);
     for chunk in ids.chunks(BUILD_BATCH) {
         pgrx::check_for_interrupts!();
         let task = Task::TableRows { instruction: instruction.map(str::to_owned), ids: chunk.to_vec() };
@@ -184,9 +184,8 @@ pub(super) fn untrained_rows(name: &str, info: &ModelInfo, instruction: Option<&
         done += chunk.len();
         progress.update(done);
         let percent = done * 100 / rows;
-        if percent >= next_report {
+        if notices.due("rows", percent as f64 / 100.0) {
             pgrx::notice!("lightretriever: query table for \"{name}\": {percent}% ({done} of {rows} tokens)");
-            next_report = percent / 10 * 10 + 10;
         }
     }
 }

@@ -82,12 +82,11 @@ fn lr_fit_query_table(
 
     let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).or_raise(Code::ERRCODE_IO_ERROR);
     let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut last_notice = -1.0f64;
+    let mut notices = lr_fit::progress::Throttle::new(0.1);
     let mut progress = |stage: &str, fraction: f64| {
         pgrx::check_for_interrupts!();
-        if fraction >= last_notice + 0.1 || fraction >= 1.0 && last_notice < 1.0 {
+        if notices.due(stage, fraction) {
             pgrx::notice!("lightretriever: fitting \"{model}\": {stage} {:.0}%", fraction * 100.0);
-            last_notice = fraction;
         }
     };
     if let Some(v) = doc_vectors.as_ref().and_then(|vs| vs.iter().find(|v| v.len() != dims)) {

@@ -226,7 +226,7 @@ fn encode_texts(
         None => None,
         Some(info) => match ask(enc.sparse_model.as_deref().unwrap_or_default(), info, Task::Sparse { texts })? {
             Ok(Output::Sparse(v)) => {
-                if let Some(v) = v.iter().find(|v| v.len() > lr_vector::SPARSEVEC_MAX_NNZ) {
+                if let Some(v) = v.iter().find(|v| lr_vector::check_non_zeros(v.len()).is_err()) {
                     return Some(Err(EncodeError::Model(Failure::Encode(format!(
                         "a sparse vector has {} non-zero weights; sparsevec holds at most {} (register the model with sparse_top_k)",
                         v.len(),

@@ -2,7 +2,7 @@
 //! L2-normalised (all-MiniLM-L6-v2 and its kin), and its query-table rows (`[CLS] id [SEP]`).
 
 use candle_core::{DType, Device};
-use lr_model::bert::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
+use lr_model::{sequences_in_length_batches, BertBackbone, DOCUMENT_BATCH};
 use lr_model::{ModelError, ModelInfo, Result};
 use lr_tokenizer::Tokenizer;
 
@@ -51,11 +51,7 @@ impl BertEncoder {
 
     /// Encodes already-tokenised sequences (special tokens included), in input order.
     pub fn encode_id_sequences(&self, seqs: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        in_length_batches(&lengths, batch, |chunk| {
-            let group: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
-            self.forward_pooled(&group)
-        })
+        sequences_in_length_batches(seqs, batch, |group| self.forward_pooled(group))
     }
 
     /// LightRetriever's table rows for a BERT encoder: each id encoded alone as `[CLS] id [SEP]`

@@ -1,5 +1,5 @@
 //! A registered model's full encoders, whatever its family: what the extension and the fitting
-//! code call, so that neither branches on BERT versus decoder LLM.
+//! code call, so that neither branches on BERT versus decoder LLM. One dispatch for both kinds.
 
 use crate::bert::BertEncoder;
 use lr_model::error::{ModelError, Result};
@@ -9,61 +9,94 @@ use crate::sparse::SparseEncoder;
 use candle_core::Device;
 use std::sync::Arc;
 
-/// Dense document vectors and query-table rows. A decoder LLM is shared (`Arc`): the same
-/// weights serve its dense and its LM-head sparse encoder.
-pub enum DocumentEncoder {
-    Bert(BertEncoder),
+/// A registered model's encoder of one kind, whatever its family: a BERT-family encoder `B`
+/// (dense: [`BertEncoder`], sparse: [`SparseEncoder`]), or a decoder LLM, shared (`Arc`) so that
+/// the same weights serve its dense and its LM-head sparse encoder.
+pub enum FamilyEncoder<B> {
+    Bert(B),
     Llm(Arc<LlmEncoder>),
 }
 
-impl DocumentEncoder {
+/// Dense document vectors and query-table rows.
+pub type DocumentEncoder = FamilyEncoder<BertEncoder>;
+
+/// Sparse document vectors: a BERT masked-LM head (SPLADE) or a decoder's LM head.
+pub type SparseDocumentEncoder = FamilyEncoder<SparseEncoder>;
+
+/// What a BERT-family encoder of either kind offers the dispatch.
+pub trait BertFamily: Sized {
+    fn load(info: &ModelInfo, device: &Device) -> Result<Self>;
+    fn info(&self) -> &ModelInfo;
+}
+
+impl BertFamily for BertEncoder {
+    fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
+        BertEncoder::load(info, device)
+    }
+    fn info(&self) -> &ModelInfo {
+        BertEncoder::info(self)
+    }
+}
+
+impl BertFamily for SparseEncoder {
+    fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
+        SparseEncoder::load(info, device)
+    }
+    fn info(&self) -> &ModelInfo {
+        SparseEncoder::info(self)
+    }
+}
+
+impl<B: BertFamily> FamilyEncoder<B> {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
         if info.family.is_decoder() {
-            Ok(DocumentEncoder::Llm(Arc::new(LlmEncoder::load(info, device)?)))
+            Ok(FamilyEncoder::Llm(Arc::new(LlmEncoder::load(info, device)?)))
         } else {
-            Ok(DocumentEncoder::Bert(BertEncoder::load(info, device)?))
+            Ok(FamilyEncoder::Bert(B::load(info, device)?))
         }
     }
 
-    /// The decoder behind this encoder, when it is one (to build its sparse encoder without a
-    /// second load: `SparseDocumentEncoder::Llm(decoder)`).
+    /// The decoder behind this encoder, when it is one (to build the other kind without a
+    /// second load: `SparseDocumentEncoder::Llm(decoder)` from a dense one, and back).
     pub fn decoder_llm(&self) -> Option<&Arc<LlmEncoder>> {
         match self {
-            DocumentEncoder::Llm(e) => Some(e),
-            DocumentEncoder::Bert(_) => None,
+            FamilyEncoder::Llm(e) => Some(e),
+            FamilyEncoder::Bert(_) => None,
         }
     }
 
     pub fn info(&self) -> &ModelInfo {
         match self {
-            DocumentEncoder::Bert(e) => e.info(),
-            DocumentEncoder::Llm(e) => e.info(),
+            FamilyEncoder::Bert(e) => e.info(),
+            FamilyEncoder::Llm(e) => e.info(),
         }
     }
+}
 
+impl DocumentEncoder {
     pub fn dim(&self) -> usize {
         match self {
-            DocumentEncoder::Bert(e) => e.dim(),
-            DocumentEncoder::Llm(e) => e.dim(),
+            FamilyEncoder::Bert(e) => e.dim(),
+            FamilyEncoder::Llm(e) => e.dim(),
         }
     }
 
     /// L2-normalised document vectors, in input order.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         match self {
-            DocumentEncoder::Bert(e) => e.encode(texts),
-            DocumentEncoder::Llm(e) => e.encode(texts),
+            FamilyEncoder::Bert(e) => e.encode(texts),
+            FamilyEncoder::Llm(e) => e.encode(texts),
         }
     }
 
     /// Documents already tokenised as the model wraps them, in `batch`-sized forward passes.
     pub fn encode_document_ids(&self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
         match self {
-            DocumentEncoder::Bert(e) => {
+            FamilyEncoder::Bert(e) => {
                 let ids = texts.iter().map(|t| e.document_ids(t)).collect::<Result<Vec<_>>>()?;
                 e.encode_id_sequences(&ids, batch)
             }
-            DocumentEncoder::Llm(e) => {
+            FamilyEncoder::Llm(e) => {
                 let ids = texts.iter().map(|t| e.document_ids(t)).collect::<Result<Vec<_>>>()?;
                 e.encode_id_sequences(&ids, batch)
             }
@@ -80,12 +113,12 @@ impl DocumentEncoder {
     /// or as `[CLS] id [SEP]` for BERT-family encoders (which take no instruction).
     pub fn table_rows(&self, instruction: Option<&str>, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
         match (self, instruction) {
-            (DocumentEncoder::Bert(e), None) => e.token_table_rows(ids),
-            (DocumentEncoder::Bert(_), Some(_)) => {
+            (FamilyEncoder::Bert(e), None) => e.token_table_rows(ids),
+            (FamilyEncoder::Bert(_), Some(_)) => {
                 Err(ModelError::InvalidOption("BERT-family encoders take no instruction".into()))
             }
-            (DocumentEncoder::Llm(e), Some(i)) => e.token_table_rows(&e.query_prompt_prefix(i)?, ids),
-            (DocumentEncoder::Llm(e), None) => e.token_table_rows(&e.bos_prefix(), ids),
+            (FamilyEncoder::Llm(e), Some(i)) => e.token_table_rows(&e.query_prompt_prefix(i)?, ids),
+            (FamilyEncoder::Llm(e), None) => e.token_table_rows(&e.bos_prefix(), ids),
         }
     }
 }
@@ -101,44 +134,15 @@ pub fn table_input(info: &ModelInfo, instruction: Option<&str>) -> String {
     }
 }
 
-/// Sparse document vectors: a BERT masked-LM head (SPLADE) or a decoder's LM head.
-pub enum SparseDocumentEncoder {
-    Bert(SparseEncoder),
-    Llm(Arc<LlmEncoder>),
-}
-
 impl SparseDocumentEncoder {
-    pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
-        if info.family.is_decoder() {
-            Ok(SparseDocumentEncoder::Llm(Arc::new(LlmEncoder::load(info, device)?)))
-        } else {
-            Ok(SparseDocumentEncoder::Bert(SparseEncoder::load(info, device)?))
-        }
-    }
-
-    /// The decoder behind this encoder, when it is one (see `DocumentEncoder::decoder_llm`).
-    pub fn decoder_llm(&self) -> Option<&Arc<LlmEncoder>> {
-        match self {
-            SparseDocumentEncoder::Llm(e) => Some(e),
-            SparseDocumentEncoder::Bert(_) => None,
-        }
-    }
-
-    pub fn info(&self) -> &ModelInfo {
-        match self {
-            SparseDocumentEncoder::Bert(e) => e.info(),
-            SparseDocumentEncoder::Llm(e) => e.info(),
-        }
-    }
-
     /// One (id, weight) list per text, sorted by id, pruned to the model's `sparse_top_k`.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<(u32, f32)>>> {
         let top_k = self.info().sparse_top_k;
         match self {
-            SparseDocumentEncoder::Bert(e) => {
+            FamilyEncoder::Bert(e) => {
                 Ok(e.encode(texts)?.into_iter().map(|v| crate::llm::prune_to_top_k(v, top_k)).collect())
             }
-            SparseDocumentEncoder::Llm(e) => e.encode_sparse(texts, top_k),
+            FamilyEncoder::Llm(e) => e.encode_sparse(texts, top_k),
         }
     }
 }

@@ -6,7 +6,7 @@
 use candle_core::{Device, IndexOp, Tensor};
 use lr_tokenizer::{PrefixCutter, Tokenizer};
 
-use lr_model::bert::{in_length_batches, DOCUMENT_BATCH};
+use lr_model::{sequences_in_length_batches, DOCUMENT_BATCH};
 use lr_model::decoder::{Decoder, DecoderConfig, PaddingSide};
 use lr_model::error::{ModelError, Result};
 use lr_model::lora::{AdapterConfig, LoraAdapter};
@@ -105,11 +105,9 @@ impl LlmEncoder {
 
     /// Dense vectors of already-wrapped sequences (their last id is pooled).
     pub fn encode_id_sequences(&self, seqs: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
-        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        in_length_batches(&lengths, batch, |chunk| {
-            let group: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
+        sequences_in_length_batches(seqs, batch, |group| {
             // Left padding puts every sequence's last token in the last column.
-            let (hidden, _) = self.model.forward_sequences(&group, PaddingSide::Left)?;
+            let (hidden, _) = self.model.forward_sequences(group, PaddingSide::Left)?;
             let t = hidden.dim(1)?;
             let mut rows: Vec<Vec<f32>> = hidden.i((.., t - 1, ..))?.to_vec2()?;
             rows.iter_mut().for_each(|r| l2_normalize(r));
@@ -160,11 +158,7 @@ impl LlmEncoder {
 
     /// Sparse vectors of already-wrapped sequences.
     pub fn encode_sparse_ids(&self, seqs: &[Vec<u32>], top_k: Option<usize>) -> Result<Vec<Vec<(u32, f32)>>> {
-        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        in_length_batches(&lengths, DOCUMENT_BATCH, |chunk| {
-            let group: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
-            self.sparse_batch(&group, top_k)
-        })
+        sequences_in_length_batches(seqs, DOCUMENT_BATCH, |group| self.sparse_batch(group, top_k))
     }
 
     fn sparse_batch(&self, group: &[&[u32]], top_k: Option<usize>) -> Result<Vec<Vec<(u32, f32)>>> {

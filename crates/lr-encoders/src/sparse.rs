@@ -6,7 +6,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use lr_tokenizer::{Encoding, Tokenizer};
 
-use lr_model::bert::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
+use lr_model::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
 use lr_model::error::{ModelError, Result};
 use lr_model::model_dir::{ModelInfo, BERT_MLM_HEAD_TENSOR};
 

@@ -100,13 +100,7 @@ fn dense_model_is_refused_for_sparse() {
 #[test]
 fn a_config_claiming_a_head_without_its_weights_is_refused() {
     // A config that claims a masked-LM head over weights without one (the dense model's).
-    let src = dense_model_dir();
-    let d = std::env::temp_dir().join(format!("lr-encoders-claims-mlm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("1_Pooling")).unwrap();
-    for f in ["config.json", "tokenizer.json", "model.safetensors", "sentence_bert_config.json", "1_Pooling/config.json"] {
-        std::fs::copy(src.join(f), d.join(f)).unwrap();
-    }
+    let d = dense_model_copy("claims-mlm");
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"BertModel\"", "\"BertForMaskedLM\"");
     std::fs::write(d.join("config.json"), cfg).unwrap();
     let info = ModelInfo::inspect(&d, &ModelOptions::default()).unwrap();

@@ -1,18 +1,6 @@
 //! Exact top-k search in memory.
 
-/// Indices and scores of the `k` best, best first; ties broken by the lower index. Documents
-/// with a score of exactly zero are kept (a dense score of 0 is a real score).
-pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    let k = k.min(idx.len());
-    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-    if k > 0 && k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-    }
-    idx.truncate(k);
-    idx.sort_by(cmp);
-    idx.into_iter().map(|i| (i, scores[i])).collect()
-}
+pub use lr_search::top_k;
 
 /// Dot products of each query with each document (rows, all the same width).
 pub fn dense_scores(queries: &[Vec<f32>], docs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, String> {

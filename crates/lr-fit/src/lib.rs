@@ -15,6 +15,7 @@
 //! input: errors are [`FitError`] values, progress goes to a callback. Settings chosen on a
 //! held-out split of the corpus (never on benchmark queries): see docs/quality.md.
 
+pub mod progress;
 mod refine;
 mod rng;
 pub mod solve;
@@ -428,15 +429,7 @@ pub(crate) fn normalize(v: &mut [f32]) {
 
 /// Indices of the `k` largest scores, best first (ties: lower index first).
 pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    let k = k.min(idx.len());
-    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-    if k < idx.len() && k > 0 {
-        idx.select_nth_unstable_by(k - 1, cmp);
-    }
-    idx.truncate(k);
-    idx.sort_by(cmp);
-    idx
+    lr_search::top_k(scores, k).into_iter().map(|(i, _)| i).collect()
 }
 
 /// Scores of every query (rows of `q`, n × d) against every document (m × d).

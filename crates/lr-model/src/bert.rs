@@ -1,6 +1,6 @@
 //! The BERT-family encoder stack on candle (CPU; CUDA behind the `cuda` feature): config,
 //! weights, tokenizer, one padded forward. The dense (pooled) and sparse (masked-LM head)
-//! encoders of lr-encoders sit on it. Also the length-sorted batching every encoder uses.
+//! encoders of lr-encoders sit on it.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -9,10 +9,6 @@ use lr_tokenizer::{PrefixCutter, Tokenizer};
 
 use crate::error::{ModelError, Result};
 use crate::model_dir::{ModelFamily, ModelInfo};
-
-/// Texts per forward pass when encoding documents: measured best on 2 CPU cores for
-/// ~sentence-length inputs (candle.md: 4.7 ms/sentence at 32 vs 14.7 at 1).
-pub const DOCUMENT_BATCH: usize = 32;
 
 /// What the dense and the sparse BERT encoders share: config, encoder stack, tokenizer (padding
 /// off, truncation at the model's length) and device. The weights stay available through `vb`
@@ -89,31 +85,4 @@ impl BertBackbone {
         let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
         Ok((hidden, mask))
     }
-}
-
-/// Runs `run` over groups of at most `batch` inputs of similar length (so that a padded batch
-/// carries little padding) and returns its per-input results in input order. `run` gets the
-/// input indices of one group and returns one result per index, in that order.
-pub fn in_length_batches<T>(
-    lengths: &[usize],
-    batch: usize,
-    mut run: impl FnMut(&[usize]) -> Result<Vec<T>>,
-) -> Result<Vec<T>> {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by_key(|&i| lengths[i]);
-    let mut out: Vec<Option<T>> = (0..lengths.len()).map(|_| None).collect();
-    for chunk in order.chunks(batch.max(1)) {
-        let results = run(chunk)?;
-        if results.len() != chunk.len() {
-            return Err(ModelError::Inference(format!(
-                "a batch of {} inputs gave {} results",
-                chunk.len(),
-                results.len()
-            )));
-        }
-        for (&i, r) in chunk.iter().zip(results) {
-            out[i] = Some(r);
-        }
-    }
-    Ok(out.into_iter().map(|r| r.expect("every input is in exactly one batch")).collect())
 }

@@ -1,10 +1,11 @@
 //! Models for lightretriever, below every use of them: model directories (`ModelInfo`), the
 //! BERT-family encoder stack, decoder LLMs (Llama/Mistral/Qwen2/Qwen3 with KV cache), PEFT LoRA
-//! merge, devices, and the pooling a model directory configures. The LightRetriever encoders
+//! merge, devices, the pooling a model directory configures, and length-sorted batching. The LightRetriever encoders
 //! (lr-encoders) and the reranker sit on this crate.
 //!
 //! Nothing here touches PostgreSQL; everything is tested with plain `cargo test`.
 
+pub mod batching;
 pub mod bert;
 pub mod decoder;
 pub mod device;
@@ -13,7 +14,8 @@ pub mod lora;
 pub mod model_dir;
 pub mod pooling;
 
-pub use bert::{BertBackbone, DOCUMENT_BATCH};
+pub use batching::{in_length_batches, sequences_in_length_batches, DOCUMENT_BATCH};
+pub use bert::BertBackbone;
 pub use candle_core::Device;
 pub use decoder::{Decoder, DecoderConfig, DecoderKind, KvCache, PaddingSide};
 pub use device::parse_device;

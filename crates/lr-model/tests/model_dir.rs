@@ -6,14 +6,7 @@ use lr_model::{ModelError, ModelInfo, ModelOptions, Pooling};
 use std::path::{Path, PathBuf};
 
 fn copy_model(name: &str) -> PathBuf {
-    let src = dense_model_dir();
-    let dst = std::env::temp_dir().join(format!("lr-model-dir-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
-    for f in ["config.json", "tokenizer.json", "model.safetensors", "sentence_bert_config.json", "1_Pooling/config.json"] {
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
-    }
-    dst
+    lr_testkit::dense_model_copy(name)
 }
 
 fn invalid(dir: &Path, opts: &ModelOptions) -> String {

@@ -1,6 +1,7 @@
 //! Hybrid search fusion (LightRetriever §hybrid): each side's candidate scores are min-max
 //! normalised per query, then fused as `w·dense + (1−w)·sparse`. Shared by the extension's
-//! `lr_search` and the evaluation harness so both rank exactly the same way.
+//! `lr_search` and the evaluation harness so both rank exactly the same way. Also the one exact
+//! top-k selection every ranking here uses ([`top_k`]).
 
 use std::collections::HashMap;
 
@@ -123,4 +124,18 @@ mod tests {
         let hits = fuse(&[(5, 0.3), (2, 0.3)], &[], Mode::Dense, 1.0, 2);
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [2, 5]);
     }
+}
+
+/// Indices and scores of the `k` best of `scores`, best first; ties broken by the lower index.
+/// Scores of exactly zero are kept (a dense score of 0 is a real score).
+pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    let k = k.min(idx.len());
+    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if k > 0 && k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+    }
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, scores[i])).collect()
 }

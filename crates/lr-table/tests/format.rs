@@ -2,10 +2,7 @@ use lr_table::{Dtype, LookupEncoder, LookupError, QueryTable, TableError, TableM
 use std::path::PathBuf;
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lr-table-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    lr_testkit::temp_dir("lr-table-test", name)
 }
 
 fn meta() -> TableMeta {

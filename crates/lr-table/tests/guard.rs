@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 const CHILD: &str = "LR_TABLE_GUARD_CHILD";
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lr-table-guard-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    lr_testkit::temp_dir("lr-table-guard", name)
 }
 
 fn meta() -> TableMeta {

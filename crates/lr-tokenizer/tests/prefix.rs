@@ -6,6 +6,7 @@
 //! whitespace runs, giant words, multibyte UTF-8, punctuation runs, texts around the budget
 //! sizes, and a seeded fuzz; then the bound on a 14 MB text.
 
+use lr_testkit::Rng;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -153,21 +154,6 @@ fn budget_texts() -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// xorshift64*: a fixed seed gives the same strings on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 const FRAGMENTS: &[&str] = &[

@@ -2,6 +2,7 @@
 //! path it takes: the CISI queries and documents, hand-made edge cases and a seeded fuzz, on both
 //! real BERT tokenizers (and variants of them), plus non-BERT tokenizers that must fall back.
 
+use lr_testkit::Rng;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -188,21 +189,6 @@ fn edge_cases() {
             fast += took_fast as usize;
         }
         assert!(fast > 40, "{name}: {fast}");
-    }
-}
-
-/// xorshift64*: a fixed, dependency-free pseudo-random sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

@@ -152,14 +152,21 @@ pub struct SparseVector {
     pub values: Vec<f32>,
 }
 
+/// Whether `count` non-zero weights fit one `sparsevec` (pgvector's limit): the one check of
+/// it, for vectors built here and for models' sparse output before it is written.
+pub fn check_non_zeros(count: usize) -> Result<(), LayoutError> {
+    if count > SPARSEVEC_MAX_NNZ {
+        return Err(LayoutError::TooManyNonZeros(count as i64));
+    }
+    Ok(())
+}
+
 impl SparseVector {
     /// Builds a validated sparse vector from (index, value) pairs in any order.
     /// Zero values are dropped; a repeated index is an error (it has no single meaning).
     pub fn from_pairs(dim: usize, mut pairs: Vec<(u32, f32)>) -> Result<Self, LayoutError> {
         pairs.retain(|&(_, v)| v != 0.0);
-        if pairs.len() > SPARSEVEC_MAX_NNZ {
-            return Err(LayoutError::TooManyNonZeros(pairs.len() as i64));
-        }
+        check_non_zeros(pairs.len())?;
         pairs.sort_by_key(|&(i, _)| i);
         let sv = SparseVector {
             dim,
@@ -309,15 +316,14 @@ pub fn sparsevec_payload(dim: usize, pairs: Vec<(u32, f32)>) -> Result<Vec<u8>, 
 /// depend on input order), returned sorted by index. Zero values are dropped first.
 pub fn top_k(mut pairs: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     pairs.retain(|&(_, v)| v != 0.0);
-    if pairs.len() > k {
-        let larger_first =
-            |a: &(u32, f32), b: &(u32, f32)| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0));
-        if k > 0 {
-            pairs.select_nth_unstable_by(k - 1, larger_first);
-        }
-        pairs.truncate(k);
-    }
+    // By index first: lr_search::top_k breaks ties by position, which is then the index.
     pairs.sort_by_key(|&(i, _)| i);
+    if pairs.len() > k {
+        let magnitudes: Vec<f32> = pairs.iter().map(|p| p.1.abs()).collect();
+        let mut kept: Vec<(u32, f32)> = lr_search::top_k(&magnitudes, k).into_iter().map(|(at, _)| pairs[at]).collect();
+        kept.sort_by_key(|&(i, _)| i);
+        pairs = kept;
+    }
     pairs
 }
 
