@@ -77,19 +77,7 @@ const MB: usize = 1 << 20;
 
 /// CISI documents concatenated to 14 MB, and its first ~100 KB (cut before a space).
 fn texts() -> (String, String) {
-    let path = lr_testkit::shared_dir().join("data/cisi/corpus.jsonl");
-    let docs: Vec<String> = lr_testkit::read_jsonl(&path)
-        .iter()
-        .map(|v| format!("{}\n{}", v.get("title").and_then(|t| t.as_str()).unwrap_or(""), v["text"].as_str().unwrap()))
-        .collect();
-    let mut text = String::with_capacity(14_100_000);
-    for d in docs.iter().cycle() {
-        if text.len() >= 14_000_000 {
-            break;
-        }
-        text.push_str(d);
-        text.push_str("\n\n");
-    }
+    let text = lr_testkit::huge_cisi_text(14_000_000);
     let mut end = 100_000;
     while !text.is_char_boundary(end) || !text[end..].starts_with(' ') {
         end += 1;

@@ -164,3 +164,30 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
+
+/// The CISI documents (`../shared/data/cisi`) as `title\ntext`, in corpus order.
+pub fn cisi_docs() -> Vec<String> {
+    let path = shared_dir().join("data/cisi/corpus.jsonl");
+    read_jsonl(&path)
+        .iter()
+        .map(|v| {
+            let title = v.get("title").and_then(|t| t.as_str()).unwrap_or("");
+            format!("{title}\n{}", v["text"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// A document of at least `bytes` bytes: the CISI documents concatenated (blank-line separated),
+/// over and over — what a careless or hostile user stores in one row.
+pub fn huge_cisi_text(bytes: usize) -> String {
+    let docs = cisi_docs();
+    let mut text = String::with_capacity(bytes + 100_000);
+    for d in docs.iter().cycle() {
+        if text.len() >= bytes {
+            break;
+        }
+        text.push_str(d);
+        text.push_str("\n\n");
+    }
+    text
+}

@@ -32,14 +32,7 @@ const O200K: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\
 // texts
 
 fn cisi_docs() -> Vec<String> {
-    let path = lr_testkit::shared_dir().join("data/cisi/corpus.jsonl");
-    lr_testkit::read_jsonl(&path)
-        .iter()
-        .map(|v| {
-            let title = v.get("title").and_then(|t| t.as_str()).unwrap_or("");
-            format!("{title}\n{}", v["text"].as_str().unwrap())
-        })
-        .collect()
+    lr_testkit::cisi_docs()
 }
 
 /// CISI documents concatenated into texts of about `size` bytes each.
@@ -635,15 +628,7 @@ fn query_tokenizer_first_ids_are_the_truncated_ids() {
 /// ids are the whole text's (on BERT, whose exact ASCII fast path can afford the whole 14 MB).
 #[test]
 fn a_14_mb_text_is_cut_to_a_few_kb() {
-    let docs = cisi_docs();
-    let mut text = String::with_capacity(14_100_000);
-    for d in docs.iter().cycle() {
-        if text.len() >= 14_000_000 {
-            break;
-        }
-        text.push_str(d);
-        text.push_str("\n\n");
-    }
+    let text = lr_testkit::huge_cisi_text(14_000_000);
     let head = &text[..floor(&text, 200_000)];
     for (name, tok) in all_tokenizers() {
         let cutter = PrefixCutter::new(&tok);
