@@ -195,8 +195,7 @@ fn encode_all(inference: &mut Inference, enc: &AutoEncoding, work: &[(&Claim, St
     let texts: Vec<String> = work.iter().map(|(_, t)| t.clone()).collect();
     lr_queue::retry::encode_rows(&texts, |rows| {
         Some(encode_texts(inference, enc, &dense_info, sparse_info.as_ref(), rows.to_vec())?.map_err(|e| match e {
-            EncodeError::Model(Failure::Encode(m)) => retry::Failure::Inputs(m),
-            EncodeError::Crashed(m) => retry::Failure::Inputs(m),
+            EncodeError::Model(Failure::Encode(m)) | EncodeError::Crashed(m) => retry::Failure::Inputs(m),
             EncodeError::Model(f) => retry::Failure::Model(f.message().to_owned()),
         }))
     })
