@@ -145,18 +145,58 @@ pass_by_varlena!(Vector);
 pass_by_varlena!(SparseVec);
 
 /// Round-trip helpers for the `#[pg_test]`s: they read pgvector's bytes (validating them) and
-/// write them back. In SQL only in `pg_test` builds; the shipped library keeps the symbols
-/// because 0.1.0's install script names them (an upgrade from it starts there and drops them).
-#[cfg_attr(feature = "pg_test", pg_extern(immutable, parallel_safe, strict))]
-#[cfg_attr(not(feature = "pg_test"), pg_extern(immutable, parallel_safe, strict, sql = false))]
+/// write them back. Only `pg_test` builds have them; see `removed_in_0_2_0` for the others.
+#[cfg(feature = "pg_test")]
+#[pg_extern(immutable, parallel_safe, strict)]
 fn lr_vector_roundtrip(v: Vector) -> Vector {
     v
 }
 
-#[cfg_attr(feature = "pg_test", pg_extern(immutable, parallel_safe, strict))]
-#[cfg_attr(not(feature = "pg_test"), pg_extern(immutable, parallel_safe, strict, sql = false))]
+#[cfg(feature = "pg_test")]
+#[pg_extern(immutable, parallel_safe, strict)]
 fn lr_sparsevec_roundtrip(v: SparseVec) -> SparseVec {
     v
+}
+
+/// 0.1.0's install script created the round-trip helpers (0.2.0's upgrade drops them), and
+/// PostgreSQL looks a C function's symbols up when it creates it: the shipped library keeps
+/// the two symbols, so that 0.1.0 can still be installed and then updated. Called, they are
+/// an error; they are in no SQL of this version.
+#[cfg(not(feature = "pg_test"))]
+mod removed_in_0_2_0 {
+    use pgrx::pg_sys;
+
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+
+    fn removed(name: &str) -> ! {
+        crate::error::raise(
+            crate::error::Code::ERRCODE_UNDEFINED_FUNCTION,
+            format!("lightretriever: {name} was removed in 0.2.0"),
+            Some("Update the extension: ALTER EXTENSION lightretriever UPDATE."),
+        )
+    }
+
+    #[no_mangle]
+    pub extern "C" fn pg_finfo_lr_vector_roundtrip_wrapper() -> &'static pg_sys::Pg_finfo_record {
+        &V1_API
+    }
+
+    #[no_mangle]
+    pub extern "C" fn pg_finfo_lr_sparsevec_roundtrip_wrapper() -> &'static pg_sys::Pg_finfo_record {
+        &V1_API
+    }
+
+    #[no_mangle]
+    #[pgrx::pg_guard]
+    pub unsafe extern "C-unwind" fn lr_vector_roundtrip_wrapper(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+        removed("lr_vector_roundtrip")
+    }
+
+    #[no_mangle]
+    #[pgrx::pg_guard]
+    pub unsafe extern "C-unwind" fn lr_sparsevec_roundtrip_wrapper(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+        removed("lr_sparsevec_roundtrip")
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
