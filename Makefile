@@ -21,14 +21,15 @@ setup:
 test: setup
 	$(MAKE) test-crates test-pg test-e2e
 
-## Rewritten every run (2 s, byte-identical output); readable by the server user for test-pg.
+## Rewritten every run (about 15 s, byte-identical output); readable by the server user for test-pg.
 test-models:
 	python3 scripts/make_test_models.py --out $(LR_TEST_MODELS)
 	python3 tests/decoder_reference/reference.py $(LR_TEST_MODELS)
+	python3 tests/rerank_reference/reference.py $(LR_TEST_MODELS)
 	chmod -R a+rX $(LR_TEST_MODELS)
 
 test-crates: test-models
-	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-encoders -p lr-search -p lr-fit -p lr-eval -p lr-service -p lr-queue
+	cargo test --locked -p lr-vector -p lr-tokenizer -p lr-table -p lr-model -p lr-encoders -p lr-search -p lr-fit -p lr-eval -p lr-service -p lr-queue -p lr-rerank
 
 test-pg: test-models
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)

@@ -14,9 +14,15 @@ Tiny models (DIR/<name>):
   tiny-qwen3       Qwen3ForCausalLM, F16, head_dim 32 != 64/4, q_norm/k_norm, tied embeddings
   tiny-llama-lora  PEFT LoRA adapter for tiny-llama (r=4, alpha=8, all 7 projections, B != 0),
                    with its own tokenizer.json = base tokenizer + Lowercase normalizer
+  pe-rank-tiny     PE-Rank reranker (embed_mistral: Mistral + mlp2x_gelu projector E=32 -> H=64),
+                   BF16, two shards, legacy-sentencepiece-style BPE tokenizer.json with
+                   <PLACEHOLDER>/<RANK>, Mistral-v0.2 chat template (liuqi6777/pe-rank-mistral-jina layout)
+  jina-bert-tiny   JinaBERT (ALiBi, GEGLU, post-LN; jina-embeddings-v2-base-en layout), F32, hidden 32,
+                   WordPiece tokenizer.json, 1_Pooling (mean); PE-Rank's passage encoder
 
 Weights: linear/embedding ~ N(0, 0.02), biases ~ N(0, 0.02), RMSNorm weights ~ 1 + N(0, 0.1),
 LoRA A and B ~ N(0, 0.05).  Linear weights are [out, in] as in torch.nn.Linear.
+pe-rank-tiny and jina-bert-tiny use their own scales (PE_RANK["std"], JINA["std"]).
 
 The companion tests/decoder_reference/reference.py computes the expected outputs from these files.
 """
@@ -471,6 +477,410 @@ def write_real(root, key, layers=None):
 
 
 # --------------------------------------------------------------------------------------------
+# PE-Rank (arXiv 2406.14848): a tiny random checkpoint in the released layout of
+# liuqi6777/pe-rank-mistral-jina (embed_mistral = Mistral + projector, full model, BF16, two
+# shards), and a tiny random JinaBERT (jina-embeddings-v2-base-en's architecture) to serve as its
+# passage encoder (hidden 32 = PE-Rank's embedding_size). tests/rerank_reference/reference.py
+# computes the expected outputs; its README describes both.
+
+SPIECE = "\u2581"  # sentencepiece's word-boundary marker "▁"
+PE_PLACEHOLDER_TOKEN, PE_RANK_TOKEN = "<PLACEHOLDER>", "<RANK>"
+
+# The original Mistral-7B-Instruct-v0.2 chat template (tokenizer_config.json of that model).
+MISTRAL_V02_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+    "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant "
+    "roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+# Pieces with the "▁" word prefix: the prompt's words, words of the reference queries and
+# passages, a few common words, and "▁[" / "▁]" (the legacy tokenizer's "[" / "]" after a space
+# or at the start of a segment).
+PE_SP_WORDS = """
+I will provide you with passages passage each a special token representing the enclosed in
+followed by original text based on their relevance to search query Query relatively ordered above
+output ranking descending order Only unique [ ] How how do embeddings speed up rerank reranking
+effects of caffeine Caffeine on sleep Sleep quality blocks receptors brain which delays feeling
+serves espresso late at night compress document into one vector for fast read all candidates once
+and is when after avoided improves what capital France Paris this that are from as
+""".split()
+# Pieces without the prefix: what follows "[", a newline or "/" in the prompt, and a few suffixes.
+PE_PLAIN_WORDS = ["INST", "Rank", "Pass", "age", "Search", "ing", "ed", "es", "er", "ly", "tion"]
+
+
+def pe_rank_vocab():
+    """Token strings by id and the BPE merges (strings "left right", in rank order).
+
+    <unk>=0, <s>=1, </s>=2, the 256 byte tokens <0x00>..<0xFF> (3..258), the single characters
+    "▁" and ASCII 33..126, then the multi-character pieces. Each piece w is built by the merge
+    (w[:-1], w[-1]), so every prefix of a piece is a piece too; all "▁"-pieces are merged before
+    (rank lower than) the plain ones. Digits are never merged (as in Llama/Mistral: " 10" is
+    "▁", "1", "0"); "\\n" and non-ASCII characters fall back to bytes."""
+    toks = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    toks += [SPIECE] + [chr(c) for c in range(33, 127)]
+    have, merges = set(toks), []
+    for words in ([SPIECE + w for w in PE_SP_WORDS], PE_PLAIN_WORDS):
+        for w in words:
+            assert not any(ch.isdigit() for ch in w), w
+            for k in range(2, len(w) + 1):
+                if w[:k] not in have:
+                    have.add(w[:k])
+                    toks.append(w[:k])
+                    merges.append(f"{w[:k - 1]} {w[k - 1]}")
+    assert len(set(toks)) == len(toks)
+    return toks, merges
+
+
+def pe_rank_tokenizer_json():
+    """tokenizer.json as Hugging Face converts a LEGACY slow Llama/Mistral sentencepiece
+    tokenizer: BPE with byte fallback, normalizer Prepend("▁") + Replace(" ", "▁"), no
+    pre-tokenizer. The added tokens are split off before normalisation, so every segment between
+    them gets its own "▁" prefix (legacy: "[<PLACEHOLDER>]" -> "▁[", <PLACEHOLDER>, "▁]")."""
+    toks, merges = pe_rank_vocab()
+    base = len(toks)
+
+    def added(i, content):
+        return {"id": i, "content": content, "single_word": False, "lstrip": False,
+                "rstrip": False, "normalized": False, "special": True}
+
+    def special(tok, type_id):
+        return {"SpecialToken": {"id": tok, "type_id": type_id}}
+
+    def seq(name, type_id):
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [added(0, "<unk>"), added(1, "<s>"), added(2, "</s>"),
+                         added(base, PE_PLACEHOLDER_TOKEN), added(base + 1, PE_RANK_TOKEN)],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": SPIECE},
+            {"type": "Replace", "pattern": {"String": " "}, "content": SPIECE}]},
+        "pre_tokenizer": None,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [special("<s>", 0), seq("A", 0)],
+            "pair": [special("<s>", 0), seq("A", 0), special("<s>", 1), seq("B", 1)],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [BOS_ID], "tokens": ["<s>"]}},
+        },
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": SPIECE}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": {t: i for i, t in enumerate(toks)}, "merges": merges},
+    }
+
+
+def pe_rank_tokenizer_files(base):
+    def tok(content):
+        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
+                "single_word": False, "special": True}
+
+    config = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": {"0": tok("<unk>"), "1": tok("<s>"), "2": tok("</s>"),
+                                 str(base): tok(PE_PLACEHOLDER_TOKEN), str(base + 1): tok(PE_RANK_TOKEN)},
+        "additional_special_tokens": [],
+        "bos_token": "<s>",
+        "chat_template": MISTRAL_V02_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "</s>",
+        "legacy": True,
+        "model_max_length": 4096,
+        "pad_token": "<unk>",
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+    }
+    smap = {k: {"content": v, "lstrip": False, "normalized": False, "rstrip": False,
+                "single_word": False}
+            for k, v in (("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>"))}
+    smap["pad_token"] = "<unk>"
+    return config, smap
+
+
+PE_RANK = dict(
+    seed=1201,
+    # std of each kind of tensor (norm weights are 1 + N(0, std)); chosen so that attention is
+    # far from uniform and the decoding scores are well separated (reference.py asserts it).
+    std={"embed": 0.5, "qk": 0.25, "vo": 0.15, "mlp": 0.15, "norm": 0.1, "lm_head": 0.02,
+         "proj0_w": 1.0, "proj0_b": 0.1, "proj2_w": 0.15, "proj2_b": 0.02, "dummy": 0.02},
+    config={
+        "architectures": ["EmbedMistralForRankLM"],
+        "model_type": "embed_mistral",
+        "attention_dropout": 0.0,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 4096,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 1000000.0,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "vocab_size": None,  # base vocab + <PLACEHOLDER> + <RANK>, filled in from the tokenizer
+        "encoder_name": "jinaai/jina-embeddings-v2-base-en",
+        "encoder_pooling": "mean",
+        "use_proj": True,
+        "projector_type": "mlp2x_gelu",
+        "embedding_size": 32,
+        "tokenizer_padding_side": "left",
+        "tokenizer_model_max_length": 4096,
+        "tune_mlp_adapter": False,
+        "freeze_backbone": False,
+    },
+)
+
+
+def pe_rank_tensor_specs(cfg):
+    """[(name, shape, kind)] in file order: Mistral (no biases), untied lm_head, the projector
+    model.projector.{0,2} (Linear E->H, GELU, Linear H->H) and two small stand-ins for the frozen
+    encoder the released checkpoint carries under model.encoder.encoder.* (a loader ignores them)."""
+    h, inter, v, e = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["embedding_size"]
+    hd = h // cfg["num_attention_heads"]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    out = [("model.embed_tokens.weight", (v, h), "embed")]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out += [(p + "input_layernorm.weight", (h,), "norm"),
+                (p + "self_attn.q_proj.weight", (nh * hd, h), "qk"),
+                (p + "self_attn.k_proj.weight", (nkv * hd, h), "qk"),
+                (p + "self_attn.v_proj.weight", (nkv * hd, h), "vo"),
+                (p + "self_attn.o_proj.weight", (h, nh * hd), "vo"),
+                (p + "post_attention_layernorm.weight", (h,), "norm"),
+                (p + "mlp.gate_proj.weight", (inter, h), "mlp"),
+                (p + "mlp.up_proj.weight", (inter, h), "mlp"),
+                (p + "mlp.down_proj.weight", (h, inter), "mlp")]
+    out += [("model.norm.weight", (h,), "norm"),
+            ("lm_head.weight", (v, h), "lm_head"),
+            ("model.projector.0.weight", (h, e), "proj0_w"),
+            ("model.projector.0.bias", (h,), "proj0_b"),
+            ("model.projector.2.weight", (h, h), "proj2_w"),
+            ("model.projector.2.bias", (h,), "proj2_b"),
+            ("model.encoder.encoder.embeddings.word_embeddings.weight", (16, e), "dummy"),
+            ("model.encoder.encoder.embeddings.LayerNorm.weight", (e,), "dummy")]
+    return out
+
+
+def write_pe_rank(root):
+    d = os.path.join(root, "pe-rank-tiny")
+    os.makedirs(d, exist_ok=True)
+    tj = pe_rank_tokenizer_json()
+    base = len(tj["model"]["vocab"])
+    cfg = dict(PE_RANK["config"], vocab_size=base + 2)
+    assert cfg["embedding_size"] != cfg["hidden_size"]
+    specs = pe_rank_tensor_specs(cfg)
+    rng = np.random.default_rng(PE_RANK["seed"])
+    std = PE_RANK["std"]
+    values = {}
+    for n, s, k in specs:
+        x = np.float32(std[k]) * rng.standard_normal(s, dtype=np.float32)
+        values[n] = (x + np.float32(1.0)) if k == "norm" else x
+    for stale in [f for f in os.listdir(d) if f.endswith(".safetensors") or f.endswith(".index.json")]:
+        os.remove(os.path.join(d, stale))
+    # Shard 1: embeddings + layer 0; shard 2: the rest (layer 1, norm, lm_head, projector, encoder).
+    groups = [[], []]
+    for n, s, _ in specs:
+        first = n == "model.embed_tokens.weight" or n.startswith("model.layers.0.")
+        groups[0 if first else 1].append((n, s, "BF16"))
+    weight_map, total = {}, 0
+    for k, g in enumerate(groups):
+        fname = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
+        total += write_safetensors(os.path.join(d, fname), g, lambda n, s: iter([values[n]]))
+        weight_map.update({n: fname for n, _, _ in g})
+    write_json(os.path.join(d, "model.safetensors.index.json"),
+               {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+    write_json(os.path.join(d, "config.json"), cfg)
+    write_json(os.path.join(d, "tokenizer.json"), tj)
+    tcfg, smap = pe_rank_tokenizer_files(base)
+    write_json(os.path.join(d, "tokenizer_config.json"), tcfg)
+    write_json(os.path.join(d, "special_tokens_map.json"), smap)
+    return d
+
+
+# JinaBERT (jina-embeddings-v2-base-en's architecture): tensor names as in that checkpoint, which
+# candle-transformers' jina_bert.rs and text-embeddings-inference's jina.rs load unprefixed.
+JINA_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+JINA_EXTRA_WORDS = """
+caffeine blocks adenosine receptors brain delays feeling sleep cafe serves espresso late night
+passage passages embeddings embedding compress document documents vector fast rerank reranking
+reranker rerankers listwise candidates once output permutation quality improves avoided pm
+capital france paris token tokens special query search text original relevance order ranking
+""".split()
+JINA_SUFFIXES = ["s", "es", "ed", "ing", "ly", "er", "ers", "tion", "al", "ness"]
+
+JINA = dict(
+    seed=1301,
+    std={"embed": 1.0, "type": 0.1, "qk": 0.3, "linear": 0.2, "bias": 0.1, "ln_w": 0.1, "ln_b": 0.1},
+    config={
+        "_name_or_path": "jinaai/jina-bert-implementation",
+        "architectures": ["JinaBertForMaskedLM"],
+        "attention_probs_dropout_prob": 0.0,
+        "attn_implementation": "torch",
+        "auto_map": {
+            "AutoConfig": "jinaai/jina-bert-implementation--configuration_bert.JinaBertConfig",
+            "AutoModel": "jinaai/jina-bert-implementation--modeling_bert.JinaBertModel",
+            "AutoModelForMaskedLM": "jinaai/jina-bert-implementation--modeling_bert.JinaBertForMaskedLM",
+            "AutoModelForSequenceClassification":
+                "jinaai/jina-bert-implementation--modeling_bert.JinaBertForSequenceClassification",
+        },
+        "classifier_dropout": None,
+        "emb_pooler": "mean",
+        "feed_forward_type": "geglu",
+        "gradient_checkpointing": False,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 512,
+        "model_max_length": 512,
+        "model_type": "bert",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "pad_token_id": 0,
+        "position_embedding_type": "alibi",
+        "torch_dtype": "float32",
+        "type_vocab_size": 2,
+        "use_cache": True,
+        "vocab_size": None,  # filled in from the tokenizer
+    },
+)
+
+
+def jina_vocab():
+    """[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, ASCII punctuation, digits, a-z, ##digits, ##a-z,
+    whole words (lowercase), then ##suffixes: every lowercase ASCII word tokenizes without [UNK]."""
+    punct = [chr(c) for c in range(33, 127) if not chr(c).isalnum()]
+    chars = [chr(c) for c in range(ord("0"), ord("9") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    toks = _dedup(JINA_SPECIALS + punct + chars + ["##" + c for c in chars]
+                  + [w.lower() for w in WORDS + JINA_EXTRA_WORDS if w.isalpha()]
+                  + ["##" + s for s in JINA_SUFFIXES])
+    return toks
+
+
+def jina_tokenizer_json():
+    toks = jina_vocab()
+    ids = {t: i for i, t in enumerate(toks)}
+
+    def special(tok, type_id):
+        return {"SpecialToken": {"id": tok, "type_id": type_id}}
+
+    def seq(name, type_id):
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": ids[t], "content": t, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for t in JINA_SPECIALS],
+        "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                       "strip_accents": None, "lowercase": True},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [special("[CLS]", 0), seq("A", 0), special("[SEP]", 0)],
+            "pair": [special("[CLS]", 0), seq("A", 0), special("[SEP]", 0), seq("B", 1),
+                     special("[SEP]", 1)],
+            "special_tokens": {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in ("[CLS]", "[SEP]")},
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": ids},
+    }
+
+
+def jina_tensor_specs(cfg):
+    h, inter, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    out = [("embeddings.word_embeddings.weight", (v, h), "embed"),
+           ("embeddings.token_type_embeddings.weight", (cfg["type_vocab_size"], h), "type"),
+           ("embeddings.LayerNorm.weight", (h,), "ln_w"),
+           ("embeddings.LayerNorm.bias", (h,), "ln_b")]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for m in ("query", "key", "value"):
+            out += [(p + f"attention.self.{m}.weight", (h, h), "qk" if m != "value" else "linear"),
+                    (p + f"attention.self.{m}.bias", (h,), "bias")]
+        out += [(p + "attention.output.dense.weight", (h, h), "linear"),
+                (p + "attention.output.dense.bias", (h,), "bias"),
+                (p + "attention.output.LayerNorm.weight", (h,), "ln_w"),
+                (p + "attention.output.LayerNorm.bias", (h,), "ln_b"),
+                # rows 0..I-1: the GELU-activated half; rows I..2I-1: the linear half
+                (p + "mlp.gated_layers.weight", (2 * inter, h), "linear"),
+                (p + "mlp.wo.weight", (h, inter), "linear"),
+                (p + "mlp.wo.bias", (h,), "bias"),
+                (p + "mlp.layernorm.weight", (h,), "ln_w"),
+                (p + "mlp.layernorm.bias", (h,), "ln_b")]
+    # BertModel's pooler (unused by mean pooling; a loader ignores it)
+    out += [("pooler.dense.weight", (h, h), "linear"), ("pooler.dense.bias", (h,), "bias")]
+    return out
+
+
+def write_jina_bert(root):
+    d = os.path.join(root, "jina-bert-tiny")
+    os.makedirs(os.path.join(d, "1_Pooling"), exist_ok=True)
+    tj = jina_tokenizer_json()
+    cfg = dict(JINA["config"], vocab_size=len(tj["model"]["vocab"]))
+    specs = jina_tensor_specs(cfg)
+    rng = np.random.default_rng(JINA["seed"])
+    std = JINA["std"]
+    values = {}
+    for n, s, k in specs:
+        x = np.float32(std[k]) * rng.standard_normal(s, dtype=np.float32)
+        values[n] = (x + np.float32(1.0)) if k == "ln_w" else x
+    write_safetensors(os.path.join(d, "model.safetensors"), [(n, s, "F32") for n, s, _ in specs],
+                      lambda n, s: iter([values[n]]))
+    write_json(os.path.join(d, "config.json"), cfg)
+    write_json(os.path.join(d, "tokenizer.json"), tj)
+    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                "cls_token": "[CLS]", "mask_token": "[MASK]"}
+    write_json(os.path.join(d, "tokenizer_config.json"), dict(
+        specials, do_lower_case=True, strip_accents=None, tokenize_chinese_chars=True,
+        do_basic_tokenize=True, never_split=None, model_max_length=512,
+        clean_up_tokenization_spaces=True, tokenizer_class="BertTokenizer"))
+    write_json(os.path.join(d, "special_tokens_map.json"), specials)
+    write_json(os.path.join(d, "1_Pooling", "config.json"), {
+        "word_embedding_dimension": cfg["hidden_size"],
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False,
+        "include_prompt": True,
+    })
+    write_json(os.path.join(d, "modules.json"), [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ])
+    write_json(os.path.join(d, "sentence_bert_config.json"),
+               {"max_seq_length": 512, "do_lower_case": False})
+    return d
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main():
@@ -494,6 +904,8 @@ def main():
     for name, spec in TINY.items():
         print(write_model(args.out, name, spec))
     print(write_lora(args.out))
+    print(write_pe_rank(args.out))
+    print(write_jina_bert(args.out))
     print(f"tiny-llama rope frequency regimes: {regimes}")
 
 

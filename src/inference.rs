@@ -80,6 +80,7 @@ fn run_locally(request: &Request) -> lr_service::Reply {
         match LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, &task))? {
             Output::Dense(v) => dense.extend(v),
             Output::Sparse(v) => sparse.extend(v),
+            Output::Rankings(_) => return Err(Failure::Encode("a text task answered rankings".into())),
         }
     }
     Ok(if matches!(request.task, Task::Sparse { .. }) { Output::Sparse(sparse) } else { Output::Dense(dense) })
@@ -89,7 +90,7 @@ fn run_locally(request: &Request) -> lr_service::Reply {
 pub fn dense(name: &str, info: &ModelInfo, task: Task) -> Vec<Vec<f32>> {
     match run(name, info, task) {
         Output::Dense(v) => v,
-        Output::Sparse(_) => raise(Code::ERRCODE_INTERNAL_ERROR, "lightretriever: the worker answered sparse for dense", None),
+        _ => raise(Code::ERRCODE_INTERNAL_ERROR, "lightretriever: the worker answered other than dense vectors", None),
     }
 }
 
@@ -97,7 +98,15 @@ pub fn dense(name: &str, info: &ModelInfo, task: Task) -> Vec<Vec<f32>> {
 pub fn sparse(name: &str, info: &ModelInfo, texts: Vec<String>) -> Vec<Vec<(u32, f32)>> {
     match run(name, info, Task::Sparse { texts }) {
         Output::Sparse(v) => v,
-        Output::Dense(_) => raise(Code::ERRCODE_INTERNAL_ERROR, "lightretriever: the worker answered dense for sparse", None),
+        _ => raise(Code::ERRCODE_INTERNAL_ERROR, "lightretriever: the worker answered other than sparse vectors", None),
+    }
+}
+
+/// Rankings of PE-Rank windows (`Task::Rerank`): per window, (candidate, score) best first.
+pub fn rankings(name: &str, info: &ModelInfo, windows: Vec<lr_service::RerankWindow>) -> Vec<Vec<(u32, f32)>> {
+    match run(name, info, Task::Rerank { windows }) {
+        Output::Rankings(v) => v,
+        _ => raise(Code::ERRCODE_INTERNAL_ERROR, "lightretriever: the worker answered other than rankings", None),
     }
 }
 

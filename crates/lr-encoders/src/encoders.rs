@@ -49,6 +49,12 @@ impl BertFamily for SparseEncoder {
 
 impl<B: BertFamily> FamilyEncoder<B> {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
+        if info.family == lr_model::ModelFamily::Reranker {
+            return Err(ModelError::InvalidModel(format!(
+                "{} is a PE-Rank reranker: it ranks passages (lr_rerank) and encodes nothing",
+                info.path.display()
+            )));
+        }
         if info.family.is_decoder() {
             Ok(FamilyEncoder::Llm(Arc::new(LlmEncoder::load(info, device)?)))
         } else {

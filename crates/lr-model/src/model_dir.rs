@@ -21,11 +21,26 @@ pub enum ModelFamily {
     Mistral,
     Qwen2,
     Qwen3,
+    /// A PE-Rank listwise reranker (a decoder LLM with a passage-embedding projector, config
+    /// `model_type` "embed_<decoder>"): it ranks passages and encodes nothing (lr-rerank).
+    Reranker,
 }
 
 impl ModelFamily {
+    /// Decoder LLMs that encode documents (a reranker runs a decoder too, but encodes nothing).
     pub fn is_decoder(self) -> bool {
-        self != ModelFamily::Bert
+        !matches!(self, ModelFamily::Bert | ModelFamily::Reranker)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::Bert => "bert",
+            ModelFamily::Llama => "llama",
+            ModelFamily::Mistral => "mistral",
+            ModelFamily::Qwen2 => "qwen2",
+            ModelFamily::Qwen3 => "qwen3",
+            ModelFamily::Reranker => "reranker",
+        }
     }
 }
 
@@ -53,6 +68,10 @@ pub struct ModelOptions {
     /// exceed pgvector's 16,000 non-zeros).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse_top_k: Option<usize>,
+    /// A reranker's passage encoder: a registered embedding model whose dimension is the
+    /// reranker's `embedding_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
 }
 
 impl ModelOptions {
@@ -82,6 +101,12 @@ pub struct ModelInfo {
     pub adapter: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse_top_k: Option<usize>,
+    /// A reranker's passage embedding dimension (`embedding_size`, the projector's input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
+    /// A reranker's passage encoder, as registered (option `encoder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -99,7 +124,7 @@ fn usize_field(config: &Value, key: &str, file: &Path) -> Result<usize> {
 
 /// The safetensors files of a model: the shards named by `model.safetensors.index.json`, else
 /// every `*.safetensors` in the directory.
-fn weight_files(dir: &Path) -> Result<Vec<String>> {
+pub fn weight_files(dir: &Path) -> Result<Vec<String>> {
     let index = dir.join("model.safetensors.index.json");
     let mut files: Vec<String> = if index.exists() {
         let v = read_json(&index)?;
@@ -180,6 +205,7 @@ impl ModelInfo {
             .unwrap_or(model_type)
             .to_owned();
         let family = match model_type {
+            t if t.starts_with("embed_") => ModelFamily::Reranker,
             "bert" => ModelFamily::Bert,
             "llama" => ModelFamily::Llama,
             "mistral" => ModelFamily::Mistral,
@@ -187,14 +213,24 @@ impl ModelInfo {
             "qwen3" => ModelFamily::Qwen3,
             other => {
                 return Err(ModelError::InvalidModel(format!(
-                    "model_type \"{other}\" in {} is not supported (supported: bert, llama, mistral, qwen2, qwen3)",
+                    "model_type \"{other}\" in {} is not supported (supported: bert, llama, mistral, qwen2, qwen3, and PE-Rank's embed_mistral)",
                     config_path.display()
                 )))
             }
         };
+        let mut embedding_size = None;
         if family.is_decoder() {
             // Every field the decoder needs, checked now rather than at first use.
             DecoderConfig::from_json(&config, &config_path)?;
+        } else if family == ModelFamily::Reranker {
+            // The LLM under the projector (lr-rerank checks the rest of the checkpoint).
+            let mut llm = config.clone();
+            llm["model_type"] = Value::String(model_type.trim_start_matches("embed_").to_owned());
+            DecoderConfig::from_json(&llm, &config_path)?;
+            embedding_size = Some(usize_field(&config, "embedding_size", &config_path)?);
+            if adapter.is_some() || options.pooling.is_some() || options.sparse_top_k.is_some() {
+                return Err(ModelError::InvalidOption("a reranker takes only the encoder and max_length options".into()));
+            }
         } else if adapter.is_some() {
             return Err(ModelError::InvalidOption("LoRA adapters are supported for decoder LLMs only".into()));
         }
@@ -209,7 +245,15 @@ impl ModelInfo {
         } else {
             None
         };
-        let family_max = if family.is_decoder() { DECODER_MAX_LENGTH.min(max_positions) } else { max_positions };
+        let family_max = match family {
+            ModelFamily::Bert => max_positions,
+            // The prompt and the decoded candidates, within what the checkpoint was trained for.
+            ModelFamily::Reranker => config
+                .get("tokenizer_model_max_length")
+                .and_then(Value::as_u64)
+                .map_or(max_positions, |m| (m as usize).min(max_positions)),
+            _ => DECODER_MAX_LENGTH.min(max_positions),
+        };
         let max_length = options.max_length.or(st_max).unwrap_or(family_max);
         if max_length < 2 || max_length > max_positions {
             return Err(ModelError::InvalidOption(format!(
@@ -224,9 +268,12 @@ impl ModelInfo {
                 )))
             }
             Some(p) => Pooling::parse(p)?,
-            None if family.is_decoder() => Pooling::LastToken,
+            None if family != ModelFamily::Bert => Pooling::LastToken,
             None => pooling_from_sentence_transformers(dir)?.unwrap_or(Pooling::Mean),
         };
+        if options.encoder.is_some() && family != ModelFamily::Reranker {
+            return Err(ModelError::InvalidOption("the encoder option is for rerankers (PE-Rank checkpoints) only".into()));
+        }
         if options.sparse_top_k == Some(0) {
             return Err(ModelError::InvalidOption("sparse_top_k must be at least 1".into()));
         }
@@ -244,12 +291,15 @@ impl ModelInfo {
             weight_files,
             adapter,
             sparse_top_k: options.sparse_top_k,
+            embedding_size,
+            encoder: options.encoder.clone(),
         };
         let tensors = info.check_weight_headers()?;
         // Decided by the weights, not the architecture name: BertForPreTraining has the head
         // too, and a *ForMaskedLM export may have lost it.
         info.has_lm_head = match info.family {
             ModelFamily::Bert => tensors.iter().any(|t| t == BERT_MLM_HEAD_TENSOR),
+            ModelFamily::Reranker => false,
             // A decoder's LM head is lm_head.weight, or the embeddings when tied (checked at load).
             _ => true,
         };

@@ -16,7 +16,7 @@ pub mod protocol;
 pub mod service;
 
 pub use client::{CallError, Client};
-pub use protocol::{Failure, Output, Reply, Request, Task};
+pub use protocol::{Failure, Output, RerankWindow, Reply, Request, Task};
 pub use process::{Exit, InferenceProcess};
 pub use service::{Models, Service};
 

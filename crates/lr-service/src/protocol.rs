@@ -8,6 +8,7 @@
 //! 0 u32 len utf8               error (1 = the model could not be loaded, 0 = it failed on these inputs)
 //! 1 u32 rows u32 dims f32*     dense vectors, row-major
 //! 2 u32 rows (u32 nnz (u32 f32)*)*   sparse vectors, sorted by index
+//! 3 u32 rows (u32 n (u32 f32)*)*     rankings: (candidate, score) best first
 //! ```
 
 use std::io::{self, Read, Write};
@@ -30,6 +31,19 @@ pub enum Task {
     Spans { texts: Vec<String> },
     /// Untrained query-table rows: each id encoded alone (`lr_build_query_table`).
     TableRows { instruction: Option<String>, ids: Vec<u32> },
+    /// PE-Rank windows, one ranking each (`lr_rerank`); windows of concurrent callers share
+    /// the prefill and the decode steps.
+    Rerank { windows: Vec<RerankWindow> },
+}
+
+/// One window for the reranker: the query and the candidates' passage embeddings in their
+/// current order; with `passages` (their texts) it is ranked in text mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerankWindow {
+    pub query: String,
+    pub embeddings: Vec<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passages: Option<Vec<String>>,
 }
 
 impl Task {
@@ -38,6 +52,7 @@ impl Task {
         match self {
             Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } => texts.len(),
             Task::TableRows { ids, .. } => ids.len(),
+            Task::Rerank { windows } => windows.len(),
         }
     }
 
@@ -51,6 +66,7 @@ impl Task {
             Task::Sparse { .. } => "sparse",
             Task::Spans { .. } => "spans",
             Task::TableRows { .. } => "table_rows",
+            Task::Rerank { .. } => "rerank",
         }
     }
 }
@@ -69,13 +85,15 @@ pub struct Request {
 pub enum Output {
     Dense(Vec<Vec<f32>>),
     Sparse(Vec<Vec<(u32, f32)>>),
+    /// Per window: (candidate index in the window, score of its pick), best first.
+    Rankings(Vec<Vec<(u32, f32)>>),
 }
 
 impl Output {
     pub fn len(&self) -> usize {
         match self {
             Output::Dense(v) => v.len(),
-            Output::Sparse(v) => v.len(),
+            Output::Sparse(v) | Output::Rankings(v) => v.len(),
         }
     }
 
@@ -161,8 +179,8 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
                 }
             }
         }
-        Ok(Output::Sparse(rows)) => {
-            out.push(2);
+        Ok(Output::Sparse(rows) | Output::Rankings(rows)) => {
+            out.push(if matches!(reply, Ok(Output::Sparse(_))) { 2 } else { 3 });
             put(&mut out, rows.len() as u32);
             for row in rows {
                 put(&mut out, row.len() as u32);
@@ -216,7 +234,7 @@ pub fn decode_reply(body: &[u8]) -> Result<Reply, String> {
             let floats: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
             Ok(Output::Dense(if dims == 0 { vec![Vec::new(); rows] } else { floats.chunks(dims).map(<[f32]>::to_vec).collect() }))
         }
-        2 => {
+        kind @ (2 | 3) => {
             let rows = c.u32()? as usize;
             let mut out = Vec::with_capacity(rows.min(1 << 16));
             for _ in 0..rows {
@@ -227,7 +245,7 @@ pub fn decode_reply(body: &[u8]) -> Result<Reply, String> {
                 }
                 out.push(row);
             }
-            Ok(Output::Sparse(out))
+            Ok(if kind == 2 { Output::Sparse(out) } else { Output::Rankings(out) })
         }
         t => return Err(format!("unknown reply type {t}")),
     };
@@ -247,6 +265,7 @@ mod tests {
             Ok(Output::Dense(vec![vec![1.0, -0.5, f32::MIN_POSITIVE], vec![0.0, 3.25, -1e-30]])),
             Ok(Output::Dense(vec![])),
             Ok(Output::Sparse(vec![vec![(3, 0.5), (70000, 2.0)], vec![]])),
+            Ok(Output::Rankings(vec![vec![(1, 7.5), (0, -2.25)], vec![(0, 0.0)]])),
             Err(Failure::Load("cannot read model.safetensors".into())),
             Err(Failure::Encode("ünïcode error".into())),
         ];

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use lr_model::ModelInfo;
 use lr_encoders::{DocumentEncoder, SparseDocumentEncoder};
+use lr_rerank::{Reranker, RerankerCheckpoint, Window};
 
 use crate::protocol::{self, Failure, Output, Reply, Request, Task};
 
@@ -66,7 +67,12 @@ struct Loaded<T> {
 pub struct Models {
     dense: HashMap<String, Loaded<DocumentEncoder>>,
     sparse: HashMap<String, Loaded<SparseDocumentEncoder>>,
+    rerankers: HashMap<String, Loaded<Reranker>>,
     loads: u64,
+}
+
+fn load_reranker(info: &ModelInfo, device: &lr_model::Device) -> Result<Reranker, lr_model::ModelError> {
+    Reranker::load(&RerankerCheckpoint::inspect(&info.path)?, device)
 }
 
 impl Service {
@@ -149,6 +155,7 @@ impl Service {
 fn empty_output(task: &Task) -> Output {
     match task {
         Task::Sparse { .. } => Output::Sparse(Vec::new()),
+        Task::Rerank { .. } => Output::Rankings(Vec::new()),
         _ => Output::Dense(Vec::new()),
     }
 }
@@ -160,7 +167,8 @@ fn same_batch(a: &Request, b: &Request) -> bool {
         && match (&a.task, &b.task) {
             (Task::Dense { .. }, Task::Dense { .. })
             | (Task::Sparse { .. }, Task::Sparse { .. })
-            | (Task::Spans { .. }, Task::Spans { .. }) => true,
+            | (Task::Spans { .. }, Task::Spans { .. })
+            | (Task::Rerank { .. }, Task::Rerank { .. }) => true,
             (Task::TableRows { instruction: x, .. }, Task::TableRows { instruction: y, .. }) => x == y,
             _ => false,
         }
@@ -239,6 +247,7 @@ fn split_output(output: Output, counts: &[usize]) -> Vec<Output> {
     match output {
         Output::Dense(rows) => split(rows, counts).into_iter().map(Output::Dense).collect(),
         Output::Sparse(rows) => split(rows, counts).into_iter().map(Output::Sparse).collect(),
+        Output::Rankings(rows) => split(rows, counts).into_iter().map(Output::Rankings).collect(),
     }
 }
 
@@ -279,6 +288,20 @@ impl Models {
         let failed = |e: lr_model::ModelError| Failure::Encode(e.to_string());
         let mut loads = 0;
         let out = match task {
+            Task::Rerank { windows } => {
+                let reranker = cached(&mut self.rerankers, name, info, device, &mut loads, None, load_reranker)?;
+                let windows: Vec<Window> = windows
+                    .iter()
+                    .map(|w| Window { query: &w.query, embeddings: &w.embeddings, passages: w.passages.as_deref() })
+                    .collect();
+                let rankings = reranker.rank(&windows).map_err(failed)?;
+                Output::Rankings(
+                    rankings
+                        .into_iter()
+                        .map(|r| r.order.into_iter().map(|i| i as u32).zip(r.scores).collect())
+                        .collect(),
+                )
+            }
             Task::Sparse { texts } => {
                 let shared = fresh(&self.dense, name, info, device)
                     .and_then(DocumentEncoder::decoder_llm)
@@ -295,7 +318,7 @@ impl Models {
                     Task::Dense { texts } => enc.encode(&strs(texts)).map_err(failed)?,
                     Task::Spans { texts } => enc.encode_document_ids(&strs(texts), SPAN_BATCH).map_err(failed)?,
                     Task::TableRows { instruction, ids } => enc.table_rows(instruction.as_deref(), ids).map_err(failed)?,
-                    Task::Sparse { .. } => unreachable!(),
+                    Task::Sparse { .. } | Task::Rerank { .. } => unreachable!(),
                 })
             }
         };
@@ -307,6 +330,7 @@ impl Models {
     pub fn forget(&mut self, name: &str) {
         self.dense.remove(name);
         self.sparse.remove(name);
+        self.rerankers.remove(name);
     }
 
     /// Model loads so far (failed ones included).
@@ -319,12 +343,18 @@ impl Models {
 fn merged(batch: &[Job]) -> Task {
     let texts = || batch.iter().flat_map(|j| match &j.request.task {
         Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } => texts.clone(),
-        Task::TableRows { .. } => unreachable!("batched by kind"),
+        Task::TableRows { .. } | Task::Rerank { .. } => unreachable!("batched by kind"),
     }).collect();
     match &batch[0].request.task {
         Task::Dense { .. } => Task::Dense { texts: texts() },
         Task::Sparse { .. } => Task::Sparse { texts: texts() },
         Task::Spans { .. } => Task::Spans { texts: texts() },
+        Task::Rerank { .. } => Task::Rerank {
+            windows: batch.iter().flat_map(|j| match &j.request.task {
+                Task::Rerank { windows } => windows.clone(),
+                _ => unreachable!("batched by kind"),
+            }).collect(),
+        },
         Task::TableRows { instruction, .. } => Task::TableRows {
             instruction: instruction.clone(),
             ids: batch.iter().flat_map(|j| match &j.request.task {

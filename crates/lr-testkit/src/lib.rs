@@ -100,7 +100,7 @@ pub fn tiny_models_dir() -> PathBuf {
     let dir = std::env::var_os("LR_TEST_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/lightretriever-test-models"));
-    if dir.join("reference/tiny-qwen3.json").is_file() {
+    if dir.join("reference/pe-rank-tiny.json").is_file() {
         return dir;
     }
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
@@ -116,10 +116,11 @@ pub fn tiny_models_dir() -> PathBuf {
     };
     run(&["scripts/make_test_models.py".as_ref(), "--out".as_ref(), tmp.as_os_str()]);
     run(&["tests/decoder_reference/reference.py".as_ref(), tmp.as_os_str()]);
+    run(&["tests/rerank_reference/reference.py".as_ref(), tmp.as_os_str()]);
     if std::fs::rename(&tmp, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp); // another process got there first
     }
-    assert!(dir.join("reference/tiny-qwen3.json").is_file(), "{} was not written", dir.display());
+    assert!(dir.join("reference/pe-rank-tiny.json").is_file(), "{} was not written", dir.display());
     dir
 }
 

@@ -1,6 +1,7 @@
 //! Issue 3 end to end: the evaluation harness (`lr-eval`, in memory) and the extension (SQL on a
 //! live cluster: lr_encode_document(_sparse), lr_build_query_table, lr_fit_query_table,
-//! lr_fit_sparse_query_weights, lr_search) give the same numbers on the same collection.
+//! lr_fit_sparse_query_weights, lr_search) give the same numbers on the same collection, and
+//! README's quality targets hold through SQL on the whole of CISI.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,29 +36,9 @@ fn run_of(c: &mut postgres::Client, coll: &Collection, sql: &str) -> Run {
         .collect()
 }
 
-#[test]
-fn harness_and_sql_agree() {
-    if !shared_dir().join("data/cisi/corpus.jsonl").is_file() {
-        panic!("../shared/data/cisi is needed for this test");
-    }
-    let dir = mini_collection(150);
-    let coll = Collection::load(&dir, "test").unwrap();
-    let qrels: &Qrels = &coll.qrels;
-    assert!(coll.queries.len() >= 5, "only {} judged queries", coll.queries.len());
-
-    // The harness, as a user runs it.
-    let bin = std::env::var("LR_EVAL_BIN").expect("LR_EVAL_BIN is set by scripts/e2e.sh");
-    let json = dir.join("harness.json");
-    let status = std::process::Command::new(bin).arg(&dir).arg("--json").arg(&json).status().unwrap();
-    assert!(status.success());
-    let harness: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let harness_score = |system: &str| -> (f64, f64) {
-        let s = harness["systems"].as_array().unwrap().iter().find(|s| s["system"] == system).unwrap_or_else(|| panic!("{system}"));
-        (s["ndcg_at_10"].as_f64().unwrap(), s["recall_at_100"].as_f64().unwrap())
-    };
-
-    // The same through SQL.
-    let mut c = fresh_database("lr_e2e_quality");
+/// Every system of the quality table, run through SQL on a fresh database holding `coll`.
+fn sql_runs(db: &str, coll: &Collection) -> Vec<(&'static str, Run)> {
+    let mut c = fresh_database(db);
     c.execute(
         "SELECT lightretriever.lr_register_model('splade', $1)",
         &[&sparse_model_dir().to_string_lossy().as_ref()],
@@ -81,39 +62,69 @@ fn harness_and_sql_agree() {
     // STABLE function evaluated once per row).
     let full = run_of(
         &mut c,
-        &coll,
+        coll,
         "WITH s AS MATERIALIZED (SELECT lightretriever.lr_encode_document($1) AS q)
          SELECT id, (-(emb <#> q))::real FROM docs, s ORDER BY emb <#> q LIMIT 100",
     );
     let search = |mode: &str| format!("SELECT id, score FROM lightretriever.lr_search('docs', $1, k => 100, mode => '{mode}')");
     let dense_search = "SELECT id, dense_score FROM lightretriever.lr_search('docs', $1, k => 100, mode => 'dense')";
-    let untrained = run_of(&mut c, &coll, dense_search);
-    let sparse = run_of(&mut c, &coll, &search("sparse"));
+    let untrained = run_of(&mut c, coll, dense_search);
+    let sparse = run_of(&mut c, coll, &search("sparse"));
     let report: String =
         c.query_one("SELECT lightretriever.lr_fit_query_table('minilm', 'docs', 'body', vector_column => 'emb')::text", &[]).unwrap().get(0);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["version"], 2, "{report}");
-    let fitted = run_of(&mut c, &coll, dense_search);
-    let hybrid_counts = run_of(&mut c, &coll, &search("hybrid"));
+    let fitted = run_of(&mut c, coll, dense_search);
+    let hybrid_counts = run_of(&mut c, coll, &search("hybrid"));
     // Sparse query weights fitted on the same documents: idf·count queries from now on.
     let report: String =
         c.query_one("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'docs', 'body')::text", &[]).unwrap().get(0);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["documents"], coll.docs.len(), "{report}");
-    let sparse_idf = run_of(&mut c, &coll, &search("sparse"));
-    let hybrid = run_of(&mut c, &coll, &search("hybrid"));
+    let sparse_idf = run_of(&mut c, coll, &search("sparse"));
+    let hybrid = run_of(&mut c, coll, &search("hybrid"));
+    vec![
+        (FULL, full),
+        ("lookup dense (untrained table)", untrained),
+        (FITTED, fitted),
+        ("sparse (doc model, count queries)", sparse),
+        ("sparse (doc model, idf·count queries)", sparse_idf),
+        (HYBRID, hybrid),
+        ("hybrid (fitted lookup 0.7 + count sparse 0.3)", hybrid_counts),
+    ]
+}
 
-    let sql: HashMap<&str, &Run> = HashMap::from([
-        ("full-query dense", &full),
-        ("lookup dense (untrained table)", &untrained),
-        ("lookup dense (fitted table)", &fitted),
-        ("sparse (doc model, count queries)", &sparse),
-        ("sparse (doc model, idf·count queries)", &sparse_idf),
-        ("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &hybrid),
-        ("hybrid (fitted lookup 0.7 + count sparse 0.3)", &hybrid_counts),
-    ]);
-    for (system, run) in sql {
-        let s = evaluate(run, qrels);
+const FULL: &str = "full-query dense";
+const FITTED: &str = "lookup dense (fitted table)";
+const HYBRID: &str = "hybrid (fitted lookup 0.7 + idf·count sparse 0.3)";
+
+fn require_cisi() {
+    if !shared_dir().join("data/cisi/corpus.jsonl").is_file() {
+        panic!("../shared/data/cisi is needed for this test");
+    }
+}
+
+#[test]
+fn harness_and_sql_agree() {
+    require_cisi();
+    let dir = mini_collection(150);
+    let coll = Collection::load(&dir, "test").unwrap();
+    let qrels: &Qrels = &coll.qrels;
+    assert!(coll.queries.len() >= 5, "only {} judged queries", coll.queries.len());
+
+    // The harness, as a user runs it.
+    let bin = std::env::var("LR_EVAL_BIN").expect("LR_EVAL_BIN is set by scripts/e2e.sh");
+    let json = dir.join("harness.json");
+    let status = std::process::Command::new(bin).arg(&dir).arg("--json").arg(&json).status().unwrap();
+    assert!(status.success());
+    let harness: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let harness_score = |system: &str| -> (f64, f64) {
+        let s = harness["systems"].as_array().unwrap().iter().find(|s| s["system"] == system).unwrap_or_else(|| panic!("{system}"));
+        (s["ndcg_at_10"].as_f64().unwrap(), s["recall_at_100"].as_f64().unwrap())
+    };
+
+    for (system, run) in sql_runs("lr_e2e_quality", &coll) {
+        let s = evaluate(&run, qrels);
         let (n, r) = harness_score(system);
         eprintln!("{system}: SQL nDCG@10 {:.4} R@100 {:.4} | harness {n:.4} {r:.4}", s.ndcg_at_10, s.recall_at_100);
         // Same code paths; only exact score ties may order differently.
@@ -121,4 +132,19 @@ fn harness_and_sql_agree() {
         assert!((s.recall_at_100 - r).abs() <= 5e-3, "{system}: Recall@100 SQL {} vs harness {r}", s.recall_at_100);
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// README's two quality targets, on the whole of CISI, through SQL alone: the fitted lookup
+/// (no model per query) at least matches the full-query encoder, and the hybrid beats it by 5 %.
+#[test]
+fn cisi_floors_hold_through_sql() {
+    require_cisi();
+    let coll = Collection::load(&shared_dir().join("data/cisi"), "test").unwrap();
+    let runs: HashMap<&str, Run> = sql_runs("lr_e2e_quality_cisi", &coll).into_iter().collect();
+    let ndcg = |system: &str| evaluate(&runs[system], &coll.qrels).ndcg_at_10;
+    let (full, fitted, hybrid) = (ndcg(FULL), ndcg(FITTED), ndcg(HYBRID));
+    eprintln!("CISI nDCG@10 through SQL: full {full:.4}, fitted lookup {fitted:.4} ({:.1} %), hybrid {hybrid:.4} ({:.1} %)",
+        100.0 * fitted / full, 100.0 * hybrid / full);
+    assert!(fitted >= 1.00 * full, "fitted lookup {fitted:.4} < full-query dense {full:.4}");
+    assert!(hybrid >= 1.05 * full, "hybrid {hybrid:.4} < 1.05 × full-query dense {full:.4}");
 }
