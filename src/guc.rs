@@ -8,6 +8,7 @@ use crate::error::{raise, Code};
 
 pub static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DEFAULT_SPARSE_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DEFAULT_RERANKER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -23,6 +24,14 @@ pub fn register() {
         c"Registered model used when a function's model argument is NULL.",
         c"Name of a row in lightretriever.lr_models.",
         &DEFAULT_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"lightretriever.default_reranker",
+        c"Registered reranker (PE-Rank checkpoint) used by the rerank functions when their model argument is NULL.",
+        c"Name of a row in lightretriever.lr_models whose family is reranker.",
+        &DEFAULT_RERANKER,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -186,6 +195,11 @@ pub fn resolve_model(arg: Option<&str>) -> String {
 /// The sparse model a call should use: its argument, else `lightretriever.default_sparse_model`.
 pub fn resolve_sparse_model(arg: Option<&str>) -> String {
     resolve(arg, &DEFAULT_SPARSE_MODEL, "lightretriever.default_sparse_model")
+}
+
+/// The reranker a call should use: its argument, else `lightretriever.default_reranker`.
+pub fn resolve_reranker(arg: Option<&str>) -> String {
+    resolve(arg, &DEFAULT_RERANKER, "lightretriever.default_reranker")
 }
 
 fn resolve(arg: Option<&str>, setting: &GucSetting<Option<CString>>, guc: &str) -> String {

@@ -9,12 +9,15 @@
 //! - `auto/`      the document pipeline's SQL side: enable/disable, triggers, status views,
 //!                following ALTER TABLE
 //! - `worker/`    background workers: the inference process, draining the queues, bounds
+//! - `rerank/`    the rerank path: backend → worker → LLM (PE-Rank: `lr_rerank`,
+//!                `lr_rerank_embeddings`), passage embeddings found by one rule
 //! - `tables/`    query tables built and fitted (`lr_build_query_table`, `lr_fit_query_table`,
 //!                `lr_fit_sparse_query_weights`)
 //! - `catalog/`   the model registry, the query-table catalog, files kept with their rows
 //! - `inference.rs` where full models run: the worker's service, or this backend if allowed
 //! - `security.rs`  running users' code with users' rights (table owners are untrusted)
 //! - `pgvector.rs`  pgvector's `vector` / `sparsevec` as Rust values
+//! - `columns.rs`   the columns of users' tables that calls read
 //! - `spi.rs`, `guc.rs` (`lightretriever.*` settings), `error.rs` (SQLSTATEs and hints)
 
 use pgrx::prelude::*;
@@ -23,6 +26,7 @@ use pgrx::prelude::*;
 
 mod auto;
 mod catalog;
+mod columns;
 mod document;
 mod error;
 mod guc;
@@ -31,6 +35,7 @@ mod inference;
 mod llm_tests;
 mod pgvector;
 mod query;
+mod rerank;
 mod security;
 mod spi;
 mod tables;

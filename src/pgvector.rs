@@ -98,6 +98,18 @@ impl FromDatum for Vector {
     }
 }
 
+// Safety: the datum is a (possibly toasted) pgvector varlena; it is copied out, so the value
+// does not borrow from it (`As` carries no lifetime).
+unsafe impl pgrx::datum::UnboxDatum for Vector {
+    type As<'src> = Vector;
+    unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
+    where
+        Self: 'src,
+    {
+        unsafe { Vector::from_datum(datum.sans_lifetime(), false) }.expect("a non-null array element")
+    }
+}
+
 impl IntoDatum for SparseVec {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         if let Err(e) = self.0.validate() {

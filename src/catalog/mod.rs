@@ -90,6 +90,36 @@ fn check_sizes(info: &ModelInfo) {
     }
 }
 
+/// A PE-Rank checkpoint is checked whole (projector, placeholder token, chat template, legacy
+/// tokenizer), and its passage encoder, when named, must be a registered embedding model of
+/// the reranker's `embedding_size`.
+fn check_reranker(info: &ModelInfo) {
+    let checkpoint = lr_rerank::RerankerCheckpoint::inspect(&info.path).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    if let Some(encoder) = &info.encoder {
+        let encoder_info = load_model(encoder);
+        if encoder_info.family == lr_model::ModelFamily::Reranker {
+            raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("lightretriever: encoder \"{encoder}\" is a reranker, not an embedding model"),
+                None,
+            );
+        }
+        if encoder_info.hidden_size != checkpoint.embedding_size {
+            raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "lightretriever: encoder \"{encoder}\" gives {}-dimensional vectors; this reranker's embedding_size is {}",
+                    encoder_info.hidden_size, checkpoint.embedding_size
+                ),
+                Some(&format!(
+                    "Register the passage encoder the checkpoint was trained with ({}) and name it as encoder.",
+                    checkpoint.encoder_name.as_deref().unwrap_or("see encoder_name in its config.json")
+                )),
+            );
+        }
+    }
+}
+
 /// Registers a model directory (Hugging Face layout) under `name`. Validates it first:
 /// config.json, tokenizer.json and safetensors weights must be present and well-formed.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -103,6 +133,9 @@ fn lr_register_model(name: Option<&str>, path: Option<&str>, options: default!(O
     let opts = ModelOptions::from_json(&options.0).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     let info = ModelInfo::inspect(Path::new(path), &opts).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     check_sizes(&info);
+    if info.family == lr_model::ModelFamily::Reranker {
+        check_reranker(&info);
+    }
     // The tokenizer must load (a broken tokenizer.json would otherwise fail every later call).
     let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).unwrap_or_else(|e| {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("lightretriever: invalid model: {e}"), None)

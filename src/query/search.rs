@@ -7,85 +7,9 @@ use pgrx::prelude::*;
 use pgrx::{search_path, PgRelation};
 
 use crate::error::{raise, required, Code, OrRaise};
-use crate::spi::{quote_ident, table_name};
+use crate::columns::{pick_column, pick_id_column};
+use crate::spi::table_name;
 use crate::pgvector::{SparseVec, Vector};
-
-/// A column of `relid` to use: the one named, checked to have pgvector's type `type_name` (the
-/// type itself: a user's type of that name, with a cast to pgvector's, would run the user's
-/// cast as the caller), or else the only column of that type. Returns the quoted identifier.
-fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: &str, argument: &str) -> String {
-    let found: Vec<String> = Spi::connect(|c| {
-        c.select(
-            "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
-               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
-              JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) t.typnamespace
-                                             AND e.extname OPERATOR(pg_catalog.=) 'vector'
-              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-                AND t.typname OPERATOR(pg_catalog.=) $2 AND ($3::pg_catalog.text IS NULL OR a.attname OPERATOR(pg_catalog.=) $3)
-              ORDER BY a.attnum",
-            None,
-            &[relid.into(), type_name.into(), named.into()],
-        )
-        .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    match (found.len(), named) {
-        (1, _) => quote_ident(&found[0]),
-        (0, Some(name)) => raise(
-            Code::ERRCODE_UNDEFINED_COLUMN,
-            format!("lightretriever: {table} has no {type_name} column \"{name}\""),
-            None,
-        ),
-        (0, None) => raise(
-            Code::ERRCODE_UNDEFINED_COLUMN,
-            format!("lightretriever: {table} has no {type_name} column"),
-            Some(&format!("Add one, or choose another mode; pass {argument} => '<column>' to name it.")),
-        ),
-        (_, _) => raise(
-            Code::ERRCODE_AMBIGUOUS_COLUMN,
-            format!("lightretriever: {table} has several {type_name} columns ({})", found.join(", ")),
-            Some(&format!("Pass {argument} => '<column>' to choose one.")),
-        ),
-    }
-}
-
-/// The id column: the one named, else the single-column primary key. Either must be an
-/// integer type (smallint, integer, bigint).
-fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
-    // The built-in integer types by oid (int2, int4, int8): a domain or a user's type of that
-    // name prints otherwise and is refused.
-    let found = crate::error::row_or_none(Spi::get_three_with_args::<String, String, bool>(
-        "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, NULL),
-                a.atttypid OPERATOR(pg_catalog.=) ANY ('{21,23,20}'::pg_catalog.oid[])
-           FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-            AND CASE WHEN $2::pg_catalog.text IS NOT NULL THEN a.attname OPERATOR(pg_catalog.=) $2
-                     ELSE a.attnum OPERATOR(pg_catalog.=) (SELECT i.indkey[0] FROM pg_catalog.pg_index i
-                                       WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary
-                                         AND i.indnatts OPERATOR(pg_catalog.=) 1) END",
-        &[relid.into(), named.into()],
-    ));
-    match found {
-        Some((Some(name), Some(_), Some(true))) => quote_ident(&name),
-        Some((Some(name), Some(ty), _)) => raise(
-            Code::ERRCODE_DATATYPE_MISMATCH,
-            format!("lightretriever: id column \"{name}\" of {table} is {ty}; lr_search returns bigint ids"),
-            Some("Pass id_column => '<an integer column>'."),
-        ),
-        _ => match named {
-            Some(name) => raise(
-                Code::ERRCODE_UNDEFINED_COLUMN,
-                format!("lightretriever: {table} has no column \"{name}\""),
-                None,
-            ),
-            None => raise(
-                Code::ERRCODE_UNDEFINED_COLUMN,
-                format!("lightretriever: {table} has no single-column primary key to use as id"),
-                Some("Pass id_column => '<an integer column>'."),
-            ),
-        },
-    }
-}
 
 /// `OPERATOR(<pgvector's schema>.op)`: pgvector's operator whatever the search path.
 fn pgvector_operator(op: &str) -> String {
@@ -118,6 +42,9 @@ fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumW
 /// sparse (token counts against the `sparsevec` column) or hybrid (per-query min-max
 /// normalisation of each side's `candidates`, fused `dense_weight·dense + (1−dense_weight)·sparse`).
 /// Scores of the sides are the raw inner products, NULL where a row was not a candidate there.
+/// With `rerank` > 0 the top `rerank` hits are reranked by the PE-Rank reranker `rerank_model`
+/// (else `lightretriever.default_reranker`; passage embeddings by `lr_rerank`'s rule): rows then
+/// come in the reranker's order, with its score as `rerank_score` (NULL for the rows after them).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)] // every name below is qualified; nothing resolves through the caller's path
@@ -134,9 +61,17 @@ fn lr_search(
     model: default!(Option<&str>, "NULL"),
     sparse_model: default!(Option<&str>, "NULL"),
     instruction: default!(Option<&str>, "NULL"),
+    rerank: default!(Option<i32>, 0),
+    rerank_model: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
-    (name!(id, i64), name!(score, f32), name!(dense_score, Option<f32>), name!(sparse_score, Option<f32>)),
+    (
+        name!(id, i64),
+        name!(score, f32),
+        name!(dense_score, Option<f32>),
+        name!(sparse_score, Option<f32>),
+        name!(rerank_score, Option<f32>),
+    ),
 > {
     let (source, query) = (required(source, "source"), required(query, "query"));
     let (k, candidates) = (required(k, "k"), required(candidates, "candidates"));
@@ -186,8 +121,27 @@ fn lr_search(
         Spi::run_with_args("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
-    let hits = fuse(&dense, &sparse, mode, dense_weight, k as usize);
-    TableIterator::new(hits.into_iter().map(|h| (h.id, h.score, h.dense, h.sparse)))
+    let rerank = required(rerank, "rerank").max(0) as usize;
+    let hits = fuse(&dense, &sparse, mode, dense_weight, (k as usize).max(rerank));
+    let mut rows: Vec<_> = hits.into_iter().map(|h| (h.id, h.score, h.dense, h.sparse, None)).collect();
+    if rerank > 0 && !rows.is_empty() {
+        // The top `rerank` hits in the reranker's order, then the rest in the fused order.
+        let top: Vec<i64> = rows.iter().take(rerank).map(|r| r.0).collect();
+        let (name, info) = crate::rerank::reranker(rerank_model);
+        let columns = crate::rerank::passages::Columns { embedding: None, text: None, id: id_column };
+        let order = crate::rerank::passages::rerank_rows(&name, &info, Some(relid), query, &top, &columns, lr_rerank::Mode::Embedding, 20, 10);
+        let mut reranked: Vec<_> = order
+            .iter()
+            .map(|&(id, score)| {
+                let r = rows.iter().find(|r| r.0 == id).expect("reranked ids are the hits'");
+                (r.0, r.1, r.2, r.3, Some(score))
+            })
+            .collect();
+        reranked.extend(rows.drain(top.len()..));
+        rows = reranked;
+    }
+    rows.truncate(k as usize);
+    TableIterator::new(rows)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -72,7 +72,10 @@ pub struct Models {
 }
 
 fn load_reranker(info: &ModelInfo, device: &lr_model::Device) -> Result<Reranker, lr_model::ModelError> {
-    Reranker::load(&RerankerCheckpoint::inspect(&info.path)?, device)
+    let mut checkpoint = RerankerCheckpoint::inspect(&info.path)?;
+    // The registered max_length option bounds the prompt and the decoded candidates.
+    checkpoint.max_length = checkpoint.max_length.min(info.max_length);
+    Reranker::load(&checkpoint, device)
 }
 
 impl Service {

@@ -1,9 +1,10 @@
-//! Upgrades (issue 12): the previous release installed from its committed script
-//! (`tests/upgrade/lightretriever--0.1.0.sql`, copied into the server's extension directory by
-//! scripts/e2e.sh), given models, a query table, fitted sparse weights and an auto-encoded table
-//! with pending queue rows, then `ALTER EXTENSION lightretriever UPDATE`: nothing is lost, the
-//! queue drains to exact vectors, and the upgraded extension is object for object a fresh
-//! install of the current version.
+//! Upgrades (issue 12): earlier releases installed from their committed scripts
+//! (`tests/upgrade/lightretriever--<version>.sql`, copied into the server's extension directory
+//! by scripts/e2e.sh). The first release, given models, a query table, fitted sparse weights and
+//! an auto-encoded table with pending queue rows, then `ALTER EXTENSION lightretriever UPDATE`
+//! through every upgrade script since: nothing is lost, the queue drains to exact vectors, and the
+//! upgraded extension is object for object a fresh install of the current version. Every later
+//! release updates to a fresh install's objects too.
 //!
 //! Runs in the database the workers drain (`postgres`), last of the e2e suites (it drops and
 //! recreates the extension there).
@@ -11,7 +12,10 @@
 use lr_e2e::*;
 use postgres::Client;
 
+/// The first release: its upgrade runs every upgrade script since.
 const PREVIOUS: &str = "0.1.0";
+/// Every release after the first.
+const LATER_RELEASES: [&str; 1] = ["0.2.0"];
 
 /// The extension's version (the root Cargo.toml's; pgrx writes it into the control file).
 fn current_version() -> String {
@@ -158,4 +162,23 @@ fn an_upgrade_from_the_previous_release_keeps_everything_and_equals_a_fresh_inst
     let failed: i64 = one(&mut c, "SELECT count(*) FROM lightretriever.lr_failed_items");
     assert_eq!(failed, 0);
     c.batch_execute("DROP SCHEMA lr_up CASCADE").unwrap();
+}
+
+#[test]
+fn every_later_release_updates_to_a_fresh_install() {
+    let mut fresh = fresh_database("lr_e2e_upgrade_fresh_objects");
+    let fresh_objects = extension_objects(&mut fresh);
+    assert!(fresh_objects.iter().any(|o| o.starts_with("function lr_rerank(")), "{fresh_objects:#?}");
+    drop(fresh);
+    for release in LATER_RELEASES {
+        let mut c = fresh_database("lr_e2e_upgrade_release");
+        c.batch_execute(&format!("DROP EXTENSION lightretriever CASCADE; CREATE EXTENSION lightretriever VERSION '{release}' CASCADE"))
+            .unwrap();
+        assert_ne!(extension_objects(&mut c), fresh_objects, "{release} should differ from the current version");
+        c.execute("SELECT lightretriever.lr_register_model('minilm', $1)", &[&dense_model_dir().to_string_lossy().as_ref()]).unwrap();
+        c.batch_execute("ALTER EXTENSION lightretriever UPDATE").unwrap();
+        assert_eq!(one::<String>(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'lightretriever'"), current_version());
+        assert_eq!(extension_objects(&mut c), fresh_objects, "{release} updated differs from a fresh install");
+        assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM lightretriever.lr_models"), 1, "{release}: the model registry");
+    }
 }

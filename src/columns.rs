@@ -1,0 +1,83 @@
+//! Columns of a user's table that a call reads: found by type, named by the caller, checked.
+
+use pgrx::prelude::*;
+
+use crate::error::{raise, Code, OrRaise};
+use crate::spi::quote_ident;
+
+/// A column of `relid` to use: the one named, checked to have pgvector's type `type_name` (the
+/// type itself: a user's type of that name, with a cast to pgvector's, would run the user's
+/// cast as the caller), or else the only column of that type. Returns the quoted identifier.
+pub fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: &str, argument: &str) -> String {
+    let found: Vec<String> = Spi::connect(|c| {
+        c.select(
+            "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+              JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) t.typnamespace
+                                             AND e.extname OPERATOR(pg_catalog.=) 'vector'
+              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+                AND t.typname OPERATOR(pg_catalog.=) $2 AND ($3::pg_catalog.text IS NULL OR a.attname OPERATOR(pg_catalog.=) $3)
+              ORDER BY a.attnum",
+            None,
+            &[relid.into(), type_name.into(), named.into()],
+        )
+        .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    match (found.len(), named) {
+        (1, _) => quote_ident(&found[0]),
+        (0, Some(name)) => raise(
+            Code::ERRCODE_UNDEFINED_COLUMN,
+            format!("lightretriever: {table} has no {type_name} column \"{name}\""),
+            None,
+        ),
+        (0, None) => raise(
+            Code::ERRCODE_UNDEFINED_COLUMN,
+            format!("lightretriever: {table} has no {type_name} column"),
+            Some(&format!("Add one, or choose another mode; pass {argument} => '<column>' to name it.")),
+        ),
+        (_, _) => raise(
+            Code::ERRCODE_AMBIGUOUS_COLUMN,
+            format!("lightretriever: {table} has several {type_name} columns ({})", found.join(", ")),
+            Some(&format!("Pass {argument} => '<column>' to choose one.")),
+        ),
+    }
+}
+
+/// The id column: the one named, else the single-column primary key. Either must be an
+/// integer type (smallint, integer, bigint).
+pub fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
+    // The built-in integer types by oid (int2, int4, int8): a domain or a user's type of that
+    // name prints otherwise and is refused.
+    let found = crate::error::row_or_none(Spi::get_three_with_args::<String, String, bool>(
+        "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, NULL),
+                a.atttypid OPERATOR(pg_catalog.=) ANY ('{21,23,20}'::pg_catalog.oid[])
+           FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+            AND CASE WHEN $2::pg_catalog.text IS NOT NULL THEN a.attname OPERATOR(pg_catalog.=) $2
+                     ELSE a.attnum OPERATOR(pg_catalog.=) (SELECT i.indkey[0] FROM pg_catalog.pg_index i
+                                       WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary
+                                         AND i.indnatts OPERATOR(pg_catalog.=) 1) END",
+        &[relid.into(), named.into()],
+    ));
+    match found {
+        Some((Some(name), Some(_), Some(true))) => quote_ident(&name),
+        Some((Some(name), Some(ty), _)) => raise(
+            Code::ERRCODE_DATATYPE_MISMATCH,
+            format!("lightretriever: id column \"{name}\" of {table} is {ty}; lr_search returns bigint ids"),
+            Some("Pass id_column => '<an integer column>'."),
+        ),
+        _ => match named {
+            Some(name) => raise(
+                Code::ERRCODE_UNDEFINED_COLUMN,
+                format!("lightretriever: {table} has no column \"{name}\""),
+                None,
+            ),
+            None => raise(
+                Code::ERRCODE_UNDEFINED_COLUMN,
+                format!("lightretriever: {table} has no single-column primary key to use as id"),
+                Some("Pass id_column => '<an integer column>'."),
+            ),
+        },
+    }
+}
