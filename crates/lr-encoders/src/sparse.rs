@@ -6,7 +6,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use lr_tokenizer::{Encoding, Tokenizer};
 
-use lr_model::{in_length_batches, BertBackbone, DOCUMENT_BATCH};
+use lr_model::{in_length_batches, BertBackbone, BertVariant, DOCUMENT_BATCH};
 use lr_model::error::{ModelError, Result};
 use lr_model::model_dir::{ModelInfo, BERT_MLM_HEAD_TENSOR};
 
@@ -66,6 +66,15 @@ pub struct SparseEncoder {
 
 impl SparseEncoder {
     pub fn load(info: &ModelInfo, device: &candle_core::Device) -> Result<Self> {
+        // Said first: ModelInfo reports no MLM head for JinaBERT whatever its weights hold.
+        if BertVariant::read(&info.path)? == BertVariant::Jina {
+            return Err(ModelError::InvalidModel(format!(
+                "model {} is JinaBERT (architecture {}): sparse encoding runs a classic BERT \
+                 masked-LM head (SPLADE-style BertForMaskedLM); JinaBERT encodes dense vectors only",
+                info.path.display(),
+                info.architecture
+            )));
+        }
         if !info.has_lm_head {
             return Err(ModelError::InvalidModel(format!(
                 "model {} has no masked-LM head (architecture {}, no {BERT_MLM_HEAD_TENSOR} in its \
@@ -75,7 +84,10 @@ impl SparseEncoder {
             )));
         }
         let backbone = BertBackbone::load(info, device)?;
-        let head = MlmHead::load(&backbone.vb, &backbone.config).map_err(|e| {
+        let config = backbone.classic_config().ok_or_else(|| {
+            ModelError::InvalidModel(format!("{}: no masked-LM head on a JinaBERT stack", info.path.display()))
+        })?;
+        let head = MlmHead::load(&backbone.vb, config).map_err(|e| {
             ModelError::InvalidModel(format!("{}: masked-LM head: {e}", info.path.display()))
         })?;
         Ok(SparseEncoder { backbone, head, info: info.clone() })
@@ -87,7 +99,7 @@ impl SparseEncoder {
 
     /// Dimension of the sparse vectors (the MLM head's vocabulary).
     pub fn vocab_size(&self) -> usize {
-        self.backbone.config.vocab_size
+        self.backbone.vocab_size()
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

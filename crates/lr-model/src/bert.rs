@@ -1,21 +1,65 @@
 //! The BERT-family encoder stack on candle (CPU; CUDA behind the `cuda` feature): config,
 //! weights, tokenizer, one padded forward. The dense (pooled) and sparse (masked-LM head)
-//! encoders of lr-encoders sit on it.
+//! encoders of lr-encoders sit on it. Two stacks share the family, picked from config.json at
+//! load: classic BERT (learned absolute positions, GELU MLP; candle-transformers) and JinaBERT
+//! (ALiBi, GEGLU; `jina_bert.rs`).
+
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use lr_tokenizer::{PrefixCutter, Tokenizer};
+use serde_json::Value;
 
 use crate::error::{ModelError, Result};
+use crate::jina_bert::{JinaBert, JinaBertConfig};
 use crate::model_dir::{ModelFamily, ModelInfo};
 
-/// What the dense and the sparse BERT encoders share: config, encoder stack, tokenizer (padding
+/// Which network a BERT-family (`model_type: "bert"`) config.json describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BertVariant {
+    /// BERT with learned absolute positions (all-MiniLM, SPLADE, …).
+    Classic,
+    /// JinaBERT: ALiBi instead of positions, a GEGLU MLP (jina-embeddings-v2).
+    Jina,
+}
+
+impl BertVariant {
+    pub fn of_config(config: &Value) -> Self {
+        if crate::jina_bert::is_jina_bert(config) {
+            BertVariant::Jina
+        } else {
+            BertVariant::Classic
+        }
+    }
+
+    /// The variant of the model in `dir` (its config.json).
+    pub fn read(dir: &Path) -> Result<Self> {
+        Ok(Self::of_config(&read_config(&dir.join("config.json"))?))
+    }
+}
+
+fn read_config(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ModelError::InvalidModel(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ModelError::InvalidModel(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// The encoder stack of a BERT-family model.
+pub enum BertStack {
+    /// candle-transformers' BERT (boxed: it is most of the enum's size).
+    Classic { config: BertConfig, model: Box<BertModel> },
+    /// `jina_bert.rs` (candle-nn ops).
+    Jina(JinaBert),
+}
+
+/// What the dense and the sparse BERT encoders share: the encoder stack, tokenizer (padding
 /// off, truncation at the model's length) and device. The weights stay available through `vb`
 /// for heads on top of the stack.
 pub struct BertBackbone {
-    pub config: BertConfig,
-    pub model: BertModel,
+    pub stack: BertStack,
     pub tokenizer: Tokenizer,
     /// Cuts long texts before tokenizing (the model reads at most `max_length` ids of them).
     cutter: PrefixCutter,
@@ -33,24 +77,57 @@ impl BertBackbone {
             )));
         }
         let config_path = info.path.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| {
-            ModelError::InvalidModel(format!("cannot read {}: {e}", config_path.display()))
-        })?;
-        let config: BertConfig = serde_json::from_str(&text).map_err(|e| {
-            ModelError::InvalidModel(format!("{} is not a BERT config: {e}", config_path.display()))
-        })?;
+        let config = read_config(&config_path)?;
+        let invalid = |e: candle_core::Error| ModelError::InvalidModel(format!("{}: {e}", info.path.display()));
         // Safety: the files are memory-mapped read-only; a concurrent rewrite of a registered
         // model's weights is outside what we support (documented in the README).
         let vb = unsafe {
             VarBuilder::from_mmaped_safetensors(&info.weight_paths(), DType::F32, device)
         }
-        .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", info.path.display())))?;
-        let model = BertModel::load(vb.clone(), &config)
-            .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", info.path.display())))?;
+        .map_err(invalid)?;
+        let stack = match BertVariant::of_config(&config) {
+            BertVariant::Jina => {
+                let jina = JinaBertConfig::from_json(&config, &config_path)?;
+                // A missing or misshapen tensor is the checkpoint's defect, not an inference error.
+                BertStack::Jina(JinaBert::load(jina, &vb, device).map_err(|e| match e {
+                    ModelError::Inference(m) => ModelError::InvalidModel(format!("{}: {m}", info.path.display())),
+                    other => other,
+                })?)
+            }
+            BertVariant::Classic => {
+                let config: BertConfig = serde_json::from_value(config).map_err(|e| {
+                    ModelError::InvalidModel(format!("{} is not a BERT config: {e}", config_path.display()))
+                })?;
+                let model = BertModel::load(vb.clone(), &config).map_err(invalid)?;
+                BertStack::Classic { config, model: Box::new(model) }
+            }
+        };
         let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), Some(info.max_length))
             .map_err(ModelError::InvalidModel)?;
         let cutter = PrefixCutter::new(&tokenizer);
-        Ok(BertBackbone { config, model, tokenizer, cutter, max_length: info.max_length, device: device.clone(), vb })
+        Ok(BertBackbone { stack, tokenizer, cutter, max_length: info.max_length, device: device.clone(), vb })
+    }
+
+    pub fn variant(&self) -> BertVariant {
+        match self.stack {
+            BertStack::Classic { .. } => BertVariant::Classic,
+            BertStack::Jina(_) => BertVariant::Jina,
+        }
+    }
+
+    /// The classic stack's config (what a masked-LM head on it is built from); None for JinaBERT.
+    pub fn classic_config(&self) -> Option<&BertConfig> {
+        match &self.stack {
+            BertStack::Classic { config, .. } => Some(config),
+            BertStack::Jina(_) => None,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match &self.stack {
+            BertStack::Classic { config, .. } => config.vocab_size,
+            BertStack::Jina(model) => model.config().vocab_size,
+        }
     }
 
     /// Tokenizes one text with special tokens and truncation, as the model sees it. A long text
@@ -81,8 +158,10 @@ impl BertBackbone {
         let shape = (group.len(), max_len);
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let type_ids = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        let hidden = match &self.stack {
+            BertStack::Classic { model, .. } => model.forward(&ids, &ids.zeros_like()?, Some(&mask))?,
+            BertStack::Jina(model) => model.forward(&ids, &mask)?,
+        };
         Ok((hidden, mask))
     }
 }

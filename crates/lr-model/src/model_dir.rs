@@ -218,6 +218,12 @@ impl ModelInfo {
                 )))
             }
         };
+        // JinaBERT (jina-embeddings-v2) is a BERT-family encoder too; BertBackbone picks its
+        // stack from config.json at load. Its fields are checked now rather than at first use.
+        let jina_bert = family == ModelFamily::Bert && crate::jina_bert::is_jina_bert(&config);
+        if jina_bert {
+            crate::jina_bert::JinaBertConfig::from_json(&config, &config_path)?;
+        }
         let mut embedding_size = None;
         if family.is_decoder() {
             // Every field the decoder needs, checked now rather than at first use.
@@ -298,6 +304,8 @@ impl ModelInfo {
         // Decided by the weights, not the architecture name: BertForPreTraining has the head
         // too, and a *ForMaskedLM export may have lost it.
         info.has_lm_head = match info.family {
+            // Sparse encoding runs classic BERT's MLM head only (lr-encoders' SparseEncoder).
+            ModelFamily::Bert if jina_bert => false,
             ModelFamily::Bert => tensors.iter().any(|t| t == BERT_MLM_HEAD_TENSOR),
             ModelFamily::Reranker => false,
             // A decoder's LM head is lm_head.weight, or the embeddings when tied (checked at load).
