@@ -40,11 +40,11 @@ test-pg: test-models
 test-e2e: install-dev
 	bash scripts/e2e.sh
 
-## GPU machines only (not part of `make test`): the encoders on cuda:0 against the same
+## GPU machines only (not part of `make test`): the encoders and the reranker on cuda:0 against the same
 ## references. Needs the CUDA toolkit (nvcc) to build and an NVIDIA GPU to run; the build has
 ## its own target directory so that the CPU build is not recompiled.
 test-cuda: test-models
-	CARGO_TARGET_DIR=target/cuda cargo test --locked -p lr-encoders --features cuda --test cuda
+	CARGO_TARGET_DIR=target/cuda cargo test --locked -p lr-encoders -p lr-rerank --features lr-encoders/cuda,lr-rerank/cuda --test cuda
 
 install:
 	cargo pgrx install -p lightretriever --release --pg-config $(PG_CONFIG)

@@ -5,11 +5,11 @@ use pgrx::prelude::*;
 use crate::error::{raise, Code, OrRaise};
 use crate::spi::quote_ident;
 
-/// A column of `relid` to use: the one named, checked to have pgvector's type `type_name` (the
-/// type itself: a user's type of that name, with a cast to pgvector's, would run the user's
-/// cast as the caller), or else the only column of that type. Returns the quoted identifier.
-pub fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: &str, argument: &str) -> String {
-    let found: Vec<String> = Spi::connect(|c| {
+/// The columns of `relid` whose type is pgvector's `type_name` (the type itself, found through
+/// the vector extension's schema), optionally only the one `named` or those of dimension
+/// `dims` (pgvector's typmod), in column order.
+pub fn pgvector_columns(relid: pg_sys::Oid, type_name: &str, named: Option<&str>, dims: Option<i32>) -> Vec<String> {
+    Spi::connect(|c| {
         c.select(
             "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
                JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
@@ -17,13 +17,21 @@ pub fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_na
                                              AND e.extname OPERATOR(pg_catalog.=) 'vector'
               WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
                 AND t.typname OPERATOR(pg_catalog.=) $2 AND ($3::pg_catalog.text IS NULL OR a.attname OPERATOR(pg_catalog.=) $3)
+                AND ($4::pg_catalog.int4 IS NULL OR a.atttypmod OPERATOR(pg_catalog.=) $4)
               ORDER BY a.attnum",
             None,
-            &[relid.into(), type_name.into(), named.into()],
+            &[relid.into(), type_name.into(), named.into(), dims.into()],
         )
         .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
     })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
+/// A column of `relid` to use: the one named, checked to have pgvector's type `type_name` (the
+/// type itself: a user's type of that name, with a cast to pgvector's, would run the user's
+/// cast as the caller), or else the only column of that type. Returns the quoted identifier.
+pub fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_name: &str, argument: &str) -> String {
+    let found = pgvector_columns(relid, type_name, named, None);
     match (found.len(), named) {
         (1, _) => quote_ident(&found[0]),
         (0, Some(name)) => raise(

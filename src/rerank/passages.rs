@@ -21,7 +21,7 @@ use pgrx::prelude::*;
 use crate::auto::AutoEncoding;
 use crate::error::{raise, Code, OrRaise};
 use crate::pgvector::Vector;
-use crate::columns::{pick_column, pick_id_column};
+use crate::columns::{pgvector_columns, pick_column, pick_id_column};
 use crate::spi::{quote_ident, table_name};
 
 /// Columns the caller named (`NULL` = found by the rule above).
@@ -58,21 +58,7 @@ fn source_table(relid: Option<pg_sys::Oid>) -> pg_sys::Oid {
 
 /// The only `vector` column of `relid` whose dimension is `dims` (pgvector's typmod).
 fn vector_column_of_size(relid: pg_sys::Oid, table: &str, dims: usize, reranker: &str) -> String {
-    let found: Vec<String> = Spi::connect(|c| {
-        c.select(
-            "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
-               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
-               JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) t.typnamespace
-                                              AND e.extname OPERATOR(pg_catalog.=) 'vector'
-              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-                AND t.typname OPERATOR(pg_catalog.=) 'vector' AND a.atttypmod OPERATOR(pg_catalog.=) $2
-              ORDER BY a.attnum",
-            None,
-            &[relid.into(), (dims as i32).into()],
-        )
-        .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let found = pgvector_columns(relid, "vector", None, Some(dims as i32));
     match found.as_slice() {
         [one] => quote_ident(one),
         [] => raise(

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use lr_testkit::{tiny_models_dir, tiny_reference};
+    use lr_testkit::{floats, indices, matrix, tiny_models_dir, tiny_reference};
     use pgrx::prelude::*;
     use serde_json::Value;
 
@@ -24,17 +24,8 @@ mod tests {
         .unwrap();
     }
 
-    fn floats(v: &Value) -> Vec<f32> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-    }
 
-    fn matrix(v: &Value) -> Vec<Vec<f32>> {
-        v.as_array().unwrap().iter().map(floats).collect()
-    }
 
-    fn usizes(v: &Value) -> Vec<usize> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
-    }
 
     /// The reference's single-window case in embedding mode with `n` candidates (the first query).
     fn case(n: usize) -> Value {
@@ -118,7 +109,7 @@ mod tests {
                 "SELECT rank, idx::int8, score FROM lightretriever.lr_rerank_embeddings($1, $2, 'perank')",
                 &[c["query"].as_str().unwrap().into(), vectors(&matrix(&c["embeddings"])).into()],
             );
-            let order = usizes(&c["permutation"]);
+            let order = indices(&c["permutation"]);
             let scores = floats(&c["scores"]);
             let score_of = |i: usize| scores[order.iter().position(|&o| o == i).unwrap()];
             assert_reference(&got, &order, score_of, |i| i as i64 + 1);
@@ -131,7 +122,7 @@ mod tests {
             &[s["query"].as_str().unwrap().into(), vectors(&matrix(&s["embeddings"])).into()],
         );
         let scores = floats(&s["scores"]);
-        assert_reference(&got, &usizes(&s["order"]), |i| scores[i], |i| i as i64 + 1);
+        assert_reference(&got, &indices(&s["order"]), |i| scores[i], |i| i as i64 + 1);
     }
 
     #[pg_test]
@@ -152,7 +143,7 @@ mod tests {
             "SELECT rank, id, score FROM lightretriever.lr_rerank($1, ARRAY[50, 40, 30, 20, 10], 'passages', 'perank')",
             &[c["query"].as_str().unwrap().into()],
         );
-        let order = usizes(&c["permutation"]);
+        let order = indices(&c["permutation"]);
         let scores = floats(&c["scores"]);
         let score_of = |i: usize| scores[order.iter().position(|&o| o == i).unwrap()];
         assert_reference(&got, &order, score_of, |i| 50 - 10 * i as i64);

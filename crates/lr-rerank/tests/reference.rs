@@ -6,7 +6,7 @@
 
 use lr_model::Device;
 use lr_rerank::{windows, Reranker, RerankerCheckpoint, Window, WindowRanking};
-use lr_testkit::{tiny_models_dir, tiny_reference};
+use lr_testkit::{floats, indices, matrix, tiny_models_dir, tiny_reference};
 use serde_json::Value;
 
 /// The bound on scores: 5e-5 relative (of the largest score magnitude in the window).
@@ -17,17 +17,8 @@ fn reranker() -> Reranker {
     Reranker::load(&checkpoint, &Device::Cpu).unwrap()
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
 
-fn matrix(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array().unwrap().iter().map(floats).collect()
-}
 
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
-}
 
 fn texts(v: &Value) -> Option<Vec<String>> {
     v.as_array().map(|a| a.iter().map(|x| x.as_str().unwrap().to_owned()).collect())
@@ -76,7 +67,7 @@ fn assert_scores(got: &[f32], want: &[f32], what: &str) {
 }
 
 fn assert_ranking(got: &WindowRanking, reference: &Value, what: &str) {
-    assert_eq!(got.order, usizes(&reference["permutation"]), "{what}: permutation");
+    assert_eq!(got.order, indices(&reference["permutation"]), "{what}: permutation");
     assert_scores(&got.scores, &floats(&reference["scores"]), what);
 }
 
@@ -86,9 +77,9 @@ fn prompts_are_the_reference_text_and_ids() {
     for case in cases() {
         let prompt = rr.prompt(&case.window()).unwrap();
         assert_eq!(prompt.text, case.reference["prompt_text"].as_str().unwrap(), "{}", case.name);
-        let want: Vec<u32> = usizes(&case.reference["prompt_ids"]).into_iter().map(|i| i as u32).collect();
+        let want: Vec<u32> = indices(&case.reference["prompt_ids"]).into_iter().map(|i| i as u32).collect();
         assert_eq!(prompt.ids, want, "{}", case.name);
-        assert_eq!(prompt.placeholders, usizes(&case.reference["placeholder_positions"]), "{}", case.name);
+        assert_eq!(prompt.placeholders, indices(&case.reference["placeholder_positions"]), "{}", case.name);
     }
 }
 
@@ -130,7 +121,7 @@ fn sliding_windows_match_the_reference_loop() {
         let embeddings = matrix(&s["embeddings"]);
         let n = embeddings.len();
         let plan: Vec<Vec<usize>> = windows::plan(n, 20, 10).into_iter().map(|w| vec![w.start, w.end]).collect();
-        let want_plan: Vec<Vec<usize>> = s["windows"].as_array().unwrap().iter().map(usizes).collect();
+        let want_plan: Vec<Vec<usize>> = s["windows"].as_array().unwrap().iter().map(indices).collect();
         assert_eq!(plan, want_plan, "N={n}: windows");
         let ranked = windows::rerank(n, 20, 10, |current| {
             let window: Vec<Vec<f32>> = current.iter().map(|&i| embeddings[i].clone()).collect();
@@ -139,7 +130,7 @@ fn sliding_windows_match_the_reference_loop() {
         })
         .unwrap();
         let order: Vec<usize> = ranked.iter().map(|(i, _)| *i).collect();
-        assert_eq!(order, usizes(&s["order"]), "N={n}: final order");
+        assert_eq!(order, indices(&s["order"]), "N={n}: final order");
         let want_scores = floats(&s["scores"]);
         let got_scores: Vec<f32> = (0..n).map(|i| ranked.iter().find(|(j, _)| *j == i).unwrap().1).collect();
         assert_scores(&got_scores, &want_scores, &format!("N={n}: scores by original index"));

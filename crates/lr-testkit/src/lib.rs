@@ -72,6 +72,16 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
+/// A JSON list of float lists (reference embeddings) as rows.
+pub fn matrix(v: &serde_json::Value) -> Vec<Vec<f32>> {
+    v.as_array().unwrap().iter().map(floats).collect()
+}
+
+/// A JSON list of indices (reference permutations, positions).
+pub fn indices(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+}
+
 /// The reference file's tolerance: cosine ≥ 0.9999 and max |diff| ≤ 1e-4.
 pub fn assert_matches(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: dimension");

@@ -6,7 +6,6 @@
 
 use lr_e2e::*;
 use postgres::Client;
-use serde_json::Value;
 
 const DB: &str = "lr_e2e_rerank";
 
@@ -21,10 +20,6 @@ fn vector_literal(v: &[f32]) -> String {
 
 fn array_literal(embeddings: &[Vec<f32>]) -> String {
     format!("ARRAY[{}]::vector[]", embeddings.iter().map(|e| format!("'{}'", vector_literal(e))).collect::<Vec<_>>().join(","))
-}
-
-fn matrix(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect()
 }
 
 /// Every reference list: the single windows in embedding mode and the sliding 30 and 100.

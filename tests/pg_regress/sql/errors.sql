@@ -81,6 +81,28 @@ RESET ROLE;
 DROP EXTENSION lightretriever;
 \echo :LAST_ERROR_SQLSTATE
 
+-- Reranking (lr_rerank, lr_rerank_embeddings)
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY[]::vector[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector, NULL]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector], window_size => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector], step => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector], window_size => 5, step => 6);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector], mode => 'list');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector], mode => 'text');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank_embeddings('q', ARRAY['[1,2]'::vector], 'splade');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM lightretriever.lr_rerank('q', ARRAY[1, NULL], 'docs', 'splade');
+\echo :LAST_ERROR_SQLSTATE
+
 -- Clean up
 SELECT lightretriever.lr_disable_auto_encoding('docs', drop_columns => true);
 DROP TABLE no_key, numbers, generated, docs;
