@@ -43,6 +43,21 @@ fn rerank(c: &mut Client, query: &str, embeddings: &[Vec<f32>]) -> Vec<(i32, f32
     c.query(&sql, &[&query]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
+/// The id of candidate `i` (0-based) of list `list` in the `candidates` table.
+fn candidate_id(list: usize, i: usize) -> i64 {
+    (list * 1000 + i + 1) as i64
+}
+
+/// `lr_rerank` of list `list` from the `candidates` table, as (1-based position, score).
+fn rerank_rows(c: &mut Client, list: usize, query: &str, n: usize) -> Vec<(i32, f32)> {
+    let ids: Vec<i64> = (0..n).map(|i| candidate_id(list, i)).collect();
+    c.query("SELECT id, score FROM lightretriever.lr_rerank($1, $2, 'candidates', 'perank') ORDER BY rank", &[&query, &ids])
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get::<_, i64>(0) - candidate_id(list, 0) + 1) as i32, r.get(1)))
+        .collect()
+}
+
 fn assert_same(got: &[(i32, f32)], want: &[(i32, f32)], what: &str) {
     let order = |v: &[(i32, f32)]| v.iter().map(|r| r.0).collect::<Vec<_>>();
     assert_eq!(order(got), order(want), "{what}: order");
@@ -68,8 +83,20 @@ fn eight_concurrent_reranks_equal_one_at_a_time_and_a_timeout_cancels() {
     let got100 = &alone[lists.iter().position(|(_, e)| e.len() == 100).unwrap()];
     assert_same(got100, &want, "N=100 through the worker vs the reference");
 
-    // 8 backends at once, each through all the lists (in a different order): the worker runs
-    // their windows together; the answers do not change.
+    // The same lists as table rows, reranked by id: the reranker (no encoder) reads the
+    // table's only vector(32) column.
+    c.batch_execute("CREATE TABLE candidates (id bigint PRIMARY KEY, emb vector(32))").unwrap();
+    for (list, (_, embeddings)) in lists.iter().enumerate() {
+        for (i, e) in embeddings.iter().enumerate() {
+            c.execute("INSERT INTO candidates VALUES ($1, $2::text::vector)", &[&candidate_id(list, i), &vector_literal(e)]).unwrap();
+        }
+    }
+    for (list, (q, e)) in lists.iter().enumerate() {
+        assert_same(&rerank_rows(&mut c, list, q, e.len()), &alone[list], &format!("lr_rerank of list {list}"));
+    }
+
+    // 8 backends at once, each through all the lists (in a different order) with lr_rerank:
+    // the worker runs their windows together; the answers do not change.
     let handles: Vec<_> = (0..8)
         .map(|t| {
             let lists = lists.clone();
@@ -78,7 +105,7 @@ fn eight_concurrent_reranks_equal_one_at_a_time_and_a_timeout_cancels() {
                 let mut out = vec![Vec::new(); lists.len()];
                 for k in 0..lists.len() {
                     let i = (k + t) % lists.len();
-                    out[i] = rerank(&mut c, &lists[i].0, &lists[i].1);
+                    out[i] = rerank_rows(&mut c, i, &lists[i].0, lists[i].1.len());
                 }
                 out
             })
