@@ -17,7 +17,8 @@ CREATE  FUNCTION "lr_rerank_embeddings"(
 	"idx" INT,  /* i32 */
 	"score" real  /* f32 */
 )
-STABLE PARALLEL SAFE
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lr_rerank_embeddings_wrapper';
 

@@ -95,6 +95,27 @@ fn check_sizes(info: &ModelInfo) {
 /// the reranker's `embedding_size`.
 fn check_reranker(info: &ModelInfo) {
     let checkpoint = lr_rerank::RerankerCheckpoint::inspect(&info.path).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    // The chat template must give a prompt with one placeholder per candidate that fits: tried
+    // now on two candidates, rather than failing every later call.
+    let prompts = lr_rerank::PromptBuilder::new(&checkpoint).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    let prompt = prompts.prompt("a query", 2, None).unwrap_or_else(|e| {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("lightretriever: invalid model: the chat template of {} gives no usable ranking prompt: {e}", info.path.display()),
+            None,
+        )
+    });
+    if prompt.ids.len() + 1 > info.max_length {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "lightretriever: invalid model option: max_length {} cannot hold a prompt of two candidates ({} tokens)",
+                info.max_length,
+                prompt.ids.len() + 1
+            ),
+            None,
+        );
+    }
     if let Some(encoder) = &info.encoder {
         let encoder_info = load_model(encoder);
         if encoder_info.family == lr_model::ModelFamily::Reranker {
@@ -207,6 +228,24 @@ fn lr_drop_model(name: Option<&str>) -> bool {
             Code::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             format!("lightretriever: model \"{name}\" is used by the auto-encoding of {}", users.join(", ")),
             Some("Disable it first: SELECT lightretriever.lr_disable_auto_encoding('<table>');"),
+        );
+    }
+    let rerankers: Vec<String> = Spi::connect(|c| {
+        c.select(
+            "SELECT m.name FROM lightretriever.lr_models m
+              WHERE m.info OPERATOR(pg_catalog.->>) 'encoder' OPERATOR(pg_catalog.=) $1 ORDER BY m.name",
+            None,
+            &[name.into()],
+        )?
+        .map(|r| r.get::<String>(1).map(Option::unwrap_or_default))
+        .collect::<Result<Vec<_>, _>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    if !rerankers.is_empty() {
+        raise(
+            Code::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("lightretriever: model \"{name}\" is the passage encoder of reranker {}", rerankers.join(", ")),
+            Some("Drop the reranker first (or register it again without this encoder)."),
         );
     }
     let files: Vec<String> = Spi::connect(|client| {

@@ -121,7 +121,11 @@ fn lr_search(
         Spi::run_with_args("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
-    let rerank = required(rerank, "rerank").max(0) as usize;
+    let rerank = required(rerank, "rerank");
+    if rerank < 0 {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: rerank must not be negative (0 reranks nothing)", None);
+    }
+    let rerank = rerank as usize;
     let hits = fuse(&dense, &sparse, mode, dense_weight, (k as usize).max(rerank));
     let mut rows: Vec<_> = hits.into_iter().map(|h| (h.id, h.score, h.dense, h.sparse, None)).collect();
     if rerank > 0 && !rows.is_empty() {

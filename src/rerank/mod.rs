@@ -46,11 +46,17 @@ pub fn parse_mode(mode: &str) -> Mode {
 
 /// `window_size` and `step` as the window rule takes them.
 pub fn window_rule(window_size: i32, step: i32) -> (usize, usize) {
-    let (window, step) = (window_size.max(0) as usize, step.max(0) as usize);
-    if let Err(e) = windows::check(window, step) {
+    let refused = if window_size < 2 {
+        Some(format!("window_size must be at least 2 (it is {window_size})"))
+    } else if step < 1 {
+        Some(format!("step must be at least 1 (it is {step})"))
+    } else {
+        windows::check(window_size as usize, step as usize).err()
+    };
+    if let Some(e) = refused {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("lightretriever: {e}"), None);
     }
-    (window, step)
+    (window_size as usize, step as usize)
 }
 
 /// Refuses embeddings whose dimension is not the reranker's `embedding_size`; `what(i)` names
@@ -73,6 +79,10 @@ pub fn check_dimensions(name: &str, info: &ModelInfo, embeddings: &[Vec<f32>], w
 /// The candidates reranked: (index into `embeddings`, score of its pick in the last window that
 /// placed it), best first. `passages` (text mode) are the candidates' texts.
 pub fn rerank(name: &str, info: &ModelInfo, query: &str, embeddings: &[Vec<f32>], passages: Option<&[String]>, window: usize, step: usize) -> Vec<(usize, f32)> {
+    // Refused here, before the texts travel to the worker (which checks again per window).
+    if let Err(e) = lr_rerank::prompt::check_text_size(query, passages, info.max_length) {
+        raise(Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("lightretriever: {e}"), Some("Shorten the query, or rerank in embedding mode."));
+    }
     let ranked = windows::rerank(embeddings.len(), window, step, |current| {
         pgrx::check_for_interrupts!();
         let request = RerankWindow {
@@ -80,7 +90,14 @@ pub fn rerank(name: &str, info: &ModelInfo, query: &str, embeddings: &[Vec<f32>]
             embeddings: current.iter().map(|&i| embeddings[i].clone()).collect(),
             passages: passages.map(|p| current.iter().map(|&i| p[i].clone()).collect()),
         };
-        let ranking = crate::inference::rankings(name, info, vec![request]).pop().unwrap_or_default();
+        let mut rankings = crate::inference::rankings(name, info, vec![request]);
+        if rankings.len() != 1 {
+            return Err(format!("the worker answered {} rankings for one window", rankings.len()));
+        }
+        let ranking = rankings.pop().unwrap_or_default();
+        if ranking.iter().any(|(_, s)| !s.is_finite()) {
+            return Err("the worker's scores are not finite".to_owned());
+        }
         let mut seen = vec![false; current.len()];
         for &(i, _) in &ranking {
             if (i as usize) >= current.len() || std::mem::replace(&mut seen[i as usize], true) {
@@ -97,8 +114,10 @@ pub fn rerank(name: &str, info: &ModelInfo, query: &str, embeddings: &[Vec<f32>]
 
 /// Reranks passage embeddings the caller holds: `idx` is the 1-based position in `embeddings`,
 /// `rank` 1 is the best, `score` the decoding score h · P(e) of that pick in the window that
-/// placed it last. Text mode needs the passages' texts: use `lr_rerank` on a table.
-#[pg_extern(stable, parallel_safe)]
+/// placed it last. Text mode needs the passages' texts: use `lr_rerank` on a table. VOLATILE:
+/// it holds the model registered (a row lock) and runs the worker's LLM.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // every name below is qualified; nothing resolves through the caller's path
 fn lr_rerank_embeddings<'a>(
     query: Option<&'a str>,
     embeddings: Option<Array<'a, Vector>>,

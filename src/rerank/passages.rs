@@ -74,24 +74,25 @@ fn vector_column_of_size(relid: pg_sys::Oid, table: &str, dims: usize, reranker:
     }
 }
 
-/// A text column of `relid` the caller named, checked to exist and be text-like.
+/// A text column of `relid` the caller named: text, varchar or char by type oid (a domain or a
+/// user's type of that name, or an array of them, is refused).
 fn text_column(relid: pg_sys::Oid, table: &str, name: &str) -> String {
-    let ty = crate::error::row_or_none(Spi::get_one_with_args::<String>(
-        "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+    let found = crate::error::row_or_none(Spi::get_two_with_args::<String, bool>(
+        "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod),
+                a.atttypid OPERATOR(pg_catalog.=) ANY ('{25,1043,1042}'::pg_catalog.oid[])
+           FROM pg_catalog.pg_attribute a
           WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2
             AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
         &[relid.into(), name.into()],
-    ))
-    .flatten();
-    match ty.as_deref() {
-        Some("text") | Some("character varying") | Some("character") => quote_ident(name),
-        Some(t) if t.starts_with("character") => quote_ident(name),
-        Some(t) => raise(
+    ));
+    match found {
+        Some((_, Some(true))) => quote_ident(name),
+        Some((Some(t), _)) => raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
             format!("lightretriever: column \"{name}\" of {table} is {t}, not text"),
             None,
         ),
-        None => raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{name}\""), None),
+        _ => raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{name}\""), None),
     }
 }
 

@@ -198,6 +198,14 @@ mod tests {
             "lightretriever: model \"minilm\" is not a reranker (its family is bert)"
         );
         assert_eq!(call(&format!("'q', {one}, 'perank', window_size => 1")), "lightretriever: window_size must be at least 2 (it is 1)");
+        assert_eq!(call(&format!("'q', {one}, 'perank', window_size => -3")), "lightretriever: window_size must be at least 2 (it is -3)");
+        assert_eq!(
+            call(&format!("repeat('long ', 2000), {one}, 'perank'")),
+            "lightretriever: the query takes 20000 bytes in the prompt; a context of 120 tokens holds at most 7680"
+        );
+        // Embeddings of absurd magnitude overflow the projector: an error, not a ranking of NaNs.
+        let e = call("'q', ARRAY[array_fill(3e37::real, ARRAY[32])::vector, array_fill(-3e37::real, ARRAY[32])::vector], 'perank'");
+        assert!(e.contains("the decoding scores are not finite"), "{e}");
         assert_eq!(call(&format!("'q', {one}, 'perank', step => 0")), "lightretriever: step must be at least 1 (it is 0)");
         assert_eq!(call(&format!("'q', {one}, 'perank', mode => 'list'")), "lightretriever: unknown rerank mode \"list\" (expected embedding or text)");
         assert!(call(&format!("'q', {one}, 'perank', mode => 'text'")).starts_with("lightretriever: text mode needs the passages' texts"));
@@ -243,6 +251,11 @@ mod tests {
         Spi::run_with_args("SELECT lightretriever.lr_register_model('jina', $1)", &[jina.into()]).unwrap();
         register_reranker("{\"encoder\": \"jina\"}");
         register_dense_model();
+        // The encoder of a reranker stays registered while the reranker is.
+        assert_eq!(
+            error_of("SELECT lightretriever.lr_drop_model('jina')"),
+            "lightretriever: model \"jina\" is the passage encoder of reranker perank"
+        );
         // Texts the tiny WordPiece vocabulary tells apart (the reference's).
         let reference = tiny_reference("jina-bert-tiny");
         let texts: Vec<&str> = reference["texts"].as_array().unwrap().iter().take(4).map(|t| t.as_str().unwrap()).collect();
@@ -288,6 +301,12 @@ mod tests {
         mixed[1] = encoded[1].clone();
         let want = by_embeddings(&mixed);
         assert_same(&by_ids(), &want);
+        // Text columns are text, varchar or char, not arrays of them.
+        Spi::run("ALTER TABLE docs ADD COLUMN tags varchar[]").unwrap();
+        assert_eq!(
+            error_of("SELECT count(*) FROM lightretriever.lr_rerank('q', ARRAY[1], 'docs', 'perank', text_column => 'tags')"),
+            "lightretriever: column \"tags\" of public.docs is character varying[], not text"
+        );
         // No source: the one auto-encoded table.
         let got = rows("SELECT rank, id, score FROM lightretriever.lr_rerank('river books', ARRAY[1, 2, 3, 4], model => 'perank')", &[]);
         assert_eq!(got.iter().map(|r| r.1).collect::<Vec<_>>(), want.iter().map(|r| r.1).collect::<Vec<_>>());

@@ -59,6 +59,12 @@ impl Decoding {
                 _ => Some((i, s)),
             })
             .ok_or_else(|| ModelError::Inference("no candidate left to place".into()))?;
+        if !score.is_finite() {
+            // Embeddings of huge magnitude overflow the projector or the norms: no ranking.
+            return Err(ModelError::Inference(format!(
+                "the decoding scores are not finite ({score}): are the passage embeddings of a sane magnitude?"
+            )));
+        }
         self.chosen[best] = true;
         self.ranking.order.push(best);
         self.ranking.scores.push(score);
@@ -109,6 +115,7 @@ impl Reranker {
         if n < 1 {
             return Err(ModelError::Inference("a window needs at least one candidate".into()));
         }
+        crate::prompt::check_text_size(window.query, window.passages, self.max_length).map_err(ModelError::Inference)?;
         let prompt = self.prompts.prompt(window.query, n, window.passages)?;
         // The prompt, then n - 1 fed-back picks (the last pick needs no forward).
         let positions = prompt.ids.len() + n - 1;

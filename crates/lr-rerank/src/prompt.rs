@@ -35,6 +35,25 @@ pub struct Prompt {
     pub placeholders: Vec<usize>,
 }
 
+/// No token covers more bytes than this (real vocabularies stay far below), so a query and
+/// passages of more bytes than `max_length ×` this cannot fit the context: they are refused
+/// before anything renders or tokenizes them.
+pub const MAX_BYTES_PER_TOKEN: usize = 64;
+
+/// Refuses a query (it enters the prompt twice) and passage texts too long for `max_length`
+/// positions, by their bytes alone.
+pub fn check_text_size(query: &str, passages: Option<&[String]>, max_length: usize) -> std::result::Result<(), String> {
+    let bytes = 2 * query.len() + passages.map_or(0, |p| p.iter().map(String::len).sum());
+    let limit = max_length.saturating_mul(MAX_BYTES_PER_TOKEN);
+    if bytes > limit {
+        return Err(format!(
+            "the query{} {bytes} bytes in the prompt; a context of {max_length} tokens holds at most {limit}",
+            if passages.is_some() { " and the passages take" } else { " takes" }
+        ));
+    }
+    Ok(())
+}
+
 /// A passage's text as the public code puts it after its placeholder in text mode: stripped,
 /// with "[<digits>]" written "(<digits>)" so that it cannot look like a candidate marker.
 pub fn passage_content(passage: &str) -> String {
@@ -62,6 +81,9 @@ pub fn user_message(query: &str, n: usize, passages: Option<&[String]>) -> Strin
     m
 }
 
+/// Template instructions one render may run (the Mistral template takes about a hundred).
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
 /// Renders and tokenizes prompts for one checkpoint.
 pub struct PromptBuilder {
     env: Environment<'static>,
@@ -83,6 +105,8 @@ impl PromptBuilder {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A bound on the template's work: a chat template is a few loops over the messages.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", checkpoint.chat_template.clone())

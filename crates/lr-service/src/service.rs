@@ -209,15 +209,7 @@ fn inference_loop(shared: &Shared) {
         let device = shared.device.lock().unwrap().clone();
         let counts: Vec<usize> = batch.iter().map(|j| j.request.task.len()).collect();
         let loads_before = models.loads();
-        let result = catch_unwind(AssertUnwindSafe(|| run_batch(&mut models, &device, &batch)))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                Err(Failure::Encode(format!("the model panicked: {msg}")))
-            });
+        let result = guarded(|| run_batch(&mut models, &device, &batch));
         shared.stats.loads.fetch_add(models.loads() - loads_before, Ordering::Relaxed);
         shared.stats.batches.fetch_add(1, Ordering::Relaxed);
         shared.stats.tasks.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -228,6 +220,14 @@ fn inference_loop(shared: &Shared) {
                     let _ = job.reply.send(Ok(part));
                 }
             }
+            // One caller's bad input must not fail the others it was batched with: each runs
+            // alone again, and gets its own answer (a model that cannot load fails them all).
+            Err(Failure::Encode(_)) if batch.len() > 1 => {
+                for job in batch {
+                    let alone = guarded(|| run_batch(&mut models, &device, std::slice::from_ref(&job)));
+                    let _ = job.reply.send(alone);
+                }
+            }
             Err(failure) => {
                 for job in batch {
                     let _ = job.reply.send(Err(failure.clone()));
@@ -235,6 +235,18 @@ fn inference_loop(shared: &Shared) {
             }
         }
     }
+}
+
+/// A model run whose panic is its failure, not the inference thread's end.
+fn guarded(run: impl FnOnce() -> Reply) -> Reply {
+    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(Failure::Encode(format!("the model panicked: {msg}")))
+    })
 }
 
 fn split_output(output: Output, counts: &[usize]) -> Vec<Output> {

@@ -164,3 +164,28 @@ fn a_decoder_used_dense_and_sparse_is_loaded_once() {
     models.run("qwen", &changed, "cpu", &Task::Dense { texts }).unwrap();
     assert_eq!(models.loads(), 2, "…which the dense side then shares");
 }
+
+/// A window of `n` reference embeddings (the tiny PE-Rank's first case with n candidates).
+fn window(query: &str, n: usize) -> lr_service::RerankWindow {
+    let r = lr_testkit::tiny_reference("pe-rank-tiny");
+    let case = r["cases"].as_array().unwrap().iter().find(|c| c["embeddings"].as_array().unwrap().len() == n).unwrap();
+    lr_service::RerankWindow { query: query.into(), embeddings: lr_testkit::matrix(&case["embeddings"]), passages: None }
+}
+
+#[test]
+fn a_bad_window_fails_alone_not_the_windows_batched_with_it() {
+    let service = Service::start("cpu", 32);
+    let reranker = info(lr_testkit::tiny_models_dir().join("pe-rank-tiny"));
+    let request = |w: lr_service::RerankWindow| Request { model: "perank".into(), info: reranker.clone(), task: Task::Rerank { windows: vec![w] } };
+    let good = window("which river is the longest", 5);
+    let alone = service.run(request(good.clone())).unwrap();
+    // While a long window runs, a bad one (the placeholder token in its query) and a good one
+    // queue up and share the next batch.
+    let busy = service.submit(request(window("a long one", 20)));
+    let bad = service.submit(request(window("what is <PLACEHOLDER>?", 5)));
+    let fine = service.submit(request(good));
+    assert!(busy.recv().unwrap().is_ok());
+    let e = bad.recv().unwrap().unwrap_err();
+    assert!(e.message().contains("<PLACEHOLDER>"), "{e}");
+    assert_eq!(fine.recv().unwrap().unwrap(), alone, "the good window's answer is its own");
+}

@@ -15,7 +15,17 @@ fn bert(dir: PathBuf) -> Tokenizer {
 }
 
 fn real_berts() -> Vec<(&'static str, Tokenizer)> {
-    vec![("minilm", bert(lr_testkit::dense_model_dir())), ("splade-tiny", bert(lr_testkit::sparse_model_dir()))]
+    let mut out = vec![("minilm", bert(lr_testkit::dense_model_dir())), ("splade-tiny", bert(lr_testkit::sparse_model_dir()))];
+    // The tiny JinaBERT's WordPiece tokenizer (a BERT tokenizer too) when `make test-models` wrote it.
+    let jina = tiny_models().join("jina-bert-tiny");
+    if jina.join("tokenizer.json").is_file() {
+        out.push(("jina-bert-tiny", bert(jina)));
+    }
+    out
+}
+
+fn tiny_models() -> PathBuf {
+    std::env::var_os("LR_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/lightretriever-test-models"))
 }
 
 /// The real tokenizers and variants exercising the other settings the fast path reproduces:
@@ -260,14 +270,12 @@ fn non_bert_tokenizers_fall_back() {
     let mut padded = bert(lr_testkit::dense_model_dir());
     padded.with_padding(Some(PaddingParams::default()));
     toks.push(("minilm+padding".into(), padded));
-    // The tiny decoder tokenizers (BPE / WordLevel) when `make test` has written them; not required.
-    let tiny = std::env::var_os("LR_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/lightretriever-test-models"));
-    if let Ok(entries) = std::fs::read_dir(&tiny) {
+    // The tiny decoder tokenizers (BPE / WordLevel) when `make test` has written them; not
+    // required. The tiny JinaBERT's is WordPiece: it is among the BERT tokenizers above.
+    if let Ok(entries) = std::fs::read_dir(tiny_models()) {
         for e in entries.flatten() {
             let p = e.path().join("tokenizer.json");
-            if p.is_file() {
+            if p.is_file() && e.file_name() != "jina-bert-tiny" {
                 toks.push((e.file_name().to_string_lossy().into_owned(), load_tokenizer(&p, None).unwrap()));
             }
         }
