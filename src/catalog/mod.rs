@@ -315,7 +315,7 @@ mod tests {
         Spi::run("SELECT lightretriever.lr_register_model('x', '/nonexistent/model')").unwrap();
     }
 
-    #[pg_test(error = "lightretriever: invalid model option: unknown field `poolng`, expected one of `pooling`, `max_length`, `adapter`, `sparse_top_k`")]
+    #[pg_test(error = "lightretriever: invalid model option: unknown field `poolng`, expected one of `pooling`, `max_length`, `adapter`, `sparse_top_k`, `encoder`")]
     fn unknown_options_fail() {
         Spi::run_with_args(
             "SELECT lightretriever.lr_register_model('x', $1, '{\"poolng\": \"cls\"}')",
