@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-pipeline clean
+.PHONY: setup demo test test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline clean
 
 setup:
 	bash scripts/setup.sh
@@ -61,6 +61,11 @@ bench: setup
 ## Decoder LLMs at real shapes (random weights): docs/s, tokens/s, projected table build time.
 bench-llm: setup
 	cargo bench -p lr-benches --profile dev --bench llm
+
+## PE-Rank at Qwen2.5-0.5B's shape (random weights, written once under target/lr-bench): top-20/top-100
+## in embedding vs text mode, prefill vs decode, 8 service callers vs 1, FLOPs and a Mistral-7B GPU projection.
+bench-rerank: setup
+	cargo bench -p lr-benches --profile dev --bench rerank
 
 ## Auto-encoding pipeline vs in-process encoding, and lr_encode_document latency, 1 vs 8 callers.
 bench-pipeline: setup install-dev

@@ -3,6 +3,7 @@
 
     python3 scripts/make_test_models.py --out target/lr-test-models
     python3 scripts/make_test_models.py --out target/lr-test-models --real qwen2.5-0.5b   # benchmarks only
+    python3 scripts/make_test_models.py --out target/lr-bench --real pe-rank-qwen2.5-0.5b  # bench-rerank
 
 Only numpy and the standard library are used; safetensors and tokenizer.json are written by hand.
 The output is byte-identical from run to run (fixed seeds, fixed tensor order, no timestamps).
@@ -881,12 +882,114 @@ def write_jina_bert(root):
 
 
 # --------------------------------------------------------------------------------------------
+# PE-Rank at a real decoder shape (speed benchmarks only: `make bench-rerank`; random weights).
+# The LLM is Qwen2.5-0.5B's shape (REAL["qwen2.5-0.5b"]: the cheapest real shape, about 2 GiB
+# once loaded in f32) as model_type "embed_qwen2", with PE-Rank's extra config keys and the
+# mlp2x_gelu projector for 768-dimensional passage embeddings (jina-embeddings-v2-base-en's).
+# The prompt is PE-Rank's own: the Mistral-7B-Instruct-v0.2 chat template.
+#
+# Tokenizer: write_real's WordLevel vocabulary (most real words are <unk>: only the token COUNT
+# matters for speed) with <PLACEHOLDER> and <RANK> added after it, and a pre-tokenizer meant to
+# give about the token counts of Mistral's 32k sentencepiece vocabulary on English text: digits
+# one by one, letters in pieces of at most 6, each punctuation character alone, each newline a
+# token, spaces dropped ("[INST]" -> "[", "INST", "]" as the legacy tokenizer gives "▁[", "INST",
+# "]"). The 100-word CISI abstracts of `make bench-rerank` come to 1.52 tokens a word, about what
+# a 32k sentencepiece vocabulary gives on scientific English (an estimate: no Mistral tokenizer
+# is reachable offline); one token a word would make text mode look cheaper than it is.
+
+REAL_PE_RANK = {
+    "pe-rank-qwen2.5-0.5b": dict(
+        seed=2101, base="qwen2.5-0.5b",
+        extra={
+            "architectures": ["EmbedQwen2ForRankLM"],
+            "model_type": "embed_qwen2",
+            "encoder_name": "jinaai/jina-embeddings-v2-base-en",
+            "encoder_pooling": "mean",
+            "use_proj": True,
+            "projector_type": "mlp2x_gelu",
+            "embedding_size": 768,
+            "tokenizer_padding_side": "left",
+            "tokenizer_model_max_length": 4096,
+            "tune_mlp_adapter": False,
+            "freeze_backbone": False,
+        }),
+}
+
+REAL_PE_RANK_PRETOKENIZER = r"\n|\d|[^\W\d_]{1,6}|[^\w\s]"
+
+
+def real_pe_rank_tokenizer_json(vocab_size):
+    """write_real's tokenizer for vocab_size - 2 ids, <PLACEHOLDER> and <RANK> the last two ids."""
+    tj = tokenizer_json(vocab_size - 2, False)
+    base = len(tj["model"]["vocab"])
+    assert base == vocab_size - 2
+    for i, content in ((base, PE_PLACEHOLDER_TOKEN), (base + 1, PE_RANK_TOKEN)):
+        tj["added_tokens"].append({"id": i, "content": content, "single_word": False, "lstrip": False,
+                                   "rstrip": False, "normalized": False, "special": True})
+    # Whitespace's own rule (Split, Removed, inverted: the matches are the pieces) on this pattern.
+    tj["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": REAL_PE_RANK_PRETOKENIZER},
+                           "behavior": "Removed", "invert": True}
+    return tj, base
+
+
+def write_real_pe_rank(root, key, layers=None):
+    spec = REAL_PE_RANK[key]
+    llm = dict(REAL[spec["base"]]["config"])
+    if layers is not None:
+        llm["num_hidden_layers"] = layers
+    cfg = dict(llm, **spec["extra"])
+    h, e = cfg["hidden_size"], cfg["embedding_size"]
+    d = os.path.join(root, "real-" + key)
+    os.makedirs(d, exist_ok=True)
+    specs = tensor_specs(llm, "BF16") + [
+        ("model.projector.0.weight", (h, e), "linear", "BF16"),
+        ("model.projector.0.bias", (h,), "bias", "BF16"),
+        ("model.projector.2.weight", (h, h), "linear", "BF16"),
+        ("model.projector.2.bias", (h,), "bias", "BF16")]
+    rng = np.random.default_rng(spec["seed"])
+    kinds = {n: k for n, _, k, _ in specs}
+    std = {"linear": 0.02, "bias": 0.02, "norm": 0.1}
+    block = 1 << 22  # elements per generated chunk, as in write_real
+
+    def produce(n, shape):
+        cols = shape[-1] if len(shape) > 1 else shape[0]
+        rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        step = max(1, block // cols)
+        for r0 in range(0, rows, step):
+            x = rng.standard_normal((min(step, rows - r0), cols), dtype=np.float32)
+            x *= np.float32(std[kinds[n]])
+            if kinds[n] == "norm":
+                x += np.float32(1.0)
+            yield x
+
+    total = write_safetensors(os.path.join(d, "model.safetensors"),
+                              [(n, s, dt) for n, s, _, dt in specs], produce)
+    write_json(os.path.join(d, "config.json"), cfg)
+    tj, base = real_pe_rank_tokenizer_json(cfg["vocab_size"])
+    write_json(os.path.join(d, "tokenizer.json"), tj, indent=None)
+
+    def tok(content):
+        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
+                "single_word": False, "special": True}
+
+    specials = dict(enumerate(SPECIALS))
+    specials.update({base: PE_PLACEHOLDER_TOKEN, base + 1: PE_RANK_TOKEN})
+    tcfg = dict(TOKENIZER_CONFIG, model_max_length=cfg["tokenizer_model_max_length"],
+                chat_template=MISTRAL_V02_CHAT_TEMPLATE,
+                added_tokens_decoder={str(i): tok(t) for i, t in specials.items()})
+    write_json(os.path.join(d, "tokenizer_config.json"), tcfg)
+    print(f"{d}: {total / 2**30:.2f} GiB of bf16 weights, {cfg['num_hidden_layers']} layers, "
+          f"projector {e} -> {h}, {PE_PLACEHOLDER_TOKEN} = {base}")
+    return d
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output directory (created if missing)")
-    ap.add_argument("--real", action="append", choices=sorted(REAL),
+    ap.add_argument("--real", action="append", choices=sorted(REAL) + sorted(REAL_PE_RANK),
                     help="write a real-size random model instead of the tiny ones (repeatable)")
     ap.add_argument("--real-layers", type=int, default=None,
                     help="override num_hidden_layers for --real (quick smoke tests)")
@@ -899,7 +1002,10 @@ def main():
 
     if args.real:
         for key in args.real:
-            write_real(args.out, key, args.real_layers)
+            if key in REAL_PE_RANK:
+                write_real_pe_rank(args.out, key, args.real_layers)
+            else:
+                write_real(args.out, key, args.real_layers)
         return
     for name, spec in TINY.items():
         print(write_model(args.out, name, spec))
