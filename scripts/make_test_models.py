@@ -443,18 +443,13 @@ REAL = {
 }
 
 
-def write_real(root, key, layers=None):
-    spec = REAL[key]
-    cfg = dict(spec["config"])
-    if layers is not None:
-        cfg["num_hidden_layers"] = layers
-    d = os.path.join(root, "real-" + key)
-    os.makedirs(d, exist_ok=True)
-    specs = tensor_specs(cfg, "BF16")
-    rng = np.random.default_rng(spec["seed"])
+def chunked_weights(seed, specs):
+    """Random real-size weights in row chunks (a few tens of MiB at a time): linear layers and
+    biases N(0, 0.02), norms 1 + N(0, 0.1), drawn in tensor order from one generator."""
+    rng = np.random.default_rng(seed)
     kinds = {n: k for n, _, k, _ in specs}
     std = {"linear": 0.02, "bias": 0.02, "norm": 0.1}
-    block = 1 << 22  # elements per generated chunk: keeps memory at a few tens of MiB
+    block = 1 << 22  # elements per generated chunk
 
     def produce(n, shape):
         cols = shape[-1] if len(shape) > 1 else shape[0]
@@ -467,6 +462,18 @@ def write_real(root, key, layers=None):
                 x += np.float32(1.0)
             yield x
 
+    return produce
+
+
+def write_real(root, key, layers=None):
+    spec = REAL[key]
+    cfg = dict(spec["config"])
+    if layers is not None:
+        cfg["num_hidden_layers"] = layers
+    d = os.path.join(root, "real-" + key)
+    os.makedirs(d, exist_ok=True)
+    specs = tensor_specs(cfg, "BF16")
+    produce = chunked_weights(spec["seed"], specs)
     total = write_safetensors(os.path.join(d, "model.safetensors"),
                               [(n, s, dt) for n, s, _, dt in specs], produce)
     write_json(os.path.join(d, "config.json"), cfg)
@@ -946,22 +953,7 @@ def write_real_pe_rank(root, key, layers=None):
         ("model.projector.0.bias", (h,), "bias", "BF16"),
         ("model.projector.2.weight", (h, h), "linear", "BF16"),
         ("model.projector.2.bias", (h,), "bias", "BF16")]
-    rng = np.random.default_rng(spec["seed"])
-    kinds = {n: k for n, _, k, _ in specs}
-    std = {"linear": 0.02, "bias": 0.02, "norm": 0.1}
-    block = 1 << 22  # elements per generated chunk, as in write_real
-
-    def produce(n, shape):
-        cols = shape[-1] if len(shape) > 1 else shape[0]
-        rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-        step = max(1, block // cols)
-        for r0 in range(0, rows, step):
-            x = rng.standard_normal((min(step, rows - r0), cols), dtype=np.float32)
-            x *= np.float32(std[kinds[n]])
-            if kinds[n] == "norm":
-                x += np.float32(1.0)
-            yield x
-
+    produce = chunked_weights(spec["seed"], specs)
     total = write_safetensors(os.path.join(d, "model.safetensors"),
                               [(n, s, dt) for n, s, _, dt in specs], produce)
     write_json(os.path.join(d, "config.json"), cfg)
