@@ -46,17 +46,8 @@ pub fn parse_mode(mode: &str) -> Mode {
 
 /// `window_size` and `step` as the window rule takes them.
 pub fn window_rule(window_size: i32, step: i32) -> (usize, usize) {
-    let refused = if window_size < 2 {
-        Some(format!("window_size must be at least 2 (it is {window_size})"))
-    } else if step < 1 {
-        Some(format!("step must be at least 1 (it is {step})"))
-    } else {
-        windows::check(window_size as usize, step as usize).err()
-    };
-    if let Some(e) = refused {
-        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("lightretriever: {e}"), None);
-    }
-    (window_size as usize, step as usize)
+    windows::check(window_size.into(), step.into())
+        .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("lightretriever: {e}"), None))
 }
 
 /// Refuses embeddings whose dimension is not the reranker's `embedding_size`; `what(i)` names

@@ -146,12 +146,14 @@ pub fn rerank_rows(
     let id = pick_id_column(relid, &table, columns.id);
     let auto = crate::auto::encoding_of(relid);
     let source = embedding_source(relid, &table, reranker, info, auto.as_ref(), columns.embedding);
-    let text = match (columns.text, auto.as_ref()) {
-        (Some(named), _) => Some(text_column(relid, &table, named)),
-        (None, Some(a)) => Some(quote_ident(&a.text_column)),
-        (None, None) => None,
-    };
     let needs_text = mode == Mode::Text || matches!(source, EmbeddingSource::Encoder(_));
+    let named_text = columns.text.map(|named| text_column(relid, &table, named));
+    // The text is read when it is needed, or may be (a stored NULL encoded by the encoder).
+    let text = if needs_text || info.encoder.is_some() {
+        named_text.or_else(|| auto.as_ref().map(|a| quote_ident(&a.text_column)))
+    } else {
+        None
+    };
     if needs_text && text.is_none() {
         raise(
             Code::ERRCODE_UNDEFINED_COLUMN,

@@ -49,8 +49,8 @@ pub fn rerank<E>(
     Ok(order.into_iter().map(|i| (i, score[i])).collect())
 }
 
-/// The window rule's limits, as the SQL functions report them.
-pub fn check(window: usize, step: usize) -> Result<(), String> {
+/// The window rule's limits, as the SQL functions report them: `(window, step)` when they hold.
+pub fn check(window: i64, step: i64) -> Result<(usize, usize), String> {
     if window < 2 {
         return Err(format!("window_size must be at least 2 (it is {window})"));
     }
@@ -62,5 +62,5 @@ pub fn check(window: usize, step: usize) -> Result<(), String> {
             "step {step} is larger than window_size {window}: candidates between windows would never be reranked"
         ));
     }
-    Ok(())
+    Ok((window as usize, step as usize))
 }

@@ -102,5 +102,6 @@ fn the_window_plan_follows_the_public_loop() {
     assert!(plan(0).is_empty());
     assert_eq!(windows::plan(7, 3, 2).into_iter().map(|w| (w.start, w.end)).collect::<Vec<_>>(), vec![(4, 7), (2, 5), (0, 3)]);
     assert!(windows::check(1, 1).is_err() && windows::check(20, 0).is_err() && windows::check(5, 6).is_err());
-    assert!(windows::check(20, 10).is_ok() && windows::check(2, 2).is_ok());
+    assert_eq!(windows::check(-3, 1), Err("window_size must be at least 2 (it is -3)".to_owned()));
+    assert_eq!((windows::check(20, 10), windows::check(2, 2)), (Ok((20, 10)), Ok((2, 2))));
 }

@@ -170,8 +170,12 @@ fn same_batch(a: &Request, b: &Request) -> bool {
         && match (&a.task, &b.task) {
             (Task::Dense { .. }, Task::Dense { .. })
             | (Task::Sparse { .. }, Task::Sparse { .. })
-            | (Task::Spans { .. }, Task::Spans { .. })
-            | (Task::Rerank { .. }, Task::Rerank { .. }) => true,
+            | (Task::Spans { .. }, Task::Spans { .. }) => true,
+            // Windows of one mode only: a batch is padded to its longest prompt, and a text-mode
+            // prompt is about ten times an embedding-mode one.
+            (Task::Rerank { windows: x }, Task::Rerank { windows: y }) => {
+                x.first().map(|w| w.passages.is_some()) == y.first().map(|w| w.passages.is_some())
+            }
             (Task::TableRows { instruction: x, .. }, Task::TableRows { instruction: y, .. }) => x == y,
             _ => false,
         }
