@@ -91,6 +91,22 @@ def vocab_tokens(vocab_size):
     return toks
 
 
+def special(tok, type_id):
+    """A TemplateProcessing piece: a special token."""
+    return {"SpecialToken": {"id": tok, "type_id": type_id}}
+
+
+def seq(name, type_id):
+    """A TemplateProcessing piece: the sequence."""
+    return {"Sequence": {"id": name, "type_id": type_id}}
+
+
+def added_token_config(content):
+    """tokenizer_config.json's added_tokens_decoder entry of a special token."""
+    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
+            "single_word": False, "special": True}
+
+
 def tokenizer_json(vocab_size, lowercase):
     """A Hugging Face tokenizer.json (format "1.0") with a WordLevel model."""
     toks = vocab_tokens(vocab_size)
@@ -99,12 +115,6 @@ def tokenizer_json(vocab_size, lowercase):
          "normalized": False, "special": True}
         for i, t in enumerate(SPECIALS)
     ]
-
-    def special(tok, type_id):
-        return {"SpecialToken": {"id": tok, "type_id": type_id}}
-
-    def seq(name, type_id):
-        return {"Sequence": {"id": name, "type_id": type_id}}
 
     return {
         "version": "1.0",
@@ -554,12 +564,6 @@ def pe_rank_tokenizer_json():
         return {"id": i, "content": content, "single_word": False, "lstrip": False,
                 "rstrip": False, "normalized": False, "special": True}
 
-    def special(tok, type_id):
-        return {"SpecialToken": {"id": tok, "type_id": type_id}}
-
-    def seq(name, type_id):
-        return {"Sequence": {"id": name, "type_id": type_id}}
-
     return {
         "version": "1.0",
         "truncation": None,
@@ -589,15 +593,12 @@ def pe_rank_tokenizer_json():
 
 
 def pe_rank_tokenizer_files(base):
-    def tok(content):
-        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
-                "single_word": False, "special": True}
-
     config = {
         "add_bos_token": True,
         "add_eos_token": False,
-        "added_tokens_decoder": {"0": tok("<unk>"), "1": tok("<s>"), "2": tok("</s>"),
-                                 str(base): tok(PE_PLACEHOLDER_TOKEN), str(base + 1): tok(PE_RANK_TOKEN)},
+        "added_tokens_decoder": {
+            "0": added_token_config("<unk>"), "1": added_token_config("<s>"), "2": added_token_config("</s>"),
+            str(base): added_token_config(PE_PLACEHOLDER_TOKEN), str(base + 1): added_token_config(PE_RANK_TOKEN)},
         "additional_special_tokens": [],
         "bos_token": "<s>",
         "chat_template": MISTRAL_V02_CHAT_TEMPLATE,
@@ -791,12 +792,6 @@ def jina_tokenizer_json():
     toks = jina_vocab()
     ids = {t: i for i, t in enumerate(toks)}
 
-    def special(tok, type_id):
-        return {"SpecialToken": {"id": tok, "type_id": type_id}}
-
-    def seq(name, type_id):
-        return {"Sequence": {"id": name, "type_id": type_id}}
-
     return {
         "version": "1.0",
         "truncation": None,
@@ -960,15 +955,11 @@ def write_real_pe_rank(root, key, layers=None):
     tj, base = real_pe_rank_tokenizer_json(cfg["vocab_size"])
     write_json(os.path.join(d, "tokenizer.json"), tj, indent=None)
 
-    def tok(content):
-        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
-                "single_word": False, "special": True}
-
     specials = dict(enumerate(SPECIALS))
     specials.update({base: PE_PLACEHOLDER_TOKEN, base + 1: PE_RANK_TOKEN})
     tcfg = dict(TOKENIZER_CONFIG, model_max_length=cfg["tokenizer_model_max_length"],
                 chat_template=MISTRAL_V02_CHAT_TEMPLATE,
-                added_tokens_decoder={str(i): tok(t) for i, t in specials.items()})
+                added_tokens_decoder={str(i): added_token_config(t) for i, t in specials.items()})
     write_json(os.path.join(d, "tokenizer_config.json"), tcfg)
     print(f"{d}: {total / 2**30:.2f} GiB of bf16 weights, {cfg['num_hidden_layers']} layers, "
           f"projector {e} -> {h}, {PE_PLACEHOLDER_TOKEN} = {base}")
