@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline clean
+.PHONY: setup demo test test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
 
 setup:
 	bash scripts/setup.sh
@@ -70,6 +70,13 @@ bench-rerank: setup
 ## Auto-encoding pipeline vs in-process encoding, and lr_encode_document latency, 1 vs 8 callers.
 bench-pipeline: setup install-dev
 	bash scripts/bench_pipeline.sh
+
+## Our document encoders vs ONNX Runtime (same texts, weights, 2 threads, interleaved runs):
+## docs/bench/encode.json + encode.svg. Root (apt, for the export's torch). BENCH_ARGS=--quick: smoke run.
+bench-encode:
+	bash scripts/setup_bench_encode.sh
+	cargo build --profile dev -p lr-benches --example encode_texts
+	target/bench-venv/bin/python benches/encode_side_by_side.py $(BENCH_ARGS)
 
 clean:
 	cargo clean

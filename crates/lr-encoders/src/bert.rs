@@ -72,6 +72,16 @@ impl BertEncoder {
 
     /// One forward over right-padded sequences; returns pooled, L2-normalised vectors.
     fn forward_pooled(&self, group: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        if self.backbone.is_native() {
+            let packed = self.backbone.forward_packed(group)?;
+            return Ok((0..packed.len())
+                .map(|i| {
+                    let mut v = self.info.pooling.apply_rows(packed.sequence(i), packed.hidden);
+                    l2_normalize(&mut v);
+                    v
+                })
+                .collect());
+        }
         let (hidden, mask) = self.backbone.forward_padded(group)?;
         let pooled = self.info.pooling.apply(&hidden, &mask)?;
         let mut rows: Vec<Vec<f32>> = pooled.to_dtype(DType::F32)?.to_vec2()?;

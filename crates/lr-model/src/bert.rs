@@ -12,6 +12,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use lr_tokenizer::{PrefixCutter, Tokenizer};
 use serde_json::Value;
 
+use crate::cpu_bert::{CpuBert, Packed};
 use crate::error::{ModelError, Result};
 use crate::jina_bert::{JinaBert, JinaBertConfig};
 use crate::model_dir::{ModelFamily, ModelInfo};
@@ -47,10 +48,21 @@ fn read_config(path: &Path) -> Result<Value> {
         .map_err(|e| ModelError::InvalidModel(format!("{} is not valid JSON: {e}", path.display())))
 }
 
+/// Which implementation runs a classic BERT on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// `cpu_bert.rs` (the default).
+    Native,
+    /// candle-transformers' `BertModel`, as on CUDA.
+    Candle,
+}
+
 /// The encoder stack of a BERT-family model.
 pub enum BertStack {
-    /// candle-transformers' BERT (boxed: it is most of the enum's size).
+    /// candle-transformers' BERT (boxed: it is most of the enum's size): the CUDA path.
     Classic { config: BertConfig, model: Box<BertModel> },
+    /// The same network on the CPU, native (`cpu_bert.rs`): packed sequences, fused row ops.
+    NativeClassic { config: BertConfig, model: Box<CpuBert> },
     /// `jina_bert.rs` (candle-nn ops).
     Jina(JinaBert),
 }
@@ -69,7 +81,14 @@ pub struct BertBackbone {
 }
 
 impl BertBackbone {
+    /// Loads the model for `device`: on the CPU, classic BERT runs native (`cpu_bert.rs`).
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
+        Self::load_with(info, device, Kernels::Native)
+    }
+
+    /// [`BertBackbone::load`] with a choice of kernels (`Kernels::Candle` on the CPU too: the
+    /// cross-check of the native forward against candle-transformers').
+    pub fn load_with(info: &ModelInfo, device: &Device, kernels: Kernels) -> Result<Self> {
         if info.family != ModelFamily::Bert {
             return Err(ModelError::InvalidModel(format!(
                 "{} is not a BERT-family model",
@@ -98,8 +117,14 @@ impl BertBackbone {
                 let config: BertConfig = serde_json::from_value(config).map_err(|e| {
                     ModelError::InvalidModel(format!("{} is not a BERT config: {e}", config_path.display()))
                 })?;
-                let model = BertModel::load(vb.clone(), &config).map_err(invalid)?;
-                BertStack::Classic { config, model: Box::new(model) }
+                if device.is_cpu() && kernels == Kernels::Native {
+                    let model = CpuBert::load(&vb, &config)
+                        .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", info.path.display())))?;
+                    BertStack::NativeClassic { config, model: Box::new(model) }
+                } else {
+                    let model = BertModel::load(vb.clone(), &config).map_err(invalid)?;
+                    BertStack::Classic { config, model: Box::new(model) }
+                }
             }
         };
         let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), Some(info.max_length))
@@ -110,7 +135,7 @@ impl BertBackbone {
 
     pub fn variant(&self) -> BertVariant {
         match self.stack {
-            BertStack::Classic { .. } => BertVariant::Classic,
+            BertStack::Classic { .. } | BertStack::NativeClassic { .. } => BertVariant::Classic,
             BertStack::Jina(_) => BertVariant::Jina,
         }
     }
@@ -118,14 +143,14 @@ impl BertBackbone {
     /// The classic stack's config (what a masked-LM head on it is built from); None for JinaBERT.
     pub fn classic_config(&self) -> Option<&BertConfig> {
         match &self.stack {
-            BertStack::Classic { config, .. } => Some(config),
+            BertStack::Classic { config, .. } | BertStack::NativeClassic { config, .. } => Some(config),
             BertStack::Jina(_) => None,
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match &self.stack {
-            BertStack::Classic { config, .. } => config.vocab_size,
+            BertStack::Classic { config, .. } | BertStack::NativeClassic { config, .. } => config.vocab_size,
             BertStack::Jina(model) => model.config().vocab_size,
         }
     }
@@ -141,6 +166,23 @@ impl BertBackbone {
             })
             .map_err(ModelError::Tokenizer)?;
         self.tokenizer.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// Whether the forward runs on the native CPU kernels (then [`BertBackbone::forward_packed`]
+    /// is the cheap form; the others are built from it).
+    pub fn is_native(&self) -> bool {
+        matches!(self.stack, BertStack::NativeClassic { .. })
+    }
+
+    /// The last hidden states of each sequence (ids with special tokens), packed end to end.
+    pub fn forward_packed(&self, group: &[&[u32]]) -> Result<Packed> {
+        match &self.stack {
+            BertStack::NativeClassic { model, .. } => model.forward(group),
+            _ => {
+                let (hidden, _) = self.forward_padded(group)?;
+                Packed::from_padded(&hidden, &group.iter().map(|s| s.len()).collect::<Vec<_>>())
+            }
+        }
     }
 
     /// One forward over right-padded sequences. Returns the hidden states [batch, len, hidden]
@@ -160,6 +202,17 @@ impl BertBackbone {
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
         let hidden = match &self.stack {
             BertStack::Classic { model, .. } => model.forward(&ids, &ids.zeros_like()?, Some(&mask))?,
+            BertStack::NativeClassic { model, .. } => {
+                // Padding rows are zeros: the mask says which rows are tokens.
+                let packed = model.forward(group)?;
+                let h = packed.hidden;
+                let mut padded = vec![0f32; group.len() * max_len * h];
+                for b in 0..group.len() {
+                    let rows = packed.sequence(b);
+                    padded[b * max_len * h..b * max_len * h + rows.len()].copy_from_slice(rows);
+                }
+                Tensor::from_vec(padded, (group.len(), max_len, h), &self.device)?
+            }
             BertStack::Jina(model) => model.forward(&ids, &mask)?,
         };
         Ok((hidden, mask))

@@ -16,7 +16,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
 use serde_json::Value;
 
+use crate::bert::Kernels;
+use crate::cpu_decoder::{self, NativeKv, NativeLayer, Shape};
 use crate::error::{ModelError, Result};
+use crate::kernels;
 use crate::lora::LoraAdapter;
 
 /// The architectures the decoder runs, from config.json's `model_type`.
@@ -323,7 +326,7 @@ struct Layer {
 /// Keys and values of the positions run so far, per layer, with what attention needs to mask
 /// them: which are real tokens (not padding) and their positions.
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: KvLayers,
     key_valid: Vec<Vec<bool>>,
     key_positions: Vec<Vec<u32>>,
     /// The position the next real token of each row takes.
@@ -350,14 +353,26 @@ impl KvCache {
         if self.batch() != 1 {
             return Err(ModelError::Inference(format!("only a batch-1 cache can be repeated (this one has {})", self.batch())));
         }
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                Some((k, v)) => Ok(Some((k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?))),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = match &self.layers {
+            KvLayers::Candle(layers) => KvLayers::Candle(
+                layers
+                    .iter()
+                    .map(|l| match l {
+                        Some((k, v)) => Ok(Some((k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?))),
+                        None => Ok(None),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            KvLayers::Native(layers) => KvLayers::Native(
+                layers
+                    .iter()
+                    .map(|l| NativeKv {
+                        k: l.k.iter().cycle().take(l.k.len() * n).cloned().collect(),
+                        v: l.v.iter().cycle().take(l.v.len() * n).cloned().collect(),
+                    })
+                    .collect(),
+            ),
+        };
         Ok(KvCache {
             layers,
             key_valid: vec![self.key_valid[0].clone(); n],
@@ -367,6 +382,12 @@ impl KvCache {
     }
 }
 
+/// The keys and values themselves, as the decoder's layers keep them.
+enum KvLayers {
+    Candle(Vec<Option<(Tensor, Tensor)>>),
+    Native(Vec<NativeKv>),
+}
+
 /// Where a padded batch puts its padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaddingSide {
@@ -374,10 +395,18 @@ pub enum PaddingSide {
     Right,
 }
 
+/// The transformer blocks: candle's ops (CUDA), or native CPU kernels (`cpu_decoder.rs`).
+enum Blocks {
+    Candle(Vec<Layer>),
+    Native(Vec<NativeLayer>),
+}
+
 pub struct Decoder {
     config: DecoderConfig,
     embeddings: Tensor,
-    layers: Vec<Layer>,
+    blocks: Blocks,
+    /// The final norm's weight, for the native path.
+    norm_weight: Vec<f32>,
     norm: RmsNorm,
     /// [vocab, hidden]; the embedding matrix when tied.
     lm_head: Tensor,
@@ -387,8 +416,21 @@ pub struct Decoder {
 
 impl Decoder {
     /// Loads the weights of `dir` (one safetensors file or shards, any float dtype; computed in
-    /// f32), merging `lora` into the layers it targets.
+    /// f32), merging `lora` into the layers it targets. On the CPU the blocks run native.
     pub fn load(config: DecoderConfig, weight_files: &[std::path::PathBuf], lora: Option<&LoraAdapter>, device: &Device) -> Result<Self> {
+        Self::load_with(config, weight_files, lora, device, Kernels::Native)
+    }
+
+    /// [`Decoder::load`] with a choice of kernels (`Kernels::Candle` on the CPU too: the
+    /// cross-check of the native blocks against candle's ops).
+    pub fn load_with(
+        config: DecoderConfig,
+        weight_files: &[std::path::PathBuf],
+        lora: Option<&LoraAdapter>,
+        device: &Device,
+        kernels: Kernels,
+    ) -> Result<Self> {
+        let native = device.is_cpu() && kernels == Kernels::Native;
         // Safety: the files are memory-mapped read-only; rewriting a registered model's files
         // while it is loaded is outside what we support (README).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(weight_files, DType::F32, device) }?;
@@ -396,10 +438,11 @@ impl Decoder {
         let model = vb.pp("model");
         let embeddings = model.get((c.vocab_size, c.hidden_size), "embed_tokens.weight")?;
         let mut layers = Vec::with_capacity(c.num_layers);
+        let mut native_layers = Vec::with_capacity(if native { c.num_layers } else { 0 });
         for i in 0..c.num_layers {
             let l = model.pp(format!("layers.{i}"));
             let mlp = l.pp("mlp");
-            layers.push(Layer {
+            let layer = Layer {
                 input_norm: rms_norm(&l.pp("input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
                 attention: Attention::load(&l.pp("self_attn"), c, lora)?,
                 post_attention_norm: rms_norm(&l.pp("post_attention_layernorm"), c.hidden_size, c.rms_norm_eps)?,
@@ -408,9 +451,30 @@ impl Decoder {
                     up: linear(&mlp.pp("up_proj"), lora, c.hidden_size, c.intermediate_size)?,
                     down: linear(&mlp.pp("down_proj"), lora, c.intermediate_size, c.hidden_size)?,
                 },
-            });
+            };
+            if native {
+                // One copy of the weights: the candle layer is dropped once converted.
+                let a = &layer.attention;
+                native_layers.push(NativeLayer::new(
+                    layer.input_norm.weight(),
+                    &a.q,
+                    &a.k,
+                    &a.v,
+                    a.q_norm.as_ref().map(|n| n.weight()),
+                    a.k_norm.as_ref().map(|n| n.weight()),
+                    &a.o,
+                    layer.post_attention_norm.weight(),
+                    &layer.mlp.gate,
+                    &layer.mlp.up,
+                    &layer.mlp.down,
+                )?);
+            } else {
+                layers.push(layer);
+            }
         }
         let norm = rms_norm(&model.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
+        let norm_weight = norm.weight().to_dtype(DType::F32)?.to_vec1()?;
+        let blocks = if native { Blocks::Native(native_layers) } else { Blocks::Candle(layers) };
         let lm_head = if vb.contains_tensor("lm_head.weight") {
             vb.get((c.vocab_size, c.hidden_size), "lm_head.weight")?
         } else if c.tie_word_embeddings {
@@ -424,7 +488,7 @@ impl Decoder {
             adapter.check_all_merged()?;
         }
         let inv_freq = config.inv_freq();
-        Ok(Decoder { config, embeddings, layers, norm, lm_head, inv_freq, device: device.clone() })
+        Ok(Decoder { config, embeddings, blocks, norm_weight, norm, lm_head, inv_freq, device: device.clone() })
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -436,8 +500,12 @@ impl Decoder {
     }
 
     pub fn new_cache(&self, batch: usize) -> KvCache {
+        let layers = match &self.blocks {
+            Blocks::Candle(layers) => KvLayers::Candle(vec![None; layers.len()]),
+            Blocks::Native(layers) => KvLayers::Native(vec![NativeKv::default(); layers.len()]),
+        };
         KvCache {
-            layers: vec![None; self.layers.len()],
+            layers,
             key_valid: vec![Vec::new(); batch],
             key_positions: vec![Vec::new(); batch],
             next_position: vec![0; batch],
@@ -499,19 +567,31 @@ impl Decoder {
                 }
             }
         }
-        let rope = (
-            Tensor::from_vec(cos, (b, t, half), &self.device)?,
-            Tensor::from_vec(sin, (b, t, half), &self.device)?,
-        );
-        let mask = Tensor::from_vec(mask, (b, 1, t, keys), &self.device)?;
-        let mut x = inputs.clone();
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = layer.attention.forward(&layer.input_norm.forward(&x)?, &rope, &mask, kv)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_attention_norm.forward(&x)?)?;
-            x = (x + h)?;
+        match (&self.blocks, &mut cache.layers) {
+            (Blocks::Native(layers), KvLayers::Native(kv)) => {
+                let mut x: Vec<f32> = inputs.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                let shape = Shape::of(&self.config);
+                cpu_decoder::forward_layers(layers, &shape, &mut x, b, t, &cos, &sin, &mask, kv);
+                kernels::rms_norm(&mut x, &self.norm_weight, shape.eps);
+                Ok(Tensor::from_vec(x, (b, t, self.config.hidden_size), &self.device)?)
+            }
+            (Blocks::Candle(layers), KvLayers::Candle(kv)) => {
+                let rope = (
+                    Tensor::from_vec(cos, (b, t, half), &self.device)?,
+                    Tensor::from_vec(sin, (b, t, half), &self.device)?,
+                );
+                let mask = Tensor::from_vec(mask, (b, 1, t, keys), &self.device)?;
+                let mut x = inputs.clone();
+                for (layer, kv) in layers.iter().zip(kv.iter_mut()) {
+                    let h = layer.attention.forward(&layer.input_norm.forward(&x)?, &rope, &mask, kv)?;
+                    x = (x + h)?;
+                    let h = layer.mlp.forward(&layer.post_attention_norm.forward(&x)?)?;
+                    x = (x + h)?;
+                }
+                Ok(self.norm.forward(&x)?)
+            }
+            _ => Err(ModelError::Inference("forward: a cache made by another decoder".into())),
         }
-        Ok(self.norm.forward(&x)?)
     }
 
     /// Final hidden states of id sequences run as one padded batch, with no cache kept.

@@ -7,16 +7,20 @@
 
 pub mod batching;
 pub mod bert;
+pub mod cpu_bert;
+mod cpu_decoder;
 pub mod decoder;
 pub mod device;
 pub mod error;
 pub mod jina_bert;
+pub mod kernels;
 pub mod lora;
 pub mod model_dir;
 pub mod pooling;
 
 pub use batching::{in_length_batches, sequences_in_length_batches, DOCUMENT_BATCH};
-pub use bert::{BertBackbone, BertStack, BertVariant};
+pub use bert::{BertBackbone, BertStack, BertVariant, Kernels};
+pub use cpu_bert::{CpuBert, Packed};
 pub use candle_core::Device;
 pub use decoder::{Decoder, DecoderConfig, DecoderKind, KvCache, PaddingSide};
 pub use device::parse_device;

@@ -60,6 +60,27 @@ impl Pooling {
     }
 }
 
+impl Pooling {
+    /// Pools one sequence's token states (`rows`, `[len, dim]` row-major, no padding) into one
+    /// vector, as [`Pooling::apply`] pools a padded batch.
+    pub fn apply_rows(&self, rows: &[f32], dim: usize) -> Vec<f32> {
+        let len = rows.len() / dim;
+        match self {
+            Pooling::Mean => {
+                let mut sum = vec![0f32; dim];
+                for row in rows.chunks_exact(dim) {
+                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+                let n = len.max(1) as f32;
+                sum.iter_mut().for_each(|s| *s /= n);
+                sum
+            }
+            Pooling::Cls => rows.get(..dim).map_or(vec![0.0; dim], <[f32]>::to_vec),
+            Pooling::LastToken => rows.get(len.max(1) * dim - dim..len.max(1) * dim).map_or(vec![0.0; dim], <[f32]>::to_vec),
+        }
+    }
+}
+
 /// L2-normalises in place; a zero vector stays zero (the caller decides whether that is an error).
 pub fn l2_normalize(x: &mut [f32]) {
     let norm = x.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();

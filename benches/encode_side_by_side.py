@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Document encoding, side by side: our Rust encoder (examples/encode_texts) vs ONNX Runtime on
+the same texts, weights, tokenizer and thread count (2), in interleaved runs.
+
+Run with target/bench-venv/bin/python (scripts/setup_bench_encode.sh makes it); `make bench-encode`.
+Writes docs/bench/encode.json and docs/bench/encode.svg and prints a Markdown table.
+"""
+import os
+
+THREADS = 2
+# Before numpy / tokenizers start their pools: OpenBLAS (sgemm yardstick), rayon (tokenizers).
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "RAYON_NUM_THREADS", "RAYON_RS_NUM_CPUS"):
+    os.environ[var] = str(THREADS)
+os.environ["TOKENIZERS_PARALLELISM"] = "true"
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import importlib.metadata as md  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_ROOT = Path(os.environ.get("LR_MODEL_ROOT", "/opt/lightretriever/models"))
+# shared/ sits in the checkout or beside it.
+CISI = Path(os.environ.get("LR_CISI", next((p for p in (ROOT / "shared/data/cisi", ROOT.parent / "shared/data/cisi") if p.is_dir()), "")))
+WORK = ROOT / "target/lr-bench"
+MODELS = {"all-minilm-l6-v2": "dense", "splade-tiny": "sparse"}
+SETS = {"short": (512, 128), "medium": (150, 48), "long": (60, 24)}  # docs: full, --quick
+BATCH = 32
+OPSET = 17  # torch 1.13's newest; LayerNormalization is a single op from 17
+MIN_COS = {"dense": 0.99999, "sparse": 0.9999}
+
+
+def max_length(model_dir):
+    """The model's max tokens (specials included), read as lr-model's ModelInfo reads it:
+    sentence-transformers' max_seq_length if present, else max_position_embeddings."""
+    st = model_dir / "sentence_bert_config.json"
+    if st.is_file() and "max_seq_length" in json.loads(st.read_text()):
+        return json.loads(st.read_text())["max_seq_length"]
+    return json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
+
+
+def load_tokenizer(model_dir):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_padding()  # MiniLM's tokenizer.json pads to 128; we pad each batch to its longest
+    tok.enable_truncation(max_length(model_dir))  # defaults = the Rust crate's TruncationParams
+    return tok
+
+
+# ---------------------------------------------------------------- text sets
+
+
+def make_sets(quick):
+    """Deterministic text sets from CISI; token counts measured with MiniLM's (uncased BERT) vocab."""
+    docs = [json.loads(line) for line in open(CISI / "corpus.jsonl")]
+    queries = [json.loads(line) for line in open(CISI / "queries.jsonl")]
+    tok = load_tokenizer(MODEL_ROOT / "all-minilm-l6-v2")
+    tok.no_truncation()
+    ntok = lambda texts: [len(e.ids) for e in tok.encode_batch(texts)]  # noqa: E731
+    n = {name: full_quick[1 if quick else 0] for name, full_quick in SETS.items()}
+
+    # short: first 10 words of titles, then queries; at least 8 tokens → about 12 on average.
+    heads = [" ".join(s.split()[:10]) for s in [d["title"] for d in docs] + [q["text"] for q in queries]]
+    short = [t for t, k in zip(heads, ntok(heads)) if k >= 8][: n["short"]]
+    # medium: whole abstracts (title + text) of 120..260 tokens, in corpus order → about 180.
+    full = [f"{d['title']}. {d['text']}".strip() for d in docs]
+    medium = [t for t, k in zip(full, ntok(full)) if 120 <= k <= 260][: n["medium"]]
+    # long: consecutive abstracts joined until 500 tokens, cut at the 500th token's end.
+    long, cur = [], ""
+    for text in full:
+        cur = f"{cur} {text}".strip()
+        enc = tok.encode(cur)
+        if len(enc.ids) >= 500:
+            long.append(cur[: enc.offsets[498][1]])  # 498 content tokens + [CLS] + [SEP]
+            cur = ""
+            if len(long) == n["long"]:
+                break
+    out = {"short": short, "medium": medium, "long": long}
+    d = WORK / "encode"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, texts in out.items():
+        (d / f"{name}.json").write_text(json.dumps(texts))
+    return out
+
+
+# ---------------------------------------------------------------- export (a child process)
+
+
+def onnx_path(model):
+    return WORK / "onnx" / f"{model}.onnx"
+
+
+def export_key(model):
+    st = MODEL_ROOT / model / "model.safetensors"
+    return {"model": str(MODEL_ROOT / model), "size": st.stat().st_size, "mtime": st.stat().st_mtime,
+            "opset": OPSET, "torch": md.version("torch"), "transformers": md.version("transformers")}
+
+
+def export(model):
+    """From the safetensors with transformers + torch.onnx: dense → last hidden state [b, s, h];
+    sparse → SPLADE weights [b, V] (logits masked to content positions, max, log1p∘relu in-graph)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from transformers import BertForMaskedLM, BertModel, logging
+
+    logging.set_verbosity_error()  # MiniLM's unused pooler weights are expected
+    torch.set_num_threads(THREADS)
+    src, kind, dst = MODEL_ROOT / model, MODELS[model], onnx_path(model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "dense":
+        bert = BertModel.from_pretrained(src, add_pooling_layer=False, attn_implementation="eager").eval()
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bert = bert  # a submodule: its weights become initializers, not constants
+
+            def forward(self, input_ids, attention_mask):
+                return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    else:
+        # The MLM decoder weight is tied to the word embeddings (one copy in the file);
+        # transformers reties it and maps the file's LayerNorm gamma/beta names.
+        mlm = BertForMaskedLM.from_pretrained(src, attn_implementation="eager").eval()
+        assert mlm.cls.predictions.decoder.weight is mlm.bert.embeddings.word_embeddings.weight
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.mlm = mlm
+
+            def forward(self, input_ids, attention_mask, content_mask):
+                logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
+                keep = content_mask.bool().unsqueeze(-1)  # not [CLS]/[SEP]/padding
+                logits = logits.masked_fill(~keep, float("-inf"))
+                return torch.log1p(torch.relu(logits.max(dim=1).values))
+
+    names = ["input_ids", "attention_mask"] + (["content_mask"] if kind == "sparse" else [])
+    out_axes = {0: "batch", 1: "seq"} if kind == "dense" else {0: "batch"}
+    axes = {n: {0: "batch", 1: "seq"} for n in names} | {"out": out_axes}
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]])
+    mask = (ids != 0).long()
+    args = (ids, mask) if kind == "dense" else (ids, mask, mask * (ids != 101) * (ids != 102))
+    net = Net().eval()
+    with torch.no_grad():
+        torch.onnx.export(net, args, str(dst), input_names=names, output_names=["out"],
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+    onnx.checker.check_model(str(dst))
+    # Other shapes than the traced ones, against torch itself.
+    ids = torch.tensor([[101, 1996, 2307, 2003, 102], [101, 2307, 102, 0, 0], [101, 1037, 2307, 3231, 102]])
+    mask = (ids != 0).long()
+    args = (ids, mask) if kind == "dense" else (ids, mask, mask * (ids != 101) * (ids != 102))
+    sess = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: a.numpy() for n, a in zip(names, args)})[0]
+    with torch.no_grad():
+        want = net(*args).numpy()
+    diff = float(np.abs(got - want).max())
+    print(f"exported {model} → {dst.relative_to(ROOT)} (opset {OPSET}); max |ORT - torch| = {diff:.2e}")
+    assert diff < 1e-3, "the exported graph disagrees with torch"
+    dst.with_suffix(".key.json").write_text(json.dumps(export_key(model)))
+
+
+def ensure_exported(model):
+    key = onnx_path(model).with_suffix(".key.json")
+    if not key.is_file() or json.loads(key.read_text()) != export_key(model):
+        # A child process, so that torch's thread pools never share the timed process.
+        subprocess.run([sys.executable, __file__, "--export", model], check=True)
+
+
+# ---------------------------------------------------------------- the two sides
+
+
+class OrtEncoder:
+    def __init__(self, model):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = THREADS
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        self.sess = ort.InferenceSession(str(onnx_path(model)), so, providers=["CPUExecutionProvider"])
+        self.tok = load_tokenizer(MODEL_ROOT / model)
+        self.kind = MODELS[model]
+
+    def encode(self, texts):
+        """Tokenize, length-sort, batches of 32 padded to their longest, infer, pool; in input order."""
+        encs = self.tok.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))  # stable, as ours
+        rows = [None] * len(texts)
+        for start in range(0, len(order), BATCH):
+            chunk = order[start : start + BATCH]
+            width = max(len(encs[i].ids) for i in chunk)
+            ids = np.zeros((len(chunk), width), np.int64)
+            mask = np.zeros_like(ids)
+            content = np.zeros_like(ids)
+            for r, i in enumerate(chunk):
+                e = encs[i]
+                ids[r, : len(e.ids)] = e.ids
+                mask[r, : len(e.ids)] = 1
+                content[r, : len(e.ids)] = 1 - np.asarray(e.special_tokens_mask)
+            if self.kind == "dense":
+                hidden = self.sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+                m = mask.astype(np.float32)
+                pooled = np.einsum("bs,bsh->bh", m, hidden) / np.maximum(m.sum(1, keepdims=True), 1e-9)
+                out = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            else:
+                out = self.sess.run(None, {"input_ids": ids, "attention_mask": mask, "content_mask": content})[0]
+            for r, i in enumerate(chunk):
+                rows[i] = out[r]
+        return np.stack(rows), sum(len(e.ids) for e in encs)
+
+
+def run_ours(binary, model, texts_file, vectors=None):
+    out = WORK / "encode" / "ours.json"
+    cmd = [str(binary), "--model", str(MODEL_ROOT / model), "--kind", MODELS[model],
+           "--texts", str(texts_file), "--reps", "1", "--out", str(out)]
+    if vectors:
+        cmd += ["--vectors", str(vectors)]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))  # candle's thread count
+    subprocess.run(cmd, check=True, env=env)
+    return json.loads(out.read_text())
+
+
+def min_cosine(a, b):
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cos = (a * b).sum(1) / np.maximum(na * nb, 1e-30)
+    cos[(na == 0) & (nb == 0)] = 1.0  # both empty (no content tokens): equal
+    return float(cos.min())
+
+
+def bench_pair(binary, model, set_name, texts, rounds):
+    kind = MODELS[model]
+    texts_file = WORK / "encode" / f"{set_name}.json"
+    ort_enc = OrtEncoder(model)
+
+    # Warm-up of each, which also gives the vectors to compare.
+    vec_file = WORK / "encode" / "ours.f32"
+    ours0 = run_ours(binary, model, texts_file, vec_file)
+    ort_vecs, ort_tokens = ort_enc.encode(texts)
+    ours_vecs = np.fromfile(vec_file, "<f4").reshape(len(texts), -1)
+    if ours0["tokens"] != ort_tokens or ours_vecs.shape != ort_vecs.shape:
+        sys.exit(f"FAIL {model}/{set_name}: ours {ours0['tokens']} tokens {ours_vecs.shape}, "
+                 f"ORT {ort_tokens} tokens {ort_vecs.shape}: not the same inputs")
+    cos = min_cosine(ours_vecs, ort_vecs)
+    print(f"{model}/{set_name}: {len(texts)} docs, {ort_tokens} tokens, min cosine ours·ORT {cos:.7f}")
+    if not cos >= MIN_COS[kind]:
+        sys.exit(f"FAIL {model}/{set_name}: min cosine {cos:.7f} < {MIN_COS[kind]}")
+
+    runs = {"ours": [], "ort": []}
+    for _ in range(rounds):  # interleaved: ours, ORT, ours, ORT, ...
+        runs["ours"].append(run_ours(binary, model, texts_file)["seconds"][0])
+        t = time.perf_counter()
+        ort_enc.encode(texts)
+        runs["ort"].append(time.perf_counter() - t)
+    res = {"model": model, "kind": kind, "set": set_name, "docs": len(texts), "tokens": ort_tokens,
+           "min_cosine": cos, "seconds": runs}
+    for side, secs in runs.items():
+        res[side] = {"docs_per_s": statistics.median(len(texts) / s for s in secs),
+                     "tokens_per_s": statistics.median(ort_tokens / s for s in secs)}
+    res["ratio_ours_over_ort"] = res["ours"]["docs_per_s"] / res["ort"]["docs_per_s"]
+    return res
+
+
+# ---------------------------------------------------------------- yardstick, machine, report
+
+
+def sgemm_peak(n=2048, reps=7):
+    """f32 GFLOP/s of numpy's bundled OpenBLAS sgemm n×n×n on THREADS threads (median)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
+    a @ b  # warm-up (thread pool, pages)
+    secs = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        secs.append(time.perf_counter() - t)
+    return {"n": n, "threads": THREADS, "seconds": secs, "gflops": 2 * n**3 / statistics.median(secs) / 1e9}
+
+
+def machine(binary):
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
+    deb = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-torch"], capture_output=True, text=True)
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": THREADS, "python": sys.version.split()[0],
+            "commit": commit,  # ours is being optimised: the binary's build time tells which build ran
+            "ours_binary": {"path": str(binary), "built": datetime.datetime.fromtimestamp(
+                Path(binary).stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")}, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {p: md.version(p) for p in ("onnxruntime", "onnx", "torch", "transformers", "tokenizers", "numpy")}
+            | {"python3-torch (deb)": deb.stdout, "numpy blas": f"{blas.get('name')} {blas.get('version')}"}}
+
+
+def svg_chart(results, title):
+    """Grouped bars, docs/s ours vs ORT per model × set, log scale (sets differ by 100×)."""
+    W, H, left, top, bottom = 760, 360, 60, 40, 80
+    ph = H - top - bottom
+    vals = [r[s]["docs_per_s"] for r in results for s in ("ours", "ort")]
+    lo, hi = np.floor(np.log10(min(vals))), np.ceil(np.log10(max(vals)))
+    hi = max(hi, lo + 1)
+    y = lambda v: top + ph * (1 - (np.log10(v) - lo) / (hi - lo))  # noqa: E731
+    gw = (W - left - 20) / len(results)
+    bw = gw * 0.32
+    colors = {"ours": "#d9534f", "ort": "#337ab7"}
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    for e in range(int(lo), int(hi) + 1):
+        out.append(f'<line x1="{left}" x2="{W - 20}" y1="{y(10**e):.1f}" y2="{y(10**e):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y(10**e) + 4:.1f}" text-anchor="end">{10**e:g}</text>')
+    out.append(f'<text transform="translate(16,{top + ph / 2}) rotate(-90)" text-anchor="middle">docs/s (log scale)</text>')
+    for g, r in enumerate(results):
+        x0 = left + g * gw + gw * 0.16
+        for k, side in enumerate(("ours", "ort")):
+            v = r[side]["docs_per_s"]
+            label = f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+            x = x0 + k * bw
+            out.append(f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bw:.1f}" height="{top + ph - y(v):.1f}" fill="{colors[side]}"/>')
+            out.append(f'<text x="{x + bw / 2:.1f}" y="{y(v) - 3:.1f}" text-anchor="middle" font-size="9">{label}</text>')
+        cx = left + g * gw + gw / 2
+        out.append(f'<text x="{cx:.1f}" y="{top + ph + 16}" text-anchor="middle">{r["model"]}</text>')
+        out.append(f'<text x="{cx:.1f}" y="{top + ph + 30}" text-anchor="middle">{r["set"]} · ×{r["ratio_ours_over_ort"]:.2f}</text>')
+    for k, (side, label) in enumerate((("ours", "ours (Rust)"), ("ort", "ONNX Runtime"))):
+        out.append(f'<rect x="{left + k * 130}" y="{H - 24}" width="12" height="12" fill="{colors[side]}"/>')
+        out.append(f'<text x="{left + k * 130 + 16}" y="{H - 14}">{label}</text>')
+    out.append(f'<text x="{W - 20}" y="{H - 14}" text-anchor="end">×: ours/ORT docs/s</text></svg>')
+    return "\n".join(out) + "\n"
+
+
+def table(results):
+    rows = ["| model | set | docs | tokens | ours docs/s | ORT docs/s | ours tok/s | ORT tok/s | ours/ORT | min cos |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rows.append(f"| {r['model']} | {r['set']} | {r['docs']} | {r['tokens']} | {r['ours']['docs_per_s']:.1f} | "
+                    f"{r['ort']['docs_per_s']:.1f} | {r['ours']['tokens_per_s']:.0f} | {r['ort']['tokens_per_s']:.0f} | "
+                    f"{r['ratio_ours_over_ort']:.2f} | {r['min_cosine']:.7f} |")
+    return "\n".join(rows)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, fewer docs")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
+    p.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
+    p.add_argument("--rounds", type=int, help="timed rounds per side (default 5, --quick 2)")
+    p.add_argument("--bin", default=str(ROOT / "target/debug/examples/encode_texts"))
+    p.add_argument("--out", default=str(ROOT / "docs/bench"), help="where encode.json/encode.svg go")
+    p.add_argument("--export", metavar="MODEL", help=argparse.SUPPRESS)  # the export child
+    a = p.parse_args()
+    if a.export:
+        return export(a.export)
+    models, sets = a.models.split(","), a.sets.split(",")
+    for m in models:
+        if m not in MODELS:
+            p.error(f"unknown model {m}")
+    for s in sets:
+        if s not in SETS:
+            p.error(f"unknown set {s}")
+    rounds = a.rounds or (2 if a.quick else 5)
+
+    texts = make_sets(a.quick)
+    for m in models:
+        ensure_exported(m)
+    peak = sgemm_peak()
+    print(f"sgemm {peak['n']}³ f32, {THREADS} threads (numpy's OpenBLAS): {peak['gflops']:.1f} GFLOP/s")
+    results = [bench_pair(a.bin, m, s, texts[s], rounds) for m in models for s in sets]
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"quick": a.quick, "rounds": rounds, "warmup": 1, "batch": BATCH, "opset": OPSET,
+              "machine": machine(a.bin), "sgemm_peak": peak, "results": results}
+    (out / "encode.json").write_text(json.dumps(report, indent=1) + "\n")
+    title = "Document encoding, docs/s: ours vs ONNX Runtime, 2 threads" + (" (quick smoke run)" if a.quick else "")
+    (out / "encode.svg").write_text(svg_chart(results, title))
+    print()
+    print(table(results))
+    print(f"\nsgemm peak {peak['gflops']:.1f} GFLOP/s; wrote {out / 'encode.json'} and {out / 'encode.svg'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,500 @@
+//! CPU kernels for the native encoder forwards (`cpu_bert.rs`, the SPLADE head): GEMM through the
+//! `gemm` crate (packed micro-kernels, AVX2 or AVX-512 picked at run time, rayon across the
+//! cores) and the row-wise ops around it — bias + activation, residual LayerNorm, softmax —
+//! written branch-free so that LLVM vectorises them. The crates are compiled for baseline
+//! x86-64, so each row op also has an AVX2+FMA copy chosen at run time (`simd!`).
+
+use rayon::prelude::*;
+
+/// Row-wise ops: the body is compiled twice (baseline, and AVX2+FMA where the CPU has them).
+macro_rules! simd {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // Safety: the CPU has the features the copy was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// A strided matrix operand: element (i, j) at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub struct Strided {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Strided {
+    /// A row-major matrix with rows `rs` apart.
+    pub fn rows(data: &[f32], rs: usize) -> Self {
+        Strided { ptr: data.as_ptr(), rs, cs: 1 }
+    }
+}
+
+/// `dst[m×n] = scale · lhs[m×k] · rhs[k×n]`, or `dst += …` when `accumulate`; `dst` row-major
+/// with rows `dst_rs` apart. Runs on every rayon thread when `parallel` and the product is
+/// large enough to share.
+///
+/// # Safety
+/// Every element the three views address must lie inside live allocations, `dst`'s elements
+/// must not overlap `lhs`'s or `rhs`'s, and nothing else may access `dst`'s elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Strided,
+    rhs: Strided,
+    scale: f32,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Below this many multiply-adds, splitting costs more than it saves.
+    let threads = rayon::current_num_threads();
+    let parallelism = if parallel && threads > 1 && m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+/// A row-major weight matrix `[inputs × outputs]` and its bias: `y = x·W + b`.
+pub struct Dense {
+    /// Transposed from Hugging Face's `[outputs, inputs]` at load, so that GEMM reads rows.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl Dense {
+    /// From a Hugging Face `Linear` weight `[outputs, inputs]` (row-major) and its bias.
+    pub fn from_linear(weight: &[f32], bias: Vec<f32>, outputs: usize, inputs: usize) -> Self {
+        assert_eq!(weight.len(), outputs * inputs);
+        assert_eq!(bias.len(), outputs);
+        let mut t = vec![0f32; weight.len()];
+        for o in 0..outputs {
+            for i in 0..inputs {
+                t[i * outputs + o] = weight[o * inputs + i];
+            }
+        }
+        Dense { weight: t, bias, inputs, outputs }
+    }
+
+    /// Several linears of the same input side by side (`[q | k | v]`): one GEMM for all.
+    pub fn concat(parts: Vec<Dense>) -> Self {
+        let inputs = parts[0].inputs;
+        assert!(parts.iter().all(|p| p.inputs == inputs));
+        let outputs: usize = parts.iter().map(|p| p.outputs).sum();
+        let mut weight = Vec::with_capacity(inputs * outputs);
+        for i in 0..inputs {
+            for p in &parts {
+                weight.extend_from_slice(&p.weight[i * p.outputs..(i + 1) * p.outputs]);
+            }
+        }
+        let bias = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
+        Dense { weight, bias, inputs, outputs }
+    }
+
+    /// `out[rows×outputs] = x·W` (bias not added: the caller fuses it into the next row op),
+    /// or `out += x·W` when `accumulate` (a residual already in `out`).
+    pub fn matmul_into(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
+        assert!(x.len() >= rows * self.inputs && out.len() >= rows * self.outputs);
+        // Safety: the asserts bound every element read and written; `out` is borrowed mutably.
+        unsafe {
+            gemm(
+                rows,
+                self.outputs,
+                self.inputs,
+                out.as_mut_ptr(),
+                self.outputs,
+                accumulate,
+                Strided::rows(x, self.inputs),
+                Strided::rows(&self.weight, self.outputs),
+                1.0,
+                true,
+            )
+        }
+    }
+}
+
+/// `x[r] += bias` for every row (rows of `bias.len()`), on every rayon thread.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    let width = bias.len();
+    let rows = x.len() / width;
+    x.par_chunks_mut(width * rows_per_task(rows)).for_each(|chunk| {
+        for row in chunk.chunks_exact_mut(width) {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    });
+}
+
+/// A pointer that rayon tasks writing disjoint parts of one buffer share.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub *mut f32);
+// Safety: used only where each task writes elements no other task touches.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The feed-forward activations of BERT configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU, `x·Φ(x)` (transformers' "gelu").
+    GeluErf,
+    /// The tanh approximation (transformers' "gelu_new" / "gelu_pytorch_tanh").
+    GeluTanh,
+    Relu,
+}
+
+/// Rows per rayon task for the row-wise ops: a few tasks per thread, none tiny.
+fn rows_per_task(rows: usize) -> usize {
+    (rows / (rayon::current_num_threads() * 4)).max(8)
+}
+
+/// `x[r] = act(x[r] + bias)` for every row (rows of `bias.len()`), on every rayon thread.
+pub fn bias_activation(x: &mut [f32], bias: &[f32], act: Activation) {
+    let width = bias.len();
+    let rows = x.len() / width;
+    x.par_chunks_mut(width * rows_per_task(rows)).for_each(|chunk| {
+        for row in chunk.chunks_exact_mut(width) {
+            bias_activation_row(row, bias, act);
+        }
+    });
+}
+
+simd! {
+    fn bias_activation_row(row: &mut [f32], bias: &[f32], act: Activation) {
+        match act {
+            Activation::GeluErf => {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    let x = *v + b;
+                    *v = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                }
+            }
+            Activation::GeluTanh => {
+                const C: f32 = 0.797_884_6; // √(2/π)
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    let x = *v + b;
+                    *v = 0.5 * x * (1.0 + tanh(C * (x + 0.044715 * x * x * x)));
+                }
+            }
+            Activation::Relu => {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    let x = *v + b;
+                    *v = if x > 0.0 { x } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// `x[r] = LayerNorm(x[r] + bias)·gamma + beta` for every row (the residual is already in `x`:
+/// GEMM accumulated onto it), on every rayon thread.
+pub fn residual_layer_norm(x: &mut [f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let width = bias.len();
+    let rows = x.len() / width;
+    x.par_chunks_mut(width * rows_per_task(rows)).for_each(|chunk| {
+        for row in chunk.chunks_exact_mut(width) {
+            layer_norm_row(row, bias, gamma, beta, eps);
+        }
+    });
+}
+
+simd! {
+    /// One row of [`residual_layer_norm`] (`bias` may be all zeros).
+    pub fn layer_norm_row(row: &mut [f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+        let mean = lane_sum(row) / row.len() as f32;
+        let mut sq = [0f32; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let mut tail = 0f32;
+        for &v in chunks.remainder() {
+            tail += (v - mean) * (v - mean);
+        }
+        for c in chunks {
+            for i in 0..LANES {
+                let d = c[i] - mean;
+                sq[i] += d * d;
+            }
+        }
+        let var = (sq.iter().sum::<f32>() + tail) / row.len() as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
+simd! {
+    /// Softmax of one row in place (max subtracted first).
+    pub fn softmax_row(row: &mut [f32]) {
+        let max = lane_max(row);
+        row.iter_mut().for_each(|v| *v = exp(*v - max));
+        let inv = 1.0 / lane_sum(row);
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+simd! {
+    /// `acc[j] = max(acc[j], row[j])` (the SPLADE head's max over positions).
+    pub fn max_into(acc: &mut [f32], row: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+}
+
+/// `x[r] = x[r] / √(mean(x[r]²) + eps) · weight` for every row (rows of `weight.len()`), as
+/// transformers' RMSNorm computes it in f32, on every rayon thread.
+pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    let width = weight.len();
+    let rows = x.len() / width;
+    x.par_chunks_mut(width * rows_per_task(rows)).for_each(|chunk| {
+        for row in chunk.chunks_exact_mut(width) {
+            rms_norm_row(row, weight, eps);
+        }
+    });
+}
+
+/// `dst[r] = RMSNorm(src[r])·weight`: the normed copy a pre-norm block feeds its sublayer.
+pub fn rms_norm_into(src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32) {
+    let width = weight.len();
+    let rows = src.len() / width;
+    let per = width * rows_per_task(rows);
+    dst.par_chunks_mut(per).zip(src.par_chunks(per)).for_each(|(d, s)| {
+        d.copy_from_slice(s);
+        for row in d.chunks_exact_mut(width) {
+            rms_norm_row(row, weight, eps);
+        }
+    });
+}
+
+simd! {
+    /// One row of [`rms_norm`].
+    pub fn rms_norm_row(row: &mut [f32], weight: &[f32], eps: f32) {
+        let mut sq = [0f32; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let mut tail = 0f32;
+        for &v in chunks.remainder() {
+            tail += v * v;
+        }
+        for c in chunks {
+            for i in 0..LANES {
+                sq[i] += c[i] * c[i];
+            }
+        }
+        let mean = (sq.iter().sum::<f32>() + tail) / row.len() as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for (v, &w) in row.iter_mut().zip(weight) {
+            *v = *v * inv * w;
+        }
+    }
+}
+
+/// SwiGLU: `out[r][j] = silu(gate_up[r][j]) · gate_up[r][inter + j]` for rows `[gate | up]` of
+/// `2·inter`, on every rayon thread.
+pub fn silu_mul(gate_up: &[f32], out: &mut [f32], inter: usize) {
+    let rows = out.len() / inter;
+    let per = rows_per_task(rows);
+    out.par_chunks_mut(inter * per).zip(gate_up.par_chunks(2 * inter * per)).for_each(|(o, gu)| {
+        for (orow, gurow) in o.chunks_exact_mut(inter).zip(gu.chunks_exact(2 * inter)) {
+            silu_mul_row(orow, &gurow[..inter], &gurow[inter..]);
+        }
+    });
+}
+
+simd! {
+    fn silu_mul_row(out: &mut [f32], gate: &[f32], up: &[f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + exp(-g)) * u;
+        }
+    }
+}
+
+/// Rotate-half RoPE of one head's `x` (`2·half` dims) at the angles whose cosines and sines
+/// are `cos`, `sin` (`half` each), as transformers' `apply_rotary_pos_emb`.
+#[inline]
+pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (a, b) = x.split_at_mut(half);
+    for i in 0..half {
+        let (x1, x2) = (a[i], b[i]);
+        a[i] = x1 * cos[i] - x2 * sin[i];
+        b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+}
+
+/// Independent accumulators: strict IEEE order keeps LLVM from vectorising a plain reduction.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let mut tail = f32::NEG_INFINITY;
+    for &v in chunks.remainder() {
+        tail = if v > tail { v } else { tail };
+    }
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    acc.iter().fold(tail, |m, &v| if v > m { v } else { m })
+}
+
+/// `e^x` in f32, branch-free (Cephes' expf: Cody–Waite reduction by ln 2, degree-5 polynomial,
+/// exponent by bit construction); within 2 ulp on the clamped range, 0 < e^x for any x.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.3);
+    // Round to nearest by the 1.5·2^23 trick (f32::round is not vectorisable).
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// tanh through [`exp`]: `1 − 2/(e^{2x} + 1)`.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+/// erf in f32 (Abramowitz & Stegun 7.1.26, absolute error ≤ 1.5e-7), branch-free.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t + 0.254_829_6) * t;
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_are_accurate() {
+        for i in -8000..8000 {
+            let x = i as f32 / 100.0;
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            assert!(((got - want) / want).abs() < 3e-7, "exp({x}) = {got}, want {want}");
+            let want = libm::erf(x as f64);
+            assert!((erf(x) as f64 - want).abs() < 3e-7, "erf({x}) = {}, want {want}", erf(x));
+        }
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn row_ops_match_plain_arithmetic() {
+        let row: Vec<f32> = (0..37).map(|i| ((i * 7919) % 23) as f32 / 5.0 - 2.0).collect();
+        let mut s = row.clone();
+        softmax_row(&mut s);
+        let m = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+        for (g, &v) in s.iter().zip(&row) {
+            assert!((*g as f64 - (v as f64 - m).exp() / z).abs() < 1e-7);
+        }
+        let bias = vec![0.25f32; 37];
+        let mut g = row.clone();
+        bias_activation(&mut g, &bias, Activation::GeluErf);
+        for (g, &v) in g.iter().zip(&row) {
+            let x = (v + 0.25) as f64;
+            let want = 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt()));
+            assert!((*g as f64 - want).abs() < 1e-6, "gelu({x}) = {g}, want {want}");
+        }
+        let (gamma, beta) = (vec![2.0f32; 37], vec![0.5f32; 37]);
+        let mut n = row.clone();
+        residual_layer_norm(&mut n, &bias, &gamma, &beta, 1e-12);
+        let x: Vec<f64> = row.iter().map(|&v| v as f64 + 0.25).collect();
+        let mean = x.iter().sum::<f64>() / 37.0;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 37.0;
+        for (g, v) in n.iter().zip(&x) {
+            assert!((*g as f64 - ((v - mean) / var.sqrt() * 2.0 + 0.5)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn gemm_matches_naive_with_strides_and_accumulation() {
+        let (m, k, n) = (13, 9, 11);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
+        let mut c = vec![1f32; m * n];
+        // b read transposed: element (kk, j) of bᵀ's transpose view = b[j·k + kk] with b as [n×k].
+        unsafe {
+            gemm(m, n, k, c.as_mut_ptr(), n, true, Strided::rows(&a, k), Strided { ptr: b.as_ptr(), rs: 1, cs: k }, 2.0, true)
+        };
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = 1.0 + 2.0 * (0..k).map(|kk| a[i * k + kk] * b[j * k + kk]).sum::<f32>();
+                assert_eq!(c[i * n + j], want);
+            }
+        }
+    }
+}
