@@ -6,6 +6,8 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use lr_tokenizer::{Encoding, Tokenizer};
 
+use lr_model::cpu_bert::activation_of;
+use lr_model::kernels::{self, Activation, Dense};
 use lr_model::{in_length_batches, BertBackbone, BertVariant, DOCUMENT_BATCH};
 use lr_model::error::{ModelError, Result};
 use lr_model::model_dir::{ModelInfo, BERT_MLM_HEAD_TENSOR};
@@ -58,9 +60,65 @@ impl MlmHead {
     }
 }
 
+/// The same head on the native CPU kernels: one GEMM for the transform, then the decoder's
+/// logits reduced to their max per document tile by tile (`kernels::segment_max_logits`),
+/// never written out whole.
+struct NativeMlmHead {
+    dense: Dense,
+    activation: Activation,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+    /// `[vocab, hidden]`, as stored (the tied word embeddings).
+    decoder: Vec<f32>,
+    decoder_bias: Vec<f32>,
+    vocab: usize,
+}
+
+fn floats(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()
+}
+
+impl NativeMlmHead {
+    fn from(head: &MlmHead, config: &BertConfig) -> candle_core::Result<Self> {
+        let (hidden, vocab) = (config.hidden_size, config.vocab_size);
+        let bias = head.dense.bias().map(floats).transpose()?.unwrap_or_else(|| vec![0.0; hidden]);
+        Ok(NativeMlmHead {
+            dense: Dense::from_linear(&floats(head.dense.weight())?, bias, hidden, hidden),
+            activation: activation_of(head.activation),
+            gamma: floats(head.norm.weight())?,
+            beta: head.norm.bias().map(floats).transpose()?.unwrap_or_else(|| vec![0.0; hidden]),
+            eps: config.layer_norm_eps as f32,
+            decoder: floats(head.decoder.weight())?,
+            decoder_bias: head.decoder.bias().map(floats).transpose()?.unwrap_or_else(|| vec![0.0; vocab]),
+            vocab,
+        })
+    }
+
+    /// Max logit per id of each segment of `rows` (`[n, hidden]`, content positions only).
+    fn max_logits(&self, rows: &[f32], segments: &[(usize, usize)]) -> Vec<Option<Vec<f32>>> {
+        let hidden = self.dense.inputs;
+        let n = rows.len() / hidden;
+        let mut t = vec![0f32; n * hidden];
+        self.dense.matmul_into(rows, n, &mut t, false);
+        kernels::bias_activation(&mut t, &self.dense.bias, self.activation);
+        kernels::residual_layer_norm(&mut t, &vec![0.0; hidden], &self.gamma, &self.beta, self.eps);
+        let max = kernels::segment_max_logits(&t, hidden, segments, &self.decoder, self.vocab);
+        segments
+            .iter()
+            .zip(max.chunks_exact(self.vocab))
+            .map(|(&(start, end), m)| {
+                // max(x·w + b) = max(x·w) + b: the bias is added once per id.
+                (end > start).then(|| m.iter().zip(&self.decoder_bias).map(|(x, b)| x + b).collect())
+            })
+            .collect()
+    }
+}
+
 pub struct SparseEncoder {
     backbone: BertBackbone,
     head: MlmHead,
+    native_head: Option<NativeMlmHead>,
     info: ModelInfo,
 }
 
@@ -90,7 +148,14 @@ impl SparseEncoder {
         let head = MlmHead::load(&backbone.vb, config).map_err(|e| {
             ModelError::InvalidModel(format!("{}: masked-LM head: {e}", info.path.display()))
         })?;
-        Ok(SparseEncoder { backbone, head, info: info.clone() })
+        let native_head = if backbone.is_native() {
+            Some(NativeMlmHead::from(&head, config).map_err(|e| {
+                ModelError::InvalidModel(format!("{}: masked-LM head: {e}", info.path.display()))
+            })?)
+        } else {
+            None
+        };
+        Ok(SparseEncoder { backbone, head, native_head, info: info.clone() })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -124,6 +189,31 @@ impl SparseEncoder {
 
     fn forward_sparse(&self, docs: &[&Encoding]) -> Result<Vec<Vec<(u32, f32)>>> {
         let ids: Vec<&[u32]> = docs.iter().map(|e| e.get_ids()).collect();
+        if let Some(head) = &self.native_head {
+            let packed = self.backbone.forward_packed(&ids)?;
+            let h = packed.hidden;
+            // Content positions only: the template's [CLS]/[SEP] never reach the head.
+            let mut rows = Vec::new();
+            let mut segments = Vec::with_capacity(docs.len());
+            for (d, enc) in docs.iter().enumerate() {
+                let start = rows.len() / h;
+                let states = packed.sequence(d);
+                for (pos, &special) in enc.get_special_tokens_mask().iter().enumerate() {
+                    if special == 0 {
+                        rows.extend_from_slice(&states[pos * h..(pos + 1) * h]);
+                    }
+                }
+                segments.push((start, rows.len() / h));
+            }
+            return head
+                .max_logits(&rows, &segments)
+                .into_iter()
+                .map(|m| match m {
+                    Some(m) => crate::llm::sparse_weights(&m, None),
+                    None => Ok(Vec::new()), // no content tokens (empty text)
+                })
+                .collect();
+        }
         let (hidden, _mask) = self.backbone.forward_padded(&ids)?;
         let (batch, len, dim) = hidden.dims3()?;
         let flat = hidden.reshape((batch * len, dim))?;

@@ -1,12 +1,15 @@
-//! CPU kernels for the native encoder forwards (`cpu_bert.rs`, the SPLADE head): GEMM through the
-//! `gemm` crate (packed micro-kernels, AVX2 or AVX-512 picked at run time, rayon across the
-//! cores) and the row-wise ops around it — bias + activation, residual LayerNorm, softmax —
-//! written branch-free so that LLVM vectorises them. The crates are compiled for baseline
-//! x86-64, so each row op also has an AVX2+FMA copy chosen at run time (`simd!`).
+//! CPU kernels for the native forwards (`cpu_bert.rs`, `cpu_decoder.rs`, the SPLADE head): GEMM
+//! through oneDNN's sgemm when `libdnnl.so.2` is installed (`dnnl.rs`), else through the `gemm`
+//! crate (packed micro-kernels, AVX2 or AVX-512 picked at run time), split across the rayon
+//! threads; and the row-wise ops around it — bias + activation, residual LayerNorm, RMSNorm,
+//! softmax, SwiGLU — written branch-free so that LLVM vectorises them. The crates are compiled
+//! for baseline x86-64, so each row op also has AVX2+FMA and AVX-512 copies chosen at run time
+//! (`simd!`).
 
 use rayon::prelude::*;
 
-/// Row-wise ops: the body is compiled twice (baseline, and AVX2+FMA where the CPU has them).
+/// Row-wise ops: the body is compiled three times (baseline, AVX2+FMA, AVX-512) and the best the
+/// CPU has runs.
 macro_rules! simd {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -15,9 +18,17 @@ macro_rules! simd {
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+                    // Safety: the CPU has the features the copy was compiled for.
+                    return unsafe { avx512($($arg),*) };
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // Safety: the CPU has the features the copy was compiled for.
@@ -67,8 +78,37 @@ pub unsafe fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    // Below this many multiply-adds, splitting costs more than it saves.
     let threads = rayon::current_num_threads();
+    if crate::dnnl::supports(lhs.rs, lhs.cs) && crate::dnnl::supports(rhs.rs, rhs.cs) {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        // oneDNN runs each call on one thread; a large product is split here into one block
+        // of columns (or of rows, when it is tall and narrow) per rayon thread.
+        let ways = if parallel && threads > 1 && m * n * k >= PARALLEL_MACS { threads } else { 1 };
+        let by_columns = n >= m || n >= 64 * ways;
+        let (extent, align) = if by_columns { (n, 16) } else { (m, 1) };
+        let chunk = extent.div_ceil(ways).next_multiple_of(align);
+        let blocks: Vec<(usize, usize)> = (0..extent).step_by(chunk.max(1)).map(|s| (s, chunk.min(extent - s))).collect();
+        let (d, l, r) = (SharedMut(dst), SharedMut(lhs.ptr as *mut f32), SharedMut(rhs.ptr as *mut f32));
+        let run = |&(start, len): &(usize, usize)| {
+            // Safety: each block reads a sub-view of the caller's operands and writes its own
+            // columns (or rows) of `dst`, disjoint from every other block's.
+            let done = unsafe {
+                if by_columns {
+                    crate::dnnl::sgemm(m, len, k, scale, (l.get(), lhs.rs, lhs.cs), (r.get().add(start * rhs.cs), rhs.rs, rhs.cs), beta, d.get().add(start), dst_rs)
+                } else {
+                    crate::dnnl::sgemm(len, n, k, scale, (l.get().add(start * lhs.rs), lhs.rs, lhs.cs), (r.get(), rhs.rs, rhs.cs), beta, d.get().add(start * dst_rs), dst_rs)
+                }
+            };
+            assert!(done, "oneDNN sgemm refused a {m}×{n}×{k} product");
+        };
+        if blocks.len() > 1 {
+            blocks.par_iter().for_each(run);
+        } else {
+            blocks.iter().for_each(run);
+        }
+        return;
+    }
+    // Below this many multiply-adds, splitting costs more than it saves.
     let parallelism = if parallel && threads > 1 && m * n * k >= 1 << 18 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -96,6 +136,9 @@ pub unsafe fn gemm(
         parallelism,
     );
 }
+
+/// Multiply-adds above which oneDNN's single-threaded calls are split across the rayon threads.
+const PARALLEL_MACS: usize = 1 << 20;
 
 /// A row-major weight matrix `[inputs × outputs]` and its bias: `y = x·W + b`.
 pub struct Dense {
@@ -369,6 +412,56 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// Vocabulary columns per task of [`segment_max_logits`], and rows per GEMM in it: a task's
+/// scratch (`SEGMENT_ROWS × VOCAB_TILE` f32, 256 KB) stays in L2.
+const VOCAB_TILE: usize = 512;
+const SEGMENT_ROWS: usize = 128;
+
+/// For each segment `(start, end)` of the rows of `x` (`[rows, k]` row-major), the max over
+/// its rows of `x·Wᵀ`, with `weight` `[vocab, k]` row-major (as Hugging Face stores an LM head
+/// or a tied decoder): `[segments, vocab]`, −∞ for an empty segment. The logits are never
+/// materialised beyond one tile: vocabulary tiles run as rayon tasks, each a GEMM per block of
+/// rows followed by the max over that block, so the head costs one GEMM's arithmetic.
+pub fn segment_max_logits(x: &[f32], k: usize, segments: &[(usize, usize)], weight: &[f32], vocab: usize) -> Vec<f32> {
+    assert!(weight.len() >= vocab * k);
+    let rows = segments.iter().map(|s| s.1).max().unwrap_or(0);
+    assert!(x.len() >= rows * k && segments.iter().all(|s| s.0 <= s.1));
+    let tiles: Vec<usize> = (0..vocab).step_by(VOCAB_TILE).collect();
+    let per_tile: Vec<Vec<f32>> = tiles
+        .par_iter()
+        .map_init(Vec::new, |scratch: &mut Vec<f32>, &col| {
+            let width = VOCAB_TILE.min(vocab - col);
+            let mut acc = vec![f32::NEG_INFINITY; segments.len() * width];
+            scratch.resize(SEGMENT_ROWS * width, 0.0);
+            for (s, &(start, end)) in segments.iter().enumerate() {
+                let acc = &mut acc[s * width..(s + 1) * width];
+                for block in (start..end).step_by(SEGMENT_ROWS) {
+                    let n = SEGMENT_ROWS.min(end - block);
+                    // Safety: rows block..block+n of `x`, columns col..col+width of Wᵀ (rows of
+                    // `weight`), all inside the asserted bounds; `scratch` is this task's.
+                    unsafe {
+                        let lhs = Strided { ptr: x.as_ptr().add(block * k), rs: k, cs: 1 };
+                        let rhs = Strided { ptr: weight.as_ptr().add(col * k), rs: 1, cs: k };
+                        gemm(n, width, k, scratch.as_mut_ptr(), width, false, lhs, rhs, 1.0, false);
+                    }
+                    for row in scratch[..n * width].chunks_exact(width) {
+                        max_into(acc, row);
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut out = vec![f32::NEG_INFINITY; segments.len() * vocab];
+    for (&col, acc) in tiles.iter().zip(&per_tile) {
+        let width = VOCAB_TILE.min(vocab - col);
+        for s in 0..segments.len() {
+            out[s * vocab + col..s * vocab + col + width].copy_from_slice(&acc[s * width..(s + 1) * width]);
+        }
+    }
+    out
+}
+
 /// Independent accumulators: strict IEEE order keeps LLVM from vectorising a plain reduction.
 const LANES: usize = 16;
 
@@ -403,19 +496,23 @@ fn lane_max(x: &[f32]) -> f32 {
 
 /// `e^x` in f32, branch-free (Cephes' expf: Cody–Waite reduction by ln 2, degree-5 polynomial,
 /// exponent by bit construction); within 2 ulp on the clamped range, 0 < e^x for any x.
+/// Only float ops, bit casts and wrapping integer ops, so that LLVM vectorises the loops
+/// around it (a float-to-int `as` cast saturates, and that it does not vectorise).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    // Round to nearest by the 1.5·2^23 trick (f32::round is not vectorisable).
+    // Round to nearest by the 1.5·2^23 trick: the low mantissa bits of `t` then hold n.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 0.166_666_65)
         * r
         + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let n_int = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    y * f32::from_bits((n_int.wrapping_add(127) as u32) << 23)
 }
 
 /// tanh through [`exp`]: `1 − 2/(e^{2x} + 1)`.
