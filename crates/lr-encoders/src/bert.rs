@@ -2,7 +2,7 @@
 //! L2-normalised (all-MiniLM-L6-v2 and its kin), and its query-table rows (`[CLS] id [SEP]`).
 
 use candle_core::{DType, Device};
-use lr_model::{sequences_in_length_batches, BertBackbone, DOCUMENT_BATCH};
+use lr_model::{sequences_in_length_batches, BertBackbone, Kernels, DOCUMENT_BATCH};
 use lr_model::{ModelError, ModelInfo, Result};
 use lr_tokenizer::Tokenizer;
 
@@ -19,7 +19,12 @@ pub struct BertEncoder {
 
 impl BertEncoder {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
-        let backbone = BertBackbone::load(info, device)?;
+        Self::load_with(info, device, Kernels::Native)
+    }
+
+    /// [`BertEncoder::load`] with a choice of CPU kernels.
+    pub fn load_with(info: &ModelInfo, device: &Device, kernels: Kernels) -> Result<Self> {
+        let backbone = BertBackbone::load_with(info, device, kernels)?;
         let (prefix, suffix) =
             lr_tokenizer::special_wrapping(&backbone.tokenizer).map_err(ModelError::Tokenizer)?;
         Ok(BertEncoder { backbone, info: info.clone(), prefix, suffix })

@@ -7,6 +7,7 @@ use crate::llm::LlmEncoder;
 use lr_model::model_dir::ModelInfo;
 use crate::sparse::SparseEncoder;
 use candle_core::Device;
+use lr_model::Kernels;
 use std::sync::Arc;
 
 /// A registered model's encoder of one kind, whatever its family: a BERT-family encoder `B`
@@ -25,13 +26,13 @@ pub type SparseDocumentEncoder = FamilyEncoder<SparseEncoder>;
 
 /// What a BERT-family encoder of either kind offers the dispatch.
 pub trait BertFamily: Sized {
-    fn load(info: &ModelInfo, device: &Device) -> Result<Self>;
+    fn load_with(info: &ModelInfo, device: &Device, kernels: Kernels) -> Result<Self>;
     fn info(&self) -> &ModelInfo;
 }
 
 impl BertFamily for BertEncoder {
-    fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
-        BertEncoder::load(info, device)
+    fn load_with(info: &ModelInfo, device: &Device, kernels: Kernels) -> Result<Self> {
+        BertEncoder::load_with(info, device, kernels)
     }
     fn info(&self) -> &ModelInfo {
         BertEncoder::info(self)
@@ -39,8 +40,8 @@ impl BertFamily for BertEncoder {
 }
 
 impl BertFamily for SparseEncoder {
-    fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
-        SparseEncoder::load(info, device)
+    fn load_with(info: &ModelInfo, device: &Device, kernels: Kernels) -> Result<Self> {
+        SparseEncoder::load_with(info, device, kernels)
     }
     fn info(&self) -> &ModelInfo {
         SparseEncoder::info(self)
@@ -49,6 +50,12 @@ impl BertFamily for SparseEncoder {
 
 impl<B: BertFamily> FamilyEncoder<B> {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
+        Self::load_with(info, device, Kernels::Native)
+    }
+
+    /// [`FamilyEncoder::load`] with a choice of CPU kernels (`Kernels::Candle`: candle's ops, as
+    /// on CUDA).
+    pub fn load_with(info: &ModelInfo, device: &Device, kernels: Kernels) -> Result<Self> {
         if info.family == lr_model::ModelFamily::Reranker {
             return Err(ModelError::InvalidModel(format!(
                 "{} is a PE-Rank reranker: it ranks passages (lr_rerank) and encodes nothing",
@@ -56,9 +63,9 @@ impl<B: BertFamily> FamilyEncoder<B> {
             )));
         }
         if info.family.is_decoder() {
-            Ok(FamilyEncoder::Llm(Arc::new(LlmEncoder::load(info, device)?)))
+            Ok(FamilyEncoder::Llm(Arc::new(LlmEncoder::load_with(info, device, kernels)?)))
         } else {
-            Ok(FamilyEncoder::Bert(B::load(info, device)?))
+            Ok(FamilyEncoder::Bert(B::load_with(info, device, kernels)?))
         }
     }
 

@@ -6,7 +6,7 @@
 use candle_core::{Device, IndexOp, Tensor};
 use lr_tokenizer::{PrefixCutter, Tokenizer};
 
-use lr_model::{sequences_in_length_batches, DOCUMENT_BATCH};
+use lr_model::{sequences_in_length_batches, Kernels, DOCUMENT_BATCH};
 use lr_model::decoder::{Decoder, DecoderConfig, PaddingSide};
 use lr_model::error::{ModelError, Result};
 use lr_model::lora::{AdapterConfig, LoraAdapter};
@@ -29,6 +29,11 @@ pub struct LlmEncoder {
 
 impl LlmEncoder {
     pub fn load(info: &ModelInfo, device: &Device) -> Result<Self> {
+        Self::load_with(info, device, Kernels::Native)
+    }
+
+    /// [`LlmEncoder::load`] with a choice of CPU kernels.
+    pub fn load_with(info: &ModelInfo, device: &Device, kernels: Kernels) -> Result<Self> {
         if !info.family.is_decoder() {
             return Err(ModelError::InvalidModel(format!("{} is not a decoder LLM", info.path.display())));
         }
@@ -37,7 +42,7 @@ impl LlmEncoder {
             Some(dir) => Some(LoraAdapter::load(&AdapterConfig::read(dir)?, device)?),
             None => None,
         };
-        let model = Decoder::load(config, &info.weight_paths(), adapter.as_ref(), device)
+        let model = Decoder::load_with(config, &info.weight_paths(), adapter.as_ref(), device, kernels)
             .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", info.path.display())))?;
         // Truncation is ours (content tokens only, then bos/eos around them).
         let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).map_err(ModelError::InvalidModel)?;

@@ -8,7 +8,7 @@ use lr_tokenizer::{Encoding, Tokenizer};
 
 use lr_model::cpu_bert::activation_of;
 use lr_model::kernels::{self, Activation, Dense};
-use lr_model::{in_length_batches, BertBackbone, BertVariant, DOCUMENT_BATCH};
+use lr_model::{in_length_batches, BertBackbone, BertVariant, Kernels, DOCUMENT_BATCH};
 use lr_model::error::{ModelError, Result};
 use lr_model::model_dir::{ModelInfo, BERT_MLM_HEAD_TENSOR};
 
@@ -124,6 +124,11 @@ pub struct SparseEncoder {
 
 impl SparseEncoder {
     pub fn load(info: &ModelInfo, device: &candle_core::Device) -> Result<Self> {
+        Self::load_with(info, device, Kernels::Native)
+    }
+
+    /// [`SparseEncoder::load`] with a choice of CPU kernels.
+    pub fn load_with(info: &ModelInfo, device: &candle_core::Device, kernels: Kernels) -> Result<Self> {
         // Said first: ModelInfo reports no MLM head for JinaBERT whatever its weights hold.
         if BertVariant::read(&info.path)? == BertVariant::Jina {
             return Err(ModelError::InvalidModel(format!(
@@ -141,7 +146,7 @@ impl SparseEncoder {
                 info.architecture
             )));
         }
-        let backbone = BertBackbone::load(info, device)?;
+        let backbone = BertBackbone::load_with(info, device, kernels)?;
         let config = backbone.classic_config().ok_or_else(|| {
             ModelError::InvalidModel(format!("{}: no masked-LM head on a JinaBERT stack", info.path.display()))
         })?;

@@ -13,6 +13,7 @@ use lr_tokenizer::{PrefixCutter, Tokenizer};
 use serde_json::Value;
 
 use crate::cpu_bert::{CpuBert, Packed};
+use crate::kernels::Kernels;
 use crate::error::{ModelError, Result};
 use crate::jina_bert::{JinaBert, JinaBertConfig};
 use crate::model_dir::{ModelFamily, ModelInfo};
@@ -46,15 +47,6 @@ fn read_config(path: &Path) -> Result<Value> {
         .map_err(|e| ModelError::InvalidModel(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_str(&text)
         .map_err(|e| ModelError::InvalidModel(format!("{} is not valid JSON: {e}", path.display())))
-}
-
-/// Which implementation runs a classic BERT on the CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernels {
-    /// `cpu_bert.rs` (the default).
-    Native,
-    /// candle-transformers' `BertModel`, as on CUDA.
-    Candle,
 }
 
 /// The encoder stack of a BERT-family model.

@@ -16,10 +16,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
 use serde_json::Value;
 
-use crate::bert::Kernels;
 use crate::cpu_decoder::{self, NativeKv, NativeLayer, Shape};
 use crate::error::{ModelError, Result};
-use crate::kernels;
+use crate::kernels::{self, Kernels};
 use crate::lora::LoraAdapter;
 
 /// The architectures the decoder runs, from config.json's `model_type`.

@@ -8,6 +8,16 @@
 
 use rayon::prelude::*;
 
+/// Which implementation runs a model on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The native forwards (`cpu_bert.rs`, `cpu_decoder.rs`, the SPLADE head): the default.
+    Native,
+    /// candle's ops, as on CUDA: the cross-check of the native forwards, and the "before" of
+    /// `make bench-encode`.
+    Candle,
+}
+
 /// Row-wise ops: the body is compiled three times (baseline, AVX2+FMA, AVX-512) and the best the
 /// CPU has runs.
 macro_rules! simd {

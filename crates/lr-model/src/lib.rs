@@ -20,7 +20,8 @@ pub mod model_dir;
 pub mod pooling;
 
 pub use batching::{in_length_batches, sequences_in_length_batches, DOCUMENT_BATCH};
-pub use bert::{BertBackbone, BertStack, BertVariant, Kernels};
+pub use bert::{BertBackbone, BertStack, BertVariant};
+pub use kernels::Kernels;
 pub use cpu_bert::{CpuBert, Packed};
 pub use candle_core::Device;
 pub use decoder::{Decoder, DecoderConfig, DecoderKind, KvCache, PaddingSide};
