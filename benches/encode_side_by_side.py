@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Document encoding, side by side: our Rust encoder (examples/encode_texts) vs ONNX Runtime on
-the same texts, weights, tokenizer and thread count (2), in interleaved runs.
+"""Document encoding, side by side, in interleaved runs on the same texts, weights, tokenizer and
+thread count (2): our encoders in-process (native kernels, and candle's ops as they ran before
+the native ones: "before"), the worker pipeline through SQL (`lr_encode_documents` and
+auto-encoding on a throwaway cluster; needs `make install`), and ONNX Runtime on an ONNX export
+of the same weights; MiniLM (dense) and SPLADE-tiny (sparse) on short, medium and long texts.
+Then a decoder LLM at Qwen2.5-0.5B's shape (random weights), native against candle's ops, in
+GFLOP/s against the machine's measured f32 peak (FMA rate of both cores; best sgemm).
 
 Run with target/bench-venv/bin/python (scripts/setup_bench_encode.sh makes it); `make bench-encode`.
-Writes docs/bench/encode.json and docs/bench/encode.svg and prints a Markdown table.
+Writes docs/bench/encode.json and docs/bench/encode.svg and prints Markdown tables.
 """
 import os
 
@@ -220,13 +225,13 @@ class OrtEncoder:
         return np.stack(rows), sum(len(e.ids) for e in encs)
 
 
-def run_ours(binary, model, texts_file, vectors=None):
+def run_ours(binary, model, texts_file, vectors=None, kernels="native"):
     out = WORK / "encode" / "ours.json"
     cmd = [str(binary), "--model", str(MODEL_ROOT / model), "--kind", MODELS[model],
-           "--texts", str(texts_file), "--reps", "1", "--out", str(out)]
+           "--texts", str(texts_file), "--reps", "1", "--out", str(out), "--kernels", kernels]
     if vectors:
         cmd += ["--vectors", str(vectors)]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))  # candle's thread count
+    env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))  # our thread count
     subprocess.run(cmd, check=True, env=env)
     return json.loads(out.read_text())
 
@@ -238,7 +243,94 @@ def min_cosine(a, b):
     return float(cos.min())
 
 
-def bench_pair(binary, model, set_name, texts, rounds):
+# ---------------------------------------------------------------- the worker pipeline (SQL)
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PORT = int(os.environ.get("LR_BENCH_PGPORT", "28817"))
+CLUSTER = Path(f"/tmp/lightretriever-bench-encode-{PORT}")
+
+
+def extension_installed():
+    sharedir = subprocess.run([PG_BIN / "pg_config", "--sharedir"], capture_output=True, text=True).stdout.strip()
+    return (Path(sharedir) / "extension/lightretriever.control").is_file()
+
+
+class Pipeline:
+    """The worker pipeline through SQL: a throwaway cluster (scripts/cluster.sh) whose encoder
+    worker runs the installed extension, with the bench's texts in a table."""
+
+    def __init__(self):
+        self.env = dict(os.environ, LR_PGPORT=str(PORT), LR_CLUSTER_DIR=str(CLUSTER))
+        subprocess.run([str(ROOT / "scripts/cluster.sh"), "start"], check=True, env=self.env, stdout=subprocess.DEVNULL)
+        self.psql("CREATE EXTENSION lightretriever CASCADE")
+        for m in MODELS:
+            self.psql(f"SELECT lightretriever.lr_register_model('{m}', '{MODEL_ROOT / m}')")
+        self.psql("CREATE TABLE bench_texts (set text, i int, body text, PRIMARY KEY (set, i))")
+        self.version = self.psql("SELECT extversion FROM pg_extension WHERE extname = 'lightretriever'").strip()
+
+    def stop(self):
+        subprocess.run([str(ROOT / "scripts/cluster.sh"), "stop"], env=self.env, stdout=subprocess.DEVNULL)
+
+    def psql(self, *statements):
+        cmd = ["psql", "-X", "-q", "-At", "-h", str(CLUSTER / "sock"), "-p", str(PORT), "-U", "postgres",
+               "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
+        for st in statements:
+            cmd += ["-c", st]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+    def load(self, name, texts):
+        assert not any("$lr_bench$" in t for t in texts)
+        self.psql(f"INSERT INTO bench_texts SELECT '{name}', n, t FROM "
+                  f"json_array_elements_text($lr_bench${json.dumps(texts)}$lr_bench$::json) WITH ORDINALITY AS x(t, n)")
+
+    def batch_sql(self, model, set_name):
+        fn = "lr_encode_documents" if MODELS[model] == "dense" else "lr_encode_documents_sparse"
+        return (f"SELECT v FROM lightretriever.{fn}((SELECT array_agg(body ORDER BY i) FROM bench_texts "
+                f"WHERE set = '{set_name}'), '{model}') WITH ORDINALITY AS e(v, n) ORDER BY n")
+
+    def vectors(self, model, set_name, dim):
+        """The vectors `lr_encode_documents(_sparse)` gives, as rows of a dense matrix."""
+        rows = []
+        for line in self.psql(self.batch_sql(model, set_name)).splitlines():
+            if MODELS[model] == "dense":
+                rows.append(np.array(json.loads(line), np.float32))
+            else:  # sparsevec text: {i:v,...}/dim, 1-based indices
+                body = line[1:line.index("}")]
+                row = np.zeros(dim, np.float32)
+                for pair in filter(None, body.split(",")):
+                    i, v = pair.split(":")
+                    row[int(i) - 1] = float(v)
+                rows.append(row)
+        return np.stack(rows)
+
+    def time_batch(self, model, set_name):
+        """One `lr_encode_documents(_sparse)` call over the set, through the worker."""
+        sql = self.batch_sql(model, set_name).replace("SELECT v FROM", "SELECT count(v) FROM").replace(" ORDER BY n", "")
+        t = time.perf_counter()
+        self.psql(sql)
+        return time.perf_counter() - t
+
+    def time_auto(self, model, set_name):
+        """Auto-encoding of a table of the set's rows: enable (which enqueues them) until the
+        queue is drained and every row has its vector."""
+        column = "body_embedding" if MODELS[model] == "dense" else "body_sparse"
+        self.psql("DROP TABLE IF EXISTS auto_docs",
+                  f"CREATE TABLE auto_docs AS SELECT i AS id, body FROM bench_texts WHERE set = '{set_name}'",
+                  "ALTER TABLE auto_docs ADD PRIMARY KEY (id)")
+        enable = ("SELECT lightretriever.lr_enable_auto_encoding('auto_docs', 'body', 'all-minilm-l6-v2')"
+                  if MODELS[model] == "dense" else
+                  "SELECT lightretriever.lr_enable_auto_encoding('auto_docs', 'body', 'all-minilm-l6-v2', 'splade-tiny')")
+        t = time.perf_counter()
+        out = self.psql(enable, "SELECT lightretriever.lr_wait_for_encoding('auto_docs', '30 minutes')")
+        seconds = time.perf_counter() - t
+        assert out.strip().endswith("t"), f"auto-encoding did not finish: {out}"
+        missing = self.psql(f"SELECT count(*) FROM auto_docs WHERE {column} IS NULL").strip()
+        assert missing == "0", f"{missing} rows without a vector"
+        self.psql("SELECT lightretriever.lr_disable_auto_encoding('auto_docs')", "DROP TABLE auto_docs")
+        return seconds
+
+
+def bench_pair(binary, model, set_name, texts, rounds, pipeline):
     kind = MODELS[model]
     texts_file = WORK / "encode" / f"{set_name}.json"
     ort_enc = OrtEncoder(model)
@@ -251,30 +343,96 @@ def bench_pair(binary, model, set_name, texts, rounds):
     if ours0["tokens"] != ort_tokens or ours_vecs.shape != ort_vecs.shape:
         sys.exit(f"FAIL {model}/{set_name}: ours {ours0['tokens']} tokens {ours_vecs.shape}, "
                  f"ORT {ort_tokens} tokens {ort_vecs.shape}: not the same inputs")
-    cos = min_cosine(ours_vecs, ort_vecs)
-    print(f"{model}/{set_name}: {len(texts)} docs, {ort_tokens} tokens, min cosine ours·ORT {cos:.7f}")
-    if not cos >= MIN_COS[kind]:
-        sys.exit(f"FAIL {model}/{set_name}: min cosine {cos:.7f} < {MIN_COS[kind]}")
+    cos = {"ours": min_cosine(ours_vecs, ort_vecs)}
+    run_ours(binary, model, texts_file, vec_file, kernels="candle")
+    cos["before"] = min_cosine(np.fromfile(vec_file, "<f4").reshape(len(texts), -1), ort_vecs)
+    if pipeline:
+        cos["sql"] = min_cosine(pipeline.vectors(model, set_name, ort_vecs.shape[1]), ort_vecs)
+    print(f"{model}/{set_name}: {len(texts)} docs, {ort_tokens} tokens, min cosine with ORT: "
+          + ", ".join(f"{k} {v:.7f}" for k, v in cos.items()))
+    for side, c in cos.items():
+        if not c >= MIN_COS[kind]:
+            sys.exit(f"FAIL {model}/{set_name}: min cosine {side}·ORT {c:.7f} < {MIN_COS[kind]}")
 
-    runs = {"ours": [], "ort": []}
-    for _ in range(rounds):  # interleaved: ours, ORT, ours, ORT, ...
+    runs = {"ours": [], "before": [], "ort": []} | ({"sql": [], "auto": []} if pipeline else {})
+    for _ in range(rounds):  # interleaved: ours, before, ORT, SQL, auto, ours, ...
         runs["ours"].append(run_ours(binary, model, texts_file)["seconds"][0])
+        runs["before"].append(run_ours(binary, model, texts_file, kernels="candle")["seconds"][0])
         t = time.perf_counter()
         ort_enc.encode(texts)
         runs["ort"].append(time.perf_counter() - t)
+        if pipeline:
+            runs["sql"].append(pipeline.time_batch(model, set_name))
+            runs["auto"].append(pipeline.time_auto(model, set_name))
     res = {"model": model, "kind": kind, "set": set_name, "docs": len(texts), "tokens": ort_tokens,
-           "min_cosine": cos, "seconds": runs}
+           "min_cosine": cos, "gemm": ours0["gemm"], "seconds": runs}
     for side, secs in runs.items():
         res[side] = {"docs_per_s": statistics.median(len(texts) / s for s in secs),
                      "tokens_per_s": statistics.median(ort_tokens / s for s in secs)}
-    res["ratio_ours_over_ort"] = res["ours"]["docs_per_s"] / res["ort"]["docs_per_s"]
+    res["ratios"] = {f"{side}/ort": res[side]["docs_per_s"] / res["ort"]["docs_per_s"] for side in runs if side != "ort"}
+    res["ratios"]["ours/before"] = res["ours"]["docs_per_s"] / res["before"]["docs_per_s"]
     return res
+
+
+# ---------------------------------------------------------------- the decoder
+
+DECODER = "qwen2.5-0.5b"
+DECODER_SETS = {"short": (12, 64, 16), "medium": (180, 16, 8), "long": (500, 8, 8)}  # tokens, docs (full, --quick)
+DECODER_BATCH = 8
+
+
+def decoder_dir():
+    d = WORK / f"real-{DECODER}"
+    if not (d / "config.json").is_file():
+        subprocess.run([sys.executable, str(ROOT / "scripts/make_test_models.py"), "--out", str(WORK), "--real", DECODER], check=True)
+    return d
+
+
+def decoder_flops(cfg, tokens):
+    """Multiply-adds ×2 of one document of `tokens` tokens: every linear layer (no LM head: the
+    dense vector is the last hidden state) and causal attention (token p attends to p + 1 keys)."""
+    h, d, heads, kv, inter, layers = (cfg["hidden_size"], cfg["hidden_size"] // cfg["num_attention_heads"],
+                                      cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["intermediate_size"],
+                                      cfg["num_hidden_layers"])
+    linear = h * heads * d + 2 * h * kv * d + heads * d * h + 3 * h * inter
+    attention = 2 * heads * d * tokens * (tokens + 1) / 2  # q·k and p·v over the visible keys
+    return 2 * layers * (linear * tokens + attention)
+
+
+def bench_decoder(binary, rounds, quick, peak):
+    cfg = json.loads((decoder_dir() / "config.json").read_text())
+    out = WORK / "encode" / "decoder.json"
+    env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))
+    results = []
+    for name, (tokens, docs_full, docs_quick) in DECODER_SETS.items():
+        docs = docs_quick if quick else docs_full
+        runs = {"ours": [], "before": []}
+        for _ in range(rounds):
+            for side, kernels in (("ours", "native"), ("before", "candle")):
+                subprocess.run([str(binary), "--model", str(decoder_dir()), "--kind", "decoder", "--doc-tokens", str(tokens),
+                                "--docs", str(docs), "--batch", str(DECODER_BATCH), "--reps", "1", "--kernels", kernels,
+                                "--out", str(out)], check=True, env=env)
+                runs[side].append(json.loads(out.read_text())["seconds"][0])
+        flops = decoder_flops(cfg, tokens) * docs
+        res = {"model": DECODER, "set": name, "doc_tokens": tokens, "docs": docs, "batch": DECODER_BATCH,
+               "flops": flops, "seconds": runs}
+        for side, secs in runs.items():
+            s = statistics.median(secs)
+            res[side] = {"tokens_per_s": docs * tokens / s, "gflops": flops / s / 1e9,
+                         "of_fma_peak": flops / s / 1e9 / peak["fma"]["gflops"],
+                         "of_best_sgemm": flops / s / 1e9 / peak["best_sgemm_gflops"]}
+        res["ours/before"] = res["ours"]["gflops"] / res["before"]["gflops"]
+        print(f"decoder {DECODER}/{name}: {docs} docs of {tokens} tokens, batch {DECODER_BATCH}: "
+              f"{res['ours']['gflops']:.0f} GFLOP/s ({res['ours']['of_fma_peak']:.0%} of the FMA peak), "
+              f"before {res['before']['gflops']:.0f}")
+        results.append(res)
+    return results
 
 
 # ---------------------------------------------------------------- yardstick, machine, report
 
 
-def sgemm_peak(n=2048, reps=7):
+def numpy_sgemm(n=2048, reps=7):
     """f32 GFLOP/s of numpy's bundled OpenBLAS sgemm n×n×n on THREADS threads (median)."""
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
@@ -287,7 +445,18 @@ def sgemm_peak(n=2048, reps=7):
     return {"n": n, "threads": THREADS, "seconds": secs, "gflops": 2 * n**3 / statistics.median(secs) / 1e9}
 
 
-def machine(binary):
+def machine_peak(binary):
+    """The machine's f32 peak, measured: the FMA rate of both cores in the widest vectors they
+    have, and the best sgemm found here (ours: oneDNN's or the gemm crate's; numpy's OpenBLAS)."""
+    out = WORK / "encode" / "peak.json"
+    subprocess.run([str(binary), "--peak", "--out", str(out)], check=True, env=dict(os.environ, RAYON_NUM_THREADS=str(THREADS)))
+    fma = json.loads(out.read_text())
+    numpy = numpy_sgemm()
+    return {"fma": fma, "numpy_openblas_sgemm": numpy,
+            "best_sgemm_gflops": max(numpy["gflops"], fma["sgemm_gflops"])}
+
+
+def machine(binary, pipeline):
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
     deb = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-torch"], capture_output=True, text=True)
@@ -296,22 +465,29 @@ def machine(binary):
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": THREADS, "python": sys.version.split()[0],
             "commit": commit,  # ours is being optimised: the binary's build time tells which build ran
             "ours_binary": {"path": str(binary), "built": datetime.datetime.fromtimestamp(
-                Path(binary).stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")}, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                Path(binary).stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")},
+            "extension": pipeline.version if pipeline else None,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {p: md.version(p) for p in ("onnxruntime", "onnx", "torch", "transformers", "tokenizers", "numpy")}
             | {"python3-torch (deb)": deb.stdout, "numpy blas": f"{blas.get('name')} {blas.get('version')}"}}
 
 
+SIDES = {"ours": ("ours, in-process", "#d9534f"), "sql": ("ours, lr_encode_documents (worker)", "#f0ad4e"),
+         "auto": ("ours, auto-encoding (worker)", "#9b59b6"), "before": ("before (candle ops)", "#aaaaaa"),
+         "ort": ("ONNX Runtime", "#337ab7")}
+
+
 def svg_chart(results, title):
-    """Grouped bars, docs/s ours vs ORT per model × set, log scale (sets differ by 100×)."""
-    W, H, left, top, bottom = 760, 360, 60, 40, 80
+    """Grouped bars, docs/s of every side per model × set, log scale (sets differ by 100×)."""
+    sides = [s for s in SIDES if s in results[0]]
+    W, H, left, top, bottom = 900, 380, 60, 40, 100
     ph = H - top - bottom
-    vals = [r[s]["docs_per_s"] for r in results for s in ("ours", "ort")]
+    vals = [r[s]["docs_per_s"] for r in results for s in sides]
     lo, hi = np.floor(np.log10(min(vals))), np.ceil(np.log10(max(vals)))
     hi = max(hi, lo + 1)
     y = lambda v: top + ph * (1 - (np.log10(v) - lo) / (hi - lo))  # noqa: E731
     gw = (W - left - 20) / len(results)
-    bw = gw * 0.32
-    colors = {"ours": "#d9534f", "ort": "#337ab7"}
+    bw = gw * 0.8 / len(sides)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
@@ -320,30 +496,44 @@ def svg_chart(results, title):
         out.append(f'<text x="{left - 6}" y="{y(10**e) + 4:.1f}" text-anchor="end">{10**e:g}</text>')
     out.append(f'<text transform="translate(16,{top + ph / 2}) rotate(-90)" text-anchor="middle">docs/s (log scale)</text>')
     for g, r in enumerate(results):
-        x0 = left + g * gw + gw * 0.16
-        for k, side in enumerate(("ours", "ort")):
+        x0 = left + g * gw + gw * 0.1
+        for k, side in enumerate(sides):
             v = r[side]["docs_per_s"]
             label = f"{v:.0f}" if v >= 100 else f"{v:.3g}"
             x = x0 + k * bw
-            out.append(f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bw:.1f}" height="{top + ph - y(v):.1f}" fill="{colors[side]}"/>')
-            out.append(f'<text x="{x + bw / 2:.1f}" y="{y(v) - 3:.1f}" text-anchor="middle" font-size="9">{label}</text>')
+            out.append(f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bw:.1f}" height="{top + ph - y(v):.1f}" fill="{SIDES[side][1]}"/>')
+            out.append(f'<text x="{x + bw / 2:.1f}" y="{y(v) - 3:.1f}" text-anchor="middle" font-size="8">{label}</text>')
         cx = left + g * gw + gw / 2
         out.append(f'<text x="{cx:.1f}" y="{top + ph + 16}" text-anchor="middle">{r["model"]}</text>')
-        out.append(f'<text x="{cx:.1f}" y="{top + ph + 30}" text-anchor="middle">{r["set"]} · ×{r["ratio_ours_over_ort"]:.2f}</text>')
-    for k, (side, label) in enumerate((("ours", "ours (Rust)"), ("ort", "ONNX Runtime"))):
-        out.append(f'<rect x="{left + k * 130}" y="{H - 24}" width="12" height="12" fill="{colors[side]}"/>')
-        out.append(f'<text x="{left + k * 130 + 16}" y="{H - 14}">{label}</text>')
-    out.append(f'<text x="{W - 20}" y="{H - 14}" text-anchor="end">×: ours/ORT docs/s</text></svg>')
+        out.append(f'<text x="{cx:.1f}" y="{top + ph + 30}" text-anchor="middle">{r["set"]} · ours/ORT ×{r["ratios"]["ours/ort"]:.2f}</text>')
+    for k, side in enumerate(sides):
+        out.append(f'<rect x="{left + (k % 3) * 260}" y="{H - 44 + (k // 3) * 18}" width="12" height="12" fill="{SIDES[side][1]}"/>')
+        out.append(f'<text x="{left + (k % 3) * 260 + 16}" y="{H - 34 + (k // 3) * 18}">{SIDES[side][0]}</text>')
+    out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
 def table(results):
-    rows = ["| model | set | docs | tokens | ours docs/s | ORT docs/s | ours tok/s | ORT tok/s | ours/ORT | min cos |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    sides = [s for s in SIDES if s in results[0]]
+    ratios = list(results[0]["ratios"])
+    rows = ["| model | set | docs | tokens | " + " | ".join(f"{s} docs/s" for s in sides) + " | "
+            + " | ".join(ratios) + " |",
+            "|---|---|---:|---:|" + "---:|" * (len(sides) + len(ratios))]
     for r in results:
-        rows.append(f"| {r['model']} | {r['set']} | {r['docs']} | {r['tokens']} | {r['ours']['docs_per_s']:.1f} | "
-                    f"{r['ort']['docs_per_s']:.1f} | {r['ours']['tokens_per_s']:.0f} | {r['ort']['tokens_per_s']:.0f} | "
-                    f"{r['ratio_ours_over_ort']:.2f} | {r['min_cosine']:.7f} |")
+        rows.append(f"| {r['model']} | {r['set']} | {r['docs']} | {r['tokens']} | "
+                    + " | ".join(f"{r[s]['docs_per_s']:.1f}" for s in sides) + " | "
+                    + " | ".join(f"{r['ratios'][k]:.2f}" for k in ratios) + " |")
+    return "\n".join(rows)
+
+
+def decoder_table(results, peak):
+    rows = [f"| {DECODER} | tokens/doc | docs × batch {DECODER_BATCH} | ours tok/s | ours GFLOP/s | of FMA peak "
+            f"({peak['fma']['gflops']:.0f}) | of best sgemm ({peak['best_sgemm_gflops']:.0f}) | before GFLOP/s | ours/before |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        o, b = r["ours"], r["before"]
+        rows.append(f"| {r['set']} | {r['doc_tokens']} | {r['docs']} | {o['tokens_per_s']:.0f} | {o['gflops']:.0f} | "
+                    f"{o['of_fma_peak']:.0%} | {o['of_best_sgemm']:.0%} | {b['gflops']:.0f} | {r['ours/before']:.2f} |")
     return "\n".join(rows)
 
 
@@ -353,7 +543,9 @@ def main():
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
     p.add_argument("--rounds", type=int, help="timed rounds per side (default 5, --quick 2)")
-    p.add_argument("--bin", default=str(ROOT / "target/debug/examples/encode_texts"))
+    p.add_argument("--no-pipeline", action="store_true", help="skip the worker pipeline (SQL) sides")
+    p.add_argument("--no-decoder", action="store_true", help="skip the decoder LLM")
+    p.add_argument("--bin", default=str(ROOT / "target/release/examples/encode_texts"))
     p.add_argument("--out", default=str(ROOT / "docs/bench"), help="where encode.json/encode.svg go")
     p.add_argument("--export", metavar="MODEL", help=argparse.SUPPRESS)  # the export child
     a = p.parse_args()
@@ -371,20 +563,38 @@ def main():
     texts = make_sets(a.quick)
     for m in models:
         ensure_exported(m)
-    peak = sgemm_peak()
-    print(f"sgemm {peak['n']}³ f32, {THREADS} threads (numpy's OpenBLAS): {peak['gflops']:.1f} GFLOP/s")
-    results = [bench_pair(a.bin, m, s, texts[s], rounds) for m in models for s in sets]
+    peak = machine_peak(a.bin)
+    print(f"f32 peak: FMA {peak['fma']['gflops']:.0f} GFLOP/s ({peak['fma']['isa']}, {THREADS} threads); sgemm 2048³: "
+          f"ours ({peak['fma']['gemm']}) {peak['fma']['sgemm_gflops']:.0f}, numpy's OpenBLAS {peak['numpy_openblas_sgemm']['gflops']:.0f}")
+    pipeline = None
+    if not a.no_pipeline:
+        if not extension_installed():
+            sys.exit("the worker pipeline needs the extension installed (make install), or pass --no-pipeline")
+        pipeline = Pipeline()
+    try:
+        if pipeline:
+            for name in sets:
+                pipeline.load(name, texts[name])
+        results = [bench_pair(a.bin, m, s, texts[s], rounds, pipeline) for m in models for s in sets]
+        mach = machine(a.bin, pipeline)
+    finally:
+        if pipeline:
+            pipeline.stop()
+    decoder = [] if a.no_decoder else bench_decoder(a.bin, max(1, rounds - 2), a.quick, peak)
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"quick": a.quick, "rounds": rounds, "warmup": 1, "batch": BATCH, "opset": OPSET,
-              "machine": machine(a.bin), "sgemm_peak": peak, "results": results}
+              "machine": mach, "peak": peak, "results": results, "decoder": decoder}
     (out / "encode.json").write_text(json.dumps(report, indent=1) + "\n")
-    title = "Document encoding, docs/s: ours vs ONNX Runtime, 2 threads" + (" (quick smoke run)" if a.quick else "")
+    title = "Document encoding, docs/s, 2 threads" + (" (quick smoke run)" if a.quick else "")
     (out / "encode.svg").write_text(svg_chart(results, title))
     print()
     print(table(results))
-    print(f"\nsgemm peak {peak['gflops']:.1f} GFLOP/s; wrote {out / 'encode.json'} and {out / 'encode.svg'}")
+    if decoder:
+        print()
+        print(decoder_table(decoder, peak))
+    print(f"\nwrote {out / 'encode.json'} and {out / 'encode.svg'}")
 
 
 if __name__ == "__main__":

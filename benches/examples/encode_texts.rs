@@ -37,7 +37,8 @@ fn main() {
     let threads = rayon::current_num_threads();
     if args.iter().any(|a| a == "--peak") {
         let gflops = peak::gflops();
-        let out = serde_json::json!({"gflops": gflops, "threads": threads, "isa": peak::isa()});
+        let out = serde_json::json!({"gflops": gflops, "threads": threads, "isa": peak::isa(),
+                                     "sgemm_gflops": peak::sgemm(2048), "gemm": lr_model::dnnl::backend()});
         std::fs::write(need("--out"), out.to_string()).unwrap();
         return;
     }
@@ -204,6 +205,23 @@ mod peak {
             acc.iter_mut().for_each(|x| *x = *x * 1.000_000_1 + 0.999_999_9);
         }
         ((iters * ACCUMULATORS * 2) as f64, acc.iter().sum())
+    }
+
+    /// Our CPU GEMM (`lr_model::kernels::gemm`, as the native forwards call it) on n×n×n, all
+    /// threads: best of 5, in GFLOP/s.
+    pub fn sgemm(n: usize) -> f64 {
+        use lr_model::kernels::{gemm, Strided};
+        let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+        let mut c = vec![0f32; n * n];
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                // Safety: three n×n row-major buffers, `c` distinct from `a` and `b`.
+                unsafe { gemm(n, n, n, c.as_mut_ptr(), n, false, Strided::rows(&a, n), Strided::rows(&b, n), 1.0, true) };
+                2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
+            })
+            .fold(0.0, f64::max)
     }
 
     /// Best of 5 runs of all threads at once, in GFLOP/s.

@@ -54,7 +54,11 @@ fn sql_runs(db: &str, coll: &Collection) -> Vec<(&'static str, Run)> {
         c.execute("INSERT INTO docs (id, body) VALUES ($1, $2)", &[&id, &d.full_text()]).unwrap();
     }
     c.batch_execute(
-        "UPDATE docs SET emb = lightretriever.lr_encode_document(body), sp = lightretriever.lr_encode_document_sparse(body);
+        // Batched, as a user backfills (one worker call per column, not per row).
+        "WITH src AS (SELECT array_agg(id ORDER BY id) AS ids, array_agg(body ORDER BY id) AS texts FROM docs),
+              dense AS (SELECT src.ids[e.n] AS id, e.v FROM src, lightretriever.lr_encode_documents(src.texts) WITH ORDINALITY AS e(v, n)),
+              sparse AS (SELECT src.ids[e.n] AS id, e.v FROM src, lightretriever.lr_encode_documents_sparse(src.texts) WITH ORDINALITY AS e(v, n))
+         UPDATE docs SET emb = dense.v, sp = sparse.v FROM dense JOIN sparse USING (id) WHERE docs.id = dense.id;
          SELECT lightretriever.lr_build_query_table('minilm')",
     )
     .unwrap();
