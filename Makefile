@@ -71,12 +71,15 @@ bench-rerank: setup
 bench-pipeline: setup install-dev
 	bash scripts/bench_pipeline.sh
 
-## Our document encoders vs ONNX Runtime (same texts, weights, 2 threads, interleaved runs):
-## docs/bench/encode.json + encode.svg. Root (apt, for the export's torch). BENCH_ARGS=--quick: smoke run.
-bench-encode:
+## Document encoding side by side (docs/bench/encode.json + encode.svg): ours in-process, through the
+## worker (lr_encode_documents, one call per row, auto-encoding), candle's ops and ONNX Runtime on
+## the same texts and weights; a decoder at Qwen2.5-0.5B's shape against the measured f32 peak.
+## Root (apt, for the export's torch). The installed (release) extension runs the worker side.
+## BENCH_ARGS=--quick: smoke run (about 3 minutes; the full run about 20).
+bench-encode: setup install
 	bash scripts/setup_bench_encode.sh
-	cargo build --profile dev -p lr-benches --example encode_texts
-	target/bench-venv/bin/python benches/encode_side_by_side.py $(BENCH_ARGS)
+	cargo build --release --locked -p lr-benches --example encode_texts
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE target/bench-venv/bin/python benches/encode_side_by_side.py $(BENCH_ARGS)
 
 clean:
 	cargo clean
