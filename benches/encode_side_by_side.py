@@ -272,11 +272,11 @@ class Pipeline:
         subprocess.run([str(ROOT / "scripts/cluster.sh"), "stop"], env=self.env, stdout=subprocess.DEVNULL)
 
     def psql(self, *statements):
+        # On standard input: a statement can be longer than one argument may be.
         cmd = ["psql", "-X", "-q", "-At", "-h", str(CLUSTER / "sock"), "-p", str(PORT), "-U", "postgres",
-               "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
-        for st in statements:
-            cmd += ["-c", st]
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+               "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+        script = "".join(st.rstrip().rstrip(";") + ";\n" for st in statements)
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, input=script).stdout
 
     def load(self, name, texts):
         assert not any("$lr_bench$" in t for t in texts)

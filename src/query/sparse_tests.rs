@@ -33,6 +33,48 @@ mod tests {
     }
 
     #[pg_test]
+    fn batched_documents_keep_order_and_nulls_and_match_the_reference() {
+        register_sparse_model();
+        Spi::run("SET LOCAL lightretriever.default_sparse_model = 'splade'").unwrap();
+        let r = lr_testkit::sparse_reference();
+        let texts: Vec<String> = r["texts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap().to_owned()).collect();
+        // A NULL between the texts: one row per element, in order, NULL for NULL.
+        let mut items: Vec<Option<String>> = texts.iter().cloned().map(Some).collect();
+        items.insert(1, None);
+        let rows: Vec<(i64, Option<SparseVec>)> = Spi::connect(|c| {
+            c.select(
+                "SELECT n, v FROM lightretriever.lr_encode_documents_sparse($1) WITH ORDINALITY AS t(v, n) ORDER BY n",
+                None,
+                &[items.clone().into()],
+            )
+            .unwrap()
+            .map(|row| (row.get::<i64>(1).unwrap().unwrap(), row.get::<SparseVec>(2).unwrap()))
+            .collect()
+        });
+        assert_eq!(rows.len(), items.len());
+        assert!(rows[1].1.is_none(), "NULL in, NULL out");
+        let batched: Vec<&SparseVec> = rows.iter().filter_map(|r| r.1.as_ref()).collect();
+        for ((text, got), t) in texts.iter().zip(batched).zip(r["texts"].as_array().unwrap()) {
+            let got: Vec<(u32, f32)> = got.0.indices.iter().copied().zip(got.0.values.iter().copied()).collect();
+            for (id, w) in lr_testkit::id_weights(&t["weights"]) {
+                let g = got.iter().find(|p| p.0 == id).map_or(0.0, |p| p.1);
+                assert!((g - w).abs() <= 1e-4, "{text:?} id {id}: {g} vs {w}");
+            }
+            // The same vector as one call for this text alone (batching changes nothing).
+            let alone = Spi::get_one_with_args::<SparseVec>("SELECT lightretriever.lr_encode_document_sparse($1)", &[text.as_str().into()])
+                .unwrap()
+                .unwrap()
+                .0;
+            assert_eq!(alone.indices, got.iter().map(|p| p.0).collect::<Vec<_>>(), "{text:?}");
+            for (a, (_, b)) in alone.values.iter().zip(&got) {
+                assert!((a - b).abs() <= 1e-5, "{text:?}: {a} vs {b}");
+            }
+        }
+        let empty = Spi::get_one::<i64>("SELECT count(*) FROM lightretriever.lr_encode_documents_sparse(ARRAY[]::text[])").unwrap();
+        assert_eq!(empty, Some(0));
+    }
+
+    #[pg_test]
     fn query_counts_and_pgvector_inner_product() {
         register_sparse_model();
         Spi::run("SET LOCAL lightretriever.default_sparse_model = 'splade'").unwrap();

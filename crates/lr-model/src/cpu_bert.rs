@@ -11,7 +11,7 @@ use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
-use crate::kernels::{self, Activation, Dense, SharedMut, Strided};
+use crate::kernels::{self, Activation, Dense, SharedMut};
 
 /// Hidden states of a group of sequences, packed: sequence `i` is rows
 /// `offsets[i]..offsets[i + 1]` of `data` (`[rows, hidden]`, row-major).
@@ -225,18 +225,22 @@ impl CpuBert {
         let out = SharedMut(context.as_mut_ptr());
         let scale = 1.0 / (d as f32).sqrt();
         tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(start, len, head)| {
-            scores.resize(len * len, 0.0);
             let base = qkv[start * stride..].as_ptr();
-            // Safety: every view stays inside `qkv` (rows start..start+len, columns of this
-            // head) or `scores`; each task writes only its own rows × head columns of `context`.
+            // Safety: every row read stays inside `qkv` (rows start..start+len, columns of this
+            // head); each task writes only its own rows × head columns of `context`.
             unsafe {
-                let q = Strided { ptr: base.add(head * d), rs: stride, cs: 1 };
-                let kt = Strided { ptr: base.add(h + head * d), rs: 1, cs: stride };
-                kernels::gemm(len, len, d, scores.as_mut_ptr(), len, false, q, kt, scale, false);
-                scores.chunks_exact_mut(len).for_each(kernels::softmax_row);
-                let v = Strided { ptr: base.add(2 * h + head * d), rs: stride, cs: 1 };
-                let dst = out.get().add(start * h + head * d);
-                kernels::gemm(len, d, len, dst, h, false, Strided::rows(scores, len), v, 1.0, false);
+                kernels::attention_head(
+                    len,
+                    len,
+                    d,
+                    (base.add(head * d), stride),
+                    (base.add(h + head * d), stride),
+                    (base.add(2 * h + head * d), stride),
+                    (out.get().add(start * h + head * d), h),
+                    scale,
+                    None,
+                    scores,
+                );
             }
         });
     }

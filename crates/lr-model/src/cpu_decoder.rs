@@ -10,7 +10,7 @@ use candle_nn::Linear;
 use rayon::prelude::*;
 
 use crate::decoder::DecoderConfig;
-use crate::kernels::{self, Dense, SharedMut, Strided};
+use crate::kernels::{self, Dense, SharedMut};
 
 /// One block's weights, transposed for row-major GEMMs.
 pub(crate) struct NativeLayer {
@@ -221,21 +221,22 @@ fn attention(s: &Shape, qkv: &[f32], cache: &NativeKv, mask: &[f32], b: usize, t
         let visible = past + q0 + n;
         let j = head / group;
         let (k, v) = (&cache.k[r * s.kv_heads + j], &cache.v[r * s.kv_heads + j]);
-        scores.resize(n * visible, 0.0);
         // Safety: q reads rows r·t+q0 … +n of `qkv` (head's columns), k and v `visible` rows of
-        // this head's cache, the GEMMs write `scores` and this task's own rows × head columns of
-        // `context`, which no other task writes.
+        // this head's cache; each task writes its own rows × head columns of `context`, which no
+        // other task writes.
         unsafe {
-            let q = Strided { ptr: qkv.as_ptr().add((r * t + q0) * width + head * d), rs: width, cs: 1 };
-            let kt = Strided { ptr: k.as_ptr(), rs: 1, cs: d };
-            kernels::gemm(n, visible, d, scores.as_mut_ptr(), visible, false, q, kt, scale, false);
-            for (i, row) in scores.chunks_exact_mut(visible).enumerate() {
-                let m = &mask[(r * t + q0 + i) * keys..][..visible];
-                row.iter_mut().zip(m).for_each(|(x, &m)| *x += m);
-                kernels::softmax_row(row);
-            }
-            let dst = out.get().add((r * t + q0) * ctx_width + head * d);
-            kernels::gemm(n, d, visible, dst, ctx_width, false, Strided::rows(scores, visible), Strided::rows(v, d), 1.0, false);
+            kernels::attention_head(
+                n,
+                visible,
+                d,
+                (qkv.as_ptr().add((r * t + q0) * width + head * d), width),
+                (k.as_ptr(), d),
+                (v.as_ptr(), d),
+                (out.get().add((r * t + q0) * ctx_width + head * d), ctx_width),
+                scale,
+                Some((&mask[(r * t + q0) * keys..], keys)),
+                scores,
+            );
         }
     });
 }

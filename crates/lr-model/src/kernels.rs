@@ -422,6 +422,103 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// Below this many multiply-adds per product, one head's attention runs as plain vector loops:
+/// a GEMM call's fixed cost (packing, dispatch) outweighs the work of short sequences and of
+/// decoding steps.
+const SMALL_ATTENTION_MACS: usize = 1 << 16;
+
+/// One head's scaled dot-product attention for `n` queries over `keys` keys of `d` dims:
+/// `out[i] = softmax(scale · q_i·Kᵀ + mask_i) · V`. Rows of `q`, `k`, `v` and `out` are `d`
+/// contiguous floats, `q_rs`, `k_rs`, `v_rs`, `out_rs` apart; `mask` (rows `mask_rs` apart,
+/// 0 or −∞) is added before the softmax when given. `scores` is the caller's scratch.
+///
+/// # Safety
+/// Every row addressed must lie inside live allocations; `out`'s rows must not overlap the
+/// inputs and nothing else may access them meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attention_head(
+    n: usize,
+    keys: usize,
+    d: usize,
+    q: (*const f32, usize),
+    k: (*const f32, usize),
+    v: (*const f32, usize),
+    out: (*mut f32, usize),
+    scale: f32,
+    mask: Option<(&[f32], usize)>,
+    scores: &mut Vec<f32>,
+) {
+    scores.resize(n * keys, 0.0);
+    let small = n * keys * d < SMALL_ATTENTION_MACS;
+    if small {
+        for i in 0..n {
+            let qi = std::slice::from_raw_parts(q.0.add(i * q.1), d);
+            let row = &mut scores[i * keys..(i + 1) * keys];
+            for (j, s) in row.iter_mut().enumerate() {
+                *s = scale * dot(qi, std::slice::from_raw_parts(k.0.add(j * k.1), d));
+            }
+        }
+    } else {
+        let qv = Strided { ptr: q.0, rs: q.1, cs: 1 };
+        let kt = Strided { ptr: k.0, rs: 1, cs: k.1 };
+        gemm(n, keys, d, scores.as_mut_ptr(), keys, false, qv, kt, scale, false);
+    }
+    for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+        if let Some((m, rs)) = mask {
+            row.iter_mut().zip(&m[i * rs..i * rs + keys]).for_each(|(x, &m)| *x += m);
+        }
+        softmax_row(row);
+    }
+    if small {
+        for i in 0..n {
+            let oi = std::slice::from_raw_parts_mut(out.0.add(i * out.1), d);
+            oi.fill(0.0);
+            for (j, &p) in scores[i * keys..(i + 1) * keys].iter().enumerate() {
+                if p != 0.0 {
+                    axpy(oi, p, std::slice::from_raw_parts(v.0.add(j * v.1), d));
+                }
+            }
+        }
+    } else {
+        let vv = Strided { ptr: v.0, rs: v.1, cs: 1 };
+        gemm(n, d, keys, out.0, out.1, false, Strided::rows(scores, keys), vv, 1.0, false);
+    }
+}
+
+/// `a·b` of two equal-length rows.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = 0f32;
+    dot_into(&mut acc, a, b);
+    acc
+}
+
+simd! {
+    fn dot_into(acc: &mut f32, a: &[f32], b: &[f32]) {
+        let mut lanes = [0f32; LANES];
+        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let mut tail = 0f32;
+        for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+            tail += x * y;
+        }
+        for (x, y) in ca.zip(cb) {
+            for i in 0..LANES {
+                lanes[i] += x[i] * y[i];
+            }
+        }
+        *acc = lanes.iter().sum::<f32>() + tail;
+    }
+}
+
+simd! {
+    /// `y += a·x`.
+    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += a * x;
+        }
+    }
+}
+
 /// Vocabulary columns per task of [`segment_max_logits`], and rows per GEMM in it: a task's
 /// scratch (`SEGMENT_ROWS × VOCAB_TILE` f32, 256 KB) stays in L2.
 const VOCAB_TILE: usize = 512;
