@@ -84,7 +84,7 @@ impl NativeMlmHead {
         let (hidden, vocab) = (config.hidden_size, config.vocab_size);
         let bias = head.dense.bias().map(floats).transpose()?.unwrap_or_else(|| vec![0.0; hidden]);
         Ok(NativeMlmHead {
-            dense: Dense::from_linear(&floats(head.dense.weight())?, bias, hidden, hidden),
+            dense: Dense::from_linear(floats(head.dense.weight())?, bias, hidden, hidden),
             activation: activation_of(head.activation),
             gamma: floats(head.norm.weight())?,
             beta: head.norm.bias().map(floats).transpose()?.unwrap_or_else(|| vec![0.0; hidden]),

@@ -93,7 +93,7 @@ pub fn activation_of(act: HiddenAct) -> Activation {
 /// A `Linear` at `vb` (`weight` [outputs, inputs], `bias` [outputs]) as a [`Dense`].
 pub fn load_dense(vb: &VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Dense> {
     let weight = to_vec(vb.get((outputs, inputs), "weight")?)?;
-    Ok(Dense::from_linear(&weight, to_vec(vb.get(outputs, "bias")?)?, outputs, inputs))
+    Ok(Dense::from_linear(weight, to_vec(vb.get(outputs, "bias")?)?, outputs, inputs))
 }
 
 fn load_norm(vb: &VarBuilder, hidden: usize) -> candle_core::Result<Norm> {

@@ -51,7 +51,7 @@ fn dense(l: &Linear) -> candle_core::Result<(Dense, bool)> {
         None => None,
     };
     let has = bias.is_some();
-    Ok((Dense::from_linear(&tensor_vec(l.weight())?, bias.unwrap_or_else(|| vec![0.0; outputs]), outputs, inputs), has))
+    Ok((Dense::from_linear(tensor_vec(l.weight())?, bias.unwrap_or_else(|| vec![0.0; outputs]), outputs, inputs), has))
 }
 
 impl NativeLayer {

@@ -89,6 +89,13 @@ pub unsafe fn gemm(
         return;
     }
     let threads = rayon::current_num_threads();
+    // A few rows by a weight matrix stored output by output (`Dense`): bandwidth-bound,
+    // streamed without packing.
+    if m <= crate::skinny::MAX_ROWS && scale == 1.0 && lhs.cs == 1 && rhs.rs == 1 && k >= 64 && crate::skinny::available() {
+        let parallel = parallel && threads > 1 && m * n * k >= PARALLEL_MACS;
+        crate::skinny::gemm(m, n, k, lhs.ptr, lhs.rs, rhs.ptr, rhs.cs, dst, dst_rs, accumulate, parallel);
+        return;
+    }
     if crate::dnnl::supports(lhs.rs, lhs.cs) && crate::dnnl::supports(rhs.rs, rhs.cs) {
         let beta = if accumulate { 1.0 } else { 0.0 };
         // oneDNN runs each call on one thread; a large product is split here into one block
@@ -150,9 +157,10 @@ pub unsafe fn gemm(
 /// Multiply-adds above which oneDNN's single-threaded calls are split across the rayon threads.
 const PARALLEL_MACS: usize = 1 << 20;
 
-/// A row-major weight matrix `[inputs × outputs]` and its bias: `y = x·W + b`.
+/// A linear layer's weight as Hugging Face stores it, `[outputs × inputs]` row-major (each
+/// output's weights contiguous), and its bias: `y = x·Wᵀ + b`. Kept as stored: no copy at load,
+/// the GEMM reads it transposed, and a product of a few rows streams it row by row (`skinny.rs`).
 pub struct Dense {
-    /// Transposed from Hugging Face's `[outputs, inputs]` at load, so that GEMM reads rows.
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
     pub inputs: usize,
@@ -161,35 +169,28 @@ pub struct Dense {
 
 impl Dense {
     /// From a Hugging Face `Linear` weight `[outputs, inputs]` (row-major) and its bias.
-    pub fn from_linear(weight: &[f32], bias: Vec<f32>, outputs: usize, inputs: usize) -> Self {
+    pub fn from_linear(weight: Vec<f32>, bias: Vec<f32>, outputs: usize, inputs: usize) -> Self {
         assert_eq!(weight.len(), outputs * inputs);
         assert_eq!(bias.len(), outputs);
-        let mut t = vec![0f32; weight.len()];
-        for o in 0..outputs {
-            for i in 0..inputs {
-                t[i * outputs + o] = weight[o * inputs + i];
-            }
-        }
-        Dense { weight: t, bias, inputs, outputs }
+        Dense { weight, bias, inputs, outputs }
     }
 
-    /// Several linears of the same input side by side (`[q | k | v]`): one GEMM for all.
+    /// Several linears of the same input stacked (`[q | k | v]` outputs): one GEMM for all.
     pub fn concat(parts: Vec<Dense>) -> Self {
         let inputs = parts[0].inputs;
         assert!(parts.iter().all(|p| p.inputs == inputs));
         let outputs: usize = parts.iter().map(|p| p.outputs).sum();
         let mut weight = Vec::with_capacity(inputs * outputs);
-        for i in 0..inputs {
-            for p in &parts {
-                weight.extend_from_slice(&p.weight[i * p.outputs..(i + 1) * p.outputs]);
-            }
+        let mut bias = Vec::with_capacity(outputs);
+        for p in parts {
+            weight.extend_from_slice(&p.weight);
+            bias.extend_from_slice(&p.bias);
         }
-        let bias = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
         Dense { weight, bias, inputs, outputs }
     }
 
-    /// `out[rows×outputs] = x·W` (bias not added: the caller fuses it into the next row op),
-    /// or `out += x·W` when `accumulate` (a residual already in `out`).
+    /// `out[rows×outputs] = x·Wᵀ` (bias not added: the caller fuses it into the next row op),
+    /// or `out += x·Wᵀ` when `accumulate` (a residual already in `out`).
     pub fn matmul_into(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
         assert!(x.len() >= rows * self.inputs && out.len() >= rows * self.outputs);
         // Safety: the asserts bound every element read and written; `out` is borrowed mutably.
@@ -202,7 +203,7 @@ impl Dense {
                 self.outputs,
                 accumulate,
                 Strided::rows(x, self.inputs),
-                Strided::rows(&self.weight, self.outputs),
+                Strided { ptr: self.weight.as_ptr(), rs: 1, cs: self.inputs },
                 1.0,
                 true,
             )

@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod lora;
 pub mod model_dir;
 pub mod pooling;
+mod skinny;
 
 pub use batching::{in_length_batches, sequences_in_length_batches, DOCUMENT_BATCH};
 pub use bert::{BertBackbone, BertStack, BertVariant};
