@@ -32,12 +32,7 @@ fn lr_encode_documents<'a>(
     let Some(docs) = docs else {
         return SetOfIterator::empty();
     };
-    let items: Vec<Option<&str>> = docs.iter().collect();
-    let present: Vec<&str> = items.iter().flatten().copied().collect();
-    let mut vectors = if present.is_empty() { Vec::new() } else { encode(&present, model) }.into_iter();
-    let out: Vec<Option<Vector>> =
-        items.iter().map(|d| d.and_then(|_| vectors.next()).map(Vector)).collect();
-    SetOfIterator::new(out)
+    SetOfIterator::new(super::per_element(docs, |texts| encode(texts, model)).into_iter().map(|v| v.map(Vector)))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -28,11 +28,7 @@ fn lr_encode_documents_sparse<'a>(
     let Some(docs) = docs else {
         return SetOfIterator::empty();
     };
-    let items: Vec<Option<&str>> = docs.iter().collect();
-    let present: Vec<&str> = items.iter().flatten().copied().collect();
-    let mut vectors = if present.is_empty() { Vec::new() } else { encode(&present, model, true) }.into_iter();
-    let out: Vec<Option<SparseVec>> = items.iter().map(|d| d.and_then(|_| vectors.next())).collect();
-    SetOfIterator::new(out)
+    SetOfIterator::new(super::per_element(docs, |texts| encode(texts, model, true)))
 }
 
 /// The sparse vectors of `texts` through the worker, every one checked against sparsevec's
