@@ -1,5 +1,5 @@
-//! Products of a few rows by a weight matrix (`m ≤ 16`: decoding steps, a handful of windows
-//! in lockstep) on AVX-512, without packing. Such a product reads the whole weight matrix for
+//! Products of a few rows by a weight matrix (`m ≤ 4`: decoding steps, a few windows in
+//! lockstep) on AVX-512, without packing. Such a product reads the whole weight matrix for
 //! little arithmetic, so memory bandwidth bounds it; a GEMM library packs the weights into its
 //! own layout first, which reads and writes them once more (measured here: oneDNN's f32 GEMM at
 //! 8 rows costs twice its 1-row time). Weights are stored output by output (`kernels::Dense`,
@@ -10,8 +10,9 @@ use rayon::prelude::*;
 
 use crate::kernels::SharedMut;
 
-/// Most rows the kernel takes; products with more rows go to the GEMM library.
-pub const MAX_ROWS: usize = 16;
+/// Most rows the kernel takes: from 5 rows on, the products of a small model (whose weights stay
+/// in cache) are bound by arithmetic, where the GEMM library is twice as fast (measured).
+pub const MAX_ROWS: usize = 4;
 /// Input rows per register tile.
 const TILE_ROWS: usize = 4;
 /// Outputs per register tile: `TILE_ROWS × TILE_OUTPUTS` zmm accumulators.
@@ -169,12 +170,13 @@ unsafe fn tile<const R: usize, const C: usize>(
 mod tests {
     use crate::kernels::{gemm, Strided};
 
-    /// Through `kernels::gemm`, which routes these shapes here on AVX-512 CPUs: every row count,
-    /// a partial column tile and task block, strided rows, with and without accumulation.
+    /// Through `kernels::gemm`, which routes up to MAX_ROWS rows here on AVX-512 CPUs (and the
+    /// next few to the GEMM library): every row count, a partial column tile and task block,
+    /// strided rows, with and without accumulation.
     #[test]
     fn few_rows_match_naive_products() {
         let (k, n) = (70, 555);
-        for m in 1..=super::MAX_ROWS {
+        for m in 1..=super::MAX_ROWS + 3 {
             let lhs_rs = k + 3;
             let a: Vec<f32> = (0..m * lhs_rs).map(|i| ((i * 37) % 11) as f32 * 0.25 - 1.0).collect();
             // [n × k], as `Dense` stores a weight (rows `k + 2` apart: strided rows too).
