@@ -115,10 +115,15 @@ impl NativeMlmHead {
     }
 }
 
+/// The head as the backbone runs: candle's ops (CUDA, `Kernels::Candle`) or native.
+enum Head {
+    Candle(MlmHead),
+    Native(NativeMlmHead),
+}
+
 pub struct SparseEncoder {
     backbone: BertBackbone,
-    head: MlmHead,
-    native_head: Option<NativeMlmHead>,
+    head: Head,
     info: ModelInfo,
 }
 
@@ -153,14 +158,15 @@ impl SparseEncoder {
         let head = MlmHead::load(&backbone.vb, config).map_err(|e| {
             ModelError::InvalidModel(format!("{}: masked-LM head: {e}", info.path.display()))
         })?;
-        let native_head = if backbone.is_native() {
-            Some(NativeMlmHead::from(&head, config).map_err(|e| {
+        // One copy of the weights: the candle head is dropped once converted.
+        let head = if backbone.is_native() {
+            Head::Native(NativeMlmHead::from(&head, config).map_err(|e| {
                 ModelError::InvalidModel(format!("{}: masked-LM head: {e}", info.path.display()))
             })?)
         } else {
-            None
+            Head::Candle(head)
         };
-        Ok(SparseEncoder { backbone, head, native_head, info: info.clone() })
+        Ok(SparseEncoder { backbone, head, info: info.clone() })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -194,31 +200,34 @@ impl SparseEncoder {
 
     fn forward_sparse(&self, docs: &[&Encoding]) -> Result<Vec<Vec<(u32, f32)>>> {
         let ids: Vec<&[u32]> = docs.iter().map(|e| e.get_ids()).collect();
-        if let Some(head) = &self.native_head {
-            let packed = self.backbone.forward_packed(&ids)?;
-            let h = packed.hidden;
-            // Content positions only: the template's [CLS]/[SEP] never reach the head.
-            let mut rows = Vec::new();
-            let mut segments = Vec::with_capacity(docs.len());
-            for (d, enc) in docs.iter().enumerate() {
-                let start = rows.len() / h;
-                let states = packed.sequence(d);
-                for (pos, &special) in enc.get_special_tokens_mask().iter().enumerate() {
-                    if special == 0 {
-                        rows.extend_from_slice(&states[pos * h..(pos + 1) * h]);
+        let head = match &self.head {
+            Head::Candle(head) => head,
+            Head::Native(head) => {
+                let packed = self.backbone.forward_packed(&ids)?;
+                let h = packed.hidden;
+                // Content positions only: the template's [CLS]/[SEP] never reach the head.
+                let mut rows = Vec::new();
+                let mut segments = Vec::with_capacity(docs.len());
+                for (d, enc) in docs.iter().enumerate() {
+                    let start = rows.len() / h;
+                    let states = packed.sequence(d);
+                    for (pos, &special) in enc.get_special_tokens_mask().iter().enumerate() {
+                        if special == 0 {
+                            rows.extend_from_slice(&states[pos * h..(pos + 1) * h]);
+                        }
                     }
+                    segments.push((start, rows.len() / h));
                 }
-                segments.push((start, rows.len() / h));
+                return head
+                    .max_logits(&rows, &segments)
+                    .into_iter()
+                    .map(|m| match m {
+                        Some(m) => crate::llm::sparse_weights(&m, None),
+                        None => Ok(Vec::new()), // no content tokens (empty text)
+                    })
+                    .collect();
             }
-            return head
-                .max_logits(&rows, &segments)
-                .into_iter()
-                .map(|m| match m {
-                    Some(m) => crate::llm::sparse_weights(&m, None),
-                    None => Ok(Vec::new()), // no content tokens (empty text)
-                })
-                .collect();
-        }
+        };
         let (hidden, _mask) = self.backbone.forward_padded(&ids)?;
         let (batch, len, dim) = hidden.dims3()?;
         let flat = hidden.reshape((batch * len, dim))?;
@@ -241,7 +250,7 @@ impl SparseEncoder {
         let mut max_logits: Vec<Option<Vec<f32>>> = vec![None; batch];
         for (chunk_rows, chunk_owner) in rows.chunks(HEAD_ROWS).zip(owner.chunks(HEAD_ROWS)) {
             let index = Tensor::new(chunk_rows, &self.backbone.device)?;
-            let logits = self.head.forward(&flat.index_select(&index, 0)?)?;
+            let logits = head.forward(&flat.index_select(&index, 0)?)?;
             let mut start = 0;
             while start < chunk_owner.len() {
                 let d = chunk_owner[start];
