@@ -77,3 +77,22 @@ fn decoders_native_equal_candle() {
         sparse_pair(&dir, 2e-5);
     }
 }
+
+#[test]
+fn an_empty_batch_and_degenerate_configs_are_handled() {
+    use lr_model::{DecoderConfig, PaddingSide};
+    let dir = tiny_models_dir().join("tiny-qwen3");
+    let enc = lr_encoders::LlmEncoder::load(&info(&dir), &Device::Cpu).unwrap();
+    let (hidden, real) = enc.decoder().forward_sequences(&[], PaddingSide::Left).unwrap();
+    assert_eq!(hidden.dims3().unwrap().0, 0);
+    assert!(real.is_empty());
+    assert!(enc.encode(&[]).unwrap().is_empty());
+    // Zero-sized shapes are refused when the config is read, before any weight is touched.
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    for key in ["hidden_size", "intermediate_size", "vocab_size", "head_dim"] {
+        let mut bad = config.clone();
+        bad[key] = 0.into();
+        let err = DecoderConfig::from_json(&bad, &dir.join("config.json")).unwrap_err().to_string();
+        assert!(err.contains("0"), "{key}: {err}");
+    }
+}

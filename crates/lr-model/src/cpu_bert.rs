@@ -107,6 +107,17 @@ impl CpuBert {
     /// candle-transformers' `BertModel::load` finds them).
     pub fn load(vb: &VarBuilder, config: &BertConfig) -> Result<Self> {
         let (h, i) = (config.hidden_size, config.intermediate_size);
+        for (name, value) in [
+            ("hidden_size", h),
+            ("intermediate_size", i),
+            ("vocab_size", config.vocab_size),
+            ("type_vocab_size", config.type_vocab_size),
+            ("max_position_embeddings", config.max_position_embeddings),
+        ] {
+            if value == 0 {
+                return Err(ModelError::InvalidModel(format!("{name} is 0")));
+            }
+        }
         if config.num_attention_heads == 0 || h % config.num_attention_heads != 0 {
             return Err(ModelError::InvalidModel(format!(
                 "hidden_size {h} is not a multiple of num_attention_heads {}",

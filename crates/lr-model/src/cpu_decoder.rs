@@ -136,6 +136,10 @@ pub(crate) fn forward_layers(
     kv: &mut [NativeKv],
 ) {
     let rows = b * t;
+    if rows == 0 {
+        return;
+    }
+    assert_eq!(kv.len(), layers.len(), "a cache for another number of layers");
     let (h, d) = (s.hidden, s.head_dim);
     let qkv_width = (s.heads + 2 * s.kv_heads) * d;
     let mut normed = vec![0f32; rows * h];
@@ -154,6 +158,7 @@ pub(crate) fn forward_layers(
             cache.k = vec![Vec::new(); b * s.kv_heads];
             cache.v = vec![Vec::new(); b * s.kv_heads];
         }
+        assert_eq!(cache.k.len(), b * s.kv_heads, "a cache for another batch or number of kv heads");
         for r in 0..b {
             for j in 0..s.kv_heads {
                 let (kc, vc) = (&mut cache.k[r * s.kv_heads + j], &mut cache.v[r * s.kv_heads + j]);
@@ -207,6 +212,7 @@ fn attention(s: &Shape, qkv: &[f32], cache: &NativeKv, mask: &[f32], b: usize, t
     let width = (s.heads + 2 * s.kv_heads) * d;
     let ctx_width = s.heads * d;
     let keys = cache.k[0].len() / d;
+    assert_eq!(keys * b * t, mask.len(), "the cache's keys and the mask disagree");
     let past = keys - t;
     let group = s.heads / s.kv_heads;
     let blocks = t.div_ceil(QUERY_BLOCK);

@@ -119,7 +119,7 @@ impl DecoderConfig {
                 )))
             }
         };
-        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 || head_dim % 2 != 0 {
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 || head_dim == 0 || head_dim % 2 != 0 {
             return Err(ModelError::InvalidModel(format!(
                 "{}: {num_heads} attention heads cannot share {num_kv_heads} key/value heads of {head_dim} dims",
                 file.display()
@@ -169,15 +169,22 @@ impl DecoderConfig {
             }
             _ => None,
         };
+        let intermediate_size = field_usize(v, "intermediate_size", file)?;
+        let vocab_size = field_usize(v, "vocab_size", file)?;
+        for (name, value) in [("hidden_size", hidden_size), ("intermediate_size", intermediate_size), ("vocab_size", vocab_size)] {
+            if value == 0 {
+                return Err(ModelError::InvalidModel(format!("{}: {name} is 0", file.display())));
+            }
+        }
         Ok(DecoderConfig {
             kind,
             hidden_size,
-            intermediate_size: field_usize(v, "intermediate_size", file)?,
+            intermediate_size,
             num_layers: field_usize(v, "num_hidden_layers", file)?,
             num_heads,
             num_kv_heads,
             head_dim,
-            vocab_size: field_usize(v, "vocab_size", file)?,
+            vocab_size,
             max_position_embeddings: field_usize(v, "max_position_embeddings", file)?,
             rms_norm_eps: field_f64(v, "rms_norm_eps").unwrap_or(1e-6),
             rope_theta,
@@ -338,6 +345,14 @@ impl KvCache {
         self.key_valid.len()
     }
 
+    /// Layers the cache holds keys and values for.
+    fn layer_count(&self) -> usize {
+        match &self.layers {
+            KvLayers::Candle(l) => l.len(),
+            KvLayers::Native(l) => l.len(),
+        }
+    }
+
     /// Positions (padding included) held per row.
     pub fn len(&self) -> usize {
         self.key_valid.first().map_or(0, Vec::len)
@@ -494,6 +509,13 @@ impl Decoder {
         &self.config
     }
 
+    fn layer_count(&self) -> usize {
+        match &self.blocks {
+            Blocks::Candle(l) => l.len(),
+            Blocks::Native(l) => l.len(),
+        }
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -529,6 +551,16 @@ impl Decoder {
                 real.len(),
                 cache.batch()
             )));
+        }
+        let same_kind = matches!(
+            (&self.blocks, &cache.layers),
+            (Blocks::Native(_), KvLayers::Native(_)) | (Blocks::Candle(_), KvLayers::Candle(_))
+        );
+        if !same_kind || cache.layer_count() != self.layer_count() {
+            return Err(ModelError::Inference("forward: a cache made by another decoder".into()));
+        }
+        if b == 0 || t == 0 {
+            return Ok(Tensor::zeros((b, t, self.config.hidden_size), DType::F32, &self.device)?);
         }
         let past = cache.len();
         let keys = past + t;
@@ -589,7 +621,7 @@ impl Decoder {
                 }
                 Ok(self.norm.forward(&x)?)
             }
-            _ => Err(ModelError::Inference("forward: a cache made by another decoder".into())),
+            _ => unreachable!("checked above"),
         }
     }
 

@@ -78,9 +78,32 @@ pub fn backend() -> &'static str {
     }
 }
 
-/// Whether [`sgemm`] can run this operand layout.
-pub fn supports(rs: usize, cs: usize) -> bool {
-    library().is_some() && layout(rs, cs).is_some()
+/// Whether [`sgemm`] runs this product: oneDNN is loaded, both operands are row- or
+/// column-contiguous, and every leading dimension is one oneDNN accepts (checked here, before
+/// anything is written, so that the caller can take another GEMM instead).
+pub fn supports(m: usize, n: usize, k: usize, lhs: (usize, usize), rhs: (usize, usize), dst_rs: usize) -> bool {
+    library().is_some() && leading_dimensions(m, n, k, lhs, rhs, dst_rs).is_some()
+}
+
+/// oneDNN's (transa, lda, transb, ldb, ldc) for these strides, or None where it has none.
+fn leading_dimensions(m: usize, n: usize, k: usize, lhs: (usize, usize), rhs: (usize, usize), dst_rs: usize) -> Option<(c_char, i64, c_char, i64, i64)> {
+    let ((ta, lda), (tb, ldb)) = (layout(lhs.0, lhs.1)?, layout(rhs.0, rhs.1)?);
+    // oneDNN checks each leading dimension against the row it strides over, even where only
+    // one such row exists (then the stride is never used and may be raised).
+    let fit = |ld: i64, row: usize, rows: usize| -> Option<i64> {
+        if ld >= row.max(1) as i64 {
+            Some(ld)
+        } else if rows <= 1 {
+            Some(row.max(1) as i64)
+        } else {
+            None
+        }
+    };
+    let n_ = b'N' as c_char;
+    let lda = if ta == n_ { fit(lda, k, m) } else { fit(lda, m, k) }?;
+    let ldb = if tb == n_ { fit(ldb, n, k) } else { fit(ldb, k, n) }?;
+    let ldc = fit(dst_rs as i64, n, m)?;
+    Some((ta, lda, tb, ldb, ldc))
 }
 
 /// An operand oneDNN reads: row-major (`'N'`) or transposed (`'T'`), with its leading dimension.
@@ -95,8 +118,8 @@ fn layout(rs: usize, cs: usize) -> Option<(c_char, i64)> {
 }
 
 /// `dst[m×n] = alpha·lhs·rhs + beta·dst` on this thread, row-major `dst` with rows `dst_rs`
-/// apart; false (nothing done) when oneDNN is not loaded or an operand is neither row- nor
-/// column-contiguous.
+/// apart; false when oneDNN is not loaded, the layout is one [`supports`] refuses (then nothing
+/// is done), or oneDNN reports an error.
 ///
 /// # Safety
 /// As `kernels::gemm`: every addressed element inside live allocations, `dst` not overlapping
@@ -114,23 +137,7 @@ pub unsafe fn sgemm(
     dst_rs: usize,
 ) -> bool {
     let Some(lib) = library() else { return false };
-    let (Some((ta, lda)), Some((tb, ldb))) = (layout(lhs.1, lhs.2), layout(rhs.1, rhs.2)) else { return false };
-    // oneDNN checks each leading dimension against the row it strides over, even where only
-    // one such row exists (then the stride is never used and may be raised).
-    let fit = |ld: i64, row: usize, rows: usize| -> Option<i64> {
-        if ld >= row.max(1) as i64 {
-            Some(ld)
-        } else if rows <= 1 {
-            Some(row.max(1) as i64)
-        } else {
-            None
-        }
-    };
-    let n_ = b'N' as c_char;
-    let lda = if ta == n_ { fit(lda, k, m) } else { fit(lda, m, k) };
-    let ldb = if tb == n_ { fit(ldb, n, k) } else { fit(ldb, k, n) };
-    let ldc = fit(dst_rs as i64, n, m);
-    let (Some(lda), Some(ldb), Some(ldc)) = (lda, ldb, ldc) else { return false };
+    let Some((ta, lda, tb, ldb, ldc)) = leading_dimensions(m, n, k, (lhs.1, lhs.2), (rhs.1, rhs.2), dst_rs) else { return false };
     if !SINGLE.get() {
         (lib.set_num_threads)(1);
         SINGLE.set(true);

@@ -36,7 +36,11 @@ macro_rules! simd {
                 unsafe fn avx2($($arg: $ty),*) {
                     body($($arg),*)
                 }
-                if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                {
                     // Safety: the CPU has the features the copy was compiled for.
                     return unsafe { avx512($($arg),*) };
                 }
@@ -96,7 +100,7 @@ pub unsafe fn gemm(
         crate::skinny::gemm(m, n, k, lhs.ptr, lhs.rs, rhs.ptr, rhs.cs, dst, dst_rs, accumulate, parallel);
         return;
     }
-    if crate::dnnl::supports(lhs.rs, lhs.cs) && crate::dnnl::supports(rhs.rs, rhs.cs) {
+    if crate::dnnl::supports(m, n, k, (lhs.rs, lhs.cs), (rhs.rs, rhs.cs), dst_rs) {
         let beta = if accumulate { 1.0 } else { 0.0 };
         // oneDNN runs each call on one thread; a large product is split here into one block
         // of columns (or of rows, when it is tall and narrow) per rayon thread.
@@ -116,7 +120,8 @@ pub unsafe fn gemm(
                     crate::dnnl::sgemm(len, n, k, scale, (l.get().add(start * lhs.rs), lhs.rs, lhs.cs), (r.get(), rhs.rs, rhs.cs), beta, d.get().add(start * dst_rs), dst_rs)
                 }
             };
-            assert!(done, "oneDNN sgemm refused a {m}×{n}×{k} product");
+            // The layouts were checked above: a refusal is oneDNN's own error (e.g. memory).
+            assert!(done, "oneDNN sgemm failed on a {m}×{n}×{k} product");
         };
         if blocks.len() > 1 {
             blocks.par_iter().for_each(run);
@@ -192,7 +197,9 @@ impl Dense {
     /// `out[rows×outputs] = x·Wᵀ` (bias not added: the caller fuses it into the next row op),
     /// or `out += x·Wᵀ` when `accumulate` (a residual already in `out`).
     pub fn matmul_into(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
-        assert!(x.len() >= rows * self.inputs && out.len() >= rows * self.outputs);
+        let size = |a: usize, b: usize| a.checked_mul(b).expect("matrix size overflows usize");
+        assert!(self.weight.len() >= size(self.outputs, self.inputs), "a Dense weight shorter than outputs × inputs");
+        assert!(x.len() >= size(rows, self.inputs) && out.len() >= size(rows, self.outputs));
         // Safety: the asserts bound every element read and written; `out` is borrowed mutably.
         unsafe {
             gemm(
@@ -267,7 +274,7 @@ simd! {
             Activation::GeluErf => {
                 for (v, &b) in row.iter_mut().zip(bias) {
                     let x = *v + b;
-                    *v = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                    *v = 0.5 * x * one_plus_erf(x * std::f32::consts::FRAC_1_SQRT_2);
                 }
             }
             Activation::GeluTanh => {
@@ -337,8 +344,9 @@ simd! {
 simd! {
     /// `acc[j] = max(acc[j], row[j])` (the SPLADE head's max over positions).
     pub fn max_into(acc: &mut [f32], row: &[f32]) {
+        // A NaN is kept (v != v), so that it reaches the caller's finiteness check.
         for (a, &v) in acc.iter_mut().zip(row) {
-            *a = if v > *a { v } else { *a };
+            *a = if v > *a || v != v { v } else { *a };
         }
     }
 }
@@ -637,14 +645,31 @@ fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
-/// erf in f32 (Abramowitz & Stegun 7.1.26, absolute error ≤ 1.5e-7), branch-free.
+/// `erfc(|x|)` in f32 by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), branch-free.
 #[inline(always)]
-pub fn erf(x: f32) -> f32 {
+fn erfc_abs(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t + 0.254_829_6) * t;
-    let y = 1.0 - poly * exp(-a * a);
-    y.copysign(x)
+    poly * exp(-a * a)
+}
+
+/// erf in f32 (absolute error ≤ 1.5e-7), branch-free.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    (1.0 - erfc_abs(x)).copysign(x)
+}
+
+/// `1 + erf(x)`, computed without the cancellation of `1 + (−1 + c)` for negative x (exact
+/// GELU's left tail, where `x·Φ(x)` is small).
+#[inline(always)]
+pub fn one_plus_erf(x: f32) -> f32 {
+    let c = erfc_abs(x);
+    if x < 0.0 {
+        c
+    } else {
+        2.0 - c
+    }
 }
 
 #[cfg(test)]
@@ -692,6 +717,42 @@ mod tests {
         let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 37.0;
         for (g, v) in n.iter().zip(&x) {
             assert!((*g as f64 - ((v - mean) / var.sqrt() * 2.0 + 0.5)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn gelu_tail_and_nan_max() {
+        // GELU's left tail, where 1 + erf would cancel: within the approximation's own error
+        // (erf to 1.5e-7, so 0.5·|x|·1.5e-7) against f64.
+        for i in 0..800 {
+            let x = -6.0 + i as f32 * 0.015;
+            let mut g = vec![x];
+            bias_activation(&mut g, &[0.0], Activation::GeluErf);
+            let want = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / 2f64.sqrt()));
+            let bound = 1e-7 * (x.abs() as f64).max(1.0) + 2.0 * f32::EPSILON as f64 * want.abs();
+            assert!((g[0] as f64 - want).abs() <= bound, "gelu({x}) = {}, want {want}", g[0]);
+        }
+        let mut acc = vec![0.0f32, 1.0, f32::NEG_INFINITY];
+        max_into(&mut acc, &[f32::NAN, 2.0, -1.0]);
+        assert!(acc[0].is_nan(), "a NaN must survive the max (it is an error downstream)");
+        assert_eq!(&acc[1..], &[2.0, -1.0]);
+        max_into(&mut acc, &[5.0, 0.0, 0.0]);
+        assert!(acc[0].is_nan());
+    }
+
+    #[test]
+    fn layouts_no_library_takes_run_on_the_fallback() {
+        // lhs rows 0 apart (one row broadcast): no leading dimension oneDNN accepts.
+        let (m, k, n) = (3, 70, 5);
+        let a: Vec<f32> = (0..k).map(|i| i as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 9) as f32 * 0.1).collect();
+        let mut c = vec![0f32; m * n];
+        unsafe { gemm(m, n, k, c.as_mut_ptr(), n, false, Strided { ptr: a.as_ptr(), rs: 0, cs: 1 }, Strided::rows(&b, n), 1.0, true) };
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|kk| a[kk] * b[kk * n + j]).sum();
+                assert!((c[i * n + j] - want).abs() < 1e-4, "({i}, {j}): {} vs {want}", c[i * n + j]);
+            }
         }
     }
 
