@@ -373,7 +373,7 @@ def bench_pair(binary, model, set_name, texts, rounds, pipeline):
             runs["rows"].append(pipeline.time_rows(model, set_name))
             runs["auto"].append(pipeline.time_auto(model, set_name))
     res = {"model": model, "kind": kind, "set": set_name, "docs": len(texts), "tokens": ort_tokens,
-           "min_cosine": cos, "isa": ours0["isa"], "seconds": runs}
+           "min_cosine": cos, "gemm": ours0["gemm"], "seconds": runs}
     for side, secs in runs.items():
         res[side] = {"docs_per_s": statistics.median(len(texts) / s for s in secs),
                      "tokens_per_s": statistics.median(ort_tokens / s for s in secs)}
@@ -455,7 +455,7 @@ def numpy_sgemm(n=2048, reps=7):
 
 def machine_peak(binary):
     """The machine's f32 peak, measured: the FMA rate of both cores in the widest vectors they
-    have, and the best sgemm found here (ours: the gemm crate's; numpy's OpenBLAS)."""
+    have, and the best sgemm found here (ours: oneDNN's or the gemm crate's; numpy's OpenBLAS)."""
     out = WORK / "encode" / "peak.json"
     subprocess.run([str(binary), "--peak", "--out", str(out)], check=True, env=dict(os.environ, RAYON_NUM_THREADS=str(THREADS)))
     fma = json.loads(out.read_text())
@@ -574,7 +574,7 @@ def main():
         ensure_exported(m)
     peak = machine_peak(a.bin)
     print(f"f32 peak: FMA {peak['fma']['gflops']:.0f} GFLOP/s ({peak['fma']['isa']}, {THREADS} threads); sgemm 2048³: "
-          f"ours (gemm crate) {peak['fma']['sgemm_gflops']:.0f}, numpy's OpenBLAS {peak['numpy_openblas_sgemm']['gflops']:.0f}")
+          f"ours ({peak['fma']['gemm']}) {peak['fma']['sgemm_gflops']:.0f}, numpy's OpenBLAS {peak['numpy_openblas_sgemm']['gflops']:.0f}")
     pipeline = None
     if not a.no_pipeline:
         if not extension_installed():

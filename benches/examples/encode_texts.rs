@@ -11,7 +11,7 @@
 //!
 //! texts: a JSON array of strings. vectors: little-endian f32, one row per text (sparse vectors
 //! densified over the vocabulary). out: {"seconds": [...], "docs": n, "tokens": t, "dim": d,
-//! "isa": "avx512f"|"avx2+fma"|"baseline", "threads": n}.
+//! "gemm": "onednn"|"gemm-crate", "threads": n}.
 
 use std::time::Instant;
 
@@ -38,7 +38,7 @@ fn main() {
     if args.iter().any(|a| a == "--peak") {
         let gflops = peak::gflops();
         let out = serde_json::json!({"gflops": gflops, "threads": threads, "isa": peak::isa(),
-                                     "sgemm_gflops": peak::sgemm(2048)});
+                                     "sgemm_gflops": peak::sgemm(2048), "gemm": lr_model::dnnl::backend()});
         std::fs::write(need("--out"), out.to_string()).unwrap();
         return;
     }
@@ -129,7 +129,7 @@ fn main() {
         std::fs::write(path, bytes).unwrap();
     }
     let out = serde_json::json!({"seconds": seconds, "docs": docs, "tokens": tokens, "dim": dim,
-                                 "isa": peak::isa(), "threads": threads});
+                                 "gemm": lr_model::dnnl::backend(), "threads": threads});
     std::fs::write(need("--out"), out.to_string()).unwrap();
 }
 

@@ -1,10 +1,10 @@
 //! CPU kernels for the native forwards (`cpu_bert.rs`, `cpu_decoder.rs`, the SPLADE head): GEMM
-//! through the `gemm` crate (candle's CPU matmul: packed micro-kernels, AVX-512 or AVX2 picked at
-//! run time, split across the rayon threads; its AVX-512 kernels are compiled in by lr-model's
-//! `x86-v4` feature), products of a few rows streamed by `skinny.rs`, and the row-wise ops around
-//! them — bias + activation, residual LayerNorm, RMSNorm, softmax, SwiGLU — written branch-free
-//! so that LLVM vectorises them. The crates are compiled for baseline x86-64, so each row op also
-//! has AVX2+FMA and AVX-512 copies chosen at run time (`simd!`).
+//! through oneDNN's sgemm when `libdnnl.so.2` is installed (`dnnl.rs`), else through the `gemm`
+//! crate (packed micro-kernels, AVX2 or AVX-512 picked at run time), split across the rayon
+//! threads; and the row-wise ops around it — bias + activation, residual LayerNorm, RMSNorm,
+//! softmax, SwiGLU — written branch-free so that LLVM vectorises them. The crates are compiled
+//! for baseline x86-64, so each row op also has AVX2+FMA and AVX-512 copies chosen at run time
+//! (`simd!`).
 
 use rayon::prelude::*;
 
@@ -100,6 +100,36 @@ pub unsafe fn gemm(
         crate::skinny::gemm(m, n, k, lhs.ptr, lhs.rs, rhs.ptr, rhs.cs, dst, dst_rs, accumulate, parallel);
         return;
     }
+    if crate::dnnl::supports(m, n, k, (lhs.rs, lhs.cs), (rhs.rs, rhs.cs), dst_rs) {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        // oneDNN runs each call on one thread; a large product is split here into one block
+        // of columns (or of rows, when it is tall and narrow) per rayon thread.
+        let ways = if parallel && threads > 1 && m * n * k >= PARALLEL_MACS { threads } else { 1 };
+        let by_columns = n >= m || n >= 64 * ways;
+        let (extent, align) = if by_columns { (n, 16) } else { (m, 1) };
+        let chunk = extent.div_ceil(ways).next_multiple_of(align);
+        let blocks: Vec<(usize, usize)> = (0..extent).step_by(chunk.max(1)).map(|s| (s, chunk.min(extent - s))).collect();
+        let (d, l, r) = (SharedMut(dst), SharedMut(lhs.ptr as *mut f32), SharedMut(rhs.ptr as *mut f32));
+        let run = |&(start, len): &(usize, usize)| {
+            // Safety: each block reads a sub-view of the caller's operands and writes its own
+            // columns (or rows) of `dst`, disjoint from every other block's.
+            let done = unsafe {
+                if by_columns {
+                    crate::dnnl::sgemm(m, len, k, scale, (l.get(), lhs.rs, lhs.cs), (r.get().add(start * rhs.cs), rhs.rs, rhs.cs), beta, d.get().add(start), dst_rs)
+                } else {
+                    crate::dnnl::sgemm(len, n, k, scale, (l.get().add(start * lhs.rs), lhs.rs, lhs.cs), (r.get(), rhs.rs, rhs.cs), beta, d.get().add(start * dst_rs), dst_rs)
+                }
+            };
+            // The layouts were checked above: a refusal is oneDNN's own error (e.g. memory).
+            assert!(done, "oneDNN sgemm failed on a {m}×{n}×{k} product");
+        };
+        if blocks.len() > 1 {
+            blocks.par_iter().for_each(run);
+        } else {
+            blocks.iter().for_each(run);
+        }
+        return;
+    }
     // Below this many multiply-adds, splitting costs more than it saves.
     let parallelism = if parallel && threads > 1 && m * n * k >= 1 << 18 {
         gemm::Parallelism::Rayon(threads)
@@ -129,7 +159,7 @@ pub unsafe fn gemm(
     );
 }
 
-/// Multiply-adds above which a product of a few rows is split across the rayon threads.
+/// Multiply-adds above which oneDNN's single-threaded calls are split across the rayon threads.
 const PARALLEL_MACS: usize = 1 << 20;
 
 /// A linear layer's weight as Hugging Face stores it, `[outputs × inputs]` row-major (each
@@ -711,8 +741,8 @@ mod tests {
     }
 
     #[test]
-    fn a_broadcast_lhs_multiplies_right() {
-        // lhs rows 0 apart (one row broadcast), a layout no BLAS takes.
+    fn layouts_no_library_takes_run_on_the_fallback() {
+        // lhs rows 0 apart (one row broadcast): no leading dimension oneDNN accepts.
         let (m, k, n) = (3, 70, 5);
         let a: Vec<f32> = (0..k).map(|i| i as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 9) as f32 * 0.1).collect();

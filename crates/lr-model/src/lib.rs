@@ -11,6 +11,7 @@ pub mod cpu_bert;
 mod cpu_decoder;
 pub mod decoder;
 pub mod device;
+pub mod dnnl;
 pub mod error;
 pub mod jina_bert;
 pub mod kernels;

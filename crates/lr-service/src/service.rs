@@ -82,6 +82,9 @@ impl Service {
     /// Starts the inference thread. `device` is a `lightretriever.device` value (`cpu`, `cuda:0`);
     /// `max_batch` bounds the inputs of one micro-batch of documents.
     pub fn start(device: &str, max_batch: usize) -> Service {
+        // The CPU GEMM library (and its OpenMP runtime) loads now, while this process has no
+        // thread but this one, not later on whichever pool thread first multiplies.
+        let _ = lr_model::dnnl::backend();
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
