@@ -8,7 +8,8 @@
 //!   100-word CISI abstracts and one short CISI query;
 //! - prefill vs decode for one window, timed on the decoder API (the prompt's forward, then the
 //!   19 single-position forwards through the KV cache that `rank` runs for the picks);
-//! - windows/s of 8 concurrent callers vs 1 through `lr_service::Service` (embedding mode);
+//! - windows/s of 8 concurrent callers (8 different CISI queries) vs 1 through
+//!   `lr_service::Service` (embedding mode);
 //! - FLOPs and bytes per top-20 window at this shape and, on paper, for the released checkpoint
 //!   (Mistral-7B, bf16), with a roofline projection on one GPU.
 //!
@@ -42,6 +43,10 @@ const CANDIDATES: usize = 100;
 const WINDOW: usize = 20;
 const STEP: usize = 10;
 const CALLERS: usize = 8;
+/// One query a caller in the service measurement (CISI queries of 6–9 words, as short as query
+/// 14): concurrent callers rarely ask the same thing, and windows of one query share more of
+/// their prompt (its keys and values are computed once per batch) than windows of different ones.
+const CALLER_QUERY_IDS: [&str; CALLERS] = ["14", "3", "21", "25", "27", "28", "29", "30"];
 
 fn model_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/lr-bench");
@@ -60,11 +65,14 @@ fn model_dir() -> PathBuf {
     dir
 }
 
-/// The query and the first `CANDIDATES` CISI abstracts of at least 100 words, cut to 100 words.
-fn cisi() -> (String, Vec<String>) {
+/// The query, the callers' queries and the first `CANDIDATES` CISI abstracts of at least 100
+/// words, cut to 100 words.
+fn cisi() -> (String, Vec<String>, Vec<String>) {
     let data = lr_testkit::shared_dir().join("data/cisi");
     let queries = lr_testkit::read_jsonl(&data.join("queries.jsonl"));
-    let query = queries.iter().find(|q| q["_id"] == QUERY_ID).expect("CISI query 14")["text"].as_str().unwrap();
+    let text = |id: &str| queries.iter().find(|q| q["_id"] == id).unwrap_or_else(|| panic!("CISI query {id}"))["text"].as_str().unwrap().to_owned();
+    let query = text(QUERY_ID);
+    let caller_queries = CALLER_QUERY_IDS.iter().map(|id| text(id)).collect();
     let passages: Vec<String> = lr_testkit::read_jsonl(&data.join("corpus.jsonl"))
         .iter()
         .map(|d| d["text"].as_str().unwrap().split_whitespace().collect::<Vec<_>>())
@@ -73,7 +81,7 @@ fn cisi() -> (String, Vec<String>) {
         .map(|w| w[..PASSAGE_WORDS].join(" "))
         .collect();
     assert_eq!(passages.len(), CANDIDATES);
-    (query.to_owned(), passages)
+    (query, caller_queries, passages)
 }
 
 /// Deterministic random unit vectors (jina-embeddings-v2 outputs are L2-normalised).
@@ -201,7 +209,7 @@ fn main() {
         c.hidden_size,
         t.elapsed().as_secs_f64()
     );
-    let (query, passages) = cisi();
+    let (query, caller_queries, passages) = cisi();
     let emb = embeddings(CANDIDATES, checkpoint.embedding_size);
     let top20_emb = Window { query: &query, embeddings: &emb[..WINDOW], passages: None };
     let top20_txt = Window { query: &query, embeddings: &emb[..WINDOW], passages: Some(&passages[..WINDOW]) };
@@ -215,6 +223,17 @@ fn main() {
     println!(
         "prompt of one 20-candidate window: {len_emb} tokens in embedding mode, {len_txt} in text mode ({:.2} tokens a passage word)",
         (len_txt - len_emb) as f64 / words as f64
+    );
+    let caller_prompts: Vec<Vec<u32>> = caller_queries
+        .iter()
+        .map(|q| reranker.prompt(&Window { query: q, embeddings: &emb[..WINDOW], passages: None }).unwrap().ids)
+        .collect();
+    let shared = (0..caller_prompts[0].len()).take_while(|&i| caller_prompts.iter().all(|p| p.get(i) == caller_prompts[0].get(i))).count();
+    println!(
+        "the {CALLERS} service callers' queries (CISI {}): prompts of {}-{} tokens, of which the first {shared} are the same (computed once per batch)",
+        CALLER_QUERY_IDS.join(", "),
+        caller_prompts.iter().map(Vec::len).min().unwrap(),
+        caller_prompts.iter().map(Vec::len).max().unwrap()
     );
     let windows_100 = windows::plan(CANDIDATES, WINDOW, STEP).len();
     reranker.rank(&[Window { embeddings: &emb[..2], ..top20_emb }]).unwrap(); // warm-up
@@ -307,7 +326,7 @@ fn main() {
             model: "pe-rank".into(),
             info: info.clone(),
             task: Task::Rerank {
-                windows: vec![RerankWindow { query: query.clone(), embeddings: emb[start..start + n].to_vec(), passages: None }],
+                windows: vec![RerankWindow { query: caller_queries[caller].clone(), embeddings: emb[start..start + n].to_vec(), passages: None }],
             },
         }
     };

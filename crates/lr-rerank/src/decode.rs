@@ -152,8 +152,11 @@ impl Reranker {
         Ok(self.decoder.embed(&ids)?.squeeze(0)?)
     }
 
-    /// Ranks several windows at once (from concurrent callers): one left-padded prefill, then
+    /// Ranks several windows at once (from concurrent callers): one batched prefill, then
     /// decode steps in lockstep, a finished window feeding padding until the longest is done.
+    /// The tokens every window's prompt begins with (the instruction before the query for
+    /// different queries, up to the first candidate for windows of one query) run once and
+    /// their keys and values are shared; after them each prompt is left-padded to the longest.
     pub fn rank(&self, windows: &[Window]) -> Result<Vec<WindowRanking>> {
         if windows.is_empty() {
             return Ok(Vec::new());
@@ -161,11 +164,13 @@ impl Reranker {
         let device = self.decoder.device();
         let hidden = self.decoder.hidden_size();
         let mut states = Vec::with_capacity(windows.len());
+        let mut prompts = Vec::with_capacity(windows.len());
         let mut inputs = Vec::with_capacity(windows.len());
         for w in windows {
             let prompt = self.prompt(w)?;
             let projected = self.project(w.embeddings)?;
             inputs.push(self.prompt_inputs(&prompt, &projected)?);
+            prompts.push(prompt);
             let n = w.embeddings.len();
             states.push(Decoding {
                 projected,
@@ -173,17 +178,25 @@ impl Reranker {
                 ranking: WindowRanking { order: Vec::with_capacity(n), scores: Vec::with_capacity(n) },
             });
         }
-        let longest = inputs.iter().map(|x| x.dim(0)).collect::<candle_core::Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+        let shared = if windows.len() > 1 { shared_prefix(&prompts) } else { 0 };
+        let mut cache: KvCache = if shared > 0 {
+            let mut prefix = self.decoder.new_cache(1);
+            self.decoder.forward(&inputs[0].narrow(0, 0, shared)?.unsqueeze(0)?, &[vec![true; shared]], &mut prefix)?;
+            prefix.repeat(windows.len())?
+        } else {
+            self.decoder.new_cache(windows.len())
+        };
+        let longest = prompts.iter().map(|p| p.ids.len() - shared).max().unwrap_or(0);
         let mut rows = Vec::with_capacity(inputs.len());
         let mut real = Vec::with_capacity(inputs.len());
         for x in &inputs {
-            let t = x.dim(0)?;
+            let t = x.dim(0)? - shared;
+            let x = x.narrow(0, shared, t)?;
             let mut mask = vec![false; longest - t];
             mask.extend(std::iter::repeat_n(true, t));
             real.push(mask);
-            rows.push(if t < longest { Tensor::cat(&[&Tensor::zeros((longest - t, hidden), x.dtype(), device)?, x], 0)? } else { x.clone() });
+            rows.push(if t < longest { Tensor::cat(&[&Tensor::zeros((longest - t, hidden), x.dtype(), device)?, &x], 0)? } else { x });
         }
-        let mut cache: KvCache = self.decoder.new_cache(windows.len());
         let mut last = self.decoder.forward(&Tensor::stack(&rows, 0)?, &real, &mut cache)?.narrow(1, longest - 1, 1)?.squeeze(1)?;
         loop {
             let mut next = Vec::with_capacity(states.len());
@@ -227,4 +240,14 @@ impl Reranker {
         }
         Ok(state.ranking)
     }
+}
+
+/// How many leading tokens all prompts share, up to the first candidate of any (a placeholder's
+/// input is its own candidate's embedding, so nothing from there on can be shared).
+fn shared_prefix(prompts: &[Prompt]) -> usize {
+    let first = &prompts[0].ids;
+    prompts.iter().fold(first.len(), |shared, p| {
+        let limit = shared.min(p.ids.len()).min(p.placeholders.first().copied().unwrap_or(p.ids.len()));
+        first.iter().zip(&p.ids).take(limit).take_while(|(a, b)| a == b).count()
+    })
 }

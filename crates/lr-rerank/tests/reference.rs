@@ -109,6 +109,36 @@ fn batched_windows_equal_one_at_a_time() {
     }
 }
 
+/// Windows of one query (as concurrent callers send them) share their prompt up to the first
+/// candidate; that prefix runs once for all. Each must rank as it does alone, in both modes and
+/// with prompts of different lengths after the prefix.
+#[test]
+fn windows_of_one_query_batched_equal_one_at_a_time() {
+    let rr = reranker();
+    let cases = cases();
+    for mode_text in [false, true] {
+        let case = cases.iter().filter(|c| c.passages.is_some() == mode_text).max_by_key(|c| c.embeddings.len()).unwrap();
+        let n = case.embeddings.len();
+        assert!(n >= 4, "{}: a window of at least 4 candidates", case.name);
+        let reversed: Vec<Vec<f32>> = case.embeddings.iter().rev().cloned().collect();
+        let reversed_texts: Option<Vec<String>> = case.passages.as_ref().map(|p| p.iter().rev().cloned().collect());
+        let windows = [
+            case.window(),
+            Window { query: &case.query, embeddings: &reversed, passages: reversed_texts.as_deref() },
+            Window { query: &case.query, embeddings: &case.embeddings[..n / 2], passages: case.passages.as_ref().map(|p| &p[..n / 2]) },
+            Window { query: &case.query, embeddings: &case.embeddings[2..], passages: case.passages.as_ref().map(|p| &p[2..]) },
+        ];
+        let together = rr.rank(&windows).unwrap();
+        for (i, (w, got)) in windows.iter().zip(&together).enumerate() {
+            let alone = rr.rank(std::slice::from_ref(w)).unwrap().remove(0);
+            assert_eq!(got.order, alone.order, "{} window {i}: order", case.name);
+            let scale = alone.scores.iter().fold(1f32, |m, x| m.max(x.abs()));
+            lr_testkit::assert_within(&got.scores, &alone.scores, 1e-5 * scale, &format!("{} window {i}: scores", case.name));
+        }
+        assert_ranking(&together[0], &case.reference, &format!("{} (batched with windows of its query)", case.name));
+    }
+}
+
 #[test]
 fn sliding_windows_match_the_reference_loop() {
     let rr = reranker();
