@@ -14,23 +14,7 @@ use crate::guc::resolve_model;
 use crate::pgvector::Vector;
 
 use crate::catalog::query_tables::{instruction_key, REBUILD_HINT};
-
-/// Identifies one statement's view of the catalog: its start time, the command counter (a
-/// table built earlier in the same top-level statement bumps it) and the local transaction id
-/// (a `DO` block that COMMITs runs one statement over several transactions, whose command
-/// counters start again at 0).
-type StatementKey = (i64, u32, u32);
-
-fn statement_key() -> StatementKey {
-    // SAFETY: MyProc is this backend's own PGPROC, valid for the backend's life.
-    unsafe {
-        #[cfg(not(feature = "pg17"))]
-        let lxid = (*pg_sys::MyProc).lxid;
-        #[cfg(feature = "pg17")]
-        let lxid = (*pg_sys::MyProc).vxid.lxid;
-        (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false), lxid)
-    }
-}
+use crate::query::{statement_key, StatementKey};
 
 struct CachedLookup {
     /// The lr_query_tables row version (xmin/ctid) the table was opened for.
@@ -77,34 +61,74 @@ fn forget_lookup(model: &str, instruction: &str) {
     LOOKUPS.with(|m| m.borrow_mut().remove(&(model.to_owned(), instruction.to_owned())));
 }
 
+/// The catalog row of the newest table of a (model, instruction).
+#[derive(Clone)]
+struct TableRow {
+    file: String,
+    /// Its row version (xmin/ctid): a rebuild, drop or rollback gives another.
+    row: String,
+    checksum: String,
+    rows: i64,
+    dims: i32,
+}
+
+const NEWEST_TABLE_SQL: &str = "SELECT t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
+        t.checksum, t.rows, t.dims
+   FROM lightretriever.lr_query_tables t
+   JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
+  WHERE t.model OPERATOR(pg_catalog.=) $1 AND t.instruction OPERATOR(pg_catalog.=) $2
+  ORDER BY t.version DESC LIMIT 1";
+
+thread_local! {
+    /// The catalog's answer per (model, instruction), valid for the statement that read it: the
+    /// statement's snapshot decides which table it uses, so nothing carried over from another
+    /// statement can be stale (a rebuild, drop or rollback elsewhere is seen by the next
+    /// statement, as a catalog read would see it), and a statement calling once per row reads
+    /// the catalog once.
+    static RESOLVED: RefCell<HashMap<(String, String), (StatementKey, Option<TableRow>)>> = RefCell::new(HashMap::new());
+    /// The catalog query, planned once per backend (PostgreSQL re-plans it when the catalog
+    /// tables change, e.g. the extension is dropped and created again).
+    static NEWEST_TABLE: RefCell<Option<pgrx::spi::OwnedPreparedStatement>> = const { RefCell::new(None) };
+}
+
+/// The newest table of (model, instruction) as this statement sees the catalog.
+fn newest_table(model: &str, instruction: &str, statement: StatementKey) -> Option<TableRow> {
+    let key = (model.to_owned(), instruction.to_owned());
+    if let Some(found) = RESOLVED.with(|r| r.borrow().get(&key).filter(|(at, _)| *at == statement).map(|(_, row)| row.clone())) {
+        return found;
+    }
+    let found = Spi::connect(|c| {
+        let planned = NEWEST_TABLE.with(|p| p.borrow().is_some());
+        if !planned {
+            let plan = c.prepare(NEWEST_TABLE_SQL, &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID), PgOid::BuiltIn(PgBuiltInOids::TEXTOID)])?.keep();
+            NEWEST_TABLE.with(|p| *p.borrow_mut() = Some(plan));
+        }
+        NEWEST_TABLE.with(|p| {
+            let plan = p.borrow();
+            let mut rows = c.select(plan.as_ref().expect("planned above"), None, &[model.into(), instruction.into()])?;
+            Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+                Some(r) => Some(TableRow {
+                    file: r.get::<String>(1)?.unwrap_or_default(),
+                    row: r.get::<String>(2)?.unwrap_or_default(),
+                    checksum: r.get::<String>(3)?.unwrap_or_default(),
+                    rows: r.get::<i64>(4)?.unwrap_or(0),
+                    dims: r.get::<i32>(5)?.unwrap_or(0),
+                }),
+                None => None,
+            })
+        })
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    RESOLVED.with(|r| r.borrow_mut().insert(key, (statement, found.clone())));
+    found
+}
+
 /// The lookup encoder for the newest table of (model, instruction). A table already open in
 /// this backend is checked once per statement (fstat: truncated, replaced or modified files are
 /// noticed and re-opened — and then verified again, so a damaged file is an error, never wrong
 /// vectors; a read fault on a truncated mapping is caught by lr-table's SIGBUS guard).
 fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc<LookupEncoder> {
-    let found = Spi::connect(|c| {
-        let mut rows = c.select(
-            "SELECT t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
-                    t.checksum, t.rows, t.dims
-               FROM lightretriever.lr_query_tables t
-               JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
-              WHERE t.model OPERATOR(pg_catalog.=) $1 AND t.instruction OPERATOR(pg_catalog.=) $2
-              ORDER BY t.version DESC LIMIT 1",
-            None,
-            &[model.into(), instruction.into()],
-        )?;
-        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
-            Some(r) => Some((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.unwrap_or_default(),
-                r.get::<i64>(4)?.unwrap_or(0),
-                r.get::<i32>(5)?.unwrap_or(0),
-            )),
-            None => None,
-        })
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let found = newest_table(model, instruction, statement).map(|t| (t.file, t.row, t.checksum, t.rows, t.dims));
     let Some((file, row, checksum, rows, dims)) = found else {
         crate::catalog::load_model(model); // a missing model is its own error
         let call = if instruction.is_empty() {

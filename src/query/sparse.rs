@@ -14,6 +14,7 @@ use crate::error::{raise, Code, OrRaise};
 use crate::guc::resolve_sparse_model;
 use crate::catalog::require_lm_head;
 use crate::pgvector::{to_sparsevec, SparseVec};
+use crate::query::{statement_key, StatementKey};
 
 thread_local! {
     /// Query encoders by tokenizer path: the query side needs only the vocabulary.
@@ -21,6 +22,8 @@ thread_local! {
     /// Fitted query weights by model, with the catalog row version (xmin/ctid) they were read at (a refit,
     /// or a model dropped and fitted again, writes a new row version).
     static WEIGHTS: RefCell<HashMap<String, (String, Rc<[f32]>)>> = RefCell::new(HashMap::new());
+    /// Per sparse model, the statement that last read the catalog and what it read.
+    static RESOLVED: RefCell<HashMap<String, (StatementKey, Rc<lr_model::ModelInfo>, Option<String>)>> = RefCell::new(HashMap::new());
 }
 
 /// How a sparse query's token counts are weighted.
@@ -49,15 +52,30 @@ impl QueryWeighting {
     }
 }
 
-/// The fitted query weights of sparse model `name`, if any (read once per row version per
-/// backend). The tokenizer must be the one they were fitted with.
-fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<[f32]>> {
+/// Sparse model `name` as this statement's catalog has it: its description, and the row
+/// version (xmin/ctid) of its fitted query weights if it has some. Read once per statement (a
+/// query that encodes once per row reads the catalog once); the statement's snapshot decides,
+/// so a refit, drop or rollback elsewhere is seen by the next statement.
+fn resolve(name: &str) -> (Rc<lr_model::ModelInfo>, Option<String>) {
+    let statement = statement_key();
+    if let Some((info, version)) = RESOLVED.with(|r| r.borrow().get(name).filter(|c| c.0 == statement).map(|c| (c.1.clone(), c.2.clone()))) {
+        return (info, version);
+    }
+    let info = Rc::new(crate::catalog::load_model(name));
     let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
         "SELECT xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) ctid::pg_catalog.text
            FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     ))
-    .flatten()?;
+    .flatten();
+    RESOLVED.with(|r| r.borrow_mut().insert(name.to_owned(), (statement, info.clone(), version.clone())));
+    (info, version)
+}
+
+/// The fitted query weights of sparse model `name` at row version `version` (read once per
+/// row version per backend). The tokenizer must be the one they were fitted with.
+fn fitted_weights(name: &str, info: &lr_model::ModelInfo, version: Option<&str>) -> Option<Rc<[f32]>> {
+    let version = version?;
     if let Some(w) = WEIGHTS.with(|m| m.borrow().get(name).filter(|c| c.0 == version).map(|c| c.1.clone())) {
         return Some(w);
     }
@@ -84,7 +102,7 @@ fn fitted_weights(name: &str, info: &lr_model::ModelInfo) -> Option<Rc<[f32]>> {
         );
     }
     let weights: Rc<[f32]> = Rc::from(weights);
-    WEIGHTS.with(|m| m.borrow_mut().insert(name.to_owned(), (version, weights.clone())));
+    WEIGHTS.with(|m| m.borrow_mut().insert(name.to_owned(), (version.to_owned(), weights.clone())));
     Some(weights)
 }
 
@@ -105,7 +123,7 @@ fn lr_encode_query_sparse(
 /// The sparse query encoding (shared by `lr_encode_query_sparse` and `lr_search`).
 pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWeighting) -> SparseVec {
     let name = resolve_sparse_model(model);
-    let info = crate::catalog::load_model(&name);
+    let (info, version) = resolve(&name);
     // Counts over a dense model's vocabulary would match nothing meaningful: say so.
     require_lm_head(&name, &info);
     // The adapter's tokenizer wins when a LoRA adapter ships one.
@@ -121,8 +139,8 @@ pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWei
     };
     let weights = || match weighting {
         QueryWeighting::Counts => None,
-        QueryWeighting::Auto => fitted_weights(&name, &info),
-        QueryWeighting::Fitted => Some(fitted_weights(&name, &info).unwrap_or_else(|| {
+        QueryWeighting::Auto => fitted_weights(&name, &info, version.as_deref()),
+        QueryWeighting::Fitted => Some(fitted_weights(&name, &info, version.as_deref()).unwrap_or_else(|| {
             raise(
                 Code::ERRCODE_UNDEFINED_OBJECT,
                 format!("lightretriever: sparse model \"{name}\" has no fitted query weights"),

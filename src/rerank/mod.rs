@@ -20,10 +20,12 @@ use crate::error::{raise, required, Code};
 use crate::pgvector::Vector;
 
 /// The registered reranker `model` (else `lightretriever.default_reranker`); any other model
-/// is refused by name.
+/// is refused by name. Read, not locked: locking a catalog row needs UPDATE on it, which
+/// callers (any role that may read the rows) do not have, and a lock would let them stall a
+/// superuser's lr_drop_model. A drop meanwhile does not touch the model's directory.
 pub fn reranker(model: Option<&str>) -> (String, ModelInfo) {
     let name = crate::guc::resolve_reranker(model);
-    let info = crate::catalog::use_model(&name);
+    let info = crate::catalog::load_model(&name);
     if info.family != ModelFamily::Reranker {
         raise(
             Code::ERRCODE_WRONG_OBJECT_TYPE,

@@ -251,7 +251,7 @@ pub fn rerank_rows(
                 })
             })
             .collect();
-        let encoder_info = crate::catalog::use_model(&encoder);
+        let encoder_info = crate::catalog::load_model(&encoder);
         let vectors = crate::inference::dense(&encoder, &encoder_info, Task::Dense { texts: passages });
         for (&i, v) in to_encode.iter().zip(vectors) {
             embeddings[i] = Some(v);

@@ -181,6 +181,42 @@ mod tests {
         );
     }
 
+    /// Reranking is for every role that may read the rows (SECURITY INVOKER): an ordinary role
+    /// reranks given vectors and its own table's rows, and may not lock the catalog's models
+    /// (which would let it stall a superuser's lr_drop_model).
+    #[pg_test]
+    fn an_ordinary_role_reranks() {
+        register_reranker("{}");
+        let c = case(5);
+        let order = indices(&c["permutation"]);
+        let scores = floats(&c["scores"]);
+        let score_of = |i: usize| scores[order.iter().position(|&o| o == i).unwrap()];
+        Spi::run(
+            "CREATE ROLE lr_reader;
+             CREATE TABLE reader_passages (pid bigint PRIMARY KEY, emb vector(32));
+             GRANT SELECT ON reader_passages TO lr_reader;
+             SET ROLE lr_reader",
+        )
+        .unwrap();
+        let got = rows(
+            "SELECT rank, idx::int8, score FROM lightretriever.lr_rerank_embeddings($1, $2, 'perank')",
+            &[c["query"].as_str().unwrap().into(), vectors(&matrix(&c["embeddings"])).into()],
+        );
+        assert_reference(&got, &order, score_of, |i| i as i64 + 1);
+        Spi::run("RESET ROLE").unwrap();
+        for (i, e) in matrix(&c["embeddings"]).iter().enumerate() {
+            Spi::run_with_args("INSERT INTO reader_passages VALUES ($1, $2)", &[(i as i64 + 1).into(), Vector(e.clone()).into()]).unwrap();
+        }
+        Spi::run("SET ROLE lr_reader").unwrap();
+        let got = rows("SELECT rank, id, score FROM lightretriever.lr_rerank($1, ARRAY[1, 2, 3, 4, 5], 'reader_passages', 'perank')", &[c["query"].as_str().unwrap().into()]);
+        assert_reference(&got, &order, score_of, |i| i as i64 + 1);
+        assert_eq!(
+            error_of("SELECT 1 FROM lightretriever.lr_models FOR KEY SHARE"),
+            "permission denied for table lr_models"
+        );
+        Spi::run("RESET ROLE").unwrap();
+    }
+
     #[pg_test]
     fn wrong_arguments_are_errors() {
         register_dense_model();

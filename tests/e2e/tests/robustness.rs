@@ -2,7 +2,7 @@
 //! inherited tables get their own rows' vectors; a killed inference process costs a retried
 //! batch, never a reset of the cluster; a sleeping trigger stalls only its own table; plain
 //! DROP EXTENSION is refused while tables are auto-encoded and CASCADE removes everything; the
-//! lookup memo does not outlive a COMMIT; a table file truncated, modified or replaced under a
+//! lookup memo does not outlive a COMMIT, nor the catalog's answer a statement; a table file truncated, modified or replaced under a
 //! session is an error, never a crash or a wrong vector; concurrent builds of one model wait
 //! for each other.
 
@@ -291,6 +291,56 @@ fn the_lookup_memo_does_not_outlive_a_commit() {
            PERFORM lightretriever.lr_encode_query('a query', 'tiny');
          END $$",
     );
+    assert_eq!(msg, "lightretriever: model \"tiny\" is not registered");
+}
+
+/// Issue 14: each statement reads the catalog once for the table it uses (not once per call),
+/// and that answer never outlives the statement: a rebuild committed in another session is
+/// used by this session's next statement, an uncommitted or rolled-back one never (in the
+/// session that rolled it back too), and a REPEATABLE READ transaction keeps its snapshot's
+/// table until it ends. Versions are told apart by their vectors: an f16 build rounds the rows.
+#[test]
+fn each_statement_uses_the_newest_table_its_snapshot_sees() {
+    let mut a = fresh_database("lr_e2e_resolution");
+    tiny(&mut a, "tiny");
+    let mut b = fresh_connection("lr_e2e_resolution");
+    let q = "SELECT lightretriever.lr_encode_query('what the table says', 'tiny')";
+    let encode = |c: &mut Client| -> Vec<f32> { c.query_one(q, &[]).unwrap().get::<_, Vector>(0).to_vec() };
+    a.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+    let f32_rows = encode(&mut a);
+    // One statement calling once per row reads one table throughout.
+    let distinct: i64 = a
+        .query_one("SELECT count(DISTINCT lightretriever.lr_encode_query('what the table says', 'tiny')::text) FROM generate_series(1, 500)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 1);
+
+    // Uncommitted, then rolled back: never seen elsewhere; after the rollback, not in b either.
+    b.batch_execute("BEGIN; SELECT lightretriever.lr_build_query_table('tiny', dtype => 'f16')").unwrap();
+    let f16_rows = encode(&mut b);
+    assert_ne!(f16_rows, f32_rows, "an f16 table rounds the rows, so the two versions differ");
+    assert_eq!(encode(&mut a), f32_rows, "another session's uncommitted build");
+    b.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(encode(&mut b), f32_rows, "the session that rolled its build back");
+    assert_eq!(encode(&mut a), f32_rows);
+
+    // Committed: the next statement of every session uses it.
+    b.batch_execute("SELECT lightretriever.lr_build_query_table('tiny', dtype => 'f16')").unwrap();
+    assert_eq!(encode(&mut a), f16_rows, "a build committed by another session");
+    assert_eq!(encode(&mut b), f16_rows);
+
+    // REPEATABLE READ keeps its snapshot's table; its next transaction sees the new one.
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").unwrap();
+    assert_eq!(encode(&mut a), f16_rows);
+    b.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+    assert_eq!(encode(&mut b), f32_rows);
+    assert_eq!(encode(&mut a), f16_rows, "a REPEATABLE READ snapshot taken before the build");
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!(encode(&mut a), f32_rows, "the transaction after it");
+
+    // Dropped by another session: the next statement says so.
+    b.batch_execute("SELECT lightretriever.lr_drop_model('tiny')").unwrap();
+    let (msg, _) = error_of(&mut a, q);
     assert_eq!(msg, "lightretriever: model \"tiny\" is not registered");
 }
 
