@@ -19,6 +19,7 @@ import argparse
 import os
 from datetime import timedelta
 
+from pgvector import SparseVector
 from pgvector.sqlalchemy import SPARSEVEC, Vector
 from sqlalchemy import BigInteger, Engine, Text, cast, create_engine, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, REGCLASS
@@ -46,7 +47,7 @@ class Doc(Base):
     # by the encoder worker: system=True leaves them out of CREATE TABLE, and the app never sets
     # them (the ORM only writes the attributes it changed).
     embedding: Mapped[list[float] | None] = mapped_column("body_embedding", Vector(384), system=True)
-    sparse: Mapped[object | None] = mapped_column("body_sparse", SPARSEVEC(30522), system=True)
+    sparse: Mapped[SparseVector | None] = mapped_column("body_sparse", SPARSEVEC(30522), system=True)
 
     def __repr__(self) -> str:
         return f"Doc({self.id}, {self.title!r})"
