@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
+.PHONY: setup demo test test-models test-crates test-pg test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
 
 setup:
 	bash scripts/setup.sh
@@ -39,6 +39,15 @@ test-pg: test-models
 ## throwaway cluster, run tests/e2e against it, stop it.
 test-e2e: install-dev
 	bash scripts/e2e.sh
+
+## The example apps (examples/: SQLAlchemy, Django, sqlx), each with its own test, against a RUNNING
+## cluster that preloads the installed extension: LR_TEST_PGHOST (its socket directory) and
+## LR_TEST_PGPORT, e.g. after `LR_PGPORT=28900 scripts/cluster.sh start`:
+##   make test-examples LR_TEST_PGHOST=/tmp/lightretriever-cluster-28900/sock LR_TEST_PGPORT=28900
+## test-e2e runs them too (scripts/e2e.sh). Each app's dependencies go into examples/*/.venv and
+## examples/rust-sqlx/target (PyPI and crates.io the first time).
+test-examples: test-models
+	bash scripts/examples.sh
 
 ## GPU machines only (not part of `make test`): the encoders and the reranker on cuda:0 against the same
 ## references. Needs the CUDA toolkit (nvcc) to build and an NVIDIA GPU to run; the build has

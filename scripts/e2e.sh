@@ -14,6 +14,7 @@ install -m 0644 tests/upgrade/lightretriever--*.sql "$("${PG_CONFIG:-/usr/lib/po
 trap 'scripts/cluster.sh stop' EXIT
 scripts/cluster.sh start
 cargo test --locked -p lr-e2e -- --test-threads=1
+bash scripts/examples.sh  # the example apps of examples/ (SQLAlchemy, Django, sqlx) on this cluster
 # What users see, as golden files (pgvector's habit): tests/pg_regress/{sql,expected}.
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export LR_MODEL_ROOT=${LR_MODEL_ROOT:-/opt/lightretriever/models}

@@ -18,7 +18,7 @@ log() { printf '[setup] %s\n' "$*"; }
 
 # 1. Debian packages (server headers upgrade the server to the same minor: install together).
 apt_pkgs=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR dpkg-dev
-          build-essential libclang-dev pkg-config sudo ca-certificates unzip python3
+          build-essential libclang-dev pkg-config sudo ca-certificates unzip python3 python3-venv  # venv: examples/*/.venv
           libdnnl2)  # oneDNN: the CPU GEMM of the native encoders (crates/lr-model/src/dnnl.rs)
 missing=()
 for p in "${apt_pkgs[@]}"; do
