@@ -151,7 +151,7 @@ fn record_auto_encoding(
     for sql in statements.create_queue().iter().chain(&statements.trigger_functions()).chain(&statements.create_triggers()) {
         run(sql);
     }
-    record_extension_dependencies(&enc);
+    record_extension_dependencies(&enc, true);
 }
 
 /// Enqueues every row of `enc` with a text (or, `missing_only`, with a text but no vector): the
@@ -185,12 +185,15 @@ fn backfill(enc: &AutoEncoding, missing_only: bool) -> i64 {
 /// The queue and the generated functions depend on the extension: a plain `DROP EXTENSION`
 /// is refused while tables are auto-encoded (with PostgreSQL's hint to use CASCADE), and
 /// `DROP EXTENSION … CASCADE` drops them, and with them the triggers on the users' tables.
-fn record_extension_dependencies(enc: &AutoEncoding) {
+pub(super) fn record_extension_dependencies(enc: &AutoEncoding, with_queue: bool) {
     let statements = enc.statements();
-    let queue = Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::pg_catalog.oid", &[statements.queue().into()])
-        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-        .expect("the queue exists");
-    let mut objects = vec![(pg_sys::RelationRelationId, queue)];
+    let mut objects = Vec::new();
+    if with_queue {
+        let queue = Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::pg_catalog.oid", &[statements.queue().into()])
+            .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+            .expect("the queue exists");
+        objects.push((pg_sys::RelationRelationId, queue));
+    }
     for role in lr_queue::TRIGGER_ROLES {
         let f = Spi::get_one_with_args::<pg_sys::Oid>(
             "SELECT ($1 OPERATOR(pg_catalog.||) '()')::pg_catalog.regprocedure::pg_catalog.oid",
@@ -231,6 +234,35 @@ fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: defa
             run(&format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {}", quote_ident(s)));
         }
     }
+}
+
+/// Re-creates the trigger functions and triggers of every auto-encoded table from the catalog,
+/// as this release generates them: an upgrade whose triggers changed calls it (0.4.0 → 0.5.0:
+/// an UPDATE that erases a vector re-enqueues the row). Superuser only; returns how many tables.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_regenerate_auto_encoding_triggers() -> i64 {
+    crate::error::require_superuser("regenerate auto-encoding triggers");
+    let all = encodings("", &[]);
+    // Called from an upgrade script, what is created would become a member of the extension,
+    // and PostgreSQL refuses to replace the tables' existing functions there: they are the
+    // tables' objects, as lr_enable_auto_encoding makes them. (An error ends the script, which
+    // resets this flag itself.)
+    let in_script = unsafe { pg_sys::creating_extension };
+    unsafe { pg_sys::creating_extension = false };
+    // As the extension's owner, as lr_enable_auto_encoding created them.
+    elevated(|| {
+        for enc in &all {
+            let statements = enc.statements();
+            for sql in statements.drop_triggers().iter().chain(&statements.trigger_functions()).chain(&statements.create_triggers()) {
+                run(sql);
+            }
+            // CREATE OR REPLACE dropped the functions' dependencies on the extension.
+            record_extension_dependencies(enc, false);
+        }
+    });
+    unsafe { pg_sys::creating_extension = in_script };
+    all.len() as i64
 }
 
 /// Enqueues the rows of `source` that have a text but no vector — rows of a partition attached

@@ -82,4 +82,6 @@ fn follow(source: pg_sys::Oid) {
     for sql in renamed.statements().trigger_functions() {
         run(&sql);
     }
+    // CREATE OR REPLACE dropped the functions' dependencies on the extension.
+    super::enable::record_extension_dependencies(&renamed, false);
 }

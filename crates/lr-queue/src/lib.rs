@@ -145,6 +145,17 @@ impl Encoding<'_> {
         )
     }
 
+    /// True when an UPDATE wrote NULL over the row's vector (or sparse vector) and left the text
+    /// alone: an ORM saving a whole row it read before the worker wrote the vector does this,
+    /// and nothing else would ever encode the row again.
+    fn vectors_erased(&self) -> String {
+        let mut erased = vec![format!("(NEW.{v} IS NULL AND OLD.{v} IS NOT NULL)", v = quote_ident(self.vector_column))];
+        if let Some(s) = self.sparse_column {
+            erased.push(format!("(NEW.{s} IS NULL AND OLD.{s} IS NOT NULL)", s = quote_ident(s)));
+        }
+        erased.join(" OR ")
+    }
+
     /// `NEW."vector" := NULL;` (and the sparse column).
     fn clear_vectors(&self) -> String {
         let mut clear = format!("NEW.{} := NULL;", quote_ident(self.vector_column));
@@ -195,7 +206,8 @@ END ",
             ))
         );
         // The others write the queue (superuser's): SECURITY DEFINER, touching user types only
-        // through their output functions. A changed key re-enqueues a row still lacking its vector.
+        // through their output functions. A changed key re-enqueues a row still lacking its
+        // vector; a vector erased by an UPDATE (the text unchanged) re-enqueues the row.
         let definer = format!("LANGUAGE plpgsql SECURITY DEFINER {}", key_text_set_clauses());
         let enqueue = format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger {definer} AS {}",
@@ -203,13 +215,14 @@ END ",
             dollar_quote(&format!(
                 "
 BEGIN
-  IF NEW.{text} IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR {} OR (({}) AND NEW.{vector} IS NULL)) THEN
+  IF NEW.{text} IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR {} OR (({}) AND NEW.{vector} IS NULL) OR {}) THEN
     INSERT INTO {queue} (key) VALUES ({});
   END IF;
   RETURN NULL;
 END ",
                 self.text_changed(),
                 self.key_changed(),
+                self.vectors_erased(),
                 self.key_text("NEW")
             ))
         );
@@ -255,7 +268,7 @@ END "
             ),
             format!(
                 "CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF {text}, {} ON {table} FOR EACH ROW EXECUTE FUNCTION {}()",
-                keys.join(", "),
+                keys.iter().chain(self.vector_columns().iter()).cloned().collect::<Vec<_>>().join(", "),
                 self.function("enqueue")
             ),
             format!("CREATE TRIGGER lr_auto_encoding_forget AFTER DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {}()", self.function("forget")),
@@ -264,6 +277,11 @@ END "
                 self.function("truncate")
             ),
         ]
+    }
+
+    /// The vector column and the sparse one, quoted.
+    fn vector_columns(&self) -> Vec<String> {
+        std::iter::once(self.vector_column).chain(self.sparse_column).map(quote_ident).collect()
     }
 
     pub fn drop_triggers(&self) -> Vec<String> {

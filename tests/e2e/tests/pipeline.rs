@@ -146,6 +146,20 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {table} WHERE id = 2 AND body_embedding IS NULL")), 1);
     wait_for_encoding(&mut c, table, 60);
     assert_eq!(wrong_vectors(&mut c, table, "id", "body", "body_embedding"), 0);
+    // An UPDATE that writes NULL over vectors and leaves the text alone (an ORM saving a whole
+    // row it read before the worker wrote the vector) re-enqueues the rows: nothing is lost.
+    // Writing a vector (as the worker does) enqueues nothing.
+    c.batch_execute(&format!("UPDATE {table} SET body_embedding = NULL, tag = tag + 1 WHERE id BETWEEN 3 AND 7 AND body IS NOT NULL")).unwrap();
+    let erased = count(&mut c, &format!("SELECT count(*) FROM {table} WHERE id BETWEEN 3 AND 7 AND body IS NOT NULL"));
+    assert!(erased >= 1);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), erased);
+    wait_for_encoding(&mut c, table, 60);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {table} WHERE body IS NOT NULL AND body_embedding IS NULL")), 0);
+    assert_eq!(wrong_vectors(&mut c, table, "id", "body", "body_embedding"), 0);
+    c.batch_execute(&format!("UPDATE {table} SET body_embedding = (SELECT body_embedding FROM {table} WHERE id = 2) WHERE id = 3")).unwrap();
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);
+    c.batch_execute(&format!("UPDATE {table} SET body = body WHERE id = 3")).unwrap();
+    wait_for_encoding(&mut c, table, 60);
     // TRUNCATE leaves no queue behind.
     c.batch_execute(&format!("INSERT INTO {table} (id, body) SELECT i, 'late ' || i FROM generate_series(20001, 20100) i; TRUNCATE {table}")).unwrap();
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);

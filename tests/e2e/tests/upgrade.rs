@@ -15,7 +15,7 @@ use postgres::Client;
 /// The first release: its upgrade runs every upgrade script since.
 const PREVIOUS: &str = "0.1.0";
 /// Every release after the first.
-const LATER_RELEASES: [&str; 2] = ["0.2.0", "0.3.0"];
+const LATER_RELEASES: [&str; 3] = ["0.2.0", "0.3.0", "0.4.0"];
 
 /// The extension's version (the root Cargo.toml's; pgrx writes it into the control file).
 fn current_version() -> String {
@@ -136,6 +136,17 @@ fn an_upgrade_from_the_previous_release_keeps_everything_and_equals_a_fresh_inst
             one(c, "SELECT lightretriever.lr_encode_query_sparse('a document about rivers', 'splade')::text"),
         )
     };
+    // The enqueue trigger as releases before 0.5.0 made it (text and key columns only): the
+    // update regenerates every table's triggers (lr_regenerate_auto_encoding_triggers).
+    c.batch_execute(
+        "DO $$ DECLARE f text := format('lightretriever.%I', 'lr_auto_encoding_' || (SELECT id FROM lightretriever.lr_auto_encodings
+                                                                                      WHERE source = 'lr_up.docs'::regclass) || '_enqueue');
+         BEGIN
+           DROP TRIGGER lr_auto_encoding_enqueue ON lr_up.docs;
+           EXECUTE format('CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF body, id ON lr_up.docs FOR EACH ROW EXECUTE FUNCTION %s()', f);
+         END $$",
+    )
+    .unwrap();
     let before = state(&mut c);
     assert_eq!((before.0, before.1, before.2, before.3), (2, 1, 1, 20), "{before:?}");
     assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM lr_up.docs WHERE body_embedding IS NULL"), 20);
@@ -161,6 +172,11 @@ fn an_upgrade_from_the_previous_release_keeps_everything_and_equals_a_fresh_inst
     assert_eq!(hits, 5);
     let failed: i64 = one(&mut c, "SELECT count(*) FROM lightretriever.lr_failed_items");
     assert_eq!(failed, 0);
+    // The regenerated triggers: vectors erased with the text unchanged are encoded again.
+    c.batch_execute("UPDATE lr_up.docs SET body_embedding = NULL, body_sparse = NULL WHERE id BETWEEN 11 AND 15").unwrap();
+    wait_for_encoding(&mut c, "lr_up.docs", 180);
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM lr_up.docs WHERE body_embedding IS NULL OR body_sparse IS NULL"), 0);
+    assert_eq!(wrong_vectors(&mut c, "lr_up.docs", "id", "body", "body_embedding"), 0);
     c.batch_execute("DROP SCHEMA lr_up CASCADE").unwrap();
 }
 

@@ -24,7 +24,7 @@ END $lr$;
 -- trigger_functions
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
 BEGIN
-  IF NEW."body" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR pg_catalog.format('%s', NEW."body") COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD."body")) OR ((ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")]) AND NEW."body_embedding" IS NULL)) THEN
+  IF NEW."body" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR pg_catalog.format('%s', NEW."body") COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD."body")) OR ((ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")]) AND NEW."body_embedding" IS NULL) OR (NEW."body_embedding" IS NULL AND OLD."body_embedding" IS NOT NULL) OR (NEW."body_sparse" IS NULL AND OLD."body_sparse" IS NOT NULL)) THEN
     INSERT INTO lightretriever."lr_queue_7" (key) VALUES (ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")]);
   END IF;
   RETURN NULL;
@@ -61,7 +61,7 @@ REVOKE ALL ON FUNCTION lightretriever."lr_auto_encoding_7_truncate"() FROM PUBLI
 CREATE TRIGGER lr_auto_encoding_clear BEFORE INSERT OR UPDATE OF "body" ON public.parts FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_clear"();
 
 -- create_triggers
-CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF "body", "region", "id" ON public.parts FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"();
+CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF "body", "region", "id", "body_embedding", "body_sparse" ON public.parts FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"();
 
 -- create_triggers
 CREATE TRIGGER lr_auto_encoding_forget AFTER DELETE ON public.parts FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_forget"();

@@ -24,7 +24,7 @@ END $lr$;
 -- trigger_functions
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
 BEGIN
-  IF NEW."Body Text" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."Body Text" IS NULL) OPERATOR(pg_catalog.<>) (OLD."Body Text" IS NULL) OR pg_catalog.format('%s', NEW."Body Text") COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD."Body Text")) OR ((ARRAY[pg_catalog.format('%s', NEW."Key"), pg_catalog.format('%s', NEW."Second ""Key""")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."Key"), pg_catalog.format('%s', OLD."Second ""Key""")]) AND NEW."Body Text_embedding" IS NULL)) THEN
+  IF NEW."Body Text" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."Body Text" IS NULL) OPERATOR(pg_catalog.<>) (OLD."Body Text" IS NULL) OR pg_catalog.format('%s', NEW."Body Text") COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD."Body Text")) OR ((ARRAY[pg_catalog.format('%s', NEW."Key"), pg_catalog.format('%s', NEW."Second ""Key""")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."Key"), pg_catalog.format('%s', OLD."Second ""Key""")]) AND NEW."Body Text_embedding" IS NULL) OR (NEW."Body Text_embedding" IS NULL AND OLD."Body Text_embedding" IS NOT NULL)) THEN
     INSERT INTO lightretriever."lr_queue_7" (key) VALUES (ARRAY[pg_catalog.format('%s', NEW."Key"), pg_catalog.format('%s', NEW."Second ""Key""")]);
   END IF;
   RETURN NULL;
@@ -61,7 +61,7 @@ REVOKE ALL ON FUNCTION lightretriever."lr_auto_encoding_7_truncate"() FROM PUBLI
 CREATE TRIGGER lr_auto_encoding_clear BEFORE INSERT OR UPDATE OF "Body Text" ON "Odd Schema"."My ""Table""" FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_clear"();
 
 -- create_triggers
-CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF "Body Text", "Key", "Second ""Key""" ON "Odd Schema"."My ""Table""" FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"();
+CREATE TRIGGER lr_auto_encoding_enqueue AFTER INSERT OR UPDATE OF "Body Text", "Key", "Second ""Key""", "Body Text_embedding" ON "Odd Schema"."My ""Table""" FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"();
 
 -- create_triggers
 CREATE TRIGGER lr_auto_encoding_forget AFTER DELETE ON "Odd Schema"."My ""Table""" FOR EACH ROW EXECUTE FUNCTION lightretriever."lr_auto_encoding_7_forget"();
