@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
+.PHONY: setup demo test test-models test-crates test-pg test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search clean
 
 setup:
 	bash scripts/setup.sh
@@ -89,6 +89,12 @@ bench-encode: setup install
 	bash scripts/setup_bench_encode.sh
 	cargo build --release --locked -p lr-benches --example encode_texts
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE target/bench-venv/bin/python benches/encode_side_by_side.py $(BENCH_ARGS)
+
+## Search through pgbench on live auto-encoded tables (CISI, 100k synthetic rows; 1/8/32 clients): the
+## lookup query vs the full-model query through the worker vs lr_search hybrid; lr_encode_query's
+## cost per call inside SQL; memory of 32 backends. docs/bench/search.json + search.svg. About 25 minutes.
+bench-search: setup install
+	python3 benches/search_side_by_side.py
 
 clean:
 	cargo clean
