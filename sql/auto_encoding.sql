@@ -64,10 +64,17 @@ CREATE POLICY lr_encoding_errors_visible ON lr_encoding_errors FOR SELECT
                                        WHERE a.id OPERATOR(pg_catalog.=) encoding_id)));
 
 -- Per source table the caller owns or may read: queue depth, rows in flight, failed, rows with a vector,
--- recent rate, last error (lr_encoding_status_rows).
+-- recent rate, time left for the backlog, last error (lr_encoding_status_rows).
 CREATE VIEW lr_encoding_status AS
     SELECT source::pg_catalog.regclass AS source, model, sparse_model, status, pending, in_flight, failed, done,
-           rows_per_second, last_error, last_error_at, worker_pid
+           rows_per_second, last_error, last_error_at, worker_pid,
+           -- The backlog at the recent rate: 0 when there is none, NULL while nothing is being
+           -- encoded (paused, broken, or no batch in the last minute).
+           CASE WHEN (pending OPERATOR(pg_catalog.+) in_flight) OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
+                WHEN status OPERATOR(pg_catalog.=) 'active' AND rows_per_second OPERATOR(pg_catalog.>) 0
+                THEN pg_catalog.make_interval(secs => pg_catalog.ceil((pending OPERATOR(pg_catalog.+) in_flight)::pg_catalog.float8
+                                                                      OPERATOR(pg_catalog./) rows_per_second))
+           END AS eta
       FROM lightretriever.lr_encoding_status_rows();
 GRANT SELECT ON lr_encoding_status TO PUBLIC;
 

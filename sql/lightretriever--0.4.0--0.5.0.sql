@@ -1,7 +1,8 @@
 -- lightretriever 0.4.0 → 0.5.0 (ALTER EXTENSION lightretriever UPDATE): auto-encoding triggers
 -- re-enqueue a row whose vector an UPDATE erased (NULL written over it, the text unchanged: an
 -- ORM saving a whole row it read before the worker wrote the vector), so nothing stays without
--- a vector. Every auto-encoded table's trigger functions and triggers are regenerated here;
+-- a vector. Every auto-encoded table's trigger functions and triggers are regenerated here.
+-- lr_encoding_status gains `eta`, the time its backlog takes at the recent rate. Otherwise
 -- catalog tables, queues (pending and failed rows), vectors and files are unchanged.
 -- tests/e2e/tests/upgrade.rs checks that the result equals a fresh 0.5.0 install object for object.
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.5.0'" to load this file. \quit
@@ -14,3 +15,16 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lr_regenerate_auto_encoding_triggers_wrapper';
 
 SELECT lightretriever.lr_regenerate_auto_encoding_triggers();
+
+-- The status view gains its last column, eta.
+CREATE OR REPLACE VIEW lr_encoding_status AS
+    SELECT source::pg_catalog.regclass AS source, model, sparse_model, status, pending, in_flight, failed, done,
+           rows_per_second, last_error, last_error_at, worker_pid,
+           -- The backlog at the recent rate: 0 when there is none, NULL while nothing is being
+           -- encoded (paused, broken, or no batch in the last minute).
+           CASE WHEN (pending OPERATOR(pg_catalog.+) in_flight) OPERATOR(pg_catalog.=) 0 THEN '0'::pg_catalog.interval
+                WHEN status OPERATOR(pg_catalog.=) 'active' AND rows_per_second OPERATOR(pg_catalog.>) 0
+                THEN pg_catalog.make_interval(secs => pg_catalog.ceil((pending OPERATOR(pg_catalog.+) in_flight)::pg_catalog.float8
+                                                                      OPERATOR(pg_catalog./) rows_per_second))
+           END AS eta
+      FROM lightretriever.lr_encoding_status_rows();

@@ -112,6 +112,24 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
+    // While the backlog drains at a measured rate, the status has an ETA: the backlog at that rate.
+    let started = std::time::Instant::now();
+    let eta_seen = loop {
+        let row = c
+            .query_one(
+                "SELECT pending + in_flight, rows_per_second, extract(epoch FROM eta)::float8 FROM lightretriever.lr_encoding_status WHERE source = $1::text::regclass",
+                &[&table],
+            )
+            .unwrap();
+        let (backlog, rate, eta): (i64, Option<f64>, Option<f64>) = (row.get(0), row.get(1), row.get(2));
+        match (rate, eta) {
+            (Some(r), Some(e)) if backlog > 0 && r > 0.0 => break Some((backlog, r, e)),
+            _ if backlog == 0 || started.elapsed() > std::time::Duration::from_secs(120) => break None,
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    };
+    let (backlog, rate, eta) = eta_seen.expect("a backlog draining at a measured rate (10,000 rows take longer than a batch)");
+    assert_eq!(eta, (backlog as f64 / rate).ceil(), "ETA of {backlog} rows at {rate} rows/s");
     wait_for_encoding(&mut c, table, 900);
 
     let rows = count(&mut c, &format!("SELECT count(*) FROM {table}"));
@@ -138,6 +156,8 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
     assert_eq!(status.get::<_, i64>(3), count(&mut c, &format!("SELECT count(*) FROM {table} WHERE body IS NOT NULL")));
     assert_eq!(status.get::<_, String>(4), "minilm");
     assert!(status.get::<_, bool>(5));
+    let eta: String = c.query_one("SELECT eta::text FROM lightretriever.lr_encoding_status WHERE source = $1::text::regclass", &[&table]).unwrap().get(0);
+    assert_eq!(eta, "00:00:00", "no backlog");
 
     // Non-text updates do not enqueue; text updates clear the stale vector at once.
     c.batch_execute(&format!("UPDATE {table} SET tag = tag + 1 WHERE id <= 100")).unwrap();
