@@ -2,7 +2,8 @@
 -- re-enqueue a row whose vector an UPDATE erased (NULL written over it, the text unchanged: an
 -- ORM saving a whole row it read before the worker wrote the vector), so nothing stays without
 -- a vector. Every auto-encoded table's trigger functions and triggers are regenerated here.
--- lr_encoding_status gains `eta`, the time its backlog takes at the recent rate. Otherwise
+-- lr_encoding_status gains `eta`, the time its backlog takes at the recent rate; the view
+-- lr_progress shows running builds and fits (stage, fraction, the stage's remaining time). Otherwise
 -- catalog tables, queues (pending and failed rows), vectors and files are unchanged.
 -- tests/e2e/tests/upgrade.rs checks that the result equals a fresh 0.5.0 install object for object.
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.5.0'" to load this file. \quit
@@ -28,3 +29,33 @@ CREATE OR REPLACE VIEW lr_encoding_status AS
                                                                       OPERATOR(pg_catalog./) rows_per_second))
            END AS eta
       FROM lightretriever.lr_encoding_status_rows();
+
+-- Builds and fits running now (lr_progress reads them).
+CREATE  FUNCTION "lr_progress_rows"() RETURNS TABLE (
+	"pid" INT,  /* i32 */
+	"operation" TEXT,  /* String */
+	"model" TEXT,  /* String */
+	"instruction" TEXT,  /* String */
+	"stage" TEXT,  /* String */
+	"fraction" double precision,  /* f64 */
+	"done" bigint,  /* core::option::Option<i64> */
+	"total" bigint,  /* core::option::Option<i64> */
+	"started_at" TEXT,  /* core::option::Option<alloc::string::String> */
+	"stage_started_at" TEXT  /* core::option::Option<alloc::string::String> */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lr_progress_rows_wrapper';
+
+-- Builds and fits running now, in any session (lr_progress_rows reads their progress files):
+-- one row per backend and operation, as PostgreSQL's pg_stat_progress_* views show theirs.
+CREATE VIEW lr_progress AS
+    SELECT pid, operation, model, instruction, stage, fraction, done, total,
+           started_at::pg_catalog.timestamptz AS started_at,
+           -- The stage's remaining time at its pace so far (NULL until it has moved).
+           CASE WHEN fraction OPERATOR(pg_catalog.>) 0 AND fraction OPERATOR(pg_catalog.<) 1
+                THEN (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) stage_started_at::pg_catalog.timestamptz)
+                     OPERATOR(pg_catalog.*) ((1::pg_catalog.float8 OPERATOR(pg_catalog.-) fraction) OPERATOR(pg_catalog./) fraction)
+           END AS stage_eta
+      FROM lightretriever.lr_progress_rows();
+GRANT SELECT ON lr_progress TO PUBLIC;

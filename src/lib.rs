@@ -54,6 +54,7 @@ extension_sql_file!(
         auto::follow::lr_auto_encoding_follow
     ]
 );
+extension_sql_file!("../sql/progress.sql", name = "progress", requires = ["catalog", tables::progress::lr_progress_rows]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,6 +1,6 @@
 //! Query tables: building the untrained table (`lr_build_query_table`, every vocabulary id
 //! through the full model), the file-and-catalog write every version goes through, and build
-//! progress (`lr_build_progress`).
+//! progress (`lr_build_progress`, `lr_progress`).
 
 use std::path::Path;
 
@@ -14,6 +14,7 @@ use crate::error::{raise, require_superuser, required, Code, OrRaise};
 use crate::guc::resolve_model;
 
 use crate::catalog::query_tables::{check_instruction, instruction_key};
+use super::progress::Progress;
 
 /// Vocabulary ids per forward pass while building (all inputs are 3 tokens long).
 const BUILD_BATCH: usize = 256;
@@ -81,98 +82,13 @@ pub(super) fn write_table_version(
     (version, file)
 }
 
-/// Where running builds publish their progress (one file per backend, read by
-/// `lr_build_progress`): other sessions cannot see the building transaction's rows.
-const PROGRESS_DIR: &str = "lightretriever/progress";
-
-/// This backend's progress file while a table is built; removed when dropped (also on error,
-/// as the error unwinds through the build).
-struct BuildProgress {
-    file: String,
-    head: serde_json::Value,
-}
-
-impl BuildProgress {
-    fn start(model: &str, instruction: Option<&str>, total: usize) -> Self {
-        let _ = std::fs::create_dir_all(PROGRESS_DIR);
-        let pid = unsafe { pgrx::pg_sys::MyProcPid };
-        let started = Spi::get_one::<String>("SELECT pg_catalog.now()::pg_catalog.text").ok().flatten();
-        let head = serde_json::json!({"pid": pid, "model": model, "instruction": instruction.unwrap_or(""),
-                                      "total": total, "started_at": started});
-        let p = BuildProgress { file: format!("{PROGRESS_DIR}/{pid}.json"), head };
-        p.update(0);
-        p
-    }
-
-    fn update(&self, done: usize) {
-        let mut v = self.head.clone();
-        v["done"] = done.into();
-        // Written beside and renamed, so that a reader never sees half a file.
-        let tmp = format!("{}.tmp", self.file);
-        if std::fs::write(&tmp, v.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.file);
-        }
-    }
-}
-
-impl Drop for BuildProgress {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-    }
-}
-
-/// Table builds running now, in any session: one row per building backend.
-#[pg_extern(volatile, parallel_restricted)]
-fn lr_build_progress() -> TableIterator<
-    'static,
-    (
-        name!(pid, i32),
-        name!(model, String),
-        name!(instruction, String),
-        name!(done, i64),
-        name!(total, i64),
-        name!(started_at, Option<String>),
-    ),
-> {
-    // A backend that crashed mid-build leaves its file behind: show live backends only.
-    let live: Vec<i32> = Spi::connect(|c| {
-        c.select("SELECT pid FROM pg_catalog.pg_stat_activity", None, &[])?
-            .map(|r| r.get::<i32>(1).map(Option::unwrap_or_default))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    let mut rows = Vec::new();
-    for entry in std::fs::read_dir(PROGRESS_DIR).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
-            continue;
-        };
-        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        let pid = v["pid"].as_i64().unwrap_or(0) as i32;
-        if !live.contains(&pid) {
-            continue;
-        }
-        rows.push((
-            pid,
-            text("model"),
-            text("instruction"),
-            v["done"].as_i64().unwrap_or(0),
-            v["total"].as_i64().unwrap_or(0),
-            v["started_at"].as_str().map(str::to_owned),
-        ));
-    }
-    TableIterator::new(rows)
-}
-
 /// Rows of the untrained table (each id through the full model, see
-/// `DocumentEncoder::table_rows`), streamed in batches, with progress as NOTICEs every 10%
-/// and in `lr_build_progress`.
+/// `DocumentEncoder::table_rows`), streamed in batches, with progress as NOTICEs (every 10%,
+/// and every 10 s while it moves) and in `lr_progress` / `lr_build_progress`.
 pub(super) fn untrained_rows(name: &str, info: &ModelInfo, instruction: Option<&str>, rows: usize, mut sink: impl FnMut(&[f32])) {
     let ids: Vec<u32> = (0..rows as u32).collect();
-    let progress = BuildProgress::start(name, instruction, rows);
+    let mut progress = Progress::start("build", name, instruction);
+    progress.update("encoding vocabulary ids", 0.0, Some((0, rows)));
     let mut done = 0;
     let mut notices = lr_fit::progress::Throttle::new(0.1);
     for chunk in ids.chunks(BUILD_BATCH) {
@@ -182,7 +98,7 @@ pub(super) fn untrained_rows(name: &str, info: &ModelInfo, instruction: Option<&
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
         sink(&flat);
         done += chunk.len();
-        progress.update(done);
+        progress.update("encoding vocabulary ids", done as f64 / rows as f64, Some((done, rows)));
         let percent = done * 100 / rows;
         if notices.due("rows", percent as f64 / 100.0) {
             pgrx::notice!("lightretriever: query table for \"{name}\": {percent}% ({done} of {rows} tokens)");

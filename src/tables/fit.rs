@@ -38,7 +38,10 @@ fn lr_fit_query_table(
     let fit_options = lr_fit::FitOptions::from_json(&options.0).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
     let relid = source.oid();
     drop(source);
+    let mut fit_progress = super::progress::Progress::start("fit", model, instruction);
+    fit_progress.update("reading the corpus", 0.0, None);
     let (texts, doc_vectors) = super::corpus::corpus_rows(relid, text_column, vector_column);
+    fit_progress.update("preparing the prior", 0.0, None);
     let encoder = WorkerSpans { name: model, info: &info };
     let dims = info.hidden_size;
     let vocab = info.vocab_size;
@@ -85,6 +88,7 @@ fn lr_fit_query_table(
     let mut notices = lr_fit::progress::Throttle::new(0.1);
     let mut progress = |stage: &str, fraction: f64| {
         pgrx::check_for_interrupts!();
+        fit_progress.update(stage, fraction, None);
         if notices.due(stage, fraction) {
             pgrx::notice!("lightretriever: fitting \"{model}\": {stage} {:.0}%", fraction * 100.0);
         }
@@ -108,6 +112,7 @@ fn lr_fit_query_table(
     )
     .or_raise(Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION);
     drop(init_rows);
+    fit_progress.update("writing the table", 0.0, None);
     let mut report = serde_json::to_value(&fitted.report).or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let build = serde_json::json!({"method": "fit", "source": texts.len(), "report": report.clone()});
     let (version, file) = write_table_version(model, &info, instruction, "fit", build, dims, Dtype::F32, |writer| {

@@ -5,6 +5,7 @@
 mod build;
 mod corpus;
 mod fit;
+mod progress;
 mod sparse_weights;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

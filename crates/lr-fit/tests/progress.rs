@@ -27,3 +27,16 @@ fn nothing_before_the_first_step() {
     let mut t = Throttle::new(0.1);
     assert_eq!(reports(&mut t, "s", &[0.0, 0.01, 0.099]), Vec::<f64>::new());
 }
+
+/// A slow stage still reports at a steady pace between its tenths, but only when it moved.
+#[test]
+fn a_slow_stage_reports_at_the_pace() {
+    let pace = std::time::Duration::from_millis(40);
+    let mut t = Throttle::with_pace(0.1, pace);
+    assert!(!t.due("encoding", 0.01));
+    std::thread::sleep(pace + std::time::Duration::from_millis(10));
+    assert!(!t.due("encoding", 0.01), "not moved: nothing to say");
+    assert!(t.due("encoding", 0.02), "moved after the pace");
+    assert!(!t.due("encoding", 0.03), "the pace starts again");
+    assert!(t.due("encoding", 0.1), "a boundary reports at once");
+}

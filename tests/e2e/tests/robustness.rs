@@ -4,7 +4,7 @@
 //! DROP EXTENSION is refused while tables are auto-encoded and CASCADE removes everything; the
 //! lookup memo does not outlive a COMMIT, nor the catalog's answer a statement; a table file truncated, modified or replaced under a
 //! session is an error, never a crash or a wrong vector; concurrent builds of one model wait
-//! for each other.
+//! for each other; builds and fits show their progress to other sessions.
 
 use std::time::{Duration, Instant};
 
@@ -342,6 +342,56 @@ fn each_statement_uses_the_newest_table_its_snapshot_sees() {
     b.batch_execute("SELECT lightretriever.lr_drop_model('tiny')").unwrap();
     let (msg, _) = error_of(&mut a, q);
     assert_eq!(msg, "lightretriever: model \"tiny\" is not registered");
+}
+
+/// Issue 14: long calls show their progress to every other session (`lr_progress`, as
+/// pg_stat_progress_* do, and `lr_build_progress` for builds): a table build's stage, fraction,
+/// counts and remaining time, then a fit's stages; nothing once they have ended.
+#[test]
+fn builds_and_fits_show_their_progress_to_other_sessions() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut a = fresh_database("lr_e2e_progress");
+    a.batch_execute(
+        "CREATE TABLE corpus (id int PRIMARY KEY, body text);
+         INSERT INTO corpus SELECT i, 'document ' || i || ' on rivers, libraries and the classification of books' FROM generate_series(1, 40) i",
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let watching = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut b = fresh_connection("lr_e2e_progress");
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let (mut build_mid, mut build_listed) = (false, false);
+        while !watching.load(Ordering::Relaxed) {
+            for r in b.query("SELECT operation, stage, fraction, done, total, stage_eta IS NOT NULL, model FROM lightretriever.lr_progress", &[]).unwrap() {
+                let (op, stage, fraction): (String, String, f64) = (r.get(0), r.get(1), r.get(2));
+                assert!((0.0..=1.0).contains(&fraction), "{op} {stage}: fraction {fraction}");
+                assert_eq!(r.get::<_, String>(6), "minilm");
+                if op == "build" && stage == "encoding vocabulary ids" && fraction > 0.0 && fraction < 1.0 {
+                    let (done, total): (Option<i64>, Option<i64>) = (r.get(3), r.get(4));
+                    assert_eq!(total, Some(30522));
+                    assert!(done.unwrap() > 0 && (done.unwrap() as f64 / 30522.0 - fraction).abs() < 1e-9);
+                    assert!(r.get::<_, bool>(5), "a moving stage has a remaining time");
+                    build_mid = true;
+                }
+                if !seen.contains(&(op.clone(), stage.clone())) {
+                    seen.push((op, stage));
+                }
+            }
+            if b.query("SELECT 1 FROM lightretriever.lr_build_progress() WHERE model = 'minilm' AND total = 30522", &[]).unwrap().len() == 1 {
+                build_listed = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (seen, build_mid, build_listed)
+    });
+    a.batch_execute("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+    a.batch_execute("SELECT lightretriever.lr_fit_query_table('minilm', 'corpus', 'body', options => '{\"refine\": \"none\"}')").unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (seen, build_mid, build_listed) = watcher.join().unwrap();
+    assert!(build_mid && build_listed, "the build was seen mid-way: {seen:?}");
+    assert!(seen.iter().any(|(op, _)| op == "fit"), "the fit was seen: {seen:?}");
+    assert_eq!(count(&mut a, "SELECT count(*) FROM lightretriever.lr_progress"), 0, "nothing once they ended");
 }
 
 fn table_file(c: &mut Client, model: &str) -> std::path::PathBuf {
