@@ -3,7 +3,8 @@
 -- ORM saving a whole row it read before the worker wrote the vector), so nothing stays without
 -- a vector. Every auto-encoded table's trigger functions and triggers are regenerated here.
 -- lr_encoding_status gains `eta`, the time its backlog takes at the recent rate; the view
--- lr_progress shows running builds and fits (stage, fraction, the stage's remaining time). Otherwise
+-- lr_progress shows running builds and fits (stage, fraction, the stage's remaining time). The
+-- encode functions get planner costs. Otherwise
 -- catalog tables, queues (pending and failed rows), vectors and files are unchanged.
 -- tests/e2e/tests/upgrade.rs checks that the result equals a fresh 0.5.0 install object for object.
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.5.0'" to load this file. \quit
@@ -59,3 +60,13 @@ CREATE VIEW lr_progress AS
            END AS stage_eta
       FROM lightretriever.lr_progress_rows();
 GRANT SELECT ON lr_progress TO PUBLIC;
+
+-- Planner costs (units of cpu_operator_cost): a full-model encode runs for milliseconds, a lookup
+-- for microseconds. With the default of 1 the planner chose to sort a small table by
+-- emb <#> lr_encode_document(q), encoding the query once per row, over the HNSW index.
+ALTER FUNCTION lr_encode_document(text, text) COST 400000;
+ALTER FUNCTION lr_encode_documents(text[], text) COST 400000;
+ALTER FUNCTION lr_encode_document_sparse(text, text) COST 400000;
+ALTER FUNCTION lr_encode_documents_sparse(text[], text) COST 400000;
+ALTER FUNCTION lr_encode_query(text, text, text) COST 200;
+ALTER FUNCTION lr_encode_query_sparse(text, text, text) COST 200;

@@ -16,7 +16,7 @@ fn encode(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
 
 /// Encodes one document with the full model (tokenize, forward, pool, L2-normalise).
 /// NULL text gives NULL; NULL model means `lightretriever.default_model`.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, cost = 400000)]
 fn lr_encode_document(doc: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let doc = doc?;
     encode(&[doc], model).pop().map(Vector)
@@ -24,7 +24,7 @@ fn lr_encode_document(doc: Option<&str>, model: default!(Option<&str>, "NULL")) 
 
 /// Encodes many documents in batches; one row per input, in input order (use
 /// `WITH ORDINALITY` to pair them), NULL for a NULL element.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, cost = 400000)]
 fn lr_encode_documents<'a>(
     docs: Option<Array<'a, &'a str>>,
     model: default!(Option<&'a str>, "NULL"),

@@ -12,7 +12,7 @@ use crate::pgvector::{to_sparsevec, SparseVec};
 
 /// Encodes one document with a masked-LM model's head: a weight per vocabulary id.
 /// NULL text gives NULL; NULL model means `lightretriever.default_sparse_model`.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, cost = 400000)]
 fn lr_encode_document_sparse(doc: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<SparseVec> {
     let doc = doc?;
     encode(&[doc], model, false).pop()
@@ -20,7 +20,7 @@ fn lr_encode_document_sparse(doc: Option<&str>, model: default!(Option<&str>, "N
 
 /// Encodes many documents in batches (as `lr_encode_documents` does): one row per input, in
 /// input order (use `WITH ORDINALITY` to pair them), NULL for a NULL element.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, cost = 400000)]
 fn lr_encode_documents_sparse<'a>(
     docs: Option<Array<'a, &'a str>>,
     model: default!(Option<&'a str>, "NULL"),

@@ -172,7 +172,7 @@ fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc
 
 /// Encodes a query by table lookup: tokens (no special tokens, at most 512) → mean of their
 /// rows → L2-normalised. No model weights are touched. NULL query gives NULL.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, cost = 200)]
 fn lr_encode_query(
     query: Option<&str>,
     model: default!(Option<&str>, "NULL"),

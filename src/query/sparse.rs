@@ -110,7 +110,7 @@ fn fitted_weights(name: &str, info: &lr_model::ModelInfo, version: Option<&str>)
 /// 512 tokens, as on the dense lookup path), each times its id's fitted weight when the model
 /// has some (`weighting` 'auto'; 'counts' never weights, 'fitted' insists). No model weights
 /// are read.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, cost = 200)]
 fn lr_encode_query_sparse(
     query: Option<&str>,
     model: default!(Option<&str>, "NULL"),

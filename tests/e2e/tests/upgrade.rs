@@ -41,6 +41,7 @@ fn extension_objects(c: &mut Client) -> Vec<String> {
                 || pg_get_function_result(p.oid) || ' ' || p.provolatile::text || p.proparallel::text
                 || CASE WHEN p.proisstrict THEN ' strict' ELSE '' END
                 || CASE WHEN p.prosecdef THEN ' definer' ELSE '' END
+                || ' cost=' || p.procost::text
                 || coalesce(' ' || array_to_string(p.proconfig, ','), '')
                 || ' src=' || p.prosrc || coalesce(' acl=' || p.proacl::text, '')
            FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
