@@ -38,6 +38,7 @@ mod query;
 mod rerank;
 mod security;
 mod spi;
+mod statement;
 mod tables;
 mod worker;
 

@@ -14,12 +14,30 @@ fn encode(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
     crate::inference::dense(&name, &info, Task::Dense { texts: texts.iter().map(|t| t.to_string()).collect() })
 }
 
+thread_local! {
+    /// The last answer, valid for one statement (the function is STABLE): an index scan
+    /// ordering by `emb <#> lr_encode_document('…')` evaluates the expression again for every
+    /// row it returns when the index asks for its distances to be rechecked (measured: 10 worker
+    /// calls for LIMIT 10 on HNSW), and one full-model run must serve them all.
+    static LAST: std::cell::RefCell<Option<(crate::statement::StatementKey, String, String, Vec<f32>)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Encodes one document with the full model (tokenize, forward, pool, L2-normalise).
 /// NULL text gives NULL; NULL model means `lightretriever.default_model`.
 #[pg_extern(stable, parallel_safe, cost = 400000)]
 fn lr_encode_document(doc: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let doc = doc?;
-    encode(&[doc], model).pop().map(Vector)
+    let name = resolve_model(model);
+    let statement = crate::statement::statement_key();
+    let hit = LAST.with(|l| {
+        l.borrow().as_ref().and_then(|(at, m, d, v)| (*at == statement && *m == name && d == doc).then(|| v.clone()))
+    });
+    if let Some(v) = hit {
+        return Some(Vector(v));
+    }
+    let v = encode(&[doc], Some(&name)).pop()?;
+    LAST.with(|l| *l.borrow_mut() = Some((statement, name, doc.to_owned(), v.clone())));
+    Some(Vector(v))
 }
 
 /// Encodes many documents in batches; one row per input, in input order (use
@@ -55,6 +73,29 @@ mod tests {
             .unwrap()
             .unwrap();
             assert_matches(&v.0, &floats(&s["embedding"]), text);
+        }
+    }
+
+    /// The encode functions carry planner costs: a prepared `ORDER BY emb <#> f(q) LIMIT 10`
+    /// on a small indexed table scans the HNSW index (the query encoded once), where with the
+    /// default cost of 1 the generic plan sorted every row by f(q), encoding it once per row.
+    #[pg_test]
+    fn the_planner_encodes_the_query_once_through_the_index() {
+        Spi::run(
+            "CREATE TABLE small (id int PRIMARY KEY, emb vector(384));
+             INSERT INTO small SELECT i, (SELECT array_agg(sin(i * 7 + k))::vector(384) FROM generate_series(1, 384) k) FROM generate_series(1, 1500) i;
+             CREATE INDEX ON small USING hnsw (emb vector_ip_ops);
+             ANALYZE small;
+             SET LOCAL plan_cache_mode = force_generic_plan",
+        )
+        .unwrap();
+        for f in ["lr_encode_document($1, 'minilm')", "lr_encode_query($1, 'minilm')"] {
+            Spi::run(&format!("PREPARE nearest(text) AS SELECT id FROM small ORDER BY emb <#> lightretriever.{f} LIMIT 10")).unwrap();
+            let plan: Vec<String> = Spi::connect(|c| {
+                c.select("EXPLAIN EXECUTE nearest('a query')", None, &[]).unwrap().map(|r| r.get::<String>(1).unwrap().unwrap()).collect()
+            });
+            assert!(plan.iter().any(|l| l.contains("Index Scan using small_emb_idx")), "{f}: {plan:#?}");
+            Spi::run("DEALLOCATE nearest").unwrap();
         }
     }
 

@@ -14,7 +14,7 @@ use crate::guc::resolve_model;
 use crate::pgvector::Vector;
 
 use crate::catalog::query_tables::{instruction_key, REBUILD_HINT};
-use crate::query::{statement_key, StatementKey};
+use crate::statement::{statement_key, StatementKey};
 
 struct CachedLookup {
     /// The lr_query_tables row version (xmin/ctid) the table was opened for.

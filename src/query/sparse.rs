@@ -14,7 +14,7 @@ use crate::error::{raise, Code, OrRaise};
 use crate::guc::resolve_sparse_model;
 use crate::catalog::require_lm_head;
 use crate::pgvector::{to_sparsevec, SparseVec};
-use crate::query::{statement_key, StatementKey};
+use crate::statement::{statement_key, StatementKey};
 
 thread_local! {
     /// Query encoders by tokenizer path: the query side needs only the vocabulary.
