@@ -106,7 +106,12 @@ fn lr_encoding_status_rows() -> TableIterator<
             )?;
             let done = as_owner(enc.source, || Spi::get_one::<i64>(&statements.count_vectors()))?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
-                "SELECT (COALESCE(pg_catalog.sum(b.rows) FILTER (WHERE b.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)), 0) OPERATOR(pg_catalog./) 60.0)::pg_catalog.float8,
+                // Rows of the last minute's batches over the time they span (from the first one's
+                // start, `at` being its transaction's start): a backlog that began 10 s ago is not
+                // averaged over a minute, which would put its ETA six times too far.
+                "SELECT (COALESCE(pg_catalog.sum(b.rows) FILTER (WHERE b.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)), 0)
+                         OPERATOR(pg_catalog./) GREATEST(1.0, LEAST(60.0, COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-)
+                             pg_catalog.min(b.at) FILTER (WHERE b.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval))), 60.0))))::pg_catalog.float8,
                         (pg_catalog.array_agg(b.worker_pid ORDER BY b.at DESC))[1]
                    FROM lightretriever.lr_encoding_batches b WHERE b.encoding_id OPERATOR(pg_catalog.=) $1",
                 &[enc.id.into()],
