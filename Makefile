@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
+.PHONY: setup demo test image test-image test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
 
 setup:
 	bash scripts/setup.sh
@@ -45,6 +45,18 @@ test-e2e: install-dev
 ## its own target directory so that the CPU build is not recompiled.
 test-cuda: test-models
 	CARGO_TARGET_DIR=target/cuda cargo test --locked -p lr-encoders -p lr-rerank --features lr-encoders/cuda,lr-rerank/cuda --test cuda
+
+## The container image of docker/Dockerfile without a Docker engine or registry (Debian packages
+## only: mmdebstrap, scripts/oci_archive.py) → target/image/lightretriever-oci.tar. Root. Not part
+## of `make test` (a release build of the extension: README, "Container image").
+image: setup
+	bash scripts/setup_image.sh
+	bash scripts/build_image.sh
+
+## Starts that image through its own entrypoint (podman, else unshare + chroot) on 127.0.0.1:28960,
+## waits for health, then auto-encoding, hybrid lr_search and lr_rerank through psql; tears down.
+test-image: image
+	bash scripts/test_image.sh
 
 install:
 	cargo pgrx install -p lightretriever --release --pg-config $(PG_CONFIG)

@@ -77,6 +77,8 @@ start_podman() {
     lightretriever:latest >/dev/null
 }
 health_podman() { "${PODMAN[@]}" healthcheck run "$NAME" >/dev/null 2>&1; }
+exec_podman() { "${PODMAN[@]}" exec "$NAME" "$@"; }
+restart_podman() { "${PODMAN[@]}" restart -t 60 "$NAME" >/dev/null; }
 running_podman() { [ "$("${PODMAN[@]}" inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" = true ]; }
 copy_in_podman() { "${PODMAN[@]}" cp "$1" "$NAME:$2"; }
 logs_podman() { "${PODMAN[@]}" logs "$NAME" 2>&1 | tail -"${1:-40}"; }
@@ -89,11 +91,13 @@ stop_podman() {
 }
 
 start_chroot() {
-  log "unpacking the image's layer into $ROOTFS"
   local cfg; cfg=$(image_config)
-  rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"
-  tar -xOf "$ARCHIVE" "blobs/sha256/$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["layer"].split(":")[1])' "$cfg")" \
-    | tar -xz --numeric-owner --xattrs --xattrs-include='*' -C "$ROOTFS"
+  if [ -z "${keep:-}" ]; then
+    log "unpacking the image's layer into $ROOTFS"
+    rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"
+    tar -xOf "$ARCHIVE" "blobs/sha256/$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["layer"].split(":")[1])' "$cfg")" \
+      | tar -xz --numeric-owner --xattrs --xattrs-include='*' -C "$ROOTFS"
+  fi
   local env entry
   mapfile -t env < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["config"]["Env"]))' "$cfg")
   mapfile -t entry < <(python3 -c 'import json,sys; c=json.loads(sys.argv[1])["config"]; print("\n".join(c.get("Entrypoint",[])+c.get("Cmd",[])))' "$cfg")
@@ -107,15 +111,16 @@ start_chroot() {
     mount --rbind /dev "$r/dev"
     mount -t tmpfs -o mode=1777 shm "$r/dev/shm"
     exec chroot "$r" /usr/bin/env -i "$@"' _ "$ROOTFS" "${env[@]}" PGPORT="$PORT" POSTGRES_PASSWORD="$PASSWORD" \
-    "${entry[@]}" -c listen_addresses=127.0.0.1 >"$OUT/test-image-server.log" 2>&1 &
+    "${entry[@]}" -c listen_addresses=127.0.0.1 >>"$OUT/test-image-server.log" 2>&1 &
   CHROOT_PID=$!
 }
 server_pid_chroot() { pgrep -P "$CHROOT_PID" | head -1; }
-health_chroot() {
+exec_chroot() { # in the server's namespaces and root, with the image's PATH
   local p; p=$(server_pid_chroot) || return 1; [ -n "$p" ] || return 1
-  nsenter -t "$p" -m -p -r -w /usr/bin/env -i PATH=/usr/lib/postgresql/15/bin:/usr/bin:/bin \
-    /usr/local/bin/lightretriever-healthcheck >/dev/null 2>&1
+  nsenter -t "$p" -m -p -r -w /usr/bin/env -i PATH=/usr/lib/postgresql/15/bin:/usr/bin:/bin PGPORT="$PORT" "$@"
 }
+health_chroot() { exec_chroot /usr/local/bin/lightretriever-healthcheck >/dev/null 2>&1; }
+restart_chroot() { local keep=1; stop_chroot; start_chroot; }
 running_chroot() { kill -0 "$CHROOT_PID" 2>/dev/null; }
 copy_in_chroot() { rm -rf "$ROOTFS$2" && cp -a "$1" "$ROOTFS$2"; }
 logs_chroot() { tail -"${1:-40}" "$OUT/test-image-server.log"; }
@@ -127,7 +132,7 @@ stop_chroot() {
     kill "$CHROOT_PID" 2>/dev/null || true
     wait "$CHROOT_PID" 2>/dev/null || true
   fi
-  rm -rf "$ROOTFS"
+  [ -n "${keep:-}" ] || rm -rf "$ROOTFS"
 }
 
 if [ "$RUNNER" = auto ]; then
@@ -136,14 +141,20 @@ fi
 case "$RUNNER" in podman|chroot) ;; *) fail "LR_IMAGE_RUNNER=$RUNNER (podman or chroot)";; esac
 trap 'log "teardown"; stop_$RUNNER' EXIT
 
+wait_healthy() {
+  local t0=$SECONDS
+  until health_$RUNNER; do
+    running_$RUNNER || { logs_$RUNNER 60; fail "the container stopped before it was healthy"; }
+    [ $((SECONDS - t0)) -lt "$HEALTH_TIMEOUT" ] || { logs_$RUNNER 60; fail "not healthy after ${HEALTH_TIMEOUT}s"; }
+    sleep 1
+  done
+  HEALTHY_AFTER=$((SECONDS - t0))
+}
+rm -f "$OUT/test-image-server.log"
 t_start=$SECONDS
 start_$RUNNER
 log "waiting for the health check (first start: initdb, extension, models, query table)"
-until health_$RUNNER; do
-  running_$RUNNER || { logs_$RUNNER 60; fail "the container stopped before it was healthy"; }
-  [ $((SECONDS - t_start)) -lt "$HEALTH_TIMEOUT" ] || { logs_$RUNNER 60; fail "not healthy after ${HEALTH_TIMEOUT}s"; }
-  sleep 2
-done
+wait_healthy
 t_healthy=$((SECONDS - t_start))
 log "healthy after ${t_healthy}s"
 
@@ -181,6 +192,12 @@ done
 check "the top hybrid hit has a dense and a sparse score" \
   "$(val "SELECT dense_score IS NOT NULL AND sparse_score IS NOT NULL FROM lr_search('docs', 'bread yeast oven', 1, mode => 'hybrid')")" t
 
+# As postgres: reading another user's /proc/PID/maps needs CAP_SYS_PTRACE, which podman does not give root.
+pid=$(val "SELECT inference_pid FROM lr_encoder_processes() WHERE inference_pid IS NOT NULL LIMIT 1")
+[ -n "$pid" ] || fail "no inference process in lr_encoder_processes()"
+if exec_$RUNNER setpriv --reuid=postgres --regid=postgres --init-groups grep -q 'libdnnl\.so\.2' "/proc/$pid/maps"; then log "ok: the inference process (pid $pid) has oneDNN (libdnnl.so.2) mapped"
+else fail "the inference process (pid $pid) has not loaded libdnnl.so.2"; fi
+
 rm -rf "$OUT/test-rerank-models" && mkdir -p "$OUT/test-rerank-models"
 cp -a "$TEST_MODELS/pe-rank-tiny" "$TEST_MODELS/jina-bert-tiny" "$OUT/test-rerank-models/"
 copy_in_$RUNNER "$OUT/test-rerank-models" /tmp/lr-test-models
@@ -191,4 +208,11 @@ log "lr_rerank('bread yeast oven', [4, 2, 5]) → [$ranked]"
 check "lr_rerank returns a permutation of the ids" "$(tr , '\n' <<<"$ranked" | sort -n | paste -sd,)" "2,4,5"
 check "lr_search(..., rerank => 3) reranks its top 3" \
   "$(val "SELECT count(rerank_score) FROM lr_search('docs', 'bread yeast oven', 5, rerank => 3, rerank_model => 'pe-rank-tiny')")" 3
-log "PASS (healthy after ${t_healthy}s; runner $RUNNER)"
+log "restart: the data directory is kept, no second initialization"
+restart_$RUNNER
+wait_healthy
+log "healthy again after ${HEALTHY_AFTER}s"
+check "after the restart: the vectors and the query table are there" \
+  "$(val "SELECT string_agg(id::text, ',') FROM (SELECT id FROM lr_search('docs', 'volcano lava magma', 1, mode => 'hybrid')) s")" 5
+check "one first start in the server log" "$(logs_$RUNNER 100000 | grep -c 'first start done')" 1
+log "PASS (first start healthy after ${t_healthy}s; runner $RUNNER)"
