@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test image test-image test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
+.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-e2e test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode clean
 
 setup:
 	bash scripts/setup.sh
@@ -57,6 +57,11 @@ image: setup
 ## waits for health, then auto-encoding, hybrid lr_search and lr_rerank through psql; tears down.
 test-image: image
 	bash scripts/test_image.sh
+
+## docker/Dockerfile itself, built by buildah against local stand-ins of its base images (no
+## registry here), its files compared with `make image`'s. Slow: a release build in the builder stage.
+check-dockerfile: image
+	bash scripts/check_dockerfile.sh
 
 install:
 	cargo pgrx install -p lightretriever --release --pg-config $(PG_CONFIG)

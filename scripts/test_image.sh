@@ -10,13 +10,14 @@
 #                    unshare --pid --mount + chroot, sharing the host's network)
 #   LR_IMAGE_NETWORK bridge (default: -p 127.0.0.1:PORT:5432) or host (podman only)
 #   LR_IMAGE_PORT    loopback port (28960)
+#   LR_IMAGE_ARCHIVE the archive (target/image/lightretriever-oci.tar)
 #   LR_IMAGE_EXPECT  override the expected top hit of the first query (to see the test fail)
 # Root. Podman runs with its own storage under target/image/podman (the host's image store is
 # not touched) and with runc: Debian's crun 1.8 refuses hybrid cgroup hosts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath "${LR_IMAGE_DIR:-target/image}")
-ARCHIVE=$OUT/lightretriever-oci.tar
+ARCHIVE=$(realpath -m "${LR_IMAGE_ARCHIVE:-$OUT/lightretriever-oci.tar}")
 PORT=${LR_IMAGE_PORT:-28960}
 RUNNER=${LR_IMAGE_RUNNER:-auto}
 NETWORK=${LR_IMAGE_NETWORK:-bridge}
@@ -65,7 +66,8 @@ PY
 
 start_podman() {
   log "podman load"
-  "${PODMAN[@]}" load -q -i "$ARCHIVE" >/dev/null
+  IMAGE=$("${PODMAN[@]}" load -q -i "$ARCHIVE" | sed -n 's/^Loaded image[^:]*: //p' | cut -d, -f1)
+  [ -n "$IMAGE" ] || fail "podman load named no image"
   local net=(-p "127.0.0.1:$PORT:5432")
   [ "$NETWORK" = host ] && net=(--network host -e "PGPORT=$PORT")
   # Podman reads HEALTHCHECK only from Docker-format images; this one is OCI: pass the image's.
@@ -74,7 +76,7 @@ start_podman() {
     --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
     -e POSTGRES_PASSWORD="$PASSWORD" \
     --health-cmd /usr/local/bin/lightretriever-healthcheck --health-interval 0 \
-    lightretriever:latest >/dev/null
+    "$IMAGE" >/dev/null
 }
 health_podman() { "${PODMAN[@]}" healthcheck run "$NAME" >/dev/null 2>&1; }
 exec_podman() { "${PODMAN[@]}" exec "$NAME" "$@"; }
@@ -85,7 +87,7 @@ logs_podman() { "${PODMAN[@]}" logs "$NAME" 2>&1 | tail -"${1:-40}"; }
 stop_podman() {
   "${PODMAN[@]}" stop -t 60 "$NAME" >/dev/null 2>&1 || true
   "${PODMAN[@]}" rm -f -v "$NAME" >/dev/null 2>&1 || true
-  "${PODMAN[@]}" rmi -f lightretriever:latest >/dev/null 2>&1 || true
+  [ -z "${IMAGE:-}" ] || "${PODMAN[@]}" rmi -f "$IMAGE" >/dev/null 2>&1 || true
   umount -R "$OUT/podman/storage/overlay" 2>/dev/null || true
   rm -rf "$OUT/podman" "/run/lightretriever-image-test-$PORT"
 }

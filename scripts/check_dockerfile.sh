@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# `make check-dockerfile`: build docker/Dockerfile itself — every stage, as `docker build` would —
+# with buildah, on a machine with no Docker engine and no image registry, and compare the
+# result's file layout with `make image`'s. The Dockerfile's two base images are replaced by local
+# stand-ins (imported into a private buildah store, never pushed anywhere):
+#   debian:bookworm-slim     mmdebstrap bookworm minbase with debian:bookworm-slim's dpkg excludes
+#   rust:<RUST_VERSION>-bookworm   the same plus build-essential, git, curl, and this machine's
+#                            Rust toolchain (rustc --print sysroot) as /usr/local/rustup, cargo on PATH
+# Everything else the Dockerfile fetches comes from where it would under Docker: Debian's mirrors
+# (apt-get, apt-get source pgvector), crates.io (cargo-pgrx, the crates) and PyPI (the models).
+# Slow: a release build of the extension and of cargo-pgrx inside the builder stage (~20 min on 2
+# cores). Root. Output: target/image/dockerfile/lightretriever-dockerfile-oci.tar and a layout
+# diff; LR_IMAGE_ARCHIVE=that archive bash scripts/test_image.sh starts it as test-image does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=$(realpath -m "${LR_IMAGE_DIR:-target/image}")/dockerfile
+RUST_VERSION=$(sed -n 's/^ARG RUST_VERSION=//p' docker/Dockerfile)
+STORE=(--root "$OUT/storage" --runroot /run/lightretriever-dockerfile-check)
+MIRROR=${LR_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${LR_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+log() { printf '[check-dockerfile %4ds] %s\n' "$SECONDS" "$*"; }
+mkdir -p "$OUT/tmp"
+export TMPDIR=$OUT/tmp
+slim=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/groff/*'
+      --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/lintian/*'
+      --dpkgopt='path-exclude=/usr/share/linda/*' --dpkgopt='path-exclude=/usr/share/locale/*')
+sources=("deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" "deb $SECURITY_MIRROR bookworm-security main")
+# Like Docker's Debian images: no host resolv.conf or hostname, no recommends, /dev empty.
+img_hooks=(--customize-hook='rm -f "$1"/etc/resolv.conf; : > "$1"/etc/hostname'
+           --customize-hook='printf "APT::Install-Recommends \"false\";\n" > "$1"/etc/apt/apt.conf.d/docker-no-recommends')
+# This machine's extra CA certificates (public certificates of its TLS egress proxy, if any) go
+# into the stand-ins, where ca-certificates (installed by the stages that fetch over HTTPS)
+# picks them up: the stages then reach crates.io and PyPI as they would from Docker Hub's images.
+shopt -s nullglob
+extra_ca=(/usr/local/share/ca-certificates/*.crt)
+if [ ${#extra_ca[@]} -gt 0 ]; then
+  img_hooks+=(--customize-hook='mkdir -p "$1"/usr/local/share/ca-certificates'
+              --customize-hook="copy-in ${extra_ca[*]} /usr/local/share/ca-certificates/")
+fi
+
+if ! podman "${STORE[@]}" image exists docker.io/library/debian:bookworm-slim; then
+  log "stand-in debian:bookworm-slim (mmdebstrap)"
+  mmdebstrap --mode=root --variant=minbase "${slim[@]}" "${img_hooks[@]}" bookworm "$OUT/slim.tar" "${sources[@]}" 2>"$OUT/slim.log"
+  tar --delete -f "$OUT/slim.tar" --wildcards './dev/?*'
+  podman "${STORE[@]}" import -q --change 'CMD ["bash"]' "$OUT/slim.tar" docker.io/library/debian:bookworm-slim >/dev/null
+  rm -f "$OUT/slim.tar"
+fi
+if ! podman "${STORE[@]}" image exists "docker.io/library/rust:$RUST_VERSION-bookworm"; then
+  sysroot=$(rustc --print sysroot)
+  [ "$(rustc --version | cut -d' ' -f2)" = "$RUST_VERSION" ] || { echo "this machine's rustc is not $RUST_VERSION" >&2; exit 1; }
+  log "stand-in rust:$RUST_VERSION-bookworm (mmdebstrap + $sysroot)"
+  mmdebstrap --mode=root --variant=minbase --include=build-essential,ca-certificates,curl,git,pkg-config \
+    "${img_hooks[@]}" \
+    --customize-hook="mkdir -p \"\$1\"/usr/local/rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu \"\$1\"/usr/local/cargo/bin" \
+    --customize-hook="sync-in $sysroot /usr/local/rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu" \
+    --customize-hook="rm -rf \"\$1\"/usr/local/rustup/toolchains/*/share/doc" \
+    --customize-hook='chroot "$1" update-ca-certificates >/dev/null' \
+    --customize-hook="for b in cargo rustc rustdoc; do ln -s ../../rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu/bin/\$b \"\$1\"/usr/local/cargo/bin/\$b; done" \
+    bookworm "$OUT/rust.tar" "${sources[@]}" 2>"$OUT/rust.log"
+  tar --delete -f "$OUT/rust.tar" --wildcards './dev/?*'
+  podman "${STORE[@]}" import -q --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV CARGO_HOME=/usr/local/cargo' --change 'ENV RUSTUP_HOME=/usr/local/rustup' \
+    "$OUT/rust.tar" "docker.io/library/rust:$RUST_VERSION-bookworm" >/dev/null
+  rm -f "$OUT/rust.tar"
+fi
+
+log "buildah bud -f docker/Dockerfile (all stages; the builder's release build takes most of the time)"
+# chroot isolation: RUN steps without an OCI runtime (whose rlimits and cgroups this host refuses).
+buildah "${STORE[@]}" bud --isolation chroot --pull=never --layers --format docker \
+  -f docker/Dockerfile -t localhost/lightretriever:dockerfile . >"$OUT/bud.log" 2>&1 \
+  || { tail -40 "$OUT/bud.log"; exit 1; }
+buildah "${STORE[@]}" push -q localhost/lightretriever:dockerfile \
+  "oci-archive:$OUT/lightretriever-dockerfile-oci.tar:lightretriever:latest" >/dev/null
+log "built: $OUT/lightretriever-dockerfile-oci.tar"
+
+log "file layouts: Dockerfile image vs make image"
+listing() { # archive → sorted "path mode owner size" of its (single or last-wins) layers
+  python3 - "$1" <<'PY'
+import json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+blob = lambda d: t.extractfile("blobs/sha256/" + d.split(":")[1])
+m = json.load(blob(json.load(t.extractfile("index.json"))["manifests"][0]["digest"]))
+files = {}
+for layer in m["layers"]:
+    with tarfile.open(fileobj=blob(layer["digest"]), mode="r|*") as lt:
+        for e in lt:
+            name = e.name.lstrip("./").rstrip("/")
+            base = name.rsplit("/", 1)[-1]
+            if base.startswith(".wh."):
+                gone = name.rsplit("/", 1)[0] + "/" + base[4:] if "/" in name else base[4:]
+                files = {k: v for k, v in files.items() if k != gone and not k.startswith(gone + "/")}
+                continue
+            kind = "d" if e.isdir() else "l" if e.issym() else "f"
+            files[name] = f"{kind} {e.mode:o} {e.uid}:{e.gid}" + (f" {e.size}" if kind == "f" else "") + (f" -> {e.linkname}" if e.issym() else "")
+for k in sorted(files):
+    print(k, files[k])
+PY
+}
+listing "$OUT/lightretriever-dockerfile-oci.tar" > "$OUT/dockerfile.files"
+listing "$(dirname "$OUT")/lightretriever-oci.tar" > "$OUT/make-image.files"
+# What is ours must be identical (the extension, pgvector, the models, the scripts, the links).
+# (The stand-in's extra CA certificates under usr/local/share/ca-certificates are not ours.)
+ours='^(usr/lib/postgresql/15/lib/(lightretriever|vector)|usr/share/postgresql/15/extension/(lightretriever|vector)|opt/lightretriever|usr/local/(bin|share/lightretriever)|docker-entrypoint-initdb.d|var/lib/postgresql|var/run/postgresql|run/postgresql)'
+# lightretriever.so's size depends on the build directory (paths in panic messages): not compared.
+ours_of() { grep -E "$ours" "$1" | sed -E 's|^(usr/lib/postgresql/15/lib/lightretriever.so f [0-7]+ [0-9]+:[0-9]+) [0-9]+$|\1|'; }
+if diff <(ours_of "$OUT/dockerfile.files") <(ours_of "$OUT/make-image.files") > "$OUT/ours.diff"; then
+  log "ok: the extension, pgvector, models, scripts and data directories are the same (paths, modes, owners, sizes)"
+else
+  log "DIFFERENT (ours): $OUT/ours.diff"; head -40 "$OUT/ours.diff"; exit 1
+fi
+# Debian's part: the same packages, hence (almost) the same paths; sizes differ where a log or cache does.
+diff <(cut -d' ' -f1 "$OUT/dockerfile.files") <(cut -d' ' -f1 "$OUT/make-image.files") > "$OUT/paths.diff" || true
+log "paths only in one of them: $(grep -c '^[<>]' "$OUT/paths.diff" || true) (see $OUT/paths.diff)"
