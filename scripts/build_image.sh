@@ -23,7 +23,10 @@ NAME=${LR_IMAGE_NAME:-lightretriever:latest}
 log() { printf '[image %3ds] %s\n' "$SECONDS" "$*"; }
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+# Timestamps in the image: the last commit that touched what goes into it (a README commit
+# neither dates nor rebuilds the image).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct -- docker src crates sql Cargo.toml Cargo.lock \
+  lightretriever.control scripts/build_image.sh scripts/oci_archive.py 2>/dev/null || date +%s)}
 
 # 1. The extension (release). Incremental: seconds when nothing changed. LR_IMAGE_EXT_DIR: take
 #    an already built package tree (usr/lib/postgresql/15/lib/..., usr/share/...) instead.

@@ -64,10 +64,10 @@ print(json.dumps({"config": blob(m["config"]["digest"])["config"], "layer": m["l
 PY
 }
 
-start_podman() {
+start_podman() { # returns non-zero (no exit) when podman cannot load or start the image
   log "podman load"
   IMAGE=$("${PODMAN[@]}" load -q -i "$ARCHIVE" | sed -n 's/^Loaded image[^:]*: //p' | cut -d, -f1)
-  [ -n "$IMAGE" ] || fail "podman load named no image"
+  [ -n "$IMAGE" ] || { log "podman load named no image"; return 1; }
   local net=(-p "127.0.0.1:$PORT:5432")
   [ "$NETWORK" = host ] && net=(--network host -e "PGPORT=$PORT")
   # Podman reads HEALTHCHECK only from Docker-format images; this one is OCI: pass the image's.
@@ -76,7 +76,7 @@ start_podman() {
     --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
     -e POSTGRES_PASSWORD="$PASSWORD" \
     --health-cmd /usr/local/bin/lightretriever-healthcheck --health-interval 0 \
-    "$IMAGE" >/dev/null
+    "$IMAGE" >/dev/null || return 1
 }
 health_podman() { "${PODMAN[@]}" healthcheck run "$NAME" >/dev/null 2>&1; }
 exec_podman() { "${PODMAN[@]}" exec "$NAME" "$@"; }
@@ -137,11 +137,7 @@ stop_chroot() {
   [ -n "${keep:-}" ] || rm -rf "$ROOTFS"
 }
 
-if [ "$RUNNER" = auto ]; then
-  if podman_works; then RUNNER=podman; else RUNNER=chroot; log "podman cannot run here: chroot runner"; fi
-fi
-case "$RUNNER" in podman|chroot) ;; *) fail "LR_IMAGE_RUNNER=$RUNNER (podman or chroot)";; esac
-trap 'log "teardown"; stop_$RUNNER' EXIT
+case "$RUNNER" in auto|podman|chroot) ;; *) fail "LR_IMAGE_RUNNER=$RUNNER (auto, podman or chroot)";; esac
 
 wait_healthy() {
   local t0=$SECONDS
@@ -154,7 +150,19 @@ wait_healthy() {
 }
 rm -f "$OUT/test-image-server.log"
 t_start=$SECONDS
-start_$RUNNER
+if [ "$RUNNER" = auto ]; then
+  # podman when it can load and start the image here; else the chroot runner.
+  trap 'log "teardown"; stop_podman' EXIT
+  if podman_works && start_podman; then RUNNER=podman; else
+    log "podman cannot start the image here: the chroot runner instead"
+    stop_podman; RUNNER=chroot
+  fi
+fi
+trap 'log "teardown"; stop_$RUNNER' EXIT
+case "$RUNNER" in
+  podman) [ -n "${IMAGE:-}" ] || start_podman || { logs_podman 40; fail "podman could not start the image"; };;
+  chroot) start_chroot;;
+esac
 log "waiting for the health check (first start: initdb, extension, models, query table)"
 wait_healthy
 t_healthy=$((SECONDS - t_start))
