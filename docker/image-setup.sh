@@ -23,5 +23,11 @@ for f in /usr/lib/postgresql/15/lib/lightretriever.so /usr/share/postgresql/15/e
   [ -e "$f" ] || { echo "image-setup: missing $f" >&2; exit 1; }
 done
 ldconfig -p | grep -q 'libdnnl\.so\.2 ' || { echo "image-setup: missing libdnnl.so.2 (libdnnl2)" >&2; exit 1; }
-# Package lists and caches (the Dockerfile's apt-get ran in this layer or an earlier one).
+# ssl-cert's "snakeoil" key pair, generated when postgresql-common is installed: every container
+# of this image would share that private key, and the server does not use it (initdb leaves
+# ssl = off). `make-ssl-cert generate-default-snakeoil` makes a fresh pair if wanted.
+rm -f /etc/ssl/private/ssl-cert-snakeoil.key /etc/ssl/certs/ssl-cert-snakeoil.pem
+if [ -d /etc/ssl/certs ]; then find /etc/ssl/certs -xtype l -delete; fi
+# Downloaded packages, package lists and caches.
+apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/lib/dpkg/*-old

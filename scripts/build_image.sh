@@ -24,9 +24,11 @@ log() { printf '[image %3ds] %s\n' "$SECONDS" "$*"; }
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 # Timestamps in the image: the last commit that touched what goes into it (a README commit
-# neither dates nor rebuilds the image).
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct -- docker src crates sql Cargo.toml Cargo.lock \
+# neither dates nor rebuilds the image). Exported only after the cargo step: the cc crate
+# rebuilds pgrx's C shims when SOURCE_DATE_EPOCH changes.
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct -- docker src crates sql Cargo.toml Cargo.lock \
   lightretriever.control scripts/build_image.sh scripts/oci_archive.py 2>/dev/null || date +%s)}
+unset SOURCE_DATE_EPOCH
 
 # 1. The extension (release). Incremental: seconds when nothing changed. LR_IMAGE_EXT_DIR: take
 #    an already built package tree (usr/lib/postgresql/15/lib/..., usr/share/...) instead.
@@ -43,6 +45,8 @@ so=$(find "$OUT/ext" -name lightretriever.so)
 [ -n "$so" ] || { echo "no lightretriever.so under $OUT/ext" >&2; exit 1; }
 # Debug information is most of the library's size and unused at run time.
 strip --strip-debug "$so"
+
+export SOURCE_DATE_EPOCH=$epoch
 
 # 2. pgvector, once.
 if [ ! -f "$OUT/pgvector/usr/lib/postgresql/15/lib/vector.so" ]; then
@@ -90,13 +94,14 @@ slim=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/sha
       --dpkgopt='path-exclude=/usr/share/linda/*' --dpkgopt='path-exclude=/usr/share/locale/*')
 TMPDIR="$OUT/tmp" mmdebstrap --mode=root --variant=minbase --include="$packages" \
   --aptopt='APT::Install-Recommends "false"' "${slim[@]}" \
-  --skip=download/empty --skip=essential/unlink \
+  --skip=download/empty --skip=essential/unlink --skip=cleanup/run \
   --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
   --setup-hook="sync-in $OUT/debs /var/cache/apt/archives/" \
   --customize-hook="sync-out /var/cache/apt/archives $OUT/debs" \
   --customize-hook="sync-in $OUT/stage /" \
   --customize-hook='chroot "$1" sh /usr/local/share/lightretriever/image-setup.sh' \
   --customize-hook='rm -f "$1"/etc/resolv.conf; : > "$1"/etc/hostname' \
+  --customize-hook='find "$1"/run -mindepth 1 -maxdepth 1 ! -name lock ! -name postgresql -exec rm -rf {} +' \
   bookworm "$OUT/rootfs.tar" \
   "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" "deb $SECURITY_MIRROR bookworm-security main" \
   2>"$OUT/mmdebstrap.log" || { tail -40 "$OUT/mmdebstrap.log"; exit 1; }

@@ -26,9 +26,10 @@ slim=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/sha
       --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/lintian/*'
       --dpkgopt='path-exclude=/usr/share/linda/*' --dpkgopt='path-exclude=/usr/share/locale/*')
 sources=("deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" "deb $SECURITY_MIRROR bookworm-security main")
-# Like Docker's Debian images: no host resolv.conf or hostname, no recommends, /dev empty.
+# Like Docker's Debian images: no host resolv.conf or hostname, apt keeps no downloaded packages
+# (their /etc/apt/apt.conf.d/docker-clean), /dev empty.
 img_hooks=(--customize-hook='rm -f "$1"/etc/resolv.conf; : > "$1"/etc/hostname'
-           --customize-hook='printf "APT::Install-Recommends \"false\";\n" > "$1"/etc/apt/apt.conf.d/docker-no-recommends')
+           --customize-hook='printf "%s\n" "DPkg::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true\"; };" "APT::Update::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true\"; };" "Dir::Cache::pkgcache \"\";" "Dir::Cache::srcpkgcache \"\";" > "$1"/etc/apt/apt.conf.d/docker-clean')
 # This machine's extra CA certificates (public certificates of its TLS egress proxy, if any) go
 # into the stand-ins, where ca-certificates (installed by the stages that fetch over HTTPS)
 # picks them up: the stages then reach crates.io and PyPI as they would from Docker Hub's images.
@@ -39,24 +40,38 @@ if [ ${#extra_ca[@]} -gt 0 ]; then
               --customize-hook="copy-in ${extra_ca[*]} /usr/local/share/ca-certificates/")
 fi
 
-if ! podman "${STORE[@]}" image exists docker.io/library/debian:bookworm-slim; then
+# LR_COMPARE_ONLY=1: compare the archive built before with make image's, without building.
+if [ -n "${LR_COMPARE_ONLY:-}" ]; then :
+elif ! podman "${STORE[@]}" image exists docker.io/library/debian:bookworm-slim; then
   log "stand-in debian:bookworm-slim (mmdebstrap)"
   mmdebstrap --mode=root --variant=minbase "${slim[@]}" "${img_hooks[@]}" bookworm "$OUT/slim.tar" "${sources[@]}" 2>"$OUT/slim.log"
   tar --delete -f "$OUT/slim.tar" --wildcards './dev/?*'
   podman "${STORE[@]}" import -q --change 'CMD ["bash"]' "$OUT/slim.tar" docker.io/library/debian:bookworm-slim >/dev/null
   rm -f "$OUT/slim.tar"
 fi
-if ! podman "${STORE[@]}" image exists "docker.io/library/rust:$RUST_VERSION-bookworm"; then
+if [ -n "${LR_COMPARE_ONLY:-}" ]; then :
+elif ! podman "${STORE[@]}" image exists "docker.io/library/rust:$RUST_VERSION-bookworm"; then
   sysroot=$(rustc --print sysroot)
   [ "$(rustc --version | cut -d' ' -f2)" = "$RUST_VERSION" ] || { echo "this machine's rustc is not $RUST_VERSION" >&2; exit 1; }
   log "stand-in rust:$RUST_VERSION-bookworm (mmdebstrap + $sysroot)"
+  # No rustup server is reachable: a rustup that only confirms components the copied toolchain has.
+  cat > "$OUT/rustup-stand-in" <<'SH'
+#!/bin/sh
+# Stand-in rustup (scripts/check_dockerfile.sh): the toolchain was copied with its components.
+[ "$1 $2" = "component add" ] || { echo "stand-in rustup: '$*' is not supported" >&2; exit 1; }
+shift 2
+for c in "$@"; do [ -x "/usr/local/cargo/bin/$c" ] || { echo "stand-in rustup: no $c" >&2; exit 1; }; done
+SH
+  chmod 755 "$OUT/rustup-stand-in"
   mmdebstrap --mode=root --variant=minbase --include=build-essential,ca-certificates,curl,git,pkg-config \
     "${img_hooks[@]}" \
     --customize-hook="mkdir -p \"\$1\"/usr/local/rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu \"\$1\"/usr/local/cargo/bin" \
     --customize-hook="sync-in $sysroot /usr/local/rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu" \
     --customize-hook="rm -rf \"\$1\"/usr/local/rustup/toolchains/*/share/doc" \
     --customize-hook='chroot "$1" update-ca-certificates >/dev/null' \
-    --customize-hook="for b in cargo rustc rustdoc; do ln -s ../../rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu/bin/\$b \"\$1\"/usr/local/cargo/bin/\$b; done" \
+    --customize-hook="for b in cargo rustc rustdoc rustfmt; do ln -s ../../rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu/bin/\$b \"\$1\"/usr/local/cargo/bin/\$b; done" \
+    --customize-hook="copy-in $OUT/rustup-stand-in /usr/local/cargo/bin/" \
+    --customize-hook='mv "$1"/usr/local/cargo/bin/rustup-stand-in "$1"/usr/local/cargo/bin/rustup' \
     bookworm "$OUT/rust.tar" "${sources[@]}" 2>"$OUT/rust.log"
   tar --delete -f "$OUT/rust.tar" --wildcards './dev/?*'
   podman "${STORE[@]}" import -q --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -65,14 +80,21 @@ if ! podman "${STORE[@]}" image exists "docker.io/library/rust:$RUST_VERSION-boo
   rm -f "$OUT/rust.tar"
 fi
 
-log "buildah bud -f docker/Dockerfile (all stages; the builder's release build takes most of the time)"
 # chroot isolation: RUN steps without an OCI runtime (whose rlimits and cgroups this host refuses).
-buildah "${STORE[@]}" bud --isolation chroot --pull=never --layers --format docker \
-  -f docker/Dockerfile -t localhost/lightretriever:dockerfile . >"$OUT/bud.log" 2>&1 \
-  || { tail -40 "$OUT/bud.log"; exit 1; }
+# The quick stages first (a mistake there shows in minutes); --layers: the full build reuses them.
+bud=(buildah "${STORE[@]}" bud --isolation chroot --pull=never --layers --format docker -f docker/Dockerfile)
+[ -n "${LR_COMPARE_ONLY:-}" ] || {
+for stage in pgvector models; do
+  log "buildah bud --target $stage"
+  "${bud[@]}" --target "$stage" -t "localhost/lightretriever-stage:$stage" . >"$OUT/bud-$stage.log" 2>&1 \
+    || { tail -40 "$OUT/bud-$stage.log"; exit 1; }
+done
+log "buildah bud -f docker/Dockerfile (all stages; the builder's release build takes most of the time)"
+"${bud[@]}" -t localhost/lightretriever:dockerfile . >"$OUT/bud.log" 2>&1 || { tail -40 "$OUT/bud.log"; exit 1; }
 buildah "${STORE[@]}" push -q localhost/lightretriever:dockerfile \
   "oci-archive:$OUT/lightretriever-dockerfile-oci.tar:lightretriever:latest" >/dev/null
 log "built: $OUT/lightretriever-dockerfile-oci.tar"
+}
 
 log "file layouts: Dockerfile image vs make image"
 listing() { # archive → sorted "path mode owner size" of its (single or last-wins) layers
@@ -92,7 +114,7 @@ for layer in m["layers"]:
                 files = {k: v for k, v in files.items() if k != gone and not k.startswith(gone + "/")}
                 continue
             kind = "d" if e.isdir() else "l" if e.issym() else "f"
-            files[name] = f"{kind} {e.mode:o} {e.uid}:{e.gid}" + (f" {e.size}" if kind == "f" else "") + (f" -> {e.linkname}" if e.issym() else "")
+            files[name] = f"{kind} {e.mode & 0o7777:o} {e.uid}:{e.gid}" + (f" {e.size}" if kind == "f" else "") + (f" -> {e.linkname}" if e.issym() else "")
 for k in sorted(files):
     print(k, files[k])
 PY
