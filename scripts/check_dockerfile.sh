@@ -134,3 +134,18 @@ fi
 # Debian's part: the same packages, hence (almost) the same paths; sizes differ where a log or cache does.
 diff <(cut -d' ' -f1 "$OUT/dockerfile.files") <(cut -d' ' -f1 "$OUT/make-image.files") > "$OUT/paths.diff" || true
 log "paths only in one of them: $(grep -c '^[<>]' "$OUT/paths.diff" || true) (see $OUT/paths.diff)"
+
+log "image configuration: buildah's reading of the Dockerfile vs scripts/oci_archive.py's (make image)"
+buildah "${STORE[@]}" inspect --type image localhost/lightretriever:dockerfile | python3 -c '
+import json, sys
+sys.path.insert(0, "scripts")
+import oci_archive
+built = json.load(sys.stdin)["Docker"]["config"]
+ours = oci_archive.image_config("docker/Dockerfile", "final")
+# Labels: the builder adds its own (io.buildah.version); ours must all be there.
+same = lambda k: ({**built.get(k, {}), **ours[k]} == built.get(k)) if k == "Labels" else built.get(k) == ours[k]
+bad = [k for k in sorted(ours) if not same(k)]
+for k in bad:
+    print(f"  {k}: Dockerfile image {built.get(k)!r}, make image {ours[k]!r}")
+sys.exit(1 if bad else 0)
+' && log "ok: $(python3 -c 'import sys; sys.path.insert(0, "scripts"); import oci_archive; print(", ".join(sorted(oci_archive.image_config("docker/Dockerfile", "final"))))') agree"
