@@ -12,12 +12,13 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test test-models test-crates test-pg test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search clean
+.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search clean
 
 setup:
 	bash scripts/setup.sh
 
-## The whole suite: pgrx-free crates, #[pg_test]s in PostgreSQL, end-to-end on a real cluster.
+## The whole suite: pgrx-free crates, #[pg_test]s in PostgreSQL, end-to-end on a real cluster, and
+## the container image built and started (test-image: about 1.5 min warm after a source change).
 test: setup
 	$(MAKE) test-crates test-pg test-e2e
 
@@ -54,6 +55,23 @@ test-examples: test-models
 ## its own target directory so that the CPU build is not recompiled.
 test-cuda: test-models
 	CARGO_TARGET_DIR=target/cuda cargo test --locked -p lr-encoders -p lr-rerank --features lr-encoders/cuda,lr-rerank/cuda --test cuda
+
+## The container image of docker/Dockerfile without a Docker engine or registry (Debian packages
+## only: mmdebstrap, scripts/oci_archive.py) → target/image/lightretriever-oci.tar. Root. Builds the
+## release library (cargo pgrx package): 14.5 min cold, seconds warm (README, "Container image").
+image: setup
+	bash scripts/setup_image.sh
+	bash scripts/build_image.sh
+
+## Starts that image through its own entrypoint (podman, else unshare + chroot) on 127.0.0.1:28960,
+## waits for health, then auto-encoding, hybrid lr_search and lr_rerank through psql; tears down.
+test-image: image
+	bash scripts/test_image.sh
+
+## docker/Dockerfile itself, built by buildah against local stand-ins of its base images (no
+## registry here), its files compared with `make image`'s. Slow: a release build in the builder stage.
+check-dockerfile: image
+	bash scripts/check_dockerfile.sh
 
 install:
 	cargo pgrx install -p lightretriever --release --pg-config $(PG_CONFIG)
