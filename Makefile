@@ -17,8 +17,9 @@ export RUSTFLAGS ?=
 setup:
 	bash scripts/setup.sh
 
-## The whole suite: pgrx-free crates, #[pg_test]s in PostgreSQL, end-to-end on a real cluster, and
-## the container image built and started (test-image: about 1.5 min warm after a source change).
+## The whole suite: pgrx-free crates, #[pg_test]s in PostgreSQL, end-to-end on a real cluster (the
+## example apps included). The container image has its own target, test-image (a fresh machine
+## adds ~16 min for its release build).
 test: setup
 	$(MAKE) test-crates test-pg test-e2e
 
