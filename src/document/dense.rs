@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 use crate::guc::resolve_model;
 use crate::pgvector::Vector;
+use crate::statement::{statement_key, LastAnswer};
 
 fn encode(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
     let name = resolve_model(model);
@@ -19,7 +20,7 @@ thread_local! {
     /// ordering by `emb <#> lr_encode_document('…')` evaluates the expression again for every
     /// row it returns when the index asks for its distances to be rechecked (measured: 10 worker
     /// calls for LIMIT 10 on HNSW), and one full-model run must serve them all.
-    static LAST: std::cell::RefCell<Option<(crate::statement::StatementKey, String, String, Vec<f32>)>> = const { std::cell::RefCell::new(None) };
+    static LAST: LastAnswer<(String, String), Vec<f32>> = const { LastAnswer::new() };
 }
 
 /// Encodes one document with the full model (tokenize, forward, pool, L2-normalise).
@@ -28,15 +29,12 @@ thread_local! {
 fn lr_encode_document(doc: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let doc = doc?;
     let name = resolve_model(model);
-    let statement = crate::statement::statement_key();
-    let hit = LAST.with(|l| {
-        l.borrow().as_ref().and_then(|(at, m, d, v)| (*at == statement && *m == name && d == doc).then(|| v.clone()))
-    });
-    if let Some(v) = hit {
+    let statement = statement_key();
+    if let Some(v) = LAST.with(|l| l.get(statement, |(m, d)| *m == name && d == doc)) {
         return Some(Vector(v));
     }
     let v = encode(&[doc], Some(&name)).pop()?;
-    LAST.with(|l| *l.borrow_mut() = Some((statement, name, doc.to_owned(), v.clone())));
+    LAST.with(|l| l.set(statement, (name, doc.to_owned()), v.clone()));
     Some(Vector(v))
 }
 

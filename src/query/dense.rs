@@ -14,7 +14,7 @@ use crate::guc::resolve_model;
 use crate::pgvector::Vector;
 
 use crate::catalog::query_tables::{instruction_key, REBUILD_HINT};
-use crate::statement::{statement_key, StatementKey};
+use crate::statement::{statement_key, LastAnswer, PerStatement, StatementKey};
 
 struct CachedLookup {
     /// The lr_query_tables row version (xmin/ctid) the table was opened for.
@@ -30,7 +30,7 @@ thread_local! {
     static LOOKUPS: RefCell<HashMap<(String, String), CachedLookup>> = RefCell::new(HashMap::new());
     /// The last answer, valid for one statement (the function is STABLE): a sequential scan
     /// ordering by `embedding <#> lr_encode_query('...')` asks once per row.
-    static LAST: RefCell<Option<(StatementKey, String, String, String, Vec<f32>)>> = const { RefCell::new(None) };
+    static LAST: LastAnswer<(String, String, String), Vec<f32>> = const { LastAnswer::new() };
 }
 
 /// Opens `file` as the table the catalog row describes: header, size and data checksum are
@@ -85,7 +85,7 @@ thread_local! {
     /// statement can be stale (a rebuild, drop or rollback elsewhere is seen by the next
     /// statement, as a catalog read would see it), and a statement calling once per row reads
     /// the catalog once.
-    static RESOLVED: RefCell<HashMap<(String, String), (StatementKey, Option<TableRow>)>> = RefCell::new(HashMap::new());
+    static RESOLVED: PerStatement<(String, String), Option<TableRow>> = PerStatement::new();
     /// The catalog query, planned once per backend (PostgreSQL re-plans it when the catalog
     /// tables change, e.g. the extension is dropped and created again).
     static NEWEST_TABLE: RefCell<Option<pgrx::spi::OwnedPreparedStatement>> = const { RefCell::new(None) };
@@ -93,11 +93,11 @@ thread_local! {
 
 /// The newest table of (model, instruction) as this statement sees the catalog.
 fn newest_table(model: &str, instruction: &str, statement: StatementKey) -> Option<TableRow> {
-    let key = (model.to_owned(), instruction.to_owned());
-    if let Some(found) = RESOLVED.with(|r| r.borrow().get(&key).filter(|(at, _)| *at == statement).map(|(_, row)| row.clone())) {
-        return found;
-    }
-    let found = Spi::connect(|c| {
+    RESOLVED.with(|r| r.get_or_compute((model.to_owned(), instruction.to_owned()), statement, || read_newest_table(model, instruction)))
+}
+
+fn read_newest_table(model: &str, instruction: &str) -> Option<TableRow> {
+    Spi::connect(|c| {
         let planned = NEWEST_TABLE.with(|p| p.borrow().is_some());
         if !planned {
             let plan = c.prepare(NEWEST_TABLE_SQL, &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID), PgOid::BuiltIn(PgBuiltInOids::TEXTOID)])?.keep();
@@ -118,9 +118,7 @@ fn newest_table(model: &str, instruction: &str, statement: StatementKey) -> Opti
             })
         })
     })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    RESOLVED.with(|r| r.borrow_mut().insert(key, (statement, found.clone())));
-    found
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
 
 /// The lookup encoder for the newest table of (model, instruction). A table already open in
@@ -128,8 +126,7 @@ fn newest_table(model: &str, instruction: &str, statement: StatementKey) -> Opti
 /// noticed and re-opened — and then verified again, so a damaged file is an error, never wrong
 /// vectors; a read fault on a truncated mapping is caught by lr-table's SIGBUS guard).
 fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc<LookupEncoder> {
-    let found = newest_table(model, instruction, statement).map(|t| (t.file, t.row, t.checksum, t.rows, t.dims));
-    let Some((file, row, checksum, rows, dims)) = found else {
+    let Some(TableRow { file, row, checksum, rows, dims }) = newest_table(model, instruction, statement) else {
         crate::catalog::load_model(model); // a missing model is its own error
         let call = if instruction.is_empty() {
             format!("SELECT lightretriever.lr_build_query_table('{model}')")
@@ -186,12 +183,7 @@ pub fn encode_query(query: &str, model: Option<&str>, instruction: Option<&str>)
     let model = resolve_model(model);
     let instruction = instruction_key(instruction.filter(|s| !s.is_empty())).to_owned();
     let statement = statement_key();
-    let hit = LAST.with(|l| {
-        l.borrow().as_ref().and_then(|(ts, q, m, i, v)| {
-            (*ts == statement && q == query && *m == model && *i == instruction).then(|| v.clone())
-        })
-    });
-    if let Some(v) = hit {
+    if let Some(v) = LAST.with(|l| l.get(statement, |(q, m, i)| q == query && *m == model && *i == instruction)) {
         return v;
     }
     let mut encoded = lookup_encoder(&model, &instruction, statement).encode(query);
@@ -208,7 +200,7 @@ pub fn encode_query(query: &str, model: Option<&str>, instruction: Option<&str>)
                 .then_some("A query needs at least one token; empty or blank text has none."),
         )
     });
-    LAST.with(|l| *l.borrow_mut() = Some((statement, query.to_owned(), model, instruction, v.clone())));
+    LAST.with(|l| l.set(statement, (query.to_owned(), model, instruction), v.clone()));
     v
 }
 

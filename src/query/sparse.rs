@@ -14,7 +14,7 @@ use crate::error::{raise, Code, OrRaise};
 use crate::guc::resolve_sparse_model;
 use crate::catalog::require_lm_head;
 use crate::pgvector::{to_sparsevec, SparseVec};
-use crate::statement::{statement_key, StatementKey};
+use crate::statement::{statement_key, PerStatement};
 
 thread_local! {
     /// Query encoders by tokenizer path: the query side needs only the vocabulary.
@@ -23,7 +23,7 @@ thread_local! {
     /// or a model dropped and fitted again, writes a new row version).
     static WEIGHTS: RefCell<HashMap<String, (String, Rc<[f32]>)>> = RefCell::new(HashMap::new());
     /// Per sparse model, the statement that last read the catalog and what it read.
-    static RESOLVED: RefCell<HashMap<String, (StatementKey, Rc<lr_model::ModelInfo>, Option<String>)>> = RefCell::new(HashMap::new());
+    static RESOLVED: PerStatement<String, (Rc<lr_model::ModelInfo>, Option<String>)> = PerStatement::new();
 }
 
 /// How a sparse query's token counts are weighted.
@@ -57,19 +57,18 @@ impl QueryWeighting {
 /// query that encodes once per row reads the catalog once); the statement's snapshot decides,
 /// so a refit, drop or rollback elsewhere is seen by the next statement.
 fn resolve(name: &str) -> (Rc<lr_model::ModelInfo>, Option<String>) {
-    let statement = statement_key();
-    if let Some((info, version)) = RESOLVED.with(|r| r.borrow().get(name).filter(|c| c.0 == statement).map(|c| (c.1.clone(), c.2.clone()))) {
-        return (info, version);
-    }
-    let info = Rc::new(crate::catalog::load_model(name));
-    let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
-        "SELECT xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) ctid::pg_catalog.text
-           FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
-        &[name.into()],
-    ))
-    .flatten();
-    RESOLVED.with(|r| r.borrow_mut().insert(name.to_owned(), (statement, info.clone(), version.clone())));
-    (info, version)
+    RESOLVED.with(|r| {
+        r.get_or_compute(name.to_owned(), statement_key(), || {
+            let info = Rc::new(crate::catalog::load_model(name));
+            let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
+                "SELECT xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) ctid::pg_catalog.text
+                   FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
+                &[name.into()],
+            ))
+            .flatten();
+            (info, version)
+        })
+    })
 }
 
 /// The fitted query weights of sparse model `name` at row version `version` (read once per
