@@ -208,6 +208,8 @@ fn truncation_during_open_is_an_error_not_a_crash() {
         w.finish().unwrap()
     };
     let checksum = build(&p);
+    // The pristine copy exists before the vandal starts copying it.
+    std::fs::copy(&p, d.join("pristine.lrt")).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let vandal = {
         let (p, stop, d) = (p.clone(), stop.clone(), d.clone());
@@ -223,7 +225,6 @@ fn truncation_during_open_is_an_error_not_a_crash() {
             }
         })
     };
-    std::fs::copy(&p, d.join("pristine.lrt")).unwrap();
     let (mut ok, mut refused, mut faulted) = (0, 0, 0);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
