@@ -11,7 +11,7 @@ pub static DEFAULT_SPARSE_MODEL: GucSetting<Option<CString>> = GucSetting::<Opti
 pub static DEFAULT_RERANKER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
-pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static MAX_DRAIN_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static ALLOW_BACKEND_MODELS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
@@ -108,12 +108,14 @@ pub fn register() {
             GucContext::Postmaster,
             GucFlags::default(),
         );
-        GucRegistry::define_string_guc(
-            c"lightretriever.database",
-            c"The database whose auto-encoding queues the workers drain.",
-            c"Encoding requests from backends are served for every database; queues only for this one.",
-            &DATABASE,
-            GucContext::Postmaster,
+        GucRegistry::define_int_guc(
+            c"lightretriever.max_drain_workers",
+            c"Most drain workers (one per database with lightretriever, times lightretriever.workers) running at once.",
+            c"Each is a background worker: max_worker_processes must leave room for them, the encoder workers and the launcher.",
+            &MAX_DRAIN_WORKERS,
+            1,
+            1024,
+            GucContext::Sighup,
             GucFlags::default(),
         );
         GucRegistry::define_int_guc(
@@ -167,8 +169,8 @@ pub fn workers() -> i32 {
     WORKERS.get()
 }
 
-pub fn database() -> String {
-    DATABASE.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "postgres".into())
+pub fn max_drain_workers() -> usize {
+    MAX_DRAIN_WORKERS.get().max(1) as usize
 }
 
 pub fn allow_backend_models() -> bool {
@@ -229,9 +231,4 @@ pub fn workers_registered() -> bool {
     REGISTERED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// True when a worker drains auto-encoding queues in the current database.
-pub fn worker_serves_this_database() -> bool {
-    workers_registered()
-        && pgrx::Spi::get_one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text").ok().flatten() == Some(database())
-}
 

@@ -99,8 +99,12 @@ fn lr_enable_auto_encoding(
     debug_assert_eq!(enc.plain, kind == 'r');
     let enqueued = backfill(&enc, false);
     pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
-    if !crate::guc::worker_serves_this_database() {
-        pgrx::warning!("lightretriever: no encoder worker drains queues in this database; rows stay queued until one does");
+    // The launcher keeps a drain worker in this database once this commits.
+    crate::worker::databases::mark_at_commit(unsafe { pg_sys::MyDatabaseId });
+    if !crate::guc::workers_registered() {
+        pgrx::warning!(
+            "lightretriever: no encoder workers run on this server (lightretriever not in shared_preload_libraries, or lightretriever.workers = 0); rows stay queued until they do"
+        );
     }
 }
 

@@ -100,7 +100,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                 "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
                         pg_catalog.max(a.pid)
                    FROM pg_catalog.pg_stat_activity a
-                  WHERE a.backend_type OPERATOR(pg_catalog.=) 'lightretriever encoder'
+                  WHERE a.backend_type OPERATOR(pg_catalog.=) 'lightretriever drain'
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;

@@ -17,22 +17,28 @@ use crate::security::with_key_text_settings;
 use crate::spi::{flatten, in_subtransaction};
 
 use super::limits::{on_user_table, stopping, BatchMarker, Stalls};
-use super::process::Inference;
+use super::link::EncoderLink;
 use super::report_activity;
 
-/// One batch of every active auto-encoding (but those backed off after a stall); returns the
-/// rows handled.
-pub(super) fn drain_once(inference: &mut Inference, stalls: &mut Stalls) -> usize {
-    let active = BackgroundWorker::transaction(|| {
-        let installed = Spi::get_one::<bool>(
-            "SELECT pg_catalog.to_regclass('lightretriever.lr_auto_encodings') IS NOT NULL
-                AND EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever')",
-        );
-        if installed != Ok(Some(true)) {
-            return Vec::new();
-        }
-        encodings("AND a.status OPERATOR(pg_catalog.=) 'active'", &[])
-    });
+/// The active auto-encodings of this database; `None` when lightretriever is not installed
+/// here (a failed look reads as installed with none active: only a sure answer ends a worker).
+pub(super) fn active_encodings() -> Option<Vec<AutoEncoding>> {
+    let installed = Spi::get_one::<bool>(
+        "SELECT pg_catalog.to_regclass('lightretriever.lr_auto_encodings') IS NOT NULL
+            AND EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever')",
+    );
+    if installed == Ok(Some(false)) {
+        return None;
+    }
+    Some(in_subtransaction(|| encodings("AND a.status OPERATOR(pg_catalog.=) 'active'", &[])).unwrap_or_default())
+}
+
+/// One batch of each of `active` (but those backed off after a stall); returns the rows
+/// handled. Nothing is claimed while no encoder can be reached (a worker starting with the server).
+pub(super) fn drain_once(link: &mut EncoderLink, stalls: &mut Stalls, name: &str, active: Vec<AutoEncoding>) -> usize {
+    if !link.ready() {
+        return 0;
+    }
     let mut handled = 0;
     for enc in active {
         if stopping() {
@@ -41,11 +47,11 @@ pub(super) fn drain_once(inference: &mut Inference, stalls: &mut Stalls) -> usiz
         if stalls.skipped(enc.id) {
             continue;
         }
-        let inference = AssertUnwindSafe(&mut *inference);
+        let link = AssertUnwindSafe(&mut *link);
         let encoding = AssertUnwindSafe(&enc);
         handled += BackgroundWorker::transaction(move || {
-            let wrapped = inference; // the whole wrapper moves in, not its field
-            process_batch(wrapped.0, &encoding)
+            let wrapped = link; // the whole wrapper moves in, not its field
+            process_batch(wrapped.0, &encoding, name)
         });
         stalls.cleared(enc.id);
     }
@@ -64,7 +70,7 @@ fn key_args(claims: &[&Claim], columns: usize) -> Vec<DatumWithOid<'static>> {
 }
 
 /// One batch of `enc` inside the current transaction; returns the rows handled.
-fn process_batch(inference: &mut Inference, enc: &AutoEncoding) -> usize {
+fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) -> usize {
     let started = Instant::now();
     let statements = enc.statements();
     // The source first, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the
@@ -93,7 +99,7 @@ fn process_batch(inference: &mut Inference, enc: &AutoEncoding) -> usize {
         return 0;
     }
     // From here the table's own code may run (casts, checks, policies, triggers).
-    let _marker = BatchMarker::set(inference.index, enc.id);
+    let _marker = BatchMarker::set(name, enc.id);
     let all: Vec<&Claim> = claims.iter().collect();
     // Texts as of now; `found` false = the row is gone.
     let read = on_user_table(enc, || {
@@ -182,7 +188,7 @@ enum EncodeError {
 /// that queue batches and backend requests share model runs. A batch of several rows that
 /// fails on its inputs or kills the inference process is tried row by row (`lr_queue::retry`),
 /// so that one bad row fails alone. `None` = the worker is stopping.
-fn encode_all(inference: &mut Inference, enc: &AutoEncoding, work: &[(&Claim, String)]) -> Option<Vec<Result<Encoded, String>>> {
+fn encode_all(inference: &mut EncoderLink, enc: &AutoEncoding, work: &[(&Claim, String)]) -> Option<Vec<Result<Encoded, String>>> {
     let infos = in_subtransaction(|| {
         let dense = crate::catalog::load_model(&enc.model);
         let sparse = enc.sparse_model.as_deref().map(crate::catalog::load_model);
@@ -202,7 +208,7 @@ fn encode_all(inference: &mut Inference, enc: &AutoEncoding, work: &[(&Claim, St
 }
 
 fn encode_texts(
-    inference: &mut Inference,
+    inference: &mut EncoderLink,
     enc: &AutoEncoding,
     dense_info: &ModelInfo,
     sparse_info: Option<&ModelInfo>,

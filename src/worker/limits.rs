@@ -68,14 +68,14 @@ pub(super) fn on_user_table<T>(enc: &AutoEncoding, f: impl FnOnce() -> Result<T,
     result
 }
 
-/// While a batch of a table runs, a marker names it (`lightretriever/encoder-N.batch`): a worker
+/// While a batch of a table runs, a marker names it (`lightretriever/drain-<db>-<slot>.batch`): a worker
 /// that died inside the table's code (past the hard deadline) finds it at its next start and
 /// backs off that table (`Stalls`). Removed when the batch ends, however it ends in Rust.
 pub(super) struct BatchMarker(PathBuf);
 
 impl BatchMarker {
-    pub(super) fn set(index: i32, encoding: i32) -> BatchMarker {
-        let path = PathBuf::from(format!("lightretriever/encoder-{index}.batch"));
+    pub(super) fn set(worker: &str, encoding: i32) -> BatchMarker {
+        let path = PathBuf::from(format!("lightretriever/drain-{worker}.batch"));
         let _ = std::fs::write(&path, encoding.to_string());
         BatchMarker(path)
     }
@@ -89,7 +89,7 @@ impl Drop for BatchMarker {
 
 /// Tables whose code stalled the worker, skipped until a time that doubles with every stall
 /// (`lr_queue::retry::Stalls`: 30 s, 1 min, … ≤ 1 h); kept in
-/// `lightretriever/encoder-N.stalls.json` across restarts.
+/// `lightretriever/drain-<db>-<slot>.stalls.json` across restarts.
 pub(super) struct Stalls {
     path: PathBuf,
     record: lr_queue::retry::Stalls,
@@ -101,11 +101,11 @@ pub(super) fn unix_now() -> u64 {
 
 impl Stalls {
     /// Reads the record, and counts a stall when the previous worker died inside a batch.
-    pub(super) fn load(index: i32) -> (Stalls, Option<(i32, u64)>) {
-        let path = PathBuf::from(format!("lightretriever/encoder-{index}.stalls.json"));
+    pub(super) fn load(worker: &str) -> (Stalls, Option<(i32, u64)>) {
+        let path = PathBuf::from(format!("lightretriever/drain-{worker}.stalls.json"));
         let tables = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
         let mut stalls = Stalls { path, record: lr_queue::retry::Stalls { tables } };
-        let marker = PathBuf::from(format!("lightretriever/encoder-{index}.batch"));
+        let marker = PathBuf::from(format!("lightretriever/drain-{worker}.batch"));
         let stalled = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse::<i32>().ok());
         let _ = std::fs::remove_file(&marker);
         let counted = stalled.map(|id| (id, stalls.record.count(id, unix_now())));

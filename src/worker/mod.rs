@@ -1,9 +1,14 @@
-//! The background workers. Each one binds `$PGDATA/lightretriever/encoder-N.sock` and forks an
-//! **inference process** that holds the models and serves the socket (lr-service): backends
-//! and the worker itself are its clients. The worker drains the auto-encoding queues of one
-//! database (`lightretriever.database`) through SPI and restarts the inference process when it
-//! dies — a crash in model code (segfault, OOM kill, CUDA fault, SIGKILL) costs a retried
-//! batch, never a reset of the cluster, because the postmaster does not watch the child.
+//! The background workers, three kinds:
+//! - **encoder** (`lightretriever.workers` of them, static): binds
+//!   `$PGDATA/lightretriever/encoder-N.sock` and forks an **inference process** that holds the
+//!   models and serves the socket (lr-service) to backends and drain workers. It restarts the
+//!   inference process when it dies — a crash in model code (segfault, OOM kill, CUDA fault,
+//!   SIGKILL) costs a retried batch, never a reset of the cluster, because the postmaster does not
+//!   watch the child. It connects to no database.
+//! - **launcher** (one, static, `launcher.rs`): keeps a drain worker running in every database
+//!   where lightretriever is installed.
+//! - **drain** (dynamic, `drain.rs`): drains the auto-encoding queues of one database through SPI,
+//!   sending the texts to an encoder's inference process.
 //!
 //! One batch = one transaction: claim queue entries (`FOR UPDATE SKIP LOCKED`), read their texts,
 //! encode, write the vectors of rows whose text is still the encoded one, delete the entries. A
@@ -24,11 +29,13 @@ use pgrx::prelude::*;
 use crate::auto::encodings;
 use crate::spi::in_subtransaction;
 
-/// Registers `lightretriever.workers` workers; only while the postmaster preloads the library.
+/// Registers `lightretriever.workers` encoder workers and the launcher, and installs the utility
+/// hook; only while the postmaster preloads the library.
 pub fn register() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
+    hook::install();
     let workers = crate::guc::workers();
     for i in 0..workers {
         BackgroundWorkerBuilder::new(&format!("lightretriever encoder {i}"))
@@ -36,6 +43,15 @@ pub fn register() {
             .set_library("lightretriever")
             .set_function("lr_encoder_worker_main")
             .set_argument(i.into_datum())
+            .enable_spi_access()
+            .set_restart_time(Some(Duration::from_secs(1)))
+            .load();
+    }
+    if workers > 0 {
+        BackgroundWorkerBuilder::new("lightretriever launcher")
+            .set_type("lightretriever launcher")
+            .set_library("lightretriever")
+            .set_function("lr_launcher_main")
             .enable_spi_access()
             .set_restart_time(Some(Duration::from_secs(1)))
             .load();
@@ -53,13 +69,17 @@ fn status_path(index: i32) -> PathBuf {
     PathBuf::from(format!("lightretriever/encoder-{index}.json"))
 }
 
-
+pub mod databases;
 mod drain;
+mod hook;
+mod launcher;
 mod limits;
+mod link;
 mod process;
 
 use drain::{drain_once, record_error};
 use limits::{past_hard_deadline, stopping, RegisterTimeout, Stalls, HARD_DEADLINE, USER_TIMEOUT};
+use link::EncoderLink;
 use process::{on_sigchld, Inference};
 
 #[no_mangle]
@@ -67,8 +87,6 @@ use process::{on_sigchld, Inference};
 pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
     let index = arg.value() as i32;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // The socket and the inference process first: backends of every database can encode even
-    // before the queue side runs.
     let path = crate::inference::socket_path(index);
     let _ = std::fs::create_dir_all("lightretriever");
     let _ = std::fs::remove_file(&path);
@@ -78,8 +96,65 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     let mut inference = Inference::start(index, listener);
     unsafe { pg_sys::pqsignal(libc::SIGCHLD, Some(on_sigchld)) };
-    let database = crate::guc::database();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // No database: connected only to be seen in pg_stat_activity (lr_encoder_processes).
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    pgrx::log!("lightretriever encoder {index}: serving {}", path.display());
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            inference.set_device(crate::guc::device_spec());
+        }
+        if stopping() {
+            break;
+        }
+        inference.ensure_running();
+        // SIGCHLD sets the latch: a dead inference process is restarted at once.
+        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+            break;
+        }
+    }
+    inference.stop();
+    let _ = std::fs::remove_file(&path);
+}
+
+/// True while the launcher that started this drain worker lives (a new launcher starts its own).
+fn launcher_alive(pid: i32) -> bool {
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+/// How long a database's first drain worker stays with no active auto-encoding before it ends
+/// (an enabling or resuming marks the database again, and the launcher starts one).
+const IDLE_GRACE: Duration = Duration::from_secs(30);
+
+/// Whether the database has an active auto-encoding, for the first drain worker (slot 0): its
+/// marker is removed before the look and put back if there is one (see databases.rs).
+fn still_wanted(database: u32, slot: i32) -> bool {
+    if slot == 0 {
+        databases::unmark(database);
+    }
+    let wanted = BackgroundWorker::transaction(|| drain::active_encodings().is_some_and(|a| !a.is_empty()));
+    if wanted && slot == 0 {
+        databases::mark(database);
+    }
+    wanted
+}
+
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
+    let database = arg.value() as u32;
+    let extra = BackgroundWorker::get_extra().to_owned();
+    let mut fields = extra.split_whitespace().map(|f| f.parse::<i32>().unwrap_or(0));
+    let (slot, launcher) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    if databases::paused(database) {
+        return;
+    }
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    let _pid = databases::PidFile::write(database, slot);
+    if !still_wanted(database, slot) {
+        return;
+    }
     let id = unsafe { RegisterTimeout(USER_TIMEOUT, Some(past_hard_deadline)) };
     HARD_DEADLINE.store(id, Ordering::Relaxed);
     // The owner's code sees the server's default path, not the pinned one below.
@@ -95,9 +170,9 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
             pg_sys::GucSource::PGC_S_OVERRIDE,
         )
     };
-    pgrx::log!("lightretriever encoder {index}: serving {}, draining the queues of database \"{database}\"", path.display());
-
-    let (mut stalls, stalled) = Stalls::load(index);
+    let name = format!("{database}-{slot}");
+    let mut link = EncoderLink::new(slot % crate::guc::workers().max(1));
+    let (mut stalls, stalled) = Stalls::load(&name);
     if let Some((encoding, pause)) = stalled {
         let message = format!(
             "the table's own code ran past lightretriever.statement_timeout and would not stop (e.g. a trigger that catches the cancel): the worker was restarted, and skips this table for {pause} s"
@@ -109,17 +184,30 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
         });
     }
     let mut last_prune = Instant::now();
+    let mut idle_since: Option<Instant> = None;
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            inference.set_device(crate::guc::device_spec());
         }
-        if stopping() {
+        if stopping() || !launcher_alive(launcher) || databases::paused(database) {
             break;
         }
-        inference.ensure_running();
-        let worked = drain_once(&mut inference, &mut stalls);
-        if last_prune.elapsed() > Duration::from_secs(60) {
+        let worked = match BackgroundWorker::transaction(drain::active_encodings) {
+            Some(active) if !active.is_empty() => {
+                idle_since = None;
+                drain_once(&mut link, &mut stalls, &name, active)
+            }
+            // Not installed (any more), or nothing active for a while: end, unless an enabling
+            // came in meanwhile. Other slots end when the launcher stops them.
+            found => {
+                let idle = idle_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_GRACE;
+                if (found.is_none() || (slot == 0 && idle)) && !still_wanted(database, slot) {
+                    break;
+                }
+                0
+            }
+        };
+        if slot == 0 && last_prune.elapsed() > Duration::from_secs(60) {
             BackgroundWorker::transaction(|| {
                 let _ = in_subtransaction(|| {
                     Spi::run(
@@ -135,8 +223,6 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
             break;
         }
     }
-    inference.stop();
-    let _ = std::fs::remove_file(&path);
 }
 
 /// The inference processes of this server's workers, as the workers last reported them.

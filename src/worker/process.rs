@@ -1,13 +1,12 @@
-//! The worker's inference process: forked, watched, restarted; the worker is its client.
+//! The encoder worker's inference process: forked, watched, restarted.
 
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lr_service::{CallError, Client, Exit, InferenceProcess, Request};
+use lr_service::{Exit, InferenceProcess};
 use pgrx::prelude::*;
 
 
-use super::limits::stopping;
 use super::status_path;
 
 /// The worker's inference process: started, watched, restarted.
@@ -21,7 +20,6 @@ pub(super) struct Inference {
     /// Not before this instant (a process that keeps dying at start is restarted at most every
     /// few seconds).
     next_start: Instant,
-    client: Option<Client>,
 }
 
 pub(super) extern "C-unwind" fn on_sigchld(_: i32) {
@@ -39,7 +37,6 @@ impl Inference {
             restarts: 0,
             last_exit: None,
             next_start: Instant::now(),
-            client: None,
         };
         inference.ensure_running();
         inference
@@ -69,28 +66,12 @@ impl Inference {
             pgrx::log!("lightretriever encoder {}: inference process {pid} {e}; starting another", self.index);
             self.last_exit = Some(format!("{pid} {e}"));
             self.restarts += 1;
-            self.client = None;
         }
         if self.process.is_none() && Instant::now() >= self.next_start {
             self.next_start = Instant::now() + Duration::from_secs(1);
             self.spawn();
         }
         exit
-    }
-
-    /// After the connection broke: waits (briefly) for the process to be gone, restarts it.
-    pub(super) fn recover(&mut self) -> String {
-        self.client = None;
-        for _ in 0..200 {
-            if let Some(e) = self.ensure_running() {
-                return format!("the inference process {e} while encoding");
-            }
-            if self.process.as_ref().is_none() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        "the connection to the inference process broke while encoding".to_owned()
     }
 
     /// A new device (SIGHUP): the process is restarted on it (models move on next use).
@@ -100,7 +81,6 @@ impl Inference {
             if let Some(p) = self.process.take() {
                 p.stop(Duration::from_secs(5));
             }
-            self.client = None;
             self.spawn();
         }
     }
@@ -127,29 +107,6 @@ impl Inference {
         let tmp = path.with_extension("json.tmp");
         if std::fs::write(&tmp, status.to_string()).is_ok() {
             let _ = std::fs::rename(&tmp, &path);
-        }
-    }
-
-    /// One request to the inference process; `Err(None)` = the worker is stopping.
-    pub(super) fn call(&mut self, request: &Request) -> Result<lr_service::Reply, Option<String>> {
-        if self.client.is_none() {
-            self.ensure_running();
-            self.client = Client::connect(&crate::inference::socket_path(self.index)).ok();
-        }
-        let Some(client) = self.client.as_mut() else {
-            return Err(Some("the inference process is not running".to_owned()));
-        };
-        match client.call(request, || !stopping()) {
-            Ok(reply) => Ok(reply),
-            Err(CallError::Abandoned) => {
-                self.client = None;
-                Err(None)
-            }
-            Err(CallError::Io(_)) => Err(Some(self.recover())),
-            Err(e @ CallError::Protocol(_)) => {
-                self.client = None;
-                Err(Some(e.to_string()))
-            }
         }
     }
 }
