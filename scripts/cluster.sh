@@ -15,7 +15,9 @@ case "${1:-}" in
     if [ -f "$DIR/data/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$DIR/data" stop -m immediate >/dev/null 2>&1 || true; fi
     rm -rf "$DIR"; mkdir -p "$DIR/sock"; chown -R postgres: "$DIR" 2>/dev/null || sudo chown -R postgres: "$DIR"
     as_pg "$BIN/initdb" -D "$DIR/data" -A trust -U postgres --no-sync >/dev/null
-    preload=""; [ "${LR_PRELOAD:-1}" = 1 ] && preload="-c shared_preload_libraries=lightretriever"
+    # The e2e suite leaves a dozen databases with active auto-encodings, each with its drain
+    # worker: room for them beside the encoder, the launcher and parallel queries.
+    preload=""; [ "${LR_PRELOAD:-1}" = 1 ] && preload="-c shared_preload_libraries=lightretriever -c max_worker_processes=40 -c lightretriever.max_drain_workers=24"
     as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
       -o "-p $PORT -k $DIR/sock -c listen_addresses='' -c fsync=off $preload" start >/dev/null
     echo "cluster up: host=$DIR/sock port=$PORT (log $DIR/server.log)";;

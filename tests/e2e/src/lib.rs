@@ -40,8 +40,8 @@ pub fn error_of(c: &mut Client, sql: &str) -> (String, Option<String>) {
     (db.message().to_owned(), db.hint().map(str::to_owned))
 }
 
-/// The database the encoder workers drain (`lightretriever.database`, `postgres` in the test
-/// cluster), with the extension and the default model; pipeline tests work in their own schemas.
+/// The `postgres` database with the extension and the default model; pipeline tests work in
+/// their own schemas.
 pub fn pipeline_database() -> Client {
     let mut c = connect_to("postgres");
     c.batch_execute("CREATE EXTENSION IF NOT EXISTS lightretriever CASCADE").unwrap();

@@ -1,5 +1,5 @@
 //! Issue 5 end to end, on a cluster with lightretriever in shared_preload_libraries: triggers,
-//! queues and the encoder worker keep live tables encoded under concurrent writers, a killed
+//! queues, the drain worker and the encoder worker keep live tables encoded under concurrent writers, a killed
 //! worker, a broken model, and users who do not own the table.
 
 use std::time::Duration;
@@ -39,7 +39,10 @@ fn failed_of(table: &str) -> String {
 }
 
 fn worker_pids(c: &mut Client) -> Vec<i32> {
-    c.query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lightretriever encoder' ORDER BY pid", &[])
+    c.query(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'lightretriever drain' AND datname = current_database() ORDER BY pid",
+        &[],
+    )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -210,7 +213,7 @@ fn a_worker_killed_mid_batch_is_restarted_and_the_result_is_the_same() {
     let pid: i32 = loop {
         let busy: Option<i32> = c
             .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'lightretriever encoder' AND query LIKE 'lightretriever: encoding %' LIMIT 1",
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'lightretriever drain' AND query LIKE 'lightretriever: encoding %' LIMIT 1",
                 &[],
             )
             .unwrap()
