@@ -70,7 +70,6 @@ first_start() {
 # lightretriever image (docker/entrypoint.sh, first start)
 listen_addresses = '*'
 shared_preload_libraries = 'lightretriever'
-lightretriever.database = $(sql_literal "$POSTGRES_DB")
 lightretriever.workers = $LR_WORKERS
 CONF
 

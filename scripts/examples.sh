@@ -5,9 +5,9 @@
 #   LR_TEST_PGHOST (socket directory) and LR_TEST_PGPORT (default 28815) name the cluster.
 #   LR_EXAMPLES_ROLES=1 runs each app as a role of its own (no superuser) instead of postgres.
 #
-# Auto-encoding only runs in the database the encoder workers drain (lightretriever.database,
-# `postgres` by default), so the apps share that database and each gets a schema of its own,
-# emptied at every run: lr_example_sqlalchemy, lr_example_django, lr_example_sqlx. This script
+# The apps share one database (LR_EXAMPLES_DB, default postgres; any database is drained) and
+# each gets a schema of its own, emptied at every run: lr_example_sqlalchemy, lr_example_django,
+# lr_example_sqlx. This script
 # does the superuser's part once (the extension, the models, the query table); each app's own
 # migration creates its table and enables auto-encoding, as a real app's would. Each app's
 # dependencies go into its own directory (examples/*/.venv, examples/rust-sqlx/target), reused
@@ -30,8 +30,9 @@ started=$SECONDS
 for m in "$MODEL_ROOT/all-minilm-l6-v2" "$MODEL_ROOT/splade-tiny" "$TINY/pe-rank-tiny" "$TINY/jina-bert-tiny"; do
   [ -f "$m/config.json" ] || { echo "examples: no model at $m (scripts/setup.sh installs the default models, make test-models the tiny ones)" >&2; exit 1; }
 done
-DB=$(psql_ -d postgres -tAc "SHOW lightretriever.database") \
+psql_ -d postgres -tAc "SHOW lightretriever.workers" >/dev/null \
   || { echo "examples: the cluster at $PGHOST:$PGPORT must preload lightretriever (shared_preload_libraries)" >&2; exit 1; }
+DB=${LR_EXAMPLES_DB:-postgres}
 export PGDATABASE=$DB
 
 echo "== examples: superuser set-up in database $DB (extension, models, query table)"

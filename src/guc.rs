@@ -59,7 +59,7 @@ pub fn register() {
     }
     GucRegistry::define_int_guc(
         c"lightretriever.statement_timeout",
-        c"Longest the encoder worker lets one statement on a user's table run (reading texts, writing vectors, the table's own triggers), and wait for a lock.",
+        c"Longest a drain worker lets one statement on a user's table run (reading texts, writing vectors, the table's own triggers), and wait for a lock.",
         c"A batch that runs over fails its rows for this attempt (retried with back-off); other tables keep flowing.",
         &STATEMENT_TIMEOUT_MS,
         100,
@@ -87,7 +87,7 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"lightretriever.poll_interval",
-        c"How long an idle encoder worker sleeps between looks at the queues.",
+        c"How long an idle drain worker sleeps between looks at the queues.",
         c"",
         &POLL_INTERVAL_MS,
         10,

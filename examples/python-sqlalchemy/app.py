@@ -8,8 +8,8 @@ background (auto-encoding), queries are encoded inside PostgreSQL by table looku
     python app.py search "query" [--hybrid] [--rerank]
 
 Connection: the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE), or DATABASE_URL; the
-tables live in schema APP_SCHEMA. Auto-encoding needs the database the workers drain
-(`lightretriever.database`, `postgres` by default). A superuser has created the extension and
+tables live in schema APP_SCHEMA (any database: each one with an active auto-encoding is
+drained). A superuser has created the extension and
 registered the models (scripts/examples.sh does it; see ../README.md).
 """
 

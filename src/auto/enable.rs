@@ -295,6 +295,8 @@ fn lr_pause_auto_encoding(source: Option<pgrx::PgRelation>) -> bool {
 #[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_resume_auto_encoding(source: Option<pgrx::PgRelation>) -> bool {
     let (_, enc) = owned_auto_encoding(source);
+    // A database whose only auto-encoding was paused has no drain worker any more.
+    crate::worker::databases::mark_at_commit(unsafe { pg_sys::MyDatabaseId });
     set_status(&enc, "active")
 }
 

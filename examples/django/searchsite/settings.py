@@ -1,8 +1,8 @@
 """Settings of the example site: one app (library), PostgreSQL through psycopg 3.
 
-Connection from the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE). Auto-encoding needs
-the database lightretriever's workers drain (`lightretriever.database`, `postgres` by default);
-the app's tables, Django's migration records included, live in schema APP_SCHEMA.
+Connection from the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE; any database: each one
+with an active auto-encoding is drained); the app's tables, Django's migration records included,
+live in schema APP_SCHEMA.
 """
 import os
 

@@ -3,8 +3,7 @@
 //! queries encoded inside PostgreSQL by table lookup, dense and hybrid search, reranking.
 //!
 //! Connection: the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE; sqlx reads it), tables
-//! in schema APP_SCHEMA. Auto-encoding needs the database the workers drain
-//! (`lightretriever.database`, `postgres` by default).
+//! in schema APP_SCHEMA (any database: each one with an active auto-encoding is drained).
 
 use pgvector::{SparseVector, Vector};
 use sqlx::migrate::{MigrateError, Migrator};

@@ -167,3 +167,20 @@ fn drop_extension_ends_the_drain_worker_and_a_new_enabling_brings_one_back() {
     drop(c);
     drop_database("lr_db_cycle");
 }
+
+#[test]
+fn a_database_idle_for_a_while_lets_its_drain_worker_go_and_resuming_brings_it_back() {
+    let mut c = database_with_docs("lr_db_idle", 10);
+    wait_for_encoding(&mut c, "docs", 120);
+    let mut admin = fresh_connection("postgres");
+    assert_eq!(drain_pids(&mut admin, "lr_db_idle").len(), 1);
+    // Its only auto-encoding paused: after the idle grace (30 s) the slot is given back.
+    c.batch_execute("SELECT lightretriever.lr_pause_auto_encoding('docs')").unwrap();
+    eventually(60, "the idle database's drain worker ends", || drain_pids(&mut admin, "lr_db_idle").is_empty());
+    c.batch_execute("INSERT INTO docs VALUES (100, 'queued while the table was paused')").unwrap();
+    c.batch_execute("SELECT lightretriever.lr_resume_auto_encoding('docs')").unwrap();
+    wait_for_encoding(&mut c, "docs", 120);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM docs WHERE body_embedding IS NULL"), 0);
+    drop(c);
+    drop_database("lr_db_idle");
+}
