@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search clean
+.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-pg17 test-pg18 test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search clean
 
 setup:
 	bash scripts/setup.sh
@@ -36,6 +36,13 @@ test-crates: test-models
 test-pg: test-models
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
 	cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
+
+## Another PostgreSQL major, built from Debian's source package into /opt/lightretriever/postgresql-N
+## (not in `make test`: ~25 min the first time, the server and a second extension build): its
+## #[pg_test]s, and the end-to-end foundation, pipeline and every-database tests on a cluster of it.
+## README, "PostgreSQL versions", says how each was last run.
+test-pg17 test-pg18: test-models
+	bash scripts/test_pg_major.sh $(@:test-pg%=%)
 
 ## End-to-end: install the (dev-profile) extension into the system PostgreSQL 15, start a
 ## throwaway cluster, run tests/e2e against it, stop it.

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster owned by the postgres user, on its own port and socket
+# A throwaway PostgreSQL cluster (15; LR_PG_BIN for another) owned by the postgres user, on its own port and socket
 # directory, for the demo and the end-to-end tests. Usage: cluster.sh start|stop|psql [args]
 #   LR_PGPORT (default 28815)  LR_CLUSTER_DIR (default /tmp/lightretriever-cluster-$LR_PGPORT)
 #   LR_PRELOAD=1 (default) adds lightretriever to shared_preload_libraries (encoder workers);
 #   LR_PRELOAD=0 starts a server without them.
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
+BIN=${LR_PG_BIN:-/usr/lib/postgresql/15/bin}  # another major: scripts/test_pg_major.sh
 PORT=${LR_PGPORT:-28815}
 DIR=${LR_CLUSTER_DIR:-/tmp/lightretriever-cluster-$PORT}
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi; }

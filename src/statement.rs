@@ -12,9 +12,9 @@ pub type StatementKey = (i64, u32, u32);
 pub fn statement_key() -> StatementKey {
     // SAFETY: MyProc is this backend's own PGPROC, valid for the backend's life.
     unsafe {
-        #[cfg(not(feature = "pg17"))]
+        #[cfg(not(any(feature = "pg17", feature = "pg18")))]
         let lxid = (*pg_sys::MyProc).lxid;
-        #[cfg(feature = "pg17")]
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
         let lxid = (*pg_sys::MyProc).vxid.lxid;
         (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false), lxid)
     }

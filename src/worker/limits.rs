@@ -12,12 +12,12 @@ use crate::security::as_owner;
 use crate::spi::in_subtransaction;
 
 // utils/timeout.h, which pgrx does not bind: `TimeoutId` STATEMENT_TIMEOUT is 3 in PostgreSQL
-// 15 to 17 (after STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT); USER_TIMEOUT, the
-// first free one, is 12 (13 from 17, which added TRANSACTION_TIMEOUT).
+// 15 to 18 (after STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT); USER_TIMEOUT, the
+// first free one, is 12 (13 from 17, which added TRANSACTION_TIMEOUT; 18 is as 17).
 pub(super) const STATEMENT_TIMEOUT: i32 = 3;
-#[cfg(not(feature = "pg17"))]
+#[cfg(not(any(feature = "pg17", feature = "pg18")))]
 pub(super) const USER_TIMEOUT: i32 = 12;
-#[cfg(feature = "pg17")]
+#[cfg(any(feature = "pg17", feature = "pg18"))]
 pub(super) const USER_TIMEOUT: i32 = 13;
 extern "C-unwind" {
     fn enable_timeout_after(id: i32, delay_ms: i32);

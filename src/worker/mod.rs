@@ -95,7 +95,11 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
     // Only the server's own OS user may connect (backends run as that user).
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     let mut inference = Inference::start(index, listener);
+    // pqsignal is a macro over pqsignal_be from PostgreSQL 18.
+    #[cfg(not(feature = "pg18"))]
     unsafe { pg_sys::pqsignal(libc::SIGCHLD, Some(on_sigchld)) };
+    #[cfg(feature = "pg18")]
+    unsafe { pg_sys::pqsignal_be(libc::SIGCHLD, Some(on_sigchld)) };
     // No database: connected only to be seen in pg_stat_activity (lr_encoder_processes).
     BackgroundWorker::connect_worker_to_spi(None, None);
     pgrx::log!("lightretriever encoder {index}: serving {}", path.display());
