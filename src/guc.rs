@@ -110,7 +110,7 @@ pub fn register() {
         );
         GucRegistry::define_int_guc(
             c"lightretriever.max_drain_workers",
-            c"Most drain workers (one per database with lightretriever, times lightretriever.workers) running at once.",
+            c"Most drain workers (one per database with an active auto-encoding, times lightretriever.workers) running at once.",
             c"Each is a background worker: max_worker_processes must leave room for them, the encoder workers and the launcher.",
             &MAX_DRAIN_WORKERS,
             1,
