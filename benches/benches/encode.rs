@@ -60,7 +60,7 @@ fn main() {
     // The lookup encoder must tokenize through the fast path, with the tokenizers crate's answer.
     let qt = lookup.query_tokenizer();
     assert_eq!(qt.fast_ids(QUERY).as_deref(), Some(&ids[..]), "{:?}", qt.why_no_fast_path());
-    assert_eq!(lr_tokenizer::plain_ids(lookup.tokenizer(), QUERY).unwrap(), ids);
+    assert_eq!(lr_tokenizer::plain_ids(lookup.tokenizer().unwrap(), QUERY).unwrap(), ids);
     let batch: Vec<String> = (0..32).map(|i| format!("{QUERY} number {i}")).collect();
     let batch_refs: Vec<&str> = batch.iter().map(String::as_str).collect();
 
@@ -70,7 +70,7 @@ fn main() {
     g.bench_function("lookup_mean_only", |b| b.iter(|| lookup.encode_ids(black_box(&ids)).unwrap()));
     g.bench_function("lookup_tokenize_only", |b| b.iter(|| lookup.token_ids(black_box(QUERY)).unwrap()));
     g.bench_function("hf_tokenize_only", |b| {
-        b.iter(|| lr_tokenizer::plain_ids(lookup.tokenizer(), black_box(QUERY)).unwrap())
+        b.iter(|| lr_tokenizer::plain_ids(lookup.tokenizer().unwrap(), black_box(QUERY)).unwrap())
     });
     g.sample_size(20);
     g.bench_function("full_model_batch_1", |b| b.iter(|| enc.encode(black_box(&[QUERY])).unwrap()));
@@ -86,7 +86,7 @@ fn main() {
         black_box(lookup.token_ids(QUERY).unwrap());
     });
     let hf_tokenize_s = time_per_call(5_000, || {
-        black_box(lr_tokenizer::plain_ids(lookup.tokenizer(), QUERY).unwrap());
+        black_box(lr_tokenizer::plain_ids(lookup.tokenizer().unwrap(), QUERY).unwrap());
     });
     let full1_s = time_per_call(50, || {
         black_box(enc.encode(&[QUERY]).unwrap());

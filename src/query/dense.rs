@@ -52,8 +52,7 @@ fn open_table(model: &str, instruction: &str, file: &str, expected: lr_table::Ex
         );
     }
     let _ = instruction;
-    let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
-    LookupEncoder::new(table, tokenizer)
+    LookupEncoder::new(table, super::query_tokenizer(&tokenizer_path))
 }
 
 /// Forgets this backend's open table of (model, instruction) (its file changed under it).

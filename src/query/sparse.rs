@@ -130,8 +130,7 @@ pub fn encode_query_sparse(query: &str, model: Option<&str>, weighting: QueryWei
     let encoder = match ENCODERS.with(|m| m.borrow().get(&key).cloned()) {
         Some(e) => e,
         None => {
-            let tokenizer = lr_tokenizer::load_tokenizer(Path::new(&key), None).or_raise(Code::ERRCODE_IO_ERROR);
-            let e = Rc::new(SparseQueryEncoder::new(tokenizer));
+            let e = Rc::new(SparseQueryEncoder::new(super::query_tokenizer(Path::new(&key))));
             ENCODERS.with(|m| m.borrow_mut().insert(key, e.clone()));
             e
         }

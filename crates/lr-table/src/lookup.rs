@@ -47,13 +47,14 @@ pub struct LookupEncoder {
 }
 
 impl LookupEncoder {
-    /// `tokenizer` must be loaded without truncation (queries are cut at 512 tokens here).
-    pub fn new(table: QueryTable, tokenizer: Tokenizer) -> Self {
-        LookupEncoder { table, tokenizer: QueryTokenizer::new(tokenizer) }
+    /// `tokenizer` must be loaded without truncation (queries are cut at 512 tokens here): a
+    /// `Tokenizer`, or a `QueryTokenizer::from_file` (which holds less memory).
+    pub fn new(table: QueryTable, tokenizer: impl Into<QueryTokenizer>) -> Self {
+        LookupEncoder { table, tokenizer: tokenizer.into() }
     }
 
     /// The Hugging Face tokenizer the encoder was built with.
-    pub fn tokenizer(&self) -> &Tokenizer {
+    pub fn tokenizer(&self) -> Result<&Tokenizer, String> {
         self.tokenizer.tokenizer()
     }
 

@@ -3,7 +3,7 @@
 //! its id's fitted weight when the model has weights (idf, `lr_fit_sparse_query_weights`).
 //! Ids past the weights (a vocabulary larger than the fit's) keep their raw count.
 
-use lr_tokenizer::{QueryTokenizer, Tokenizer};
+use lr_tokenizer::QueryTokenizer;
 
 use crate::lookup::{LookupError, MAX_QUERY_TOKENS};
 
@@ -12,9 +12,10 @@ pub struct SparseQueryEncoder {
 }
 
 impl SparseQueryEncoder {
-    /// `tokenizer` must be loaded without truncation (queries are cut here).
-    pub fn new(tokenizer: Tokenizer) -> Self {
-        SparseQueryEncoder { tokenizer: QueryTokenizer::new(tokenizer) }
+    /// `tokenizer` must be loaded without truncation (queries are cut here): a `Tokenizer`, or
+    /// a `QueryTokenizer::from_file` (which holds less memory).
+    pub fn new(tokenizer: impl Into<QueryTokenizer>) -> Self {
+        SparseQueryEncoder { tokenizer: tokenizer.into() }
     }
 
     pub fn query_tokenizer(&self) -> &QueryTokenizer {

@@ -22,6 +22,12 @@ pub fn load_tokenizer(path: &Path, max_length: Option<usize>) -> Result<Tokenize
     Ok(tok)
 }
 
+/// What [`load_tokenizer`] does with `max_length = None`, to a tokenizer already parsed.
+fn without_padding_or_truncation(tok: &mut Tokenizer) -> Result<(), String> {
+    tok.with_padding(None);
+    tok.with_truncation(None).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// Token ids of `text` without special tokens, as the lookup query encoder sees them.
 pub fn plain_ids(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, String> {
     let enc = tok.encode(text, false).map_err(|e| format!("cannot tokenize: {e}"))?;

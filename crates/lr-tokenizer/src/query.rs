@@ -26,8 +26,10 @@
 //! could change the ids). At construction the fast path is also checked against HF on a few probe
 //! strings and switched off if any differs.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+
+use once_cell::sync::OnceCell;
 
 use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::NormalizerWrapper;
@@ -77,7 +79,67 @@ impl Hasher for FxHasher {
     }
 }
 
-type Vocab = HashMap<Box<str>, u32, BuildHasherDefault<FxHasher>>;
+/// A read-only string → id map in flat arrays: about half the memory of a
+/// `HashMap<Box<str>, u32>` (no allocation per key), which every backend holds once per model.
+#[derive(Debug, Clone, Default)]
+struct Vocab {
+    /// The keys, back to back; key `i` ends at `ends[i]`.
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+    ids: Vec<u32>,
+    /// Open addressing, linear probing: entry index + 1, 0 = empty; a power of two long.
+    slots: Vec<u32>,
+    /// 64 - log2(slots.len()).
+    shift: u32,
+}
+
+/// The slot of `key` in a table of `2^(64 - shift)` slots: the hash's high bits (a multiplicative
+/// hash's low bits depend only on the key's first bytes).
+fn key_slot(key: &[u8], shift: u32) -> usize {
+    let mut h = FxHasher::default();
+    h.write(key);
+    (h.finish() >> shift) as usize
+}
+
+impl Vocab {
+    fn from_pairs(pairs: &[(&str, u32)]) -> Vocab {
+        let len = (pairs.len() * 3 / 2 + 2).next_power_of_two();
+        let mut v = Vocab { slots: vec![0; len], shift: 64 - len.trailing_zeros(), ..Vocab::default() };
+        let mask = len - 1;
+        for (i, (key, id)) in pairs.iter().enumerate() {
+            v.bytes.extend_from_slice(key.as_bytes());
+            v.ends.push(v.bytes.len() as u32);
+            v.ids.push(*id);
+            let mut slot = key_slot(key.as_bytes(), v.shift);
+            while v.slots[slot] != 0 {
+                slot = (slot + 1) & mask;
+            }
+            v.slots[slot] = i as u32 + 1;
+        }
+        v
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    #[inline]
+    fn get(&self, key: &str) -> Option<u32> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut slot = key_slot(key.as_bytes(), self.shift);
+        loop {
+            let entry = self.slots[slot] as usize;
+            if entry == 0 {
+                return None;
+            }
+            if self.key(entry - 1) == key.as_bytes() {
+                return Some(self.ids[entry - 1]);
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+}
 
 /// Truncation of a single sequence encoded without special tokens.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +176,10 @@ struct FastBert {
 /// tokenizers, otherwise the Hugging Face tokenizer's own.
 #[derive(Clone)]
 pub struct QueryTokenizer {
-    tok: Tokenizer,
+    /// The Hugging Face tokenizer; made from `source` when first needed if it was let go.
+    hf: OnceCell<Tokenizer>,
+    /// Where a let-go tokenizer comes back from ([`QueryTokenizer::from_file`]).
+    source: Option<Source>,
     /// Cuts long queries before tokenizing them (see [`QueryTokenizer::first_ids`]).
     cutter: PrefixCutter,
     fast: Option<FastBert>,
@@ -152,17 +217,42 @@ impl QueryTokenizer {
             Err(why) => (None, Some(why)),
         };
         let cutter = PrefixCutter::new(&tok);
-        QueryTokenizer { tok, cutter, fast, why_not }
+        QueryTokenizer { hf: OnceCell::with_value(tok), source: None, cutter, fast, why_not }
     }
 
-    /// The wrapped Hugging Face tokenizer.
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tok
+    /// The query tokenizer of `tokenizer.json` at `path` (loaded as [`crate::load_tokenizer`]
+    /// with no truncation). With a fast path, the Hugging Face tokenizer (≈8 MB for a BERT
+    /// vocabulary, 5× the fast path's tables) is let go once the fast path is checked against it,
+    /// and made again from the file only for text the fast path hands over (non-ASCII, added
+    /// tokens); the file must then still be the same, byte for byte, or that call is an error.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        let source = Source { path: path.to_owned(), digest: digest(&bytes) };
+        let mut q = QueryTokenizer::new(source.parse(&bytes)?);
+        if q.fast.is_some() {
+            q.hf = OnceCell::new();
+            q.source = Some(source);
+        }
+        Ok(q)
     }
 
-    /// The wrapped Hugging Face tokenizer, by value.
-    pub fn into_inner(self) -> Tokenizer {
-        self.tok
+    /// The Hugging Face tokenizer (made again from its file if it was let go).
+    pub fn tokenizer(&self) -> Result<&Tokenizer, String> {
+        self.hf.get_or_try_init(|| match &self.source {
+            Some(source) => source.reload(),
+            None => Err("the query tokenizer has no Hugging Face tokenizer".into()),
+        })
+    }
+
+    /// The Hugging Face tokenizer, by value.
+    pub fn into_inner(self) -> Result<Tokenizer, String> {
+        self.tokenizer()?;
+        Ok(self.hf.into_inner().expect("made just above"))
+    }
+
+    /// Whether the Hugging Face tokenizer is in memory now.
+    pub fn holds_hugging_face(&self) -> bool {
+        self.hf.get().is_some()
     }
 
     /// Whether the tokenizer was recognised as a BERT WordPiece pipeline (ASCII text not
@@ -181,7 +271,7 @@ impl QueryTokenizer {
         if let Some(ids) = self.fast_ids(text) {
             return Ok(ids);
         }
-        crate::plain_ids(&self.tok, text)
+        crate::plain_ids(self.tokenizer()?, text)
     }
 
     /// The first `max_tokens` ids of [`QueryTokenizer::ids`], from a bounded prefix of `text`
@@ -206,6 +296,36 @@ impl QueryTokenizer {
     /// Raw counts of the ids of `text`, sorted by id: [`crate::count_ids`] through this tokenizer.
     pub fn count_ids(&self, text: &str) -> Result<Vec<(u32, f32)>, String> {
         Ok(crate::counts_of(&self.ids(text)?))
+    }
+}
+
+/// Where a let-go Hugging Face tokenizer comes back from: its file, and a digest of the bytes
+/// the fast path was checked against.
+#[derive(Clone, Debug)]
+struct Source {
+    path: PathBuf,
+    digest: u64,
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.finish() ^ (bytes.len() as u64).rotate_left(32)
+}
+
+impl Source {
+    fn parse(&self, bytes: &[u8]) -> Result<Tokenizer, String> {
+        let mut tok = Tokenizer::from_bytes(bytes).map_err(|e| format!("cannot load {}: {e}", self.path.display()))?;
+        crate::without_padding_or_truncation(&mut tok).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        Ok(tok)
+    }
+
+    fn reload(&self) -> Result<Tokenizer, String> {
+        let bytes = std::fs::read(&self.path).map_err(|e| format!("cannot load {}: {e}", self.path.display()))?;
+        if digest(&bytes) != self.digest {
+            return Err(format!("{} has changed since this session's query tokenizer was made from it", self.path.display()));
+        }
+        self.parse(&bytes)
     }
 }
 
@@ -286,20 +406,21 @@ impl FastBert {
             .get(&wp.unk_token)
             .ok_or_else(|| format!("unknown token {:?} is not in the vocabulary", wp.unk_token))?;
         let prefix = wp.continuing_subword_prefix.as_str();
-        let mut first = Vocab::default();
-        let mut cont = Vocab::default();
+        let mut first: Vec<(&str, u32)> = Vec::new();
+        let mut cont: Vec<(&str, u32)> = Vec::new();
         let (mut max_first, mut max_cont) = (0, 0);
-        for (piece, id) in vocab {
+        for (piece, &id) in &vocab {
             if !piece.is_ascii() {
                 continue;
             }
             if let Some(rest) = piece.strip_prefix(prefix) {
                 max_cont = max_cont.max(rest.len());
-                cont.insert(rest.into(), id);
+                cont.push((rest, id));
             }
             max_first = max_first.max(piece.len());
-            first.insert(piece.into_boxed_str(), id);
+            first.push((piece, id));
         }
+        let (first, cont) = (Vocab::from_pairs(&first), Vocab::from_pairs(&cont));
 
         let mut raw_patterns = Vec::new();
         let mut normalized_patterns = Vec::new();
@@ -413,7 +534,7 @@ impl FastBert {
             let mut end = word.len().min(start + longest);
             let mut found = None;
             while start < end {
-                if let Some(&id) = map.get(&word[start..end]) {
+                if let Some(id) = map.get(&word[start..end]) {
                     found = Some(id);
                     break;
                 }

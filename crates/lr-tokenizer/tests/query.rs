@@ -62,7 +62,7 @@ fn variants() -> Vec<(String, QueryTokenizer)> {
 /// Asserts `ids == plain_ids` (and the fast path's answer, when it gives one); true when the fast
 /// path answered.
 fn check(name: &str, q: &QueryTokenizer, text: &str) -> bool {
-    let want = plain_ids(q.tokenizer(), text);
+    let want = plain_ids(q.tokenizer().unwrap(), text);
     assert_eq!(q.ids(text), want, "{name}: {text:?}");
     match q.fast_ids(text) {
         Some(got) => {
@@ -299,7 +299,7 @@ fn accessors_and_counts() {
     assert!(q.why_no_fast_path().is_none());
     let text = "the cat and the hat, the end";
     assert_eq!(q.count_ids(text), lr_tokenizer::count_ids(&tok, text));
-    assert_eq!(q.clone().into_inner().get_vocab_size(true), tok.get_vocab_size(true));
+    assert_eq!(q.clone().into_inner().unwrap().get_vocab_size(true), tok.get_vocab_size(true));
 }
 
 #[test]
@@ -313,4 +313,32 @@ fn added_tokens_send_text_to_tokenizers() {
             assert!(check(&name, &q, text), "{name}: {text:?} did not take the fast path");
         }
     }
+}
+
+#[test]
+fn from_file_lets_the_hugging_face_tokenizer_go_and_makes_it_again_for_what_needs_it() {
+    let dir = lr_testkit::temp_dir("lr-tokenizer-query", "from-file");
+    let path = dir.join("tokenizer.json");
+    std::fs::copy(lr_testkit::dense_model_dir().join("tokenizer.json"), &path).unwrap();
+    let hf = load_tokenizer(&path, None).unwrap();
+    let q = QueryTokenizer::from_file(&path).unwrap();
+    assert!(q.has_fast_path());
+    assert!(!q.holds_hugging_face(), "the fast path's tokenizer keeps the Hugging Face one");
+    // ASCII: answered without it.
+    let text = "how do scientists search library catalogues";
+    assert_eq!(q.ids(text), plain_ids(&hf, text));
+    assert!(!q.holds_hugging_face());
+    // Non-ASCII and added tokens: made again from the file, the same ids as ever.
+    for text in ["café naïve résumé", "a literal [MASK] here", "北京 university"] {
+        assert_eq!(q.ids(text), plain_ids(&hf, text), "{text:?}");
+    }
+    assert!(q.holds_hugging_face());
+    // A file changed after the fact is an error, never other ids.
+    let q = QueryTokenizer::from_file(&path).unwrap();
+    let mut json = std::fs::read_to_string(&path).unwrap();
+    json = json.replacen("\"[UNK]\"", "\"[UNKNOWN]\"", 1);
+    std::fs::write(&path, json).unwrap();
+    let err = q.ids("café").unwrap_err();
+    assert!(err.contains("has changed"), "{err}");
+    assert_eq!(q.ids(text), plain_ids(&hf, text), "the fast path needs no file");
 }
