@@ -1,28 +1,33 @@
 //! Which databases want a drain worker, as files under `$PGDATA/lightretriever/databases/` that
 //! the launcher, the drain workers and every backend read (the launcher is connected to no
 //! database, so it cannot read any database's catalog):
-//! - `<oid>`: the database has (or may have) lightretriever installed. Written after the commit
-//!   of `CREATE EXTENSION lightretriever`, of an auto-encoding's enabling and of `CREATE
-//!   DATABASE` (a template may carry the extension); removed by the database's first drain worker
-//!   when it finds no extension there, and by the launcher when the database is gone.
-//! - `<oid>.pause`: a command that needs the database without other sessions (`DROP`, `ALTER
-//!   DATABASE … RENAME / SET TABLESPACE`, `CREATE DATABASE … TEMPLATE`) is running; no drain
-//!   worker starts there until it ends.
-//! - `<oid>-<slot>.pid`: a drain worker's process id, for that command to stop it.
+//! - `<oid>`: the database has (or may have) an active auto-encoding. Written after the commit of
+//!   `CREATE EXTENSION lightretriever`, of an enabling or resuming, and of `CREATE DATABASE` (a
+//!   template may carry the extension); removed by the database's first drain worker when it
+//!   finds nothing active there, and by the launcher when the database is gone.
+//! - `<oid>.<pid>.pause`: backend `pid` runs a command that needs the database without other
+//!   sessions (`DROP`, `ALTER DATABASE … RENAME / SET TABLESPACE`, `CREATE DATABASE … TEMPLATE`);
+//!   no drain worker runs there while that backend lives and the file is there (a backend that
+//!   ends with FATAL leaves the file, which then counts for nothing).
+//! - `<oid>-<slot>-<pid>.pid`: a drain worker, for that command to stop it; its content is when
+//!   it last encoded rows (unix seconds), for the launcher to pick an idle one when databases
+//!   wait for a slot.
 //!
-//! Why files and not shared memory: they outlive a launcher restart, and a database's
-//! marker must be written by a backend connected to another database (`CREATE DATABASE`).
+//! Why files and not shared memory: they outlive a launcher restart, and a database's marker
+//! must be written by a backend connected to another database (`CREATE DATABASE`).
 //!
-//! The marker is removed *before* a drain worker checks for the extension and written *after*
-//! a commit, so a marker written by a concurrent `CREATE EXTENSION` is never lost: either the
-//! check sees the commit, or the marker comes after the removal and the launcher starts the
-//! worker again.
+//! The marker is removed *before* a drain worker looks for active auto-encodings and written
+//! *after* a commit, so a marker written by a concurrent enabling is never lost: either the look
+//! sees the commit, or the marker comes after the removal and the launcher starts a worker again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
+
+use super::limits::unix_now;
 
 fn dir() -> PathBuf {
     PathBuf::from("lightretriever/databases")
@@ -32,12 +37,10 @@ fn marker(database: u32) -> PathBuf {
     dir().join(database.to_string())
 }
 
-fn pause_file(database: u32) -> PathBuf {
-    dir().join(format!("{database}.pause"))
-}
-
-fn pid_file(database: u32, slot: i32) -> PathBuf {
-    dir().join(format!("{database}-{slot}.pid"))
+/// The files of the directory whose names `parse` accepts, with what it made of them.
+fn entries<T>(parse: impl Fn(&str) -> Option<T>) -> Vec<(PathBuf, T)> {
+    let Ok(read) = std::fs::read_dir(dir()) else { return Vec::new() };
+    read.flatten().filter_map(|e| Some((e.path(), parse(e.file_name().to_str()?)?))).collect()
 }
 
 pub(super) fn mark(database: u32) {
@@ -51,87 +54,145 @@ pub(super) fn unmark(database: u32) {
 
 /// The databases with a marker.
 pub(super) fn marked() -> BTreeSet<u32> {
-    let Ok(entries) = std::fs::read_dir(dir()) else { return BTreeSet::new() };
-    entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).collect()
+    entries(|name| name.parse::<u32>().ok()).into_iter().map(|(_, db)| db).collect()
 }
 
-/// Marks the current transaction's database (or `database`) once the transaction commits.
+/// Marks `database` once the current transaction commits.
 pub fn mark_at_commit(database: pg_sys::Oid) {
     let database = database.to_u32();
     pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || mark(database));
 }
 
-pub(super) fn paused(database: u32) -> bool {
-    pause_file(database).exists()
+/// True when `pid` is a live backend or background worker of this server.
+fn live(pid: i32) -> bool {
+    pid > 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
 }
 
-/// Every pause left by a backend that died mid-command (the launcher's start).
-pub(super) fn clear_pauses() {
-    let Ok(entries) = std::fs::read_dir(dir()) else { return };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().ends_with(".pause") {
-            let _ = std::fs::remove_file(e.path());
+/// Whether a live backend holds a pause on `database` (pauses of ended backends are removed).
+pub(super) fn paused(database: u32) -> bool {
+    let mut held = false;
+    for (path, (db, pid)) in entries(parse_pause) {
+        if db != database {
+            continue;
+        }
+        if live(pid) {
+            held = true;
+        } else {
+            let _ = std::fs::remove_file(path);
         }
     }
+    held
 }
 
-/// A drain worker's process id file, removed when it ends.
-pub(super) struct PidFile(PathBuf);
+fn parse_pause(name: &str) -> Option<(u32, i32)> {
+    let (db, rest) = name.strip_suffix(".pause")?.split_once('.')?;
+    Some((db.parse().ok()?, rest.parse().ok()?))
+}
+
+/// `<oid>-<slot>-<pid>.pid` → (oid, slot, pid).
+fn parse_pid_file(name: &str) -> Option<(u32, i32, i32)> {
+    let mut parts = name.strip_suffix(".pid")?.splitn(3, '-');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// A drain worker's file (see the module comment), removed when it ends normally; one left by
+/// a worker that died is removed by the launcher once that pid is gone.
+pub(super) struct PidFile {
+    path: PathBuf,
+    written: Instant,
+}
 
 impl PidFile {
     pub(super) fn write(database: u32, slot: i32) -> PidFile {
-        let path = pid_file(database, slot);
+        let path = dir().join(format!("{database}-{slot}-{}.pid", unsafe { pg_sys::MyProcPid }));
         let _ = std::fs::create_dir_all(dir());
-        let _ = std::fs::write(&path, unsafe { pg_sys::MyProcPid }.to_string());
-        PidFile(path)
+        let _ = std::fs::write(&path, "0");
+        PidFile { path, written: Instant::now() }
+    }
+
+    /// Rows were encoded just now (written at most every few seconds).
+    pub(super) fn worked(&mut self) {
+        if self.written.elapsed() >= Duration::from_secs(5) {
+            let _ = std::fs::write(&self.path, unix_now().to_string());
+            self.written = Instant::now();
+        }
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// When each database's drain workers last encoded rows (unix seconds; 0 = not yet), from the
+/// files of live workers; files of ended ones are removed.
+pub(super) fn last_work() -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    for (path, (db, _, pid)) in entries(parse_pid_file) {
+        if !live(pid) {
+            let _ = std::fs::remove_file(path);
+            continue;
+        }
+        let at = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+        let e = out.entry(db).or_insert(0);
+        *e = (*e).max(at);
+    }
+    out
+}
+
+/// Everything kept for a database that is gone: its marker, pauses and the drain workers'
+/// stall records (`lightretriever/drain-<oid>-<slot>.*`).
+pub(super) fn forget(database: u32) {
+    unmark(database);
+    for (path, (db, _)) in entries(parse_pause) {
+        if db == database {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let prefix = format!("drain-{database}-");
+    if let Ok(read) = std::fs::read_dir("lightretriever") {
+        for e in read.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
 /// While alive, no drain worker runs in a database: written before a command that needs the
-/// database to itself, removed when the command ends, however it ends.
+/// database to itself, removed when the command ends (or worthless once this backend is gone).
 pub struct Pause(PathBuf);
-
-/// How long a command waits for a database's drain workers to end (a batch inside the table
-/// owner's code ends within `lightretriever.statement_timeout`).
-const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 impl Pause {
     /// Pauses `database` and stops its drain workers (SIGTERM: they leave their batch queued),
-    /// waiting until they are gone.
-    pub fn stop_drains(database: pg_sys::Oid) -> Pause {
+    /// waiting until they are gone, at most `patience`.
+    pub fn stop_drains(database: pg_sys::Oid, patience: Duration) -> Pause {
         let oid = database.to_u32();
         let _ = std::fs::create_dir_all(dir());
-        let path = pause_file(oid);
-        let _ = std::fs::write(&path, unsafe { pg_sys::MyProcPid }.to_string());
+        let path = dir().join(format!("{oid}.{}.pause", unsafe { pg_sys::MyProcPid }));
+        let _ = std::fs::write(&path, b"");
         let pause = Pause(path); // removed even if the wait below is cancelled
-        let prefix = format!("{oid}-");
-        let pids: Vec<i32> = std::fs::read_dir(dir())
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Only a live process of this server connected to that database (a pid file left by a
-        // crash may name a reused pid).
+        // Only a drain worker of this server connected to that database: a file left by a
+        // crash may name a pid now used by someone else's session.
         let is_drain_of = |pid: i32| unsafe {
             let proc_ = pg_sys::BackendPidGetProc(pid);
-            !proc_.is_null() && (*proc_).databaseId == database
+            let kind = pg_sys::GetBackgroundWorkerTypeByPid(pid);
+            !proc_.is_null()
+                && (*proc_).databaseId == database
+                && !kind.is_null()
+                && CStr::from_ptr(kind).to_bytes() == b"lightretriever drain"
         };
-        let live: Vec<i32> = pids.into_iter().filter(|&p| is_drain_of(p)).collect();
-        for &pid in &live {
+        let drains: Vec<i32> = entries(parse_pid_file)
+            .into_iter()
+            .filter(|(_, (db, _, pid))| *db == oid && is_drain_of(*pid))
+            .map(|(_, (_, _, pid))| pid)
+            .collect();
+        for &pid in &drains {
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
         let started = Instant::now();
-        while live.iter().any(|&p| is_drain_of(p)) && started.elapsed() < STOP_PATIENCE {
+        while drains.iter().any(|&p| is_drain_of(p)) && started.elapsed() < patience {
             pgrx::check_for_interrupts!();
             std::thread::sleep(Duration::from_millis(10));
         }

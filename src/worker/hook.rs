@@ -5,6 +5,7 @@
 //! extension (`CREATE EXTENSION lightretriever`, `CREATE DATABASE`) for the launcher.
 
 use std::ffi::CStr;
+use std::time::Duration;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -51,6 +52,12 @@ fn owned_database(name: &str) -> Option<pg_sys::Oid> {
     (owner == Ok(Some(true))).then_some(oid)
 }
 
+/// How long a command waits for the drain workers to end: a batch stuck in a table owner's code
+/// ends by the worker's hard deadline (twice `lightretriever.statement_timeout`, plus a second).
+fn patience() -> Duration {
+    Duration::from_secs(30).max(Duration::from_millis(2 * crate::guc::statement_timeout_ms() as u64 + 5000))
+}
+
 #[pg_guard]
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
@@ -85,10 +92,21 @@ unsafe extern "C-unwind" fn process_utility(
             _ => (None, None, false),
         }
     };
-    let _pause = exclusive.as_deref().and_then(owned_database).map(Pause::stop_drains);
+    // Only where the command can succeed: at top level, outside a transaction block (PostgreSQL
+    // refuses these commands elsewhere), by the database's owner.
+    let top_level = context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL && !unsafe { pg_sys::IsTransactionBlock() };
+    let _pause = exclusive
+        .as_deref()
+        .filter(|_| top_level)
+        .and_then(owned_database)
+        .map(|oid| Pause::stop_drains(oid, patience()));
     unsafe {
         match PREVIOUS {
-            Some(previous) => previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            // Another extension's hook: its ERROR must unwind through this frame (dropping the
+            // pause), not jump over it.
+            Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }),
             None => pg_sys::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
         }
     }

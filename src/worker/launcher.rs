@@ -5,6 +5,13 @@
 //! dump's auto-encodings); in between it follows the markers of `databases.rs`. With
 //! `lightretriever.workers` = W, a database gets W drain workers (one per encoder, so that W
 //! inference processes can work on it at once); `lightretriever.max_drain_workers` caps them all.
+//!
+//! Drain workers are never restarted by the postmaster: the launcher starts them again while
+//! their database is marked, backing off (1 s doubling to 1 min) when they keep ending soon
+//! after they start (a database whose settings make every transaction fail, a table whose code
+//! stalls the worker past its hard deadline). First workers of every database come before
+//! anyone's extra ones, and when databases wait for a slot the longest-idle database's worker
+//! gives its slot up (its database takes a turn later).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -13,9 +20,18 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorke
 use pgrx::prelude::*;
 
 use super::databases;
+use super::limits::unix_now;
 
-/// A database that accepts connections: (oid, name).
-fn connectable_databases() -> BTreeMap<u32, String> {
+/// How often databases without a drain worker are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(60);
+/// A worker that ends sooner than this after its start doubles its database's back-off.
+const SHORT_LIFE: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A database's worker gives its slot to a waiting database once it has encoded nothing this long.
+const IDLE_FOR_TURN: u64 = 30;
+
+/// Every database: oid → (name, accepts connections and is not a template).
+fn databases() -> BTreeMap<u32, (String, bool)> {
     // pg_database is a shared catalog, scanned directly: with no database there is no SQL.
     let mut out = BTreeMap::new();
     unsafe {
@@ -28,19 +44,15 @@ fn connectable_databases() -> BTreeMap<u32, String> {
             }
             let db = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
             // -2: a database whose DROP was interrupted (DATCONNLIMIT_INVALID_DB).
-            if (*db).datallowconn && !(*db).datistemplate && (*db).datconnlimit != -2 {
-                let name = std::ffi::CStr::from_ptr((*db).datname.data.as_ptr()).to_string_lossy().into_owned();
-                out.insert((*db).oid.to_u32(), name);
-            }
+            let connectable = (*db).datallowconn && !(*db).datistemplate && (*db).datconnlimit != -2;
+            let name = std::ffi::CStr::from_ptr((*db).datname.data.as_ptr()).to_string_lossy().into_owned();
+            out.insert((*db).oid.to_u32(), (name, connectable));
         }
         pg_sys::heap_endscan(scan);
         pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
     }
     out
 }
-
-/// How often databases without a drain worker are tried again.
-const RETRY_EVERY: Duration = Duration::from_secs(60);
 
 fn start_drain(database: u32, name: &str, slot: i32) -> Option<DynamicBackgroundWorker> {
     let title: String = format!("lightretriever drain {slot} for database {name}").chars().take(90).collect();
@@ -52,11 +64,32 @@ fn start_drain(database: u32, name: &str, slot: i32) -> Option<DynamicBackground
         .set_extra(&format!("{slot} {}", unsafe { pg_sys::MyProcPid }))
         .enable_spi_access()
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
-        // A worker that exits with an error (FATAL past the hard deadline) is started again by
-        // the postmaster; one that ends normally (no extension there, SIGTERM) is not.
-        .set_restart_time(Some(Duration::from_secs(1)))
+        .set_restart_time(None)
         .load_dynamic()
         .ok()
+}
+
+struct Running {
+    worker: DynamicBackgroundWorker,
+    started: Instant,
+}
+
+/// When a database's next drain worker may start.
+#[derive(Default)]
+struct Backoff {
+    delay: Duration,
+    not_before: Option<Instant>,
+}
+
+impl Backoff {
+    fn ready(&self) -> bool {
+        self.not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn ended(&mut self, lived: Duration) {
+        self.delay = if lived < SHORT_LIFE { (self.delay * 2).clamp(Duration::from_secs(1), MAX_BACKOFF) } else { Duration::ZERO };
+        self.not_before = Some(Instant::now() + self.delay);
+    }
 }
 
 #[no_mangle]
@@ -64,13 +97,12 @@ fn start_drain(database: u32, name: &str, slot: i32) -> Option<DynamicBackground
 pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(None, None);
-    databases::clear_pauses();
-    let mut running: BTreeMap<(u32, i32), DynamicBackgroundWorker> = BTreeMap::new();
-    // Databases to try once (all, at the start): their drain worker says whether lightretriever is there.
-    let mut untried: BTreeSet<u32> = BackgroundWorker::transaction(connectable_databases).into_keys().collect();
+    let mut running: BTreeMap<(u32, i32), Running> = BTreeMap::new();
+    let mut backoff: BTreeMap<u32, Backoff> = BTreeMap::new();
+    // Databases to try once (all, at the start): their drain worker says whether there is work.
+    let mut untried: BTreeSet<u32> = BackgroundWorker::transaction(databases).into_keys().collect();
     let mut last_try = Instant::now();
-    let mut warned_cap = false;
-    let mut warned_slots = false;
+    let (mut warned_cap, mut warned_slots) = (false, false);
     pgrx::log!("lightretriever launcher: started");
     loop {
         if BackgroundWorker::sighup_received() {
@@ -79,36 +111,40 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
         if super::limits::stopping() {
             break;
         }
-        let databases = BackgroundWorker::transaction(connectable_databases);
+        // Markers first: one written after a CREATE DATABASE committed is then read with a
+        // catalog that has the database.
         let marked = databases::marked();
-        for gone in marked.iter().filter(|d| !databases.contains_key(d)) {
-            databases::unmark(*gone);
+        let all = BackgroundWorker::transaction(databases);
+        for gone in marked.iter().filter(|d| !all.contains_key(d)) {
+            databases::forget(*gone);
         }
+        let connectable = |db: &u32| all.get(db).is_some_and(|(_, c)| *c);
         if last_try.elapsed() >= RETRY_EVERY {
-            untried.extend(databases.keys().filter(|d| !running.contains_key(&(**d, 0))));
+            untried.extend(all.keys().filter(|d| !running.contains_key(&(**d, 0))));
             last_try = Instant::now();
         }
-        untried.retain(|d| databases.contains_key(d));
-        // Workers of databases that are gone are stopped; ended workers are forgotten (their
-        // database is tried again only if marked).
-        let stale: Vec<(u32, i32)> = running.keys().filter(|(db, _)| !databases.contains_key(db)).copied().collect();
-        for key in stale {
-            if let Some(w) = running.remove(&key) {
-                let _ = w.terminate();
+        untried.retain(|d| connectable(d));
+        // Workers of databases gone (or closed to connections) are stopped; ended ones forgotten.
+        let closed: Vec<(u32, i32)> = running.keys().filter(|(db, _)| !connectable(db)).copied().collect();
+        for key in closed {
+            if let Some(r) = running.remove(&key) {
+                let _ = r.worker.terminate();
             }
         }
-        running.retain(|_, w| matches!(w.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)));
+        running.retain(|&(db, _), r| {
+            let alive = matches!(r.worker.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted));
+            if !alive {
+                backoff.entry(db).or_default().ended(r.started.elapsed());
+            }
+            alive
+        });
         let per_database = crate::guc::workers().max(1);
-        let mut wanted: Vec<(u32, i32)> = Vec::new();
-        for &db in databases.keys() {
-            if databases::paused(db) {
-                continue;
-            }
-            if untried.contains(&db) || marked.contains(&db) {
-                wanted.push((db, 0));
-            }
-            // More drain workers once the first one found the extension (it keeps the marker).
-            let first_running = running.get(&(db, 0)).is_some_and(|w| w.pid().is_ok());
+        let startable = |db: &u32| connectable(db) && !databases::paused(*db) && backoff.get(db).is_none_or(Backoff::ready);
+        // First workers of every database, then the extra ones.
+        let mut wanted: Vec<(u32, i32)> =
+            all.keys().filter(|db| (untried.contains(db) || marked.contains(db)) && startable(db)).map(|&db| (db, 0)).collect();
+        for &db in all.keys() {
+            let first_running = running.get(&(db, 0)).is_some_and(|r| r.worker.pid().is_ok());
             if marked.contains(&db) && first_running {
                 wanted.extend((1..per_database).map(|slot| (db, slot)));
             }
@@ -116,8 +152,8 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
         // Extra slots of a database that no longer wants them (its first worker ended).
         let unwanted: Vec<(u32, i32)> = running.keys().filter(|k| k.1 > 0 && !wanted.contains(k)).copied().collect();
         for key in unwanted {
-            if let Some(w) = running.remove(&key) {
-                let _ = w.terminate();
+            if let Some(r) = running.remove(&key) {
+                let _ = r.worker.terminate();
             }
         }
         let cap = crate::guc::max_drain_workers();
@@ -126,15 +162,19 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
             if running.len() >= cap {
                 if !warned_cap {
                     pgrx::warning!(
-                        "lightretriever launcher: lightretriever.max_drain_workers ({cap}) reached; the queues of some databases wait (raise it, and max_worker_processes)"
+                        "lightretriever launcher: lightretriever.max_drain_workers ({cap}) reached; databases take turns (raise it, and max_worker_processes)"
                     );
                     warned_cap = true;
                 }
+                // A marked database waits: the longest-idle database's first worker steps aside.
+                if key.1 == 0 && marked.contains(&key.0) {
+                    give_a_turn(&mut running);
+                }
                 break;
             }
-            match start_drain(key.0, &databases[&key.0], key.1) {
-                Some(w) => {
-                    running.insert(*key, w);
+            match start_drain(key.0, &all[&key.0].0, key.1) {
+                Some(worker) => {
+                    running.insert(*key, Running { worker, started: Instant::now() });
                     untried.remove(&key.0);
                 }
                 None => {
@@ -153,7 +193,28 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
             break;
         }
     }
-    for (_, w) in running {
-        let _ = w.terminate();
+    for (_, r) in running {
+        let _ = r.worker.terminate();
+    }
+    // Exit code 1: a launcher stopped by pg_terminate_backend is started again (at shutdown the
+    // postmaster starts nothing).
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Stops the first worker of the database that has encoded nothing for longest (at least
+/// `IDLE_FOR_TURN` seconds, and running that long), so that a waiting database gets its slot.
+fn give_a_turn(running: &mut BTreeMap<(u32, i32), Running>) {
+    let last = databases::last_work();
+    let now = unix_now();
+    let idle = running
+        .iter()
+        .filter(|((_, slot), r)| *slot == 0 && r.started.elapsed() >= Duration::from_secs(IDLE_FOR_TURN))
+        .map(|(key, _)| (*key, last.get(&key.0).copied().unwrap_or(0)))
+        .filter(|(_, at)| now.saturating_sub(*at) >= IDLE_FOR_TURN)
+        .min_by_key(|(_, at)| *at);
+    if let Some((key, _)) = idle {
+        if let Some(r) = running.remove(&key) {
+            let _ = r.worker.terminate();
+        }
     }
 }

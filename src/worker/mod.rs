@@ -143,6 +143,37 @@ fn still_wanted(database: u32, slot: i32) -> bool {
     wanted
 }
 
+/// Settings a database's owner can give every session of the database (`ALTER DATABASE … SET`)
+/// are overridden in its drain workers: with `default_transaction_read_only` every batch
+/// would fail, with `exit_on_error` every error would end the worker, and so on. `search_path`
+/// is pinned before the first statement: the owner's code sees the server's default path, our
+/// own statements resolve nothing through a schema a user can write (they are also
+/// schema-qualified throughout).
+fn pin_settings() {
+    let default_path = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionResetString(c"search_path".as_ptr())) };
+    let _ = crate::security::SERVER_SEARCH_PATH.set(default_path.to_owned());
+    let mut pinned: Vec<(&std::ffi::CStr, &std::ffi::CStr)> = vec![
+        (c"search_path", c"pg_catalog, pg_temp"),
+        (c"exit_on_error", c"off"),
+        (c"default_transaction_read_only", c"off"),
+        (c"default_transaction_isolation", c"read committed"),
+        (c"default_transaction_deferrable", c"off"),
+        (c"statement_timeout", c"0"),
+        (c"lock_timeout", c"0"),
+        (c"idle_in_transaction_session_timeout", c"0"),
+        (c"row_security", c"on"),
+        (c"standard_conforming_strings", c"on"),
+    ];
+    if cfg!(any(feature = "pg17", feature = "pg18")) {
+        pinned.push((c"transaction_timeout", c"0"));
+    }
+    for (name, value) in pinned {
+        unsafe {
+            pg_sys::SetConfigOption(name.as_ptr(), value.as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_OVERRIDE)
+        };
+    }
+}
+
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
@@ -155,25 +186,13 @@ pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
         return;
     }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
-    let _pid = databases::PidFile::write(database, slot);
+    pin_settings();
+    let mut pid_file = databases::PidFile::write(database, slot);
     if !still_wanted(database, slot) {
         return;
     }
     let id = unsafe { RegisterTimeout(USER_TIMEOUT, Some(past_hard_deadline)) };
     HARD_DEADLINE.store(id, Ordering::Relaxed);
-    // The owner's code sees the server's default path, not the pinned one below.
-    let default_path = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionResetString(c"search_path".as_ptr())) };
-    let _ = crate::security::SERVER_SEARCH_PATH.set(default_path.to_owned());
-    // Our own statements resolve nothing through a schema a user can write (they are also
-    // schema-qualified throughout).
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        )
-    };
     let name = format!("{database}-{slot}");
     let mut link = EncoderLink::new(slot % crate::guc::workers().max(1));
     let (mut stalls, stalled) = Stalls::load(&name);
@@ -199,7 +218,11 @@ pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
         let worked = match BackgroundWorker::transaction(drain::active_encodings) {
             Some(active) if !active.is_empty() => {
                 idle_since = None;
-                drain_once(&mut link, &mut stalls, &name, active)
+                let rows = drain_once(&mut link, &mut stalls, &name, active);
+                if rows > 0 {
+                    pid_file.worked();
+                }
+                rows
             }
             // Not installed (any more), or nothing active for a while: end, unless an enabling
             // came in meanwhile. Other slots end when the launcher stops them.

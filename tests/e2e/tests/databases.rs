@@ -184,3 +184,56 @@ fn a_database_idle_for_a_while_lets_its_drain_worker_go_and_resuming_brings_it_b
     drop(c);
     drop_database("lr_db_idle");
 }
+
+#[test]
+fn a_database_owners_settings_neither_stop_nor_multiply_its_drain_workers() {
+    let mut c = database_with_docs("lr_db_settings", 10);
+    wait_for_encoding(&mut c, "docs", 120);
+    drop(c);
+    // Settings every new session of the database gets, the drain worker's included: with
+    // read-only transactions no batch could be claimed, with exit_on_error an error would end
+    // the worker (and a restarted one too, again and again).
+    let mut admin = fresh_connection("postgres");
+    admin
+        .batch_execute(
+            "ALTER DATABASE lr_db_settings SET default_transaction_read_only = on;
+             ALTER DATABASE lr_db_settings SET exit_on_error = on;
+             ALTER DATABASE lr_db_settings SET statement_timeout = '1ms'",
+        )
+        .unwrap();
+    // A new drain worker (the settings apply from its start): pause it out and back.
+    admin.batch_execute("ALTER DATABASE lr_db_settings RENAME TO lr_db_settings2").unwrap();
+    admin.batch_execute("ALTER DATABASE lr_db_settings2 RENAME TO lr_db_settings").unwrap();
+    let mut c = fresh_connection("lr_db_settings");
+    c.batch_execute("SET default_transaction_read_only = off; SET statement_timeout = 0").unwrap();
+    c.batch_execute("INSERT INTO docs SELECT i, 'row ' || i || ' written after the settings' FROM generate_series(100, 140) i").unwrap();
+    wait_for_encoding(&mut c, "docs", 120);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM docs WHERE body_embedding IS NULL"), 0);
+    assert_eq!(drain_pids(&mut admin, "lr_db_settings").len(), 1, "drain workers multiplied");
+    drop(c);
+    drop_database("lr_db_settings");
+}
+
+#[test]
+fn a_command_ended_by_fatal_leaves_no_pause_behind() {
+    let mut c = database_with_docs("lr_db_fatal", 5);
+    wait_for_encoding(&mut c, "docs", 120);
+    // c stays connected: a DROP DATABASE of lr_db_fatal waits for it (5 s), and is terminated
+    // meanwhile, with FATAL (no unwinding in the dropping backend).
+    let mut dropper = fresh_connection("postgres");
+    let pid: i32 = dropper.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let drop_thread = std::thread::spawn(move || dropper.batch_execute("DROP DATABASE lr_db_fatal").is_err());
+    let mut admin = fresh_connection("postgres");
+    eventually(10, "the DROP is waiting", || {
+        count(&mut admin, &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query LIKE 'DROP DATABASE%'")) == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    assert!(drop_thread.join().unwrap(), "the terminated DROP failed");
+    // The database lives on, and its rows are encoded again.
+    c.batch_execute("INSERT INTO docs VALUES (50, 'written after the terminated drop')").unwrap();
+    wait_for_encoding(&mut c, "docs", 60);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM docs WHERE body_embedding IS NULL"), 0);
+    drop(c);
+    drop_database("lr_db_fatal");
+}
