@@ -99,6 +99,7 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(None, None);
     let mut running: BTreeMap<(u32, i32), Running> = BTreeMap::new();
     let mut backoff: BTreeMap<u32, Backoff> = BTreeMap::new();
+    let mut last_started: BTreeMap<u32, Instant> = BTreeMap::new();
     // Databases to try once (all, at the start): their drain worker says whether there is work.
     let mut untried: BTreeSet<u32> = BackgroundWorker::transaction(databases).into_keys().collect();
     let mut last_try = Instant::now();
@@ -140,9 +141,11 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
         });
         let per_database = crate::guc::workers().max(1);
         let startable = |db: &u32| connectable(db) && !databases::paused(*db) && backoff.get(db).is_none_or(Backoff::ready);
-        // First workers of every database, then the extra ones.
+        // First workers of every database, the one that waited longest first (a database whose
+        // worker just gave its slot up goes last), then the extra ones.
         let mut wanted: Vec<(u32, i32)> =
             all.keys().filter(|db| (untried.contains(db) || marked.contains(db)) && startable(db)).map(|&db| (db, 0)).collect();
+        wanted.sort_by_key(|(db, _)| last_started.get(db).copied());
         for &db in all.keys() {
             let first_running = running.get(&(db, 0)).is_some_and(|r| r.worker.pid().is_ok());
             if marked.contains(&db) && first_running {
@@ -175,6 +178,7 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
             match start_drain(key.0, &all[&key.0].0, key.1) {
                 Some(worker) => {
                     running.insert(*key, Running { worker, started: Instant::now() });
+                    last_started.insert(key.0, Instant::now());
                     untried.remove(&key.0);
                 }
                 None => {
