@@ -9,11 +9,13 @@
 #   numpy 1.26.4         numpy 2 breaks torch 1.13, which was built against numpy 1.x; the PyPI
 #                        wheel bundles OpenBLAS (Debian's numpy uses reference BLAS), the sgemm yardstick
 #   onnx 1.23.2, onnxruntime 1.32.0, safetensors 0.8.0: current releases, work with numpy 1.26
+#   sentence-transformers 2.7.0  the side an app would run instead; 3.x imports transformers'
+#                        Trainer, which needs torch >= 2 (LRScheduler)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=target/bench-venv
-PINS="numpy==1.26.4 transformers==4.49.0 tokenizers==0.21.4 onnx==1.23.2 onnxruntime==1.32.0 safetensors==0.8.0"
+PINS="numpy==1.26.4 transformers==4.49.0 tokenizers==0.21.4 onnx==1.23.2 onnxruntime==1.32.0 safetensors==0.8.0 sentence-transformers==2.7.0"
 
 if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     apt-get update -q
@@ -28,6 +30,6 @@ if [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ]; then
     "$VENV/bin/pip" install -q $PINS
     echo "$PINS" > "$VENV/.pins"
 fi
-"$VENV/bin/python" -c 'import torch, transformers, onnx, onnxruntime, tokenizers, numpy, safetensors
+"$VENV/bin/python" -c 'import torch, transformers, onnx, onnxruntime, tokenizers, numpy, safetensors, sentence_transformers
 print("bench-venv: torch", torch.__version__, "transformers", transformers.__version__,
       "onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)'
