@@ -8,7 +8,8 @@
 //!                `lr_encode_document_sparse`)
 //! - `auto/`      the document pipeline's SQL side: enable/disable, triggers, status views,
 //!                following ALTER TABLE
-//! - `worker/`    background workers: the inference process, draining the queues, bounds
+//! - `worker/`    background workers: encoders (the inference process), the launcher, drain
+//!                workers (the queues of one database each), bounds, the utility hook
 //! - `rerank/`    the rerank path: backend → worker → LLM (PE-Rank: `lr_rerank`,
 //!                `lr_rerank_embeddings`), passage embeddings found by one rule
 //! - `tables/`    query tables built and fitted (`lr_build_query_table`, `lr_fit_query_table`,
@@ -18,6 +19,8 @@
 //! - `security.rs`  running users' code with users' rights (table owners are untrusted)
 //! - `pgvector.rs`  pgvector's `vector` / `sparsevec` as Rust values
 //! - `columns.rs`   the columns of users' tables that calls read
+//! - `databases.rs` which databases want a drain worker (files the launcher, the drain workers
+//!                and every backend share)
 //! - `spi.rs`, `guc.rs` (`lightretriever.*` settings), `error.rs` (SQLSTATEs and hints)
 
 use pgrx::prelude::*;
@@ -27,6 +30,7 @@ use pgrx::prelude::*;
 mod auto;
 mod catalog;
 mod columns;
+mod databases;
 mod document;
 mod error;
 mod guc;

@@ -100,7 +100,7 @@ fn lr_enable_auto_encoding(
     let enqueued = backfill(&enc, false);
     pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
     // The launcher keeps a drain worker in this database once this commits.
-    crate::worker::databases::mark_at_commit(unsafe { pg_sys::MyDatabaseId });
+    crate::databases::mark_at_commit(unsafe { pg_sys::MyDatabaseId });
     if !crate::guc::workers_registered() {
         pgrx::warning!(
             "lightretriever: no encoder workers run on this server (lightretriever not in shared_preload_libraries, or lightretriever.workers = 0); rows stay queued until they do"
@@ -296,7 +296,7 @@ fn lr_pause_auto_encoding(source: Option<pgrx::PgRelation>) -> bool {
 fn lr_resume_auto_encoding(source: Option<pgrx::PgRelation>) -> bool {
     let (_, enc) = owned_auto_encoding(source);
     // A database whose only auto-encoding was paused has no drain worker any more.
-    crate::worker::databases::mark_at_commit(unsafe { pg_sys::MyDatabaseId });
+    crate::databases::mark_at_commit(unsafe { pg_sys::MyDatabaseId });
     set_status(&enc, "active")
 }
 

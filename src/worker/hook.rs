@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::databases::{mark_at_commit, Pause};
+use crate::databases::{mark_at_commit, Pause};
 
 static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use super::databases;
+use crate::databases;
 use super::limits::unix_now;
 
 /// How often databases without a drain worker are tried again.

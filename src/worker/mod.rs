@@ -27,6 +27,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 
 use crate::auto::encodings;
+use crate::databases;
 use crate::spi::in_subtransaction;
 
 /// Registers `lightretriever.workers` encoder workers and the launcher, and installs the utility
@@ -69,7 +70,6 @@ fn status_path(index: i32) -> PathBuf {
     PathBuf::from(format!("lightretriever/encoder-{index}.json"))
 }
 
-pub mod databases;
 mod drain;
 mod hook;
 mod launcher;

@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
 
-use super::limits::unix_now;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 fn dir() -> PathBuf {
     PathBuf::from("lightretriever/databases")
@@ -43,17 +46,17 @@ fn entries<T>(parse: impl Fn(&str) -> Option<T>) -> Vec<(PathBuf, T)> {
     read.flatten().filter_map(|e| Some((e.path(), parse(e.file_name().to_str()?)?))).collect()
 }
 
-pub(super) fn mark(database: u32) {
+pub fn mark(database: u32) {
     let _ = std::fs::create_dir_all(dir());
     let _ = std::fs::write(marker(database), b"");
 }
 
-pub(super) fn unmark(database: u32) {
+pub fn unmark(database: u32) {
     let _ = std::fs::remove_file(marker(database));
 }
 
 /// The databases with a marker.
-pub(super) fn marked() -> BTreeSet<u32> {
+pub fn marked() -> BTreeSet<u32> {
     entries(|name| name.parse::<u32>().ok()).into_iter().map(|(_, db)| db).collect()
 }
 
@@ -69,7 +72,7 @@ fn live(pid: i32) -> bool {
 }
 
 /// Whether a live backend holds a pause on `database` (pauses of ended backends are removed).
-pub(super) fn paused(database: u32) -> bool {
+pub fn paused(database: u32) -> bool {
     let mut held = false;
     for (path, (db, pid)) in entries(parse_pause) {
         if db != database {
@@ -97,13 +100,13 @@ fn parse_pid_file(name: &str) -> Option<(u32, i32, i32)> {
 
 /// A drain worker's file (see the module comment), removed when it ends normally; one left by
 /// a worker that died is removed by the launcher once that pid is gone.
-pub(super) struct PidFile {
+pub struct PidFile {
     path: PathBuf,
     written: Instant,
 }
 
 impl PidFile {
-    pub(super) fn write(database: u32, slot: i32) -> PidFile {
+    pub fn write(database: u32, slot: i32) -> PidFile {
         let path = dir().join(format!("{database}-{slot}-{}.pid", unsafe { pg_sys::MyProcPid }));
         let _ = std::fs::create_dir_all(dir());
         let _ = std::fs::write(&path, "0");
@@ -111,7 +114,7 @@ impl PidFile {
     }
 
     /// Rows were encoded just now (written at most every few seconds).
-    pub(super) fn worked(&mut self) {
+    pub fn worked(&mut self) {
         if self.written.elapsed() >= Duration::from_secs(5) {
             let _ = std::fs::write(&self.path, unix_now().to_string());
             self.written = Instant::now();
@@ -127,7 +130,7 @@ impl Drop for PidFile {
 
 /// When each database's drain workers last encoded rows (unix seconds; 0 = not yet), from the
 /// files of live workers; files of ended ones are removed.
-pub(super) fn last_work() -> BTreeMap<u32, u64> {
+pub fn last_work() -> BTreeMap<u32, u64> {
     let mut out = BTreeMap::new();
     for (path, (db, _, pid)) in entries(parse_pid_file) {
         if !live(pid) {
@@ -143,7 +146,7 @@ pub(super) fn last_work() -> BTreeMap<u32, u64> {
 
 /// Everything kept for a database that is gone: its marker, pauses and the drain workers'
 /// stall records (`lightretriever/drain-<oid>-<slot>.*`).
-pub(super) fn forget(database: u32) {
+pub fn forget(database: u32) {
     unmark(database);
     for (path, (db, _)) in entries(parse_pause) {
         if db == database {
