@@ -106,7 +106,9 @@ fn rename_template_copy_and_drop_stop_the_drain_worker_instead_of_failing() {
     let started = Instant::now();
     admin.batch_execute("DROP DATABASE lr_db_renamed").unwrap();
     admin.batch_execute("DROP DATABASE lr_db_copy").unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20), "the drops took {:?}", started.elapsed());
+    // Not a speed check: a hang guard (the drain worker stops within its poll interval; the
+    // hook would give up waiting after 30 s and PostgreSQL's own wait is 5 s).
+    assert!(started.elapsed() < Duration::from_secs(90), "the drops hung: {:?}", started.elapsed());
     eventually(10, "drain workers of dropped databases", || {
         count(&mut admin, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'lightretriever drain' AND datid IS NOT NULL AND datname IS NULL") == 0
     });
