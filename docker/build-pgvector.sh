@@ -1,8 +1,9 @@
 #!/bin/sh
 # Build pgvector (0.8, Debian trixie's source package: bookworm has no binary package) against
-# PostgreSQL 15 and install it under DESTDIR ($1), as a tree of /usr/... to copy onto the image.
-# Used by the Dockerfile's pgvector stage and by scripts/build_image.sh (the daemonless build),
-# so that both images carry the same pgvector. Needs: build-essential, dpkg-dev,
+# PostgreSQL 15 (or PG_CONFIG's) and install it under DESTDIR ($1), as a tree of /usr/... to copy
+# onto the image. Used by the Dockerfile's pgvector stage and by scripts/build_image.sh (the
+# daemonless build), so that both images carry the same pgvector, and by scripts/setup.sh and
+# scripts/setup_pg_major.sh, which copy the tree in place. Needs: build-essential, dpkg-dev,
 # postgresql-server-dev-15, a deb-src line for trixie (added here when missing).
 # OPTFLAGS="": no -march=native, the library runs on any x86-64 CPU.
 set -eu
@@ -19,6 +20,13 @@ trap 'rm -rf "$work"' EXIT
 # The pinned version, else (trixie moved on) the one trixie has now.
 (cd "$work" && { apt-get source -qq "pgvector=$VERSION" >/dev/null 2>&1 || apt-get source -qq pgvector/trixie; })
 dir=$(find "$work" -maxdepth 1 -type d -name 'pgvector-*' | head -1)
+if [ "$("$PG_CONFIG" --version | sed 's/^[^0-9]*\([0-9]*\).*/\1/')" -ge 18 ]; then
+  # 0.8.0 predates PostgreSQL 18 (scripts/test_pg_major.sh builds one), whose API changed in two
+  # places pgvector touches; these are the changes upstream's 0.8.1 made: vacuum_delay_point
+  # takes is_analyze, TupleDesc lost `attrs`.
+  grep -rl 'vacuum_delay_point()' "$dir/src" | xargs sed -i 's/vacuum_delay_point()/vacuum_delay_point(false)/'
+  sed -i 's/buildstate->tupdesc->attrs\[0\]\.atttypid/TupleDescAttr(buildstate->tupdesc, 0)->atttypid/' "$dir/src/ivfbuild.c"
+fi
 make -s -C "$dir" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null
 rm -rf "$DESTDIR"
 make -s -C "$dir" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" DESTDIR="$DESTDIR" install >/dev/null

@@ -24,20 +24,14 @@ apt_pkgs=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-server-dev
           libdnnl2)  # oneDNN: the CPU GEMM of the native encoders (crates/lr-model/src/dnnl.rs)
 install_missing_debs setup "${apt_pkgs[@]}"
 
-# 2. pgvector >= 0.7 from Debian's source package (no binary package for bookworm).
+# 2. pgvector 0.8 from Debian trixie's source package (no binary package for bookworm), built by
+#    the image's own script (docker/build-pgvector.sh) into a staging tree, then copied in place.
 if [ ! -f "$($PG_CONFIG --sharedir)/extension/vector.control" ]; then
   log "building pgvector from Debian trixie's source package"
-  src=/etc/apt/sources.list.d/lightretriever-trixie-src.sources
-  if [ ! -f "$src" ]; then
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src" >/dev/null
-  fi
-  $SUDO apt-get update -qq
-  work=$(mktemp -d)
-  (cd "$work" && apt-get source -qq pgvector/trixie >/dev/null 2>&1 || apt-get source pgvector/trixie)
-  dir=$(find "$work" -maxdepth 1 -type d -name 'pgvector-*' | head -1)
-  make -s -C "$dir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" >/dev/null
-  $SUDO make -s -C "$dir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" install >/dev/null
-  rm -rf "$work"
+  stage=$(mktemp -d)
+  $SUDO env PG_CONFIG="$PG_CONFIG" sh "$(dirname "$0")/../docker/build-pgvector.sh" "$stage/root" >/dev/null
+  $SUDO cp -a "$stage/root/." /
+  $SUDO rm -rf "$stage"
 fi
 
 # 3. cargo-pgrx, pinned (0.19 needs a newer rustc than this machine's).

@@ -2,7 +2,7 @@
 # What `make test-pg17` / `make test-pg18` need (root; idempotent, a no-op once done). Usage:
 #   setup_pg_major.sh MAJOR
 # A PostgreSQL MAJOR server built from Debian's source package (bookworm carries only 15: 17 comes
-# from trixie, 18 from sid), pgvector built for it from trixie's source package (as for 15), and
+# from trixie, 18 from sid), pgvector built for it by docker/build-pgvector.sh (as for 15), and
 # pgrx told where its pg_config is. The server goes to its own prefix, beside the system's
 # PostgreSQL 15, and serves only the tests.
 set -euo pipefail
@@ -15,13 +15,13 @@ log() { printf '[setup-pg%s] %s\n' "$MAJOR" "$*"; }
 # shellcheck source=scripts/debs.sh
 source scripts/debs.sh
 
-bash scripts/setup.sh >/dev/null  # the deb-src entry, cargo-pgrx, pg15 (the default build)
+bash scripts/setup.sh >/dev/null  # cargo-pgrx, pg15 (the default build)
 install_missing_debs "setup-pg$MAJOR" bison flex libicu-dev libreadline-dev zlib1g-dev dpkg-dev build-essential pkg-config
 
-# deb-src entries for trixie (setup.sh's, for pgvector) and sid.
-src=/etc/apt/sources.list.d/lightretriever-sid-src.sources
-if [ "$SUITE" = sid ] && [ ! -f "$src" ]; then
-  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: sid\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > "$src"
+# A deb-src entry for the server's suite (the same file docker/build-pgvector.sh writes for trixie).
+src=/etc/apt/sources.list.d/lightretriever-$SUITE-src.sources
+if [ ! -f "$src" ]; then
+  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$SUITE" > "$src"
 fi
 
 fetch_source() { # package/suite → prints the unpacked directory
@@ -45,17 +45,10 @@ log "$("$PG_CONFIG" --version) at $PREFIX"
 
 if [ ! -f "$("$PG_CONFIG" --sharedir)/extension/vector.control" ]; then
   log "building pgvector for PostgreSQL $MAJOR from Debian trixie's source package"
-  dir=$(fetch_source pgvector/trixie)
-  if [ "$MAJOR" -ge 18 ]; then
-    # The archive serves trixie's 0.8.0 only (sid's newer source is not fetchable here); 0.8.0
-    # predates PostgreSQL 18, whose API changed in two places pgvector touches. These are the
-    # changes upstream's 0.8.1 made: vacuum_delay_point takes is_analyze, TupleDesc lost `attrs`.
-    grep -rl 'vacuum_delay_point()' "$dir/src" | xargs sed -i 's/vacuum_delay_point()/vacuum_delay_point(false)/'
-    sed -i 's/buildstate->tupdesc->attrs\[0\]\.atttypid/TupleDescAttr(buildstate->tupdesc, 0)->atttypid/' "$dir/src/ivfbuild.c"
-  fi
-  make -s -C "$dir" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null
-  make -s -C "$dir" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" install >/dev/null
-  rm -rf "$(dirname "$dir")"
+  stage=$(mktemp -d)
+  PG_CONFIG="$PG_CONFIG" sh docker/build-pgvector.sh "$stage/root" >/dev/null
+  cp -a "$stage/root/." /
+  rm -rf "$stage"
 fi
 
 # pgrx reads ~/.pgrx/config.toml for each pgNN feature; `cargo pgrx init --pgNN` alone would drop
