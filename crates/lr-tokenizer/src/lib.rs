@@ -16,16 +16,16 @@ use tokenizers::TruncationParams;
 /// over those pads silently ruins every vector, so padding is always the caller's decision.
 pub fn load_tokenizer(path: &Path, max_length: Option<usize>) -> Result<Tokenizer, String> {
     let mut tok = Tokenizer::from_file(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-    tok.with_padding(None);
-    let truncation = max_length.map(|max_length| TruncationParams { max_length, ..Default::default() });
-    tok.with_truncation(truncation).map_err(|e| format!("{}: {e}", path.display()))?;
+    set_limits(&mut tok, max_length).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(tok)
 }
 
-/// What [`load_tokenizer`] does with `max_length = None`, to a tokenizer already parsed.
-fn without_padding_or_truncation(tok: &mut Tokenizer) -> Result<(), String> {
+/// No padding, truncation at `max_length` tokens: what [`load_tokenizer`] does to every
+/// tokenizer it parses.
+fn set_limits(tok: &mut Tokenizer, max_length: Option<usize>) -> Result<(), String> {
     tok.with_padding(None);
-    tok.with_truncation(None).map(|_| ()).map_err(|e| e.to_string())
+    let truncation = max_length.map(|max_length| TruncationParams { max_length, ..Default::default() });
+    tok.with_truncation(truncation).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Token ids of `text` without special tokens, as the lookup query encoder sees them.

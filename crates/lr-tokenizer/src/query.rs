@@ -316,7 +316,7 @@ fn digest(bytes: &[u8]) -> u64 {
 impl Source {
     fn parse(&self, bytes: &[u8]) -> Result<Tokenizer, String> {
         let mut tok = Tokenizer::from_bytes(bytes).map_err(|e| format!("cannot load {}: {e}", self.path.display()))?;
-        crate::without_padding_or_truncation(&mut tok).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        crate::set_limits(&mut tok, None).map_err(|e| format!("{}: {e}", self.path.display()))?;
         Ok(tok)
     }
 
