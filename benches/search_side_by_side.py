@@ -236,6 +236,12 @@ def svg(results):
     return "\n".join(out) + "\n"
 
 
+def log_memory(m):
+    log(f"memory, {m['backends']} backends after lr_encode_query: private growth median {m['private_growth_kb']['median']:.0f} kB "
+        f"(max {m['private_growth_kb']['max']:.0f}), Pss growth median {m['pss_growth_kb']['median']:.0f} kB; "
+        f"table file {m['table_kb']:.0f} kB: private growth = {100 * m['private_growth_of_table']:.1f} % of the table")
+
+
 def memory_only():
     """LR_BENCH_SEARCH_ONLY=memory: the memory figures alone, on a fresh cluster with just the
     query table (a minute instead of 25); they replace those of docs/bench/search.json."""
@@ -248,9 +254,7 @@ def memory_only():
         m = memory()
     finally:
         subprocess.run(["bash", str(ROOT / "scripts/cluster.sh"), "stop"], env=ENV)
-    log(f"memory, {m['backends']} backends after lr_encode_query: private growth median {m['private_growth_kb']['median']:.0f} kB "
-        f"(max {m['private_growth_kb']['max']:.0f}), Pss growth median {m['pss_growth_kb']['median']:.0f} kB; "
-        f"table file {m['table_kb']:.0f} kB: private growth = {100 * m['private_growth_of_table']:.1f} % of the table")
+    log_memory(m)
     out = ROOT / "docs" / "bench" / "search.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
     results["memory"] = m | {"measured": "alone (LR_BENCH_SEARCH_ONLY=memory)"}
@@ -282,9 +286,7 @@ def main():
             log(f"lr_encode_query inside SQL ({r['query']}): {r['us_per_call']:.2f} µs a call")
         results["memory"] = memory()
         m = results["memory"]
-        log(f"memory, {m['backends']} backends after lr_encode_query: private growth median {m['private_growth_kb']['median']:.0f} kB "
-            f"(max {m['private_growth_kb']['max']:.0f}), Pss growth median {m['pss_growth_kb']['median']:.0f} kB; "
-            f"table file {m['table_kb']:.0f} kB: private growth = {100 * m['private_growth_of_table']:.1f} % of the table")
+        log_memory(m)
         for table in ["cisi", "synthetic"]:
             check_plans(table)
             results["tables"][table] = {}

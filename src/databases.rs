@@ -67,7 +67,7 @@ pub fn mark_at_commit(database: pg_sys::Oid) {
 }
 
 /// True when `pid` is a live backend or background worker of this server.
-fn live(pid: i32) -> bool {
+pub fn live(pid: i32) -> bool {
     pid > 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
 }
 

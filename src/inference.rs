@@ -143,27 +143,35 @@ fn remote(request: &Request) -> lr_service::Reply {
     unreachable!("the second attempt returns or raises")
 }
 
+/// A connection to the first of the workers that answers, trying worker `first` (modulo their
+/// number) first, then the next ones: (its index, the connection), or the last error.
+pub fn connect_any(first: i32) -> std::io::Result<(i32, Client)> {
+    let workers = crate::guc::workers().max(1);
+    let mut last_error = std::io::Error::new(std::io::ErrorKind::NotFound, "no encoder worker");
+    for k in 0..workers {
+        let index = (first.rem_euclid(workers) + k) % workers;
+        match Client::connect(&socket_path(index)) {
+            Ok(c) => return Ok((index, c)),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
 /// A connection to one of the workers (chosen by this backend's pid, so that backends spread
 /// over them), waiting for a worker that is (re)starting.
 fn connect() -> Client {
-    let workers = crate::guc::workers().max(1);
-    let first = unsafe { pg_sys::MyProcPid } % workers;
+    let first = unsafe { pg_sys::MyProcPid };
     let started = Instant::now();
     loop {
-        let mut last_error = None;
-        for k in 0..workers {
-            match Client::connect(&socket_path((first + k) % workers)) {
-                Ok(c) => return c,
-                Err(e) => last_error = Some(e),
-            }
-        }
+        let last_error = match connect_any(first) {
+            Ok((_, c)) => return c,
+            Err(e) => e,
+        };
         if started.elapsed() >= CONNECT_PATIENCE {
             raise(
                 Code::ERRCODE_CONNECTION_FAILURE,
-                format!(
-                    "lightretriever: cannot reach the encoder worker: {}",
-                    last_error.map(|e| e.to_string()).unwrap_or_default()
-                ),
+                format!("lightretriever: cannot reach the encoder worker: {last_error}"),
                 Some("The worker starts with the server (lightretriever in shared_preload_libraries); see the server log for why it is not running."),
             );
         }

@@ -127,11 +127,7 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
         untried.retain(|d| connectable(d));
         // Workers of databases gone (or closed to connections) are stopped; ended ones forgotten.
         let closed: Vec<(u32, i32)> = running.keys().filter(|(db, _)| !connectable(db)).copied().collect();
-        for key in closed {
-            if let Some(r) = running.remove(&key) {
-                let _ = r.worker.terminate();
-            }
-        }
+        stop(&mut running, closed);
         running.retain(|&(db, _), r| {
             let alive = matches!(r.worker.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted));
             if !alive {
@@ -154,11 +150,7 @@ pub extern "C-unwind" fn lr_launcher_main(_arg: pg_sys::Datum) {
         }
         // Extra slots of a database that no longer wants them (its first worker ended).
         let unwanted: Vec<(u32, i32)> = running.keys().filter(|k| k.1 > 0 && !wanted.contains(k)).copied().collect();
-        for key in unwanted {
-            if let Some(r) = running.remove(&key) {
-                let _ = r.worker.terminate();
-            }
-        }
+        stop(&mut running, unwanted);
         let cap = crate::guc::max_drain_workers();
         let missing: Vec<(u32, i32)> = wanted.into_iter().filter(|k| !running.contains_key(k)).collect();
         for key in &missing {
@@ -216,7 +208,12 @@ fn give_a_turn(running: &mut BTreeMap<(u32, i32), Running>) {
         .map(|(key, _)| (*key, last.get(&key.0).copied().unwrap_or(0)))
         .filter(|(_, at)| now.saturating_sub(*at) >= IDLE_FOR_TURN)
         .min_by_key(|(_, at)| *at);
-    if let Some((key, _)) = idle {
+    stop(running, idle.map(|(key, _)| key));
+}
+
+/// Stops the workers `keys` (SIGTERM from the postmaster) and forgets them.
+fn stop(running: &mut BTreeMap<(u32, i32), Running>, keys: impl IntoIterator<Item = (u32, i32)>) {
+    for key in keys {
         if let Some(r) = running.remove(&key) {
             let _ = r.worker.terminate();
         }

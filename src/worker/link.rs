@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lr_service::{CallError, Client, Request};
 
 use super::limits::stopping;
-use super::status_path;
+use super::encoder_status;
 
 pub(super) struct EncoderLink {
     /// The encoder this drain worker prefers (others are tried when it is down).
@@ -17,10 +17,9 @@ pub(super) struct EncoderLink {
     serving: Option<(i32, Option<i64>)>,
 }
 
-/// An encoder's status file: (inference pid, last exit as "pid how").
+/// An encoder's status: (inference pid, last exit as "pid how").
 fn status(index: i32) -> (Option<i64>, Option<String>) {
-    let v = std::fs::read_to_string(status_path(index)).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    match v {
+    match encoder_status(index) {
         Some(v) => (v["inference_pid"].as_i64(), v["last_exit"].as_str().map(str::to_owned)),
         None => (None, None),
     }
@@ -36,16 +35,14 @@ impl EncoderLink {
         if self.client.is_some() {
             return true;
         }
-        let workers = crate::guc::workers().max(1);
-        for k in 0..workers {
-            let index = (self.index + k) % workers;
-            if let Ok(c) = Client::connect(&crate::inference::socket_path(index)) {
-                self.client = Some(c);
+        match crate::inference::connect_any(self.index) {
+            Ok((index, client)) => {
+                self.client = Some(client);
                 self.serving = Some((index, status(index).0));
-                return true;
+                true
             }
+            Err(_) => false,
         }
-        false
     }
 
     /// One request; `Err(None)` = the worker is stopping, `Err(Some(why))` = the inference

@@ -70,6 +70,11 @@ fn status_path(index: i32) -> PathBuf {
     PathBuf::from(format!("lightretriever/encoder-{index}.json"))
 }
 
+/// What encoder `index` last wrote there (`None` before it started).
+fn encoder_status(index: i32) -> Option<serde_json::Value> {
+    std::fs::read_to_string(status_path(index)).ok().and_then(|t| serde_json::from_str(&t).ok())
+}
+
 mod drain;
 mod hook;
 mod launcher;
@@ -119,11 +124,6 @@ pub extern "C-unwind" fn lr_encoder_worker_main(arg: pg_sys::Datum) {
     }
     inference.stop();
     let _ = std::fs::remove_file(&path);
-}
-
-/// True while the launcher that started this drain worker lives (a new launcher starts its own).
-fn launcher_alive(pid: i32) -> bool {
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
 
 /// How long a database's first drain worker stays with no active auto-encoding before it ends
@@ -212,7 +212,8 @@ pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        if stopping() || !launcher_alive(launcher) || databases::paused(database) {
+        // The launcher that started this worker is gone: a new one starts its own.
+        if stopping() || !databases::live(launcher) || databases::paused(database) {
             break;
         }
         let worked = match BackgroundWorker::transaction(drain::active_encodings) {
@@ -277,8 +278,7 @@ fn lr_encoder_processes() -> TableIterator<
     .unwrap_or_default();
     let mut rows = Vec::new();
     for index in 0..crate::guc::workers() {
-        let Some(v) = std::fs::read_to_string(status_path(index)).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        else {
+        let Some(v) = encoder_status(index) else {
             continue;
         };
         let pid = v["worker_pid"].as_i64().unwrap_or(0) as i32;
