@@ -118,10 +118,12 @@ fn eight_concurrent_reranks_equal_one_at_a_time_and_a_timeout_cancels() {
         }
     }
 
-    // 81 windows (step 1) take longer than 300 ms: the statement is cancelled, the session and
-    // the worker go on.
+    // Ten reranks of 81 windows each (step 1) take far longer than 300 ms (one alone sometimes
+    // finished within it on an idle machine): the statement is cancelled, the session and the
+    // worker go on.
     let long = format!(
-        "SET statement_timeout = '300ms'; SELECT count(*) FROM lightretriever.lr_rerank_embeddings('q', {}, 'perank', step => 1)",
+        "SET statement_timeout = '300ms'; SELECT count(*) FROM generate_series(1, 10) g,
+           LATERAL lightretriever.lr_rerank_embeddings('q' || g, {}, 'perank', step => 1)",
         array_literal(&lists.iter().find(|(_, e)| e.len() == 100).unwrap().1)
     );
     let started = std::time::Instant::now();
