@@ -19,8 +19,9 @@ CREATE TABLE lr_models (
 );
 COMMENT ON TABLE lr_models IS 'Models registered with lightretriever.lr_register_model';
 
--- One row per built table version. The file lives under the data directory
--- ($PGDATA/lightretriever/tables); the newest version of (model, instruction) is the one used.
+-- One row per built table version; the newest version of (model, instruction) is the one used.
+-- Its bytes are rows of lr_query_table_chunks; `file` is where the server that built it wrote
+-- its cache (every server derives its own: $PGDATA/lightretriever/tables/db<oid>-...).
 CREATE TABLE lr_query_tables (
     model        text NOT NULL REFERENCES lr_models(name) ON DELETE CASCADE,
     instruction  text NOT NULL DEFAULT '',  -- '' = no instruction
@@ -51,8 +52,32 @@ CREATE TABLE lr_sparse_query_weights (
 );
 COMMENT ON TABLE lr_sparse_query_weights IS 'Sparse query weights fitted by lightretriever.lr_fit_sparse_query_weights';
 
--- Registered models survive pg_dump/restore; table files are server-local and rebuilt.
+-- The bytes of every query-table version in chunks of 1 MiB (lr_table::cache::CHUNK_BYTES), in
+-- order: WAL-logged and dumped, so that a streaming replica, a restored dump and every Citus
+-- node have the table. A server's file under its data directory is its cache of them, written on
+-- first use (and again if it is damaged or removed).
+CREATE TABLE lr_query_table_chunks (
+    model        text NOT NULL,
+    instruction  text NOT NULL,
+    version      integer NOT NULL,
+    chunk        integer NOT NULL CHECK (chunk >= 0),
+    data         bytea NOT NULL,
+    PRIMARY KEY (model, instruction, version, chunk),
+    -- The model, not the version: lr_sync_nodes copies a version's chunks to a Citus node
+    -- before its lr_query_tables row, so that the node never sees a version without its bytes.
+    FOREIGN KEY (model) REFERENCES lr_models(name) ON DELETE CASCADE
+);
+-- Floats do not compress: stored out of line as they are, without pglz's attempt.
+ALTER TABLE lr_query_table_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE lr_query_table_chunks IS 'The bytes of the query tables in lightretriever.lr_query_tables';
+
+-- Registered models, tables and weights survive pg_dump/restore (in this order: the foreign keys').
 SELECT pg_catalog.pg_extension_config_dump('lr_models', '');
+SELECT pg_catalog.pg_extension_config_dump('lr_query_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('lr_query_table_chunks', '');
+SELECT pg_catalog.pg_extension_config_dump('lr_sparse_query_weights', '');
 
 GRANT USAGE ON SCHEMA lightretriever TO PUBLIC;
-GRANT SELECT ON lr_models, lr_query_tables, lr_sparse_query_weights TO PUBLIC;
+-- The chunks tell nothing that lr_encode_query does not (any role may read them: a lookup on a
+-- server without the file writes it from them, as the calling role).
+GRANT SELECT ON lr_models, lr_query_tables, lr_query_table_chunks, lr_sparse_query_weights TO PUBLIC;

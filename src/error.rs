@@ -39,6 +39,18 @@ pub fn require_superuser(what: &str) {
     }
 }
 
+/// Refuses work that writes the catalog on a hot standby, before it starts (a build would encode
+/// the whole vocabulary, then fail on its first INSERT).
+pub fn require_primary(what: &str) {
+    if unsafe { pgrx::pg_sys::RecoveryInProgress() } {
+        raise(
+            Code::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("lightretriever: a standby cannot {what}"),
+            Some("Do it on the primary: the standby serves the result once it has replayed it."),
+        );
+    }
+}
+
 /// SPI's single-row getters report "no row" as an error; here it is `None`. Other SPI errors
 /// are raised.
 pub fn row_or_none<T>(result: Result<T, pgrx::spi::SpiError>) -> Option<T> {

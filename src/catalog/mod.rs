@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod query_tables;
+pub mod table_store;
 
 use std::path::Path;
 
@@ -248,17 +249,8 @@ fn lr_drop_model(name: Option<&str>) -> bool {
             Some("Drop the reranker first (or register it again without this encoder)."),
         );
     }
-    let files: Vec<String> = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT file FROM lightretriever.lr_query_tables WHERE model OPERATOR(pg_catalog.=) $1",
-                None,
-                &[name.into()],
-            )?
-            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    // This node's files of the model's tables (other nodes' are swept by their next write).
+    let files: Vec<String> = table_store::versions(Some(name)).into_iter().map(|(t, _)| t.local_file()).collect();
     let deleted = row_or_none(Spi::get_one_with_args::<String>(
         "DELETE FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1 RETURNING name",
         &[name.into()],

@@ -1,13 +1,12 @@
 //! The query-table catalog (`lr_query_tables`): what keys a table (model, instruction) and the
-//! errors about its files (their names and directory: `lr_table::table_file`).
+//! hint of errors about its bytes (stored and cached: `table_store`).
 
 use lr_model::ModelFamily;
 
 use crate::error::{raise, Code};
 
-/// The hint of every error about a table file that is not what its catalog row says.
-pub const REBUILD_HINT: &str =
-    "Table files are not part of backups or replicas, and must not be changed by hand: rebuild with lightretriever.lr_build_query_table.";
+/// The hint of every error about a table whose stored bytes are not what its catalog row says.
+pub const REBUILD_HINT: &str = "Rebuild the table with lightretriever.lr_build_query_table.";
 
 pub fn instruction_key(instruction: Option<&str>) -> &str {
     instruction.unwrap_or("")

@@ -3,17 +3,17 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 
-use lr_table::{LookupEncoder, QueryTable};
+use lr_table::LookupEncoder;
 use pgrx::prelude::*;
 
 use crate::error::{raise, Code, OrRaise};
 use crate::guc::resolve_model;
 use crate::pgvector::Vector;
 
-use crate::catalog::query_tables::{instruction_key, REBUILD_HINT};
+use crate::catalog::query_tables::instruction_key;
+use crate::catalog::table_store::{self, StoredTable};
 use crate::statement::{statement_key, LastAnswer, PerStatement, StatementKey};
 
 struct CachedLookup {
@@ -33,17 +33,23 @@ thread_local! {
     static LAST: LastAnswer<(String, String, String), Vec<f32>> = const { LastAnswer::new() };
 }
 
-/// Opens `file` as the table the catalog row describes: header, size and data checksum are
-/// verified (lr-table), then the checksum, model, instruction and shape against the catalog (a
-/// table of another model copied in place is refused), then the tokenizer it was built with.
-fn open_table(model: &str, instruction: &str, file: &str, expected: lr_table::Expected) -> LookupEncoder {
-    let table = QueryTable::open(&PathBuf::from(file))
-        .unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {e}"), Some(REBUILD_HINT)));
-    table.verify_against(&expected).unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {e}"), Some(REBUILD_HINT)));
+/// Opens this node's file of the table the catalog row describes (written from the stored bytes
+/// if it is missing or damaged): header, size and data checksum are verified (lr-table), then
+/// the checksum, model, instruction and shape against the catalog (a table of another model
+/// copied in place is refused), then the tokenizer it was built with.
+fn open_table(table: &StoredTable, expected: lr_table::Expected) -> LookupEncoder {
+    let model = table.model.as_str();
+    let table = table_store::open_table(table, &expected);
     let meta = table.meta().or_raise(Code::ERRCODE_DATA_CORRUPTED);
     // The adapter's tokenizer when a LoRA adapter ships one (the released ones lowercase).
     let tokenizer_path = crate::catalog::load_model(model).tokenizer_path();
-    let fingerprint = lr_table::fingerprint_file(&tokenizer_path).or_raise(Code::ERRCODE_IO_ERROR);
+    let fingerprint = lr_table::fingerprint_file(&tokenizer_path).unwrap_or_else(|e| {
+        raise(
+            Code::ERRCODE_UNDEFINED_FILE,
+            format!("lightretriever: the tokenizer of \"{model}\" cannot be read on this server: {e}"),
+            Some("Every server that answers queries needs the model's directory at the path it was registered with (lightretriever.lr_models.path), as it needs the extension's files."),
+        )
+    });
     if fingerprint != meta.tokenizer_fingerprint {
         raise(
             Code::ERRCODE_DATA_EXCEPTION,
@@ -51,7 +57,6 @@ fn open_table(model: &str, instruction: &str, file: &str, expected: lr_table::Ex
             Some("Rebuild the table with lightretriever.lr_build_query_table."),
         );
     }
-    let _ = instruction;
     LookupEncoder::new(table, super::query_tokenizer(&tokenizer_path))
 }
 
@@ -63,7 +68,7 @@ fn forget_lookup(model: &str, instruction: &str) {
 /// The catalog row of the newest table of a (model, instruction).
 #[derive(Clone)]
 struct TableRow {
-    file: String,
+    version: i32,
     /// Its row version (xmin/ctid): a rebuild, drop or rollback gives another.
     row: String,
     checksum: String,
@@ -71,7 +76,7 @@ struct TableRow {
     dims: i32,
 }
 
-const NEWEST_TABLE_SQL: &str = "SELECT t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
+const NEWEST_TABLE_SQL: &str = "SELECT t.version, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
         t.checksum, t.rows, t.dims
    FROM lightretriever.lr_query_tables t
    JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
@@ -107,7 +112,7 @@ fn read_newest_table(model: &str, instruction: &str) -> Option<TableRow> {
             let mut rows = c.select(plan.as_ref().expect("planned above"), None, &[model.into(), instruction.into()])?;
             Ok::<_, pgrx::spi::SpiError>(match rows.next() {
                 Some(r) => Some(TableRow {
-                    file: r.get::<String>(1)?.unwrap_or_default(),
+                    version: r.get::<i32>(1)?.unwrap_or_default(),
                     row: r.get::<String>(2)?.unwrap_or_default(),
                     checksum: r.get::<String>(3)?.unwrap_or_default(),
                     rows: r.get::<i64>(4)?.unwrap_or(0),
@@ -122,10 +127,10 @@ fn read_newest_table(model: &str, instruction: &str) -> Option<TableRow> {
 
 /// The lookup encoder for the newest table of (model, instruction). A table already open in
 /// this backend is checked once per statement (fstat: truncated, replaced or modified files are
-/// noticed and re-opened — and then verified again, so a damaged file is an error, never wrong
-/// vectors; a read fault on a truncated mapping is caught by lr-table's SIGBUS guard).
+/// noticed and re-opened — verified again, and written again from the database when damaged,
+/// never wrong vectors; a read fault on a truncated mapping is caught by lr-table's SIGBUS guard).
 fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc<LookupEncoder> {
-    let Some(TableRow { file, row, checksum, rows, dims }) = newest_table(model, instruction, statement) else {
+    let Some(TableRow { version, row, checksum, rows, dims }) = newest_table(model, instruction, statement) else {
         crate::catalog::load_model(model); // a missing model is its own error
         let call = if instruction.is_empty() {
             format!("SELECT lightretriever.lr_build_query_table('{model}')")
@@ -154,14 +159,16 @@ fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc
         }
         forget_lookup(model, instruction); // changed on disk: open it again, and verify it again
     }
+    let checksum = u64::from_str_radix(&checksum, 16).unwrap_or(0);
     let expected = lr_table::Expected {
-        checksum: u64::from_str_radix(&checksum, 16).unwrap_or(0),
+        checksum,
         model: model.to_owned(),
         instruction: (!instruction.is_empty()).then(|| instruction.to_owned()),
         rows: rows as usize,
         dims: dims as usize,
     };
-    let enc = Rc::new(open_table(model, instruction, &file, expected));
+    let stored = StoredTable { model: model.to_owned(), instruction: instruction.to_owned(), version, checksum };
+    let enc = Rc::new(open_table(&stored, expected));
     LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { row, checked: statement, encoder: enc.clone() }));
     enc
 }

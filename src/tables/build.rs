@@ -14,13 +14,14 @@ use crate::error::{raise, require_superuser, required, Code, OrRaise};
 use crate::guc::resolve_model;
 
 use crate::catalog::query_tables::{check_instruction, instruction_key};
+use crate::catalog::table_store::{open_verified, store_chunks, StoredTable};
 use super::progress::Progress;
 
 /// Vocabulary ids per forward pass while building (all inputs are 3 tokens long).
 const BUILD_BATCH: usize = 256;
 
 /// Writes a new table version of (model, instruction) — `fill` streams its rows (and weights)
-/// — and records it in `lr_query_tables`. The previous version stays until this transaction
+/// — and records it in `lr_query_tables`, its bytes in `lr_query_table_chunks`. The previous version stays until this transaction
 /// commits; a rollback or error removes the new file. Returns (version, file).
 pub(super) fn write_table_version(
     name: &str,
@@ -41,9 +42,6 @@ pub(super) fn write_table_version(
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
     .unwrap_or(1);
     std::fs::create_dir_all(lr_table::TABLE_DIR).or_raise(Code::ERRCODE_IO_ERROR);
-    // A name of this database and build only (lr_table::table_file says why).
-    let database = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
-    let file = lr_table::table_file(database, name, key, version, lr_table::build_stamp());
     let tokenizer_fingerprint =
         lr_table::fingerprint_file(&info.tokenizer_path()).or_raise(Code::ERRCODE_IO_ERROR);
     let meta = TableMeta {
@@ -52,15 +50,26 @@ pub(super) fn write_table_version(
         tokenizer_fingerprint,
         build,
     };
+    // The file's name holds its checksum (lr_table::table_file), known once it is written: it is
+    // written under a temporary name of this database's (swept if this backend dies) first.
+    let database = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
+    let building = lr_table::cache::temporary_name(Path::new(&lr_table::table_file(database, name, key, version, 0)));
     // A rollback (or an error below) must not leave the new file behind.
+    let cleanup = building.clone();
+    register_xact_callback(PgXactCallbackEvent::Abort, move || {
+        let _ = std::fs::remove_file(&cleanup);
+    });
+    let mut writer = TableWriter::create(&building, &meta, info.vocab_size as u64, dims as u32, dtype)
+        .or_raise(Code::ERRCODE_IO_ERROR);
+    fill(&mut writer);
+    let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
+    let stored = StoredTable { model: name.to_owned(), instruction: key.to_owned(), version, checksum };
+    let file = stored.local_file();
+    std::fs::rename(&building, &file).or_raise(Code::ERRCODE_IO_ERROR);
     let cleanup = file.clone();
     register_xact_callback(PgXactCallbackEvent::Abort, move || {
         let _ = std::fs::remove_file(&cleanup);
     });
-    let mut writer = TableWriter::create(Path::new(&file), &meta, info.vocab_size as u64, dims as u32, dtype)
-        .or_raise(Code::ERRCODE_IO_ERROR);
-    fill(&mut writer);
-    let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
     Spi::run_with_args(
         "INSERT INTO lightretriever.lr_query_tables
            (model, instruction, version, file, rows, dims, dtype, checksum, method, build)
@@ -79,6 +88,8 @@ pub(super) fn write_table_version(
         ],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    // The bytes go into the database too: replicas, dumps and other nodes get the table from there.
+    store_chunks(&stored, Path::new(&file));
     (version, file)
 }
 
@@ -118,6 +129,7 @@ fn lr_build_query_table(
     dtype: default!(Option<&str>, "'f32'"),
 ) -> i64 {
     require_superuser("build query tables");
+    crate::error::require_primary("build query tables");
     let dtype = required(dtype, "dtype");
     let name = resolve_model(model);
     // Two builds of one model (or a drop meanwhile) wait for each other.
@@ -137,4 +149,71 @@ fn lr_build_query_table(
         untrained_rows(&name, &info, instruction, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
     });
     info.vocab_size as i64
+}
+
+/// Stores the bytes of every table version that has none yet — built before 0.6.0, when tables
+/// were files of the server that built them — from this server's files, so that replicas,
+/// restored dumps and other nodes get them too; `ALTER EXTENSION lightretriever UPDATE` to 0.6.0
+/// calls it. A version whose file is missing or damaged here stays as it is, with a WARNING
+/// (rebuild it). Returns how many versions it stored.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn lr_store_query_tables() -> i64 {
+    require_superuser("store query tables");
+    crate::error::require_primary("store query tables");
+    let unstored: Vec<(StoredTable, String, i64, i32)> = Spi::connect(|c| {
+        c.select(
+            "SELECT t.model, t.instruction, t.version, t.checksum, t.file, t.rows, t.dims
+               FROM lightretriever.lr_query_tables t
+              WHERE NOT EXISTS (SELECT FROM lightretriever.lr_query_table_chunks c
+                                 WHERE c.model OPERATOR(pg_catalog.=) t.model AND c.instruction OPERATOR(pg_catalog.=) t.instruction
+                                   AND c.version OPERATOR(pg_catalog.=) t.version)
+              ORDER BY 1, 2, 3",
+            None,
+            &[],
+        )?
+        .map(|r| {
+            let table = StoredTable {
+                model: r.get::<String>(1)?.unwrap_or_default(),
+                instruction: r.get::<String>(2)?.unwrap_or_default(),
+                version: r.get::<i32>(3)?.unwrap_or_default(),
+                checksum: u64::from_str_radix(&r.get::<String>(4)?.unwrap_or_default(), 16).unwrap_or(0),
+            };
+            Ok((table, r.get::<String>(5)?.unwrap_or_default(), r.get::<i64>(6)?.unwrap_or(0), r.get::<i32>(7)?.unwrap_or(0)))
+        })
+        .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let mut stored = 0;
+    for (table, file, rows, dims) in unstored {
+        crate::catalog::lock_model(&table.model);
+        let expected = lr_table::Expected {
+            checksum: table.checksum,
+            model: table.model.clone(),
+            instruction: (!table.instruction.is_empty()).then(|| table.instruction.clone()),
+            rows: rows as usize,
+            dims: dims as usize,
+        };
+        let local = table.local_file();
+        let Some(found) = [local.clone(), file].into_iter().find(|f| open_verified(Path::new(f), &expected).is_ok()) else {
+            pgrx::warning!(
+                "lightretriever: version {} of the query table of \"{}\" has no intact file on this server, so it was not stored; rebuild it with lightretriever.lr_build_query_table",
+                table.version,
+                table.model
+            );
+            continue;
+        };
+        store_chunks(&table, Path::new(&found));
+        if found != local {
+            std::fs::rename(&found, &local).or_raise(Code::ERRCODE_IO_ERROR);
+        }
+        Spi::run_with_args(
+            "UPDATE lightretriever.lr_query_tables SET file = $4
+              WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2 AND version OPERATOR(pg_catalog.=) $3",
+            &[table.model.as_str().into(), table.instruction.as_str().into(), table.version.into(), local.as_str().into()],
+        )
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+        stored += 1;
+    }
+    stored
 }

@@ -1,16 +1,15 @@
 //! Fitting a query table to its own document encoder on a user corpus (`lr_fit_query_table`).
 
-use std::path::Path;
-
 use lr_model::ModelInfo;
 use lr_service::Task;
-use lr_table::{Dtype, QueryTable};
+use lr_table::Dtype;
 use pgrx::prelude::*;
 use pgrx::search_path;
 
 use crate::error::{raise, require_superuser, required, row_or_none, Code, OrRaise};
 
 use crate::catalog::query_tables::{check_instruction, instruction_key, REBUILD_HINT};
+use crate::catalog::table_store::{self, StoredTable};
 use super::build::{untrained_rows, write_table_version};
 
 /// Fits a new version of the query table of `model` to its own document encoder on the texts
@@ -29,6 +28,7 @@ fn lr_fit_query_table(
     vector_column: default!(Option<&str>, "NULL"),
 ) -> pgrx::JsonB {
     require_superuser("fit query tables");
+    crate::error::require_primary("fit query tables");
     let (model, source) = (required(model, "model"), required(source, "source"));
     let (text_column, options) = (required(text_column, "text_column"), required(options, "options"));
     crate::catalog::lock_model(model);
@@ -47,31 +47,32 @@ fn lr_fit_query_table(
     let vocab = info.vocab_size;
 
     // The prior: the newest untrained table's rows, else computed now.
-    let untrained = row_or_none(Spi::get_two_with_args::<String, String>(
-        "SELECT file, checksum FROM lightretriever.lr_query_tables
+    let untrained = row_or_none(Spi::get_two_with_args::<i32, String>(
+        "SELECT version, checksum FROM lightretriever.lr_query_tables
           WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
             AND method OPERATOR(pg_catalog.=) 'token_forward'
           ORDER BY version DESC LIMIT 1",
         &[model.into(), instruction_key(instruction).into()],
     ))
-    .and_then(|(f, c)| Some((f?, c?)));
+    .and_then(|(v, c)| Some((v?, c?)));
     let mut init_rows = vec![0.0f32; vocab * dims];
     match untrained {
-        Some((file, checksum)) => {
-            let table = QueryTable::open(Path::new(&file)).or_raise(Code::ERRCODE_DATA_CORRUPTED);
+        Some((version, checksum)) => {
+            let checksum = u64::from_str_radix(&checksum, 16).unwrap_or(0);
             let expected = lr_table::Expected {
-                checksum: u64::from_str_radix(&checksum, 16).unwrap_or(0),
+                checksum,
                 model: model.to_owned(),
                 instruction: instruction.map(str::to_owned),
                 rows: vocab,
                 dims,
             };
-            table.verify_against(&expected).or_raise(Code::ERRCODE_DATA_CORRUPTED);
+            let stored = StoredTable { model: model.to_owned(), instruction: instruction_key(instruction).to_owned(), version, checksum };
+            let table = table_store::open_table(&stored, &expected);
             for (id, row) in init_rows.chunks_mut(dims).enumerate() {
                 table.add_row_to(id, 1.0, row);
             }
             if table.is_damaged() {
-                raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {file} changed while it was read"), Some(REBUILD_HINT));
+                raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: {} changed while it was read", stored.local_file()), Some(REBUILD_HINT));
             }
         }
         None => {

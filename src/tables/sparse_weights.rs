@@ -15,6 +15,7 @@ use crate::catalog::require_lm_head;
 #[pgrx::search_path(pg_catalog, pg_temp)]
 fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelation>, text_column: Option<&str>) -> pgrx::JsonB {
     crate::error::require_superuser("fit sparse query weights");
+    crate::error::require_primary("fit sparse query weights");
     let model = crate::error::required(model, "model");
     let (source, text_column) = (crate::error::required(source, "source"), crate::error::required(text_column, "text_column"));
     crate::catalog::lock_model(model);

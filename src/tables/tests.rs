@@ -112,4 +112,107 @@ mod tests {
         register_dense_model();
         Spi::run("SELECT lightretriever.lr_build_query_table('minilm', 'Given a query')").unwrap();
     }
+
+    /// A new statement for the lookup path: its per-statement memo and file check start again.
+    fn next_statement() {
+        Spi::run("CREATE TEMP TABLE IF NOT EXISTS lr_statements (); INSERT INTO lr_statements DEFAULT VALUES").unwrap();
+    }
+
+    fn tiny_qwen(name: &str) {
+        let path = lr_testkit::tiny_models_dir().join("tiny-qwen2").to_string_lossy().into_owned();
+        Spi::run_with_args("SELECT lightretriever.lr_register_model($1, $2)", &[name.into(), path.into()]).unwrap();
+    }
+
+    /// A table's bytes are stored in the database, in order; this server's file is their cache:
+    /// removed, damaged or replaced by another table, it is written again, byte for byte, and
+    /// lookups give the same vectors.
+    #[pg_test]
+    fn table_bytes_live_in_the_database_and_the_file_is_their_cache() {
+        tiny_qwen("tq");
+        tiny_qwen("tq-twin");
+        Spi::run("SELECT lightretriever.lr_build_query_table('tq'); SELECT lightretriever.lr_build_query_table('tq-twin')").unwrap();
+        let file_of = |model: &str| {
+            Spi::get_one_with_args::<String>("SELECT file FROM lightretriever.lr_query_tables WHERE model = $1", &[model.into()])
+                .unwrap()
+                .unwrap()
+        };
+        let file = file_of("tq");
+        let checksum = Spi::get_one::<String>("SELECT checksum FROM lightretriever.lr_query_tables WHERE model = 'tq'").unwrap().unwrap();
+        let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        assert!(file.starts_with(&format!("lightretriever/tables/db{database}-tq-")) && file.ends_with(&format!("-v1-{checksum}.lrt")), "{file}");
+        let pristine = std::fs::read(&file).unwrap();
+        let stored = Spi::get_one::<Vec<u8>>(
+            "SELECT string_agg(data, ''::bytea ORDER BY chunk) FROM lightretriever.lr_query_table_chunks WHERE model = 'tq'",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(stored == pristine, "the stored chunks are not the file ({} and {} bytes)", stored.len(), pristine.len());
+        let chunks = Spi::get_one::<i64>("SELECT count(*) FROM lightretriever.lr_query_table_chunks WHERE model = 'tq'").unwrap().unwrap();
+        assert_eq!(chunks as usize, pristine.len().div_ceil(lr_table::cache::CHUNK_BYTES));
+
+        let query = "SELECT lightretriever.lr_encode_query('paris water', 'tq')";
+        let good = Spi::get_one::<Vector>(query).unwrap().unwrap();
+        let damages: [(&str, &dyn Fn()); 4] = [
+            ("removed", &|| std::fs::remove_file(&file).unwrap()),
+            ("truncated while mapped", &|| std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(4096).unwrap()),
+            ("a byte flipped", &|| {
+                let mut bytes = pristine.clone();
+                let n = bytes.len();
+                bytes[n - 3] ^= 0x40;
+                std::fs::write(&file, bytes).unwrap();
+            }),
+            ("another model's table copied over it", &|| {
+                std::fs::copy(file_of("tq-twin"), &file).unwrap();
+            }),
+        ];
+        for (damage, apply) in damages {
+            std::thread::sleep(std::time::Duration::from_millis(20)); // past the coarse clock's tick
+            apply();
+            next_statement();
+            let again = Spi::get_one::<Vector>(query).unwrap().unwrap();
+            assert_eq!(again.0, good.0, "{damage}: other vectors");
+            assert!(std::fs::read(&file).unwrap() == pristine, "{damage}: the file was not written again as it was");
+        }
+    }
+
+    /// A version with no stored bytes (built before 0.6.0) works from its file while it lasts;
+    /// without the file it is an error that says what to do, and lr_store_query_tables stores it
+    /// from the file. Stored bytes that are not the table are an error, never wrong vectors.
+    #[pg_test]
+    fn unstored_and_damaged_stored_tables_are_errors_with_a_way_out() {
+        tiny_qwen("tq");
+        Spi::run("SELECT lightretriever.lr_build_query_table('tq')").unwrap();
+        let file = Spi::get_one::<String>("SELECT file FROM lightretriever.lr_query_tables").unwrap().unwrap();
+        let pristine = std::fs::read(&file).unwrap();
+        let query = "SELECT lightretriever.lr_encode_query('paris water', 'tq')";
+        let good = Spi::get_one::<Vector>(query).unwrap().unwrap();
+
+        Spi::run("DELETE FROM lightretriever.lr_query_table_chunks").unwrap();
+        next_statement();
+        assert_eq!(Spi::get_one::<Vector>(query).unwrap().unwrap().0, good.0, "served from its file");
+        std::fs::remove_file(&file).unwrap();
+        next_statement();
+        let message = error_of(query);
+        assert!(message.contains(&format!("query table file {file} is missing")) && message.contains("has no stored bytes"), "{message}");
+
+        // Stored again from the file (put back as 0.5.0 named it: any name the row gives).
+        let old_name = format!("{file}.old");
+        std::fs::write(&old_name, &pristine).unwrap();
+        Spi::run_with_args("UPDATE lightretriever.lr_query_tables SET file = $1", &[old_name.as_str().into()]).unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT lightretriever.lr_store_query_tables()").unwrap(), Some(1));
+        assert_eq!(Spi::get_one::<i64>("SELECT lightretriever.lr_store_query_tables()").unwrap(), Some(0), "nothing left to store");
+        assert_eq!(Spi::get_one::<String>("SELECT file FROM lightretriever.lr_query_tables").unwrap().unwrap(), file);
+        assert!(!std::path::Path::new(&old_name).exists(), "renamed to the name every server derives");
+        std::fs::remove_file(&file).unwrap();
+        next_statement();
+        assert_eq!(Spi::get_one::<Vector>(query).unwrap().unwrap().0, good.0, "written again from the stored bytes");
+
+        // Stored bytes damaged, file gone: refused.
+        Spi::run("UPDATE lightretriever.lr_query_table_chunks SET data = overlay(data placing '\\x00'::bytea from 200) WHERE chunk = 0").unwrap();
+        std::fs::remove_file(&file).unwrap();
+        next_statement();
+        let message = error_of(query);
+        assert!(message.contains("the stored bytes of version 1 of the table of \"tq\" do not verify"), "{message}");
+        assert!(!std::path::Path::new(&file).exists(), "nothing that fails verification is left as the file");
+    }
 }

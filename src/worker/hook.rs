@@ -1,7 +1,10 @@
 //! The utility hook (every backend; the library is preloaded): commands that need a database
 //! with no other session first stop that database's drain workers, as TimescaleDB's loader
 //! stops its schedulers — otherwise `DROP DATABASE` would fail with "being accessed by other
-//! users" while a drain worker is connected. It also marks the databases that may have the
+//! users" while a drain worker is connected. `DROP EXTENSION lightretriever` and
+//! `ALTER EXTENSION lightretriever` stop the drain workers of their own database while they run:
+//! a batch holds locks on the queues and tables the command drops or rewrites, and a drain
+//! taking them in another order deadlocked with it. It also marks the databases that may have the
 //! extension (`CREATE EXTENSION lightretriever`, `CREATE DATABASE`) for the launcher.
 
 use std::ffi::CStr;
@@ -24,6 +27,29 @@ pub(super) fn install() {
 
 unsafe fn text(s: *const std::ffi::c_char) -> Option<String> {
     (!s.is_null()).then(|| unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned())
+}
+
+/// Whether a DROP or ALTER names this extension.
+unsafe fn names_this_extension(stmt: *mut pg_sys::Node) -> bool {
+    unsafe {
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_DropStmt => {
+                let s = stmt as *mut pg_sys::DropStmt;
+                (*s).removeType == pg_sys::ObjectType::OBJECT_EXTENSION
+                    && PgList::<pg_sys::Node>::from_pg((*s).objects).iter_ptr().any(|n| {
+                        (*n).type_ == pg_sys::NodeTag::T_String
+                            && text((*(n as *mut pg_sys::String)).sval).as_deref() == Some("lightretriever")
+                    })
+            }
+            pg_sys::NodeTag::T_AlterExtensionStmt => {
+                text((*(stmt as *mut pg_sys::AlterExtensionStmt)).extname).as_deref() == Some("lightretriever")
+            }
+            pg_sys::NodeTag::T_AlterExtensionContentsStmt => {
+                text((*(stmt as *mut pg_sys::AlterExtensionContentsStmt)).extname).as_deref() == Some("lightretriever")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The value of option `name` in a DefElem list, as text.
@@ -100,6 +126,9 @@ unsafe extern "C-unwind" fn process_utility(
         .filter(|_| top_level)
         .and_then(owned_database)
         .map(|oid| Pause::stop_drains(oid, patience()));
+    // Only the extension's owner (a superuser: the extension is not trusted) may drop or alter it.
+    let _own_pause = (unsafe { names_this_extension(stmt) } && unsafe { pg_sys::superuser() })
+        .then(|| Pause::stop_drains(unsafe { pg_sys::MyDatabaseId }, patience()));
     unsafe {
         match PREVIOUS {
             // Another extension's hook: its ERROR must unwind through this frame (dropping the

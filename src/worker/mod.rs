@@ -45,6 +45,10 @@ pub fn register() {
             .set_function("lr_encoder_worker_main")
             .set_argument(i.into_datum())
             .enable_spi_access()
+            // Connected to no database, so a hot standby can run them too: its lr_encode_document
+            // and lr_rerank go to its own encoders. The launcher (and with it every drain
+            // worker) starts once recovery ends: a standby never drains queues.
+            .set_start_time(pgrx::bgworkers::BgWorkerStartTime::ConsistentState)
             .set_restart_time(Some(Duration::from_secs(1)))
             .load();
     }

@@ -11,6 +11,7 @@
 //! kill a PostgreSQL backend and with it restart every connection of the cluster: see
 //! `guard.rs`, [`QueryTable::is_damaged`] and [`QueryTable::check_unchanged`].
 
+pub mod cache;
 mod files;
 mod format;
 mod guard;

@@ -15,7 +15,7 @@ use postgres::Client;
 /// The first release: its upgrade runs every upgrade script since.
 const PREVIOUS: &str = "0.1.0";
 /// Every release after the first.
-const LATER_RELEASES: [&str; 3] = ["0.2.0", "0.3.0", "0.4.0"];
+const LATER_RELEASES: [&str; 4] = ["0.2.0", "0.3.0", "0.4.0", "0.5.0"];
 
 /// The extension's version (the root Cargo.toml's; pgrx writes it into the control file).
 fn current_version() -> String {
@@ -49,8 +49,11 @@ fn extension_objects(c: &mut Client) -> Vec<String> {
          SELECT 'relation ' || c.relname || ' ' || c.relkind::text
                 || CASE WHEN c.relrowsecurity THEN ' rls' ELSE '' END
                 || coalesce(' acl=' || c.relacl::text, '')
+                || CASE WHEN c.oid = ANY ((SELECT e.extconfig FROM pg_extension e WHERE e.extname = 'lightretriever')::oid[])
+                        THEN ' dumped' ELSE '' END
                 || ' (' || (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
                                                || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                                               || ' storage=' || a.attstorage::text
                                                || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), ''), ', ' ORDER BY a.attnum)
                               FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) || ')'
@@ -157,6 +160,26 @@ fn an_upgrade_from_the_previous_release_keeps_everything_and_equals_a_fresh_inst
     let mut c = fresh_connection("postgres"); // a backend that never saw the previous version
     assert_eq!(state(&mut c), before, "the upgrade changed models, tables, weights, the queue or the query vectors");
     assert_eq!(extension_objects(&mut c), fresh_objects, "the upgraded extension differs from a fresh install");
+    // The table built before 0.6.0 was stored in the database by the update, its file renamed
+    // to the name every server derives; removed, it is written again from the stored bytes.
+    let (stored, file): (i64, String) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM lightretriever.lr_query_table_chunks WHERE model = 'minilm'), file
+                   FROM lightretriever.lr_query_tables WHERE model = 'minilm'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(stored > 0, "the update stored no chunks");
+    let checksum: String = one(&mut c, "SELECT checksum FROM lightretriever.lr_query_tables WHERE model = 'minilm'");
+    assert!(file.ends_with(&format!("-v1-{checksum}.lrt")), "{file}");
+    let data_dir: String = one(&mut c, "SHOW data_directory");
+    std::fs::remove_file(std::path::Path::new(&data_dir).join(&file)).unwrap();
+    let mut c = fresh_connection("postgres");
+    assert_eq!(state(&mut c), before, "the table written again from the database gives other vectors");
+    assert!(std::path::Path::new(&data_dir).join(&file).exists());
 
     // The queue the previous version filled drains under the current one, to exact vectors.
     let resumed: bool = one(&mut c, "SELECT lightretriever.lr_resume_auto_encoding('lr_up.docs')");

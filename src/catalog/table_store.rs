@@ -1,0 +1,178 @@
+//! Query tables stored in the database: every version's bytes are rows of
+//! `lr_query_table_chunks` (WAL-logged and dumped, so a streaming replica, a restored dump and
+//! every Citus node have them), and the file under the data directory is this node's cache of
+//! them, written on first use (`lr_table::cache`). Lookups map the file; the chunks are read only
+//! when the file is missing or damaged.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use lr_table::{Expected, QueryTable, TableError};
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+
+use crate::error::{raise, row_or_none, Code, OrRaise};
+
+use super::query_tables::REBUILD_HINT;
+
+/// One version of a (model, instruction) table, as its catalog row names it.
+#[derive(Debug, Clone)]
+pub struct StoredTable {
+    pub model: String,
+    /// '' for no instruction.
+    pub instruction: String,
+    pub version: i32,
+    pub checksum: u64,
+}
+
+fn database() -> u32 {
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+impl StoredTable {
+    /// This node's file of the version (relative to the data directory).
+    pub fn local_file(&self) -> String {
+        lr_table::table_file(database(), &self.model, &self.instruction, self.version, self.checksum)
+    }
+}
+
+/// Stores the file at `path` as the chunks of `table` (its catalog row is written already). One
+/// chunk at a time, each in a memory context of its own, so a 1 GB table never sits in memory.
+pub fn store_chunks(table: &StoredTable, path: &Path) {
+    let chunks = lr_table::cache::chunks_of(path).or_raise(Code::ERRCODE_IO_ERROR);
+    let mut per_chunk = PgMemoryContexts::new("lightretriever chunk");
+    for (index, chunk) in chunks.enumerate() {
+        pgrx::check_for_interrupts!();
+        let chunk = chunk.or_raise(Code::ERRCODE_IO_ERROR);
+        // SAFETY: the context lives across the loop; nothing allocated in it outlives the
+        // statement, and it is reset after each.
+        unsafe {
+            per_chunk.switch_to(|_| {
+                Spi::run_with_args(
+                    "INSERT INTO lightretriever.lr_query_table_chunks (model, instruction, version, chunk, data)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        table.model.as_str().into(),
+                        table.instruction.as_str().into(),
+                        table.version.into(),
+                        (index as i32).into(),
+                        chunk.as_slice().into(),
+                    ],
+                )
+            })
+        }
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+        unsafe { per_chunk.reset() };
+    }
+}
+
+/// Chunk `index` of `table`, or None past the last.
+fn read_chunk(table: &StoredTable, index: u32) -> Option<Vec<u8>> {
+    row_or_none(Spi::get_one_with_args::<Vec<u8>>(
+        "SELECT data FROM lightretriever.lr_query_table_chunks
+          WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
+            AND version OPERATOR(pg_catalog.=) $3 AND chunk OPERATOR(pg_catalog.=) $4",
+        &[table.model.as_str().into(), table.instruction.as_str().into(), table.version.into(), (index as i32).into()],
+    ))
+    .flatten()
+}
+
+/// The file at `path` if it is the table `expected` describes.
+pub fn open_verified(path: &Path, expected: &Expected) -> Result<QueryTable, TableError> {
+    let table = QueryTable::open(path)?;
+    table.verify_against(expected)?;
+    Ok(table)
+}
+
+/// The table `table` as this node's file, verified against `expected` (header, size, data
+/// checksum, model, instruction, shape). A missing file — a replica, a restored dump, a Citus
+/// node, or a file removed by hand — or a damaged one is written again from the stored chunks
+/// first; only a version with no stored bytes (built before 0.6.0 and never stored, see
+/// `lr_store_query_tables`) or stored bytes that do not verify are errors.
+pub fn open_table(table: &StoredTable, expected: &Expected) -> QueryTable {
+    let file = table.local_file();
+    let path = Path::new(&file);
+    let damage = match open_verified(path, expected) {
+        Ok(t) => return t,
+        Err(TableError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(e),
+    };
+    if let Some(e) = &damage {
+        pgrx::log!("lightretriever: {file} is damaged ({e}); writing it again from the database");
+    }
+    let mut memory = PgMemoryContexts::new("lightretriever materialize");
+    let written = lr_table::cache::materialize(
+        path,
+        || {
+            pgrx::check_for_interrupts!();
+        },
+        |p| open_verified(p, expected).map(drop).map_err(|e| e.to_string()),
+        |index| {
+            // SAFETY: each chunk's SPI result and copy live in a context reset after it.
+            let chunk = unsafe { memory.switch_to(|_| read_chunk(table, index)) };
+            unsafe { memory.reset() };
+            Ok(chunk)
+        },
+    );
+    match written {
+        Ok(lr_table::cache::Materialized::Written(bytes)) => {
+            pgrx::log!("lightretriever: wrote {file} ({bytes} bytes) from the database");
+            sweep();
+        }
+        Ok(lr_table::cache::Materialized::AlreadyThere) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let what = match damage {
+                Some(e) => format!("lightretriever: {e}"),
+                None => format!("lightretriever: query table file {file} is missing"),
+            };
+            raise(
+                Code::ERRCODE_DATA_CORRUPTED,
+                format!("{what}, and version {} of the table of \"{}\" has no stored bytes to write it from", table.version, table.model),
+                Some("Tables built before lightretriever 0.6.0 are stored by SELECT lightretriever.lr_store_query_tables() on the server that has their files; otherwise rebuild with lightretriever.lr_build_query_table."),
+            )
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => raise(
+            Code::ERRCODE_DATA_CORRUPTED,
+            format!("lightretriever: the stored bytes of version {} of the table of \"{}\" do not verify: {e}", table.version, table.model),
+            Some(REBUILD_HINT),
+        ),
+        Err(e) => raise(Code::ERRCODE_IO_ERROR, format!("lightretriever: cannot write {file}: {e}"), None),
+    }
+    open_verified(path, expected).or_raise(Code::ERRCODE_DATA_CORRUPTED)
+}
+
+/// Removes this database's table files that no catalog row names (versions dropped on another
+/// node — a replica replays the drop but not its file removal — or by a transaction that died),
+/// once they are [`lr_table::cache::SWEEP_MIN_AGE`] old.
+fn sweep() {
+    let keep: HashSet<String> =
+        versions(None).iter().map(|(t, _)| t.local_file().rsplit('/').next().unwrap_or_default().to_owned()).collect();
+    let prefix = format!("db{}-", database());
+    for removed in lr_table::cache::sweep(Path::new(lr_table::TABLE_DIR), &prefix, &keep, lr_table::cache::SWEEP_MIN_AGE) {
+        pgrx::log!("lightretriever: removed {}, which no query table version names", removed.display());
+    }
+}
+
+/// The table versions of `model` (of every model: None) in the catalog, each with the file its
+/// row names (where the node that built it wrote it).
+pub fn versions(model: Option<&str>) -> Vec<(StoredTable, String)> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT model, instruction, version, checksum, file FROM lightretriever.lr_query_tables
+              WHERE $1 IS NULL OR model OPERATOR(pg_catalog.=) $1",
+            None,
+            &[model.into()],
+        )?
+        .map(|r| {
+            let table = StoredTable {
+                model: r.get::<String>(1)?.unwrap_or_default(),
+                instruction: r.get::<String>(2)?.unwrap_or_default(),
+                version: r.get::<i32>(3)?.unwrap_or_default(),
+                checksum: u64::from_str_radix(&r.get::<String>(4)?.unwrap_or_default(), 16).unwrap_or(0),
+            };
+            Ok((table, r.get::<String>(5)?.unwrap_or_default()))
+        })
+        .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
