@@ -4,7 +4,8 @@
 -- Citus nodes serve lookups without a rebuild. The update stores the tables built before it from
 -- this server's files (lr_store_query_tables; a version whose file is missing or damaged stays
 -- unstored, with a WARNING) and names each file by its checksum. lr_query_tables and
--- lr_sparse_query_weights are now dumped by pg_dump, as lr_models was. Otherwise catalog tables,
+-- lr_sparse_query_weights are now dumped by pg_dump, as lr_models was. lr_sync_nodes copies the
+-- catalog to Citus worker nodes. Otherwise catalog tables,
 -- queues, vectors and triggers are unchanged.
 -- tests/e2e/tests/upgrade.rs checks that the result equals a fresh 0.6.0 install object for object.
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.6.0'" to load this file. \quit
@@ -35,3 +36,16 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lr_store_query_tables_wrapper';
 
 SELECT lightretriever.lr_store_query_tables();
+
+-- Citus: copies the coordinator's models, tables and weights into every worker node's catalog.
+CREATE  FUNCTION "lr_sync_nodes"() RETURNS TABLE (
+	"node" TEXT,  /* String */
+	"port" INT,  /* i32 */
+	"versions_removed" bigint,  /* i64 */
+	"versions_added" bigint,  /* i64 */
+	"chunks_sent" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lr_sync_nodes_wrapper';

@@ -57,7 +57,7 @@ pub fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_na
 pub fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
     // The built-in integer types by oid (int2, int4, int8): a domain or a user's type of that
     // name prints otherwise and is refused.
-    let found = crate::error::row_or_none(Spi::get_three_with_args::<String, String, bool>(
+    let found = crate::error::row_or_none(crate::spi::read_three::<String, String, bool>(
         "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, NULL),
                 a.atttypid OPERATOR(pg_catalog.=) ANY ('{21,23,20}'::pg_catalog.oid[])
            FROM pg_catalog.pg_attribute a

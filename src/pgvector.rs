@@ -32,7 +32,7 @@ fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, n
     if cached != pg_sys::InvalidOid {
         return cached;
     }
-    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+    let oid = crate::spi::read_one::<pg_sys::Oid>(
         "SELECT t.oid FROM pg_catalog.pg_type t
            JOIN pg_catalog.pg_extension e ON t.typnamespace = e.extnamespace
           WHERE e.extname = 'vector' AND t.typname = $1",

@@ -16,7 +16,7 @@ use crate::error::{raise, Code};
 
 /// The owner of relation `relid` (InvalidOid when it is gone).
 pub fn owner_of(relid: pg_sys::Oid) -> pg_sys::Oid {
-    Spi::get_one_with_args::<pg_sys::Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1", &[relid.into()])
+    crate::spi::read_one::<pg_sys::Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1", &[relid.into()])
         .ok()
         .flatten()
         .unwrap_or(pg_sys::InvalidOid)
@@ -103,8 +103,8 @@ pub fn caller() -> pg_sys::Oid {
 /// Runs `f` as the extension's owner (a superuser): the catalog, queue and trigger work that no
 /// ordinary role may do itself. `f` must not evaluate anything of a user's (see [`as_owner`]).
 pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever'",
+    let owner = crate::spi::read_one::<pg_sys::Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever'",
+        &[],
     )
     .ok()
     .flatten()
@@ -153,7 +153,7 @@ pub fn require_owner(relid: pg_sys::Oid, table: &str) {
 /// (a fit reads in the caller's own session; the worker cannot see another session's).
 /// Returns the relkind.
 pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what: &str, temporary_ok: bool) -> char {
-    let row = crate::error::row_or_none(Spi::get_three_with_args::<String, String, bool>(
+    let row = crate::error::row_or_none(crate::spi::read_three::<String, String, bool>(
         "SELECT c.relkind::pg_catalog.text, c.relpersistence::pg_catalog.text,
                 n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast', 'lightretriever']::pg_catalog.name[])
                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d

@@ -2,16 +2,42 @@
 
 use std::panic::AssertUnwindSafe;
 
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
+use pgrx::spi::SpiError;
 
 use crate::error::{Code, OrRaise};
 
 pub use lr_queue::quote_ident;
 
+/// The first row's first value of a query that only reads. pgrx's `Spi::get_one*` mark the
+/// transaction as writing (they assign it a transaction id): a hot standby refuses that, and on a
+/// primary every lookup would spend an XID. This runs read-only, in the calling statement's
+/// snapshot, as a STABLE function's reads should.
+pub fn read_one<A: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Result<Option<A>, SpiError> {
+    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<A>())
+}
+
+/// [`read_one`] for two values.
+pub fn read_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
+    sql: &str,
+    args: &[DatumWithOid],
+) -> Result<(Option<A>, Option<B>), SpiError> {
+    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_two::<A, B>())
+}
+
+/// [`read_one`] for three values.
+pub fn read_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatum + IntoDatum>(
+    sql: &str,
+    args: &[DatumWithOid],
+) -> Result<(Option<A>, Option<B>, Option<C>), SpiError> {
+    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_three::<A, B, C>())
+}
+
 /// `relid` as SQL names it (`regclass::text`: schema-qualified and quoted as needed).
 pub fn table_name(relid: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[relid.into()])
+    read_one::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[relid.into()])
         .or_raise(Code::ERRCODE_INTERNAL_ERROR)
         .unwrap_or_default()
 }

@@ -2,6 +2,7 @@
 //! models), the query-table catalog, and files removed with their rows.
 
 pub mod files;
+pub mod nodes;
 pub mod query_tables;
 pub mod table_store;
 
@@ -15,7 +16,7 @@ use crate::error::{raise, require_superuser, required, row_or_none, Code, OrRais
 
 /// The registered model `name`, as recorded at registration.
 pub fn load_model(name: &str) -> ModelInfo {
-    let info = row_or_none(Spi::get_one_with_args::<JsonB>(
+    let info = row_or_none(crate::spi::read_one::<JsonB>(
         "SELECT info FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     ))
@@ -198,6 +199,7 @@ fn lr_register_model(name: Option<&str>, path: Option<&str>, options: default!(O
         &[name.into(), path.into(), JsonB(info_json.clone()).into(), options.into()],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    nodes::remind_to_sync();
     JsonB(info_json)
 }
 
@@ -258,6 +260,7 @@ fn lr_drop_model(name: Option<&str>) -> bool {
     .flatten();
     files::remove_files_on_commit(files);
     crate::inference::forget_local(name);
+    nodes::remind_to_sync();
     deleted.is_some()
 }
 

@@ -36,9 +36,19 @@ impl StoredTable {
     }
 }
 
+/// Whether this database's extension has the chunk table: a server running this library serves
+/// the SQL of earlier versions until `ALTER EXTENSION lightretriever UPDATE` (which then stores
+/// their tables: `lr_store_query_tables`).
+fn chunks_table_exists() -> bool {
+    row_or_none(crate::spi::read_one::<bool>("SELECT pg_catalog.to_regclass('lightretriever.lr_query_table_chunks') IS NOT NULL", &[])).flatten() == Some(true)
+}
+
 /// Stores the file at `path` as the chunks of `table` (its catalog row is written already). One
 /// chunk at a time, each in a memory context of its own, so a 1 GB table never sits in memory.
 pub fn store_chunks(table: &StoredTable, path: &Path) {
+    if !chunks_table_exists() {
+        return;
+    }
     let chunks = lr_table::cache::chunks_of(path).or_raise(Code::ERRCODE_IO_ERROR);
     let mut per_chunk = PgMemoryContexts::new("lightretriever chunk");
     for (index, chunk) in chunks.enumerate() {
@@ -68,7 +78,10 @@ pub fn store_chunks(table: &StoredTable, path: &Path) {
 
 /// Chunk `index` of `table`, or None past the last.
 fn read_chunk(table: &StoredTable, index: u32) -> Option<Vec<u8>> {
-    row_or_none(Spi::get_one_with_args::<Vec<u8>>(
+    if index == 0 && !chunks_table_exists() {
+        return None;
+    }
+    row_or_none(crate::spi::read_one::<Vec<u8>>(
         "SELECT data FROM lightretriever.lr_query_table_chunks
           WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
             AND version OPERATOR(pg_catalog.=) $3 AND chunk OPERATOR(pg_catalog.=) $4",

@@ -13,9 +13,9 @@ use crate::pgvector::{SparseVec, Vector};
 
 /// `OPERATOR(<pgvector's schema>.op)`: pgvector's operator whatever the search path.
 fn pgvector_operator(op: &str) -> String {
-    let schema = Spi::get_one::<String>(
-        "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
+    let schema = crate::spi::read_one::<String>("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
            JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace WHERE e.extname OPERATOR(pg_catalog.=) 'vector'",
+        &[],
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
     .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None));
@@ -97,10 +97,10 @@ fn lr_search(
     let sparse_model = sparse_model.or(auto.as_ref().and_then(|a| a.sparse_model.as_deref()));
     // HNSW returns at most hnsw.ef_search rows per scan: widen it (up to pgvector's maximum
     // of 1000) for this call so the candidate lists are not silently shorter than asked.
-    let ef = Spi::get_one::<String>("SELECT pg_catalog.current_setting('hnsw.ef_search', true)").ok().flatten();
+    let ef = crate::spi::read_one::<String>("SELECT pg_catalog.current_setting('hnsw.ef_search', true)", &[]).ok().flatten();
     let widen = ef.as_deref().and_then(|v| v.parse::<i32>().ok()).filter(|v| *v < candidates.min(1000));
     if widen.is_some() {
-        Spi::run_with_args("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[candidates.min(1000).to_string().into()])
+        crate::spi::read_one::<String>("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[candidates.min(1000).to_string().into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
     let dense = if mode != Mode::Sparse {
@@ -118,7 +118,7 @@ fn lr_search(
         Vec::new()
     };
     if let Some(old) = widen {
-        Spi::run_with_args("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
+        crate::spi::read_one::<String>("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
     let rerank = required(rerank, "rerank");

@@ -60,7 +60,7 @@ fn resolve(name: &str) -> (Rc<lr_model::ModelInfo>, Option<String>) {
     RESOLVED.with(|r| {
         r.get_or_compute(name.to_owned(), statement_key(), || {
             let info = Rc::new(crate::catalog::load_model(name));
-            let version = crate::error::row_or_none(Spi::get_one_with_args::<String>(
+            let version = crate::error::row_or_none(crate::spi::read_one::<String>(
                 "SELECT xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) ctid::pg_catalog.text
                    FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
                 &[name.into()],
@@ -78,7 +78,7 @@ fn fitted_weights(name: &str, info: &lr_model::ModelInfo, version: Option<&str>)
     if let Some(w) = WEIGHTS.with(|m| m.borrow().get(name).filter(|c| c.0 == version).map(|c| c.1.clone())) {
         return Some(w);
     }
-    let (weights, fingerprint) = Spi::get_two_with_args::<Vec<Option<f32>>, String>(
+    let (weights, fingerprint) = crate::spi::read_two::<Vec<Option<f32>>, String>(
         "SELECT weights, tokenizer_fingerprint FROM lightretriever.lr_sparse_query_weights WHERE model OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     )

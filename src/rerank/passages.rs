@@ -77,7 +77,7 @@ fn vector_column_of_size(relid: pg_sys::Oid, table: &str, dims: usize, reranker:
 /// A text column of `relid` the caller named: text, varchar or char by type oid (a domain or a
 /// user's type of that name, or an array of them, is refused).
 fn text_column(relid: pg_sys::Oid, table: &str, name: &str) -> String {
-    let found = crate::error::row_or_none(Spi::get_two_with_args::<String, bool>(
+    let found = crate::error::row_or_none(crate::spi::read_two::<String, bool>(
         "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod),
                 a.atttypid OPERATOR(pg_catalog.=) ANY ('{25,1043,1042}'::pg_catalog.oid[])
            FROM pg_catalog.pg_attribute a

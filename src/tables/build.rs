@@ -148,6 +148,7 @@ fn lr_build_query_table(
     write_table_version(&name, &info, instruction, "token_forward", build, info.hidden_size, dtype, |writer| {
         untrained_rows(&name, &info, instruction, info.vocab_size, |rows| writer.write_rows(rows).or_raise(Code::ERRCODE_IO_ERROR));
     });
+    crate::catalog::nodes::remind_to_sync();
     info.vocab_size as i64
 }
 

@@ -127,6 +127,7 @@ fn lr_fit_query_table(
         obj.insert("file".into(), file.into());
         obj.insert("documents".into(), texts.len().into());
     }
+    crate::catalog::nodes::remind_to_sync();
     pgrx::JsonB(report)
 }
 

@@ -59,6 +59,7 @@ fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelat
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
     .unwrap_or_default();
+    crate::catalog::nodes::remind_to_sync();
     pgrx::JsonB(serde_json::json!({
         "model": model,
         "version": version,

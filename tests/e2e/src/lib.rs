@@ -106,3 +106,89 @@ pub fn wrong_vectors(c: &mut Client, table: &str, key: &str, text: &str, vector:
     .unwrap()
     .get(0)
 }
+
+/// Registers `name` for the model directory `path`.
+pub fn register_model(c: &mut Client, name: &str, path: &std::path::Path) {
+    c.execute("SELECT lightretriever.lr_register_model($1, $2)", &[&name, &path.to_string_lossy().as_ref()]).unwrap();
+}
+
+/// Queries of [`search_answers`].
+pub const SEARCH_QUERIES: [&str; 3] = ["the river library", "music of paris", "old engines and books"];
+
+/// A dense (tiny LLM `tl`, its query table), sparse (SPLADE-tiny `splade`, fitted query weights)
+/// and reranker (PE-Rank tiny `perank`) set-up, and `table` (bigint id, body, emb vector(64),
+/// sparse sparsevec, pe vector(32): the reranker's passage embeddings) of 30 documents with all
+/// three vectors and an HNSW index. `table` may already exist, empty (a distributed table).
+pub fn search_corpus(c: &mut Client, table: &str) {
+    for (name, path) in [
+        ("tl", tiny_models_dir().join("tiny-llama")),
+        ("splade", sparse_model_dir()),
+        ("perank", tiny_models_dir().join("pe-rank-tiny")),
+    ] {
+        let known: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_models WHERE name = $1)", &[&name]).unwrap().get(0);
+        if !known {
+            register_model(c, name, &path);
+        }
+    }
+    let r = tiny_reference("pe-rank-tiny");
+    let s30 = r["windows"].as_array().unwrap().iter().find(|s| s["embeddings"].as_array().unwrap().len() == 30).unwrap();
+    let embeddings = matrix(&s30["embeddings"]);
+    c.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, body text, emb vector(64), sparse sparsevec(30522), pe vector(32))"
+    ))
+    .unwrap();
+    let words = ["the river", "a city of music", "engines and rivers", "the library", "paris in france", "old books"];
+    let (mut ids, mut bodies, mut pes) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, e) in embeddings.iter().enumerate() {
+        ids.push(i as i64 + 1);
+        bodies.push(format!("{} {}", words[i % words.len()], words[(i / words.len()) % words.len()]));
+        pes.push(format!("[{}]", e.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")));
+    }
+    // Encoded here (the coordinator, on Citus), then inserted.
+    c.execute(
+        &format!(
+            "INSERT INTO {table}
+             SELECT i.id, i.body, lightretriever.lr_encode_document(i.body, 'tl'), lightretriever.lr_encode_document_sparse(i.body, 'splade'), i.pe::vector
+               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS i(id, body, pe)"
+        ),
+        &[&ids, &bodies, &pes],
+    )
+    .unwrap();
+    c.batch_execute(&format!("CREATE INDEX ON {table} USING hnsw (emb vector_ip_ops)")).unwrap();
+    let built: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_query_tables WHERE model = 'tl')", &[]).unwrap().get(0);
+    if !built {
+        c.batch_execute("SELECT lightretriever.lr_build_query_table('tl')").unwrap();
+    }
+    c.execute("SELECT lightretriever.lr_fit_sparse_query_weights('splade', $1::text::regclass, 'body')", &[&table]).unwrap();
+}
+
+/// Everything a search client asks of `table` (made by [`search_corpus`]), as text: lookups
+/// (dense and sparse), lr_search in its three modes, a hand-written HNSW query, and a rerank of
+/// the dense top 8.
+pub fn search_answers(table: &str, c: &mut Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in SEARCH_QUERIES {
+        let one = |c: &mut Client, sql: &str| -> String { c.query_one(sql, &[&q]).unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error())).get(0) };
+        out.push(one(c, "SELECT lightretriever.lr_encode_query($1, 'tl')::text"));
+        out.push(one(c, "SELECT lightretriever.lr_encode_query_sparse($1, 'splade')::text"));
+        for mode in ["dense", "sparse", "hybrid"] {
+            out.push(one(
+                c,
+                &format!(
+                    "SELECT string_agg(id || ':' || score, ' ' ORDER BY score DESC, id) FROM lightretriever.lr_search('{table}', $1, k => 8,
+                            mode => '{mode}', model => 'tl', sparse_model => 'splade', dense_column => 'emb', sparse_column => 'sparse')"
+                ),
+            ));
+        }
+        out.push(one(c, &format!("SELECT string_agg(id::text, ' ') FROM (SELECT id FROM {table} ORDER BY emb <#> lightretriever.lr_encode_query($1, 'tl') LIMIT 5) t")));
+        out.push(one(
+            c,
+            &format!(
+                "SELECT string_agg(id || ':' || score, ' ' ORDER BY rank) FROM lightretriever.lr_rerank($1,
+                        (SELECT array_agg(id ORDER BY score DESC, id) FROM lightretriever.lr_search('{table}', $1, k => 8, mode => 'dense', model => 'tl', dense_column => 'emb')),
+                        '{table}', 'perank')"
+            ),
+        ));
+    }
+    out
+}

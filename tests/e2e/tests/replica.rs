@@ -87,7 +87,7 @@ impl Standby {
 
     fn table_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.dir.join("data/lightretriever/tables"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".lrt")).collect())
             .unwrap_or_default();
         names.sort();
         names
@@ -102,75 +102,17 @@ impl Drop for Standby {
 }
 
 const DB: &str = "lr_e2e_replica";
-const QUERIES: [&str; 3] = ["the river library", "music of paris", "old engines and books"];
-
-fn register(c: &mut Client, name: &str, path: &Path) {
-    c.execute("SELECT lightretriever.lr_register_model($1, $2)", &[&name, &path.to_string_lossy().as_ref()]).unwrap();
-}
-
-/// A database with a dense (tiny LLM, its query table), sparse (SPLADE-tiny, fitted query
-/// weights) and reranker (PE-Rank tiny) set-up, and a table of documents with all three vectors.
+/// The search set-up of `lr_e2e::search_corpus` in a new database.
 fn set_up() -> Client {
     let mut c = fresh_database(DB);
-    register(&mut c, "tl", &tiny_models_dir().join("tiny-llama"));
-    register(&mut c, "splade", &sparse_model_dir());
-    register(&mut c, "perank", &tiny_models_dir().join("pe-rank-tiny"));
-    let r = tiny_reference("pe-rank-tiny");
-    let s30 = r["windows"].as_array().unwrap().iter().find(|s| s["embeddings"].as_array().unwrap().len() == 30).unwrap();
-    let embeddings = matrix(&s30["embeddings"]);
-    c.batch_execute("CREATE TABLE docs (id bigint PRIMARY KEY, body text, emb vector(64), sparse sparsevec(30522), pe vector(32))").unwrap();
-    let words = ["the river", "a city of music", "engines and rivers", "the library", "paris in france", "old books"];
-    for (i, e) in embeddings.iter().enumerate() {
-        let body = format!("{} {}", words[i % words.len()], words[(i / words.len()) % words.len()]);
-        let pe = format!("[{}]", e.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","));
-        c.execute(
-            "INSERT INTO docs VALUES ($1, $2, lightretriever.lr_encode_document($2, 'tl'),
-                                     lightretriever.lr_encode_document_sparse($2, 'splade'), $3::text::vector)",
-            &[&(i as i64 + 1), &body, &pe],
-        )
-        .unwrap();
-    }
-    c.batch_execute(
-        "CREATE INDEX ON docs USING hnsw (emb vector_ip_ops);
-         SELECT lightretriever.lr_build_query_table('tl');
-         SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'docs', 'body');",
-    )
-    .unwrap();
+    search_corpus(&mut c, "docs");
     c
-}
-
-/// Everything a search client asks, as text: lookups (dense and sparse), lr_search in its three
-/// modes, a hand-written HNSW query, and a rerank of the dense top 8.
-fn answers(c: &mut Client) -> Vec<String> {
-    let mut out = Vec::new();
-    for q in QUERIES {
-        let one = |c: &mut Client, sql: &str| -> String { c.query_one(sql, &[&q]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0) };
-        out.push(one(c, "SELECT lightretriever.lr_encode_query($1, 'tl')::text"));
-        out.push(one(c, "SELECT lightretriever.lr_encode_query_sparse($1, 'splade')::text"));
-        for mode in ["dense", "sparse", "hybrid"] {
-            out.push(one(
-                c,
-                &format!(
-                    "SELECT string_agg(id || ':' || score, ' ' ORDER BY score DESC, id) FROM lightretriever.lr_search('docs', $1, k => 8,
-                            mode => '{mode}', model => 'tl', sparse_model => 'splade', dense_column => 'emb', sparse_column => 'sparse')"
-                ),
-            ));
-        }
-        out.push(one(c, "SELECT string_agg(id::text, ' ') FROM (SELECT id FROM docs ORDER BY emb <#> lightretriever.lr_encode_query($1, 'tl') LIMIT 5) t"));
-        out.push(one(
-            c,
-            "SELECT string_agg(id || ':' || score, ' ' ORDER BY rank) FROM lightretriever.lr_rerank($1,
-                    (SELECT array_agg(id) FROM lightretriever.lr_search('docs', $1, k => 8, mode => 'dense', model => 'tl', dense_column => 'emb')),
-                    'docs', 'perank')",
-        ));
-    }
-    out
 }
 
 #[test]
 fn a_streaming_replica_answers_as_the_primary_and_follows_new_tables() {
     let mut p = set_up();
-    let on_primary = answers(&mut p);
+    let on_primary = search_answers("docs", &mut p);
     let document: String = p.query_one("SELECT lightretriever.lr_encode_document('a river in paris', 'tl')::text", &[]).unwrap().get(0);
 
     let standby = Standby::start();
@@ -178,7 +120,7 @@ fn a_streaming_replica_answers_as_the_primary_and_follows_new_tables() {
     standby.catch_up(&mut p, &mut s);
     assert!(s.query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get::<_, bool>(0));
     assert_eq!(standby.table_files(), Vec::<String>::new(), "the standby starts without table files");
-    assert_eq!(answers(&mut s), on_primary, "the standby answers otherwise");
+    assert_eq!(search_answers("docs", &mut s), on_primary, "the standby answers otherwise");
     let files = standby.table_files();
     assert_eq!(files.len(), 1, "the standby wrote its table file from the database: {files:?}");
     // Full-model encoding on the standby: its own encoder workers.
@@ -188,10 +130,10 @@ fn a_streaming_replica_answers_as_the_primary_and_follows_new_tables() {
     // A new version built on the primary is served by the standby once replayed, in the same
     // session (the catalog decides per statement).
     p.batch_execute("SELECT lightretriever.lr_build_query_table('tl', dtype => 'f16')").unwrap();
-    let rebuilt = answers(&mut p);
+    let rebuilt = search_answers("docs", &mut p);
     assert_ne!(rebuilt[0], on_primary[0], "an f16 table gives other vectors: the check below would prove nothing");
     standby.catch_up(&mut p, &mut s);
-    assert_eq!(answers(&mut s), rebuilt, "the standby does not serve the new version");
+    assert_eq!(search_answers("docs", &mut s), rebuilt, "the standby does not serve the new version");
 
     // What writes is refused, before it starts; no drain worker or launcher runs on a standby.
     let (msg, hint) = error_of(&mut s, "SELECT lightretriever.lr_build_query_table('tl')");
@@ -223,7 +165,7 @@ fn a_streaming_replica_answers_as_the_primary_and_follows_new_tables() {
 #[test]
 fn a_restored_dump_answers_as_the_original_without_a_rebuild() {
     let mut p = set_up();
-    let original = answers(&mut p);
+    let original = search_answers("docs", &mut p);
     let (host, port) = primary();
     let dump = std::env::temp_dir().join("lr_e2e_replica.dump");
     let status = Command::new(pg_bin("pg_dump"))
@@ -251,7 +193,7 @@ fn a_restored_dump_answers_as_the_original_without_a_rebuild() {
         (row.get(0), row.get(1), row.get(2))
     };
     assert!(counts.0 == 1 && counts.1 > 0 && counts.2 == 1, "the dump lost tables or weights: {counts:?}");
-    assert_eq!(answers(&mut r), original, "the restored database answers otherwise");
+    assert_eq!(search_answers("docs", &mut r), original, "the restored database answers otherwise");
     let database: u32 = r.query_one("SELECT oid::int8 FROM pg_database WHERE datname = current_database()", &[]).unwrap().get::<_, i64>(0) as u32;
     let written: i64 = r
         .query_one("SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE $1", &[&format!("db{database}-tl-%")])

@@ -419,8 +419,9 @@ fn table_files_changed_under_a_session_are_written_again_never_crashes_or_wrong_
     let file = table_file(&mut c, "tiny");
     let twin = table_file(&mut c, "tiny-twin");
     let pristine = std::fs::read(&file).unwrap();
-    let twin_vector: Vector = c.query_one("SELECT lightretriever.lr_encode_query('a query about tables', 'tiny-twin')", &[]).unwrap().get(0);
-    assert_ne!(twin_vector.as_slice(), good.as_slice(), "the twin's table must differ for the last case to prove anything");
+    // The twin (the same model files) has the same rows under another name: the file check
+    // below is what tells the copy was replaced.
+    assert_ne!(std::fs::read(&twin).unwrap(), pristine);
 
     let flip_in_place = |file: &std::path::Path| {
         use std::io::{Seek, SeekFrom, Write};
