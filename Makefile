@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-pg17 test-pg18 test-e2e test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search clean
+.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-pg17 test-pg18 test-e2e test-citus test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search clean
 
 setup:
 	bash scripts/setup.sh
@@ -48,6 +48,14 @@ test-pg17 test-pg18: test-models
 ## throwaway cluster, run tests/e2e against it, stop it.
 test-e2e: install-dev
 	bash scripts/e2e.sh
+
+## Citus alone (test-e2e runs it too): Citus built from ../shared/vendor, a coordinator and two
+## worker nodes on this machine, tests/e2e/tests/citus.rs.
+test-citus: test-models install-dev
+	bash scripts/setup_citus.sh
+	LR_PGPORT=29100 bash scripts/citus_cluster.sh start
+	LR_CITUS_PGHOST=/tmp/lightretriever-cluster-29100/sock LR_CITUS_PGPORT=29100 cargo test --locked -p lr-e2e --test citus; \
+	  status=$$?; LR_PGPORT=29100 bash scripts/citus_cluster.sh stop; exit $$status
 
 ## The example apps (examples/: SQLAlchemy, Django, sqlx), each with its own test, against a RUNNING
 ## cluster that preloads the installed extension: LR_TEST_PGHOST (its socket directory) and

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${LR_PGPORT:-29100}
+unset LR_CLUSTER_DIR  # each node in its own default directory (scripts/cluster.sh)
 nodes=("$PORT" "$((PORT + 1))" "$((PORT + 2))")
 sock() { echo "/tmp/lightretriever-cluster-$1/sock"; }
 psql_at() { local port=$1; shift; psql -X -q -v ON_ERROR_STOP=1 -h "$(sock "$port")" -p "$port" -U postgres "$@"; }

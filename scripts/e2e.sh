@@ -11,8 +11,14 @@ export LR_EVAL_BIN=$PWD/target/debug/lr-eval
 # The previous release's install script, for the upgrade test (tests/e2e/tests/upgrade.rs):
 # releases ship only the current script and the upgrade scripts.
 install -m 0644 tests/upgrade/lightretriever--*.sql "$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --sharedir)/extension/"
-trap 'scripts/cluster.sh stop' EXIT
+# Citus for tests/e2e/tests/citus.rs: built once from ../shared/vendor (scripts/setup_citus.sh),
+# a coordinator and two workers beside the e2e cluster (scripts/citus_cluster.sh).
+bash scripts/setup_citus.sh
+export LR_CITUS_PORT=${LR_CITUS_PORT:-29100}
+export LR_CITUS_PGHOST=/tmp/lightretriever-cluster-$LR_CITUS_PORT/sock LR_CITUS_PGPORT=$LR_CITUS_PORT
+trap 'scripts/cluster.sh stop; LR_PGPORT=$LR_CITUS_PORT scripts/citus_cluster.sh stop' EXIT
 scripts/cluster.sh start
+LR_PGPORT=$LR_CITUS_PORT scripts/citus_cluster.sh start
 cargo test --locked -p lr-e2e -- --test-threads=1
 bash scripts/examples.sh  # the example apps of examples/ (SQLAlchemy, Django, sqlx) on this cluster
 # What users see, as golden files (pgvector's habit): tests/pg_regress/{sql,expected}.

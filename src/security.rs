@@ -10,7 +10,6 @@
 use std::ffi::CString;
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 use crate::error::{raise, Code};
 
@@ -192,7 +191,7 @@ pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what:
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use crate::test_support::*;
     use pgrx::prelude::*;

@@ -27,6 +27,7 @@ fn lr_enable_auto_encoding(
     let batch_size = required(batch_size, "batch_size");
     let (source, table) = owned_table(source);
     let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding", false);
+    refuse_citus_table(source, &table);
     if !(1..=1024).contains(&batch_size) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: batch_size must be between 1 and 1024", None);
     }
@@ -104,6 +105,35 @@ fn lr_enable_auto_encoding(
     if !crate::guc::workers_registered() {
         pgrx::warning!(
             "lightretriever: no encoder workers run on this server (lightretriever not in shared_preload_libraries, or lightretriever.workers = 0); rows stay queued until they do"
+        );
+    }
+}
+
+/// Citus tables (distributed, reference, or local tables in Citus's metadata) are refused: their
+/// rows live on the worker nodes, where a trigger cannot reach this server's queue, Citus refuses
+/// triggers on them (unless citus.enable_unsafe_triggers), and the pipeline writes vectors by
+/// row address, which names no row across shards.
+fn refuse_citus_table(source: pg_sys::Oid, table: &str) {
+    let citus = crate::spi::read_one::<bool>(
+        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+        &[],
+    )
+    .ok()
+    .flatten()
+        == Some(true);
+    let distributed = citus
+        && crate::spi::read_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)",
+            &[source.into()],
+        )
+        .ok()
+        .flatten()
+            == Some(true);
+    if distributed {
+        raise(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("lightretriever: {table} is a Citus table, which lr_enable_auto_encoding does not support"),
+            Some("Encode on the coordinator as rows are written: INSERT INTO t (id, body, body_embedding) SELECT id, body, lightretriever.lr_encode_document(body) FROM ... (or lr_encode_documents for many rows). README, \"Citus\", says why."),
         );
     }
 }

@@ -103,7 +103,7 @@ fn format_here(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> String {
     row_or_none(Spi::get_one_with_args::<String>(sql, args)).flatten().unwrap_or_default()
 }
 
-const VERSIONS_SQL: &str = "SELECT pg_catalog.coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(model, instruction, version, checksum)), '[]')::pg_catalog.text
+const VERSIONS_SQL: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(model, instruction, version, checksum)), '[]')::pg_catalog.text
                               FROM lightretriever.lr_query_tables";
 
 fn parse_versions(json: &str) -> BTreeSet<VersionKey> {
@@ -176,8 +176,8 @@ fn lr_sync_nodes() -> TableIterator<'static, (name!(node, String), name!(port, i
               hidden_size = EXCLUDED.hidden_size, vocab_size = EXCLUDED.vocab_size, max_length = EXCLUDED.max_length,
               pooling = EXCLUDED.pooling, has_lm_head = EXCLUDED.has_lm_head, options = EXCLUDED.options, info = EXCLUDED.info,
               registered_at = EXCLUDED.registered_at, registered_by = EXCLUDED.registered_by',
-           (SELECT pg_catalog.coalesce(pg_catalog.array_agg(name), '{}') FROM lightretriever.lr_models),
-           (SELECT pg_catalog.coalesce(pg_catalog.json_agg(m), '[]') FROM lightretriever.lr_models m))",
+           (SELECT COALESCE(pg_catalog.array_agg(name), '{}') FROM lightretriever.lr_models),
+           (SELECT COALESCE(pg_catalog.json_agg(m), '[]') FROM lightretriever.lr_models m))",
         &[],
     );
     run_on(&nodes, vec![models; nodes.len()]);
@@ -244,8 +244,8 @@ fn lr_sync_nodes() -> TableIterator<'static, (name!(node, String), name!(port, i
             INSERT INTO lightretriever.lr_sparse_query_weights SELECT * FROM pg_catalog.json_populate_recordset(NULL::lightretriever.lr_sparse_query_weights, %L)
             ON CONFLICT (model) DO UPDATE SET version = EXCLUDED.version, method = EXCLUDED.method, weights = EXCLUDED.weights,
               tokenizer_fingerprint = EXCLUDED.tokenizer_fingerprint, build = EXCLUDED.build, built_at = EXCLUDED.built_at',
-           (SELECT pg_catalog.coalesce(pg_catalog.array_agg(model), '{}') FROM lightretriever.lr_sparse_query_weights),
-           (SELECT pg_catalog.coalesce(pg_catalog.json_agg(w), '[]') FROM lightretriever.lr_sparse_query_weights w))",
+           (SELECT COALESCE(pg_catalog.array_agg(model), '{}') FROM lightretriever.lr_sparse_query_weights),
+           (SELECT COALESCE(pg_catalog.json_agg(w), '[]') FROM lightretriever.lr_sparse_query_weights w))",
         &[],
     );
     run_on(&nodes, vec![weights; nodes.len()]);
