@@ -54,7 +54,7 @@ test-e2e: install-dev
 test-citus: test-models install-dev
 	bash scripts/setup_citus.sh
 	LR_PGPORT=29100 bash scripts/citus_cluster.sh start
-	LR_CITUS_PGHOST=/tmp/lightretriever-cluster-29100/sock LR_CITUS_PGPORT=29100 cargo test --locked -p lr-e2e --test citus; \
+	LR_CITUS_PGHOST=/tmp/lightretriever-cluster-29100/sock LR_CITUS_PGPORT=29100 cargo test --locked -p lr-e2e --test citus -- --test-threads=1; \
 	  status=$$?; LR_PGPORT=29100 bash scripts/citus_cluster.sh stop; exit $$status
 
 ## The example apps (examples/: SQLAlchemy, Django, sqlx), each with its own test, against a RUNNING

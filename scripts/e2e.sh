@@ -16,9 +16,9 @@ install -m 0644 tests/upgrade/lightretriever--*.sql "$("${PG_CONFIG:-/usr/lib/po
 bash scripts/setup_citus.sh
 export LR_CITUS_PORT=${LR_CITUS_PORT:-29100}
 export LR_CITUS_PGHOST=/tmp/lightretriever-cluster-$LR_CITUS_PORT/sock LR_CITUS_PGPORT=$LR_CITUS_PORT
-trap 'scripts/cluster.sh stop; LR_PGPORT=$LR_CITUS_PORT scripts/citus_cluster.sh stop' EXIT
+trap 'scripts/cluster.sh stop; LR_PGPORT=$LR_CITUS_PORT bash scripts/citus_cluster.sh stop' EXIT
 scripts/cluster.sh start
-LR_PGPORT=$LR_CITUS_PORT scripts/citus_cluster.sh start
+LR_PGPORT=$LR_CITUS_PORT bash scripts/citus_cluster.sh start
 cargo test --locked -p lr-e2e -- --test-threads=1
 bash scripts/examples.sh  # the example apps of examples/ (SQLAlchemy, Django, sqlx) on this cluster
 # What users see, as golden files (pgvector's habit): tests/pg_regress/{sql,expected}.

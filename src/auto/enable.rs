@@ -27,7 +27,10 @@ fn lr_enable_auto_encoding(
     let batch_size = required(batch_size, "batch_size");
     let (source, table) = owned_table(source);
     let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding", false);
-    refuse_citus_table(source, &table);
+    let distributed = citus_distributed(source, &table);
+    // Citus runs the DDL below on every shard; the function commands after it must then go
+    // over the same connections (its own hint), for the rest of this call.
+    let modify_mode = distributed.then(|| set_local("citus.multi_shard_modify_mode", "sequential"));
     if !(1..=1024).contains(&batch_size) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: batch_size must be between 1 and 1024", None);
     }
@@ -98,8 +101,18 @@ fn lr_enable_auto_encoding(
     elevated(|| record_auto_encoding(source, text_column, &key_columns, key_attnums, text_attnum, vector_attnum, sparse_attnum, &model, sparse_model, &vector_column, sparse_column.as_deref(), batch_size));
     let enc = encoding_of(source).expect("just recorded");
     debug_assert_eq!(enc.plain, kind == 'r');
-    let enqueued = backfill(&enc, false);
-    pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
+    if enc.distributed {
+        // The owner's index of the rows waiting for their vectors, on every shard.
+        run(&enc.statements().create_pending_index());
+        let waiting = pending_rows(&enc);
+        pgrx::notice!("lightretriever: {waiting} rows of {table} wait for encoding by \"{}\" (a Citus table: the coordinator's workers encode them)", enc.model);
+    } else {
+        let enqueued = backfill(&enc, false);
+        pgrx::notice!("lightretriever: enqueued {enqueued} rows of {table} for encoding by \"{}\"", enc.model);
+    }
+    if let Some(old) = modify_mode {
+        set_local("citus.multi_shard_modify_mode", &old);
+    }
     // The launcher keeps a drain worker in this database once this commits.
     crate::databases::mark_at_commit(unsafe { pg_sys::MyDatabaseId });
     if !crate::guc::workers_registered() {
@@ -109,32 +122,59 @@ fn lr_enable_auto_encoding(
     }
 }
 
-/// Citus tables (distributed, reference, or local tables in Citus's metadata) are refused: their
-/// rows live on the worker nodes, where a trigger cannot reach this server's queue, Citus refuses
-/// triggers on them (unless citus.enable_unsafe_triggers), and the pipeline writes vectors by
-/// row address, which names no row across shards.
-fn refuse_citus_table(source: pg_sys::Oid, table: &str) {
-    let citus = crate::spi::read_one::<bool>(
-        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
-        &[],
-    )
-    .ok()
-    .flatten()
-        == Some(true);
-    let distributed = citus
-        && crate::spi::read_one::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)",
-            &[source.into()],
-        )
-        .ok()
-        .flatten()
-            == Some(true);
-    if distributed {
-        raise(
+/// Whether `source` is a hash-distributed Citus table (auto-encoded from the coordinator: the
+/// BEFORE trigger that clears a changed row's vectors runs on its shard, and the coordinator's
+/// drain worker finds the rows with a text and no vector — lr-queue, "Citus"). Other Citus
+/// tables (reference tables, local tables in Citus's metadata) are refused.
+fn citus_distributed(source: pg_sys::Oid, table: &str) -> bool {
+    match super::citus_kinds().into_iter().find(|(oid, _)| *oid == source).map(|(_, kind)| kind) {
+        None => false,
+        Some(kind) if kind == "h" => true,
+        Some(_) => raise(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("lightretriever: {table} is a Citus table, which lr_enable_auto_encoding does not support"),
-            Some("Encode on the coordinator as rows are written: INSERT INTO t (id, body, body_embedding) SELECT id, body, lightretriever.lr_encode_document(body) FROM ... (or lr_encode_documents for many rows). README, \"Citus\", says why."),
-        );
+            format!("lightretriever: {table} is a Citus reference or local table, which lr_enable_auto_encoding does not support"),
+            Some("Auto-encode a distributed table (create_distributed_table), or a table Citus does not manage."),
+        ),
+    }
+}
+
+/// Sets `name` for the rest of this transaction; returns its value before.
+fn set_local(name: &str, value: &str) -> String {
+    crate::spi::read_one::<String>(
+        "SELECT COALESCE(pg_catalog.current_setting($1, true), ''), pg_catalog.set_config($1, $2, true)",
+        &[name.into(), value.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .unwrap_or_default()
+}
+
+/// The rows of `enc` (distributed) that wait for their vectors, counted as the table's owner.
+pub(super) fn pending_rows(enc: &AutoEncoding) -> i64 {
+    as_owner(enc.source, || crate::spi::read_one::<i64>(&enc.statements().pending_count(), &[]))
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .unwrap_or(0)
+}
+
+/// The triggers of `enc`: all four on an ordinary table; on a Citus distributed table only the
+/// BEFORE trigger that clears a changed row's vectors, which touches nothing but its own row on
+/// its own shard — the one kind of trigger that is safe there. Citus refuses triggers on
+/// distributed tables unless citus.enable_unsafe_triggers is on: it is, for these statements.
+fn with_trigger_statements(enc: &AutoEncoding, statements: Vec<String>) {
+    let unsafe_triggers = enc.distributed.then(|| set_local("citus.enable_unsafe_triggers", "on"));
+    for sql in &statements {
+        run(sql);
+    }
+    if let Some(old) = unsafe_triggers {
+        set_local("citus.enable_unsafe_triggers", if old.is_empty() { "off" } else { &old });
+    }
+}
+
+fn create_triggers(enc: &AutoEncoding) -> Vec<String> {
+    let all = enc.statements().create_triggers();
+    if enc.distributed {
+        all.into_iter().take(1).collect()
+    } else {
+        all
     }
 }
 
@@ -182,9 +222,10 @@ fn record_auto_encoding(
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let enc = encoding_of(source).expect("just recorded");
     let statements = enc.statements();
-    for sql in statements.create_queue().iter().chain(&statements.trigger_functions()).chain(&statements.create_triggers()) {
+    for sql in statements.create_queue().iter().chain(&statements.trigger_functions()) {
         run(sql);
     }
+    with_trigger_statements(&enc, create_triggers(&enc));
     record_extension_dependencies(&enc, true);
 }
 
@@ -254,10 +295,20 @@ pub(super) fn record_extension_dependencies(enc: &AutoEncoding, with_queue: bool
 fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: default!(Option<bool>, false)) {
     let drop_columns = required(drop_columns, "drop_columns");
     let (table, enc) = owned_auto_encoding(source);
+    // As in lr_enable_auto_encoding: DDL on every shard, then function commands.
+    let modify_mode = enc.distributed.then(|| set_local("citus.multi_shard_modify_mode", "sequential"));
+    if enc.distributed {
+        let index = crate::spi::read_one::<String>(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, $2) FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            &[enc.source.into(), enc.statements().pending_index_name().into()],
+        )
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        .unwrap_or_default();
+        run(&format!("DROP INDEX IF EXISTS {index}"));
+    }
     elevated(|| {
-        for sql in enc.statements().drop_triggers() {
-            run(&sql);
-        }
+        with_trigger_statements(&enc, enc.statements().drop_triggers());
         // The catalog row goes first: the ALTER TABLE below is then no longer ours to follow.
         Spi::run_with_args("SELECT lightretriever.lr_drop_auto_encoding_objects($1)", &[enc.id.into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
@@ -267,6 +318,9 @@ fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: defa
         if let Some(s) = &enc.sparse_column {
             run(&format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {}", quote_ident(s)));
         }
+    }
+    if let Some(old) = modify_mode {
+        set_local("citus.multi_shard_modify_mode", &old);
     }
 }
 
@@ -288,9 +342,11 @@ fn lr_regenerate_auto_encoding_triggers() -> i64 {
     elevated(|| {
         for enc in &all {
             let statements = enc.statements();
-            for sql in statements.drop_triggers().iter().chain(&statements.trigger_functions()).chain(&statements.create_triggers()) {
-                run(sql);
+            with_trigger_statements(enc, statements.drop_triggers());
+            for sql in statements.trigger_functions() {
+                run(&sql);
             }
+            with_trigger_statements(enc, create_triggers(enc));
             // CREATE OR REPLACE dropped the functions' dependencies on the extension.
             record_extension_dependencies(enc, false);
         }
@@ -306,6 +362,9 @@ fn lr_regenerate_auto_encoding_triggers() -> i64 {
 #[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_enqueue_missing(source: Option<pgrx::PgRelation>) -> i64 {
     let (_, enc) = owned_auto_encoding(source);
+    if enc.distributed {
+        return pending_rows(&enc); // no queue to fill: the drain worker finds them in the table
+    }
     backfill(&enc, true)
 }
 

@@ -39,6 +39,9 @@ pub struct AutoEncoding {
     pub batch_size: i32,
     /// 'active', or 'paused' (`lr_pause_auto_encoding`: queued, not drained).
     pub status: String,
+    /// A Citus distributed table: its pending rows are found in the table (a text, no vector),
+    /// not in the queue, which keeps only the keys that failed (lr-queue, "Citus").
+    pub distributed: bool,
 }
 
 impl AutoEncoding {
@@ -69,7 +72,7 @@ const SELECT_ENCODINGS: &str = "SELECT a.id, a.source::pg_catalog.oid, a.source:
 
 /// Auto-encodings (`filter` narrows them, e.g. `AND a.source = $1`), by id.
 pub fn encodings(filter: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEncoding> {
-    Spi::connect(|c| {
+    let encodings = Spi::connect(|c| {
         let rows = c.select(&format!("{SELECT_ENCODINGS} WHERE true {filter} ORDER BY a.id"), None, args)?;
         let mut out = Vec::new();
         for r in rows {
@@ -87,11 +90,37 @@ pub fn encodings(filter: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEn
                 sparse_column: r.get(11)?,
                 batch_size: r.get(12)?.unwrap_or(32),
                 status: r.get(13)?.unwrap_or_default(),
+                distributed: false,
             });
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let distributed = citus_tables();
+    encodings.into_iter().map(|e| AutoEncoding { distributed: distributed.contains(&e.source), ..e }).collect()
+}
+
+/// The Citus tables of this database by kind (`pg_dist_partition.partmethod`: 'h' hash-distributed,
+/// 'n' reference or local tables in Citus's metadata, …); empty without Citus.
+pub fn citus_kinds() -> Vec<(pg_sys::Oid, String)> {
+    let citus = crate::spi::read_one::<bool>("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL", &[])
+        .ok()
+        .flatten()
+        == Some(true);
+    if !citus {
+        return Vec::new();
+    }
+    Spi::connect(|c| {
+        c.select("SELECT logicalrelid::pg_catalog.oid, partmethod::pg_catalog.text FROM pg_catalog.pg_dist_partition", None, &[])?
+            .map(|r| Ok((r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), r.get::<String>(2)?.unwrap_or_default())))
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
+/// The hash-distributed Citus tables of this database.
+fn citus_tables() -> Vec<pg_sys::Oid> {
+    citus_kinds().into_iter().filter(|(_, kind)| kind == "h").map(|(oid, _)| oid).collect()
 }
 
 /// The auto-encoding of `relid`, if it has one.

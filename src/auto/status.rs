@@ -45,10 +45,18 @@ fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Opti
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_micros(micros);
     let pending = enc.statements().pending_exists();
+    let waiting = |enc: &super::AutoEncoding| -> Option<bool> {
+        if enc.distributed {
+            // The rows with a text and no vector, but those that failed for good.
+            let failed = elevated(|| Spi::get_two::<i64, i64>(&enc.statements().queue_counts())).ok().and_then(|c| c.1).unwrap_or(0);
+            return Some(super::enable::pending_rows(enc) > failed);
+        }
+        elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    };
     let paused = "SELECT status OPERATOR(pg_catalog.=) 'paused' FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1";
     loop {
         // A fresh snapshot each time (a volatile function's SPI statements take new ones).
-        if elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR) != Some(true) {
+        if waiting(&enc) != Some(true) {
             return true;
         }
         if std::time::Instant::now() >= deadline {
@@ -122,7 +130,12 @@ fn lr_encoding_status_rows() -> TableIterator<
                 &[enc.id.into()],
             ))
             .unwrap_or((None, None));
-            let queued = queued.unwrap_or(0);
+            // A Citus table's pending rows are in the table (its queue holds only attempts).
+            let queued = if enc.distributed {
+                (super::enable::pending_rows(&enc) - failed.unwrap_or(0)).max(0)
+            } else {
+                queued.unwrap_or(0)
+            };
             let in_flight = in_flight.unwrap_or(0);
             Ok::<_, pgrx::spi::SpiError>((
                 enc.status.clone(),

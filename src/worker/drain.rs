@@ -71,6 +71,11 @@ fn key_args(claims: &[&Claim], columns: usize) -> Vec<DatumWithOid<'static>> {
 
 /// One batch of `enc` inside the current transaction; returns the rows handled.
 fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) -> usize {
+    if enc.distributed {
+        // One drain worker per database takes Citus tables: their pending rows are not claimed
+        // from a queue, so two would encode the same rows.
+        return if name.ends_with("-0") { process_distributed_batch(inference, enc, name) } else { 0 };
+    }
     let started = Instant::now();
     let statements = enc.statements();
     // The source first, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the
@@ -171,6 +176,120 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
     }
     report_activity("");
     claims.len()
+}
+
+/// One batch of a Citus distributed table (lr-queue, "Citus"): up to `batch_size` rows with a
+/// text and no vector, found on every shard through the partial index; encoded; each written by
+/// its key (a statement to its own shard) if its text is still the one encoded and it still has
+/// no vector. A row that fails gets a queue entry that counts its attempts; failed keys are left
+/// out until `lr_retry_failed`. Killing anything loses nothing: the rows stay without a vector
+/// until a batch writes them.
+fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) -> usize {
+    let started = Instant::now();
+    let statements = enc.statements();
+    // The table first, on the coordinator, as DDL takes it (Citus then locks the shards): a
+    // batch that held shard locks while DDL waited for them was a distributed deadlock. A table
+    // being changed is skipped this round.
+    let source_locked = in_subtransaction(|| Spi::run(&format!("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT", enc.source_name)));
+    if !matches!(source_locked, Ok(Ok(()))) {
+        return 0;
+    }
+    let failed = flatten(in_subtransaction(|| {
+        Spi::connect(|c| {
+            c.select(&statements.failed_keys(), None, &[])?
+                .map(|r| r.get::<Vec<String>>(1).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    }));
+    let failed = match failed {
+        Ok(f) => f,
+        Err(e) => {
+            record_error(enc, 0, &format!("cannot read the failed keys: {e}"));
+            return 0;
+        }
+    };
+    let limit = enc.batch_size as i64 + failed.len() as i64;
+    let pending = on_user_table(enc, || {
+        with_key_text_settings(|| {
+            Spi::connect(|c| {
+                c.select(&statements.pending_rows(), None, &[limit.into()])?
+                    .map(|r| Ok((r.get::<Vec<String>>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())))
+                    .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
+        })
+        .map_err(|e| e.to_string())
+    });
+    let rows: Vec<(Vec<String>, String)> = match pending {
+        Ok(rows) => rows.into_iter().filter(|(key, _)| !failed.contains(key)).take(enc.batch_size as usize).collect(),
+        Err(e) => {
+            record_error(enc, 0, &format!("cannot read the rows waiting in {}: {e}", enc.source_name));
+            return 0;
+        }
+    };
+    if rows.is_empty() {
+        return 0;
+    }
+    let _marker = BatchMarker::set(name, enc.id);
+    let claims: Vec<Claim> = rows.iter().map(|(key, _)| Claim { queue_ids: Vec::new(), key: key.clone() }).collect();
+    let work: Vec<(&Claim, String)> = claims.iter().zip(rows).map(|(claim, (_, text))| (claim, text)).collect();
+    report_activity(&format!("lightretriever: encoding {} rows of auto-encoding {}", work.len(), enc.id));
+    let Some(results) = encode_all(inference, enc, &work) else {
+        return 0; // SIGTERM: the rows still wait
+    };
+    let sparse_dim = enc.sparse_column.as_ref().map(|_| sparse_dim(enc));
+    let write = statements.write_vectors_by_key();
+    // Keys with entries (attempts counted before): a written row's entries go.
+    let queued: Vec<Vec<String>> = flatten(in_subtransaction(|| {
+        Spi::connect(|c| {
+            c.select(&format!("SELECT DISTINCT key FROM {}", statements.queue()), None, &[])?
+                .map(|r| r.get::<Vec<String>>(1).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    }))
+    .unwrap_or_default();
+    let mut failures: Vec<(&Claim, String)> = Vec::new();
+    for ((claim, text), result) in work.iter().zip(results) {
+        let written = result.and_then(|(dense, sparse)| {
+            let sparse = match (sparse, sparse_dim) {
+                (Some(pairs), Some(dim)) => Some(SparseVec(lr_vector::SparseVector::from_pairs(dim, pairs).map_err(|e| e.to_string())?)),
+                _ => None,
+            };
+            let mut args: Vec<DatumWithOid> = vec![Vector(dense).into(), sparse.into()];
+            args.extend(claim.key.iter().map(|k| k.clone().into()));
+            args.push(text.clone().into());
+            // 0 rows: changed or deleted meanwhile (a changed row is found again, still waiting).
+            on_user_table(enc, || {
+                with_key_text_settings(|| Spi::connect_mut(|c| c.update(&write, None, &args).map(|t| t.len()))).map_err(|e| e.to_string())
+            })
+        });
+        match written {
+            Err(e) => failures.push((*claim, e)),
+            Ok(1) if queued.contains(&claim.key) => {
+                let _ = in_subtransaction(|| Spi::run_with_args(&statements.forget_key(), &[claim.key.clone().into()]));
+            }
+            Ok(_) => {}
+        }
+    }
+    for (claim, error) in &failures {
+        let entry = flatten(in_subtransaction(|| Spi::get_one_with_args::<i64>(&statements.failure_entry(), &[claim.key.clone().into()])));
+        match entry {
+            Ok(Some(id)) => fail(enc, &[&Claim { queue_ids: vec![id], key: claim.key.clone() }], error),
+            _ => record_error(enc, 1, error),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f32();
+    let booked = flatten(in_subtransaction(|| {
+        Spi::run_with_args(
+            "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid)
+             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
+            &[enc.id.into(), (work.len() as i32).into(), seconds.into(), unsafe { pg_sys::MyProcPid }.into()],
+        )
+    }));
+    if let Err(e) = booked {
+        record_error(enc, work.len(), &format!("cannot finish the batch: {e}"));
+    }
+    report_activity("");
+    work.len()
 }
 
 /// A row's vectors: dense, and sparse when the table has a sparse model.

@@ -443,4 +443,95 @@ SELECT pg_catalog.count(DISTINCT key) FROM r",
             self.queue()
         )
     }
+
+    // Citus distributed tables: their rows live on the worker nodes, where no trigger can reach
+    // the coordinator's queue. Pending work is the rows themselves — a text and no vector (the
+    // BEFORE trigger clears a changed row's vectors on its shard) — found through a partial
+    // index; the queue keeps only the keys that failed, with their attempts.
+
+    /// The partial index of the rows waiting for their vectors (on every shard).
+    pub fn pending_index_name(&self) -> String {
+        format!("lr_auto_encoding_{}_pending", self.id)
+    }
+
+    /// As the owner: creates [`Encoding::pending_index_name`] on the source.
+    pub fn create_pending_index(&self) -> String {
+        let keys: Vec<String> = self.key_columns.iter().map(|k| quote_ident(k)).collect();
+        format!(
+            "CREATE INDEX {} ON {} ({}) WHERE {}",
+            quote_ident(&self.pending_index_name()),
+            self.source,
+            keys.join(", "),
+            self.pending_condition("")
+        )
+    }
+
+    /// `text IS NOT NULL AND vector IS NULL` (of alias `s.`, or of no alias: "").
+    fn pending_condition(&self, alias: &str) -> String {
+        format!("{alias}{} IS NOT NULL AND {alias}{} IS NULL", quote_ident(self.text_column), quote_ident(self.vector_column))
+    }
+
+    /// As the owner: up to $1 rows waiting for their vectors, `(key text[], text)`, by key.
+    pub fn pending_rows(&self) -> String {
+        let keys: Vec<String> = self.key_columns.iter().map(|k| format!("s.{}", quote_ident(k))).collect();
+        format!(
+            "SELECT {}, s.{}::pg_catalog.text FROM {} s WHERE {} ORDER BY {} LIMIT $1",
+            self.key_text("s"),
+            quote_ident(self.text_column),
+            self.source,
+            self.pending_condition("s."),
+            keys.join(", ")
+        )
+    }
+
+    /// As the owner: the number of rows waiting for their vectors.
+    pub fn pending_count(&self) -> String {
+        format!("SELECT pg_catalog.count(*) FROM {} s WHERE {}", self.source, self.pending_condition("s."))
+    }
+
+    /// As the owner: writes one row's vectors ($1 vector, $2 sparsevec or NULL) by its key ($3 …
+    /// as text, turned back into the key types: the statement goes to the row's shard alone) if
+    /// its text is still $(n+3), the text encoded, and it still has no vector. 0 rows: changed.
+    pub fn write_vectors_by_key(&self) -> String {
+        let n = self.key_columns.len();
+        let mut set = format!("{} = $1", quote_ident(self.vector_column));
+        if let Some(s) = self.sparse_column {
+            set.push_str(&format!(", {} = $2", quote_ident(s)));
+        }
+        let keys: Vec<String> = self
+            .key_columns
+            .iter()
+            .zip(self.key_types)
+            .enumerate()
+            .map(|(i, (c, t))| format!("s.{} OPERATOR(pg_catalog.=) ${}::pg_catalog.text::{t}", quote_ident(c), i + 3))
+            .collect();
+        format!(
+            "UPDATE {} s SET {set} WHERE {} AND s.{}::pg_catalog.text OPERATOR(pg_catalog.=) ${} AND {}",
+            self.source,
+            keys.join(" AND "),
+            quote_ident(self.text_column),
+            n + 3,
+            self.pending_condition("s.")
+        )
+    }
+
+    /// The queue entry of key $1 (text[]), made if it has none: its id (failures are counted on it).
+    pub fn failure_entry(&self) -> String {
+        format!(
+            "WITH found AS (SELECT pg_catalog.min(id) AS id FROM {q} WHERE key OPERATOR(pg_catalog.=) $1),
+                  made AS (INSERT INTO {q} (key) SELECT $1 WHERE (SELECT id FROM found) IS NULL RETURNING id)
+             SELECT COALESCE((SELECT id FROM found), (SELECT id FROM made))",
+            q = self.queue()
+        )
+    }
+
+    /// The entries of key $1 (text[]): its row was written.
+    pub fn forget_key(&self) -> String {
+        format!("DELETE FROM {} WHERE key OPERATOR(pg_catalog.=) $1", self.queue())
+    }
+
+    /// Keys that failed for good (not retried until `lr_retry_failed`), as text[].
+    pub fn failed_keys(&self) -> String {
+        format!("SELECT DISTINCT key FROM {} WHERE failed_at IS NOT NULL", self.queue())
+    }
 }

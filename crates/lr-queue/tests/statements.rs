@@ -55,6 +55,13 @@ fn all(e: &Encoding) -> Vec<(&'static str, String)> {
         ("queue_counts", e.queue_counts()),
         ("pending_exists", e.pending_exists()),
         ("failed_rows", e.failed_rows()),
+        ("create_pending_index", e.create_pending_index()),
+        ("pending_rows", e.pending_rows()),
+        ("pending_count", e.pending_count()),
+        ("write_vectors_by_key", e.write_vectors_by_key()),
+        ("failure_entry", e.failure_entry()),
+        ("forget_key", e.forget_key()),
+        ("failed_keys", e.failed_keys()),
     ] {
         out.push((label, s));
     }
@@ -240,7 +247,7 @@ fn odd_names_are_quoted_and_literals_escaped() {
 fn user_types_appear_only_in_the_statements_run_as_the_owner() {
     let (keys, types) = plain();
     let e = with(&keys, &types, true);
-    let owner_statements = ["read_texts", "lock_rows"];
+    let owner_statements = ["read_texts", "lock_rows", "write_vectors_by_key"];
     for (label, sql) in all(&e) {
         let mentions = sql.contains("\"my type\"");
         assert_eq!(mentions, owner_statements.contains(&label), "{label}: {sql}");

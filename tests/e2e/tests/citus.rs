@@ -107,12 +107,12 @@ fn a_distributed_table_answers_as_the_same_rows_in_a_local_table() {
     assert_eq!((lookup_on(1, q), lookup_on(2, q)), (rebuilt.clone(), rebuilt));
     assert_eq!(search_answers("lr_citus.docs", &mut c), search_answers("lr_citus.local_docs", &mut c));
 
-    // Auto-encoding a distributed table is refused before it changes anything (README, "Citus").
-    c.batch_execute("CREATE TABLE lr_citus.notes (id int PRIMARY KEY, body text); SELECT create_distributed_table('lr_citus.notes', 'id')").unwrap();
-    let (msg, hint) = error_of(&mut c, "SELECT lightretriever.lr_enable_auto_encoding('lr_citus.notes', 'body', 'tl')");
-    assert_eq!(msg, "lightretriever: lr_citus.notes is a Citus table, which lr_enable_auto_encoding does not support");
-    assert!(hint.unwrap().contains("lr_encode_document"));
-    let columns: i64 = c.query_one("SELECT count(*) FROM pg_attribute WHERE attrelid = 'lr_citus.notes'::regclass AND attnum > 0", &[]).unwrap().get(0);
+    // Auto-encoding a reference table is refused before it changes anything (README, "Citus").
+    c.batch_execute("CREATE TABLE lr_citus.kinds (id int PRIMARY KEY, body text); SELECT create_reference_table('lr_citus.kinds')").unwrap();
+    let (msg, hint) = error_of(&mut c, "SELECT lightretriever.lr_enable_auto_encoding('lr_citus.kinds', 'body', 'tl')");
+    assert_eq!(msg, "lightretriever: lr_citus.kinds is a Citus reference or local table, which lr_enable_auto_encoding does not support");
+    assert!(hint.unwrap().contains("create_distributed_table"));
+    let columns: i64 = c.query_one("SELECT count(*) FROM pg_attribute WHERE attrelid = 'lr_citus.kinds'::regclass AND attnum > 0", &[]).unwrap().get(0);
     assert_eq!(columns, 2);
 
     // A model dropped on the coordinator is dropped on the workers by the next copy.
@@ -121,4 +121,128 @@ fn a_distributed_table_answers_as_the_same_rows_in_a_local_table() {
     let err = hand_written(&mut c, "lr_citus.docs").unwrap_err();
     assert_eq!(err, "lightretriever: model \"tl\" is not registered");
     c.batch_execute("DROP SCHEMA lr_citus CASCADE").unwrap();
+}
+
+/// Rows of `table` whose dense or sparse vector is missing or differs from the coordinator's
+/// `lr_encode_documents` / `lr_encode_documents_sparse` of the same text (encoded here: a
+/// STABLE function of a column would run on the shards).
+fn wrong_rows(c: &mut Client, table: &str) -> Vec<i32> {
+    let rows = c.query(&format!("SELECT id, body, body_embedding::text, body_sparse::text FROM {table} ORDER BY id"), &[]).unwrap();
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    let texts: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+    let dense: Vec<String> = c
+        .query("SELECT e::text FROM lightretriever.lr_encode_documents($1, 'minilm') WITH ORDINALITY AS x(e, n) ORDER BY n", &[&texts])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let sparse: Vec<String> = c
+        .query("SELECT e::text FROM lightretriever.lr_encode_documents_sparse($1, 'splade') WITH ORDINALITY AS x(e, n) ORDER BY n", &[&texts])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut close = |stored: Option<String>, want: &str, kind: &str| -> bool {
+        let Some(stored) = stored else { return false };
+        c_distance(c, &stored, want, kind) <= 1e-5
+    };
+    let mut wrong = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if !close(r.get(2), &dense[i], "vector") || !close(r.get(3), &sparse[i], "sparsevec") {
+            wrong.push(ids[i]);
+        }
+    }
+    wrong
+}
+
+fn c_distance(c: &mut Client, a: &str, b: &str, kind: &str) -> f64 {
+    c.query_one(&format!("SELECT ($1::text::{kind} <-> $2::text::{kind})::float8"), &[&a, &b]).unwrap().get(0)
+}
+
+fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Auto-encoding of a distributed table: the coordinator's workers find the rows with a text and
+/// no vector on every shard (a partial index) and write each by its key; the BEFORE trigger on
+/// the shards clears a changed row's vectors. Nothing is lost when the inference process or the
+/// worker nodes' sessions are killed mid-way.
+#[test]
+fn a_distributed_table_is_auto_encoded_from_the_coordinator() {
+    let mut c = coordinator();
+    c.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS lightretriever CASCADE;
+         DROP SCHEMA IF EXISTS lr_citus_auto CASCADE;
+         CREATE SCHEMA lr_citus_auto;
+         CREATE TABLE lr_citus_auto.notes (id int PRIMARY KEY, body text);
+         SELECT create_distributed_table('lr_citus_auto.notes', 'id');
+         INSERT INTO lr_citus_auto.notes
+           SELECT i, 'note ' || i || ' about ' || (ARRAY['rivers','libraries','engines','music'])[1 + i % 4] FROM generate_series(1, 40) i;",
+    )
+    .unwrap();
+    for (name, dir) in [("minilm", dense_model_dir()), ("splade", sparse_model_dir())] {
+        let known: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_models WHERE name = $1)", &[&name]).unwrap().get(0);
+        if !known {
+            register_model(&mut c, name, &dir);
+        }
+    }
+    let t = "lr_citus_auto.notes";
+    c.batch_execute("SELECT lightretriever.lr_enable_auto_encoding('lr_citus_auto.notes', 'body', 'minilm', 'splade')").unwrap();
+    let triggers = count(&mut c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'lr_citus_auto.notes'::regclass AND NOT tgisinternal");
+    assert_eq!(triggers, 1, "only the BEFORE trigger that clears a row's own vectors");
+    wait_for_encoding(&mut c, t, 180);
+    assert_eq!(wrong_rows(&mut c, t), Vec::<i32>::new());
+
+    // A changed text clears its vectors at once, on its shard; they are written again.
+    c.batch_execute("BEGIN; UPDATE lr_citus_auto.notes SET body = body || ' revised' WHERE id <= 5").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lr_citus_auto.notes WHERE id <= 5 AND body_embedding IS NULL AND body_sparse IS NULL"), 5);
+    c.batch_execute("COMMIT").unwrap();
+    // Inserts (with a vector of the application's: cleared, encoded from the text), deletes,
+    // NULL texts.
+    c.batch_execute(
+        "INSERT INTO lr_citus_auto.notes (id, body, body_embedding) SELECT i, 'late note ' || i, NULL FROM generate_series(41, 50) i;
+         DELETE FROM lr_citus_auto.notes WHERE id IN (6, 7, 8);
+         UPDATE lr_citus_auto.notes SET body = NULL WHERE id = 9;",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, t, 180);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lr_citus_auto.notes WHERE id = 9 AND body_embedding IS NULL"), 1, "NULL text, NULL vector");
+    c.batch_execute("DELETE FROM lr_citus_auto.notes WHERE id = 9").unwrap();
+    assert_eq!(wrong_rows(&mut c, t), Vec::<i32>::new());
+
+    // 60 more rows while the inference process is killed and worker node 1's sessions are
+    // terminated: nothing is lost.
+    c.batch_execute("INSERT INTO lr_citus_auto.notes SELECT i, 'bulk note ' || i || ' on engines and rivers' FROM generate_series(100, 159) i").unwrap();
+    let pid: i32 = {
+        let mut found = None;
+        for _ in 0..200 {
+            if let Some(r) = c.query_opt("SELECT inference_pid FROM lightretriever.lr_encoder_processes() WHERE inference_pid IS NOT NULL LIMIT 1", &[]).unwrap() {
+                found = Some(r.get(0));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        found.expect("an inference process")
+    };
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    node(1)
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        .unwrap();
+    // This session's own connections to node 1 went too: a new session.
+    let mut c = coordinator();
+    wait_for_encoding(&mut c, t, 180);
+    assert_eq!(wrong_rows(&mut c, t), Vec::<i32>::new());
+    let status: (i64, i64, Option<i64>) = {
+        let r = c.query_one("SELECT pending, failed, done FROM lightretriever.lr_encoding_status WHERE source = 'lr_citus_auto.notes'::regclass", &[]).unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(status, (0, 0, Some(106)));
+
+    // Disabled: the trigger and the partial index go (on every shard), the vectors stay.
+    c.batch_execute("SELECT lightretriever.lr_disable_auto_encoding('lr_citus_auto.notes')").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'lr_citus_auto.notes'::regclass AND NOT tgisinternal"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'lr_citus_auto' AND indexname LIKE 'lr_auto_encoding_%'"), 0);
+    c.batch_execute("UPDATE lr_citus_auto.notes SET body = body || ' again' WHERE id = 1").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(body_embedding) FROM lr_citus_auto.notes WHERE id = 1"), 1, "no trigger left on the shards");
+    c.batch_execute("DROP SCHEMA lr_citus_auto CASCADE").unwrap();
 }
