@@ -203,6 +203,21 @@ impl Pause {
     }
 }
 
+impl Pause {
+    /// Keeps the pause until the current transaction ends (commit or abort) rather than until
+    /// this value is dropped: the locks a command took are held until then.
+    pub fn until_transaction_end(self) {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        for event in [pgrx::PgXactCallbackEvent::Commit, pgrx::PgXactCallbackEvent::Abort] {
+            let path = path.clone();
+            pgrx::register_xact_callback(event, move || {
+                let _ = std::fs::remove_file(&path);
+            });
+        }
+    }
+}
+
 impl Drop for Pause {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);

@@ -35,6 +35,17 @@ pub fn read_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDat
     Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_three::<A, B, C>())
 }
 
+/// Sets `name` for the rest of this transaction (as `SET LOCAL`); returns its value before ('' if
+/// it had none).
+pub fn set_local(name: &str, value: &str) -> String {
+    read_one::<String>(
+        "SELECT COALESCE(pg_catalog.current_setting($1, true), ''), pg_catalog.set_config($1, $2, true)",
+        &[name.into(), value.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .unwrap_or_default()
+}
+
 /// `relid` as SQL names it (`regclass::text`: schema-qualified and quoted as needed).
 pub fn table_name(relid: pg_sys::Oid) -> String {
     read_one::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[relid.into()])

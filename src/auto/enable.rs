@@ -6,7 +6,7 @@ use pgrx::search_path;
 
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
 use crate::security::{as_owner, elevated, require_user_table, with_key_text_settings};
-use crate::spi::{quote_ident, run};
+use crate::spi::{quote_ident, run, set_local};
 
 use super::*;
 
@@ -136,16 +136,6 @@ fn citus_distributed(source: pg_sys::Oid, table: &str) -> bool {
             Some("Auto-encode a distributed table (create_distributed_table), or a table Citus does not manage."),
         ),
     }
-}
-
-/// Sets `name` for the rest of this transaction; returns its value before.
-fn set_local(name: &str, value: &str) -> String {
-    crate::spi::read_one::<String>(
-        "SELECT COALESCE(pg_catalog.current_setting($1, true), ''), pg_catalog.set_config($1, $2, true)",
-        &[name.into(), value.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
-    .unwrap_or_default()
 }
 
 /// The rows of `enc` (distributed) that wait for their vectors, counted as the table's owner.

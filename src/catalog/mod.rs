@@ -251,8 +251,13 @@ fn lr_drop_model(name: Option<&str>) -> bool {
             Some("Drop the reranker first (or register it again without this encoder)."),
         );
     }
-    // This node's files of the model's tables (other nodes' are swept by their next write).
-    let files: Vec<String> = table_store::versions(Some(name)).into_iter().map(|(t, _)| t.local_file()).collect();
+    // This node's files of the model's tables (other nodes' are swept by their next write), and
+    // those of this database that versions built before 0.6.0 still have.
+    let files: Vec<String> = table_store::versions(Some(name), false)
+        .into_iter()
+        .flat_map(|t| [Some(t.local_file()), t.own_recorded_file().map(str::to_owned)])
+        .flatten()
+        .collect();
     let deleted = row_or_none(Spi::get_one_with_args::<String>(
         "DELETE FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1 RETURNING name",
         &[name.into()],

@@ -138,6 +138,8 @@ fn lr_sync_nodes() -> TableIterator<'static, (name!(node, String), name!(port, i
     // One copy at a time, of a catalog no build changes meanwhile (builds and lookups of other
     // kinds go on: this lock conflicts only with writes of chunks, and with itself).
     Spi::run("LOCK TABLE lightretriever.lr_query_table_chunks IN SHARE ROW EXCLUSIVE MODE").or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    // Floats (sparse weights) travel as text: every digit, whatever the session asked for.
+    let float_digits = crate::spi::set_local("extra_float_digits", "3");
     let here = parse_versions(&format_here(VERSIONS_SQL, &[]));
     let there: BTreeMap<Node, BTreeSet<VersionKey>> =
         run_on(&nodes, vec![VERSIONS_SQL.to_owned(); nodes.len()]).into_iter().map(|(n, json)| (n, parse_versions(&json))).collect();
@@ -205,13 +207,21 @@ fn lr_sync_nodes() -> TableIterator<'static, (name!(node, String), name!(port, i
             );
             continue;
         }
+        // Chunks of this version a cut-short copy left there may be of other bytes (the model
+        // dropped and built again since, with the same version number): they go first.
+        let clear = format_here(
+            "SELECT pg_catalog.format('DELETE FROM lightretriever.lr_query_table_chunks WHERE model = %L AND instruction = %L AND version = %s',
+                                      $1::text, $2::text, $3::int4)",
+            &[model.as_str().into(), instruction.as_str().into(), (*version).into()],
+        );
+        run_on(&lacking, vec![clear; lacking.len()]);
         for chunk in 0..chunks {
             pgrx::check_for_interrupts!();
             // SAFETY: the command text and the SPI results live in a context reset after each chunk.
             unsafe {
                 memory.switch_to(|_| {
                     let command = format_here(
-                        "SELECT pg_catalog.format('INSERT INTO lightretriever.lr_query_table_chunks VALUES (%L, %L, %s, %s, %L) ON CONFLICT DO NOTHING',
+                        "SELECT pg_catalog.format('INSERT INTO lightretriever.lr_query_table_chunks VALUES (%L, %L, %s, %s, %L)',
                                                   model, instruction, version, chunk, data)
                            FROM lightretriever.lr_query_table_chunks
                           WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
@@ -249,6 +259,7 @@ fn lr_sync_nodes() -> TableIterator<'static, (name!(node, String), name!(port, i
         &[],
     );
     run_on(&nodes, vec![weights; nodes.len()]);
+    crate::spi::set_local("extra_float_digits", &float_digits);
 
     let rows: Vec<_> = nodes
         .into_iter()

@@ -15,7 +15,7 @@ use crate::error::{raise, row_or_none, Code, OrRaise};
 
 use super::query_tables::REBUILD_HINT;
 
-/// One version of a (model, instruction) table, as its catalog row names it.
+/// One version of a (model, instruction) table, as its catalog row describes it.
 #[derive(Debug, Clone)]
 pub struct StoredTable {
     pub model: String,
@@ -23,6 +23,11 @@ pub struct StoredTable {
     pub instruction: String,
     pub version: i32,
     pub checksum: u64,
+    /// The `file` its row names: where the server that built it wrote it (before 0.6.0, with a
+    /// name of its own; since, the name [`StoredTable::local_file`] derives there).
+    pub file: String,
+    pub rows: usize,
+    pub dims: usize,
 }
 
 fn database() -> u32 {
@@ -33,6 +38,24 @@ impl StoredTable {
     /// This node's file of the version (relative to the data directory).
     pub fn local_file(&self) -> String {
         lr_table::table_file(database(), &self.model, &self.instruction, self.version, self.checksum)
+    }
+
+    /// What the file must be: checksum, model, instruction, shape.
+    pub fn expected(&self) -> Expected {
+        Expected {
+            checksum: self.checksum,
+            model: self.model.clone(),
+            instruction: (!self.instruction.is_empty()).then(|| self.instruction.clone()),
+            rows: self.rows,
+            dims: self.dims,
+        }
+    }
+
+    /// The row's `file`, when it is one of this database's (a restored dump's row names the
+    /// source database's file, which is not this database's to use, move or remove).
+    pub fn own_recorded_file(&self) -> Option<&str> {
+        let prefix = format!("{}/db{}-", lr_table::TABLE_DIR, database());
+        self.file.starts_with(&prefix).then_some(self.file.as_str())
     }
 }
 
@@ -102,7 +125,8 @@ pub fn open_verified(path: &Path, expected: &Expected) -> Result<QueryTable, Tab
 /// node, or a file removed by hand — or a damaged one is written again from the stored chunks
 /// first; only a version with no stored bytes (built before 0.6.0 and never stored, see
 /// `lr_store_query_tables`) or stored bytes that do not verify are errors.
-pub fn open_table(table: &StoredTable, expected: &Expected) -> QueryTable {
+pub fn open_table(table: &StoredTable) -> QueryTable {
+    let expected = &table.expected();
     let file = table.local_file();
     let path = Path::new(&file);
     let damage = match open_verified(path, expected) {
@@ -134,6 +158,11 @@ pub fn open_table(table: &StoredTable, expected: &Expected) -> QueryTable {
         }
         Ok(lr_table::cache::Materialized::AlreadyThere) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A version built before 0.6.0, not stored yet (the library serves 0.5.0's SQL until
+            // the update): its file under the name it was built with.
+            if let Some(t) = table.own_recorded_file().and_then(|f| open_verified(Path::new(f), expected).ok()) {
+                return t;
+            }
             let what = match damage {
                 Some(e) => format!("lightretriever: {e}"),
                 None => format!("lightretriever: query table file {file} is missing"),
@@ -159,31 +188,42 @@ pub fn open_table(table: &StoredTable, expected: &Expected) -> QueryTable {
 /// once they are [`lr_table::cache::SWEEP_MIN_AGE`] old.
 fn sweep() {
     let keep: HashSet<String> =
-        versions(None).iter().map(|(t, _)| t.local_file().rsplit('/').next().unwrap_or_default().to_owned()).collect();
+        versions(None, false).iter().map(|t| t.local_file().rsplit('/').next().unwrap_or_default().to_owned()).collect();
     let prefix = format!("db{}-", database());
     for removed in lr_table::cache::sweep(Path::new(lr_table::TABLE_DIR), &prefix, &keep, lr_table::cache::SWEEP_MIN_AGE) {
         pgrx::log!("lightretriever: removed {}, which no query table version names", removed.display());
     }
 }
 
-/// The table versions of `model` (of every model: None) in the catalog, each with the file its
-/// row names (where the node that built it wrote it).
-pub fn versions(model: Option<&str>) -> Vec<(StoredTable, String)> {
+/// The table versions in the catalog: of `model` (every model: None); `unstored_only`, those
+/// without stored bytes (built before 0.6.0).
+pub fn versions(model: Option<&str>, unstored_only: bool) -> Vec<StoredTable> {
+    let unstored = if unstored_only {
+        "AND NOT EXISTS (SELECT FROM lightretriever.lr_query_table_chunks c
+                          WHERE c.model OPERATOR(pg_catalog.=) t.model AND c.instruction OPERATOR(pg_catalog.=) t.instruction
+                            AND c.version OPERATOR(pg_catalog.=) t.version)"
+    } else {
+        ""
+    };
     Spi::connect(|c| {
         c.select(
-            "SELECT model, instruction, version, checksum, file FROM lightretriever.lr_query_tables
-              WHERE $1 IS NULL OR model OPERATOR(pg_catalog.=) $1",
+            &format!(
+                "SELECT t.model, t.instruction, t.version, t.checksum, t.file, t.rows, t.dims FROM lightretriever.lr_query_tables t
+                  WHERE ($1 IS NULL OR t.model OPERATOR(pg_catalog.=) $1) {unstored} ORDER BY 1, 2, 3"
+            ),
             None,
             &[model.into()],
         )?
         .map(|r| {
-            let table = StoredTable {
+            Ok(StoredTable {
                 model: r.get::<String>(1)?.unwrap_or_default(),
                 instruction: r.get::<String>(2)?.unwrap_or_default(),
                 version: r.get::<i32>(3)?.unwrap_or_default(),
                 checksum: u64::from_str_radix(&r.get::<String>(4)?.unwrap_or_default(), 16).unwrap_or(0),
-            };
-            Ok((table, r.get::<String>(5)?.unwrap_or_default()))
+                file: r.get::<String>(5)?.unwrap_or_default(),
+                rows: r.get::<i64>(6)?.unwrap_or(0) as usize,
+                dims: r.get::<i32>(7)?.unwrap_or(0) as usize,
+            })
         })
         .collect::<Result<_, pgrx::spi::SpiError>>()
     })

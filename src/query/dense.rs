@@ -37,9 +37,9 @@ thread_local! {
 /// if it is missing or damaged): header, size and data checksum are verified (lr-table), then
 /// the checksum, model, instruction and shape against the catalog (a table of another model
 /// copied in place is refused), then the tokenizer it was built with.
-fn open_table(table: &StoredTable, expected: lr_table::Expected) -> LookupEncoder {
+fn open_table(table: &StoredTable) -> LookupEncoder {
     let model = table.model.as_str();
-    let table = table_store::open_table(table, &expected);
+    let table = table_store::open_table(table);
     let meta = table.meta().or_raise(Code::ERRCODE_DATA_CORRUPTED);
     // The adapter's tokenizer when a LoRA adapter ships one (the released ones lowercase).
     let tokenizer_path = crate::catalog::load_model(model).tokenizer_path();
@@ -69,6 +69,7 @@ fn forget_lookup(model: &str, instruction: &str) {
 #[derive(Clone)]
 struct TableRow {
     version: i32,
+    file: String,
     /// Its row version (xmin/ctid): a rebuild, drop or rollback gives another.
     row: String,
     checksum: String,
@@ -76,7 +77,7 @@ struct TableRow {
     dims: i32,
 }
 
-const NEWEST_TABLE_SQL: &str = "SELECT t.version, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
+const NEWEST_TABLE_SQL: &str = "SELECT t.version, t.file, t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text,
         t.checksum, t.rows, t.dims
    FROM lightretriever.lr_query_tables t
    JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) t.model
@@ -113,10 +114,11 @@ fn read_newest_table(model: &str, instruction: &str) -> Option<TableRow> {
             Ok::<_, pgrx::spi::SpiError>(match rows.next() {
                 Some(r) => Some(TableRow {
                     version: r.get::<i32>(1)?.unwrap_or_default(),
-                    row: r.get::<String>(2)?.unwrap_or_default(),
-                    checksum: r.get::<String>(3)?.unwrap_or_default(),
-                    rows: r.get::<i64>(4)?.unwrap_or(0),
-                    dims: r.get::<i32>(5)?.unwrap_or(0),
+                    file: r.get::<String>(2)?.unwrap_or_default(),
+                    row: r.get::<String>(3)?.unwrap_or_default(),
+                    checksum: r.get::<String>(4)?.unwrap_or_default(),
+                    rows: r.get::<i64>(5)?.unwrap_or(0),
+                    dims: r.get::<i32>(6)?.unwrap_or(0),
                 }),
                 None => None,
             })
@@ -130,7 +132,7 @@ fn read_newest_table(model: &str, instruction: &str) -> Option<TableRow> {
 /// noticed and re-opened — verified again, and written again from the database when damaged,
 /// never wrong vectors; a read fault on a truncated mapping is caught by lr-table's SIGBUS guard).
 fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc<LookupEncoder> {
-    let Some(TableRow { version, row, checksum, rows, dims }) = newest_table(model, instruction, statement) else {
+    let Some(TableRow { version, file, row, checksum, rows, dims }) = newest_table(model, instruction, statement) else {
         crate::catalog::load_model(model); // a missing model is its own error
         let call = if instruction.is_empty() {
             format!("SELECT lightretriever.lr_build_query_table('{model}')")
@@ -159,16 +161,16 @@ fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc
         }
         forget_lookup(model, instruction); // changed on disk: open it again, and verify it again
     }
-    let checksum = u64::from_str_radix(&checksum, 16).unwrap_or(0);
-    let expected = lr_table::Expected {
-        checksum,
+    let stored = StoredTable {
         model: model.to_owned(),
-        instruction: (!instruction.is_empty()).then(|| instruction.to_owned()),
+        instruction: instruction.to_owned(),
+        version,
+        checksum: u64::from_str_radix(&checksum, 16).unwrap_or(0),
+        file,
         rows: rows as usize,
         dims: dims as usize,
     };
-    let stored = StoredTable { model: model.to_owned(), instruction: instruction.to_owned(), version, checksum };
-    let enc = Rc::new(open_table(&stored, expected));
+    let enc = Rc::new(open_table(&stored));
     LOOKUPS.with(|m| m.borrow_mut().insert(key, CachedLookup { row, checked: statement, encoder: enc.clone() }));
     enc
 }

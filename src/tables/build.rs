@@ -63,8 +63,17 @@ pub(super) fn write_table_version(
         .or_raise(Code::ERRCODE_IO_ERROR);
     fill(&mut writer);
     let checksum = writer.finish().or_raise(Code::ERRCODE_IO_ERROR);
-    let stored = StoredTable { model: name.to_owned(), instruction: key.to_owned(), version, checksum };
+    let mut stored = StoredTable {
+        model: name.to_owned(),
+        instruction: key.to_owned(),
+        version,
+        checksum,
+        file: String::new(),
+        rows: info.vocab_size,
+        dims,
+    };
     let file = stored.local_file();
+    stored.file = file.clone();
     std::fs::rename(&building, &file).or_raise(Code::ERRCODE_IO_ERROR);
     let cleanup = file.clone();
     register_xact_callback(PgXactCallbackEvent::Abort, move || {
@@ -162,41 +171,12 @@ fn lr_build_query_table(
 fn lr_store_query_tables() -> i64 {
     require_superuser("store query tables");
     crate::error::require_primary("store query tables");
-    let unstored: Vec<(StoredTable, String, i64, i32)> = Spi::connect(|c| {
-        c.select(
-            "SELECT t.model, t.instruction, t.version, t.checksum, t.file, t.rows, t.dims
-               FROM lightretriever.lr_query_tables t
-              WHERE NOT EXISTS (SELECT FROM lightretriever.lr_query_table_chunks c
-                                 WHERE c.model OPERATOR(pg_catalog.=) t.model AND c.instruction OPERATOR(pg_catalog.=) t.instruction
-                                   AND c.version OPERATOR(pg_catalog.=) t.version)
-              ORDER BY 1, 2, 3",
-            None,
-            &[],
-        )?
-        .map(|r| {
-            let table = StoredTable {
-                model: r.get::<String>(1)?.unwrap_or_default(),
-                instruction: r.get::<String>(2)?.unwrap_or_default(),
-                version: r.get::<i32>(3)?.unwrap_or_default(),
-                checksum: u64::from_str_radix(&r.get::<String>(4)?.unwrap_or_default(), 16).unwrap_or(0),
-            };
-            Ok((table, r.get::<String>(5)?.unwrap_or_default(), r.get::<i64>(6)?.unwrap_or(0), r.get::<i32>(7)?.unwrap_or(0)))
-        })
-        .collect::<Result<_, pgrx::spi::SpiError>>()
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let mut stored = 0;
-    for (table, file, rows, dims) in unstored {
+    for table in crate::catalog::table_store::versions(None, true) {
         crate::catalog::lock_model(&table.model);
-        let expected = lr_table::Expected {
-            checksum: table.checksum,
-            model: table.model.clone(),
-            instruction: (!table.instruction.is_empty()).then(|| table.instruction.clone()),
-            rows: rows as usize,
-            dims: dims as usize,
-        };
+        let expected = table.expected();
         let local = table.local_file();
-        let Some(found) = [local.clone(), file].into_iter().find(|f| open_verified(Path::new(f), &expected).is_ok()) else {
+        let Some(found) = [local.clone(), table.file.clone()].into_iter().find(|f| open_verified(Path::new(f), &expected).is_ok()) else {
             pgrx::warning!(
                 "lightretriever: version {} of the query table of \"{}\" has no intact file on this server, so it was not stored; rebuild it with lightretriever.lr_build_query_table",
                 table.version,
@@ -206,7 +186,13 @@ fn lr_store_query_tables() -> i64 {
         };
         store_chunks(&table, Path::new(&found));
         if found != local {
-            std::fs::rename(&found, &local).or_raise(Code::ERRCODE_IO_ERROR);
+            // This database's old file takes the new name; another database's (a restored
+            // dump's row names it) is copied, not taken.
+            if table.own_recorded_file() == Some(found.as_str()) {
+                std::fs::rename(&found, &local).or_raise(Code::ERRCODE_IO_ERROR);
+            } else {
+                std::fs::copy(&found, &local).or_raise(Code::ERRCODE_IO_ERROR);
+            }
         }
         Spi::run_with_args(
             "UPDATE lightretriever.lr_query_tables SET file = $4

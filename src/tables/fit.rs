@@ -47,27 +47,27 @@ fn lr_fit_query_table(
     let vocab = info.vocab_size;
 
     // The prior: the newest untrained table's rows, else computed now.
-    let untrained = row_or_none(Spi::get_two_with_args::<i32, String>(
-        "SELECT version, checksum FROM lightretriever.lr_query_tables
+    let untrained = row_or_none(Spi::get_three_with_args::<i32, String, String>(
+        "SELECT version, checksum, file FROM lightretriever.lr_query_tables
           WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
             AND method OPERATOR(pg_catalog.=) 'token_forward'
           ORDER BY version DESC LIMIT 1",
         &[model.into(), instruction_key(instruction).into()],
     ))
-    .and_then(|(v, c)| Some((v?, c?)));
+    .and_then(|(v, c, f)| Some((v?, c?, f?)));
     let mut init_rows = vec![0.0f32; vocab * dims];
     match untrained {
-        Some((version, checksum)) => {
-            let checksum = u64::from_str_radix(&checksum, 16).unwrap_or(0);
-            let expected = lr_table::Expected {
-                checksum,
+        Some((version, checksum, file)) => {
+            let stored = StoredTable {
                 model: model.to_owned(),
-                instruction: instruction.map(str::to_owned),
+                instruction: instruction_key(instruction).to_owned(),
+                version,
+                checksum: u64::from_str_radix(&checksum, 16).unwrap_or(0),
+                file,
                 rows: vocab,
                 dims,
             };
-            let stored = StoredTable { model: model.to_owned(), instruction: instruction_key(instruction).to_owned(), version, checksum };
-            let table = table_store::open_table(&stored, &expected);
+            let table = table_store::open_table(&stored);
             for (id, row) in init_rows.chunks_mut(dims).enumerate() {
                 table.add_row_to(id, 1.0, row);
             }

@@ -195,10 +195,14 @@ mod tests {
         let message = error_of(query);
         assert!(message.contains(&format!("query table file {file} is missing")) && message.contains("has no stored bytes"), "{message}");
 
-        // Stored again from the file (put back as 0.5.0 named it: any name the row gives).
+        // A file as 0.5.0 named it (the row names it): served as it is — the library serves
+        // 0.5.0's SQL until the update — and stored by lr_store_query_tables.
         let old_name = format!("{file}.old");
         std::fs::write(&old_name, &pristine).unwrap();
         Spi::run_with_args("UPDATE lightretriever.lr_query_tables SET file = $1", &[old_name.as_str().into()]).unwrap();
+        next_statement();
+        assert_eq!(Spi::get_one::<Vector>(query).unwrap().unwrap().0, good.0, "served from the file the row names");
+        assert!(!std::path::Path::new(&file).exists(), "nothing written: there was nothing to write it from");
         assert_eq!(Spi::get_one::<i64>("SELECT lightretriever.lr_store_query_tables()").unwrap(), Some(1));
         assert_eq!(Spi::get_one::<i64>("SELECT lightretriever.lr_store_query_tables()").unwrap(), Some(0), "nothing left to store");
         assert_eq!(Spi::get_one::<String>("SELECT file FROM lightretriever.lr_query_tables").unwrap().unwrap(), file);

@@ -194,25 +194,52 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
     if !matches!(source_locked, Ok(Ok(()))) {
         return 0;
     }
-    let failed = flatten(in_subtransaction(|| {
+    // Keys with entries (attempts counted; failed for good or not), as text.
+    let entries = flatten(in_subtransaction(|| {
         Spi::connect(|c| {
-            c.select(&statements.failed_keys(), None, &[])?
-                .map(|r| r.get::<Vec<String>>(1).map(Option::unwrap_or_default))
+            c.select(&statements.entry_keys(), None, &[])?
+                .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<bool>(2)?.unwrap_or(false))))
                 .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })
     }));
-    let failed = match failed {
-        Ok(f) => f,
+    let entries = match entries {
+        Ok(e) => e,
         Err(e) => {
-            record_error(enc, 0, &format!("cannot read the failed keys: {e}"));
+            record_error(enc, 0, &format!("cannot read the queue: {e}"));
             return 0;
         }
     };
-    let limit = enc.batch_size as i64 + failed.len() as i64;
+    // From here the table's own code may run (policies, the key types' functions).
+    let _marker = BatchMarker::set(name, enc.id);
+    if !entries.is_empty() {
+        // Entries of rows that wait no longer (deleted, or given their vectors) are over.
+        let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+        let waiting = on_user_table(enc, || {
+            with_key_text_settings(|| {
+                Spi::connect(|c| {
+                    c.select(&statements.still_pending(), None, &[keys.clone().into()])?
+                        .map(|r| r.get::<String>(1).map(Option::unwrap_or_default))
+                        .collect::<Result<std::collections::HashSet<_>, pgrx::spi::SpiError>>()
+                })
+            })
+            .map_err(|e| e.to_string())
+        });
+        match waiting {
+            Ok(waiting) => {
+                let over: Vec<String> = keys.into_iter().filter(|k| !waiting.contains(k)).collect();
+                if !over.is_empty() {
+                    let _ = in_subtransaction(|| Spi::run_with_args(&statements.forget_keys(), &[over.into()]));
+                }
+            }
+            Err(e) => record_error(enc, 0, &format!("cannot read which failed rows of {} still wait: {e}", enc.source_name)),
+        }
+    }
+    // Keys that failed for good stay out (until lr_retry_failed): left out in the query itself.
+    let failed: Vec<String> = entries.into_iter().filter(|(_, failed)| *failed).map(|(k, _)| k).collect();
     let pending = on_user_table(enc, || {
         with_key_text_settings(|| {
             Spi::connect(|c| {
-                c.select(&statements.pending_rows(), None, &[limit.into()])?
+                c.select(&statements.pending_rows(), None, &[(enc.batch_size as i64).into(), failed.into()])?
                     .map(|r| Ok((r.get::<Vec<String>>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())))
                     .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
             })
@@ -220,7 +247,7 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
         .map_err(|e| e.to_string())
     });
     let rows: Vec<(Vec<String>, String)> = match pending {
-        Ok(rows) => rows.into_iter().filter(|(key, _)| !failed.contains(key)).take(enc.batch_size as usize).collect(),
+        Ok(rows) => rows,
         Err(e) => {
             record_error(enc, 0, &format!("cannot read the rows waiting in {}: {e}", enc.source_name));
             return 0;
@@ -229,7 +256,6 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
     if rows.is_empty() {
         return 0;
     }
-    let _marker = BatchMarker::set(name, enc.id);
     let claims: Vec<Claim> = rows.iter().map(|(key, _)| Claim { queue_ids: Vec::new(), key: key.clone() }).collect();
     let work: Vec<(&Claim, String)> = claims.iter().zip(rows).map(|(claim, (_, text))| (claim, text)).collect();
     report_activity(&format!("lightretriever: encoding {} rows of auto-encoding {}", work.len(), enc.id));
@@ -238,15 +264,6 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
     };
     let sparse_dim = enc.sparse_column.as_ref().map(|_| sparse_dim(enc));
     let write = statements.write_vectors_by_key();
-    // Keys with entries (attempts counted before): a written row's entries go.
-    let queued: Vec<Vec<String>> = flatten(in_subtransaction(|| {
-        Spi::connect(|c| {
-            c.select(&format!("SELECT DISTINCT key FROM {}", statements.queue()), None, &[])?
-                .map(|r| r.get::<Vec<String>>(1).map(Option::unwrap_or_default))
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-        })
-    }))
-    .unwrap_or_default();
     let mut failures: Vec<(&Claim, String)> = Vec::new();
     for ((claim, text), result) in work.iter().zip(results) {
         let written = result.and_then(|(dense, sparse)| {
@@ -262,12 +279,9 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
                 with_key_text_settings(|| Spi::connect_mut(|c| c.update(&write, None, &args).map(|t| t.len()))).map_err(|e| e.to_string())
             })
         });
-        match written {
-            Err(e) => failures.push((*claim, e)),
-            Ok(1) if queued.contains(&claim.key) => {
-                let _ = in_subtransaction(|| Spi::run_with_args(&statements.forget_key(), &[claim.key.clone().into()]));
-            }
-            Ok(_) => {}
+        // A written row's entries go at the next batch (it waits no longer).
+        if let Err(e) = written {
+            failures.push((*claim, e));
         }
     }
     for (claim, error) in &failures {

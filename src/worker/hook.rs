@@ -127,8 +127,11 @@ unsafe extern "C-unwind" fn process_utility(
         .and_then(owned_database)
         .map(|oid| Pause::stop_drains(oid, patience()));
     // Only the extension's owner (a superuser: the extension is not trusted) may drop or alter it.
-    let _own_pause = (unsafe { names_this_extension(stmt) } && unsafe { pg_sys::superuser() })
-        .then(|| Pause::stop_drains(unsafe { pg_sys::MyDatabaseId }, patience()));
+    // The pause lasts until the transaction ends: its locks are held until then. An error in
+    // the command (below, through the other hooks) ends the transaction, and the pause with it.
+    if unsafe { names_this_extension(stmt) } && unsafe { pg_sys::superuser() } {
+        Pause::stop_drains(unsafe { pg_sys::MyDatabaseId }, patience()).until_transaction_end();
+    }
     unsafe {
         match PREVIOUS {
             // Another extension's hook: its ERROR must unwind through this frame (dropping the

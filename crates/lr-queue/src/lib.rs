@@ -471,16 +471,30 @@ SELECT pg_catalog.count(DISTINCT key) FROM r",
         format!("{alias}{} IS NOT NULL AND {alias}{} IS NULL", quote_ident(self.text_column), quote_ident(self.vector_column))
     }
 
-    /// As the owner: up to $1 rows waiting for their vectors, `(key text[], text)`, by key.
+    /// As the owner: up to $1 rows waiting for their vectors, `(key text[], text)`, by key, but
+    /// those whose key (`text[]` as text) is in $2 (`text[]`: the keys that failed).
     pub fn pending_rows(&self) -> String {
         let keys: Vec<String> = self.key_columns.iter().map(|k| format!("s.{}", quote_ident(k))).collect();
         format!(
-            "SELECT {}, s.{}::pg_catalog.text FROM {} s WHERE {} ORDER BY {} LIMIT $1",
-            self.key_text("s"),
+            "SELECT {key}, s.{}::pg_catalog.text FROM {} s WHERE {}
+                AND NOT ({key}::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]))
+              ORDER BY {} LIMIT $1",
             quote_ident(self.text_column),
             self.source,
             self.pending_condition("s."),
-            keys.join(", ")
+            keys.join(", "),
+            key = self.key_text("s"),
+        )
+    }
+
+    /// As the owner: which of the keys $1 (`text[]`: keys as text) still wait (a filter, not a
+    /// join: Citus runs it on every shard as it is). The others' failures are over.
+    pub fn still_pending(&self) -> String {
+        format!(
+            "SELECT {key}::pg_catalog.text FROM {} s WHERE {} AND {key}::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
+            self.source,
+            self.pending_condition("s."),
+            key = self.key_text("s")
         )
     }
 
@@ -505,8 +519,9 @@ SELECT pg_catalog.count(DISTINCT key) FROM r",
             .enumerate()
             .map(|(i, (c, t))| format!("s.{} OPERATOR(pg_catalog.=) ${}::pg_catalog.text::{t}", quote_ident(c), i + 3))
             .collect();
+        // Bytes, not the column's collation (a nondeterministic one finds "Paris" = "paris").
         format!(
-            "UPDATE {} s SET {set} WHERE {} AND s.{}::pg_catalog.text OPERATOR(pg_catalog.=) ${} AND {}",
+            "UPDATE {} s SET {set} WHERE {} AND s.{}::pg_catalog.text COLLATE pg_catalog.\"C\" OPERATOR(pg_catalog.=) ${} AND {}",
             self.source,
             keys.join(" AND "),
             quote_ident(self.text_column),
@@ -525,13 +540,15 @@ SELECT pg_catalog.count(DISTINCT key) FROM r",
         )
     }
 
-    /// The entries of key $1 (text[]): its row was written.
-    pub fn forget_key(&self) -> String {
-        format!("DELETE FROM {} WHERE key OPERATOR(pg_catalog.=) $1", self.queue())
+    /// The entries of the keys $1 (`text[]`: keys as text): their rows were written, or wait no
+    /// longer.
+    pub fn forget_keys(&self) -> String {
+        format!("DELETE FROM {} WHERE key::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])", self.queue())
     }
 
-    /// Keys that failed for good (not retried until `lr_retry_failed`), as text[].
-    pub fn failed_keys(&self) -> String {
-        format!("SELECT DISTINCT key FROM {} WHERE failed_at IS NOT NULL", self.queue())
+    /// Keys (`text[]` as text) with entries: `(key, failed for good)` — failed ones are not
+    /// retried until `lr_retry_failed`.
+    pub fn entry_keys(&self) -> String {
+        format!("SELECT key::pg_catalog.text, pg_catalog.bool_or(failed_at IS NOT NULL) FROM {} GROUP BY key", self.queue())
     }
 }

@@ -60,8 +60,9 @@ fn all(e: &Encoding) -> Vec<(&'static str, String)> {
         ("pending_count", e.pending_count()),
         ("write_vectors_by_key", e.write_vectors_by_key()),
         ("failure_entry", e.failure_entry()),
-        ("forget_key", e.forget_key()),
-        ("failed_keys", e.failed_keys()),
+        ("still_pending", e.still_pending()),
+        ("forget_keys", e.forget_keys()),
+        ("entry_keys", e.entry_keys()),
     ] {
         out.push((label, s));
     }

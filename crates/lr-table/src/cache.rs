@@ -54,11 +54,16 @@ pub enum Materialized {
 /// Writes the file at `path` from `chunk(0)`, `chunk(1)`, … (until `None`) unless a file that
 /// `valid` accepts is there already (a damaged one is replaced). What was written must pass
 /// `valid` too before it takes the name: if it does not, nothing changes and the error is
-/// `InvalidData` with `valid`'s reason. One writer per directory at a
-/// time (an exclusive `flock` on `<dir>/.materialize.lock`; the
-/// others wait, calling `waiting` every 10 ms so that a cancelled query stops waiting); the
-/// bytes go to a temporary name first and are renamed into place whole, so a reader never sees
-/// a part of a file (nor a damaged file removed: the new one replaces it in one step). A chunk source that fails, or gives no chunk at all, leaves nothing behind.
+/// `InvalidData` with `valid`'s reason.
+///
+/// One writer per file at a time: an exclusive `flock` on `<path>.lock`; the others wait,
+/// calling `waiting` every 10 ms (where a cancelled query stops waiting, by unwinding). The
+/// bytes go to a temporary name first and are renamed into place whole, so a reader never sees a
+/// part of a file (nor a damaged file removed: the new one replaces it in one step). Nothing is
+/// left behind however the call ends — an error, no chunk at all, or a panic unwinding through
+/// it (a cancelled statement): the temporary file is removed on the way out, and temporary
+/// files of this path that an earlier writer left (a process killed mid-way) are removed under
+/// the lock, where nobody else writes them.
 pub fn materialize(
     path: &Path,
     mut waiting: impl FnMut(),
@@ -67,7 +72,7 @@ pub fn materialize(
 ) -> io::Result<Materialized> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".materialize.lock"))?;
+    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(lock_name(path))?;
     loop {
         // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
@@ -83,28 +88,53 @@ pub fn materialize(
     if path.exists() && valid(path).is_ok() {
         return Ok(Materialized::AlreadyThere);
     }
-    let tmp = temporary_name(path);
-    let written = (|| {
-        let mut out = File::create(&tmp)?;
-        let mut total = 0u64;
-        let mut index = 0u32;
-        while let Some(bytes) = chunk(index)? {
-            out.write_all(&bytes)?;
-            total += bytes.len() as u64;
-            index += 1;
-        }
-        if index == 0 {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no stored chunks"));
-        }
-        out.sync_all()?;
-        valid(&tmp).map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, reason))?;
-        std::fs::rename(&tmp, path)?;
-        Ok(total)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    remove_leftovers(path);
+    let tmp = Temporary(temporary_name(path));
+    let mut out = File::create(&tmp.0)?;
+    let mut total = 0u64;
+    let mut index = 0u32;
+    while let Some(bytes) = chunk(index)? {
+        out.write_all(&bytes)?;
+        total += bytes.len() as u64;
+        index += 1;
     }
-    written.map(Materialized::Written)
+    if index == 0 {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no stored chunks"));
+    }
+    out.sync_all()?;
+    valid(&tmp.0).map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, reason))?;
+    std::fs::rename(&tmp.0, path)?;
+    Ok(Materialized::Written(total))
+}
+
+/// The lock file of `path`'s writers.
+pub fn lock_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// A temporary file, removed when dropped (after a rename there is nothing left to remove).
+struct Temporary(PathBuf);
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Removes `<path>.tmp-*` (writers of this path that died mid-way; called under its lock).
+fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// A name beside `path` that no other process writes (and that [`sweep`] recognises).

@@ -20,7 +20,7 @@ fn dir(name: &str) -> std::path::PathBuf {
 
 fn leftovers(d: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.retain(|n| n != ".materialize.lock");
+    names.retain(|n| !n.ends_with(".lock"));
     names.sort();
     names
 }
@@ -79,6 +79,23 @@ fn a_failed_or_empty_source_leaves_nothing() {
     materialize(&path, || {}, |p| if p == path { Err("damaged".into()) } else { Err("also damaged".into()) }, |i| Ok((i == 0).then(|| bytes(10)))).unwrap_err();
     assert_eq!(std::fs::read(&path).unwrap(), b"old");
     assert_eq!(leftovers(&d), vec!["t.lrt"]);
+}
+
+#[test]
+fn a_writer_that_panics_or_died_leaves_nothing() {
+    let d = dir("panic");
+    let path = d.join("t.lrt");
+    // A cancelled statement unwinds through the chunk source (pgrx turns the ERROR into a panic).
+    let unwound = std::panic::catch_unwind(|| {
+        let _ = materialize(&path, || {}, |_| Ok(()), |i| if i < 2 { Ok(Some(bytes(1000))) } else { panic!("canceling statement") });
+    });
+    assert!(unwound.is_err());
+    assert_eq!(leftovers(&d), Vec::<String>::new(), "the temporary file went with the unwinding");
+    // A writer killed mid-way (no unwinding) left its temporary file: the next writer removes it.
+    std::fs::write(d.join("t.lrt.tmp-4242-abc"), b"half").unwrap();
+    std::fs::write(d.join("other.lrt.tmp-4242-abc"), b"another file's").unwrap();
+    materialize(&path, || {}, |_| Ok(()), |i| Ok((i == 0).then(|| bytes(10)))).unwrap();
+    assert_eq!(leftovers(&d), vec!["other.lrt.tmp-4242-abc", "t.lrt"]);
 }
 
 #[test]

@@ -187,10 +187,41 @@ fn a_distributed_table_is_auto_encoded_from_the_coordinator() {
         }
     }
     let t = "lr_citus_auto.notes";
-    c.batch_execute("SELECT lightretriever.lr_enable_auto_encoding('lr_citus_auto.notes', 'body', 'minilm', 'splade')").unwrap();
+    // The owner's constraint (added while the encoding is paused) refuses any vector for row 13:
+    // it fails alone, for good.
+    c.batch_execute(
+        "BEGIN;
+         SELECT lightretriever.lr_enable_auto_encoding('lr_citus_auto.notes', 'body', 'minilm', 'splade');
+         SELECT lightretriever.lr_pause_auto_encoding('lr_citus_auto.notes');
+         COMMIT;",
+    )
+    .unwrap();
+    // One statement per call: Citus sends a DDL statement's whole query string to the shards.
+    c.batch_execute("ALTER TABLE lr_citus_auto.notes ADD CONSTRAINT no_vector_for_13 CHECK (id <> 13 OR body_embedding IS NULL)").unwrap();
+    c.batch_execute("SELECT lightretriever.lr_resume_auto_encoding('lr_citus_auto.notes')").unwrap();
     let triggers = count(&mut c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'lr_citus_auto.notes'::regclass AND NOT tgisinternal");
     assert_eq!(triggers, 1, "only the BEFORE trigger that clears a row's own vectors");
     wait_for_encoding(&mut c, t, 180);
+    let failed: Vec<String> = c
+        .query("SELECT row_key::text || ' ' || error FROM lightretriever.lr_failed_items WHERE source = 'lr_citus_auto.notes'::regclass", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(failed.len() == 1 && failed[0].starts_with("{\"id\": 13}") && failed[0].contains("no_vector_for_13"), "{failed:?}");
+    let status = |c: &mut Client| -> (i64, i64) {
+        let r = c.query_one("SELECT pending, failed FROM lightretriever.lr_encoding_status WHERE source = 'lr_citus_auto.notes'::regclass", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status(&mut c), (0, 1));
+    // Its row deleted, the failure is over (at the next batch).
+    c.batch_execute("DELETE FROM lr_citus_auto.notes WHERE id = 13").unwrap();
+    c.batch_execute("ALTER TABLE lr_citus_auto.notes DROP CONSTRAINT no_vector_for_13").unwrap();
+    let started = std::time::Instant::now();
+    while status(&mut c) != (0, 0) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the failure of a deleted row stays: {:?}", status(&mut c));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert_eq!(wrong_rows(&mut c, t), Vec::<i32>::new());
 
     // A changed text clears its vectors at once, on its shard; they are written again.
@@ -236,7 +267,7 @@ fn a_distributed_table_is_auto_encoded_from_the_coordinator() {
         let r = c.query_one("SELECT pending, failed, done FROM lightretriever.lr_encoding_status WHERE source = 'lr_citus_auto.notes'::regclass", &[]).unwrap();
         (r.get(0), r.get(1), r.get(2))
     };
-    assert_eq!(status, (0, 0, Some(106)));
+    assert_eq!(status, (0, 0, Some(105)));
 
     // Disabled: the trigger and the partial index go (on every shard), the vectors stay.
     c.batch_execute("SELECT lightretriever.lr_disable_auto_encoding('lr_citus_auto.notes')").unwrap();

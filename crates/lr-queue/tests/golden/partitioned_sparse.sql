@@ -140,21 +140,26 @@ SELECT DISTINCT ON (key) key, last_error, attempts, failed_at FROM lightretrieve
 CREATE INDEX "lr_auto_encoding_7_pending" ON public.parts ("region", "id") WHERE "body" IS NOT NULL AND "body_embedding" IS NULL;
 
 -- pending_rows
-SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")], s."body"::pg_catalog.text FROM public.parts s WHERE s."body" IS NOT NULL AND s."body_embedding" IS NULL ORDER BY s."region", s."id" LIMIT $1;
+SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")], s."body"::pg_catalog.text FROM public.parts s WHERE s."body" IS NOT NULL AND s."body_embedding" IS NULL
+                AND NOT (ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")]::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]))
+              ORDER BY s."region", s."id" LIMIT $1;
 
 -- pending_count
 SELECT pg_catalog.count(*) FROM public.parts s WHERE s."body" IS NOT NULL AND s."body_embedding" IS NULL;
 
 -- write_vectors_by_key
-UPDATE public.parts s SET "body_embedding" = $1, "body_sparse" = $2 WHERE s."region" OPERATOR(pg_catalog.=) $3::pg_catalog.text::text AND s."id" OPERATOR(pg_catalog.=) $4::pg_catalog.text::bigint AND s."body"::pg_catalog.text OPERATOR(pg_catalog.=) $5 AND s."body" IS NOT NULL AND s."body_embedding" IS NULL;
+UPDATE public.parts s SET "body_embedding" = $1, "body_sparse" = $2 WHERE s."region" OPERATOR(pg_catalog.=) $3::pg_catalog.text::text AND s."id" OPERATOR(pg_catalog.=) $4::pg_catalog.text::bigint AND s."body"::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.=) $5 AND s."body" IS NOT NULL AND s."body_embedding" IS NULL;
 
 -- failure_entry
 WITH found AS (SELECT pg_catalog.min(id) AS id FROM lightretriever."lr_queue_7" WHERE key OPERATOR(pg_catalog.=) $1),
                   made AS (INSERT INTO lightretriever."lr_queue_7" (key) SELECT $1 WHERE (SELECT id FROM found) IS NULL RETURNING id)
              SELECT COALESCE((SELECT id FROM found), (SELECT id FROM made));
 
--- forget_key
-DELETE FROM lightretriever."lr_queue_7" WHERE key OPERATOR(pg_catalog.=) $1;
+-- still_pending
+SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")]::pg_catalog.text FROM public.parts s WHERE s."body" IS NOT NULL AND s."body_embedding" IS NULL AND ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")]::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]);
 
--- failed_keys
-SELECT DISTINCT key FROM lightretriever."lr_queue_7" WHERE failed_at IS NOT NULL;
+-- forget_keys
+DELETE FROM lightretriever."lr_queue_7" WHERE key::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]);
+
+-- entry_keys
+SELECT key::pg_catalog.text, pg_catalog.bool_or(failed_at IS NOT NULL) FROM lightretriever."lr_queue_7" GROUP BY key;

@@ -140,21 +140,26 @@ SELECT DISTINCT ON (key) key, last_error, attempts, failed_at FROM lightretrieve
 CREATE INDEX "lr_auto_encoding_7_pending" ON "Odd Schema"."My ""Table""" ("Key", "Second ""Key""") WHERE "Body Text" IS NOT NULL AND "Body Text_embedding" IS NULL;
 
 -- pending_rows
-SELECT ARRAY[pg_catalog.format('%s', s."Key"), pg_catalog.format('%s', s."Second ""Key""")], s."Body Text"::pg_catalog.text FROM "Odd Schema"."My ""Table""" s WHERE s."Body Text" IS NOT NULL AND s."Body Text_embedding" IS NULL ORDER BY s."Key", s."Second ""Key""" LIMIT $1;
+SELECT ARRAY[pg_catalog.format('%s', s."Key"), pg_catalog.format('%s', s."Second ""Key""")], s."Body Text"::pg_catalog.text FROM "Odd Schema"."My ""Table""" s WHERE s."Body Text" IS NOT NULL AND s."Body Text_embedding" IS NULL
+                AND NOT (ARRAY[pg_catalog.format('%s', s."Key"), pg_catalog.format('%s', s."Second ""Key""")]::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]))
+              ORDER BY s."Key", s."Second ""Key""" LIMIT $1;
 
 -- pending_count
 SELECT pg_catalog.count(*) FROM "Odd Schema"."My ""Table""" s WHERE s."Body Text" IS NOT NULL AND s."Body Text_embedding" IS NULL;
 
 -- write_vectors_by_key
-UPDATE "Odd Schema"."My ""Table""" s SET "Body Text_embedding" = $1 WHERE s."Key" OPERATOR(pg_catalog.=) $3::pg_catalog.text::integer AND s."Second ""Key""" OPERATOR(pg_catalog.=) $4::pg_catalog.text::"Odd Schema"."my type" AND s."Body Text"::pg_catalog.text OPERATOR(pg_catalog.=) $5 AND s."Body Text" IS NOT NULL AND s."Body Text_embedding" IS NULL;
+UPDATE "Odd Schema"."My ""Table""" s SET "Body Text_embedding" = $1 WHERE s."Key" OPERATOR(pg_catalog.=) $3::pg_catalog.text::integer AND s."Second ""Key""" OPERATOR(pg_catalog.=) $4::pg_catalog.text::"Odd Schema"."my type" AND s."Body Text"::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.=) $5 AND s."Body Text" IS NOT NULL AND s."Body Text_embedding" IS NULL;
 
 -- failure_entry
 WITH found AS (SELECT pg_catalog.min(id) AS id FROM lightretriever."lr_queue_7" WHERE key OPERATOR(pg_catalog.=) $1),
                   made AS (INSERT INTO lightretriever."lr_queue_7" (key) SELECT $1 WHERE (SELECT id FROM found) IS NULL RETURNING id)
              SELECT COALESCE((SELECT id FROM found), (SELECT id FROM made));
 
--- forget_key
-DELETE FROM lightretriever."lr_queue_7" WHERE key OPERATOR(pg_catalog.=) $1;
+-- still_pending
+SELECT ARRAY[pg_catalog.format('%s', s."Key"), pg_catalog.format('%s', s."Second ""Key""")]::pg_catalog.text FROM "Odd Schema"."My ""Table""" s WHERE s."Body Text" IS NOT NULL AND s."Body Text_embedding" IS NULL AND ARRAY[pg_catalog.format('%s', s."Key"), pg_catalog.format('%s', s."Second ""Key""")]::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]);
 
--- failed_keys
-SELECT DISTINCT key FROM lightretriever."lr_queue_7" WHERE failed_at IS NOT NULL;
+-- forget_keys
+DELETE FROM lightretriever."lr_queue_7" WHERE key::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]);
+
+-- entry_keys
+SELECT key::pg_catalog.text, pg_catalog.bool_or(failed_at IS NOT NULL) FROM lightretriever."lr_queue_7" GROUP BY key;
