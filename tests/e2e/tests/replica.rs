@@ -196,7 +196,7 @@ fn a_restored_dump_answers_as_the_original_without_a_rebuild() {
     assert_eq!(search_answers("docs", &mut r), original, "the restored database answers otherwise");
     let database: u32 = r.query_one("SELECT oid::int8 FROM pg_database WHERE datname = current_database()", &[]).unwrap().get::<_, i64>(0) as u32;
     let written: i64 = r
-        .query_one("SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE $1", &[&format!("db{database}-tl-%")])
+        .query_one("SELECT count(*) FROM pg_ls_dir('lightretriever/tables') f WHERE f LIKE $1", &[&format!("db{database}-tl-%.lrt")])
         .unwrap()
         .get(0);
     assert_eq!(written, 1, "the restored database wrote its own table file");
