@@ -450,6 +450,19 @@ REAL = {
                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
             attention_bias=False, attention_dropout=0.0, mlp_bias=False, pretraining_tp=1,
             tie_word_embeddings=True, torch_dtype="bfloat16")),
+    # Llama-3-8B's vocabulary and width, so its query table's size (128,256 x 4,096: 1.05 GB in
+    # f16), with one narrow layer: the 1 GB table check (benches/table_store_memory.py) needs
+    # the table, not the model's speed.
+    "llama-3-8b-vocab": dict(
+        seed=2003,
+        config=base_config(
+            "LlamaForCausalLM", "llama",
+            hidden_size=4096, intermediate_size=1024, num_hidden_layers=1,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+            vocab_size=128256, max_position_embeddings=8192, rms_norm_eps=1e-5,
+            rope_theta=500000.0, rope_scaling=None,
+            attention_bias=False, attention_dropout=0.0, mlp_bias=False, pretraining_tp=1,
+            tie_word_embeddings=True, torch_dtype="bfloat16")),
 }
 
 

@@ -35,6 +35,27 @@ pub fn read_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDat
     Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_three::<A, B, C>())
 }
 
+/// The first row's first value, a `bytea` or `text`, as bytes (None: no row, or NULL). Copied
+/// out while SPI's own memory holds the detoasted value, which goes with it: pgrx's `get` copies
+/// a value into the parent of SPI's context (the statement's), where a loop over large values —
+/// the chunks of a 1 GB table — would pile them all up until the statement ends.
+pub fn read_bytes(sql: &str, args: &[DatumWithOid]) -> Result<Option<Vec<u8>>, SpiError> {
+    Spi::connect(|c| {
+        let table = c.select(sql, Some(1), args)?.first();
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let datum = table.get_datum_by_ordinal(1)?;
+        // SAFETY: a varlena of the row just read, detoasted into SPI's context and copied at once.
+        Ok(datum.map(|d| unsafe { <&[u8] as FromDatum>::from_polymorphic_datum(d, false, pg_sys::BYTEAOID) }.unwrap_or_default().to_vec()))
+    })
+}
+
+/// [`read_bytes`] of a `text` value.
+pub fn read_text(sql: &str, args: &[DatumWithOid]) -> Result<Option<String>, SpiError> {
+    read_bytes(sql, args).map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
 /// Sets `name` for the rest of this transaction (as `SET LOCAL`); returns its value before ('' if
 /// it had none).
 pub fn set_local(name: &str, value: &str) -> String {

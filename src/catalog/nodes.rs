@@ -99,8 +99,9 @@ fn run_on(nodes: &[Node], commands: Vec<String>) -> BTreeMap<Node, String> {
 }
 
 /// One SQL text computed here (the coordinator quotes every value itself: %L of format()).
+/// (`read_text`: a chunk's command is 2 MiB of text, which must not stay until the call ends).
 fn format_here(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> String {
-    row_or_none(Spi::get_one_with_args::<String>(sql, args)).flatten().unwrap_or_default()
+    crate::spi::read_text(sql, args).or_raise(Code::ERRCODE_INTERNAL_ERROR).unwrap_or_default()
 }
 
 const VERSIONS_SQL: &str = "SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_array(model, instruction, version, checksum)), '[]')::pg_catalog.text

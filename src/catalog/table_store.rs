@@ -104,13 +104,13 @@ fn read_chunk(table: &StoredTable, index: u32) -> Option<Vec<u8>> {
     if index == 0 && !chunks_table_exists() {
         return None;
     }
-    row_or_none(crate::spi::read_one::<Vec<u8>>(
+    crate::spi::read_bytes(
         "SELECT data FROM lightretriever.lr_query_table_chunks
           WHERE model OPERATOR(pg_catalog.=) $1 AND instruction OPERATOR(pg_catalog.=) $2
             AND version OPERATOR(pg_catalog.=) $3 AND chunk OPERATOR(pg_catalog.=) $4",
         &[table.model.as_str().into(), table.instruction.as_str().into(), table.version.into(), (index as i32).into()],
-    ))
-    .flatten()
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
 
 /// The file at `path` if it is the table `expected` describes.

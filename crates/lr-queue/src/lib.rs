@@ -331,18 +331,23 @@ END "
         )
     }
 
+    /// `s."k1" = <value(0)>::<type 1> AND …`, one per key column: text turned back into the key
+    /// types (as the owner: input functions, domain checks).
+    fn key_equalities(&self, value: impl Fn(usize) -> String) -> Vec<String> {
+        self.key_columns
+            .iter()
+            .zip(self.key_types)
+            .enumerate()
+            .map(|(i, (c, t))| format!("s.{} OPERATOR(pg_catalog.=) {}::{t}", quote_ident(c), value(i)))
+            .collect()
+    }
+
     /// `unnest($1::text[], …) WITH ORDINALITY AS k(k1, …, n)` joined to the source on its key,
     /// text turned back into the key types (as the owner: input functions, domain checks).
     fn key_join(&self, join: &str) -> String {
         let n = self.key_columns.len();
         let names: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
-        let on: Vec<String> = self
-            .key_columns
-            .iter()
-            .zip(self.key_types)
-            .enumerate()
-            .map(|(i, (c, t))| format!("s.{} OPERATOR(pg_catalog.=) k.k{}::{t}", quote_ident(c), i + 1))
-            .collect();
+        let on = self.key_equalities(|i| format!("k.k{}", i + 1));
         format!("{} WITH ORDINALITY AS k({}, n) {join} {} s ON {}", unnest_keys(n), names.join(", "), self.rows(), on.join(" AND "))
     }
 
@@ -512,13 +517,7 @@ SELECT pg_catalog.count(DISTINCT key) FROM r",
         if let Some(s) = self.sparse_column {
             set.push_str(&format!(", {} = $2", quote_ident(s)));
         }
-        let keys: Vec<String> = self
-            .key_columns
-            .iter()
-            .zip(self.key_types)
-            .enumerate()
-            .map(|(i, (c, t))| format!("s.{} OPERATOR(pg_catalog.=) ${}::pg_catalog.text::{t}", quote_ident(c), i + 3))
-            .collect();
+        let keys = self.key_equalities(|i| format!("${}::pg_catalog.text", i + 3));
         // Bytes, not the column's collation (a nondeterministic one finds "Paris" = "paris").
         format!(
             "UPDATE {} s SET {set} WHERE {} AND s.{}::pg_catalog.text COLLATE pg_catalog.\"C\" OPERATOR(pg_catalog.=) ${} AND {}",
