@@ -26,7 +26,7 @@ pub fn load_model(name: &str) -> ModelInfo {
         None => raise(
             Code::ERRCODE_UNDEFINED_OBJECT,
             format!("lightretriever: model \"{name}\" is not registered"),
-            Some("Register it with lightretriever.lr_register_model(name, path); see lightretriever.lr_models."),
+            Some(nodes::worker_hint().unwrap_or("Register it with lightretriever.lr_register_model(name, path); see lightretriever.lr_models.")),
         ),
     }
 }

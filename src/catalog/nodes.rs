@@ -48,6 +48,25 @@ fn worker_nodes() -> Option<Vec<Node>> {
     )
 }
 
+/// The hint of a "not registered" or "no query table" error on a Citus worker node, where the
+/// catalog is the coordinator's copy; None elsewhere.
+pub fn worker_hint() -> Option<&'static str> {
+    let worker = crate::spi::read_one::<bool>(
+        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NOT NULL",
+        &[],
+    )
+    .ok()
+    .flatten()
+        == Some(true)
+        && crate::spi::read_one::<bool>("SELECT groupid OPERATOR(pg_catalog.>) 0 FROM pg_catalog.pg_dist_local_group", &[])
+            .ok()
+            .flatten()
+            == Some(true);
+    worker.then_some(
+        "This is a Citus worker node: its models and tables are copies of the coordinator's. Register and build on the coordinator, then run SELECT * FROM lightretriever.lr_sync_nodes() there.",
+    )
+}
+
 /// Tells a superuser who just changed the catalog on a Citus coordinator that the worker nodes
 /// keep the previous state until `lr_sync_nodes` runs (after this transaction commits: the
 /// copy goes through other connections, which see only committed rows).

@@ -145,7 +145,7 @@ fn lookup_encoder(model: &str, instruction: &str, statement: StatementKey) -> Rc
                 "lightretriever: model \"{model}\" has no query table{}",
                 if instruction.is_empty() { String::new() } else { format!(" for instruction \"{instruction}\"") }
             ),
-            Some(&format!("Build it once (as a superuser) with {call}.")),
+            Some(&crate::catalog::nodes::worker_hint().map_or_else(|| format!("Build it once (as a superuser) with {call}."), str::to_owned)),
         )
     };
     let key = (model.to_owned(), instruction.to_owned());

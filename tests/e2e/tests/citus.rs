@@ -69,8 +69,9 @@ fn a_distributed_table_answers_as_the_same_rows_in_a_local_table() {
     // Before any copy the workers have no model: lr_search works all the same (the query is
     // encoded once, on the coordinator, and sent to the shards as a constant), a hand-written
     // query that calls lr_encode_query on the shards does not.
-    let (msg, _) = error_of(&mut c, "SELECT id FROM lr_citus.docs ORDER BY emb <#> lightretriever.lr_encode_query('river', 'tl') LIMIT 3");
+    let (msg, hint) = error_of(&mut c, "SELECT id FROM lr_citus.docs ORDER BY emb <#> lightretriever.lr_encode_query('river', 'tl') LIMIT 3");
     assert_eq!(msg, "lightretriever: model \"tl\" is not registered");
+    assert!(hint.unwrap_or_default().contains("lr_sync_nodes"), "the worker's hint names the copy");
     for mode in ["dense", "sparse", "hybrid"] {
         let search = |c: &mut Client, table: &str| -> String {
             c.query_one(
