@@ -36,9 +36,12 @@ if [ ! -x "$PG_CONFIG" ]; then
   log "building PostgreSQL $MAJOR from Debian $SUITE's source package into $PREFIX (about 6 minutes on 2 cores)"
   apt-get update -qq
   dir=$(fetch_source "postgresql-$MAJOR/$SUITE")
-  # Upstream's configure on Debian's patched tree (18's tarball needs bison and flex).
+  # Upstream's configure on Debian's patched tree (18's tarball needs bison and flex). Run from
+  # `make test-pg18`, the outer make's MAKELEVEL would tell PostgreSQL's makefiles that they are
+  # not the top level, and they would skip the generated headers (utils/errcodes.h missing).
   (cd "$dir" && ./configure -q --prefix="$PREFIX" --with-icu >/dev/null \
-     && make -s -j"$(nproc)" >/dev/null && make -s install >/dev/null)
+     && env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS make -s -j"$(nproc)" >/dev/null \
+     && env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS make -s install >/dev/null)
   rm -rf "$(dirname "$dir")"
 fi
 log "$("$PG_CONFIG" --version) at $PREFIX"

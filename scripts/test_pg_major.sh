@@ -17,7 +17,7 @@ log "#[pg_test]s"
 mkdir -p "$PGDATA_TEST" && chown postgres: "$PGDATA_TEST"
 CARGO_TARGET_DIR=target/pg$MAJOR cargo pgrx test -p lightretriever --runas postgres --pgdata "$PGDATA_TEST" "pg$MAJOR"
 
-log "end to end (foundation, pipeline, databases) on a PostgreSQL $MAJOR cluster"
+log "end to end (foundation, pipeline, databases, replica) on a PostgreSQL $MAJOR cluster"
 CARGO_TARGET_DIR=target/pg$MAJOR cargo pgrx install -p lightretriever --pg-config "$PG_CONFIG" \
   --no-default-features --features "pg$MAJOR"
 export LR_PG_BIN LR_PGPORT=$PORT LR_CLUSTER_DIR=/tmp/lightretriever-e2e-pg$MAJOR
@@ -25,5 +25,5 @@ LR_PG_BIN=$("$PG_CONFIG" --bindir)
 trap 'scripts/cluster.sh stop' EXIT
 scripts/cluster.sh start
 LR_TEST_PGHOST=$LR_CLUSTER_DIR/sock LR_TEST_PGPORT=$PORT \
-  cargo test --locked -p lr-e2e --test foundation --test pipeline --test databases -- --test-threads=1
+  cargo test --locked -p lr-e2e --test foundation --test pipeline --test databases --test replica -- --test-threads=1
 log "passed on $("$PG_CONFIG" --version)"
