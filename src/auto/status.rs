@@ -49,7 +49,7 @@ fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Opti
         if enc.distributed {
             // The rows with a text and no vector, but those that failed for good.
             let failed = elevated(|| Spi::get_two::<i64, i64>(&enc.statements().queue_counts())).ok().and_then(|c| c.1).unwrap_or(0);
-            return Some(super::enable::pending_rows(enc) > failed);
+            return Some(super::enable::rows_to_encode(enc, failed) > 0);
         }
         elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR)
     };
@@ -132,7 +132,7 @@ fn lr_encoding_status_rows() -> TableIterator<
             .unwrap_or((None, None));
             // A Citus table's pending rows are in the table (its queue holds only attempts).
             let queued = if enc.distributed {
-                (super::enable::pending_rows(&enc) - failed.unwrap_or(0)).max(0)
+                super::enable::rows_to_encode(&enc, failed.unwrap_or(0))
             } else {
                 queued.unwrap_or(0)
             };

@@ -17,19 +17,25 @@ type Node = (String, i32);
 /// (model, instruction, version, checksum): what identifies a table version's bytes.
 type VersionKey = (String, String, i32, String);
 
-/// The active worker nodes (primaries) when this server is a Citus coordinator; None when Citus
-/// is not installed in this database or this is not its coordinator.
-fn worker_nodes() -> Option<Vec<Node>> {
-    let citus = row_or_none(Spi::get_one::<bool>(
+/// This node's Citus group (0: the coordinator); None without Citus in this database.
+fn citus_group() -> Option<i32> {
+    let citus = crate::spi::read_one::<bool>(
         "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_node') IS NOT NULL AND pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NOT NULL",
-    ))
+        &[],
+    )
+    .ok()
     .flatten()
         == Some(true);
     if !citus {
         return None;
     }
-    let coordinator = row_or_none(Spi::get_one::<bool>("SELECT groupid OPERATOR(pg_catalog.=) 0 FROM pg_catalog.pg_dist_local_group")).flatten();
-    if coordinator != Some(true) {
+    crate::spi::read_one::<i32>("SELECT groupid FROM pg_catalog.pg_dist_local_group", &[]).ok().flatten()
+}
+
+/// The active worker nodes (primaries) when this server is a Citus coordinator; None when Citus
+/// is not installed in this database or this is not its coordinator.
+fn worker_nodes() -> Option<Vec<Node>> {
+    if citus_group() != Some(0) {
         return None;
     }
     Some(
@@ -51,18 +57,7 @@ fn worker_nodes() -> Option<Vec<Node>> {
 /// The hint of a "not registered" or "no query table" error on a Citus worker node, where the
 /// catalog is the coordinator's copy; None elsewhere.
 pub fn worker_hint() -> Option<&'static str> {
-    let worker = crate::spi::read_one::<bool>(
-        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NOT NULL",
-        &[],
-    )
-    .ok()
-    .flatten()
-        == Some(true)
-        && crate::spi::read_one::<bool>("SELECT groupid OPERATOR(pg_catalog.>) 0 FROM pg_catalog.pg_dist_local_group", &[])
-            .ok()
-            .flatten()
-            == Some(true);
-    worker.then_some(
+    citus_group().is_some_and(|group| group > 0).then_some(
         "This is a Citus worker node: its models and tables are copies of the coordinator's. Register and build on the coordinator, then run SELECT * FROM lightretriever.lr_sync_nodes() there.",
     )
 }

@@ -80,10 +80,7 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
     let statements = enc.statements();
     // The source first, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the
     // drop event trigger drops the queue). A source being changed is skipped this round.
-    let source_locked = in_subtransaction(|| {
-        Spi::run(&format!("LOCK TABLE ONLY {} IN ACCESS SHARE MODE NOWAIT", enc.source_name))
-    });
-    if !matches!(source_locked, Ok(Ok(()))) {
+    if !lock_source(enc, "ONLY ") {
         return 0;
     }
     let claimed = flatten(in_subtransaction(|| {
@@ -159,17 +156,12 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
             }
         }
     }
-    let pid = unsafe { pg_sys::MyProcPid };
     let seconds = started.elapsed().as_secs_f32();
     let booked = flatten(in_subtransaction(|| {
         if !finished.is_empty() {
             Spi::run_with_args(&statements.finish(), &[finished.into()])?;
         }
-        Spi::run_with_args(
-            "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid)
-             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
-            &[enc.id.into(), (claims.len() as i32).into(), seconds.into(), pid.into()],
-        )
+        record_batch(enc, claims.len(), seconds)
     }));
     if let Err(e) = booked {
         record_error(enc, claims.len(), &format!("cannot finish the batch: {e}"));
@@ -190,8 +182,7 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
     // The table first, on the coordinator, as DDL takes it (Citus then locks the shards): a
     // batch that held shard locks while DDL waited for them was a distributed deadlock. A table
     // being changed is skipped this round.
-    let source_locked = in_subtransaction(|| Spi::run(&format!("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT", enc.source_name)));
-    if !matches!(source_locked, Ok(Ok(()))) {
+    if !lock_source(enc, "") {
         return 0;
     }
     // Keys with entries (attempts counted; failed for good or not), as text.
@@ -267,10 +258,7 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
     let mut failures: Vec<(&Claim, String)> = Vec::new();
     for ((claim, text), result) in work.iter().zip(results) {
         let written = result.and_then(|(dense, sparse)| {
-            let sparse = match (sparse, sparse_dim) {
-                (Some(pairs), Some(dim)) => Some(SparseVec(lr_vector::SparseVector::from_pairs(dim, pairs).map_err(|e| e.to_string())?)),
-                _ => None,
-            };
+            let sparse = sparse_vector(sparse, sparse_dim)?;
             let mut args: Vec<DatumWithOid> = vec![Vector(dense).into(), sparse.into()];
             args.extend(claim.key.iter().map(|k| k.clone().into()));
             args.push(text.clone().into());
@@ -291,19 +279,36 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
             _ => record_error(enc, 1, error),
         }
     }
-    let seconds = started.elapsed().as_secs_f32();
-    let booked = flatten(in_subtransaction(|| {
-        Spi::run_with_args(
-            "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid)
-             SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
-            &[enc.id.into(), (work.len() as i32).into(), seconds.into(), unsafe { pg_sys::MyProcPid }.into()],
-        )
-    }));
+    let booked = flatten(in_subtransaction(|| record_batch(enc, work.len(), started.elapsed().as_secs_f32())));
     if let Err(e) = booked {
         record_error(enc, work.len(), &format!("cannot finish the batch: {e}"));
     }
     report_activity("");
     work.len()
+}
+
+/// Locks the source (`only`: "ONLY " for its own rows, "" for a Citus table) without waiting:
+/// false when DDL holds it (the batch is skipped this round).
+fn lock_source(enc: &AutoEncoding, only: &str) -> bool {
+    let locked = in_subtransaction(|| Spi::run(&format!("LOCK TABLE {only}{} IN ACCESS SHARE MODE NOWAIT", enc.source_name)));
+    matches!(locked, Ok(Ok(())))
+}
+
+/// Books a batch of `rows` that took `seconds` (the rates of `lr_encoding_status`).
+fn record_batch(enc: &AutoEncoding, rows: usize, seconds: f32) -> Result<(), pgrx::spi::SpiError> {
+    Spi::run_with_args(
+        "INSERT INTO lightretriever.lr_encoding_batches (encoding_id, rows, seconds, worker_pid)
+         SELECT id, $2, $3, $4 FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1",
+        &[enc.id.into(), (rows as i32).into(), seconds.into(), unsafe { pg_sys::MyProcPid }.into()],
+    )
+}
+
+/// The sparsevec of a row's sparse pairs, when the table has a sparse column (`dim` its size).
+fn sparse_vector(pairs: Option<Vec<(u32, f32)>>, dim: Option<usize>) -> Result<Option<SparseVec>, String> {
+    match (pairs, dim) {
+        (Some(pairs), Some(dim)) => Ok(Some(SparseVec(lr_vector::SparseVector::from_pairs(dim, pairs).map_err(|e| e.to_string())?))),
+        _ => Ok(None),
+    }
 }
 
 /// A row's vectors: dense, and sparse when the table has a sparse model.
@@ -423,12 +428,7 @@ fn write_vectors(enc: &AutoEncoding, done: &[(&Claim, &String, Encoded)]) -> Res
                 busy.extend(&claim.queue_ids);
                 continue;
             }
-            let sparse = match (sparse, sparse_dim) {
-                (Some(pairs), Some(dim)) => {
-                    Some(SparseVec(lr_vector::SparseVector::from_pairs(dim, pairs.clone()).map_err(|e| e.to_string())?))
-                }
-                _ => None,
-            };
+            let sparse = sparse_vector(sparse.clone(), sparse_dim)?;
             let updated = Spi::connect_mut(|c| {
                 c.update(&update, None, &[Vector(dense.clone()).into(), sparse.into(), ctid.clone().into(), tableoid.into()]).map(|t| t.len())
             })
