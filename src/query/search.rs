@@ -2,7 +2,7 @@
 //! from pgvector's `<#>` (so HNSW indexes serve them); fusion is `lr-search`'s, the same code the
 //! evaluation harness ranks with.
 
-use lr_search::{fuse, Mode};
+use lr_search::{Feedback, Fusion, Mode, Normalisation};
 use pgrx::prelude::*;
 use pgrx::{search_path, PgRelation};
 
@@ -23,12 +23,15 @@ fn pgvector_operator(op: &str) -> String {
 }
 
 /// The `candidates` best rows of one side, best first: `(id, similarity)` where similarity is
-/// the inner product (pgvector's `<#>` is its negation).
-fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32) -> Vec<(i64, f32)> {
+/// the inner product (pgvector's `<#>` is its negation). With `matching_only`, rows scoring 0 or
+/// less are not candidates (a sparse row sharing no term with the query was not retrieved; it
+/// must not dilute the side's normalisation).
+fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
+    let ip = pgvector_operator("<#>");
+    let matching = if matching_only { format!(" AND ({column} {ip} $1) OPERATOR(pg_catalog.<) 0") } else { String::new() };
     let sql = format!(
         "SELECT {id}::pg_catalog.int8, (OPERATOR(pg_catalog.-) ({column} {ip} $1))::pg_catalog.float4 FROM {table}
-          WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} {ip} $1 LIMIT $2",
-        ip = pgvector_operator("<#>"),
+          WHERE {column} IS NOT NULL AND {id} IS NOT NULL{matching} ORDER BY {column} {ip} $1 LIMIT $2",
     );
     Spi::connect(|c| {
         c.select(&sql, None, &[query, candidates.into()]).map(|rows| {
@@ -38,9 +41,24 @@ fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumW
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
 
+/// The stored dense vectors of the rows `ids` (feedback documents), in any order.
+fn vectors_of(table: &str, id: &str, column: &str, ids: &[i64]) -> Vec<Vec<f32>> {
+    let sql = format!("SELECT {column} FROM {table} WHERE {id} = ANY($1) AND {column} IS NOT NULL");
+    Spi::connect(|c| {
+        c.select(&sql, None, &[ids.to_vec().into()])
+            .map(|rows| rows.filter_map(|r| r.get::<Vector>(1).ok().flatten().map(|v| v.0)).collect())
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
 /// Searches `source` for `query`: dense (lookup-encoded query against the `vector` column),
-/// sparse (token counts against the `sparsevec` column) or hybrid (per-query min-max
-/// normalisation of each side's `candidates`, fused `dense_weight·dense + (1−dense_weight)·sparse`).
+/// sparse (token counts against the `sparsevec` column) or hybrid: each side's `candidates`
+/// normalised per query by `fusion` (`zscore`, `minmax` as published, or `rrf`) and fused
+/// `dense_weight·dense + (1−dense_weight)·sparse`. With `feedback` > 0 (and a dense side), the
+/// query vector then takes one Rocchio step of `feedback_weight` toward the mean stored vector of
+/// the top `feedback` rows, and the dense side is searched again with it (no model at query
+/// time). The defaults were chosen label-free (docs/quality.md); LightRetriever's published
+/// setting is `fusion => 'minmax', feedback => 0`.
 /// Scores of the sides are the raw inner products, NULL where a row was not a candidate there.
 /// With `rerank` > 0 the top `rerank` hits are reranked by the PE-Rank reranker `rerank_model`
 /// (else `lightretriever.default_reranker`; passage embeddings by `lr_rerank`'s rule): rows then
@@ -63,6 +81,9 @@ fn lr_search(
     instruction: default!(Option<&str>, "NULL"),
     rerank: default!(Option<i32>, 0),
     rerank_model: default!(Option<&str>, "NULL"),
+    fusion: default!(Option<&str>, "'zscore'"),
+    feedback: default!(Option<i32>, 0),
+    feedback_weight: default!(Option<f32>, 0.5),
 ) -> TableIterator<
     'static,
     (
@@ -83,6 +104,16 @@ fn lr_search(
     if !(0.0..=1.0).contains(&dense_weight) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: dense_weight must be between 0 and 1", None);
     }
+    let normalisation = Normalisation::parse(required(fusion, "fusion")).or_raise(Code::ERRCODE_INVALID_PARAMETER_VALUE);
+    let fusion = Fusion { normalisation, dense_weight, depth: usize::MAX };
+    let (feedback, feedback_weight) = (required(feedback, "feedback"), required(feedback_weight, "feedback_weight"));
+    if !(0..=100).contains(&feedback) {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback must be between 0 and 100 rows (0: no feedback)", None);
+    }
+    if !(feedback_weight.is_finite() && feedback_weight >= 0.0) {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback_weight must not be negative", None);
+    }
+    let feedback = Feedback { documents: feedback as usize, weight: feedback_weight };
     let relid = source.oid();
     let table = table_name(relid);
     drop(source);
@@ -103,30 +134,41 @@ fn lr_search(
         crate::spi::read_one::<String>("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[candidates.min(1000).to_string().into()])
             .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
-    let dense = if mode != Mode::Sparse {
-        let column = pick_column(relid, &table, dense_column, "vector", "dense_column");
-        let q = Vector(crate::query::dense::encode_query(query, model, instruction));
-        candidates_by(&table, &id, &column, q.into(), candidates)
-    } else {
-        Vec::new()
+    // The dense query first (its errors first, as before feedback existed), then the sparse
+    // side's candidates once; the dense side is searched once, or twice with feedback.
+    let dense_column = if mode != Mode::Sparse { Some(pick_column(relid, &table, dense_column, "vector", "dense_column")) } else { None };
+    let dense_query = match mode {
+        Mode::Sparse => Vec::new(),
+        _ => crate::query::dense::encode_query(query, model, instruction),
     };
     let sparse = if mode != Mode::Dense {
         let column = pick_column(relid, &table, sparse_column, "sparsevec", "sparse_column");
         let q: SparseVec = crate::query::sparse::encode_query_sparse(query, sparse_model, crate::query::sparse::QueryWeighting::Auto);
-        candidates_by(&table, &id, &column, q.into(), candidates)
+        candidates_by(&table, &id, &column, q.into(), candidates, true)
     } else {
         Vec::new()
     };
-    if let Some(old) = widen {
-        crate::spi::read_one::<String>("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
-            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    }
     let rerank = required(rerank, "rerank");
     if rerank < 0 {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: rerank must not be negative (0 reranks nothing)", None);
     }
     let rerank = rerank as usize;
-    let hits = fuse(&dense, &sparse, mode, dense_weight, (k as usize).max(rerank));
+    let column = dense_column.as_deref().unwrap_or_default();
+    let hits = lr_search::search::<std::convert::Infallible>(
+        &dense_query,
+        &sparse,
+        mode,
+        fusion,
+        feedback,
+        (k as usize).max(rerank),
+        |q| Ok(candidates_by(&table, &id, column, Vector(q.to_vec()).into(), candidates, false)),
+        |ids| Ok(vectors_of(&table, &id, column, ids)),
+    )
+    .unwrap_or_else(|never| match never {});
+    if let Some(old) = widen {
+        crate::spi::read_one::<String>("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
+            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    }
     let mut rows: Vec<_> = hits.into_iter().map(|h| (h.id, h.score, h.dense, h.sparse, None)).collect();
     if rerank > 0 && !rows.is_empty() {
         // The top `rerank` hits in the reranker's order, then the rest in the fused order.
@@ -200,7 +242,7 @@ mod tests {
         let table = r#"'"Search Schema"."My ""Docs"""'"#;
         // candidates = 3: dense keeps 1, 2, 3 (normalised 1, .5, 0); sparse keeps 3, 4, 1 (1, .5, 0).
         // hybrid 0.7: 1 → .7, 2 → .35, 3 → .3, 4 → .15.
-        let hybrid = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
+        let hybrid = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'minmax')"));
         let want = [(1, 0.7), (2, 0.35), (3, 0.3), (4, 0.15)];
         assert_eq!(hybrid.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "hybrid {hybrid:?}");
         for (row, (_, score)) in hybrid.iter().zip(want) {
@@ -220,9 +262,62 @@ mod tests {
         Spi::run(r#"CREATE INDEX ON "Search Schema"."My ""Docs""" USING hnsw (emb vector_ip_ops)"#).unwrap();
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         Spi::run("SET LOCAL hnsw.ef_search = 1").unwrap();
-        let via_index = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
+        let via_index = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'minmax')"));
         assert_eq!(via_index.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "via index {via_index:?}");
         assert_eq!(Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search')").unwrap().as_deref(), Some("1"));
+
+        // The default, z-score fusion: dense .9, .5, .1 → z = √1.5, 0, −√1.5; sparse 6, 4, 2 (rows
+        // 3, 4, 1) → √1.5, 0, −√1.5; a row missing from a side gets that side's lowest, −√1.5.
+        let r = 1.5f32.sqrt();
+        let z = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
+        let want = [(1, 0.7 * r - 0.3 * r), (2, -0.3 * r), (3, -0.7 * r + 0.3 * r), (4, -0.7 * r)];
+        assert_eq!(z.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "z-score {z:?}");
+        for (row, (_, score)) in z.iter().zip(want) {
+            assert!((row.1 - score).abs() < 1e-4, "{row:?} vs {score}");
+        }
+        // Reciprocal rank, k = 60, equal weights: 1 and 3 are first and third on opposite sides.
+        let rrf = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'rrf', dense_weight => 0.5)"));
+        let (a, b) = (0.5 / 61.0 + 0.5 / 63.0, 0.5 / 62.0);
+        assert_eq!(rrf.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3, 2, 4], "rrf {rrf:?}");
+        for (row, score) in rrf.iter().zip([a, a, b, b]) {
+            assert!((row.1 - score).abs() < 1e-6, "{row:?} vs {score}");
+        }
+    }
+
+    /// Feedback fetches the top rows' stored vectors and searches again: rows at 0°, −45°, 44°
+    /// and 60° from the query in one plane rank 1, 3, 2, 4; one Rocchio step toward 1 and 3
+    /// (weight 1) turns the query by ≈ 10.6°, and 4 passes 2 (lr-search's own test, in SQL).
+    #[pg_test]
+    fn feedback_moves_the_query_toward_the_top_rows() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("SET LOCAL lightretriever.default_model = 'minilm'").unwrap();
+        Spi::run("CREATE TABLE fb (id int PRIMARY KEY, emb vector(384))").unwrap();
+        let q = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('wing wing flutter')").unwrap().unwrap().0;
+        // u: the first basis vector made orthogonal to q, unit length.
+        let mut u: Vec<f32> = (0..q.len()).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+        let dot: f32 = u.iter().zip(&q).map(|(a, b)| a * b).sum();
+        u.iter_mut().zip(&q).for_each(|(a, b)| *a -= dot * b);
+        let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
+        u.iter_mut().for_each(|x| *x /= norm);
+        for (id, deg) in [(1, 0.0f32), (2, -45.0), (3, 44.0), (4, 60.0)] {
+            let (c, s) = (deg.to_radians().cos(), deg.to_radians().sin());
+            let v = Vector(q.iter().zip(&u).map(|(a, b)| c * a + s * b).collect());
+            Spi::run_with_args("INSERT INTO fb VALUES ($1, $2)", &[id.into(), v.into()]).unwrap();
+        }
+        let ids = |sql: &str| search(sql).iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(ids("SELECT * FROM lightretriever.lr_search('fb', 'wing wing flutter', mode => 'dense')"), [1, 3, 2, 4]);
+        let moved = search("SELECT * FROM lightretriever.lr_search('fb', 'wing wing flutter', mode => 'dense', feedback => 2, feedback_weight => 1)");
+        assert_eq!(moved.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3, 4, 2], "{moved:?}");
+        // Raw scores are the moved query's: row 1 at ≈ cos 10.6°.
+        assert!((moved[0].2.unwrap() - 10.6f32.to_radians().cos()).abs() < 2e-3, "{moved:?}");
+        assert_eq!(ids("SELECT * FROM lightretriever.lr_search('fb', 'wing wing flutter', mode => 'dense', feedback => 2, feedback_weight => 0)"), [1, 3, 2, 4]);
+    }
+
+    #[pg_test(error = "lightretriever: unknown fusion \"borda\" (expected minmax, zscore or rrf)")]
+    fn unknown_fusions_are_an_error() {
+        Spi::run("CREATE TEMP TABLE t (id int PRIMARY KEY, a vector(3))").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('t', 'q', mode => 'dense', fusion => 'borda')").unwrap();
     }
 
     #[pg_test(error = "lightretriever: t has several vector columns (a, b)")]

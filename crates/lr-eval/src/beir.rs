@@ -1,5 +1,6 @@
 //! BEIR layout: `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl` (`_id`, `text`),
-//! `qrels/<split>.tsv` (header `query-id corpus-id score`).
+//! `qrels/<split>.tsv` (header `query-id corpus-id score`). A directory with neither queries nor
+//! qrels is an unlabelled corpus (no judged queries).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -52,6 +53,10 @@ impl Collection {
             .map(|v| Document { id: field(v, "_id"), title: field(v, "title"), text: field(v, "text") })
             .collect::<Vec<_>>();
         let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
+        if !qrels_path.exists() && !dir.join("queries.jsonl").exists() {
+            // A corpus without queries: label-free studies only.
+            return Ok(Collection { docs, queries: Vec::new(), qrels: HashMap::new() });
+        }
         let text = std::fs::read_to_string(&qrels_path).map_err(|e| format!("{}: {e}", qrels_path.display()))?;
         let mut qrels: Qrels = HashMap::new();
         for (i, line) in text.lines().enumerate() {

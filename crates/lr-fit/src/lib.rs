@@ -1082,3 +1082,35 @@ fn cholesky_solve(l: &[f64], n: usize, b: &mut [f64]) {
         b[i] = s / l[i * n + i];
     }
 }
+
+/// An inverse-cloze pseudo-query (Lee et al., 2019): a span of `doc` as the query, and the
+/// document with that span cut out as the only relevant text. Unlike a verbatim span, the query's
+/// words are not guaranteed to be in its target, so lexical and semantic matching are judged on
+/// more equal terms (docs/quality.md).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClozePair {
+    pub doc: usize,
+    pub query: String,
+    pub rest: String,
+}
+
+/// `per_doc` inverse-cloze pairs for each of `docs` (by index into `texts`): contiguous spans of
+/// `min_words..=max_words` whitespace words, from documents at least twice `max_words` long so
+/// that the rest still says something. Deterministic given `seed`.
+pub fn cloze_pairs(texts: &[&str], docs: &[usize], per_doc: usize, min_words: usize, max_words: usize, seed: u64) -> Vec<ClozePair> {
+    let mut rng = Rng::new(seed ^ 0x00c1_07e0);
+    let mut out = Vec::new();
+    for &doc in docs {
+        let words: Vec<&str> = texts[doc].split_whitespace().collect();
+        if words.len() < 2 * max_words || min_words == 0 || min_words > max_words {
+            continue;
+        }
+        for _ in 0..per_doc {
+            let len = rng.between(min_words, max_words);
+            let start = rng.below(words.len() - len + 1);
+            let rest: Vec<&str> = words[..start].iter().chain(&words[start + len..]).copied().collect();
+            out.push(ClozePair { doc, query: words[start..start + len].join(" "), rest: rest.join(" ") });
+        }
+    }
+    out
+}

@@ -1,7 +1,8 @@
-//! Hybrid search fusion (LightRetriever §hybrid): each side's candidate scores are min-max
-//! normalised per query, then fused as `w·dense + (1−w)·sparse`. Shared by the extension's
-//! `lr_search` and the evaluation harness so both rank exactly the same way. Also the one exact
-//! top-k selection every ranking here uses ([`top_k`]).
+//! Hybrid search fusion. LightRetriever's (§hybrid): each side's candidate scores are min-max
+//! normalised per query, then fused as `w·dense + (1−w)·sparse`; its alternative, reciprocal-rank
+//! fusion (k = 60); and z-score fusion ([`Fusion`]). Pseudo-relevance feedback on the dense query
+//! ([`rocchio`]). Shared by the extension's `lr_search` and the evaluation harness so both rank
+//! exactly the same way. Also the one exact top-k selection every ranking here uses ([`top_k`]).
 
 use std::collections::HashMap;
 
@@ -45,13 +46,78 @@ pub fn min_max(scores: &[(i64, f32)]) -> HashMap<i64, f32> {
         .collect()
 }
 
-/// Fuses the candidate lists and returns the best `k`, highest score first (ties: smaller id
-/// first, so results are deterministic). A document missing from one side's candidates gets 0
-/// for that side — it scored below that side's last candidate.
+/// How one side's candidate scores are made comparable with the other side's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Normalisation {
+    /// (s − min) / (max − min) over the side's candidates (LightRetriever's); a document that is
+    /// not a candidate gets 0.
+    MinMax,
+    /// (s − mean) / standard deviation over the side's candidates; a document that is not a
+    /// candidate gets the side's lowest value (it scored below the last candidate).
+    ZScore,
+    /// Reciprocal rank 1 / (k + rank), rank from 1 (Cormack et al., 2009; LightRetriever's
+    /// alternative with k = 60); a document that is not a candidate gets 0.
+    Rank { k: f32 },
+}
+
+impl Normalisation {
+    pub fn parse(s: &str) -> Result<Normalisation, String> {
+        match s {
+            "minmax" => Ok(Normalisation::MinMax),
+            "zscore" => Ok(Normalisation::ZScore),
+            "rrf" => Ok(Normalisation::Rank { k: 60.0 }),
+            other => Err(format!("unknown fusion \"{other}\" (expected minmax, zscore or rrf)")),
+        }
+    }
+
+    /// Each candidate's normalised value, and the value of a document that is not a candidate.
+    fn apply(self, scores: &[(i64, f32)]) -> (HashMap<i64, f32>, f32) {
+        match self {
+            Normalisation::MinMax => (min_max(scores), 0.0),
+            Normalisation::ZScore => {
+                let n = scores.len().max(1) as f64;
+                let mean = scores.iter().map(|s| s.1 as f64).sum::<f64>() / n;
+                let sd = (scores.iter().map(|s| (s.1 as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+                let z = |s: f32| if sd > 0.0 { ((s as f64 - mean) / sd) as f32 } else { 0.0 };
+                let lowest = scores.iter().map(|s| z(s.1)).fold(f32::INFINITY, f32::min);
+                (scores.iter().map(|&(id, s)| (id, z(s))).collect(), if lowest.is_finite() { lowest } else { 0.0 })
+            }
+            Normalisation::Rank { k } => (scores.iter().enumerate().map(|(r, &(id, _))| (id, 1.0 / (k + r as f32 + 1.0))).collect(), 0.0),
+        }
+    }
+}
+
+/// A fusion setting: the normalisation, the dense side's weight `w` (the sparse side gets
+/// `1 − w`), and how many of each side's best candidates take part (`depth`; the rest of a
+/// side's candidates are treated as not retrieved by it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    pub normalisation: Normalisation,
+    pub dense_weight: f32,
+    pub depth: usize,
+}
+
+impl Fusion {
+    /// LightRetriever's published setting: min-max over each side's top 1000, 0.7 / 0.3.
+    pub const PUBLISHED: Fusion = Fusion { normalisation: Normalisation::MinMax, dense_weight: 0.7, depth: usize::MAX };
+}
+
+/// Fuses the candidate lists (each best first) with LightRetriever's min-max fusion and returns
+/// the best `k`, highest score first (ties: smaller id first, so results are deterministic). A
+/// document missing from one side's candidates gets 0 for that side — it scored below that
+/// side's last candidate.
 pub fn fuse(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, dense_weight: f32, k: usize) -> Vec<Hit> {
+    fuse_with(dense, sparse, mode, Fusion { dense_weight, ..Fusion::PUBLISHED }, k)
+}
+
+/// [`fuse`] with any [`Fusion`]: only the top `fusion.depth` of each side's candidates (each
+/// list best first) are normalised and fused.
+pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion: Fusion, k: usize) -> Vec<Hit> {
+    let (dense, sparse) = (&dense[..dense.len().min(fusion.depth)], &sparse[..sparse.len().min(fusion.depth)]);
+    let dense_weight = fusion.dense_weight;
     let raw_dense: HashMap<i64, f32> = dense.iter().copied().collect();
     let raw_sparse: HashMap<i64, f32> = sparse.iter().copied().collect();
-    let (nd, ns) = (min_max(dense), min_max(sparse));
+    let ((nd, missing_d), (ns, missing_s)) = (fusion.normalisation.apply(dense), fusion.normalisation.apply(sparse));
     let (wd, ws) = match mode {
         Mode::Dense => (1.0, 0.0),
         Mode::Sparse => (0.0, 1.0),
@@ -70,7 +136,7 @@ pub fn fuse(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, dense_weigh
         .into_iter()
         .map(|id| Hit {
             id,
-            score: wd * nd.get(&id).copied().unwrap_or(0.0) + ws * ns.get(&id).copied().unwrap_or(0.0),
+            score: wd * nd.get(&id).copied().unwrap_or(missing_d) + ws * ns.get(&id).copied().unwrap_or(missing_s),
             dense: raw_dense.get(&id).copied(),
             sparse: raw_sparse.get(&id).copied(),
         })
@@ -78,6 +144,65 @@ pub fn fuse(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, dense_weigh
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
     hits.truncate(k);
     hits
+}
+
+/// One Rocchio step of pseudo-relevance feedback (Rocchio, 1971; no negative documents): the
+/// unit query vector moved toward the mean of the `feedback` documents' vectors by `weight`,
+/// renormalised. With no feedback documents, or a zero result, the query is returned unchanged.
+pub fn rocchio(query: &[f32], feedback: &[Vec<f32>], weight: f32) -> Vec<f32> {
+    let usable: Vec<&Vec<f32>> = feedback.iter().filter(|v| v.len() == query.len()).collect();
+    if usable.is_empty() || weight == 0.0 {
+        return query.to_vec();
+    }
+    let scale = weight as f64 / usable.len() as f64;
+    let mut v: Vec<f64> = query.iter().map(|&x| x as f64).collect();
+    for doc in usable {
+        v.iter_mut().zip(doc.iter()).for_each(|(a, &b)| *a += scale * b as f64);
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return query.to_vec();
+    }
+    v.iter().map(|x| (x / norm) as f32).collect()
+}
+
+/// Pseudo-relevance feedback for the dense side: after a first fused ranking, the query vector
+/// takes one [`rocchio`] step toward the vectors of its top `documents` hits (0: none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Feedback {
+    pub documents: usize,
+    pub weight: f32,
+}
+
+impl Feedback {
+    pub const NONE: Feedback = Feedback { documents: 0, weight: 0.0 };
+}
+
+/// lr_search's ranking, whatever stores the vectors: `dense_candidates(q)` gives the dense
+/// side's candidates for a query vector (best first), `vectors_of(ids)` the stored dense
+/// vectors of some documents. The sparse side's candidates are computed once by the caller.
+/// With feedback (and a dense side), the first fused ranking's top documents move the query
+/// vector, the dense side is searched again with it, and the result is that second fusion.
+pub fn search<E>(
+    query: &[f32],
+    sparse: &[(i64, f32)],
+    mode: Mode,
+    fusion: Fusion,
+    feedback: Feedback,
+    k: usize,
+    mut dense_candidates: impl FnMut(&[f32]) -> Result<Vec<(i64, f32)>, E>,
+    mut vectors_of: impl FnMut(&[i64]) -> Result<Vec<Vec<f32>>, E>,
+) -> Result<Vec<Hit>, E> {
+    let dense = if mode == Mode::Sparse { Vec::new() } else { dense_candidates(query)? };
+    let use_feedback = mode != Mode::Sparse && feedback.documents > 0 && feedback.weight != 0.0;
+    let first = fuse_with(&dense, sparse, mode, fusion, if use_feedback { k.max(feedback.documents) } else { k });
+    if !use_feedback || first.is_empty() {
+        return Ok(first.into_iter().take(k).collect());
+    }
+    let top: Vec<i64> = first.iter().take(feedback.documents).map(|h| h.id).collect();
+    let moved = rocchio(query, &vectors_of(&top)?, feedback.weight);
+    let dense = dense_candidates(&moved)?;
+    Ok(fuse_with(&dense, sparse, mode, fusion, k))
 }
 
 #[cfg(test)]
@@ -115,6 +240,97 @@ mod tests {
         assert_eq!(fuse(&dense, &sparse, Mode::Hybrid, 0.7, 1).len(), 1);
         assert!(fuse(&[], &[], Mode::Hybrid, 0.7, 5).is_empty());
         assert!(Mode::parse("bm25").is_err());
+    }
+
+    fn ids_scores(hits: &[Hit]) -> Vec<(i64, f32)> {
+        hits.iter().map(|h| (h.id, h.score)).collect()
+    }
+
+    fn assert_close(got: &[(i64, f32)], want: &[(i64, f32)]) {
+        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+        for ((gi, gs), (wi, ws)) in got.iter().zip(want) {
+            assert_eq!(gi, wi, "{got:?} vs {want:?}");
+            assert!((gs - ws).abs() < 1e-5, "{gi}: {gs} vs {ws}");
+        }
+    }
+
+    #[test]
+    fn reciprocal_rank_fusion_by_hand() {
+        // dense ranks 1, 2, 3 = ids 1, 2, 3; sparse ranks 1, 2, 3 = ids 3, 4, 1.
+        let dense = [(1, 0.9), (2, 0.5), (3, 0.1)];
+        let sparse = [(3, 12.0), (4, 8.0), (1, 4.0)];
+        let rrf = Fusion { normalisation: Normalisation::Rank { k: 60.0 }, dense_weight: 0.5, depth: usize::MAX };
+        let got = ids_scores(&fuse_with(&dense, &sparse, Mode::Hybrid, rrf, 10));
+        // 1: .5/61 + .5/63; 3: .5/63 + .5/61; 2: .5/62; 4: .5/62 — ties by id.
+        let (a, b) = (0.5 / 61.0 + 0.5 / 63.0, 0.5 / 62.0);
+        assert_close(&got, &[(1, a), (3, a), (2, b), (4, b)]);
+    }
+
+    #[test]
+    fn z_score_fusion_by_hand() {
+        // dense 3, 2, 1 → mean 2, sd √(2/3): z = ±1.2247, 0; sparse 10, 0 → z = ±1.
+        let dense = [(1, 3.0), (2, 2.0), (3, 1.0)];
+        let sparse = [(4, 10.0), (3, 0.0)];
+        let z = Fusion { normalisation: Normalisation::ZScore, dense_weight: 0.5, depth: usize::MAX };
+        let got = ids_scores(&fuse_with(&dense, &sparse, Mode::Hybrid, z, 10));
+        let zd = 1.0 / (2.0f32 / 3.0).sqrt();
+        // missing: dense side's lowest is −zd (for 4), sparse side's lowest is −1 (for 1 and 2).
+        let want = [(4, 0.5 * -zd + 0.5), (1, 0.5 * zd - 0.5), (2, -0.5), (3, 0.5 * -zd - 0.5)];
+        let mut want = want.to_vec();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_close(&got, &want);
+    }
+
+    #[test]
+    fn depth_cuts_each_side_before_normalising() {
+        // depth 2: dense keeps 1, 2 (normalised 1, 0), sparse keeps 3, 4 (1, 0); 1 and 3 lose
+        // their other side's contribution.
+        let dense = [(1, 0.9), (2, 0.5), (3, 0.1)];
+        let sparse = [(3, 12.0), (4, 8.0), (1, 4.0)];
+        let cut = Fusion { depth: 2, ..Fusion::PUBLISHED };
+        let got = ids_scores(&fuse_with(&dense, &sparse, Mode::Hybrid, cut, 10));
+        assert_close(&got, &[(1, 0.7), (3, 0.3), (2, 0.0), (4, 0.0)]);
+        assert_eq!(fuse(&dense, &sparse, Mode::Hybrid, 0.7, 10), fuse_with(&dense, &sparse, Mode::Hybrid, Fusion::PUBLISHED, 10));
+        assert!(Normalisation::parse("borda").is_err());
+        assert_eq!(Normalisation::parse("rrf"), Ok(Normalisation::Rank { k: 60.0 }));
+    }
+
+    #[test]
+    fn rocchio_by_hand() {
+        // q = (1, 0); feedback mean = (0, 1); weight 1 → (1, 1)/√2.
+        let q = rocchio(&[1.0, 0.0], &[vec![0.0, 2.0], vec![0.0, 0.0]], 1.0);
+        let h = 1.0 / 2.0f32.sqrt();
+        assert!((q[0] - h).abs() < 1e-6 && (q[1] - h).abs() < 1e-6, "{q:?}");
+        assert_eq!(rocchio(&[1.0, 0.0], &[], 1.0), vec![1.0, 0.0]);
+        assert_eq!(rocchio(&[1.0, 0.0], &[vec![0.0, 1.0]], 0.0), vec![1.0, 0.0]);
+        // moving exactly opposite cancels the query: unchanged rather than NaN.
+        assert_eq!(rocchio(&[1.0, 0.0], &[vec![-1.0, 0.0]], 1.0), vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn feedback_searches_again_with_the_moved_query() {
+        // Unit vectors at 0°, −45°, 44°, 60°; the query is (1, 0): first ranking 1, 3, 2, 4.
+        let at = |deg: f32| vec![deg.to_radians().cos(), deg.to_radians().sin()];
+        let docs: Vec<(i64, Vec<f32>)> = vec![(1, at(0.0)), (2, at(-45.0)), (3, at(44.0)), (4, at(60.0))];
+        let scan = |q: &[f32]| -> Result<Vec<(i64, f32)>, ()> {
+            let mut s: Vec<(i64, f32)> = docs.iter().map(|(id, v)| (*id, v[0] * q[0] + v[1] * q[1])).collect();
+            s.sort_by(|a, b| b.1.total_cmp(&a.1));
+            Ok(s)
+        };
+        let vectors = |ids: &[i64]| -> Result<Vec<Vec<f32>>, ()> { Ok(ids.iter().map(|i| docs[*i as usize - 1].1.clone()).collect()) };
+        let plain = search(&[1.0, 0.0], &[], Mode::Dense, Fusion::PUBLISHED, Feedback::NONE, 4, scan, vectors).unwrap();
+        assert_eq!(plain.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 3, 2, 4]);
+        // Feedback from 1 and 3 turns the query to ≈ 10.6°: 4 (49.4° away) passes 2 (55.6°).
+        let fb = Feedback { documents: 2, weight: 1.0 };
+        let moved = search(&[1.0, 0.0], &[], Mode::Dense, Fusion::PUBLISHED, fb, 4, scan, vectors).unwrap();
+        assert_eq!(moved.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 3, 4, 2]);
+        let q2 = rocchio(&[1.0, 0.0], &[at(0.0), at(44.0)], 1.0);
+        assert!((q2[1].atan2(q2[0]).to_degrees() - 10.6).abs() < 0.1, "{q2:?}");
+        assert!((moved[2].dense.unwrap() - (q2[0] * docs[3].1[0] + q2[1] * docs[3].1[1])).abs() < 1e-6, "raw scores are q'·d");
+        // Sparse mode never moves anything and never asks for vectors.
+        let never = |_: &[i64]| -> Result<Vec<Vec<f32>>, ()> { panic!("no vectors in sparse mode") };
+        let sparse = search(&[1.0, 0.0], &[(7, 1.0)], Mode::Sparse, Fusion::PUBLISHED, fb, 3, scan, never).unwrap();
+        assert_eq!(sparse.iter().map(|h| h.id).collect::<Vec<_>>(), [7]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 -- lr_search on a small hand-made table: dense (query-table lookup), sparse (token counts) and
--- hybrid (0.7 dense + 0.3 sparse, min-max per query) rankings and their scores.
+-- hybrid rankings and their scores: z-score fusion (the default), LightRetriever's published
+-- min-max fusion, reciprocal-rank fusion, and pseudo-relevance feedback.
 CREATE EXTENSION IF NOT EXISTS lightretriever CASCADE;
 \getenv model_root LR_MODEL_ROOT
 SELECT lightretriever.lr_register_model('minilm', :'model_root' || '/all-minilm-l6-v2') ->> 'family' AS family;
@@ -23,7 +24,16 @@ SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS 
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
   FROM lightretriever.lr_search('facts', 'engines and motors', k => 3, mode => 'sparse');
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
-  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, mode => 'hybrid');
+  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, mode => 'hybrid', fusion => 'minmax');
+SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
+  FROM lightretriever.lr_search('facts', 'books in a library', k => 4);
+SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
+  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, fusion => 'rrf', dense_weight => 0.5);
+SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
+  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, feedback => 2, feedback_weight => 1);
+SELECT lightretriever.lr_search('facts', 'anything', fusion => 'borda');
+SELECT lightretriever.lr_search('facts', 'anything', feedback => -1);
+SELECT lightretriever.lr_search('facts', 'anything', feedback_weight => 'NaN');
 SELECT lightretriever.lr_search('facts', 'anything', mode => 'fuzzy');
 SELECT lightretriever.lr_search('facts', 'anything', k => 0);
 DROP TABLE facts;

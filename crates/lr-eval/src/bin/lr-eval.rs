@@ -21,12 +21,15 @@ use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 
 const USAGE: &str = "usage: lr-eval <beir-dir> [--model-dir DIR] [--sparse-model-dir DIR | --no-sparse]
                [--fit-options JSON|@FILE] [--svg OUT.svg] [--json OUT.json] [--split test]
-               [--bm25 K1,B] [--cache-dir DIR] [--sweep OPTIONS.jsonl]
+               [--bm25 K1,B] [--cache-dir DIR] [--sweep OPTIONS.jsonl] [--dump DIR]
 
   --cache-dir  keeps full-encoder vectors (documents, queries, spans) and the untrained table
                between runs; timings of a cached run are not fit timings.
   --sweep      fits once per line of OPTIONS.jsonl (FitOptions JSON) and prints, per line, the
-               held-out agreement the fit reports and the collection's lookup scores.";
+               held-out agreement the fit reports and the collection's lookup scores.
+  --dump       writes the vectors of every side (documents, fitted table, pseudo-queries, judged
+               queries) as raw little-endian f32 files and meta.json into DIR, for studies outside
+               Rust (scripts/quality_study.py); a collection without queries or qrels is allowed.";
 
 struct Args {
     beir: PathBuf,
@@ -41,6 +44,7 @@ struct Args {
     cache_dir: Option<PathBuf>,
     sweep: Option<PathBuf>,
     hybrid_study: bool,
+    dump: Option<PathBuf>,
 }
 
 fn model_root() -> PathBuf {
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         cache_dir: None,
         sweep: None,
         hybrid_study: false,
+        dump: None,
     };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -91,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
             "--cache-dir" => a.cache_dir = Some(value("--cache-dir")?.into()),
             "--sweep" => a.sweep = Some(value("--sweep")?.into()),
             "--hybrid-study" => a.hybrid_study = true,
+            "--dump" => a.dump = Some(value("--dump")?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => {
@@ -239,8 +245,8 @@ fn real_main() -> Result<(), String> {
     let coll = Collection::load(&args.beir, &args.split)?;
     let name = args.beir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     eprintln!("{name}: {} documents, {} judged queries", coll.docs.len(), coll.queries.len());
-    if coll.docs.is_empty() || coll.queries.is_empty() {
-        return Err("the collection has no documents or no judged queries".into());
+    if coll.docs.is_empty() || coll.queries.is_empty() && args.dump.is_none() {
+        return Err("the collection has no documents or no judged queries (an unlabelled corpus needs --dump)".into());
     }
     let doc_texts: Vec<String> = coll.docs.iter().map(|d| d.full_text()).collect();
     let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
@@ -353,6 +359,12 @@ fn evaluate_all(
 
     // Sparse and hybrid.
     match SparseSide::load(args, doc_refs, &mut timings)? {
+        Ok(side) if args.dump.is_some() => {
+            let dir = args.dump.as_deref().unwrap();
+            dump(dir, args, doc_refs, coll, doc_ids, &doc_vectors, &full_queries, &fitted, &fq, &side, &cached, dims)?;
+            eprintln!("dumped to {}", dir.display());
+            return Ok(());
+        }
         Ok(side) => {
             if args.hybrid_study {
                 hybrid_study(&side, &fitted, &fitted_enc, &cached, &doc_vectors, coll, doc_ids, &fq, &full_queries)?;
@@ -366,6 +378,11 @@ fn evaluate_all(
             push("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &fuse(&fitted_run, &sparse.idf), "");
             push("hybrid (fitted lookup 0.7 + count sparse 0.3)", &fuse(&fitted_run, &sparse.counts), "");
             push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &fuse(&full_run, &sparse.idf), "reference");
+            // lr_search's settings (issue 17), each exactly as the extension ranks them.
+            let ls = LrSearch { side: &side, docs: &doc_vectors, queries: &coll.queries, doc_ids };
+            for (name, dense_q, fusion, feedback, note) in lr_search_rows(&fq, &full_queries) {
+                push(name, &ls.run(dense_q, fusion, feedback)?, note);
+            }
         }
         Err(why) => {
             eprintln!("sparse model not available: {why}");
@@ -413,6 +430,53 @@ fn evaluate_all(
         std::fs::write(path, chart).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The lr_search rows beside the published ones: (name, dense query vectors, fusion, feedback,
+/// note). The first is lr_search's default (docs/quality.md says how it was chosen).
+#[allow(clippy::type_complexity)]
+fn lr_search_rows<'a>(
+    fitted: &'a [Vec<f32>],
+    full: &'a [Vec<f32>],
+) -> Vec<(&'static str, &'a [Vec<f32>], lr_search::Fusion, lr_search::Feedback, &'static str)> {
+    use lr_search::{Feedback, Fusion, Normalisation};
+    let z = Fusion { normalisation: Normalisation::ZScore, ..Fusion::PUBLISHED };
+    let rrf = Fusion { normalisation: Normalisation::Rank { k: 60.0 }, dense_weight: 0.5, ..Fusion::PUBLISHED };
+    let top100 = Fusion { depth: 100, ..Fusion::PUBLISHED };
+    let fb = Feedback { documents: 3, weight: 0.5 };
+    vec![
+        (LR_SEARCH_DEFAULT, fitted, z, Feedback::NONE, "lr_search's default"),
+        ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", fitted, rrf, Feedback::NONE, ""),
+        ("hybrid, min-max over each side's top 100 (fitted lookup 0.7 + idf·count sparse 0.3)", fitted, top100, Feedback::NONE, "candidates => 100"),
+        ("hybrid, min-max + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, Fusion::PUBLISHED, fb, ""),
+        ("hybrid, z-score + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, z, fb, ""),
+        ("hybrid, z-score (full dense 0.7 + idf·count sparse 0.3)", full, z, Feedback::NONE, "reference"),
+    ]
+}
+
+const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score (fitted lookup 0.7 + idf·count sparse 0.3)";
+
+/// lr_search over the collection in memory: `lr_search::search` with exact top-1000 dense
+/// candidates, the idf·count sparse side's top 1000, and the stored vectors for feedback.
+struct LrSearch<'a> {
+    side: &'a SparseSide,
+    docs: &'a [Vec<f32>],
+    queries: &'a [(String, String)],
+    doc_ids: &'a [String],
+}
+
+impl LrSearch<'_> {
+    fn run(&self, dense_queries: &[Vec<f32>], fusion: lr_search::Fusion, feedback: lr_search::Feedback) -> Result<Run, String> {
+        let mut run = Run::new();
+        for ((qid, text), q) in self.queries.iter().zip(dense_queries) {
+            let sparse = self.side.candidates(text, true)?;
+            let scan = |v: &[f32]| search::dense_scores(&[v.to_vec()], self.docs).map(|s| candidates(&s[0], false));
+            let vectors = |ids: &[i64]| -> Result<Vec<Vec<f32>>, String> { Ok(ids.iter().map(|&i| self.docs[i as usize].clone()).collect()) };
+            let hits = lr_search::search(q, &sparse, lr_search::Mode::Hybrid, fusion, feedback, 1000, scan, vectors)?;
+            run.insert(qid.clone(), hits.into_iter().map(|h| (self.doc_ids[h.id as usize].clone(), h.score)).collect());
+        }
+        Ok(run)
+    }
 }
 
 fn fuse(dense: &Run, sparse: &Run) -> Run {
@@ -733,4 +797,72 @@ fn hybrid_study(
         evaluate(&run, &coll.qrels).ndcg_at_10
     })?;
     Ok(())
+}
+
+fn write_f32(path: &Path, rows: impl IntoIterator<Item = f32>) -> Result<(), String> {
+    let bytes: Vec<u8> = rows.into_iter().flat_map(f32::to_le_bytes).collect();
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Everything a study outside Rust needs, so that it ranks exactly what the extension would:
+/// the documents' dense and sparse vectors, the fitted table and its weights, the sparse query
+/// weights, and per query set (the fit's held-out pseudo-queries, the judged queries) the texts
+/// with their lookup and full-model vectors.
+#[allow(clippy::too_many_arguments)]
+fn dump(
+    dir: &Path,
+    args: &Args,
+    doc_refs: &[&str],
+    coll: &Collection,
+    doc_ids: &[String],
+    doc_vectors: &[Vec<f32>],
+    full_queries: &[Vec<f32>],
+    fitted: &lr_fit::FittedTable,
+    fitted_queries: &[Vec<f32>],
+    sparse: &SparseSide,
+    cached: &CachedEncoder,
+    dims: usize,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    write_f32(&dir.join("doc_dense.f32"), doc_vectors.iter().flatten().copied())?;
+    write_f32(&dir.join("table_rows.f32"), fitted.rows.iter().copied())?;
+    write_f32(&dir.join("table_weights.f32"), fitted.weights.iter().flatten().copied())?;
+    write_f32(&dir.join("sparse_idf.f32"), sparse.weights.iter().copied())?;
+    write_f32(&dir.join("query_full.f32"), full_queries.iter().flatten().copied())?;
+    write_f32(&dir.join("query_lookup.f32"), fitted_queries.iter().flatten().copied())?;
+    let held = &fitted.held_out_queries;
+    let held_texts: Vec<&str> = held.iter().map(|(_, t)| t.as_str()).collect();
+    write_f32(&dir.join("held_full.f32"), cached.encode(&held_texts)?.iter().flatten().copied())?;
+    // Inverse-cloze pseudo-queries of the held-out documents: the rest of each document is
+    // encoded by both document models, as a table row of its own would be.
+    let mut held_docs: Vec<usize> = held.iter().map(|(d, _)| *d).collect();
+    held_docs.sort_unstable();
+    held_docs.dedup();
+    let cloze = lr_fit::cloze_pairs(doc_refs, &held_docs, 4, 6, 16, 42);
+    let rests: Vec<&str> = cloze.iter().map(|c| c.rest.as_str()).collect();
+    let queries: Vec<&str> = cloze.iter().map(|c| c.query.as_str()).collect();
+    eprintln!("encoding {} inverse-cloze pairs", cloze.len());
+    let mut rest_dense = Vec::new();
+    for chunk in rests.chunks(64) {
+        rest_dense.extend(cached.encode(chunk)?);
+    }
+    write_f32(&dir.join("cloze_rest_dense.f32"), rest_dense.iter().flatten().copied())?;
+    write_f32(&dir.join("cloze_full.f32"), cached.encode(&queries)?.iter().flatten().copied())?;
+    cached.save();
+    let sparse_dir = args.sparse_model_dir.as_deref().ok_or("--dump needs the sparse model")?;
+    let info = ModelInfo::inspect(sparse_dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
+    let enc = lr_encoders::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
+    let rest_sparse = cached_sparse(&enc, &rests, args.cache_dir.as_deref(), &info.path)?;
+    let meta = serde_json::json!({
+        "cloze": cloze,
+        "cloze_rest_sparse": rest_sparse,
+        "dims": dims,
+        "doc_ids": doc_ids,
+        "doc_sparse": sparse.docs,
+        "held_out": held,
+        "queries": coll.queries,
+        "qrels": coll.qrels,
+        "fit_options": format!("{:?}", FitOptions::default()),
+    });
+    std::fs::write(dir.join("meta.json"), meta.to_string()).map_err(|e| e.to_string())
 }
