@@ -27,15 +27,18 @@ fn pgvector_operator(op: &str) -> String {
 /// less are not candidates (a sparse row sharing no term with the query was not retrieved; it
 /// must not dilute the side's normalisation).
 fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
-    let ip = pgvector_operator("<#>");
-    let matching = if matching_only { format!(" AND ({column} {ip} $1) OPERATOR(pg_catalog.<) 0") } else { String::new() };
+    // Filtered here, not in SQL: the rows come best first, so dropping the non-matching tail
+    // keeps the same rows without computing the distance twice per row.
     let sql = format!(
         "SELECT {id}::pg_catalog.int8, (OPERATOR(pg_catalog.-) ({column} {ip} $1))::pg_catalog.float4 FROM {table}
-          WHERE {column} IS NOT NULL AND {id} IS NOT NULL{matching} ORDER BY {column} {ip} $1 LIMIT $2",
+          WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} {ip} $1 LIMIT $2",
+        ip = pgvector_operator("<#>"),
     );
     Spi::connect(|c| {
         c.select(&sql, None, &[query, candidates.into()]).map(|rows| {
-            rows.filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<f32>(2).ok()??))).collect()
+            rows.filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<f32>(2).ok()??)))
+                .filter(|&(_, score)| !matching_only || score > 0.0)
+                .collect()
         })
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
@@ -111,7 +114,7 @@ fn lr_search(
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback must be between 0 and 100 rows (0: no feedback)", None);
     }
     if !(feedback_weight.is_finite() && feedback_weight >= 0.0) {
-        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback_weight must not be negative", None);
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback_weight must be a finite number, 0 or more", None);
     }
     let feedback = Feedback { documents: feedback as usize, weight: feedback_weight };
     let relid = source.oid();
