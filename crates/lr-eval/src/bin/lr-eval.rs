@@ -853,7 +853,16 @@ fn dump(
     let info = ModelInfo::inspect(sparse_dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
     let enc = lr_encoders::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
     let rest_sparse = cached_sparse(&enc, &rests, args.cache_dir.as_deref(), &info.path)?;
+    // Inverse-cloze pairs of the training documents (never of the held-out ones), sparse side
+    // only: training material for sparse query weights.
+    let train_docs: Vec<usize> = (0..doc_refs.len()).filter(|d| held_docs.binary_search(d).is_err()).collect();
+    let cloze_train = lr_fit::cloze_pairs(doc_refs, &train_docs, 2, 6, 16, 43);
+    let train_rests: Vec<&str> = cloze_train.iter().map(|c| c.rest.as_str()).collect();
+    eprintln!("encoding {} training inverse-cloze rests (sparse)", cloze_train.len());
+    let train_rest_sparse = cached_sparse(&enc, &train_rests, args.cache_dir.as_deref(), &info.path)?;
     let meta = serde_json::json!({
+        "cloze_train": cloze_train,
+        "cloze_train_rest_sparse": train_rest_sparse,
         "cloze": cloze,
         "cloze_rest_sparse": rest_sparse,
         "dims": dims,
