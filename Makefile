@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-pg17 test-pg18 test-e2e test-citus test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search bench-table-store clean
+.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-pg17 test-pg18 test-e2e test-citus test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search bench-fusion bench-table-store clean
 
 setup:
 	bash scripts/setup.sh
@@ -129,6 +129,11 @@ bench-encode: setup install
 ## cost per call inside SQL; memory of 32 backends. docs/bench/search.json + search.svg. About 25 minutes.
 bench-search: setup install
 	python3 benches/search_side_by_side.py
+
+## lr_search's cost per fusion setting (published min-max, z-score, rrf, feedback), side by side
+## on CISI through pgbench: docs/bench/fusion.json. About 5 minutes.
+bench-fusion: setup install
+	python3 benches/fusion_cost.py
 
 ## The 1 GB query table (128,256 x 4,096 f16) built, stored and written again from the
 ## database, with the backend's private memory sampled (docs/bench/table-store.json).
