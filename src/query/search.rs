@@ -157,13 +157,9 @@ fn lr_search(
     }
     let rerank = rerank as usize;
     let column = dense_column.as_deref().unwrap_or_default();
+    let request = lr_search::Request { query: &dense_query, sparse: &sparse, mode, fusion, feedback, k: (k as usize).max(rerank) };
     let hits = lr_search::search::<std::convert::Infallible>(
-        &dense_query,
-        &sparse,
-        mode,
-        fusion,
-        feedback,
-        (k as usize).max(rerank),
+        &request,
         |q| Ok(candidates_by(&table, &id, column, Vector(q.to_vec()).into(), candidates, false)),
         |ids| Ok(vectors_of(&table, &id, column, ids)),
     )

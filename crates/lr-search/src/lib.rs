@@ -178,21 +178,29 @@ impl Feedback {
     pub const NONE: Feedback = Feedback { documents: 0, weight: 0.0 };
 }
 
+/// One search: the dense query vector, the sparse side's candidates (computed once by the
+/// caller, best first), and how to rank.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub query: &'a [f32],
+    pub sparse: &'a [(i64, f32)],
+    pub mode: Mode,
+    pub fusion: Fusion,
+    pub feedback: Feedback,
+    pub k: usize,
+}
+
 /// lr_search's ranking, whatever stores the vectors: `dense_candidates(q)` gives the dense
 /// side's candidates for a query vector (best first), `vectors_of(ids)` the stored dense
-/// vectors of some documents. The sparse side's candidates are computed once by the caller.
-/// With feedback (and a dense side), the first fused ranking's top documents move the query
-/// vector, the dense side is searched again with it, and the result is that second fusion.
+/// vectors of some documents. With feedback (and a dense side), the first fused ranking's top
+/// documents move the query vector, the dense side is searched again with it, and the result
+/// is that second fusion.
 pub fn search<E>(
-    query: &[f32],
-    sparse: &[(i64, f32)],
-    mode: Mode,
-    fusion: Fusion,
-    feedback: Feedback,
-    k: usize,
+    request: &Request,
     mut dense_candidates: impl FnMut(&[f32]) -> Result<Vec<(i64, f32)>, E>,
     mut vectors_of: impl FnMut(&[i64]) -> Result<Vec<Vec<f32>>, E>,
 ) -> Result<Vec<Hit>, E> {
+    let Request { query, sparse, mode, fusion, feedback, k } = *request;
     let dense = if mode == Mode::Sparse { Vec::new() } else { dense_candidates(query)? };
     let use_feedback = mode != Mode::Sparse && feedback.documents > 0 && feedback.weight != 0.0;
     let first = fuse_with(&dense, sparse, mode, fusion, if use_feedback { k.max(feedback.documents) } else { k });
@@ -307,6 +315,11 @@ mod tests {
         assert_eq!(rocchio(&[1.0, 0.0], &[vec![-1.0, 0.0]], 1.0), vec![1.0, 0.0]);
     }
 
+    /// A request for the query (1, 0) with the published fusion.
+    fn request(sparse: &[(i64, f32)], mode: Mode, feedback: Feedback, k: usize) -> Request<'_> {
+        Request { query: &[1.0, 0.0], sparse, mode, fusion: Fusion::PUBLISHED, feedback, k }
+    }
+
     #[test]
     fn feedback_searches_again_with_the_moved_query() {
         // Unit vectors at 0°, −45°, 44°, 60°; the query is (1, 0): first ranking 1, 3, 2, 4.
@@ -318,18 +331,18 @@ mod tests {
             Ok(s)
         };
         let vectors = |ids: &[i64]| -> Result<Vec<Vec<f32>>, ()> { Ok(ids.iter().map(|i| docs[*i as usize - 1].1.clone()).collect()) };
-        let plain = search(&[1.0, 0.0], &[], Mode::Dense, Fusion::PUBLISHED, Feedback::NONE, 4, scan, vectors).unwrap();
+        let plain = search(&request(&[], Mode::Dense, Feedback::NONE, 4), scan, vectors).unwrap();
         assert_eq!(plain.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 3, 2, 4]);
         // Feedback from 1 and 3 turns the query to ≈ 10.6°: 4 (49.4° away) passes 2 (55.6°).
         let fb = Feedback { documents: 2, weight: 1.0 };
-        let moved = search(&[1.0, 0.0], &[], Mode::Dense, Fusion::PUBLISHED, fb, 4, scan, vectors).unwrap();
+        let moved = search(&request(&[], Mode::Dense, fb, 4), scan, vectors).unwrap();
         assert_eq!(moved.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 3, 4, 2]);
         let q2 = rocchio(&[1.0, 0.0], &[at(0.0), at(44.0)], 1.0);
         assert!((q2[1].atan2(q2[0]).to_degrees() - 10.6).abs() < 0.1, "{q2:?}");
         assert!((moved[2].dense.unwrap() - (q2[0] * docs[3].1[0] + q2[1] * docs[3].1[1])).abs() < 1e-6, "raw scores are q'·d");
         // Sparse mode never moves anything and never asks for vectors.
         let never = |_: &[i64]| -> Result<Vec<Vec<f32>>, ()> { panic!("no vectors in sparse mode") };
-        let sparse = search(&[1.0, 0.0], &[(7, 1.0)], Mode::Sparse, Fusion::PUBLISHED, fb, 3, scan, never).unwrap();
+        let sparse = search(&request(&[(7, 1.0)], Mode::Sparse, fb, 3), scan, never).unwrap();
         assert_eq!(sparse.iter().map(|h| h.id).collect::<Vec<_>>(), [7]);
     }
 

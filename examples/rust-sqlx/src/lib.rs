@@ -90,7 +90,7 @@ pub async fn search_by_vector(pool: &PgPool, v: &Vector, k: i64) -> sqlx::Result
         .await
 }
 
-/// Dense + sparse, fused by lr_search (min-max normalised per side, 0.7/0.3).
+/// Dense + sparse, fused by lr_search (z-score normalised per side, 0.7/0.3: its default).
 pub async fn search_hybrid(pool: &PgPool, q: &str, k: i32) -> sqlx::Result<Vec<Hit>> {
     sqlx::query_as(
         "SELECT s.id, d.title, s.score FROM lightretriever.lr_search('docs', $1, $2, 'hybrid') s JOIN docs d USING (id)

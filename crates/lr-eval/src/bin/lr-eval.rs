@@ -4,8 +4,10 @@
 //! table, lookup dense with the fitted table (lr-fit on the collection's own documents, no labels),
 //! sparse (document sparse model; raw-count queries, and idf·count queries as after
 //! `lr_fit_sparse_query_weights`), hybrid (fitted lookup dense + sparse, per query min-max over
-//! each side's top 1000, 0.7/0.3). Documents are title + " " + text; search is
-//! exact, in memory. Progress goes to stderr, the table to stdout.
+//! each side's top 1000, 0.7/0.3, as published), and lr_search's settings (its z-score default,
+//! reciprocal rank, a depth cut, feedback) through `lr_search::search`, the extension's own
+//! ranking. Documents are title + " " + text; search is exact, in memory. Progress goes to
+//! stderr, the table to stdout.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -472,7 +474,8 @@ impl LrSearch<'_> {
             let sparse = self.side.candidates(text, true)?;
             let scan = |v: &[f32]| search::dense_scores(&[v.to_vec()], self.docs).map(|s| candidates(&s[0], false));
             let vectors = |ids: &[i64]| -> Result<Vec<Vec<f32>>, String> { Ok(ids.iter().map(|&i| self.docs[i as usize].clone()).collect()) };
-            let hits = lr_search::search(q, &sparse, lr_search::Mode::Hybrid, fusion, feedback, 1000, scan, vectors)?;
+            let request = lr_search::Request { query: q, sparse: &sparse, mode: lr_search::Mode::Hybrid, fusion, feedback, k: 1000 };
+            let hits = lr_search::search(&request, scan, vectors)?;
             run.insert(qid.clone(), hits.into_iter().map(|h| (self.doc_ids[h.id as usize].clone(), h.score)).collect());
         }
         Ok(run)
