@@ -17,7 +17,7 @@ Queries are encoded here exactly as the extension does (lookup = normalised idf-
 table rows of the plain token ids, cut at 512; sparse = token counts times the corpus idf), and
 checked against the lookup vectors lr-eval dumped for the judged queries.
 
-usage: quality_study.py DUMP_DIR [DUMP_DIR ...] [--model-dir DIR] [--json OUT]"""
+usage: quality_study.py DUMP_DIR [DUMP_DIR ...] [--model-dir DIR] [--json OUT] [--systems A,B,...]"""
 import json
 import math
 import os
@@ -317,10 +317,15 @@ def main():
         i = args.index("--json")
         out_json = args[i + 1]
         del args[i:i + 2]
+    only = None
+    if "--systems" in args:  # a comma-separated subset of the settings, by name
+        i = args.index("--systems")
+        only = set(args[i + 1].split(","))
+        del args[i:i + 2]
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
-    specs = systems()
+    specs = [s for s in systems() if only is None or s[0] in only]
     results = {}
     for d in args:
         c = Corpus(d, tok)

@@ -559,6 +559,18 @@ pub fn sparse_query_weights(
     Ok(idf_of(&df, docs.len(), 1.0))
 }
 
+/// The sparse side, for a refinement that sees it (docs/quality.md, issue 17): each refinement
+/// span's logit for a document gains `weight` × the z-score (over the span's candidate
+/// documents) of its sparse score, `Σ_t count_t · query_weights[t] · doc[t]`. The table is then
+/// trained on what the sparse side gets wrong, as a hybrid will use it. The sparse model must
+/// share the dense tokenizer's vocabulary (ids index both).
+pub struct SparseGuide<'a> {
+    /// One sparse vector per document, in order: (id, weight), sorted by id.
+    pub doc_vectors: &'a [Vec<(u32, f32)>],
+    pub query_weights: &'a [f32],
+    pub weight: f32,
+}
+
 /// [`fit_query_table`] with the documents' full-encoder vectors given (one per document, in
 /// order, L2-normalised), so they are not encoded again.
 #[allow(clippy::too_many_arguments)]
@@ -570,6 +582,22 @@ pub fn fit_query_table_with_doc_vectors(
     init_rows: &[f32],
     dims: usize,
     options: &FitOptions,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<FittedTable, FitError> {
+    fit_query_table_guided(docs, doc_vectors, tokenizer, encoder, init_rows, dims, options, None, progress)
+}
+
+/// [`fit_query_table_with_doc_vectors`] whose refinement sees the sparse side ([`SparseGuide`]).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_query_table_guided(
+    docs: &[&str],
+    doc_vectors: Option<&[Vec<f32>]>,
+    tokenizer: &Tokenizer,
+    encoder: &dyn SpanEncoder,
+    init_rows: &[f32],
+    dims: usize,
+    options: &FitOptions,
+    guide: Option<&SparseGuide>,
     progress: &mut dyn FnMut(&str, f64),
 ) -> Result<FittedTable, FitError> {
     let started = Instant::now();
@@ -587,6 +615,17 @@ pub fn fit_query_table_with_doc_vectors(
     }
     if docs.is_empty() {
         return Err(FitError::EmptyCorpus);
+    }
+    if let Some(g) = guide {
+        if g.doc_vectors.len() != docs.len() || g.query_weights.len() != init_rows.len() / d || !g.weight.is_finite() {
+            return Err(FitError::InvalidInput(format!(
+                "the sparse guide has {} document vectors for {} documents and {} query weights for {} table rows",
+                g.doc_vectors.len(),
+                docs.len(),
+                g.query_weights.len(),
+                init_rows.len() / d
+            )));
+        }
     }
     if let Some(dv) = doc_vectors {
         if dv.len() != docs.len() || dv.iter().any(|v| v.len() != d) {
@@ -842,12 +881,22 @@ pub fn fit_query_table_with_doc_vectors(
         let anchor = params.clone();
         let mut epoch_rng = Rng::new(options.seed ^ 0x7265_6669_6e65);
         let mut refiner = refine::Refiner::new(params.len(), r_ids.len());
+        // The sparse side's raw score of each refinement span for a document, when guided.
+        let sparse_docs: Vec<HashMap<u32, f32>> =
+            guide.map(|g| g.doc_vectors.iter().map(|v| v.iter().copied().collect()).collect()).unwrap_or_default();
+        let sparse_queries: Vec<Vec<(u32, f32)>> = guide
+            .map(|g| spans.iter().map(|s| s.counts.iter().map(|&(t, c)| (t, c * g.query_weights[t as usize])).collect()).collect())
+            .unwrap_or_default();
+        let sparse_score = |span: usize, doc: usize| -> f32 {
+            sparse_queries[span].iter().map(|(t, w)| w * sparse_docs[doc].get(t).copied().unwrap_or(0.0)).sum()
+        };
+        let bias: Option<(&dyn Fn(usize, usize) -> f32, f32)> = guide.map(|g| (&sparse_score as &dyn Fn(usize, usize) -> f32, g.weight));
         let mut best: Option<(f64, usize, Vec<f32>)> = None;
         refined_tokens = r_ids.len();
         refine_pairs = spans.len();
         for epoch in 0..options.refine_epochs {
             let loss =
-                refiner.epoch(&a_query, &mut params, &anchor, train_y, &sources, dt, d, options, &mut epoch_rng)?;
+                refiner.epoch(&a_query, &mut params, &anchor, train_y, &sources, dt, d, options, bias, &mut epoch_rng)?;
             refine_loss.push(loss);
             if let (Some(ft), Some(at)) = (&full_top, agree_tensor) {
                 let mut r = rows.clone();

@@ -43,6 +43,7 @@ impl Refiner {
         docs: &Tensor,
         d: usize,
         options: &FitOptions,
+        sparse_bias: Option<(&dyn Fn(usize, usize) -> f32, f32)>,
         rng: &mut Rng,
     ) -> Result<f64, FitError> {
         // Distillation needs a target per span: only the ridge's (first) spans have one.
@@ -55,7 +56,7 @@ impl Refiner {
         for batch in order.chunks(options.refine_batch) {
             let b = batch.len();
             // Negatives: every document, or only the batch's own source documents.
-            let (docs, docs_t, pos_of): (Tensor, Tensor, Vec<usize>) = if options.refine_in_batch {
+            let (docs, docs_t, pos_of, doc_ids): (Tensor, Tensor, Vec<usize>, Vec<usize>) = if options.refine_in_batch {
                 let mut uniq: Vec<u32> = batch.iter().map(|&s| sources[s] as u32).collect();
                 uniq.sort_unstable();
                 uniq.dedup();
@@ -63,9 +64,11 @@ impl Refiner {
                 let idx = Tensor::from_slice(&uniq, uniq.len(), &Device::Cpu).map_err(err)?;
                 let sub = docs.index_select(&idx, 0).map_err(err)?;
                 let sub_t = sub.t().map_err(err)?;
-                (sub, sub_t, pos)
+                let ids = uniq.iter().map(|&u| u as usize).collect();
+                (sub, sub_t, pos, ids)
             } else {
-                (docs.clone(), all_docs_t.clone(), batch.iter().map(|&s| sources[s]).collect())
+                let n = docs.dim(0).map_err(err)?;
+                (docs.clone(), all_docs_t.clone(), batch.iter().map(|&s| sources[s]).collect(), (0..n).collect())
             };
             let n_docs = docs.dim(0).map_err(err)?;
             // Forward: u = Σ a_t X_t, q = u/|u|.
@@ -83,12 +86,27 @@ impl Refiner {
                 o.iter_mut().for_each(|x| *x /= n);
             }
             let q = Tensor::from_slice(&u, (b, d), &Device::Cpu).map_err(err)?;
-            let scores: Vec<f32> = (q.matmul(&docs_t).map_err(err)? / tau as f64)
+            let mut scores: Vec<f32> = (q.matmul(&docs_t).map_err(err)? / tau as f64)
                 .map_err(err)?
                 .flatten_all()
                 .map_err(err)?
                 .to_vec1()
                 .map_err(err)?;
+            // A guided fit adds the sparse side's z-scored score: a constant of each logit, so
+            // the gradient below is unchanged and the rows learn what the sparse side misses.
+            if let Some((sparse_score, weight)) = sparse_bias {
+                for (bi, &s) in batch.iter().enumerate() {
+                    let raw: Vec<f32> = doc_ids.iter().map(|&j| sparse_score(s, j)).collect();
+                    let n = raw.len().max(1) as f32;
+                    let mean = raw.iter().sum::<f32>() / n;
+                    let sd = (raw.iter().map(|r| (r - mean) * (r - mean)).sum::<f32>() / n).sqrt();
+                    if sd > 0.0 {
+                        for (z, r) in scores[bi * n_docs..(bi + 1) * n_docs].iter_mut().zip(&raw) {
+                            *z += weight * (r - mean) / sd;
+                        }
+                    }
+                }
+            }
             let teacher: Option<Vec<f32>> = if options.refine == Refine::Distill {
                 let y: Vec<f32> = batch.iter().flat_map(|&s| targets[s * d..(s + 1) * d].iter().copied()).collect();
                 let yt = Tensor::from_slice(&y, (b, d), &Device::Cpu).map_err(err)?;

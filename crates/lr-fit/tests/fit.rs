@@ -379,3 +379,29 @@ fn sparse_query_weights_are_the_corpus_idf() {
     // A vocabulary smaller than the tokenizer's ids: the wrong model for this tokenizer.
     assert!(matches!(lr_fit::sparse_query_weights(&["upsilon"], &tok, 5, &mut |_, _| {}), Err(FitError::InvalidInput(_))));
 }
+
+#[test]
+fn a_sparse_guide_enters_the_refinement_and_weight_zero_changes_nothing() {
+    let dir = tmpdir("guide");
+    let tok = tokenizer(&dir);
+    let docs = corpus();
+    let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    // A sparse side that knows every document's words: the source of a span always scores high.
+    let sparse: Vec<Vec<(u32, f32)>> = docs.iter().map(|t| lr_tokenizer::count_ids(&tok, t).unwrap()).collect();
+    let weights = vec![1.0f32; init_rows().len() / D];
+    let o = FitOptions { refine: Refine::Infonce, refine_epochs: 3, refine_batch: 16, refine_lr: 1e-2, refine_early_stop: false, ..small_options() };
+    let run = |guide: Option<&lr_fit::SparseGuide>| {
+        lr_fit::fit_query_table_guided(&docs, None, &tok, &FakeEncoder, &init_rows(), D, &o, guide, &mut |_, _| {}).unwrap()
+    };
+    let plain = run(None);
+    let zero = run(Some(&lr_fit::SparseGuide { doc_vectors: &sparse, query_weights: &weights, weight: 0.0 }));
+    assert_eq!(zero.rows, plain.rows);
+    let guided = run(Some(&lr_fit::SparseGuide { doc_vectors: &sparse, query_weights: &weights, weight: 2.0 }));
+    assert_ne!(guided.rows, plain.rows);
+    assert!(guided.rows.iter().all(|v| v.is_finite()));
+    // The guided logits already hold the sparse side's evidence for the source: lower loss.
+    assert!(guided.report.refine_loss[0] < plain.report.refine_loss[0], "{:?} vs {:?}", guided.report.refine_loss, plain.report.refine_loss);
+    let short = lr_fit::SparseGuide { doc_vectors: &sparse[1..], query_weights: &weights, weight: 1.0 };
+    let e = lr_fit::fit_query_table_guided(&docs, None, &tok, &FakeEncoder, &init_rows(), D, &o, Some(&short), &mut |_, _| {});
+    assert!(matches!(e, Err(lr_fit::FitError::InvalidInput(_))));
+}

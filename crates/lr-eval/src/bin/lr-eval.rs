@@ -24,6 +24,7 @@ use lr_table::{Dtype, LookupEncoder, QueryTable, TableMeta, TableWriter};
 const USAGE: &str = "usage: lr-eval <beir-dir> [--model-dir DIR] [--sparse-model-dir DIR | --no-sparse]
                [--fit-options JSON|@FILE] [--svg OUT.svg] [--json OUT.json] [--split test]
                [--bm25 K1,B] [--cache-dir DIR] [--sweep OPTIONS.jsonl] [--dump DIR]
+               [--sparse-guide WEIGHT]
 
   --cache-dir  keeps full-encoder vectors (documents, queries, spans) and the untrained table
                between runs; timings of a cached run are not fit timings.
@@ -31,7 +32,9 @@ const USAGE: &str = "usage: lr-eval <beir-dir> [--model-dir DIR] [--sparse-model
                held-out agreement the fit reports and the collection's lookup scores.
   --dump       writes the vectors of every side (documents, fitted table, pseudo-queries, judged
                queries) as raw little-endian f32 files and meta.json into DIR, for studies outside
-               Rust (scripts/quality_study.py); a collection without queries or qrels is allowed.";
+               Rust (scripts/quality_study.py); a collection without queries or qrels is allowed.
+  --sparse-guide the fit's refinement sees the sparse side (lr_fit::SparseGuide, this weight on
+               its z-scored score in every logit).";
 
 struct Args {
     beir: PathBuf,
@@ -47,6 +50,7 @@ struct Args {
     sweep: Option<PathBuf>,
     hybrid_study: bool,
     dump: Option<PathBuf>,
+    sparse_guide: Option<f32>,
 }
 
 fn model_root() -> PathBuf {
@@ -70,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
         sweep: None,
         hybrid_study: false,
         dump: None,
+        sparse_guide: None,
     };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -99,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
             "--sweep" => a.sweep = Some(value("--sweep")?.into()),
             "--hybrid-study" => a.hybrid_study = true,
             "--dump" => a.dump = Some(value("--dump")?.into()),
+            "--sparse-guide" => a.sparse_guide = Some(value("--sparse-guide")?.parse().map_err(|_| "--sparse-guide takes a number")?),
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => {
@@ -333,7 +339,16 @@ fn evaluate_all(
     // Fit on the collection's own documents.
     eprintln!("fitting the query table on the documents (no labels)");
     let mut progress = progress_printer("fit");
-    let fitted = lr_fit::fit_query_table_with_doc_vectors(
+    let guide_side = match args.sparse_guide {
+        Some(_) => Some(SparseSide::load(args, doc_refs, &mut timings)?.map_err(|why| format!("--sparse-guide: {why}"))?),
+        None => None,
+    };
+    let guide = guide_side.as_ref().zip(args.sparse_guide).map(|(side, weight)| lr_fit::SparseGuide {
+        doc_vectors: &side.docs,
+        query_weights: &side.weights,
+        weight,
+    });
+    let fitted = lr_fit::fit_query_table_guided(
         doc_refs,
         Some(&doc_vectors),
         &plain_tok,
@@ -341,6 +356,7 @@ fn evaluate_all(
         &init_rows,
         dims,
         &args.fit_options,
+        guide.as_ref(),
         &mut progress,
     )
     .map_err(|e| e.to_string())?;
