@@ -129,8 +129,11 @@ def normalised(cand, how, depth):
         missing = 0.0
     elif how == "z":
         mu, sd = s.mean(), s.std()
-        v = (s - mu) / sd if sd > 0 else np.zeros_like(s)
-        missing = float(v.min())
+        if sd > 0:
+            v = (s - mu) / sd
+            missing = float(v.min())
+        else:  # as lr-search: a lone or tied match still counts
+            v, missing = np.zeros_like(s), -1.0
     elif how == "rrf":
         v = 1.0 / (60.0 + np.arange(1, len(s) + 1))
         missing = 0.0

@@ -24,8 +24,9 @@ fn pgvector_operator(op: &str) -> String {
 
 /// The `candidates` best rows of one side, best first: `(id, similarity)` where similarity is
 /// the inner product (pgvector's `<#>` is its negation). With `matching_only`, rows scoring 0 or
-/// less are not candidates (a sparse row sharing no term with the query was not retrieved; it
-/// must not dilute the side's normalisation).
+/// less are not candidates (a sparse row sharing no term with the query was not retrieved and
+/// must not dilute the side's normalisation; the extension's sparse vectors are never negative,
+/// so 0 or less means no shared term).
 fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
     // Filtered here, not in SQL: the rows come best first, so dropping the non-matching tail
     // keeps the same rows without computing the distance twice per row.
@@ -44,11 +45,15 @@ fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumW
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
 
-/// The stored dense vectors of the rows `ids` (feedback documents), in any order.
+/// The stored dense vectors of the rows `ids` (feedback documents), in any order: one per id,
+/// at most `ids.len()` (an id column that is not unique must not pull in more rows).
 fn vectors_of(table: &str, id: &str, column: &str, ids: &[i64]) -> Vec<Vec<f32>> {
-    let sql = format!("SELECT {column} FROM {table} WHERE {id} = ANY($1) AND {column} IS NOT NULL");
+    let sql = format!(
+        "SELECT DISTINCT ON ({id}) {column} FROM {table}
+          WHERE {id} OPERATOR(pg_catalog.=) ANY($1) AND {column} IS NOT NULL ORDER BY {id} LIMIT $2"
+    );
     Spi::connect(|c| {
-        c.select(&sql, None, &[ids.to_vec().into()])
+        c.select(&sql, None, &[ids.to_vec().into(), (ids.len() as i64).into()])
             .map(|rows| rows.filter_map(|r| r.get::<Vector>(1).ok().flatten().map(|v| v.0)).collect())
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
@@ -113,11 +118,22 @@ fn lr_search(
     if !(0..=100).contains(&feedback) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback must be between 0 and 100 rows (0: no feedback)", None);
     }
+    if feedback > 0 && mode == Mode::Sparse {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lightretriever: feedback moves the dense query; mode 'sparse' has none",
+            Some("Use mode 'hybrid' or 'dense' with feedback, or leave feedback at 0."),
+        );
+    }
     if !(feedback_weight.is_finite() && feedback_weight >= 0.0) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback_weight must be a finite number, 0 or more", None);
     }
     let feedback = Feedback { documents: feedback as usize, weight: feedback_weight };
     let relid = source.oid();
+    // Held to the end of the transaction, taken before the checks: the queries below use the
+    // table's name, and without the lock its owner could rename it and put a view of that name
+    // in its place between the check and the scans.
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
     let table = table_name(relid);
     drop(source);
     // Tables only: a view's or foreign table's code would run as the caller.

@@ -53,7 +53,10 @@ pub enum Normalisation {
     /// not a candidate gets 0.
     MinMax,
     /// (s − mean) / standard deviation over the side's candidates; a document that is not a
-    /// candidate gets the side's lowest value (it scored below the last candidate).
+    /// candidate gets the side's lowest candidate value. When the candidates' scores do not
+    /// spread (one candidate, or all tied) they get 0 and a non-candidate −1, so a lone match
+    /// still counts. Non-finite scores (a stored vector that overflows float4) take no part in
+    /// the mean and spread and get the non-candidate value.
     ZScore,
     /// Reciprocal rank 1 / (k + rank), rank from 1 (Cormack et al., 2009; LightRetriever's
     /// alternative with k = 60); a document that is not a candidate gets 0.
@@ -75,14 +78,25 @@ impl Normalisation {
         match self {
             Normalisation::MinMax => (min_max(scores), 0.0),
             Normalisation::ZScore => {
-                let n = scores.len().max(1) as f64;
-                let mean = scores.iter().map(|s| s.1 as f64).sum::<f64>() / n;
-                let sd = (scores.iter().map(|s| (s.1 as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-                let z = |s: f32| if sd > 0.0 { ((s as f64 - mean) / sd) as f32 } else { 0.0 };
-                let lowest = scores.iter().map(|s| z(s.1)).fold(f32::INFINITY, f32::min);
-                (scores.iter().map(|&(id, s)| (id, z(s))).collect(), if lowest.is_finite() { lowest } else { 0.0 })
+                let finite: Vec<f64> = scores.iter().map(|s| s.1 as f64).filter(|v| v.is_finite()).collect();
+                let n = finite.len().max(1) as f64;
+                let mean = finite.iter().sum::<f64>() / n;
+                let sd = (finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+                if !(sd > 0.0 && sd.is_finite()) {
+                    let z = scores.iter().map(|&(id, s)| (id, if s.is_finite() { 0.0 } else { -1.0 })).collect();
+                    return (z, -1.0);
+                }
+                let z = |s: f32| ((s as f64 - mean) / sd) as f32;
+                let lowest = finite.iter().map(|&v| ((v - mean) / sd) as f32).fold(f32::INFINITY, f32::min);
+                (scores.iter().map(|&(id, s)| (id, if s.is_finite() { z(s) } else { lowest })).collect(), lowest)
             }
-            Normalisation::Rank { k } => (scores.iter().enumerate().map(|(r, &(id, _))| (id, 1.0 / (k + r as f32 + 1.0))).collect(), 0.0),
+            Normalisation::Rank { k } => {
+                // Ranked by score (ties: lower id first), not by the order rows came in: a scan
+                // may return equal scores in any order.
+                let mut ranked = scores.to_vec();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                (ranked.iter().enumerate().map(|(r, &(id, _))| (id, 1.0 / (k + r as f32 + 1.0))).collect(), 0.0)
+            }
         }
     }
 }
@@ -98,7 +112,8 @@ pub struct Fusion {
 }
 
 impl Fusion {
-    /// LightRetriever's published setting: min-max over each side's top 1000, 0.7 / 0.3.
+    /// LightRetriever's published setting: min-max over each side's candidates (lr_search asks
+    /// for 1000 per side), 0.7 / 0.3.
     pub const PUBLISHED: Fusion = Fusion { normalisation: Normalisation::MinMax, dense_weight: 0.7, depth: usize::MAX };
 }
 
@@ -111,9 +126,14 @@ pub fn fuse(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, dense_weigh
 }
 
 /// [`fuse`] with any [`Fusion`]: only the top `fusion.depth` of each side's candidates (each
-/// list best first) are normalised and fused.
+/// list best first) are normalised and fused. An id listed twice on a side (a table whose id
+/// column is not unique) keeps its first, best, entry.
 pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion: Fusion, k: usize) -> Vec<Hit> {
-    let (dense, sparse) = (&dense[..dense.len().min(fusion.depth)], &sparse[..sparse.len().min(fusion.depth)]);
+    let first_of_each = |side: &[(i64, f32)]| -> Vec<(i64, f32)> {
+        let mut seen = std::collections::HashSet::new();
+        side.iter().copied().filter(|(id, _)| seen.insert(*id)).take(fusion.depth).collect()
+    };
+    let (dense, sparse) = (&first_of_each(dense)[..], &first_of_each(sparse)[..]);
     let dense_weight = fusion.dense_weight;
     let raw_dense: HashMap<i64, f32> = dense.iter().copied().collect();
     let raw_sparse: HashMap<i64, f32> = sparse.iter().copied().collect();
@@ -147,23 +167,28 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
 }
 
 /// One Rocchio step of pseudo-relevance feedback (Rocchio, 1971; no negative documents): the
-/// unit query vector moved toward the mean of the `feedback` documents' vectors by `weight`,
-/// renormalised. With no feedback documents, or a zero result, the query is returned unchanged.
+/// query vector, made unit length, moved by `weight` toward the mean of the `feedback`
+/// documents' vectors, each made unit length first (so no stored vector counts more for being
+/// longer), then renormalised. Feedback vectors of another width, zero or non-finite are left
+/// out; with none left, or a zero or non-finite result, the query is returned unchanged.
 pub fn rocchio(query: &[f32], feedback: &[Vec<f32>], weight: f32) -> Vec<f32> {
-    let usable: Vec<&Vec<f32>> = feedback.iter().filter(|v| v.len() == query.len()).collect();
+    let unit = |v: &[f32]| -> Option<Vec<f64>> {
+        let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|&x| x as f64 / norm).collect())
+    };
+    let usable: Vec<Vec<f64>> = feedback.iter().filter(|v| v.len() == query.len()).filter_map(|v| unit(v)).collect();
+    let Some(mut moved) = unit(query) else { return query.to_vec() };
     if usable.is_empty() || weight == 0.0 {
         return query.to_vec();
     }
     let scale = weight as f64 / usable.len() as f64;
-    let mut v: Vec<f64> = query.iter().map(|&x| x as f64).collect();
-    for doc in usable {
-        v.iter_mut().zip(doc.iter()).for_each(|(a, &b)| *a += scale * b as f64);
+    for doc in &usable {
+        moved.iter_mut().zip(doc).for_each(|(a, b)| *a += scale * b);
     }
-    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if norm == 0.0 || !norm.is_finite() {
-        return query.to_vec();
+    match unit(&moved.iter().map(|&x| x as f32).collect::<Vec<_>>()) {
+        Some(v) => v.into_iter().map(|x| x as f32).collect(),
+        None => query.to_vec(),
     }
-    v.iter().map(|x| (x / norm) as f32).collect()
 }
 
 /// Pseudo-relevance feedback for the dense side: after a first fused ranking, the query vector
@@ -209,6 +234,11 @@ pub fn search<E>(
     }
     let top: Vec<i64> = first.iter().take(feedback.documents).map(|h| h.id).collect();
     let moved = rocchio(query, &vectors_of(&top)?, feedback.weight);
+    if moved == query {
+        // Nothing to move toward (the top rows have no usable vector): the second scan would
+        // return the first one's candidates.
+        return Ok(first.into_iter().take(k).collect());
+    }
     let dense = dense_candidates(&moved)?;
     Ok(fuse_with(&dense, sparse, mode, fusion, k))
 }
@@ -290,6 +320,36 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_or_tied_z_score_match_still_counts() {
+        // One sparse hit: it gets 0, a row the sparse side did not retrieve −1.
+        let dense = [(1, 3.0), (2, 2.0), (3, 1.0)];
+        let z = Fusion { normalisation: Normalisation::ZScore, dense_weight: 0.5, depth: usize::MAX };
+        let got = ids_scores(&fuse_with(&dense, &[(3, 5.0)], Mode::Hybrid, z, 10));
+        let zd = 1.0 / (2.0f32 / 3.0).sqrt();
+        let mut want = vec![(1, 0.5 * zd - 0.5), (2, -0.5), (3, -0.5 * zd)];
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_close(&got, &want);
+        // A non-finite score (a stored vector overflowing float4) is left out of the statistics.
+        let got = ids_scores(&fuse_with(&[(1, f32::INFINITY), (2, 2.0), (3, 1.0)], &[], Mode::Dense, z, 10));
+        assert_close(&got, &[(2, 1.0), (1, -1.0), (3, -1.0)]); // 1 ties with the lowest: by id
+        let all_bad = fuse_with(&[(1, f32::NAN)], &[], Mode::Dense, z, 10);
+        assert_eq!(all_bad[0].score, -1.0);
+    }
+
+    #[test]
+    fn duplicate_ids_keep_their_best_entry_and_rrf_ranks_by_score() {
+        // id 2 twice on the dense side: its first (best) entry counts, the second is gone.
+        let got = fuse(&[(1, 0.9), (2, 0.5), (2, 0.1), (3, 0.4)], &[], Mode::Dense, 1.0, 10);
+        assert_close(&ids_scores(&got), &[(1, 1.0), (2, 0.2), (3, 0.0)]);
+        // Rows tied on score, in any order: reciprocal ranks follow (score, id), not arrival.
+        let rrf = Fusion { normalisation: Normalisation::Rank { k: 60.0 }, dense_weight: 1.0, depth: usize::MAX };
+        let a = fuse_with(&[(5, 0.5), (4, 0.5), (6, 0.9)], &[], Mode::Dense, rrf, 10);
+        let b = fuse_with(&[(6, 0.9), (4, 0.5), (5, 0.5)], &[], Mode::Dense, rrf, 10);
+        assert_eq!(a, b);
+        assert_close(&ids_scores(&a), &[(6, 1.0 / 61.0), (4, 1.0 / 62.0), (5, 1.0 / 63.0)]);
+    }
+
+    #[test]
     fn depth_cuts_each_side_before_normalising() {
         // depth 2: dense keeps 1, 2 (normalised 1, 0), sparse keeps 3, 4 (1, 0); 1 and 3 lose
         // their other side's contribution.
@@ -313,6 +373,9 @@ mod tests {
         assert_eq!(rocchio(&[1.0, 0.0], &[vec![0.0, 1.0]], 0.0), vec![1.0, 0.0]);
         // moving exactly opposite cancels the query: unchanged rather than NaN.
         assert_eq!(rocchio(&[1.0, 0.0], &[vec![-1.0, 0.0]], 1.0), vec![1.0, 0.0]);
+        // A long stored vector counts as much as a unit one; zero, NaN and other widths not at all.
+        let long = rocchio(&[1.0, 0.0], &[vec![0.0, 1000.0], vec![0.0, 0.0], vec![f32::NAN, 1.0], vec![1.0]], 1.0);
+        assert!((long[0] - h).abs() < 1e-6 && (long[1] - h).abs() < 1e-6, "{long:?}");
     }
 
     /// A request for the query (1, 0) with the published fusion.

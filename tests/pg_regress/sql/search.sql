@@ -33,6 +33,7 @@ SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS 
   FROM lightretriever.lr_search('facts', 'books in a library', k => 4, feedback => 2, feedback_weight => 1);
 SELECT lightretriever.lr_search('facts', 'anything', fusion => 'borda');
 SELECT lightretriever.lr_search('facts', 'anything', feedback => -1);
+SELECT lightretriever.lr_search('facts', 'anything', mode => 'sparse', feedback => 2);
 SELECT lightretriever.lr_search('facts', 'anything', feedback_weight => 'NaN');
 SELECT lightretriever.lr_search('facts', 'anything', mode => 'fuzzy');
 SELECT lightretriever.lr_search('facts', 'anything', k => 0);
