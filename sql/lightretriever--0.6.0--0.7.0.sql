@@ -5,7 +5,9 @@
 -- (feedback => n rows, feedback_weight => w: one Rocchio step toward the mean stored vector of
 -- the top n hits, then the dense side is searched again; 0 rows, the default, is none). New
 -- parameters change the signature, so the function is replaced: a REVOKE or GRANT on lr_search
--- must be applied again. Catalog tables, queues, vectors and triggers are unchanged.
+-- must be applied again, and a user's view or SQL function that depends on it must be dropped
+-- before the update (it fails otherwise) and created again after. The default score is a
+-- z-score, no longer in [0, 1]; fusion => 'minmax' gives the published scores. Catalog tables, queues, vectors and triggers are unchanged.
 -- tests/e2e/tests/upgrade.rs checks that the result equals a fresh 0.7.0 install object for object.
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.7.0'" to load this file. \quit
 
