@@ -271,7 +271,7 @@ def variants(c, rng_seed=17):
         kept = [w for w in words if rng.random() < 0.5] or words[:1]
         rng.shuffle(kept)
         dropped.append((src, " ".join(kept)))
-        cand = list({w.strip(".,;:()[]{}\"'").lower() for w in words} - STOP)
+        cand = sorted({w.strip(".,;:()[]{}\"'").lower() for w in words} - STOP)  # sorted: no hash order
         cand = [w for w in cand if len(w) > 2 and w.isalpha()]
         if cand:
             wts = [float(c.idf[c.ids(w)[0]]) if c.ids(w) else 0.0 for w in cand]
