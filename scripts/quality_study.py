@@ -274,7 +274,8 @@ def variants(c, rng_seed=17):
         cand = sorted({w.strip(".,;:()[]{}\"'").lower() for w in words} - STOP)  # sorted: no hash order
         cand = [w for w in cand if len(w) > 2 and w.isalpha()]
         if cand:
-            wts = [float(c.idf[c.ids(w)[0]]) if c.ids(w) else 0.0 for w in cand]
+            first_ids = [c.ids(w)[:1] for w in cand]
+            wts = [float(c.idf[ids[0]]) if ids else 0.0 for ids in first_ids]
             n = min(len(cand), rng.randint(3, 6))
             chosen = []
             pool = list(zip(cand, wts))

@@ -172,12 +172,13 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
 /// longer), then renormalised. Feedback vectors of another width, zero or non-finite are left
 /// out; with none left, or a zero or non-finite result, the query is returned unchanged.
 pub fn rocchio(query: &[f32], feedback: &[Vec<f32>], weight: f32) -> Vec<f32> {
-    let unit = |v: &[f32]| -> Option<Vec<f64>> {
-        let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|&x| x as f64 / norm).collect())
+    let unit = |v: Vec<f64>| -> Option<Vec<f64>> {
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|x| x / norm).collect())
     };
-    let usable: Vec<Vec<f64>> = feedback.iter().filter(|v| v.len() == query.len()).filter_map(|v| unit(v)).collect();
-    let Some(mut moved) = unit(query) else { return query.to_vec() };
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let usable: Vec<Vec<f64>> = feedback.iter().filter(|v| v.len() == query.len()).filter_map(|v| unit(wide(v))).collect();
+    let Some(mut moved) = unit(wide(query)) else { return query.to_vec() };
     if usable.is_empty() || weight == 0.0 {
         return query.to_vec();
     }
@@ -185,10 +186,7 @@ pub fn rocchio(query: &[f32], feedback: &[Vec<f32>], weight: f32) -> Vec<f32> {
     for doc in &usable {
         moved.iter_mut().zip(doc).for_each(|(a, b)| *a += scale * b);
     }
-    match unit(&moved.iter().map(|&x| x as f32).collect::<Vec<_>>()) {
-        Some(v) => v.into_iter().map(|x| x as f32).collect(),
-        None => query.to_vec(),
-    }
+    unit(moved).map_or_else(|| query.to_vec(), |v| v.into_iter().map(|x| x as f32).collect())
 }
 
 /// Pseudo-relevance feedback for the dense side: after a first fused ranking, the query vector

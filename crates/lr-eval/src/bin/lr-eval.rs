@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lr_eval::{evaluate, min_max_fuse, search, svg, Bm25, Collection, Qrels, Run, Scores};
+use lr_eval::{evaluate, search, svg, Bm25, Collection, Qrels, Run, Scores};
 use lr_fit::{FitOptions, FitReport, SpanEncoder};
 use lr_model::{Device, ModelInfo, ModelOptions};
 use lr_encoders::BertEncoder;
@@ -375,8 +375,12 @@ fn evaluate_all(
         Row { name: "lookup dense (fitted table)".into(), scores: Some(evaluate(&fitted_run, qrels)), note: String::new() },
     ];
 
-    // Sparse and hybrid.
-    match SparseSide::load(args, doc_refs, &mut timings)? {
+    // Sparse and hybrid (the side the guided fit loaded, if any).
+    let sparse_side = match guide_side {
+        Some(side) => Ok(side),
+        None => SparseSide::load(args, doc_refs, &mut timings)?,
+    };
+    match sparse_side {
         Ok(side) if args.dump.is_some() => {
             let dir = args.dump.as_deref().unwrap();
             dump(dir, args, doc_refs, coll, doc_ids, &doc_vectors, &full_queries, &fitted, &fq, &side, &cached, dims)?;
@@ -387,19 +391,22 @@ fn evaluate_all(
             if args.hybrid_study {
                 hybrid_study(&side, &fitted, &fitted_enc, &cached, &doc_vectors, coll, doc_ids, &fq, &full_queries)?;
             }
-            let sparse = SparseRuns { counts: side.run(&coll.queries, doc_ids, false)?, idf: side.run(&coll.queries, doc_ids, true)? };
+            let counts = side.candidates_per_query(&coll.queries, false)?;
+            let idf = side.candidates_per_query(&coll.queries, true)?;
             let mut push = |name: &str, run: &Run, note: &str| {
                 rows.push(Row { name: name.into(), scores: Some(evaluate(run, qrels)), note: note.into() })
             };
-            push("sparse (doc model, count queries)", &sparse.counts, "");
-            push("sparse (doc model, idf·count queries)", &sparse.idf, "");
-            push("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &fuse(&fitted_run, &sparse.idf), "");
-            push("hybrid (fitted lookup 0.7 + count sparse 0.3)", &fuse(&fitted_run, &sparse.counts), "");
-            push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &fuse(&full_run, &sparse.idf), "reference");
-            // lr_search's settings (issue 17), each exactly as the extension ranks them.
-            let ls = LrSearch { side: &side, docs: &doc_vectors, queries: &coll.queries, doc_ids };
+            let ls = LrSearch { docs: &doc_vectors, queries: &coll.queries, doc_ids };
+            push("sparse (doc model, count queries)", &ls.sparse_run(&counts), "");
+            push("sparse (doc model, idf·count queries)", &ls.sparse_run(&idf), "");
+            // The hybrids, each exactly as lr_search ranks it: the published rows, then lr_search's
+            // other settings (issue 17).
+            let (published, none) = (lr_search::Fusion::PUBLISHED, lr_search::Feedback::NONE);
+            push("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &ls.run(&fq, &idf, published, none)?, "");
+            push("hybrid (fitted lookup 0.7 + count sparse 0.3)", &ls.run(&fq, &counts, published, none)?, "");
+            push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &ls.run(&full_queries, &idf, published, none)?, "reference");
             for (name, dense_q, fusion, feedback, note) in lr_search_rows(&fq, &full_queries) {
-                push(name, &ls.run(dense_q, fusion, feedback)?, note);
+                push(name, &ls.run(dense_q, &idf, fusion, feedback)?, note);
             }
         }
         Err(why) => {
@@ -475,37 +482,35 @@ fn lr_search_rows<'a>(
 const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score (fitted lookup 0.7 + idf·count sparse 0.3)";
 
 /// lr_search over the collection in memory: `lr_search::search` with exact top-1000 dense
-/// candidates, the idf·count sparse side's top 1000, and the stored vectors for feedback.
+/// candidates, a sparse side's top 1000 per query (computed once, [`SparseSide::candidates_per_query`]),
+/// and the stored vectors for feedback.
 struct LrSearch<'a> {
-    side: &'a SparseSide,
     docs: &'a [Vec<f32>],
     queries: &'a [(String, String)],
     doc_ids: &'a [String],
 }
 
 impl LrSearch<'_> {
-    fn run(&self, dense_queries: &[Vec<f32>], fusion: lr_search::Fusion, feedback: lr_search::Feedback) -> Result<Run, String> {
+    fn run(&self, dense_queries: &[Vec<f32>], sparse: &[Vec<(i64, f32)>], fusion: lr_search::Fusion, feedback: lr_search::Feedback) -> Result<Run, String> {
         let mut run = Run::new();
-        for ((qid, text), q) in self.queries.iter().zip(dense_queries) {
-            let sparse = self.side.candidates(text, true)?;
+        for (((qid, _), q), sparse) in self.queries.iter().zip(dense_queries).zip(sparse) {
             let scan = |v: &[f32]| search::dense_scores(&[v.to_vec()], self.docs).map(|s| candidates(&s[0], false));
             let vectors = |ids: &[i64]| -> Result<Vec<Vec<f32>>, String> { Ok(ids.iter().map(|&i| self.docs[i as usize].clone()).collect()) };
-            let request = lr_search::Request { query: q, sparse: &sparse, mode: lr_search::Mode::Hybrid, fusion, feedback, k: 1000 };
+            let request = lr_search::Request { query: q, sparse, mode: lr_search::Mode::Hybrid, fusion, feedback, k: 1000 };
             let hits = lr_search::search(&request, scan, vectors)?;
             run.insert(qid.clone(), hits.into_iter().map(|h| (self.doc_ids[h.id as usize].clone(), h.score)).collect());
         }
         Ok(run)
     }
-}
 
-fn fuse(dense: &Run, sparse: &Run) -> Run {
-    dense
-        .iter()
-        .map(|(q, d)| {
-            let s = sparse.get(q).map(Vec::as_slice).unwrap_or(&[]);
-            (q.clone(), min_max_fuse(d, s, 0.7))
-        })
-        .collect()
+    /// The sparse side alone: its candidates with their raw scores.
+    fn sparse_run(&self, sparse: &[Vec<(i64, f32)>]) -> Run {
+        self.queries
+            .iter()
+            .zip(sparse)
+            .map(|((qid, _), top)| (qid.clone(), top.iter().map(|&(i, s)| (self.doc_ids[i as usize].clone(), s)).collect()))
+            .collect()
+    }
 }
 
 fn print_table(name: &str, coll: &Collection, rows: &[Row], full: Scores, report: &FitReport, timings: &[(&str, f64)], hits: usize) {
@@ -576,16 +581,13 @@ fn untrained_table(bert: &BertEncoder, cache_dir: Option<&Path>) -> Result<Vec<f
     Ok(rows)
 }
 
-/// The sparse side over the collection: raw-count queries (LightRetriever's, and
-/// `lr_encode_query_sparse` before any weights are fitted) and idf·count queries (after
-/// `lr_fit_sparse_query_weights` on the same documents: `lr_fit::sparse_query_weights`).
-struct SparseRuns {
-    counts: Run,
-    idf: Run,
-}
-
-/// The sparse model's document vectors and the corpus's query weights, built once.
+/// The sparse model, its document vectors and the corpus's query weights, built once. Queries
+/// are raw counts (LightRetriever's, and `lr_encode_query_sparse` before any weights are fitted)
+/// or idf·count (after `lr_fit_sparse_query_weights` on the same documents:
+/// `lr_fit::sparse_query_weights`).
 struct SparseSide {
+    encoder: lr_encoders::SparseEncoder,
+    model_path: PathBuf,
     docs: Vec<Vec<(u32, f32)>>,
     tokenizer: lr_tokenizer::Tokenizer,
     weights: Vec<f32>,
@@ -606,7 +608,7 @@ impl SparseSide {
         let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None)?;
         let weights =
             lr_fit::sparse_query_weights(doc_refs, &tokenizer, info.vocab_size, &mut |_, _| {}).map_err(|e| e.to_string())?;
-        Ok(Ok(SparseSide { docs, tokenizer, weights }))
+        Ok(Ok(SparseSide { encoder: enc, model_path: info.path.clone(), docs, tokenizer, weights }))
     }
 
     /// As the extension's lr_encode_query_sparse: plain ids cut at 512, raw counts, times the
@@ -629,13 +631,14 @@ impl SparseSide {
         Ok(candidates(&scores, true))
     }
 
-    fn run(&self, queries: &[(String, String)], doc_ids: &[String], weighted: bool) -> Result<Run, String> {
-        let mut run = Run::new();
-        for (qid, q) in queries {
-            let top = self.candidates(q, weighted)?.into_iter().map(|(i, s)| (doc_ids[i as usize].clone(), s)).collect();
-            run.insert(qid.clone(), top);
-        }
-        Ok(run)
+    /// [`Self::candidates`] of every query, in order.
+    fn candidates_per_query(&self, queries: &[(String, String)], weighted: bool) -> Result<Vec<Vec<(i64, f32)>>, String> {
+        queries.iter().map(|(_, q)| self.candidates(q, weighted)).collect()
+    }
+
+    /// Texts through the sparse model, memoised in the cache directory.
+    fn encode_cached(&self, texts: &[&str], cache: Option<&Path>) -> Result<Vec<Vec<(u32, f32)>>, String> {
+        cached_sparse(&self.encoder, texts, cache, &self.model_path)
     }
 }
 
@@ -868,17 +871,14 @@ fn dump(
     write_f32(&dir.join("cloze_rest_dense.f32"), rest_dense.iter().flatten().copied())?;
     write_f32(&dir.join("cloze_full.f32"), cached.encode(&queries)?.iter().flatten().copied())?;
     cached.save();
-    let sparse_dir = args.sparse_model_dir.as_deref().ok_or("--dump needs the sparse model")?;
-    let info = ModelInfo::inspect(sparse_dir, &ModelOptions::default()).map_err(|e| e.to_string())?;
-    let enc = lr_encoders::SparseEncoder::load(&info, &Device::Cpu).map_err(|e| e.to_string())?;
-    let rest_sparse = cached_sparse(&enc, &rests, args.cache_dir.as_deref(), &info.path)?;
+    let rest_sparse = sparse.encode_cached(&rests, args.cache_dir.as_deref())?;
     // Inverse-cloze pairs of the training documents (never of the held-out ones), sparse side
     // only: training material for sparse query weights.
     let train_docs: Vec<usize> = (0..doc_refs.len()).filter(|d| held_docs.binary_search(d).is_err()).collect();
     let cloze_train = lr_fit::cloze_pairs(doc_refs, &train_docs, 2, 6, 16, 43);
     let train_rests: Vec<&str> = cloze_train.iter().map(|c| c.rest.as_str()).collect();
     eprintln!("encoding {} training inverse-cloze rests (sparse)", cloze_train.len());
-    let train_rest_sparse = cached_sparse(&enc, &train_rests, args.cache_dir.as_deref(), &info.path)?;
+    let train_rest_sparse = sparse.encode_cached(&train_rests, args.cache_dir.as_deref())?;
     let meta = serde_json::json!({
         "cloze_train": cloze_train,
         "cloze_train_rest_sparse": train_rest_sparse,
