@@ -37,9 +37,11 @@ test-pg: test-models
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA)
 	cargo pgrx test -p lightretriever --runas postgres --pgdata $(PGRX_TEST_DATA) pg15
 
-## Another PostgreSQL major, built from Debian's source package into /opt/lightretriever/postgresql-N
-## (not in `make test`: ~25 min the first time, the server and a second extension build): its
-## #[pg_test]s, and the end-to-end foundation, pipeline and every-database tests on a cluster of it.
+## Another PostgreSQL major (not in `make test`: ~20-25 min the first time, the server and a second
+## extension build): 18 built from Debian sid's source package into /opt/lightretriever/postgresql-18;
+## 17 as Debian trixie's packages in a trixie root file system (mmdebstrap), where the tests run
+## (scripts/rootfs_run.sh). Its #[pg_test]s, and the end-to-end foundation, pipeline,
+## every-database and replica tests on a cluster of it.
 ## README, "PostgreSQL versions", says how each was last run.
 test-pg17 test-pg18: test-models
 	bash scripts/test_pg_major.sh $(@:test-pg%=%)

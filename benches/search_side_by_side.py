@@ -8,7 +8,9 @@ On a throwaway cluster with the installed extension and its encoder worker:
       (a) ORDER BY emb <#> lr_encode_query(q) LIMIT 10        -- the lookup table, in the backend
       (b) ORDER BY emb <#> lr_encode_document(q) LIMIT 10     -- the query through the full model (worker)
       (c) lr_search(table, q, 10)                              -- hybrid, fused in SQL
-    QPS, p50 and p99 per case, and (a)/(b);
+      (d) ORDER BY emb <#> v LIMIT 10, v the query's lr_encode_query vector read from a table
+          -- the same statement with no encoding at all: pgvector's HNSW scan and the statement
+    QPS, p50 and p99 per case, (a)/(b), and (d)/(b): the most any query encoder could reach;
   * lr_encode_query's cost per call inside SQL (2 × 20,000 calls in one statement, minus the same
     statement without the call), fastest of 5;
   * memory: Pss and private memory of 32 backends that each ran lr_encode_query, against the table
@@ -34,6 +36,7 @@ QUICK = os.environ.get("LR_BENCH_SEARCH_QUICK") == "1"
 SYNTHETIC_ROWS = int(os.environ.get("LR_BENCH_SEARCH_ROWS", "1000" if QUICK else "100000"))
 SECONDS = int(os.environ.get("LR_BENCH_SEARCH_SECONDS", "5" if QUICK else "15"))
 CLIENTS = [1, 8, 32]
+CASES = ["lookup", "full", "hybrid", "vector"]
 PORT = int(os.environ.get("LR_PGPORT", "28880"))
 CLUSTER = Path(os.environ.get("LR_CLUSTER_DIR", f"/tmp/lightretriever-bench-search-{PORT}"))
 SOCK = CLUSTER / "sock"
@@ -111,13 +114,21 @@ def case_sql(case, table):
         return f"SELECT id FROM {table} ORDER BY body_embedding <#> lightretriever.lr_encode_query({q}) LIMIT 10;"
     if case == "full":
         return f"SELECT id FROM {table} ORDER BY body_embedding <#> lightretriever.lr_encode_document({q}) LIMIT 10;"
+    if case == "vector":
+        return f"SELECT id FROM {table} ORDER BY body_embedding <#> (SELECT v FROM bench_query_vectors WHERE qid = :q) LIMIT 10;"
     return f"SELECT id FROM lightretriever.lr_search('{table}', {q}, 10);"
+
+
+def query_vectors():
+    """Case (d)'s vectors: each query's lookup vector, computed once (idempotent)."""
+    psql("CREATE TABLE IF NOT EXISTS bench_query_vectors AS "
+         "SELECT qid, lightretriever.lr_encode_query(text) AS v FROM bench_queries")
 
 
 def check_plans(table):
     """The dense cases must use the HNSW index in the generic plan pgbench's prepared statements
     run (a sequential scan would encode the query once per row)."""
-    for case in ["lookup", "full"]:
+    for case in ["lookup", "full", "vector"]:
         sql = case_sql(case, table).replace(":q", "$1").rstrip(";")
         plan = psql(f"PREPARE p(int) AS {sql}; SET plan_cache_mode = force_generic_plan; EXPLAIN EXECUTE p(1)")
         if "Index Scan using" not in plan:
@@ -201,7 +212,8 @@ def memory(backends=32):
 
 
 def svg(results):
-    cases = [("lookup", "#d9534f", "lr_encode_query (lookup)"), ("full", "#337ab7", "full model (worker)"), ("hybrid", "#5cb85c", "lr_search hybrid")]
+    cases = [("lookup", "#d9534f", "lr_encode_query (lookup)"), ("full", "#337ab7", "full model (worker)"), ("hybrid", "#5cb85c", "lr_search hybrid"),
+             ("vector", "#999999", "stored query vector (no encoding)")]
     groups = [(t, c) for t in results["tables"] for c in CLIENTS]
     W, H, left, top, bottom = 900, 360, 60, 40, 80
     ph = H - top - bottom
@@ -230,8 +242,8 @@ def svg(results):
         out.append(f'<text x="{cx:.1f}" y="{top + ph + 16}" text-anchor="middle">{t}</text>')
         out.append(f'<text x="{cx:.1f}" y="{top + ph + 30}" text-anchor="middle">{c} client(s)</text>')
     for k, (_, colour, label) in enumerate(cases):
-        out.append(f'<rect x="{left + k * 260}" y="{H - 24}" width="12" height="12" fill="{colour}"/>')
-        out.append(f'<text x="{left + k * 260 + 16}" y="{H - 14}">{label}</text>')
+        out.append(f'<rect x="{left + k * 210}" y="{H - 24}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{left + k * 210 + 16}" y="{H - 14}">{label}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -287,16 +299,18 @@ def main():
         results["memory"] = memory()
         m = results["memory"]
         log_memory(m)
+        query_vectors()
         for table in ["cisi", "synthetic"]:
             check_plans(table)
             results["tables"][table] = {}
             for clients in CLIENTS:
-                row = {case: pgbench(case, table, clients, len(queries)) for case in ["lookup", "full", "hybrid"]}
+                row = {case: pgbench(case, table, clients, len(queries)) for case in CASES}
                 row["lookup/full"] = row["lookup"]["qps"] / row["full"]["qps"]
+                row["vector/full"] = row["vector"]["qps"] / row["full"]["qps"]
                 results["tables"][table][str(clients)] = row
                 log(f"{table:9} {clients:2} client(s): " + "  ".join(
                     f"{case} {row[case]['qps']:7.1f} q/s p50 {row[case]['p50_ms']:6.2f} ms p99 {row[case]['p99_ms']:7.2f} ms"
-                    for case in ["lookup", "full", "hybrid"]) + f"  lookup/full {row['lookup/full']:.1f}x")
+                    for case in CASES) + f"  lookup/full {row['lookup/full']:.1f}x  vector/full {row['vector/full']:.1f}x")
     finally:
         if os.environ.get("LR_BENCH_SEARCH_KEEP") != "1":
             subprocess.run(["bash", str(ROOT / "scripts/cluster.sh"), "stop"], env=ENV)

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # What `make test-pg17` / `make test-pg18` need (root; idempotent, a no-op once done). Usage:
 #   setup_pg_major.sh MAJOR
-# A PostgreSQL MAJOR server built from Debian's source package (bookworm carries only 15: 17 comes
-# from trixie, 18 from sid), pgvector built for it by docker/build-pgvector.sh (as for 15), and
-# pgrx told where its pg_config is. The server goes to its own prefix, beside the system's
-# PostgreSQL 15, and serves only the tests.
+# Bookworm carries only PostgreSQL 15. For another major:
+# - 18: the server built from Debian sid's source package into its own prefix beside the system's
+#   15, pgvector built for it by docker/build-pgvector.sh (as for 15), and pgrx told where its
+#   pg_config is.
+# - 17: this machine's Debian mirror serves trixie's postgresql-17 binary packages but not their
+#   source (404). Trixie's binaries need trixie's glibc, so they get a root file system of their
+#   own: Debian trixie by mmdebstrap with postgresql-17, postgresql-server-dev-17,
+#   postgresql-17-pgvector and a C toolchain, all Debian's packages; scripts/rootfs_run.sh runs the
+#   tests in it. PostgreSQL 17 there is exactly what a trixie user installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAJOR=${1:?usage: setup_pg_major.sh MAJOR}
@@ -16,6 +21,29 @@ log() { printf '[setup-pg%s] %s\n' "$MAJOR" "$*"; }
 source scripts/debs.sh
 
 bash scripts/setup.sh >/dev/null  # cargo-pgrx, pg15 (the default build)
+
+if [ "$MAJOR" = 17 ]; then
+  ROOT=/opt/lightretriever/postgresql-17-trixie
+  packages=postgresql-17,postgresql-server-dev-17,postgresql-17-pgvector,build-essential,clang,libclang-dev,pkg-config,sudo,ca-certificates,procps
+  if [ "$(cat "$ROOT/.lightretriever-packages" 2>/dev/null)" != "$packages" ]; then
+    install_missing_debs "setup-pg$MAJOR" mmdebstrap debian-archive-keyring
+    log "Debian trixie root file system with PostgreSQL 17 at $ROOT (about a minute)"
+    rm -rf "$ROOT" "$ROOT.new"
+    # No cluster of the package's own: the tests make theirs.
+    mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" \
+      --aptopt='APT::Install-Recommends "false"' \
+      --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.conf"' \
+      "$SUITE" "$ROOT.new" "${LR_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    echo "$packages" > "$ROOT.new/.lightretriever-packages"
+    mv "$ROOT.new" "$ROOT"
+  fi
+  # pgrx's configuration for builds inside it, kept in it (the pg15 and pg18 entries here name
+  # paths that do not exist there).
+  mkdir -p "$ROOT/var/lib/pgrx"
+  printf '[configs]\npg17 = "/usr/lib/postgresql/17/bin/pg_config"\n' > "$ROOT/var/lib/pgrx/config.toml"
+  log "$(scripts/rootfs_run.sh "$ROOT" /usr/lib/postgresql/17/bin/pg_config --version) in $ROOT"
+  exit 0
+fi
 install_missing_debs "setup-pg$MAJOR" bison flex libicu-dev libreadline-dev zlib1g-dev dpkg-dev build-essential pkg-config
 
 # A deb-src entry for the server's suite (the same file docker/build-pgvector.sh writes for trixie).
