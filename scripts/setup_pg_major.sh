@@ -23,25 +23,30 @@ source scripts/debs.sh
 bash scripts/setup.sh >/dev/null  # cargo-pgrx, pg15 (the default build)
 
 if [ "$MAJOR" = 17 ]; then
+  [ "$(id -u)" = 0 ] || { echo "setup_pg_major.sh 17: run as root (mmdebstrap's root mode)" >&2; exit 2; }
   ROOT=/opt/lightretriever/postgresql-17-trixie
   packages=postgresql-17,postgresql-server-dev-17,postgresql-17-pgvector,build-essential,clang,libclang-dev,pkg-config,sudo,ca-certificates,procps
-  if [ "$(cat "$ROOT/.lightretriever-packages" 2>/dev/null)" != "$packages" ]; then
+  # No cluster of the package's own: the tests make theirs.
+  hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.conf"'
+  stamp="$SUITE $packages $hook"
+  if [ "$(cat "$ROOT/.lightretriever-stamp" 2>/dev/null)" != "$stamp" ] || [ ! -x "$ROOT/usr/lib/postgresql/17/bin/pg_config" ]; then
     install_missing_debs "setup-pg$MAJOR" mmdebstrap debian-archive-keyring
-    log "Debian trixie root file system with PostgreSQL 17 at $ROOT (about a minute)"
-    rm -rf "$ROOT" "$ROOT.new"
-    # No cluster of the package's own: the tests make theirs.
-    mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" \
-      --aptopt='APT::Install-Recommends "false"' \
-      --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.conf"' \
+    log "Debian $SUITE root file system with PostgreSQL 17 at $ROOT (about a minute)"
+    # --one-file-system: a mount left in an old tree (a killed run) stops the removal instead of
+    # being followed. mmdebstrap's own mounts stay in a private mount namespace.
+    rm -rf --one-file-system "$ROOT" "$ROOT.new"
+    unshare --mount --propagation private -- mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" \
+      --aptopt='APT::Install-Recommends "false"' --essential-hook="$hook" \
       "$SUITE" "$ROOT.new" "${LR_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-    echo "$packages" > "$ROOT.new/.lightretriever-packages"
+    echo "$stamp" > "$ROOT.new/.lightretriever-stamp"
     mv "$ROOT.new" "$ROOT"
   fi
   # pgrx's configuration for builds inside it, kept in it (the pg15 and pg18 entries here name
   # paths that do not exist there).
   mkdir -p "$ROOT/var/lib/pgrx"
   printf '[configs]\npg17 = "/usr/lib/postgresql/17/bin/pg_config"\n' > "$ROOT/var/lib/pgrx/config.toml"
-  log "$(scripts/rootfs_run.sh "$ROOT" /usr/lib/postgresql/17/bin/pg_config --version) in $ROOT"
+  version=$(scripts/rootfs_run.sh "$ROOT" /usr/lib/postgresql/17/bin/pg_config --version)
+  log "$version in $ROOT"
   exit 0
 fi
 install_missing_debs "setup-pg$MAJOR" bison flex libicu-dev libreadline-dev zlib1g-dev dpkg-dev build-essential pkg-config
