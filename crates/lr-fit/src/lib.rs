@@ -144,6 +144,14 @@ pub struct FitOptions {
     /// Keep the rows of the refinement epoch that did best on the held-out split (known-item
     /// MRR over the documents, else agreement); needs held-out documents.
     pub refine_early_stop: bool,
+    /// Inverse-cloze refinement pairs per training document (0 = none): a span of
+    /// `refine_cloze_min_words..=refine_cloze_max_words` words cut out of the document, whose
+    /// positive is the rest of the document encoded by the full model without it (one more
+    /// full-model encoding per pair). The query's words are then not guaranteed to be in its
+    /// target, as with real queries.
+    pub refine_cloze_per_doc: usize,
+    pub refine_cloze_min_words: usize,
+    pub refine_cloze_max_words: usize,
     /// Pull of the refined rows towards the ridge solution (summed squared difference, per span).
     pub refine_anchor: f64,
     /// Upper bound on training spans (documents are subsampled beyond it).
@@ -186,6 +194,9 @@ impl Default for FitOptions {
             refine_min_words: 4,
             refine_max_words: 16,
             refine_early_stop: true,
+            refine_cloze_per_doc: 0,
+            refine_cloze_min_words: 6,
+            refine_cloze_max_words: 16,
             refine_anchor: 0.0,
             max_spans: 200_000,
             encode_batch: 256,
@@ -214,6 +225,9 @@ impl FitOptions {
         }
         if self.held_out_min_words == 0 || self.held_out_max_words < self.held_out_min_words {
             return bad("need 1 <= held_out_min_words <= held_out_max_words".into());
+        }
+        if self.refine_cloze_min_words == 0 || self.refine_cloze_max_words < self.refine_cloze_min_words {
+            return bad("need 1 <= refine_cloze_min_words <= refine_cloze_max_words".into());
         }
         if self.refine_min_words == 0 || self.refine_max_words < self.refine_min_words {
             return bad("need 1 <= refine_min_words <= refine_max_words".into());
@@ -616,6 +630,9 @@ pub fn fit_query_table_guided(
     if docs.is_empty() {
         return Err(FitError::EmptyCorpus);
     }
+    if guide.is_some() && options.refine_cloze_per_doc > 0 {
+        return Err(FitError::InvalidOption("a sparse guide and inverse-cloze refinement pairs do not combine".into()));
+    }
     if let Some(g) = guide {
         if g.doc_vectors.len() != docs.len() || g.query_weights.len() != init_rows.len() / d || !g.weight.is_finite() {
             return Err(FitError::InvalidInput(format!(
@@ -863,9 +880,32 @@ pub fn fit_query_table_guided(
             Vec::new()
         };
         spans.extend(extra.iter());
+        // Inverse-cloze pairs: their positives are the rests' full encodings, appended to the
+        // document matrix (a span's `doc` indexes that matrix).
+        let mut positives = dt.clone();
+        let cloze: Vec<Span> = if options.refine_cloze_per_doc > 0 {
+            let texts: Vec<&str> = docs.to_vec();
+            let pairs = cloze_pairs(
+                &texts,
+                &train_docs,
+                options.refine_cloze_per_doc,
+                options.refine_cloze_min_words,
+                options.refine_cloze_max_words,
+                options.seed ^ 0x636c_6f7a_65,
+            );
+            let rests: Vec<&str> = pairs.iter().map(|p| p.rest.as_str()).collect();
+            let rest_vectors = encode_all(encoder, &rests, d, options.encode_batch, "encoding cloze rests", progress)?;
+            let rest_tensor = Tensor::from_slice(&rest_vectors, (pairs.len(), d), &Device::Cpu)
+                .map_err(|e| FitError::Encoder(format!("cloze rests: {e}")))?;
+            positives = Tensor::cat(&[dt, &rest_tensor], 0).map_err(|e| FitError::Encoder(format!("cloze rests: {e}")))?;
+            tokenize(pairs.into_iter().enumerate().map(|(k, p)| (docs.len() + k, p.query)).collect())?
+        } else {
+            Vec::new()
+        };
+        spans.extend(cloze.iter());
         let mut r_local = local.clone();
         let mut r_ids = fitted_ids.clone();
-        for s in &extra {
+        for s in extra.iter().chain(&cloze) {
             for &(id, _) in &s.counts {
                 r_local.entry(id).or_insert_with(|| {
                     r_ids.push(id);
@@ -896,7 +936,7 @@ pub fn fit_query_table_guided(
         refine_pairs = spans.len();
         for epoch in 0..options.refine_epochs {
             let loss =
-                refiner.epoch(&a_query, &mut params, &anchor, train_y, &sources, dt, d, options, bias, &mut epoch_rng)?;
+                refiner.epoch(&a_query, &mut params, &anchor, train_y, &sources, &positives, d, options, bias, &mut epoch_rng)?;
             refine_loss.push(loss);
             if let (Some(ft), Some(at)) = (&full_top, agree_tensor) {
                 let mut r = rows.clone();

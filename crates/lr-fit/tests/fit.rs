@@ -405,3 +405,55 @@ fn a_sparse_guide_enters_the_refinement_and_weight_zero_changes_nothing() {
     let e = lr_fit::fit_query_table_guided(&docs, None, &tok, &FakeEncoder, &init_rows(), D, &o, Some(&short), &mut |_, _| {});
     assert!(matches!(e, Err(lr_fit::FitError::InvalidInput(_))));
 }
+
+/// Records every text the full model is asked for.
+struct RecordingEncoder(std::sync::Mutex<Vec<String>>);
+impl SpanEncoder for RecordingEncoder {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.0.lock().unwrap().extend(texts.iter().map(|t| t.to_string()));
+        FakeEncoder.encode(texts)
+    }
+}
+
+#[test]
+fn inverse_cloze_pairs_train_on_the_rest_of_their_document() {
+    let dir = tmpdir("cloze");
+    let tok = tokenizer(&dir);
+    let docs = corpus();
+    let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    let doc_vectors = FakeEncoder.encode(&docs).unwrap();
+    let base = FitOptions { refine: Refine::Infonce, refine_epochs: 2, refine_batch: 16, refine_early_stop: false, ..small_options() };
+    let run = |o: &FitOptions| {
+        let encoder = RecordingEncoder(std::sync::Mutex::new(Vec::new()));
+        let fitted = lr_fit::fit_query_table_with_doc_vectors(&docs, Some(&doc_vectors), &tok, &encoder, &init_rows(), D, o, &mut |_, _| {}).unwrap();
+        (fitted, encoder.0.into_inner().unwrap())
+    };
+    let (plain, plain_texts) = run(&base);
+    let cloze = FitOptions { refine_cloze_per_doc: 2, refine_cloze_min_words: 2, refine_cloze_max_words: 4, ..base.clone() };
+    let (with_cloze, texts) = run(&cloze);
+    // The model is asked for the rests, after the same span targets as before: each is its
+    // document with 2-4 contiguous words taken out.
+    assert_eq!(texts[..plain_texts.len()], plain_texts[..]);
+    let rests = &texts[plain_texts.len()..];
+    let pairs = with_cloze.report.refine_pairs - plain.report.refine_pairs;
+    assert!(pairs > 0 && rests.len() == pairs, "{} rests, {pairs} pairs", rests.len());
+    for rest in rests {
+        let r: Vec<&str> = rest.split_whitespace().collect();
+        let source = docs.iter().find(|d| {
+            let w: Vec<&str> = d.split_whitespace().collect();
+            let cut = w.len().saturating_sub(r.len());
+            (2..=4).contains(&cut) && (0..=r.len()).any(|s| w[..s] == r[..s] && w[s + cut..] == r[s..])
+        });
+        assert!(source.is_some(), "{rest:?} is no document less a 2-4-word span");
+    }
+    assert_ne!(with_cloze.rows, plain.rows);
+    assert!(with_cloze.rows.iter().all(|v| v.is_finite()));
+    // No sparse guide with them (the guide scores documents, not rests).
+    let sparse: Vec<Vec<(u32, f32)>> = docs.iter().map(|t| lr_tokenizer::count_ids(&tok, t).unwrap()).collect();
+    let weights = vec![1.0f32; init_rows().len() / D];
+    let guide = lr_fit::SparseGuide { doc_vectors: &sparse, query_weights: &weights, weight: 1.0 };
+    let e = lr_fit::fit_query_table_guided(&docs, None, &tok, &FakeEncoder, &init_rows(), D, &cloze, Some(&guide), &mut |_, _| {});
+    assert!(matches!(e, Err(FitError::InvalidOption(_))));
+    let bad = FitOptions { refine_cloze_min_words: 5, refine_cloze_max_words: 4, ..cloze };
+    assert!(matches!(FitOptions::from_json(&serde_json::to_value(&bad).unwrap()), Err(FitError::InvalidOption(_))));
+}
