@@ -16,7 +16,8 @@ On a throwaway cluster with the installed extension and its encoder worker:
   * memory: Pss and private memory of 32 backends that each ran lr_encode_query, against the table
     file's size.
 Writes docs/bench/search.json and docs/bench/search.svg. LR_BENCH_SEARCH_ROWS (default 100000),
-LR_BENCH_SEARCH_SECONDS (default 15 per pgbench run), LR_BENCH_SEARCH_QUICK=1 (1,000 synthetic rows, 5 s),
+LR_BENCH_SEARCH_SECONDS (default 10 per pgbench run), LR_BENCH_SEARCH_ROUNDS (default 3, interleaved; q/s is the
+median round), LR_BENCH_SEARCH_QUICK=1 (1,000 synthetic rows, 5 s, 1 round),
 LR_BENCH_SEARCH_KEEP=1 (leave the cluster up), LR_BENCH_SEARCH_REUSE=1 (measure again on it),
 LR_BENCH_SEARCH_ONLY=memory (the memory figures alone, about a minute).
 """
@@ -34,7 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("LR_BENCH_SEARCH_QUICK") == "1"
 SYNTHETIC_ROWS = int(os.environ.get("LR_BENCH_SEARCH_ROWS", "1000" if QUICK else "100000"))
-SECONDS = int(os.environ.get("LR_BENCH_SEARCH_SECONDS", "5" if QUICK else "15"))
+SECONDS = int(os.environ.get("LR_BENCH_SEARCH_SECONDS", "5" if QUICK else "10"))
+# Rounds of every case in turn, the order rotated each round: run order moved single runs by
+# ±20 %. A case's q/s is its median round; its latencies pool every round's transactions.
+ROUNDS = int(os.environ.get("LR_BENCH_SEARCH_ROUNDS", "1" if QUICK else "3"))
 CLIENTS = [1, 8, 32]
 CASES = ["lookup", "full", "hybrid", "vector"]
 PORT = int(os.environ.get("LR_PGPORT", "28880"))
@@ -143,6 +147,20 @@ def check_plans(table):
             sys.exit(f"{table} {case}: no index scan in the generic plan\n{plan}")
 
 
+def pgbench_rounds(table, clients, nqueries):
+    runs = {case: [] for case in CASES}
+    for r in range(ROUNDS):
+        for case in CASES[r % len(CASES):] + CASES[:r % len(CASES)]:
+            runs[case].append(pgbench(case, table, clients, nqueries))
+    row = {}
+    for case, rs in runs.items():
+        lat = sorted(x for run in rs for x in run.pop("latencies_ms"))
+        pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
+        row[case] = {"qps": statistics.median(run["qps"] for run in rs), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                     "transactions": len(lat), "rounds_qps": [run["qps"] for run in rs]}
+    return row
+
+
 def pgbench(case, table, clients, nqueries):
     with tempfile.TemporaryDirectory() as d:
         script = Path(d) / "q.sql"
@@ -162,7 +180,7 @@ def pgbench(case, table, clients, nqueries):
                     lat.append(int(parts[2]) / 1000.0)  # µs → ms
     lat.sort()
     pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
-    return {"qps": tps, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "transactions": len(lat)}
+    return {"qps": tps, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "transactions": len(lat), "latencies_ms": lat}
 
 
 def per_call_cost():
@@ -295,7 +313,7 @@ def main():
         subprocess.run(["bash", str(ROOT / "scripts/cluster.sh"), "start"], env=ENV, check=True)
     try:
         results = {"machine": {"cpus": os.cpu_count(), "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")},
-                   "seconds_per_run": SECONDS, "tables": {}}
+                   "seconds_per_run": SECONDS, "rounds": ROUNDS, "tables": {}}
         if reuse:
             results["setup"] = json.loads(setup_file.read_text()) | {"reused": True}
         else:
@@ -313,7 +331,7 @@ def main():
             check_plans(table)
             results["tables"][table] = {}
             for clients in CLIENTS:
-                row = {case: pgbench(case, table, clients, len(queries)) for case in CASES}
+                row = pgbench_rounds(table, clients, len(queries))
                 row["lookup/full"] = row["lookup"]["qps"] / row["full"]["qps"]
                 row["vector/full"] = row["vector"]["qps"] / row["full"]["qps"]
                 results["tables"][table][str(clients)] = row
