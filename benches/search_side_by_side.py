@@ -133,7 +133,11 @@ def query_vectors():
 # Case (d)'s vector comes from an InitPlan, so on CISI's 1,460 rows the planner rightly prefers a
 # sequential scan and a sort; (d) measures the index scan that (a) and (b) run, so it forbids that.
 # The disabled plan's cost (10^10) would switch JIT compilation on (~100 ms a statement): jit=off.
-SETTINGS = {"vector": "-c enable_seqscan=off -c jit=off"}
+SETTINGS = {"vector": {"enable_seqscan": "off", "jit": "off"}}
+
+
+def pgoptions(case):
+    return " ".join(f"-c {name}={value}" for name, value in SETTINGS.get(case, {}).items())
 
 
 def check_plans(table):
@@ -141,7 +145,7 @@ def check_plans(table):
     run (a sequential scan would encode the query once per row)."""
     for case in ["lookup", "full", "vector"]:
         sql = case_sql(case, table).replace(":q", "$1").rstrip(";")
-        settings = "SET enable_seqscan = off; SET jit = off; " if case in SETTINGS else ""
+        settings = "".join(f"SET {name} = {value}; " for name, value in SETTINGS.get(case, {}).items())
         plan = psql(f"{settings}PREPARE p(int) AS {sql}; SET plan_cache_mode = force_generic_plan; EXPLAIN EXECUTE p(1)")
         if "Index Scan using" not in plan:
             sys.exit(f"{table} {case}: no index scan in the generic plan\n{plan}")
@@ -154,7 +158,7 @@ def pgbench_rounds(table, clients, nqueries):
             runs[case].append(pgbench(case, table, clients, nqueries))
     row = {}
     for case, rs in runs.items():
-        lat = sorted(x for run in rs for x in run.pop("latencies_ms"))
+        lat = sorted(x for run in rs for x in run["latencies_ms"])
         pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
         row[case] = {"qps": statistics.median(run["qps"] for run in rs), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
                      "transactions": len(lat), "rounds_qps": [run["qps"] for run in rs]}
@@ -168,7 +172,7 @@ def pgbench(case, table, clients, nqueries):
         out = subprocess.run(["pgbench", "-n", "-h", str(SOCK), "-p", str(PORT), "-U", "postgres", "-M", "prepared",
                               "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(SECONDS), "-f", str(script),
                               "-l", "--log-prefix", str(Path(d) / "log"), DB], capture_output=True, text=True,
-                             env=dict(os.environ, PGOPTIONS=SETTINGS.get(case, "")))
+                             env=dict(os.environ, PGOPTIONS=pgoptions(case)))
         if out.returncode != 0:
             sys.exit(f"pgbench failed ({case}, {table}, {clients}):\n{out.stdout}\n{out.stderr}")
         tps = float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
@@ -178,9 +182,7 @@ def pgbench(case, table, clients, nqueries):
                 parts = line.split()
                 if len(parts) >= 3:
                     lat.append(int(parts[2]) / 1000.0)  # µs → ms
-    lat.sort()
-    pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
-    return {"qps": tps, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "transactions": len(lat), "latencies_ms": lat}
+    return {"qps": tps, "latencies_ms": lat}
 
 
 def per_call_cost():

@@ -884,9 +884,8 @@ pub fn fit_query_table_guided(
         // document matrix (a span's `doc` indexes that matrix).
         let mut positives = dt.clone();
         let cloze: Vec<Span> = if options.refine_cloze_per_doc > 0 {
-            let texts: Vec<&str> = docs.to_vec();
             let pairs = cloze_pairs(
-                &texts,
+                docs,
                 &train_docs,
                 options.refine_cloze_per_doc,
                 options.refine_cloze_min_words,

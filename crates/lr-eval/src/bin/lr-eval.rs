@@ -890,7 +890,7 @@ fn dump(
         "held_out": held,
         "queries": coll.queries,
         "qrels": coll.qrels,
-        "fit_options": format!("{:?}", FitOptions::default()),
+        "fit_options": args.fit_options,
     });
     std::fs::write(dir.join("meta.json"), meta.to_string()).map_err(|e| e.to_string())
 }
