@@ -154,6 +154,13 @@ pub struct FitOptions {
     pub refine_cloze_max_words: usize,
     /// Pull of the refined rows towards the ridge solution (summed squared difference, per span).
     pub refine_anchor: f64,
+    /// After the fit, move the rows of tokens no span trained (words only in held-out documents,
+    /// or in no document at all) into the fitted rows' space: `R0_t · M`, with `M` the D × D
+    /// least-squares map from the trained tokens' untrained rows to their fitted rows. Left
+    /// untrained, such a row is off in direction and scale (fitted rows are ≈ 1.5× longer), and
+    /// a query word the fit never saw (often a rare one, so with a large idf weight) pulls the
+    /// lookup off target (docs/quality.md). `false` keeps them untrained.
+    pub map_unseen_rows: bool,
     /// Upper bound on training spans (documents are subsampled beyond it).
     pub max_spans: usize,
     /// Texts per encoder call (progress granularity).
@@ -163,7 +170,8 @@ pub struct FitOptions {
 /// Defaults: the settings chosen on the held-out split (docs/quality.md): ridge λ = 0.1 towards
 /// the untrained rows on 8 encoded 4–16-word spans per document, idf-weighted query mean, then 8
 /// epochs of InfoNCE (in-batch negatives, τ = 0.05, Adam 5e-4) on 32 extra spans per document,
-/// keeping the epoch with the best held-out known-item MRR.
+/// keeping the epoch with the best held-out known-item MRR; rows no span trained are then mapped
+/// into the fitted space.
 impl Default for FitOptions {
     fn default() -> Self {
         FitOptions {
@@ -198,6 +206,7 @@ impl Default for FitOptions {
             refine_cloze_min_words: 6,
             refine_cloze_max_words: 16,
             refine_anchor: 0.0,
+            map_unseen_rows: true,
             max_spans: 200_000,
             encode_batch: 256,
         }
@@ -299,6 +308,9 @@ pub struct FitReport {
     pub dims: usize,
     /// Rows fitted (tokens seen in a training span); the others keep the prior.
     pub tokens_fitted: usize,
+    /// Rows of tokens no span trained that were mapped into the fitted space
+    /// ([`FitOptions::map_unseen_rows`]).
+    pub tokens_mapped: usize,
     pub solver_iterations: usize,
     pub solver_relative_residual: f64,
     /// Ridge objective Σ_s ‖a_s X − y_s‖² + λ‖X − P‖² at the prior and at the solution.
@@ -860,6 +872,7 @@ pub fn fit_query_table_guided(
     let mut refine_agreement = Vec::new();
     let mut refine_source_mrr = Vec::new();
     let (mut refined_tokens, mut refine_pairs) = (0usize, 0usize);
+    let mut refined_ids: Vec<u32> = Vec::new();
     let mut refine_best_epoch = None;
     if options.refine != Refine::None && options.refine_epochs > 0 {
         let dt = doc_tensor.as_ref().expect("refinement encodes the documents");
@@ -963,8 +976,16 @@ pub fn fit_query_table_guided(
         for (k2, &id) in r_ids.iter().enumerate() {
             rows[id as usize * d..(id as usize + 1) * d].copy_from_slice(&params[k2 * d..(k2 + 1) * d]);
         }
+        refined_ids = r_ids;
     }
     let seconds_refine = t_refine.elapsed().as_secs_f64();
+    let mut tokens_mapped = 0;
+    if options.map_unseen_rows {
+        progress("mapping unseen rows", 0.0);
+        let mut trained = vec![false; vocab];
+        fitted_ids.iter().chain(&refined_ids).for_each(|&id| trained[id as usize] = true);
+        tokens_mapped = map_unseen_rows(init_rows, &mut rows, &trained, d)?;
+    }
     if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
         return Err(FitError::InvalidInput(format!("the fit diverged: row {} is not finite (lower refine_lr)", i / d)));
     }
@@ -1002,6 +1023,7 @@ pub fn fit_query_table_guided(
         vocab,
         dims: d,
         tokens_fitted: t,
+        tokens_mapped,
         solver_iterations: stats.iterations,
         solver_relative_residual: stats.relative_residual,
         objective_before: data_before,
@@ -1131,6 +1153,54 @@ fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usiz
     let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
     let gt = Tensor::from_slice(&g32, (d, d), &Device::Cpu).map_err(e)?;
     r.matmul(&gt).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
+}
+
+/// Sets every row not `trained` to its untrained row times `M`, the ridge least-squares map
+/// (D × D) from the trained tokens' untrained rows to their fitted rows:
+/// `M = (R0_Tᵀ R0_T + μI)⁻¹ R0_Tᵀ X_T`, μ = 10⁻³ · trace / D (only keeps a small or degenerate
+/// trained set solvable). Returns how many rows it set.
+pub fn map_unseen_rows(init_rows: &[f32], rows: &mut [f32], trained: &[bool], d: usize) -> Result<usize, FitError> {
+    let vocab = trained.len();
+    if init_rows.len() != vocab * d || rows.len() != vocab * d {
+        return Err(FitError::InvalidInput(format!("map_unseen_rows: {vocab} tokens of {d} dimensions do not match the rows")));
+    }
+    let unseen: Vec<usize> = (0..vocab).filter(|&t| !trained[t]).collect();
+    if unseen.is_empty() || unseen.len() == vocab {
+        return Ok(0);
+    }
+    let mut gram = vec![0.0f64; d * d];
+    let mut cross = vec![0.0f64; d * d];
+    for t in (0..vocab).filter(|&t| trained[t]) {
+        let (r0, x) = (&init_rows[t * d..(t + 1) * d], &rows[t * d..(t + 1) * d]);
+        for i in 0..d {
+            let a = r0[i] as f64;
+            if a == 0.0 {
+                continue;
+            }
+            gram[i * d..(i + 1) * d].iter_mut().zip(r0).for_each(|(o, b)| *o += a * *b as f64);
+            cross[i * d..(i + 1) * d].iter_mut().zip(x).for_each(|(o, b)| *o += a * *b as f64);
+        }
+    }
+    let trace: f64 = (0..d).map(|i| gram[i * d + i]).sum();
+    let mu = 1e-3 * trace / d as f64 + 1e-12;
+    (0..d).for_each(|i| gram[i * d + i] += mu);
+    let l = cholesky(&gram, d).ok_or_else(|| FitError::InvalidInput("map_unseen_rows: singular system".into()))?;
+    let mut m = vec![0.0f64; d * d];
+    let mut col = vec![0.0f64; d];
+    for j in 0..d {
+        (0..d).for_each(|i| col[i] = cross[i * d + j]);
+        cholesky_solve(&l, d, &mut col);
+        (0..d).for_each(|i| m[i * d + j] = col[i]);
+    }
+    let mut out = vec![0.0f64; d];
+    for &t in &unseen {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (i, &a) in init_rows[t * d..(t + 1) * d].iter().enumerate() {
+            out.iter_mut().zip(&m[i * d..(i + 1) * d]).for_each(|(o, b)| *o += a as f64 * b);
+        }
+        rows[t * d..(t + 1) * d].iter_mut().zip(&out).for_each(|(r, &v)| *r = v as f32);
+    }
+    Ok(unseen.len())
 }
 
 fn cholesky(m: &[f64], n: usize) -> Option<Vec<f64>> {

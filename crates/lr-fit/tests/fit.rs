@@ -220,11 +220,37 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     assert!(r.agreement_after.unwrap() >= r.agreement_before.unwrap(), "{r:?}");
     assert!(r.solver_relative_residual <= 1e-8);
     assert_eq!(r.agreement_corpus.as_deref(), Some("training spans"), "no document vectors given");
-    // Idf weights for every row; [UNK] (never in a document) keeps its untrained row.
+    // Idf weights for every row.
     let w = f.weights.as_ref().unwrap();
     assert_eq!(w.len(), WORDS.len() + 1);
     assert!(w.iter().all(|v| v.is_finite() && *v > 0.0));
-    assert_eq!(&f.rows[..D], &init_rows()[..D]);
+    // [UNK] (never in a document) is mapped into the fitted space: its untrained row times the
+    // ridge least-squares map from the trained rows' untrained values to their fitted values,
+    // solved here in closed form.
+    assert_eq!(r.tokens_mapped, 1);
+    let init = init_rows();
+    let (mut gram, mut cross) = (vec![0.0f64; D * D], vec![0.0f64; D * D]);
+    for t in 1..=WORDS.len() {
+        for i in 0..D {
+            for j in 0..D {
+                gram[i * D + j] += init[t * D + i] as f64 * init[t * D + j] as f64;
+                cross[i * D + j] += init[t * D + i] as f64 * f.rows[t * D + j] as f64;
+            }
+        }
+    }
+    let mu = 1e-3 * (0..D).map(|i| gram[i * D + i]).sum::<f64>() / D as f64;
+    (0..D).for_each(|i| gram[i * D + i] += mu);
+    solve_dense(&mut gram, D, &mut cross, D);
+    for j in 0..D {
+        let want: f64 = (0..D).map(|i| init[i] as f64 * cross[i * D + j]).sum();
+        assert!((f.rows[j] as f64 - want).abs() < 1e-4, "[UNK] column {j}: {} vs {want}", f.rows[j]);
+    }
+    assert_ne!(&f.rows[..D], &init[..D]);
+    // Without the map it keeps its untrained row, and nothing else changes.
+    let kept = fit(&FitOptions { map_unseen_rows: false, ..small_options() });
+    assert_eq!(kept.report.tokens_mapped, 0);
+    assert_eq!(&kept.rows[..D], &init[..D]);
+    assert_eq!(&kept.rows[D..], &f.rows[D..]);
     let json = serde_json::to_value(r).unwrap();
     assert!(json["options"]["lambda"].is_number());
 }
@@ -456,4 +482,38 @@ fn inverse_cloze_pairs_train_on_the_rest_of_their_document() {
     assert!(matches!(e, Err(FitError::InvalidOption(_))));
     let bad = FitOptions { refine_cloze_min_words: 5, refine_cloze_max_words: 4, ..cloze };
     assert!(matches!(FitOptions::from_json(&serde_json::to_value(&bad).unwrap()), Err(FitError::InvalidOption(_))));
+}
+
+#[test]
+fn unseen_rows_follow_a_linear_relation_between_untrained_and_fitted_rows() {
+    // Fitted rows that are exactly the untrained rows through a known map G: an unseen row
+    // comes out as its untrained row through G (up to the small ridge term).
+    let (vocab, d) = (60usize, 6usize);
+    let init: Vec<f32> = (0..vocab).flat_map(|t| hash_vec(&format!("r0:{t}"), d)).collect();
+    let g: Vec<f32> = hash_vec("map", d * d);
+    let through = |r: &[f32]| -> Vec<f32> { (0..d).map(|j| (0..d).map(|i| r[i] * g[i * d + j]).sum()).collect() };
+    let trained: Vec<bool> = (0..vocab).map(|t| t % 5 != 0).collect();
+    let mut rows = init.clone();
+    for t in (0..vocab).filter(|&t| trained[t]) {
+        let v = through(&init[t * d..(t + 1) * d]);
+        rows[t * d..(t + 1) * d].copy_from_slice(&v);
+    }
+    let before = rows.clone();
+    assert_eq!(lr_fit::map_unseen_rows(&init, &mut rows, &trained, d).unwrap(), 12);
+    for t in 0..vocab {
+        let row = &rows[t * d..(t + 1) * d];
+        if trained[t] {
+            assert_eq!(row, &before[t * d..(t + 1) * d], "a trained row moved");
+        } else {
+            let want = through(&init[t * d..(t + 1) * d]);
+            let err = row.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(err < 1e-2, "row {t}: {row:?} vs {want:?}");
+        }
+    }
+    // Nothing to map, or nothing to learn the map from: rows stay as they are.
+    let mut same = before.clone();
+    assert_eq!(lr_fit::map_unseen_rows(&init, &mut same, &vec![true; vocab], d).unwrap(), 0);
+    assert_eq!(lr_fit::map_unseen_rows(&init, &mut same, &vec![false; vocab], d).unwrap(), 0);
+    assert_eq!(same, before);
+    assert!(lr_fit::map_unseen_rows(&init, &mut same, &trained[1..], d).is_err());
 }

@@ -535,8 +535,8 @@ fn print_table(name: &str, coll: &Collection, rows: &[Row], full: Scores, report
             }
         }
     }
-    let _ = writeln!(out, "\nfit: {} training pairs, {} held out; {} rows fitted; {} CG iterations (residual {:.1e}); refinement epochs {}",
-        report.pairs_train, report.pairs_held_out, report.tokens_fitted, report.solver_iterations, report.solver_relative_residual, report.refine_epochs);
+    let _ = writeln!(out, "\nfit: {} training pairs, {} held out; {} rows fitted, {} unseen rows mapped; {} CG iterations (residual {:.1e}); refinement epochs {}",
+        report.pairs_train, report.pairs_held_out, report.tokens_fitted, report.tokens_mapped, report.solver_iterations, report.solver_relative_residual, report.refine_epochs);
     if let (Some(b), Some(a)) = (report.agreement_before, report.agreement_after) {
         let _ = writeln!(out, "held-out agreement@{} with the full encoder: {:.3} untrained → {:.3} fitted; held-out cosine {:.3} → {:.3}",
             report.agreement_k, b, a, report.cosine_held_out_before.unwrap_or(0.0), report.cosine_held_out_after.unwrap_or(0.0));
