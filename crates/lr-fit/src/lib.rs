@@ -371,6 +371,9 @@ pub struct FittedTable {
     /// The held-out pseudo-queries the report's measures were taken on: (source document
     /// index, span text). Callers can judge other query encoders on the same questions.
     pub held_out_queries: Vec<(usize, String)>,
+    /// The ids whose rows [`FitOptions::map_unseen_rows`] set (empty when it is off): putting
+    /// their untrained rows back gives the table the fit makes without the map.
+    pub mapped_ids: Vec<u32>,
 }
 
 /// A span with its source document and its tokens (vocabulary ids, counted).
@@ -979,12 +982,14 @@ pub fn fit_query_table_guided(
         refined_ids = r_ids;
     }
     let seconds_refine = t_refine.elapsed().as_secs_f64();
-    let mut tokens_mapped = 0;
+    let mut mapped_ids = Vec::new();
     if options.map_unseen_rows {
         progress("mapping unseen rows", 0.0);
         let mut trained = vec![false; vocab];
         fitted_ids.iter().chain(&refined_ids).for_each(|&id| trained[id as usize] = true);
-        tokens_mapped = map_unseen_rows(init_rows, &mut rows, &trained, d)?;
+        if map_unseen_rows(init_rows, &mut rows, &trained, d)? > 0 {
+            mapped_ids = (0..vocab as u32).filter(|&t| !trained[t as usize]).collect();
+        }
     }
     if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
         return Err(FitError::InvalidInput(format!("the fit diverged: row {} is not finite (lower refine_lr)", i / d)));
@@ -1023,7 +1028,7 @@ pub fn fit_query_table_guided(
         vocab,
         dims: d,
         tokens_fitted: t,
-        tokens_mapped,
+        tokens_mapped: mapped_ids.len(),
         solver_iterations: stats.iterations,
         solver_relative_residual: stats.relative_residual,
         objective_before: data_before,
@@ -1060,7 +1065,7 @@ pub fn fit_query_table_guided(
     };
     progress("done", 1.0);
     let held_out_queries = held_spans.into_iter().map(|s| (s.doc, s.text)).collect();
-    Ok(FittedTable { rows, weights, report, held_out_queries })
+    Ok(FittedTable { rows, weights, report, held_out_queries, mapped_ids })
 }
 
 /// Encodes `texts` in length-sorted batches; returns the vectors flat (n × d), L2-normalised.

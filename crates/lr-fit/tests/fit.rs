@@ -228,6 +228,7 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     // ridge least-squares map from the trained rows' untrained values to their fitted values,
     // solved here in closed form.
     assert_eq!(r.tokens_mapped, 1);
+    assert_eq!(f.mapped_ids, vec![0]);
     let init = init_rows();
     let (mut gram, mut cross) = (vec![0.0f64; D * D], vec![0.0f64; D * D]);
     for t in 1..=WORDS.len() {
@@ -249,6 +250,7 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     // Without the map it keeps its untrained row, and nothing else changes.
     let kept = fit(&FitOptions { map_unseen_rows: false, ..small_options() });
     assert_eq!(kept.report.tokens_mapped, 0);
+    assert!(kept.mapped_ids.is_empty());
     assert_eq!(&kept.rows[..D], &init[..D]);
     assert_eq!(&kept.rows[D..], &f.rows[D..]);
     let json = serde_json::to_value(r).unwrap();

@@ -115,6 +115,8 @@ impl Fusion {
     /// LightRetriever's published setting: min-max over each side's candidates (lr_search asks
     /// for 1000 per side), 0.7 / 0.3.
     pub const PUBLISHED: Fusion = Fusion { normalisation: Normalisation::MinMax, dense_weight: 0.7, depth: usize::MAX };
+    /// `lr_search`'s default (`fusion => 'zscore'`, chosen in docs/quality.md): z-score, 0.7 / 0.3.
+    pub const DEFAULT: Fusion = Fusion { normalisation: Normalisation::ZScore, ..Fusion::PUBLISHED };
 }
 
 /// Fuses the candidate lists (each best first) with LightRetriever's min-max fusion and returns

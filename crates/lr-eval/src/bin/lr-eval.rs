@@ -367,6 +367,19 @@ fn evaluate_all(
     let fq = lookup_queries(&fitted_enc, &coll.queries, dims);
     timings.push(("encode queries (fitted lookup)", t.elapsed().as_secs_f64()));
     let fitted_run = run_from_scores(&search::dense_scores(&fq, &doc_vectors)?, &coll.queries, doc_ids, 1000);
+    // The same fit with its unseen rows left untrained (map_unseen_rows off, the fit before
+    // issue 17's map), to print beside it.
+    let unmapped_q: Option<Vec<Vec<f32>>> = if fitted.mapped_ids.is_empty() {
+        None
+    } else {
+        let mut unmapped = fitted.rows.clone();
+        for &t in &fitted.mapped_ids {
+            let r = t as usize * dims..(t as usize + 1) * dims;
+            unmapped[r.clone()].copy_from_slice(&init_rows[r]);
+        }
+        let enc = lookup_encoder(&work.join("fitted-unmapped.lrt"), &unmapped, fitted.weights.as_deref(), dims, &tokenizer_json)?;
+        Some(lookup_queries(&enc, &coll.queries, dims))
+    };
 
     let mut rows = vec![
         Row { name: format!("BM25 (k1={}, b={}, model tokenizer)", args.k1, args.b), scores: Some(evaluate(&bm25_run, qrels)), note: String::new() },
@@ -374,6 +387,10 @@ fn evaluate_all(
         Row { name: "lookup dense (untrained table)".into(), scores: Some(evaluate(&untrained_run, qrels)), note: String::new() },
         Row { name: "lookup dense (fitted table)".into(), scores: Some(evaluate(&fitted_run, qrels)), note: String::new() },
     ];
+    if let Some(q) = &unmapped_q {
+        let run = run_from_scores(&search::dense_scores(q, &doc_vectors)?, &coll.queries, doc_ids, 1000);
+        rows.push(Row { name: UNMAPPED_DENSE.into(), scores: Some(evaluate(&run, qrels)), note: "map_unseen_rows false".into() });
+    }
 
     // Sparse and hybrid (the side the guided fit loaded, if any).
     let sparse_side = match guide_side {
@@ -407,6 +424,9 @@ fn evaluate_all(
             push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &ls.run(&full_queries, &idf, published, none)?, "reference");
             for (name, dense_q, fusion, feedback, note) in lr_search_rows(&fq, &full_queries) {
                 push(name, &ls.run(dense_q, &idf, fusion, feedback)?, note);
+            }
+            if let Some(q) = &unmapped_q {
+                push(UNMAPPED_DEFAULT, &ls.run(q, &idf, lr_search::Fusion::DEFAULT, none)?, "map_unseen_rows false");
             }
         }
         Err(why) => {
@@ -465,7 +485,7 @@ fn lr_search_rows<'a>(
     full: &'a [Vec<f32>],
 ) -> Vec<(&'static str, &'a [Vec<f32>], lr_search::Fusion, lr_search::Feedback, &'static str)> {
     use lr_search::{Feedback, Fusion, Normalisation};
-    let z = Fusion { normalisation: Normalisation::ZScore, ..Fusion::PUBLISHED };
+    let z = Fusion::DEFAULT;
     let rrf = Fusion { normalisation: Normalisation::Rank { k: 60.0 }, dense_weight: 0.5, ..Fusion::PUBLISHED };
     let top100 = Fusion { depth: 100, ..Fusion::PUBLISHED };
     let fb = Feedback { documents: 3, weight: 0.5 };
@@ -480,6 +500,8 @@ fn lr_search_rows<'a>(
 }
 
 const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score (fitted lookup 0.7 + idf·count sparse 0.3)";
+const UNMAPPED_DENSE: &str = "lookup dense (fitted table, unseen rows left untrained)";
+const UNMAPPED_DEFAULT: &str = "lr_search default, fitted table with unseen rows left untrained";
 
 /// lr_search over the collection in memory: `lr_search::search` with exact top-1000 dense
 /// candidates, a sparse side's top 1000 per query (computed once, [`SparseSide::candidates_per_query`]),
