@@ -4,7 +4,11 @@ cloze pseudo-queries of every corpus, each setting's known-item MRR@10 as a rati
 published one (min-max, w = 0.7, no feedback); the geometric mean over corpora ranks them. The
 judged queries (where a corpus has them) are printed beside, never used.
 
-usage: quality_select.py STUDY.json [STUDY.json ...] [--form cloze] [--weight 0.7]"""
+--tau prints instead, for every corpus with judged queries, Kendall's tau between each pseudo-query
+form's ranking of the settings and the judged ranking (over all settings, and over those at
+--weight if given): how far each form can stand in for judgements.
+
+usage: quality_select.py STUDY.json [STUDY.json ...] [--form cloze] [--weight 0.7] [--tau]"""
 import json
 import math
 import sys
@@ -20,13 +24,41 @@ if "--weight" in args:
     i = args.index("--weight")
     only_weight = args[i + 1]
     del args[i:i + 2]
+tau_only = "--tau" in args
+if tau_only:
+    args.remove("--tau")
 studies = {}
 for path in args:
     studies.update(json.load(open(path)))
 PUBLISHED = "minmax w=0.7"
-names = [n for n in next(iter(studies.values())) if not n.startswith(("FULL", "GAP"))]
-if only_weight:
-    names = [n for n in names if f"w={only_weight}" in n]
+all_names = [n for n in next(iter(studies.values())) if not n.startswith(("FULL", "GAP"))]
+names = [n for n in all_names if f"w={only_weight}" in n] if only_weight else all_names
+
+
+def kendall_tau(pairs):
+    """Tau-a over (x, y) pairs; pairs tied in either coordinate count for neither side."""
+    agree = disagree = 0
+    for i in range(len(pairs)):
+        for j in range(i + 1, len(pairs)):
+            s = (pairs[i][0] - pairs[j][0]) * (pairs[i][1] - pairs[j][1])
+            agree += s > 0
+            disagree += s < 0
+    return (agree - disagree) / (agree + disagree) if agree + disagree else 0.0
+
+
+if tau_only:
+    for corpus, r in studies.items():
+        forms = [f for f in r[all_names[0]] if f != "judged"]
+        if "judged" not in r[all_names[0]]:
+            continue
+        print(f"{corpus}: Kendall's tau with the judged ranking ({len(all_names)} settings; {len(names)} at w = {only_weight})")
+        print(f"| form | tau, all settings | tau, w = {only_weight} |")
+        print("|---|---:|---:|")
+        for f in forms:
+            t_all = kendall_tau([(r[n][f], r[n]["judged"]) for n in all_names])
+            t_w = kendall_tau([(r[n][f], r[n]["judged"]) for n in names])
+            print(f"| {f} | {t_all:+.2f} | {t_w:+.2f} |")
+    sys.exit(0)
 rows = []
 for n in names:
     ratios = [r[n][form] / r[PUBLISHED][form] for r in studies.values() if form in r[n]]

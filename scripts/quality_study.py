@@ -11,6 +11,8 @@ where the collection has them, the judged queries) and ranks every candidate set
   nearest neighbour in the fitted table (a paraphrase the sparse side cannot match verbatim);
 - inverse-cloze pseudo-queries: a span cut out of a held-out document, whose only relevant
   text is the rest of that document (re-encoded by both document models without the span);
+- title pseudo-queries, where documents have titles: a held-out document's title, whose only
+  relevant text is the document without it (re-encoded likewise);
 - the judged queries, nDCG@10 (record only: never used to choose).
 
 Queries are encoded here exactly as the extension does (lookup = normalised idf-weighted sum of
@@ -69,6 +71,18 @@ class Corpus:
                 for t, w in pairs:
                     row[t] = w
                 self.cloze_rest_sparse.append(row)
+        # title pseudo-queries (held-out documents with a title): the document without its title
+        # is the relevant text, re-encoded by both document models
+        self.title = [(t["doc"], t["query"]) for t in meta.get("title", [])]
+        if self.title:
+            self.title_rest_dense = read_f32(os.path.join(d, "title_rest_dense.f32"), self.dims)
+            self.title_full = read_f32(os.path.join(d, "title_full.f32"), self.dims)
+            self.title_rest_sparse = []
+            for pairs in meta["title_rest_sparse"]:
+                row = np.zeros(vocab, dtype=np.float32)
+                for t, w in pairs:
+                    row[t] = w
+                self.title_rest_sparse.append(row)
         # document frequency over the corpus's plain ids, for keyword queries
         self.doc_texts = None
 
@@ -342,19 +356,26 @@ def main():
         sets = {name: qs for name, qs in variants(c).items()}
         if c.cloze:
             sets["cloze"] = c.cloze
+        if c.title:
+            sets["title"] = c.title
         res = {}
         for set_name, qs in sets.items():
             qv = [c.lookup(t) for _, t in qs]
             sq = [c.sparse_query(t) for _, t in qs]
-            overrides = [(src, c.cloze_rest_dense[i], c.cloze_rest_sparse[i]) for i, (src, _) in enumerate(qs)] if set_name == "cloze" else [None] * len(qs)
+            if set_name == "cloze":
+                overrides = [(src, c.cloze_rest_dense[i], c.cloze_rest_sparse[i]) for i, (src, _) in enumerate(qs)]
+            elif set_name == "title":
+                overrides = [(src, c.title_rest_dense[i], c.title_rest_sparse[i]) for i, (src, _) in enumerate(qs)]
+            else:
+                overrides = [None] * len(qs)
             sides = [sides_of(c, q, s, o) for q, s, o in zip(qv, sq, overrides)]
             res.setdefault("GAP lookup", {})[set_name] = gap_stats(sides)
             for name, spec in specs:
                 score = np.mean([mrr10(run_system(c, spec, q, sd), src) for q, sd, (src, _) in zip(qv, sides, qs)])
                 res.setdefault(name, {})[set_name] = float(score)
             # full-query references on the verbatim spans (their full vectors were dumped)
-            if set_name in ("verbatim", "cloze"):
-                fullv = c.held_full if set_name == "verbatim" else c.cloze_full
+            if set_name in ("verbatim", "cloze", "title"):
+                fullv = {"verbatim": c.held_full, "cloze": c.cloze_full, "title": c.title_full}[set_name]
                 sides = [sides_of(c, q, s, o) for q, s, o in zip(fullv, sq, overrides)]
                 res.setdefault("GAP full", {})[set_name] = gap_stats(sides)
                 for name, spec in specs:

@@ -894,6 +894,27 @@ fn dump(
     write_f32(&dir.join("cloze_full.f32"), cached.encode(&queries)?.iter().flatten().copied())?;
     cached.save();
     let rest_sparse = sparse.encode_cached(&rests, args.cache_dir.as_deref())?;
+    // Title pseudo-queries of the held-out documents that have a title: the title as the query,
+    // the document without it (its text) as the only relevant text, encoded by both document
+    // models. Titles are short and written by people, as queries are.
+    let titled: Vec<(usize, &str, &str)> = held_docs
+        .iter()
+        .map(|&d| (d, coll.docs[d].title.trim(), coll.docs[d].text.trim()))
+        .filter(|(_, title, text)| !title.is_empty() && !text.is_empty())
+        .collect();
+    let title_pairs: Vec<serde_json::Value> =
+        titled.iter().map(|(d, title, _)| serde_json::json!({"doc": d, "query": title})).collect();
+    let bodies: Vec<&str> = titled.iter().map(|t| t.2).collect();
+    let titles: Vec<&str> = titled.iter().map(|t| t.1).collect();
+    eprintln!("encoding {} title pseudo-queries' documents", titled.len());
+    let mut body_dense = Vec::new();
+    for chunk in bodies.chunks(64) {
+        body_dense.extend(cached.encode(chunk)?);
+    }
+    write_f32(&dir.join("title_rest_dense.f32"), body_dense.iter().flatten().copied())?;
+    write_f32(&dir.join("title_full.f32"), cached.encode(&titles)?.iter().flatten().copied())?;
+    cached.save();
+    let body_sparse = sparse.encode_cached(&bodies, args.cache_dir.as_deref())?;
     // Inverse-cloze pairs of the training documents (never of the held-out ones), sparse side
     // only: training material for sparse query weights.
     let train_docs: Vec<usize> = (0..doc_refs.len()).filter(|d| held_docs.binary_search(d).is_err()).collect();
@@ -906,6 +927,8 @@ fn dump(
         "cloze_train_rest_sparse": train_rest_sparse,
         "cloze": cloze,
         "cloze_rest_sparse": rest_sparse,
+        "title": title_pairs,
+        "title_rest_sparse": body_sparse,
         "dims": dims,
         "doc_ids": doc_ids,
         "doc_sparse": sparse.docs,
