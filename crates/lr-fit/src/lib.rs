@@ -1163,49 +1163,63 @@ fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usiz
 /// Sets every row not `trained` to its untrained row times `M`, the ridge least-squares map
 /// (D × D) from the trained tokens' untrained rows to their fitted rows:
 /// `M = (R0_Tᵀ R0_T + μI)⁻¹ R0_Tᵀ X_T`, μ = 10⁻³ · trace / D (only keeps a small or degenerate
-/// trained set solvable). Returns how many rows it set.
+/// trained set solvable). Returns how many rows it set. The products go through candle's GEMM
+/// (a decoder's table can be 150k × 4096); only the D × D factorisation is scalar.
 pub fn map_unseen_rows(init_rows: &[f32], rows: &mut [f32], trained: &[bool], d: usize) -> Result<usize, FitError> {
     let vocab = trained.len();
     if init_rows.len() != vocab * d || rows.len() != vocab * d {
         return Err(FitError::InvalidInput(format!("map_unseen_rows: {vocab} tokens of {d} dimensions do not match the rows")));
     }
+    let seen: Vec<usize> = (0..vocab).filter(|&t| trained[t]).collect();
     let unseen: Vec<usize> = (0..vocab).filter(|&t| !trained[t]).collect();
-    if unseen.is_empty() || unseen.len() == vocab {
+    if unseen.is_empty() || seen.is_empty() {
         return Ok(0);
     }
-    let mut gram = vec![0.0f64; d * d];
-    let mut cross = vec![0.0f64; d * d];
-    for t in (0..vocab).filter(|&t| trained[t]) {
-        let (r0, x) = (&init_rows[t * d..(t + 1) * d], &rows[t * d..(t + 1) * d]);
-        for i in 0..d {
-            let a = r0[i] as f64;
-            if a == 0.0 {
-                continue;
-            }
-            gram[i * d..(i + 1) * d].iter_mut().zip(r0).for_each(|(o, b)| *o += a * *b as f64);
-            cross[i * d..(i + 1) * d].iter_mut().zip(x).for_each(|(o, b)| *o += a * *b as f64);
-        }
-    }
+    let e = |e: candle_core::Error| FitError::InvalidInput(format!("map_unseen_rows: {e}"));
+    let gather = |from: &[f32], ids: &[usize]| -> Result<Tensor, FitError> {
+        let v: Vec<f64> = ids.iter().flat_map(|&t| from[t * d..(t + 1) * d].iter().map(|&x| x as f64)).collect();
+        Tensor::from_vec(v, (ids.len(), d), &Device::Cpu).map_err(e)
+    };
+    let r0_seen = gather(init_rows, &seen)?;
+    let fitted_seen = gather(rows, &seen)?;
+    let r0_seen_t = r0_seen.t().map_err(e)?;
+    let mut gram: Vec<f64> = r0_seen_t.matmul(&r0_seen).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
+    let cross = r0_seen_t.matmul(&fitted_seen).map_err(e)?;
+    drop((r0_seen, fitted_seen, r0_seen_t));
     let trace: f64 = (0..d).map(|i| gram[i * d + i]).sum();
     let mu = 1e-3 * trace / d as f64 + 1e-12;
     (0..d).for_each(|i| gram[i * d + i] += mu);
     let l = cholesky(&gram, d).ok_or_else(|| FitError::InvalidInput("map_unseen_rows: singular system".into()))?;
-    let mut m = vec![0.0f64; d * d];
-    let mut col = vec![0.0f64; d];
-    for j in 0..d {
-        (0..d).for_each(|i| col[i] = cross[i * d + j]);
-        cholesky_solve(&l, d, &mut col);
-        (0..d).for_each(|i| m[i * d + j] = col[i]);
-    }
-    let mut out = vec![0.0f64; d];
-    for &t in &unseen {
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for (i, &a) in init_rows[t * d..(t + 1) * d].iter().enumerate() {
-            out.iter_mut().zip(&m[i * d..(i + 1) * d]).for_each(|(o, b)| *o += a as f64 * b);
+    // (LLᵀ)⁻¹ = L⁻ᵀ L⁻¹: one scalar triangular inverse, the rest is GEMM.
+    let l_inv = Tensor::from_vec(lower_triangular_inverse(&l, d), (d, d), &Device::Cpu).map_err(e)?;
+    let map = l_inv.t().map_err(e)?.matmul(&l_inv).map_err(e)?.matmul(&cross).map_err(e)?;
+    for chunk in unseen.chunks(8192) {
+        let mapped: Vec<f64> = gather(init_rows, chunk)?.matmul(&map).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
+        for (&t, v) in chunk.iter().zip(mapped.chunks_exact(d)) {
+            rows[t * d..(t + 1) * d].iter_mut().zip(v).for_each(|(r, &x)| *r = x as f32);
         }
-        rows[t * d..(t + 1) * d].iter_mut().zip(&out).for_each(|(r, &v)| *r = v as f32);
     }
     Ok(unseen.len())
+}
+
+/// The inverse of a lower-triangular `n × n` matrix (row-major), itself lower-triangular.
+fn lower_triangular_inverse(l: &[f64], n: usize) -> Vec<f64> {
+    // Row i of L⁻¹ = (e_i − Σ_{k<i} L[i,k] · row k of L⁻¹) / L[i,i]: contiguous rows only.
+    let mut inv = vec![0.0f64; n * n];
+    for i in 0..n {
+        let (done, rest) = inv.split_at_mut(i * n);
+        let row = &mut rest[..n];
+        row[i] = 1.0;
+        for k in 0..i {
+            let a = l[i * n + k];
+            if a != 0.0 {
+                row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]).for_each(|(r, v)| *r -= a * v);
+            }
+        }
+        let p = l[i * n + i];
+        row[..=i].iter_mut().for_each(|r| *r /= p);
+    }
+    inv
 }
 
 fn cholesky(m: &[f64], n: usize) -> Option<Vec<f64>> {
