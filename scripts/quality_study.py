@@ -38,6 +38,22 @@ def read_f32(path, cols=None):
     return a.reshape(-1, cols) if cols else a
 
 
+def read_pairs(d, meta, form, dims, vocab):
+    """One pseudo-query form of a dump: (pairs, rests' dense rows, rests' sparse rows, queries'
+    full-model rows); empty when the dump has none."""
+    pairs = [(p["doc"], p["query"]) for p in meta.get(form, [])]
+    if not pairs:
+        return [], None, None, None
+    sparse = []
+    for entries in meta[f"{form}_rest_sparse"]:
+        row = np.zeros(vocab, dtype=np.float32)
+        for t, w in entries:
+            row[t] = w
+        sparse.append(row)
+    return (pairs, read_f32(os.path.join(d, f"{form}_rest_dense.f32"), dims), sparse,
+            read_f32(os.path.join(d, f"{form}_full.f32"), dims))
+
+
 class Corpus:
     def __init__(self, d, tok):
         self.name = os.path.basename(os.path.normpath(d))
@@ -61,28 +77,11 @@ class Corpus:
         self.query_lookup = read_f32(os.path.join(d, "query_lookup.f32"), self.dims) if self.queries else None
         self.query_full = read_f32(os.path.join(d, "query_full.f32"), self.dims) if self.queries else None
         self.held_full = read_f32(os.path.join(d, "held_full.f32"), self.dims)
-        self.cloze = [(c["doc"], c["query"]) for c in meta.get("cloze", [])]
-        if self.cloze:
-            self.cloze_rest_dense = read_f32(os.path.join(d, "cloze_rest_dense.f32"), self.dims)
-            self.cloze_full = read_f32(os.path.join(d, "cloze_full.f32"), self.dims)
-            self.cloze_rest_sparse = []
-            for pairs in meta["cloze_rest_sparse"]:
-                row = np.zeros(vocab, dtype=np.float32)
-                for t, w in pairs:
-                    row[t] = w
-                self.cloze_rest_sparse.append(row)
-        # title pseudo-queries (held-out documents with a title): the document without its title
-        # is the relevant text, re-encoded by both document models
-        self.title = [(t["doc"], t["query"]) for t in meta.get("title", [])]
-        if self.title:
-            self.title_rest_dense = read_f32(os.path.join(d, "title_rest_dense.f32"), self.dims)
-            self.title_full = read_f32(os.path.join(d, "title_full.f32"), self.dims)
-            self.title_rest_sparse = []
-            for pairs in meta["title_rest_sparse"]:
-                row = np.zeros(vocab, dtype=np.float32)
-                for t, w in pairs:
-                    row[t] = w
-                self.title_rest_sparse.append(row)
+        # inverse-cloze and title pseudo-queries: (source document, query text), each with its
+        # only relevant text (the document without the span / without its title) re-encoded by
+        # both document models, and the query through the full model
+        self.cloze, self.cloze_rest_dense, self.cloze_rest_sparse, self.cloze_full = read_pairs(d, meta, "cloze", self.dims, vocab)
+        self.title, self.title_rest_dense, self.title_rest_sparse, self.title_full = read_pairs(d, meta, "title", self.dims, vocab)
         # document frequency over the corpus's plain ids, for keyword queries
         self.doc_texts = None
 

@@ -853,6 +853,28 @@ fn write_f32(path: &Path, rows: impl IntoIterator<Item = f32>) -> Result<(), Str
 /// weights, and per query set (the fit's held-out pseudo-queries, the judged queries) the texts
 /// with their lookup and full-model vectors.
 #[allow(clippy::too_many_arguments)]
+/// Pseudo-query pairs of one form for `--dump`: the rests (each query's only relevant text)
+/// through the dense document model (`{form}_rest_dense.f32`), the queries through it too
+/// (`{form}_full.f32`, the full-query reference); returns the rests' sparse vectors for meta.json.
+fn dump_pairs(
+    dir: &Path,
+    form: &str,
+    queries: &[&str],
+    rests: &[&str],
+    args: &Args,
+    sparse: &SparseSide,
+    cached: &CachedEncoder,
+) -> Result<Vec<Vec<(u32, f32)>>, String> {
+    let mut rest_dense = Vec::new();
+    for chunk in rests.chunks(64) {
+        rest_dense.extend(cached.encode(chunk)?);
+    }
+    write_f32(&dir.join(format!("{form}_rest_dense.f32")), rest_dense.iter().flatten().copied())?;
+    write_f32(&dir.join(format!("{form}_full.f32")), cached.encode(queries)?.iter().flatten().copied())?;
+    cached.save();
+    sparse.encode_cached(rests, args.cache_dir.as_deref())
+}
+
 fn dump(
     dir: &Path,
     args: &Args,
@@ -886,14 +908,7 @@ fn dump(
     let rests: Vec<&str> = cloze.iter().map(|c| c.rest.as_str()).collect();
     let queries: Vec<&str> = cloze.iter().map(|c| c.query.as_str()).collect();
     eprintln!("encoding {} inverse-cloze pairs", cloze.len());
-    let mut rest_dense = Vec::new();
-    for chunk in rests.chunks(64) {
-        rest_dense.extend(cached.encode(chunk)?);
-    }
-    write_f32(&dir.join("cloze_rest_dense.f32"), rest_dense.iter().flatten().copied())?;
-    write_f32(&dir.join("cloze_full.f32"), cached.encode(&queries)?.iter().flatten().copied())?;
-    cached.save();
-    let rest_sparse = sparse.encode_cached(&rests, args.cache_dir.as_deref())?;
+    let rest_sparse = dump_pairs(dir, "cloze", &queries, &rests, args, sparse, cached)?;
     // Title pseudo-queries of the held-out documents that have a title: the title as the query,
     // the document without it (its text) as the only relevant text, encoded by both document
     // models. Titles are short and written by people, as queries are.
@@ -904,17 +919,10 @@ fn dump(
         .collect();
     let title_pairs: Vec<serde_json::Value> =
         titled.iter().map(|(d, title, _)| serde_json::json!({"doc": d, "query": title})).collect();
-    let bodies: Vec<&str> = titled.iter().map(|t| t.2).collect();
     let titles: Vec<&str> = titled.iter().map(|t| t.1).collect();
+    let bodies: Vec<&str> = titled.iter().map(|t| t.2).collect();
     eprintln!("encoding {} title pseudo-queries' documents", titled.len());
-    let mut body_dense = Vec::new();
-    for chunk in bodies.chunks(64) {
-        body_dense.extend(cached.encode(chunk)?);
-    }
-    write_f32(&dir.join("title_rest_dense.f32"), body_dense.iter().flatten().copied())?;
-    write_f32(&dir.join("title_full.f32"), cached.encode(&titles)?.iter().flatten().copied())?;
-    cached.save();
-    let body_sparse = sparse.encode_cached(&bodies, args.cache_dir.as_deref())?;
+    let body_sparse = dump_pairs(dir, "title", &titles, &bodies, args, sparse, cached)?;
     // Inverse-cloze pairs of the training documents (never of the held-out ones), sparse side
     // only: training material for sparse query weights.
     let train_docs: Vec<usize> = (0..doc_refs.len()).filter(|d| held_docs.binary_search(d).is_err()).collect();
