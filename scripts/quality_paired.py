@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Paired comparison of two of quality_study.py's settings on one pseudo-query form (or the
 judged queries) of a dump: per-query differences, wins and losses, and a bootstrap 95 % interval
-of the mean difference (docs/quality.md, "Title pseudo-queries").
+of the mean difference (docs/quality.md, "Title pseudo-queries"). Pseudo-queries are resampled
+by source document (a document gives up to 4 cloze queries), judged queries one by one.
 
 usage: quality_paired.py DUMP_DIR FORM SETTING_A SETTING_B [--model-dir DIR]
   FORM: cloze, title or judged; SETTING: a name from quality_study.systems(), e.g. "minmax w=0.7"."""
@@ -24,6 +25,8 @@ def main():
     if len(args) != 4:
         sys.exit(__doc__)
     dump, form, a, b = args
+    if form not in ("cloze", "title", "judged"):
+        sys.exit(__doc__)
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
@@ -35,6 +38,7 @@ def main():
         vectors = list(c.query_lookup)
         sides = [qs.sides_of(c, q, c.sparse_query(t)) for q, (_, t) in zip(vectors, c.queries)]
         score = lambda spec: np.array([qs.ndcg10(qs.run_system(c, spec, q, sd), r) for q, sd, r in zip(vectors, sides, rels)])
+        groups = np.arange(len(rels))
     else:
         queries = {"cloze": c.cloze, "title": c.title}[form]
         rest_dense = {"cloze": getattr(c, "cloze_rest_dense", None), "title": getattr(c, "title_rest_dense", None)}[form]
@@ -44,11 +48,20 @@ def main():
         vectors = [c.lookup(t) for _, t in queries]
         sides = [qs.sides_of(c, q, c.sparse_query(t), (src, rest_dense[i], rest_sparse[i])) for i, (q, (src, t)) in enumerate(zip(vectors, queries))]
         score = lambda spec: np.array([qs.mrr10(qs.run_system(c, spec, q, sd), src) for q, sd, (src, _) in zip(vectors, sides, queries)])
+        groups = np.array([src for src, _ in queries])
+    for name in (a, b):
+        if name not in specs:
+            sys.exit(f"unknown setting {name!r}; quality_study.systems() has: {', '.join(specs)}")
     diff = score(specs[a]) - score(specs[b])
+    # Resample whole groups (source documents): queries of one document are not independent.
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     rng = np.random.default_rng(0)
-    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(10000)]
+    boot = []
+    for _ in range(10000):
+        picked = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        boot.append(diff[picked].mean())
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    print(f"{c.name}, {form} ({len(diff)} queries): '{a}' − '{b}' = {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] (95 %, paired bootstrap); "
+    print(f"{c.name}, {form} ({len(diff)} queries): '{a}' − '{b}' = {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] (95 %, paired bootstrap over {len(members)} groups); "
           f"{a} ahead on {(diff > 0).sum()}, behind on {(diff < 0).sum()}, tied on {(diff == 0).sum()}")
 
 

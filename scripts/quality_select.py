@@ -4,7 +4,7 @@ cloze pseudo-queries of every corpus, each setting's known-item MRR@10 as a rati
 published one (min-max, w = 0.7, no feedback); the geometric mean over corpora ranks them. The
 judged queries (where a corpus has them) are printed beside, never used.
 
---tau prints instead, for every corpus with judged queries, Kendall's tau between each pseudo-query
+--tau prints instead, for every corpus with judged queries, Kendall's tau-b between each pseudo-query
 form's ranking of the settings and the judged ranking (over all settings, and over those at
 --weight if given): how far each form can stand in for judgements.
 
@@ -36,14 +36,23 @@ names = [n for n in all_names if f"w={only_weight}" in n] if only_weight else al
 
 
 def kendall_tau(pairs):
-    """Tau-a over (x, y) pairs; pairs tied in either coordinate count for neither side."""
-    agree = disagree = 0
+    """Kendall's tau-b over (x, y) pairs (ties in either coordinate handled as tau-b does)."""
+    concordant = discordant = ties_x = ties_y = 0
     for i in range(len(pairs)):
         for j in range(i + 1, len(pairs)):
-            s = (pairs[i][0] - pairs[j][0]) * (pairs[i][1] - pairs[j][1])
-            agree += s > 0
-            disagree += s < 0
-    return (agree - disagree) / (agree + disagree) if agree + disagree else 0.0
+            dx, dy = pairs[i][0] - pairs[j][0], pairs[i][1] - pairs[j][1]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif dx * dy > 0:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denominator if denominator else 0.0
 
 
 if tau_only:
@@ -51,8 +60,9 @@ if tau_only:
         forms = [f for f in r[all_names[0]] if f != "judged"]
         if "judged" not in r[all_names[0]]:
             continue
-        print(f"{corpus}: Kendall's tau with the judged ranking ({len(all_names)} settings; {len(names)} at w = {only_weight})")
-        print(f"| form | tau, all settings | tau, w = {only_weight} |")
+        subset = f"w = {only_weight}" if only_weight else "all settings again (no --weight)"
+        print(f"{corpus}: Kendall's tau-b with the judged ranking ({len(all_names)} settings; {len(names)} at {subset})")
+        print(f"| form | tau-b, all settings | tau-b, {subset} |")
         print("|---|---:|---:|")
         for f in forms:
             t_all = kendall_tau([(r[n][f], r[n]["judged"]) for n in all_names])

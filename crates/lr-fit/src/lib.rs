@@ -154,12 +154,14 @@ pub struct FitOptions {
     pub refine_cloze_max_words: usize,
     /// Pull of the refined rows towards the ridge solution (summed squared difference, per span).
     pub refine_anchor: f64,
-    /// After the fit, move the rows of tokens no span trained (words only in held-out documents,
-    /// or in no document at all) into the fitted rows' space: `R0_t · M`, with `M` the D × D
-    /// least-squares map from the trained tokens' untrained rows to their fitted rows. Left
-    /// untrained, such a row is off in direction and scale (fitted rows are ≈ 1.5× longer), and
-    /// a query word the fit never saw (often a rare one, so with a large idf weight) pulls the
-    /// lookup off target (docs/quality.md). `false` keeps them untrained.
+    /// Set every row the ridge fit did not determine (tokens only in refinement spans, only in
+    /// held-out documents, or in no document) to `P_t · M`: `P` the prior rows, `M` the D × D
+    /// least-squares map from the ridge-fitted tokens' prior rows to their final rows. Left
+    /// alone, such a row stays at (or, refined by a few Adam steps, near) its untrained row,
+    /// off in direction and scale (fitted rows are ≈ 1.5× longer), and a query word the fit
+    /// barely saw (often a rare one, so with a large idf weight) pulls the lookup off target
+    /// (docs/quality.md). Early stopping judges the epochs before the map. `false` keeps the
+    /// prior (or refined) rows.
     pub map_unseen_rows: bool,
     /// Upper bound on training spans (documents are subsampled beyond it).
     pub max_spans: usize,
@@ -306,10 +308,11 @@ pub struct FitReport {
     pub pairs_held_out: usize,
     pub vocab: usize,
     pub dims: usize,
-    /// Rows fitted (tokens seen in a training span); the others keep the prior.
+    /// Rows the ridge fit determined (tokens seen in a training span).
     pub tokens_fitted: usize,
-    /// Rows of tokens no span trained that were mapped into the fitted space
-    /// ([`FitOptions::map_unseen_rows`]).
+    /// Every other row, set from the map ([`FitOptions::map_unseen_rows`]; 0 when it is off,
+    /// and then those rows keep the prior, or their refined value for tokens only in
+    /// refinement spans).
     pub tokens_mapped: usize,
     pub solver_iterations: usize,
     pub solver_relative_residual: f64,
@@ -371,9 +374,9 @@ pub struct FittedTable {
     /// The held-out pseudo-queries the report's measures were taken on: (source document
     /// index, span text). Callers can judge other query encoders on the same questions.
     pub held_out_queries: Vec<(usize, String)>,
-    /// The ids whose rows [`FitOptions::map_unseen_rows`] set (empty when it is off): putting
-    /// their untrained rows back gives the table the fit makes without the map.
-    pub mapped_ids: Vec<u32>,
+    /// The ids whose rows the ridge fit determined (every other row keeps its prior, is only
+    /// refined, or is set by [`FitOptions::map_unseen_rows`]).
+    pub fitted_ids: Vec<u32>,
 }
 
 /// A span with its source document and its tokens (vocabulary ids, counted).
@@ -875,7 +878,6 @@ pub fn fit_query_table_guided(
     let mut refine_agreement = Vec::new();
     let mut refine_source_mrr = Vec::new();
     let (mut refined_tokens, mut refine_pairs) = (0usize, 0usize);
-    let mut refined_ids: Vec<u32> = Vec::new();
     let mut refine_best_epoch = None;
     if options.refine != Refine::None && options.refine_epochs > 0 {
         let dt = doc_tensor.as_ref().expect("refinement encodes the documents");
@@ -958,6 +960,9 @@ pub fn fit_query_table_guided(
                 for (k2, &id) in r_ids.iter().enumerate() {
                     r[id as usize * d..(id as usize + 1) * d].copy_from_slice(&params[k2 * d..(k2 + 1) * d]);
                 }
+                // Judged before the map: with it, the criterion moves to a later epoch within its
+                // noise, which titles (the pseudo-queries that agree with judgements) rate lower
+                // (docs/quality.md, "Unseen rows").
                 let ag = agreement(&lookup_vectors(&r, query_weights), ft, &held_sources, at, d, k)?;
                 refine_agreement.push(ag.overlap);
                 if by_docs {
@@ -979,21 +984,21 @@ pub fn fit_query_table_guided(
         for (k2, &id) in r_ids.iter().enumerate() {
             rows[id as usize * d..(id as usize + 1) * d].copy_from_slice(&params[k2 * d..(k2 + 1) * d]);
         }
-        refined_ids = r_ids;
     }
     let seconds_refine = t_refine.elapsed().as_secs_f64();
-    let mut mapped_ids = Vec::new();
-    if options.map_unseen_rows {
-        progress("mapping unseen rows", 0.0);
-        let mut trained = vec![false; vocab];
-        fitted_ids.iter().chain(&refined_ids).for_each(|&id| trained[id as usize] = true);
-        if map_unseen_rows(init_rows, &mut rows, &trained, d)? > 0 {
-            mapped_ids = (0..vocab as u32).filter(|&t| !trained[t as usize]).collect();
-        }
-    }
     if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
         return Err(FitError::InvalidInput(format!("the fit diverged: row {} is not finite (lower refine_lr)", i / d)));
     }
+    // Every row the ridge fit did not determine (tokens only in refinement spans, in held-out
+    // documents or in no document) from the map fitted on those it did.
+    let tokens_mapped = if options.map_unseen_rows {
+        progress("mapping unseen rows", 0.0);
+        let mut ridge_fitted = vec![false; vocab];
+        fitted_ids.iter().for_each(|&id| ridge_fitted[id as usize] = true);
+        map_unseen_rows(&prior_full, &mut rows, &ridge_fitted, d)?
+    } else {
+        0
+    };
 
     // 9. "After" measures.
     let after_vectors = lookup_vectors(&rows, weights.as_deref());
@@ -1028,7 +1033,7 @@ pub fn fit_query_table_guided(
         vocab,
         dims: d,
         tokens_fitted: t,
-        tokens_mapped: mapped_ids.len(),
+        tokens_mapped,
         solver_iterations: stats.iterations,
         solver_relative_residual: stats.relative_residual,
         objective_before: data_before,
@@ -1065,7 +1070,7 @@ pub fn fit_query_table_guided(
     };
     progress("done", 1.0);
     let held_out_queries = held_spans.into_iter().map(|s| (s.doc, s.text)).collect();
-    Ok(FittedTable { rows, weights, report, held_out_queries, mapped_ids })
+    Ok(FittedTable { rows, weights, report, held_out_queries, fitted_ids })
 }
 
 /// Encodes `texts` in length-sorted batches; returns the vectors flat (n × d), L2-normalised.
@@ -1160,14 +1165,17 @@ fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usiz
     r.matmul(&gt).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
 }
 
-/// Sets every row not `trained` to its untrained row times `M`, the ridge least-squares map
-/// (D × D) from the trained tokens' untrained rows to their fitted rows:
-/// `M = (R0_Tᵀ R0_T + μI)⁻¹ R0_Tᵀ X_T`, μ = 10⁻³ · trace / D (only keeps a small or degenerate
-/// trained set solvable). Returns how many rows it set. The products go through candle's GEMM
-/// (a decoder's table can be 150k × 4096); only the D × D factorisation is scalar.
-pub fn map_unseen_rows(init_rows: &[f32], rows: &mut [f32], trained: &[bool], d: usize) -> Result<usize, FitError> {
+/// Sets every row not `trained` to its prior row times `M`, the ridge least-squares map (D × D)
+/// from the trained tokens' prior rows to their fitted rows:
+/// `M = (P_Tᵀ P_T + μI)⁻¹ P_Tᵀ X_T`, μ = 10⁻³ · trace / D (only keeps a small or degenerate
+/// trained set solvable). `prior_rows` are what the fit pulls rows towards (the untrained rows,
+/// centred or through the linear prior when those options are on). Returns how many rows it set.
+/// The products go through candle's GEMM, a chunk of rows at a time (a decoder's table can be
+/// 150k × 4096); only the D × D factorisation is scalar.
+pub fn map_unseen_rows(prior_rows: &[f32], rows: &mut [f32], trained: &[bool], d: usize) -> Result<usize, FitError> {
+    const CHUNK: usize = 8192;
     let vocab = trained.len();
-    if init_rows.len() != vocab * d || rows.len() != vocab * d {
+    if d == 0 || prior_rows.len() != vocab * d || rows.len() != vocab * d {
         return Err(FitError::InvalidInput(format!("map_unseen_rows: {vocab} tokens of {d} dimensions do not match the rows")));
     }
     let seen: Vec<usize> = (0..vocab).filter(|&t| trained[t]).collect();
@@ -1175,17 +1183,28 @@ pub fn map_unseen_rows(init_rows: &[f32], rows: &mut [f32], trained: &[bool], d:
     if unseen.is_empty() || seen.is_empty() {
         return Ok(0);
     }
+    if let Some(i) = prior_rows.iter().position(|v| !v.is_finite()) {
+        return Err(FitError::InvalidInput(format!("map_unseen_rows: prior row {} is not finite", i / d)));
+    }
+    if let Some(&t) = seen.iter().find(|&&t| rows[t * d..(t + 1) * d].iter().any(|v| !v.is_finite())) {
+        return Err(FitError::InvalidInput(format!("the fit diverged: row {t} is not finite (lower refine_lr)")));
+    }
     let e = |e: candle_core::Error| FitError::InvalidInput(format!("map_unseen_rows: {e}"));
     let gather = |from: &[f32], ids: &[usize]| -> Result<Tensor, FitError> {
-        let v: Vec<f64> = ids.iter().flat_map(|&t| from[t * d..(t + 1) * d].iter().map(|&x| x as f64)).collect();
+        let mut v = Vec::with_capacity(ids.len() * d);
+        ids.iter().for_each(|&t| v.extend(from[t * d..(t + 1) * d].iter().map(|&x| x as f64)));
         Tensor::from_vec(v, (ids.len(), d), &Device::Cpu).map_err(e)
     };
-    let r0_seen = gather(init_rows, &seen)?;
-    let fitted_seen = gather(rows, &seen)?;
-    let r0_seen_t = r0_seen.t().map_err(e)?;
-    let mut gram: Vec<f64> = r0_seen_t.matmul(&r0_seen).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-    let cross = r0_seen_t.matmul(&fitted_seen).map_err(e)?;
-    drop((r0_seen, fitted_seen, r0_seen_t));
+    // PᵀP and PᵀX summed over chunks of the trained rows.
+    let mut gram = Tensor::zeros((d, d), candle_core::DType::F64, &Device::Cpu).map_err(e)?;
+    let mut cross = gram.clone();
+    for chunk in seen.chunks(CHUNK) {
+        let p = gather(prior_rows, chunk)?;
+        let pt = p.t().map_err(e)?;
+        gram = (gram + pt.matmul(&p).map_err(e)?).map_err(e)?;
+        cross = (cross + pt.matmul(&gather(rows, chunk)?).map_err(e)?).map_err(e)?;
+    }
+    let mut gram: Vec<f64> = gram.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
     let trace: f64 = (0..d).map(|i| gram[i * d + i]).sum();
     let mu = 1e-3 * trace / d as f64 + 1e-12;
     (0..d).for_each(|i| gram[i * d + i] += mu);
@@ -1193,8 +1212,8 @@ pub fn map_unseen_rows(init_rows: &[f32], rows: &mut [f32], trained: &[bool], d:
     // (LLᵀ)⁻¹ = L⁻ᵀ L⁻¹: one scalar triangular inverse, the rest is GEMM.
     let l_inv = Tensor::from_vec(lower_triangular_inverse(&l, d), (d, d), &Device::Cpu).map_err(e)?;
     let map = l_inv.t().map_err(e)?.matmul(&l_inv).map_err(e)?.matmul(&cross).map_err(e)?;
-    for chunk in unseen.chunks(8192) {
-        let mapped: Vec<f64> = gather(init_rows, chunk)?.matmul(&map).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
+    for chunk in unseen.chunks(CHUNK) {
+        let mapped: Vec<f64> = gather(prior_rows, chunk)?.matmul(&map).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
         for (&t, v) in chunk.iter().zip(mapped.chunks_exact(d)) {
             rows[t * d..(t + 1) * d].iter_mut().zip(v).for_each(|(r, &x)| *r = x as f32);
         }

@@ -228,7 +228,7 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     // ridge least-squares map from the trained rows' untrained values to their fitted values,
     // solved here in closed form.
     assert_eq!(r.tokens_mapped, 1);
-    assert_eq!(f.mapped_ids, vec![0]);
+    assert_eq!(f.fitted_ids.len(), WORDS.len());
     let init = init_rows();
     let (mut gram, mut cross) = (vec![0.0f64; D * D], vec![0.0f64; D * D]);
     for t in 1..=WORDS.len() {
@@ -250,7 +250,6 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     // Without the map it keeps its untrained row, and nothing else changes.
     let kept = fit(&FitOptions { map_unseen_rows: false, ..small_options() });
     assert_eq!(kept.report.tokens_mapped, 0);
-    assert!(kept.mapped_ids.is_empty());
     assert_eq!(&kept.rows[..D], &init[..D]);
     assert_eq!(&kept.rows[D..], &f.rows[D..]);
     let json = serde_json::to_value(r).unwrap();
@@ -518,4 +517,69 @@ fn unseen_rows_follow_a_linear_relation_between_untrained_and_fitted_rows() {
     assert_eq!(lr_fit::map_unseen_rows(&init, &mut same, &vec![false; vocab], d).unwrap(), 0);
     assert_eq!(same, before);
     assert!(lr_fit::map_unseen_rows(&init, &mut same, &trained[1..], d).is_err());
+}
+
+/// Every row outside the ridge-fitted set must be its prior row times the closed-form ridge map
+/// from the ridge-fitted rows' priors to their final rows.
+fn assert_mapped_from(f: &lr_fit::FittedTable, prior: &[f32]) {
+    let vocab = prior.len() / D;
+    let fitted: std::collections::HashSet<u32> = f.fitted_ids.iter().copied().collect();
+    let (mut gram, mut cross) = (vec![0.0f64; D * D], vec![0.0f64; D * D]);
+    for &t in &f.fitted_ids {
+        let t = t as usize;
+        for i in 0..D {
+            for j in 0..D {
+                gram[i * D + j] += prior[t * D + i] as f64 * prior[t * D + j] as f64;
+                cross[i * D + j] += prior[t * D + i] as f64 * f.rows[t * D + j] as f64;
+            }
+        }
+    }
+    let mu = 1e-3 * (0..D).map(|i| gram[i * D + i]).sum::<f64>() / D as f64;
+    (0..D).for_each(|i| gram[i * D + i] += mu);
+    solve_dense(&mut gram, D, &mut cross, D);
+    let mut checked = 0;
+    for t in (0..vocab).filter(|t| !fitted.contains(&(*t as u32))) {
+        for j in 0..D {
+            let want: f64 = (0..D).map(|i| prior[t * D + i] as f64 * cross[i * D + j]).sum();
+            assert!((f.rows[t * D + j] as f64 - want).abs() < 1e-4, "row {t} column {j}: {} vs {want}", f.rows[t * D + j]);
+        }
+        checked += 1;
+    }
+    assert_eq!(f.report.tokens_mapped, checked);
+}
+
+#[test]
+fn rows_only_refined_are_mapped_too_and_the_map_starts_from_the_prior_the_fit_used() {
+    // One one-word ridge span per training document leaves some words to the refinement spans
+    // alone: their rows, a few Adam steps from untrained, are set from the map like rows no
+    // span has.
+    let sparse_ridge = FitOptions {
+        spans_per_doc: 1,
+        min_words: 1,
+        max_words: 1,
+        refine: Refine::Infonce,
+        refine_epochs: 2,
+        refine_batch: 16,
+        refine_spans_per_doc: 8,
+        ..small_options()
+    };
+    let f = fit(&sparse_ridge);
+    assert!(f.fitted_ids.len() < WORDS.len(), "every word got a ridge span: {}", f.fitted_ids.len());
+    assert!(f.report.refine_tokens > f.fitted_ids.len(), "{:?}", f.report);
+    assert_mapped_from(&f, &init_rows());
+    // Centred: the prior is the untrained rows minus their mean, and the map starts from it.
+    let f = fit(&FitOptions { center: true, ..small_options() });
+    let init = init_rows();
+    let vocab = init.len() / D;
+    let mean: Vec<f32> = (0..D).map(|j| ((0..vocab).map(|t| init[t * D + j] as f64).sum::<f64>() / vocab as f64) as f32).collect();
+    let centred: Vec<f32> = init.iter().enumerate().map(|(i, v)| v - mean[i % D]).collect();
+    assert_mapped_from(&f, &centred);
+    // The linear prior: the map changes only rows the ridge fit did not determine.
+    let linear = FitOptions { prior: lr_fit::Prior::Linear, ..small_options() };
+    let (on, off) = (fit(&linear), fit(&FitOptions { map_unseen_rows: false, ..linear.clone() }));
+    assert!(on.rows.iter().all(|v| v.is_finite()));
+    for t in 0..vocab {
+        let same = on.rows[t * D..(t + 1) * D] == off.rows[t * D..(t + 1) * D];
+        assert_eq!(same, on.fitted_ids.contains(&(t as u32)), "row {t}");
+    }
 }

@@ -367,18 +367,17 @@ fn evaluate_all(
     let fq = lookup_queries(&fitted_enc, &coll.queries, dims);
     timings.push(("encode queries (fitted lookup)", t.elapsed().as_secs_f64()));
     let fitted_run = run_from_scores(&search::dense_scores(&fq, &doc_vectors)?, &coll.queries, doc_ids, 1000);
-    // The same fit with its unseen rows left untrained (map_unseen_rows off, the fit before
-    // issue 17's map), to print beside it.
-    let unmapped_q: Option<Vec<Vec<f32>>> = if fitted.mapped_ids.is_empty() {
-        None
-    } else {
-        let mut unmapped = fitted.rows.clone();
-        for &t in &fitted.mapped_ids {
-            let r = t as usize * dims..(t as usize + 1) * dims;
-            unmapped[r.clone()].copy_from_slice(&init_rows[r]);
-        }
-        let enc = lookup_encoder(&work.join("fitted-unmapped.lrt"), &unmapped, fitted.weights.as_deref(), dims, &tokenizer_json)?;
+    // The same fit without the map (map_unseen_rows off, the fit before issue 17's map), to
+    // print beside it: a second fit, its spans' encodings already in the cache.
+    let unmapped_q: Option<Vec<Vec<f32>>> = if args.fit_options.map_unseen_rows && fitted.report.tokens_mapped > 0 {
+        eprintln!("fitting again without the unseen-row map, for comparison");
+        let options = lr_fit::FitOptions { map_unseen_rows: false, ..args.fit_options.clone() };
+        let unmapped = lr_fit::fit_query_table_guided(doc_refs, Some(&doc_vectors), &plain_tok, &cached, &init_rows, dims, &options, guide.as_ref(), &mut |_, _| {})
+            .map_err(|e| e.to_string())?;
+        let enc = lookup_encoder(&work.join("fitted-unmapped.lrt"), &unmapped.rows, unmapped.weights.as_deref(), dims, &tokenizer_json)?;
         Some(lookup_queries(&enc, &coll.queries, dims))
+    } else {
+        None
     };
 
     let mut rows = vec![
@@ -500,8 +499,8 @@ fn lr_search_rows<'a>(
 }
 
 const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score (fitted lookup 0.7 + idf·count sparse 0.3)";
-const UNMAPPED_DENSE: &str = "lookup dense (fitted table, unseen rows left untrained)";
-const UNMAPPED_DEFAULT: &str = "lr_search default, fitted table with unseen rows left untrained";
+const UNMAPPED_DENSE: &str = "lookup dense (fitted table without the unseen-row map)";
+const UNMAPPED_DEFAULT: &str = "lr_search default, fitted table without the unseen-row map";
 
 /// lr_search over the collection in memory: `lr_search::search` with exact top-1000 dense
 /// candidates, a sparse side's top 1000 per query (computed once, [`SparseSide::candidates_per_query`]),
@@ -848,11 +847,6 @@ fn write_f32(path: &Path, rows: impl IntoIterator<Item = f32>) -> Result<(), Str
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Everything a study outside Rust needs, so that it ranks exactly what the extension would:
-/// the documents' dense and sparse vectors, the fitted table and its weights, the sparse query
-/// weights, and per query set (the fit's held-out pseudo-queries, the judged queries) the texts
-/// with their lookup and full-model vectors.
-#[allow(clippy::too_many_arguments)]
 /// Pseudo-query pairs of one form for `--dump`: the rests (each query's only relevant text)
 /// through the dense document model (`{form}_rest_dense.f32`), the queries through it too
 /// (`{form}_full.f32`, the full-query reference); returns the rests' sparse vectors for meta.json.
@@ -875,6 +869,11 @@ fn dump_pairs(
     sparse.encode_cached(rests, args.cache_dir.as_deref())
 }
 
+/// Everything a study outside Rust needs, so that it ranks exactly what the extension would:
+/// the documents' dense and sparse vectors, the fitted table and its weights, the sparse query
+/// weights, and per query set (the fit's held-out pseudo-queries, the judged queries) the texts
+/// with their lookup and full-model vectors.
+#[allow(clippy::too_many_arguments)]
 fn dump(
     dir: &Path,
     args: &Args,
