@@ -517,6 +517,11 @@ fn unseen_rows_follow_a_linear_relation_between_untrained_and_fitted_rows() {
     assert_eq!(lr_fit::map_unseen_rows(&init, &mut same, &vec![false; vocab], d).unwrap(), 0);
     assert_eq!(same, before);
     assert!(lr_fit::map_unseen_rows(&init, &mut same, &trained[1..], d).is_err());
+    // A non-finite fitted row is named, not smeared over every mapped row.
+    let mut diverged = before.clone();
+    diverged[d + 2] = f32::NAN;
+    let err = lr_fit::map_unseen_rows(&init, &mut diverged, &trained, d).unwrap_err().to_string();
+    assert!(err.contains("row 1 is not finite"), "{err}");
 }
 
 /// Every row outside the ridge-fitted set must be its prior row times the closed-form ridge map
