@@ -230,22 +230,7 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     assert_eq!(r.tokens_mapped, 1);
     assert_eq!(f.fitted_ids.len(), WORDS.len());
     let init = init_rows();
-    let (mut gram, mut cross) = (vec![0.0f64; D * D], vec![0.0f64; D * D]);
-    for t in 1..=WORDS.len() {
-        for i in 0..D {
-            for j in 0..D {
-                gram[i * D + j] += init[t * D + i] as f64 * init[t * D + j] as f64;
-                cross[i * D + j] += init[t * D + i] as f64 * f.rows[t * D + j] as f64;
-            }
-        }
-    }
-    let mu = 1e-3 * (0..D).map(|i| gram[i * D + i]).sum::<f64>() / D as f64;
-    (0..D).for_each(|i| gram[i * D + i] += mu);
-    solve_dense(&mut gram, D, &mut cross, D);
-    for j in 0..D {
-        let want: f64 = (0..D).map(|i| init[i] as f64 * cross[i * D + j]).sum();
-        assert!((f.rows[j] as f64 - want).abs() < 1e-4, "[UNK] column {j}: {} vs {want}", f.rows[j]);
-    }
+    assert_mapped_from(&f, &init);
     assert_ne!(&f.rows[..D], &init[..D]);
     // Without the map it keeps its untrained row, and nothing else changes.
     let kept = fit(&FitOptions { map_unseen_rows: false, ..small_options() });
