@@ -368,8 +368,9 @@ fn evaluate_all(
     timings.push(("encode queries (fitted lookup)", t.elapsed().as_secs_f64()));
     let fitted_run = run_from_scores(&search::dense_scores(&fq, &doc_vectors)?, &coll.queries, doc_ids, 1000);
     // The same fit without the map (map_unseen_rows off, the fit before issue 17's map), to
-    // print beside it: a second fit, its spans' encodings already in the cache.
-    let unmapped_q: Option<Vec<Vec<f32>>> = if args.fit_options.map_unseen_rows && fitted.report.tokens_mapped > 0 {
+    // print beside it: a second fit, its spans' encodings already in the cache (not for --dump,
+    // which prints no table).
+    let unmapped_q: Option<Vec<Vec<f32>>> = if args.dump.is_none() && args.fit_options.map_unseen_rows && fitted.report.tokens_mapped > 0 {
         eprintln!("fitting again without the unseen-row map, for comparison");
         let options = lr_fit::FitOptions { map_unseen_rows: false, ..args.fit_options.clone() };
         let unmapped = lr_fit::fit_query_table_guided(doc_refs, Some(&doc_vectors), &plain_tok, &cached, &init_rows, dims, &options, guide.as_ref(), &mut |_, _| {})
