@@ -347,7 +347,8 @@ pub struct FitReport {
     pub source_mrr_before: Option<f64>,
     pub source_mrr_after: Option<f64>,
     pub refine_epochs: usize,
-    /// Spans and rows the refinement trained (the ridge's plus the extra refinement spans).
+    /// Spans and rows the refinement trained (the ridge's plus the extra refinement spans; with
+    /// `map_unseen_rows`, the rows only the refinement trained are then set from the map).
     pub refine_pairs: usize,
     pub refine_tokens: usize,
     /// With early stopping: the epoch whose rows were kept.
@@ -995,7 +996,7 @@ pub fn fit_query_table_guided(
         progress("mapping unseen rows", 0.0);
         let mut ridge_fitted = vec![false; vocab];
         fitted_ids.iter().for_each(|&id| ridge_fitted[id as usize] = true);
-        map_unseen_rows(&prior_full, &mut rows, &ridge_fitted, d)?
+        map_unseen_rows_with_progress(&prior_full, &mut rows, &ridge_fitted, d, progress)?
     } else {
         0
     };
@@ -1166,14 +1167,29 @@ fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usiz
 }
 
 /// Sets every row not `trained` to its prior row times `M`, the ridge least-squares map (D × D)
-/// from the trained tokens' prior rows to their fitted rows:
-/// `M = (P_Tᵀ P_T + μI)⁻¹ P_Tᵀ X_T`, μ = 10⁻³ · trace / D (only keeps a small or degenerate
-/// trained set solvable). `prior_rows` are what the fit pulls rows towards (the untrained rows,
-/// centred or through the linear prior when those options are on). Returns how many rows it set.
-/// The products go through candle's GEMM, a chunk of rows at a time (a decoder's table can be
-/// 150k × 4096); only the D × D factorisation is scalar.
+/// from the trained tokens' prior rows to their fitted rows, shrunk towards a scaled identity:
+/// `M = (P_Tᵀ P_T + μI)⁻¹ (P_Tᵀ X_T + μ s I)`, μ = 10⁻³ · trace(P_Tᵀ P_T) / D, `s` the
+/// least-squares scale `tr(P_Tᵀ X_T) / tr(P_Tᵀ P_T)`. With many more trained rows than D the
+/// shrinkage is negligible; with fewer, the directions they do not span keep the prior row,
+/// rescaled, instead of collapsing to 0. `prior_rows` are what the fit pulls rows towards (the
+/// untrained rows, centred or through the linear prior when those options are on). Returns how
+/// many rows it set.
 pub fn map_unseen_rows(prior_rows: &[f32], rows: &mut [f32], trained: &[bool], d: usize) -> Result<usize, FitError> {
-    const CHUNK: usize = 8192;
+    map_unseen_rows_with_progress(prior_rows, rows, trained, d, &mut |_, _| {})
+}
+
+/// [`map_unseen_rows`], reporting progress (the extension's callback is also where a fit can be
+/// cancelled). The products go through candle's GEMM, a chunk of rows at a time (a decoder's
+/// table can be 150k × 4096); only the D × D factorisation and inverse are scalar.
+pub fn map_unseen_rows_with_progress(
+    prior_rows: &[f32],
+    rows: &mut [f32],
+    trained: &[bool],
+    d: usize,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<usize, FitError> {
+    const CHUNK: usize = 2048;
+    const STAGE: &str = "mapping unseen rows";
     let vocab = trained.len();
     if d == 0 || prior_rows.len() != vocab * d || rows.len() != vocab * d {
         return Err(FitError::InvalidInput(format!("map_unseen_rows: {vocab} tokens of {d} dimensions do not match the rows")));
@@ -1195,28 +1211,50 @@ pub fn map_unseen_rows(prior_rows: &[f32], rows: &mut [f32], trained: &[bool], d
         ids.iter().for_each(|&t| v.extend(from[t * d..(t + 1) * d].iter().map(|&x| x as f64)));
         Tensor::from_vec(v, (ids.len(), d), &Device::Cpu).map_err(e)
     };
+    let steps = (seen.len().div_ceil(CHUNK) + unseen.len().div_ceil(CHUNK) + 2) as f64;
+    let mut done = 0.0;
     // PᵀP and PᵀX summed over chunks of the trained rows.
-    let mut gram = Tensor::zeros((d, d), candle_core::DType::F64, &Device::Cpu).map_err(e)?;
-    let mut cross = gram.clone();
+    let (mut gram, mut cross) = {
+        let zero = Tensor::zeros((d, d), candle_core::DType::F64, &Device::Cpu).map_err(e)?;
+        (zero.clone(), zero)
+    };
     for chunk in seen.chunks(CHUNK) {
         let p = gather(prior_rows, chunk)?;
         let pt = p.t().map_err(e)?;
         gram = (gram + pt.matmul(&p).map_err(e)?).map_err(e)?;
         cross = (cross + pt.matmul(&gather(rows, chunk)?).map_err(e)?).map_err(e)?;
+        done += 1.0;
+        progress(STAGE, done / steps);
     }
     let mut gram: Vec<f64> = gram.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-    let trace: f64 = (0..d).map(|i| gram[i * d + i]).sum();
-    let mu = 1e-3 * trace / d as f64 + 1e-12;
-    (0..d).for_each(|i| gram[i * d + i] += mu);
+    let mut cross: Vec<f64> = cross.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
+    let trace_gram: f64 = (0..d).map(|i| gram[i * d + i]).sum();
+    let trace_cross: f64 = (0..d).map(|i| cross[i * d + i]).sum();
+    let mu = 1e-3 * trace_gram / d as f64 + 1e-12;
+    let scale = if trace_gram > 0.0 { trace_cross / trace_gram } else { 0.0 };
+    (0..d).for_each(|i| {
+        gram[i * d + i] += mu;
+        cross[i * d + i] += mu * scale;
+    });
     let l = cholesky(&gram, d).ok_or_else(|| FitError::InvalidInput("map_unseen_rows: singular system".into()))?;
+    drop(gram);
+    done += 1.0;
+    progress(STAGE, done / steps);
     // (LLᵀ)⁻¹ = L⁻ᵀ L⁻¹: one scalar triangular inverse, the rest is GEMM.
     let l_inv = Tensor::from_vec(lower_triangular_inverse(&l, d), (d, d), &Device::Cpu).map_err(e)?;
+    drop(l);
+    let cross = Tensor::from_vec(cross, (d, d), &Device::Cpu).map_err(e)?;
     let map = l_inv.t().map_err(e)?.matmul(&l_inv).map_err(e)?.matmul(&cross).map_err(e)?;
+    drop((l_inv, cross));
+    done += 1.0;
+    progress(STAGE, done / steps);
     for chunk in unseen.chunks(CHUNK) {
         let mapped: Vec<f64> = gather(prior_rows, chunk)?.matmul(&map).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
         for (&t, v) in chunk.iter().zip(mapped.chunks_exact(d)) {
             rows[t * d..(t + 1) * d].iter_mut().zip(v).for_each(|(r, &x)| *r = x as f32);
         }
+        done += 1.0;
+        progress(STAGE, done / steps);
     }
     Ok(unseen.len())
 }

@@ -524,8 +524,13 @@ fn assert_mapped_from(f: &lr_fit::FittedTable, prior: &[f32]) {
             }
         }
     }
-    let mu = 1e-3 * (0..D).map(|i| gram[i * D + i]).sum::<f64>() / D as f64;
-    (0..D).for_each(|i| gram[i * D + i] += mu);
+    // Ridge towards the least-squares scaled identity s·I.
+    let trace = |m: &[f64]| (0..D).map(|i| m[i * D + i]).sum::<f64>();
+    let (mu, scale) = (1e-3 * trace(&gram) / D as f64, trace(&cross) / trace(&gram));
+    (0..D).for_each(|i| {
+        gram[i * D + i] += mu;
+        cross[i * D + i] += mu * scale;
+    });
     solve_dense(&mut gram, D, &mut cross, D);
     let mut checked = 0;
     for t in (0..vocab).filter(|t| !fitted.contains(&(*t as u32))) {
@@ -571,5 +576,22 @@ fn rows_only_refined_are_mapped_too_and_the_map_starts_from_the_prior_the_fit_us
     for t in 0..vocab {
         let same = on.rows[t * D..(t + 1) * D] == off.rows[t * D..(t + 1) * D];
         assert_eq!(same, on.fitted_ids.contains(&(t as u32)), "row {t}");
+    }
+}
+
+#[test]
+fn with_fewer_trained_rows_than_dimensions_unseen_rows_keep_their_length() {
+    // Fitted rows 1.5 × their prior, on only 8 rows of 64 dimensions: the directions those rows
+    // do not span must keep the prior row scaled by 1.5, not collapse towards 0.
+    let (vocab, d) = (40usize, 64usize);
+    let init: Vec<f32> = (0..vocab).flat_map(|t| hash_vec(&format!("few:{t}"), d)).collect();
+    let trained: Vec<bool> = (0..vocab).map(|t| t < 8).collect();
+    let mut rows = init.clone();
+    rows[..8 * d].iter_mut().for_each(|v| *v *= 1.5);
+    lr_fit::map_unseen_rows(&init, &mut rows, &trained, d).unwrap();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    for t in 8..vocab {
+        let ratio = norm(&rows[t * d..(t + 1) * d]) / norm(&init[t * d..(t + 1) * d]);
+        assert!((ratio - 1.5).abs() < 0.02, "row {t}: length ratio {ratio}");
     }
 }
