@@ -541,6 +541,7 @@ fn assert_mapped_from(f: &lr_fit::FittedTable, prior: &[f32]) {
         checked += 1;
     }
     assert_eq!(f.report.tokens_mapped, checked);
+    assert_eq!(f.report.tokens_fitted, f.fitted_ids.len());
 }
 
 #[test]
