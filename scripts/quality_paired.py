@@ -40,9 +40,8 @@ def main():
         score = lambda spec: np.array([qs.ndcg10(qs.run_system(c, spec, q, sd), r) for q, sd, r in zip(vectors, sides, rels)])
         groups = np.arange(len(rels))
     else:
-        queries = {"cloze": c.cloze, "title": c.title}[form]
-        rest_dense = {"cloze": getattr(c, "cloze_rest_dense", None), "title": getattr(c, "title_rest_dense", None)}[form]
-        rest_sparse = {"cloze": getattr(c, "cloze_rest_sparse", None), "title": getattr(c, "title_rest_sparse", None)}[form]
+        # quality_study.read_pairs: (pairs, rests' dense rows, rests' sparse rows, ...)
+        queries, rest_dense, rest_sparse = getattr(c, form), getattr(c, f"{form}_rest_dense"), getattr(c, f"{form}_rest_sparse")
         if not queries:
             sys.exit(f"{dump} has no {form} pseudo-queries")
         vectors = [c.lookup(t) for _, t in queries]

@@ -1146,24 +1146,34 @@ fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usiz
             }
         }
     }
-    let trace: f64 = (0..d).map(|i| ftf[i * d + i]).sum();
-    let mu = 1e-3 * trace / d as f64 + 1e-12;
-    (0..d).for_each(|i| ftf[i * d + i] += mu);
-    let l = cholesky(&ftf, d).ok_or_else(|| FitError::InvalidInput("linear prior: singular system".into()))?;
-    // Solve (FᵀF) G = FᵀY column by column.
-    let mut g = vec![0.0f64; d * d];
-    let mut col = vec![0.0f64; d];
-    for j in 0..d {
-        (0..d).for_each(|i| col[i] = fty[i * d + j]);
-        cholesky_solve(&l, d, &mut col);
-        (0..d).for_each(|i| g[i * d + j] = col[i]);
-    }
     let e = |e: candle_core::Error| FitError::InvalidInput(format!("linear prior: {e}"));
+    let g = ridge_map(ftf, fty, d, false, "linear prior")?.to_dtype(candle_core::DType::F32).map_err(e)?;
     let vocab = rows.len() / d;
     let r = Tensor::from_slice(rows, (vocab, d), &Device::Cpu).map_err(e)?;
-    let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
-    let gt = Tensor::from_slice(&g32, (d, d), &Device::Cpu).map_err(e)?;
-    r.matmul(&gt).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
+    r.matmul(&g).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
+}
+
+/// The D × D map `M = (G + μI)⁻¹ (C + μ s I)` of a ridge least-squares problem given its normal
+/// equations (`gram` = PᵀP, `cross` = PᵀX, row-major), as a D × D f64 tensor; μ = 10⁻³ ·
+/// trace(G) / D. `s` = tr(C) / tr(G) (ridge towards the least-squares scaled identity) when
+/// `towards_scaled_identity`, else 0 (towards 0). Factorisation and triangular inverse are scalar,
+/// (LLᵀ)⁻¹ = L⁻ᵀL⁻¹ and the product with C are GEMM.
+fn ridge_map(mut gram: Vec<f64>, mut cross: Vec<f64>, d: usize, towards_scaled_identity: bool, what: &str) -> Result<Tensor, FitError> {
+    let e = |e: candle_core::Error| FitError::InvalidInput(format!("{what}: {e}"));
+    let trace_gram: f64 = (0..d).map(|i| gram[i * d + i]).sum();
+    let trace_cross: f64 = (0..d).map(|i| cross[i * d + i]).sum();
+    let mu = 1e-3 * trace_gram / d as f64 + 1e-12;
+    let scale = if towards_scaled_identity && trace_gram > 0.0 { trace_cross / trace_gram } else { 0.0 };
+    (0..d).for_each(|i| {
+        gram[i * d + i] += mu;
+        cross[i * d + i] += mu * scale;
+    });
+    let l = cholesky(&gram, d).ok_or_else(|| FitError::InvalidInput(format!("{what}: singular system")))?;
+    drop(gram);
+    let l_inv = Tensor::from_vec(lower_triangular_inverse(&l, d), (d, d), &Device::Cpu).map_err(e)?;
+    drop(l);
+    let cross = Tensor::from_vec(cross, (d, d), &Device::Cpu).map_err(e)?;
+    l_inv.t().map_err(e)?.matmul(&l_inv).map_err(e)?.matmul(&cross).map_err(e)
 }
 
 /// Sets every row not `trained` to its prior row times `M`, the ridge least-squares map (D × D)
@@ -1180,7 +1190,7 @@ pub fn map_unseen_rows(prior_rows: &[f32], rows: &mut [f32], trained: &[bool], d
 
 /// [`map_unseen_rows`], reporting progress (the extension's callback is also where a fit can be
 /// cancelled). The products go through candle's GEMM, a chunk of rows at a time (a decoder's
-/// table can be 150k × 4096); only the D × D factorisation and inverse are scalar.
+/// table can be 150k × 4096); the D × D solve is [`ridge_map`].
 pub fn map_unseen_rows_with_progress(
     prior_rows: &[f32],
     rows: &mut [f32],
@@ -1211,7 +1221,7 @@ pub fn map_unseen_rows_with_progress(
         ids.iter().for_each(|&t| v.extend(from[t * d..(t + 1) * d].iter().map(|&x| x as f64)));
         Tensor::from_vec(v, (ids.len(), d), &Device::Cpu).map_err(e)
     };
-    let steps = (seen.len().div_ceil(CHUNK) + unseen.len().div_ceil(CHUNK) + 2) as f64;
+    let steps = (seen.len().div_ceil(CHUNK) + unseen.len().div_ceil(CHUNK) + 1) as f64;
     let mut done = 0.0;
     // PᵀP and PᵀX summed over chunks of the trained rows.
     let (mut gram, mut cross) = {
@@ -1226,26 +1236,9 @@ pub fn map_unseen_rows_with_progress(
         done += 1.0;
         progress(STAGE, done / steps);
     }
-    let mut gram: Vec<f64> = gram.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-    let mut cross: Vec<f64> = cross.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-    let trace_gram: f64 = (0..d).map(|i| gram[i * d + i]).sum();
-    let trace_cross: f64 = (0..d).map(|i| cross[i * d + i]).sum();
-    let mu = 1e-3 * trace_gram / d as f64 + 1e-12;
-    let scale = if trace_gram > 0.0 { trace_cross / trace_gram } else { 0.0 };
-    (0..d).for_each(|i| {
-        gram[i * d + i] += mu;
-        cross[i * d + i] += mu * scale;
-    });
-    let l = cholesky(&gram, d).ok_or_else(|| FitError::InvalidInput("map_unseen_rows: singular system".into()))?;
-    drop(gram);
-    done += 1.0;
-    progress(STAGE, done / steps);
-    // (LLᵀ)⁻¹ = L⁻ᵀ L⁻¹: one scalar triangular inverse, the rest is GEMM.
-    let l_inv = Tensor::from_vec(lower_triangular_inverse(&l, d), (d, d), &Device::Cpu).map_err(e)?;
-    drop(l);
-    let cross = Tensor::from_vec(cross, (d, d), &Device::Cpu).map_err(e)?;
-    let map = l_inv.t().map_err(e)?.matmul(&l_inv).map_err(e)?.matmul(&cross).map_err(e)?;
-    drop((l_inv, cross));
+    let gram: Vec<f64> = gram.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
+    let cross: Vec<f64> = cross.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
+    let map = ridge_map(gram, cross, d, true, "map_unseen_rows")?;
     done += 1.0;
     progress(STAGE, done / steps);
     for chunk in unseen.chunks(CHUNK) {
@@ -1298,23 +1291,6 @@ fn cholesky(m: &[f64], n: usize) -> Option<Vec<f64>> {
         }
     }
     Some(l)
-}
-
-fn cholesky_solve(l: &[f64], n: usize, b: &mut [f64]) {
-    for i in 0..n {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= l[i * n + k] * b[k];
-        }
-        b[i] = s / l[i * n + i];
-    }
-    for i in (0..n).rev() {
-        let mut s = b[i];
-        for k in i + 1..n {
-            s -= l[k * n + i] * b[k];
-        }
-        b[i] = s / l[i * n + i];
-    }
 }
 
 /// An inverse-cloze pseudo-query (Lee et al., 2019): a span of `doc` as the query, and the

@@ -90,7 +90,7 @@ fn sql_runs(db: &str, coll: &Collection) -> Vec<(&'static str, Run)> {
     let sparse_idf = run_of(&mut c, coll, &search("sparse"));
     let hybrid = run_of(&mut c, coll, &search("hybrid"));
     let sparse_raw = run_of(&mut c, coll, "SELECT id, sparse_score FROM lightretriever.lr_search('docs', $1, k => 1000, mode => 'sparse')");
-    let full_z = fuse_runs(&full, &sparse_raw, lr_search::Fusion { normalisation: lr_search::Normalisation::ZScore, ..lr_search::Fusion::PUBLISHED });
+    let full_z = fuse_runs(&full, &sparse_raw, lr_search::Fusion::DEFAULT);
     vec![
         (LR_SEARCH_DEFAULT, run_of(&mut c, coll, &search_with(""))),
         ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", run_of(&mut c, coll, &search_with(", fusion => 'rrf', dense_weight => 0.5"))),
