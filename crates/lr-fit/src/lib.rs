@@ -19,6 +19,7 @@ pub mod progress;
 mod refine;
 mod rng;
 pub mod solve;
+mod spd;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -805,7 +806,7 @@ pub fn fit_query_table_guided(
     }
     if options.prior == Prior::Linear {
         progress("fitting the linear prior", 0.0);
-        prior_full = linear_prior(&a, &fitted_ids, &prior_full, &y_fit, d)?;
+        prior_full = linear_prior(&a, &fitted_ids, &prior_full, &y_fit, d, &mut |f| progress("fitting the linear prior", f))?;
     }
     let prior_fit: Vec<f32> =
         fitted_ids.iter().flat_map(|&id| prior_full[id as usize * d..(id as usize + 1) * d].iter().copied()).collect();
@@ -1112,8 +1113,15 @@ fn encode_all(
 
 /// Least-squares global map G (D × D) with `A (R0 G) ≈ Y` on the fitted tokens, applied to every
 /// row: the prior for rows no span reaches. Solved through the D × D normal equations with a
-/// small ridge (Cholesky).
-fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usize) -> Result<Vec<f32>, FitError> {
+/// small ridge ([`ridge_map`]).
+fn linear_prior(
+    a: &Design,
+    fitted_ids: &[u32],
+    rows: &[f32],
+    y: &[f32],
+    d: usize,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Vec<f32>, FitError> {
     let s = a.rows();
     // F = A R0 (S × D)
     let mut f = vec![0.0f64; s * d];
@@ -1147,7 +1155,7 @@ fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usiz
         }
     }
     let e = |e: candle_core::Error| FitError::InvalidInput(format!("linear prior: {e}"));
-    let g = ridge_map(ftf, fty, d, false, "linear prior")?.to_dtype(candle_core::DType::F32).map_err(e)?;
+    let g = ridge_map(ftf, fty, d, false, "linear prior", progress)?.to_dtype(candle_core::DType::F32).map_err(e)?;
     let vocab = rows.len() / d;
     let r = Tensor::from_slice(rows, (vocab, d), &Device::Cpu).map_err(e)?;
     r.matmul(&g).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
@@ -1156,10 +1164,16 @@ fn linear_prior(a: &Design, fitted_ids: &[u32], rows: &[f32], y: &[f32], d: usiz
 /// The D × D map `M = (G + μI)⁻¹ (C + μ s I)` of a ridge least-squares problem given its normal
 /// equations (`gram` = PᵀP, `cross` = PᵀX, row-major), as a D × D f64 tensor; μ = 10⁻³ ·
 /// trace(G) / D. `s` = tr(C) / tr(G) (ridge towards the least-squares scaled identity) when
-/// `towards_scaled_identity`, else 0 (towards 0). Factorisation and triangular inverse are scalar,
-/// (LLᵀ)⁻¹ = L⁻ᵀL⁻¹ and the product with C are GEMM.
-fn ridge_map(mut gram: Vec<f64>, mut cross: Vec<f64>, d: usize, towards_scaled_identity: bool, what: &str) -> Result<Tensor, FitError> {
-    let e = |e: candle_core::Error| FitError::InvalidInput(format!("{what}: {e}"));
+/// `towards_scaled_identity`, else 0 (towards 0). Solved by [`spd::solve_spd`] (blocked, GEMM),
+/// reporting `progress` in 0..=1 once per block.
+fn ridge_map(
+    mut gram: Vec<f64>,
+    mut cross: Vec<f64>,
+    d: usize,
+    towards_scaled_identity: bool,
+    what: &str,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Tensor, FitError> {
     let trace_gram: f64 = (0..d).map(|i| gram[i * d + i]).sum();
     let trace_cross: f64 = (0..d).map(|i| cross[i * d + i]).sum();
     let mu = 1e-3 * trace_gram / d as f64 + 1e-12;
@@ -1168,12 +1182,9 @@ fn ridge_map(mut gram: Vec<f64>, mut cross: Vec<f64>, d: usize, towards_scaled_i
         gram[i * d + i] += mu;
         cross[i * d + i] += mu * scale;
     });
-    let l = cholesky(&gram, d).ok_or_else(|| FitError::InvalidInput(format!("{what}: singular system")))?;
-    drop(gram);
-    let l_inv = Tensor::from_vec(lower_triangular_inverse(&l, d), (d, d), &Device::Cpu).map_err(e)?;
-    drop(l);
-    let cross = Tensor::from_vec(cross, (d, d), &Device::Cpu).map_err(e)?;
-    l_inv.t().map_err(e)?.matmul(&l_inv).map_err(e)?.matmul(&cross).map_err(e)
+    spd::solve_spd(gram, cross, d, progress)
+        .map_err(|e| FitError::InvalidInput(format!("{what}: {e}")))?
+        .ok_or_else(|| FitError::InvalidInput(format!("{what}: singular system")))
 }
 
 /// Sets every row not `trained` to its prior row times `M`, the ridge least-squares map (D × D)
@@ -1238,9 +1249,8 @@ pub fn map_unseen_rows_with_progress(
     }
     let gram: Vec<f64> = gram.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
     let cross: Vec<f64> = cross.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-    let map = ridge_map(gram, cross, d, true, "map_unseen_rows")?;
+    let map = ridge_map(gram, cross, d, true, "map_unseen_rows", &mut |f| progress(STAGE, (done + f) / steps))?;
     done += 1.0;
-    progress(STAGE, done / steps);
     for chunk in unseen.chunks(CHUNK) {
         let mapped: Vec<f64> = gather(prior_rows, chunk)?.matmul(&map).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
         for (&t, v) in chunk.iter().zip(mapped.chunks_exact(d)) {
@@ -1250,47 +1260,6 @@ pub fn map_unseen_rows_with_progress(
         progress(STAGE, done / steps);
     }
     Ok(unseen.len())
-}
-
-/// The inverse of a lower-triangular `n × n` matrix (row-major), itself lower-triangular.
-fn lower_triangular_inverse(l: &[f64], n: usize) -> Vec<f64> {
-    // Row i of L⁻¹ = (e_i − Σ_{k<i} L[i,k] · row k of L⁻¹) / L[i,i]: contiguous rows only.
-    let mut inv = vec![0.0f64; n * n];
-    for i in 0..n {
-        let (done, rest) = inv.split_at_mut(i * n);
-        let row = &mut rest[..n];
-        row[i] = 1.0;
-        for k in 0..i {
-            let a = l[i * n + k];
-            if a != 0.0 {
-                row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]).for_each(|(r, v)| *r -= a * v);
-            }
-        }
-        let p = l[i * n + i];
-        row[..=i].iter_mut().for_each(|r| *r /= p);
-    }
-    inv
-}
-
-fn cholesky(m: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let mut s = m[i * n + j];
-            for k in 0..j {
-                s -= l[i * n + k] * l[j * n + k];
-            }
-            if i == j {
-                if s <= 0.0 {
-                    return None;
-                }
-                l[i * n + i] = s.sqrt();
-            } else {
-                l[i * n + j] = s / l[j * n + j];
-            }
-        }
-    }
-    Some(l)
 }
 
 /// An inverse-cloze pseudo-query (Lee et al., 2019): a span of `doc` as the query, and the
