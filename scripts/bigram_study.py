@@ -166,37 +166,6 @@ def infonce_epoch(lk, ids_list, sources, lr, state, tau=0.05, batch=256, seed=3)
         lk.z[js] -= lr * (m[js] / (1 - 0.9 ** k)) / (np.sqrt(v[js] / (1 - 0.999 ** k)) + 1e-8)
 
 
-def report(tag, c, lk):
-    specs = (("dense", dict(kind="dense")),
-             ("z", dict(kind="hybrid", how="z", w=0.7, depth=qs.CANDIDATES)),
-             ("minmax", dict(kind="hybrid", how="minmax", w=0.7, depth=qs.CANDIDATES)))
-    held = np.stack([lk(t) for _, t in c.held])
-    line = f"{tag}: held-out spans dense {np.mean([qs.mrr10(qs.ranking(c.docs @ q)[:10].tolist(), s) for q, (s, _) in zip(held, c.held)]):.4f}"
-    for form in ("title", "cloze"):
-        pairs = getattr(c, form)
-        if not pairs:
-            continue
-        dense, sparse = getattr(c, form + "_rest_dense"), getattr(c, form + "_rest_sparse")
-        got = defaultdict(list)
-        for i, (src, text) in enumerate(pairs):
-            q = lk(text)
-            sides = qs.sides_of(c, q, c.sparse_query(text), (src, dense[i], sparse[i]))
-            for name, spec in specs:
-                got[name].append(qs.mrr10(qs.run_system(c, spec, q, sides), src))
-        line += f" | {form} " + " ".join(f"{n} {np.mean(got[n]):.4f}" for n, _ in specs)
-    if c.queries:
-        index = {d: i for i, d in enumerate(c.doc_ids)}
-        got = defaultdict(list)
-        for qid, text in c.queries:
-            rel = {index[d]: g for d, g in c.qrels[qid].items() if d in index}
-            q = lk(text)
-            sides = qs.sides_of(c, q, c.sparse_query(text))
-            for name, spec in specs:
-                got[name].append(qs.ndcg10(qs.run_system(c, spec, q, sides), rel))
-        line += " | judged " + " ".join(f"{n} {np.mean(got[n]):.4f}" for n, _ in specs)
-    print(line, flush=True)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dump")
@@ -239,16 +208,16 @@ def main():
     kept = [p for p, ds in docs_of.items() if len(ds) >= a.min_docs]
     print(f"{c.name}: {len(texts)} training spans, {len(kept)} pairs in >= {a.min_docs} documents", flush=True)
     lk = BigramLookup(c, {p: i for i, p in enumerate(kept)})
-    report("without bigram rows", c, lk)
+    qs.report_lookup("without bigram rows", c, lk)
     if a.objective == "ridge":
         for lam in (float(x) for x in a.lambdas.split(",")):
             fit_ridge(lk, ids_list, targets, lam)
-            report(f"ridge, lambda {lam}", c, lk)
+            qs.report_lookup(f"ridge, lambda {lam}", c, lk)
     else:
         state = {}
         for epoch in range(1, a.epochs + 1):
             infonce_epoch(lk, ids_list, sources, a.lr, state)
-            report(f"infonce, epoch {epoch}", c, lk)
+            qs.report_lookup(f"infonce, epoch {epoch}", c, lk)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ table rows of the plain token ids, cut at 512; sparse = token counts times the c
 checked against the lookup vectors lr-eval dumped for the judged queries.
 
 usage: quality_study.py DUMP_DIR [DUMP_DIR ...] [--model-dir DIR] [--json OUT] [--systems A,B,...]"""
+import collections
 import json
 import math
 import os
@@ -320,6 +321,40 @@ def ndcg10(ranked, rel):
     ideal = sorted(rel.values(), reverse=True)[:10]
     idcg = sum(g / math.log2(r + 2) for r, g in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0
+
+
+def report_lookup(tag, c, lk):
+    """One line for a variant of the lookup `lk` (text -> query vector): the fit's held-out
+    verbatim spans (dense MRR@10), titles and inverse cloze (dense, z-score and min-max hybrids
+    at w = 0.7, MRR@10) and the judged queries where there are any (nDCG@10, record only)."""
+    specs = (("dense", dict(kind="dense")),
+             ("z", dict(kind="hybrid", how="z", w=0.7, depth=CANDIDATES)),
+             ("minmax", dict(kind="hybrid", how="minmax", w=0.7, depth=CANDIDATES)))
+    held = np.stack([lk(t) for _, t in c.held])
+    line = f"{tag}: held-out spans dense {np.mean([mrr10(ranking(c.docs @ q)[:10].tolist(), s) for q, (s, _) in zip(held, c.held)]):.4f}"
+    for form in ("title", "cloze"):
+        pairs = getattr(c, form)
+        if not pairs:
+            continue
+        dense, sparse = getattr(c, form + "_rest_dense"), getattr(c, form + "_rest_sparse")
+        got = collections.defaultdict(list)
+        for i, (src, text) in enumerate(pairs):
+            q = lk(text)
+            sides = sides_of(c, q, c.sparse_query(text), (src, dense[i], sparse[i]))
+            for name, spec in specs:
+                got[name].append(mrr10(run_system(c, spec, q, sides), src))
+        line += f" | {form} " + " ".join(f"{n} {np.mean(got[n]):.4f}" for n, _ in specs)
+    if c.queries:
+        index = {d: i for i, d in enumerate(c.doc_ids)}
+        got = collections.defaultdict(list)
+        for qid, text in c.queries:
+            rel = {index[d]: g for d, g in c.qrels[qid].items() if d in index}
+            q = lk(text)
+            sides = sides_of(c, q, c.sparse_query(text))
+            for name, spec in specs:
+                got[name].append(ndcg10(run_system(c, spec, q, sides), rel))
+        line += " | judged " + " ".join(f"{n} {np.mean(got[n]):.4f}" for n, _ in specs)
+    print(line, flush=True)
 
 
 def main():
