@@ -15,6 +15,7 @@
 //! input: errors are [`FitError`] values, progress goes to a callback. Settings chosen on a
 //! held-out split of the corpus (never on benchmark queries): see docs/quality.md.
 
+mod maps;
 pub mod progress;
 mod refine;
 mod rng;
@@ -28,6 +29,8 @@ use candle_core::{Device, Tensor};
 use lr_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
+pub use crate::maps::{map_unseen_rows, map_unseen_rows_with_progress};
+use crate::maps::linear_prior;
 use crate::rng::Rng;
 use crate::solve::Design;
 
@@ -806,7 +809,7 @@ pub fn fit_query_table_guided(
     }
     if options.prior == Prior::Linear {
         progress("fitting the linear prior", 0.0);
-        prior_full = linear_prior(&a, &fitted_ids, &prior_full, &y_fit, d, &mut |f| progress("fitting the linear prior", f))?;
+        prior_full = linear_prior(&a, &fitted_ids, &prior_full, &y_fit, d, progress)?;
     }
     let prior_fit: Vec<f32> =
         fitted_ids.iter().flat_map(|&id| prior_full[id as usize * d..(id as usize + 1) * d].iter().copied()).collect();
@@ -1109,157 +1112,6 @@ fn encode_all(
         progress(stage, done as f64 / texts.len() as f64);
     }
     Ok(out)
-}
-
-/// Least-squares global map G (D × D) with `A (R0 G) ≈ Y` on the fitted tokens, applied to every
-/// row: the prior for rows no span reaches. Solved through the D × D normal equations with a
-/// small ridge ([`ridge_map`]).
-fn linear_prior(
-    a: &Design,
-    fitted_ids: &[u32],
-    rows: &[f32],
-    y: &[f32],
-    d: usize,
-    progress: &mut dyn FnMut(f64),
-) -> Result<Vec<f32>, FitError> {
-    let s = a.rows();
-    // F = A R0 (S × D)
-    let mut f = vec![0.0f64; s * d];
-    for si in 0..s {
-        let o = &mut f[si * d..(si + 1) * d];
-        for (t, w) in a.row(si) {
-            let id = fitted_ids[t] as usize;
-            for (x, r) in o.iter_mut().zip(&rows[id * d..(id + 1) * d]) {
-                *x += w as f64 * *r as f64;
-            }
-        }
-    }
-    let mut ftf = vec![0.0f64; d * d];
-    let mut fty = vec![0.0f64; d * d];
-    for si in 0..s {
-        let fr = &f[si * d..(si + 1) * d];
-        let yr = &y[si * d..(si + 1) * d];
-        for i in 0..d {
-            let fi = fr[i];
-            if fi == 0.0 {
-                continue;
-            }
-            let row = &mut ftf[i * d..(i + 1) * d];
-            for (o, fj) in row.iter_mut().zip(fr) {
-                *o += fi * fj;
-            }
-            let row = &mut fty[i * d..(i + 1) * d];
-            for (o, yj) in row.iter_mut().zip(yr) {
-                *o += fi * *yj as f64;
-            }
-        }
-    }
-    let e = |e: candle_core::Error| FitError::InvalidInput(format!("linear prior: {e}"));
-    let g = ridge_map(ftf, fty, d, false, "linear prior", progress)?.to_dtype(candle_core::DType::F32).map_err(e)?;
-    let vocab = rows.len() / d;
-    let r = Tensor::from_slice(rows, (vocab, d), &Device::Cpu).map_err(e)?;
-    r.matmul(&g).map_err(e)?.flatten_all().map_err(e)?.to_vec1::<f32>().map_err(e)
-}
-
-/// The D × D map `M = (G + μI)⁻¹ (C + μ s I)` of a ridge least-squares problem given its normal
-/// equations (`gram` = PᵀP, `cross` = PᵀX, row-major), as a D × D f64 tensor; μ = 10⁻³ ·
-/// trace(G) / D. `s` = tr(C) / tr(G) (ridge towards the least-squares scaled identity) when
-/// `towards_scaled_identity`, else 0 (towards 0). Solved by [`spd::solve_spd`] (blocked, GEMM),
-/// reporting `progress` in 0..=1 once per block.
-fn ridge_map(
-    mut gram: Vec<f64>,
-    mut cross: Vec<f64>,
-    d: usize,
-    towards_scaled_identity: bool,
-    what: &str,
-    progress: &mut dyn FnMut(f64),
-) -> Result<Tensor, FitError> {
-    let trace_gram: f64 = (0..d).map(|i| gram[i * d + i]).sum();
-    let trace_cross: f64 = (0..d).map(|i| cross[i * d + i]).sum();
-    let mu = 1e-3 * trace_gram / d as f64 + 1e-12;
-    let scale = if towards_scaled_identity && trace_gram > 0.0 { trace_cross / trace_gram } else { 0.0 };
-    (0..d).for_each(|i| {
-        gram[i * d + i] += mu;
-        cross[i * d + i] += mu * scale;
-    });
-    spd::solve_spd(gram, cross, d, progress)
-        .map_err(|e| FitError::InvalidInput(format!("{what}: {e}")))?
-        .ok_or_else(|| FitError::InvalidInput(format!("{what}: singular system")))
-}
-
-/// Sets every row not `trained` to its prior row times `M`, the ridge least-squares map (D × D)
-/// from the trained tokens' prior rows to their fitted rows, shrunk towards a scaled identity:
-/// `M = (P_Tᵀ P_T + μI)⁻¹ (P_Tᵀ X_T + μ s I)`, μ = 10⁻³ · trace(P_Tᵀ P_T) / D, `s` the
-/// least-squares scale `tr(P_Tᵀ X_T) / tr(P_Tᵀ P_T)`. With many more trained rows than D the
-/// shrinkage is negligible; with fewer, the directions they do not span keep the prior row,
-/// rescaled, instead of collapsing to 0. `prior_rows` are what the fit pulls rows towards (the
-/// untrained rows, centred or through the linear prior when those options are on). Returns how
-/// many rows it set.
-pub fn map_unseen_rows(prior_rows: &[f32], rows: &mut [f32], trained: &[bool], d: usize) -> Result<usize, FitError> {
-    map_unseen_rows_with_progress(prior_rows, rows, trained, d, &mut |_, _| {})
-}
-
-/// [`map_unseen_rows`], reporting progress (the extension's callback is also where a fit can be
-/// cancelled). The products go through candle's GEMM, a chunk of rows at a time (a decoder's
-/// table can be 150k × 4096); the D × D solve is [`ridge_map`].
-pub fn map_unseen_rows_with_progress(
-    prior_rows: &[f32],
-    rows: &mut [f32],
-    trained: &[bool],
-    d: usize,
-    progress: &mut dyn FnMut(&str, f64),
-) -> Result<usize, FitError> {
-    const CHUNK: usize = 2048;
-    const STAGE: &str = "mapping unseen rows";
-    let vocab = trained.len();
-    if d == 0 || prior_rows.len() != vocab * d || rows.len() != vocab * d {
-        return Err(FitError::InvalidInput(format!("map_unseen_rows: {vocab} tokens of {d} dimensions do not match the rows")));
-    }
-    let seen: Vec<usize> = (0..vocab).filter(|&t| trained[t]).collect();
-    let unseen: Vec<usize> = (0..vocab).filter(|&t| !trained[t]).collect();
-    if unseen.is_empty() || seen.is_empty() {
-        return Ok(0);
-    }
-    if let Some(i) = prior_rows.iter().position(|v| !v.is_finite()) {
-        return Err(FitError::InvalidInput(format!("map_unseen_rows: prior row {} is not finite", i / d)));
-    }
-    if let Some(&t) = seen.iter().find(|&&t| rows[t * d..(t + 1) * d].iter().any(|v| !v.is_finite())) {
-        return Err(FitError::InvalidInput(format!("the fit diverged: row {t} is not finite (lower refine_lr)")));
-    }
-    let e = |e: candle_core::Error| FitError::InvalidInput(format!("map_unseen_rows: {e}"));
-    let gather = |from: &[f32], ids: &[usize]| -> Result<Tensor, FitError> {
-        let mut v = Vec::with_capacity(ids.len() * d);
-        ids.iter().for_each(|&t| v.extend(from[t * d..(t + 1) * d].iter().map(|&x| x as f64)));
-        Tensor::from_vec(v, (ids.len(), d), &Device::Cpu).map_err(e)
-    };
-    let steps = (seen.len().div_ceil(CHUNK) + unseen.len().div_ceil(CHUNK) + 1) as f64;
-    let mut done = 0.0;
-    // PᵀP and PᵀX summed over chunks of the trained rows.
-    let (mut gram, mut cross) = {
-        let zero = Tensor::zeros((d, d), candle_core::DType::F64, &Device::Cpu).map_err(e)?;
-        (zero.clone(), zero)
-    };
-    for chunk in seen.chunks(CHUNK) {
-        let p = gather(prior_rows, chunk)?;
-        let pt = p.t().map_err(e)?;
-        gram = (gram + pt.matmul(&p).map_err(e)?).map_err(e)?;
-        cross = (cross + pt.matmul(&gather(rows, chunk)?).map_err(e)?).map_err(e)?;
-        done += 1.0;
-        progress(STAGE, done / steps);
-    }
-    let gram: Vec<f64> = gram.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-    let cross: Vec<f64> = cross.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-    let map = ridge_map(gram, cross, d, true, "map_unseen_rows", &mut |f| progress(STAGE, (done + f) / steps))?;
-    done += 1.0;
-    for chunk in unseen.chunks(CHUNK) {
-        let mapped: Vec<f64> = gather(prior_rows, chunk)?.matmul(&map).map_err(e)?.flatten_all().map_err(e)?.to_vec1().map_err(e)?;
-        for (&t, v) in chunk.iter().zip(mapped.chunks_exact(d)) {
-            rows[t * d..(t + 1) * d].iter_mut().zip(v).for_each(|(r, &x)| *r = x as f32);
-        }
-        done += 1.0;
-        progress(STAGE, done / steps);
-    }
-    Ok(unseen.len())
 }
 
 /// An inverse-cloze pseudo-query (Lee et al., 2019): a span of `doc` as the query, and the
