@@ -34,7 +34,6 @@ import sys
 from collections import defaultdict
 
 import numpy as np
-from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quality_study as qs  # noqa: E402
@@ -180,9 +179,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-3)
     a = ap.parse_args()
-    tok = Tokenizer.from_file(os.path.join(a.model_dir, "tokenizer.json"))
-    tok.no_padding()
-    tok.no_truncation()
+    tok = qs.load_tokenizer(a.model_dir)
     c = qs.Corpus(a.dump, tok)
     if a.write_spans:
         spans = training_spans(c, a.dump, a.corpus, 16, 5)

@@ -10,7 +10,6 @@ import os
 import sys
 
 import numpy as np
-from tokenizers import Tokenizer
 
 import quality_study as qs
 
@@ -27,9 +26,7 @@ def main():
     dump, form, a, b = args
     if form not in ("cloze", "title", "judged"):
         sys.exit(__doc__)
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-    tok.no_padding()
-    tok.no_truncation()
+    tok = qs.load_tokenizer(model_dir)
     c = qs.Corpus(dump, tok)
     specs = dict(qs.systems())
     if form == "judged":

@@ -55,6 +55,14 @@ def read_pairs(d, meta, form, dims, vocab):
             read_f32(os.path.join(d, f"{form}_full.f32"), dims))
 
 
+def load_tokenizer(model_dir):
+    """The model's tokenizer as the lookup uses it: no padding, no truncation."""
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 class Corpus:
     def __init__(self, d, tok):
         self.name = os.path.basename(os.path.normpath(d))
@@ -374,9 +382,7 @@ def main():
         i = args.index("--systems")
         only = set(args[i + 1].split(","))
         del args[i:i + 2]
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-    tok.no_padding()
-    tok.no_truncation()
+    tok = load_tokenizer(model_dir)
     specs = [s for s in systems() if only is None or s[0] in only]
     results = {}
     for d in args:

@@ -25,7 +25,6 @@ import random
 import sys
 
 import numpy as np
-from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quality_study as qs  # noqa: E402
@@ -108,9 +107,7 @@ def main():
     ap.add_argument("--write-long-cloze")
     ap.add_argument("--corpus")
     a = ap.parse_args()
-    tok = Tokenizer.from_file(os.path.join(a.model_dir, "tokenizer.json"))
-    tok.no_padding()
-    tok.no_truncation()
+    tok = qs.load_tokenizer(a.model_dir)
     c = qs.Corpus(a.dump, tok)
     if a.write_long_cloze:
         write_long_cloze(c, a.dump, a.corpus, a.write_long_cloze)

@@ -197,15 +197,8 @@ mod tests {
     use super::*;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-            })
-            .collect()
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n).map(|_| rng.centred() as f32).collect()
     }
 
     /// Progress of one stage: within 0..=1, never backwards, ending at 1, several calls.
@@ -246,6 +239,51 @@ mod tests {
                 let want: f32 = (0..d).map(|k| rows[t * d + k] * g[k * d + j]).sum();
                 let got = prior[t * d + j];
                 assert!((got - want).abs() < 5e-3 * (1.0 + want.abs()), "row {t}, column {j}: {got} vs {want}");
+            }
+        }
+    }
+
+    /// With fewer spans than dimensions the ridge decides the map: it must be the one towards 0,
+    /// `G = (FᵀF + μI)⁻¹ FᵀY`, μ = 10⁻³ · tr(FᵀF) / D, computed here by plain elimination.
+    #[test]
+    fn the_linear_prior_is_the_ridge_map_towards_zero() {
+        let (d, vocab) = (12, 30);
+        let fitted_ids: Vec<u32> = vec![3, 7, 11, 19, 25];
+        let rows = random(vocab * d, 5);
+        let y = random(4 * d, 6);
+        let mut a = Design::new();
+        for s in 0..4u32 {
+            a.push_row(&[(s, 0.5), (s + 1, 0.5)]);
+        }
+        let prior = linear_prior(&a, &fitted_ids, &rows, &y, d, &mut |_, _| {}).unwrap();
+        // F = A R0 (4 × d) and the normal equations, in f64.
+        let mut f = vec![0.0f64; 4 * d];
+        for s in 0..4 {
+            let (p, q) = (fitted_ids[s] as usize, fitted_ids[s + 1] as usize);
+            (0..d).for_each(|j| f[s * d + j] = 0.5 * rows[p * d + j] as f64 + 0.5 * rows[q * d + j] as f64);
+        }
+        let mut m = vec![0.0f64; d * 2 * d]; // [FᵀF + μI | FᵀY], row by row
+        for i in 0..d {
+            for j in 0..d {
+                m[i * 2 * d + j] = (0..4).map(|s| f[s * d + i] * f[s * d + j]).sum();
+                m[i * 2 * d + d + j] = (0..4).map(|s| f[s * d + i] * y[s * d + j] as f64).sum();
+            }
+        }
+        let mu = 1e-3 * (0..d).map(|i| m[i * 2 * d + i]).sum::<f64>() / d as f64 + 1e-12;
+        (0..d).for_each(|i| m[i * 2 * d + i] += mu);
+        for c in 0..d {
+            let p = m[c * 2 * d + c];
+            (0..2 * d).for_each(|j| m[c * 2 * d + j] /= p);
+            for r in (0..d).filter(|&r| r != c) {
+                let k = m[r * 2 * d + c];
+                (0..2 * d).for_each(|j| m[r * 2 * d + j] -= k * m[c * 2 * d + j]);
+            }
+        }
+        for t in 0..vocab {
+            for j in 0..d {
+                let want: f64 = (0..d).map(|k| rows[t * d + k] as f64 * m[k * 2 * d + d + j]).sum();
+                let got = prior[t * d + j] as f64;
+                assert!((got - want).abs() < 1e-3 * (1.0 + want.abs()), "row {t}, column {j}: {got} vs {want}");
             }
         }
     }

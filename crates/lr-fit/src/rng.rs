@@ -34,4 +34,10 @@ impl Rng {
             v.swap(i, j);
         }
     }
+
+    /// Uniform in `[-0.5, 0.5)`: test matrices.
+    #[cfg(test)]
+    pub(crate) fn centred(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
 }

@@ -177,15 +177,8 @@ mod tests {
     use super::*;
 
     fn random(n: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-            })
-            .collect()
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n).map(|_| rng.centred()).collect()
     }
 
     /// B Bᵀ + n/10 · I: symmetric positive definite, moderately conditioned.
@@ -254,5 +247,15 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        // A NaN or infinity reaching a later block's pivot (through the trailing update, or on
+        // the diagonal) is refused, not propagated into the solution.
+        for (at, value) in [(20 * n + 3, f64::NAN), (n * n - 1, f64::INFINITY), (35 * n + 35, f64::NAN)] {
+            let mut g = spd(n, 6);
+            g[at] = value;
+            assert!(
+                solve_spd_blocked(g, random(n * n, 7), n, 16, &mut |_| {}).unwrap().is_none(),
+                "{value} at {at}"
+            );
+        }
     }
 }
