@@ -98,6 +98,23 @@ def judged_by_length(c, lookup):
     return " | ".join(cells)
 
 
+def agreement_by_length(c, lookup):
+    """Mean cosine with the full model's vector and top-10 overlap with its ranking, for the
+    held-out spans by length: a label-free criterion that does not reward rare-word matches."""
+    texts = [t for _, t in c.held]
+    lens = [len(c.ids(t)) for t in texts]
+    got = []
+    for text, full in zip(texts, c.held_full):
+        q = lookup(text)
+        top = set(qs.ranking(c.docs @ q)[:10].tolist())
+        got.append((float(q @ full), len(top & set(qs.ranking(c.docs @ full)[:10].tolist())) / 10))
+    cells = []
+    for lo, hi in [(1, 16)] + LENGTHS[2:]:
+        rows = [g for g, n in zip(got, lens) if lo <= n <= hi]
+        cells.append(f"{np.mean([r[0] for r in rows]):.4f} / {np.mean([r[1] for r in rows]):.4f}" if rows else "-")
+    return " | ".join(cells)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dump")
@@ -120,9 +137,14 @@ def main():
         if a.long_cloze:
             mrr, n = long_cloze_mrr(c, lookup, a.long_cloze)
             print(f"  long inverse cloze (32-64 words, {n} pairs), dense MRR@10: {mrr:.4f}")
+        print("  held-out spans, cosine / top-10 overlap with the full model by tokens 1-16/17-32/33-64/65+: "
+              + agreement_by_length(c, lookup))
         if c.queries:
             print("  judged, dense nDCG@10 by query tokens " + "/".join(f"{lo}-{hi}" for lo, hi in LENGTHS[:-1])
                   + f"/{LENGTHS[-1][0]}+ (queries): " + judged_by_length(c, lookup), flush=True)
+    if c.queries:
+        full = {text: v for (_, text), v in zip(c.queries, c.query_full)}
+        print("full-model dense, judged nDCG@10 by query tokens (reference): " + judged_by_length(c, full.__getitem__))
 
 
 if __name__ == "__main__":
