@@ -85,12 +85,17 @@ def long_cloze_mrr(c, lookup, prefix):
     return float(np.mean(got)), len(got)
 
 
-def judged_by_length(c, lookup):
+def judged_by_length(c, lookup, spec=None):
+    """nDCG@10 of the judged queries by query length in tokens: the lookup alone, or the
+    quality_study setting `spec` (e.g. the z-score hybrid)."""
+    spec = spec or dict(kind="dense")
     index = {d: i for i, d in enumerate(c.doc_ids)}
     rows = []
     for qid, text in c.queries:
         rel = {index[d]: g for d, g in c.qrels[qid].items() if d in index}
-        rows.append((len(c.ids(text)), qs.ndcg10(qs.ranking(c.docs @ lookup(text))[:10].tolist(), rel)))
+        q = lookup(text)
+        ranked = qs.run_system(c, spec, q, qs.sides_of(c, q, c.sparse_query(text)))
+        rows.append((len(c.ids(text)), qs.ndcg10(ranked, rel)))
     cells = []
     for lo, hi in LENGTHS:
         got = [g for n, g in rows if lo <= n <= hi]
@@ -140,8 +145,10 @@ def main():
         print("  held-out spans, cosine / top-10 overlap with the full model by tokens 1-16/17-32/33-64/65+: "
               + agreement_by_length(c, lookup))
         if c.queries:
-            print("  judged, dense nDCG@10 by query tokens " + "/".join(f"{lo}-{hi}" for lo, hi in LENGTHS[:-1])
-                  + f"/{LENGTHS[-1][0]}+ (queries): " + judged_by_length(c, lookup), flush=True)
+            lengths = "/".join(f"{lo}-{hi}" for lo, hi in LENGTHS[:-1]) + f"/{LENGTHS[-1][0]}+"
+            print(f"  judged, dense nDCG@10 by query tokens {lengths} (queries): " + judged_by_length(c, lookup))
+            z = dict(kind="hybrid", how="z", w=0.7, depth=qs.CANDIDATES)
+            print(f"  judged, z-score hybrid nDCG@10 by query tokens {lengths}: " + judged_by_length(c, lookup, z), flush=True)
     if c.queries:
         full = {text: v for (_, text), v in zip(c.queries, c.query_full)}
         print("full-model dense, judged nDCG@10 by query tokens (reference): " + judged_by_length(c, full.__getitem__))
