@@ -41,16 +41,11 @@ import quality_study as qs  # noqa: E402
 
 def training_spans(c, dump, corpus, per_doc, seed):
     """(document, span text) for `per_doc` spans of 4–16 words of every training document."""
-    meta = json.load(open(os.path.join(dump, "meta.json")))
-    by_id = {}
-    for line in open(corpus):
-        d = json.loads(line)
-        by_id[d["_id"]] = d.get("title", "") + " " + d.get("text", "")
     held = {d for d, _ in c.held}
     rng = random.Random(seed)
     out = []
-    for i, doc_id in enumerate(meta["doc_ids"]):
-        words = by_id[doc_id].split()
+    for i, text in enumerate(qs.corpus_texts(dump, corpus)):
+        words = text.split()
         if i in held or not words:
             continue
         for _ in range(per_doc):

@@ -6,7 +6,7 @@ by source document (a document gives up to 4 cloze queries), judged queries one 
 
 usage: quality_paired.py DUMP_DIR FORM SETTING_A SETTING_B [--model-dir DIR]
   FORM: cloze, title or judged; SETTING: a name from quality_study.systems(), e.g. "minmax w=0.7"."""
-import os
+import argparse
 import sys
 
 import numpy as np
@@ -15,34 +15,28 @@ import quality_study as qs
 
 
 def main():
-    args = sys.argv[1:]
-    model_dir = "/opt/lightretriever/models/all-minilm-l6-v2"
-    if "--model-dir" in args:
-        i = args.index("--model-dir")
-        model_dir = args[i + 1]
-        del args[i:i + 2]
-    if len(args) != 4:
-        sys.exit(__doc__)
-    dump, form, a, b = args
-    if form not in ("cloze", "title", "judged"):
-        sys.exit(__doc__)
-    tok = qs.load_tokenizer(model_dir)
-    c = qs.Corpus(dump, tok)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dump", metavar="DUMP_DIR")
+    ap.add_argument("form", choices=("cloze", "title", "judged"))
+    ap.add_argument("a", metavar="SETTING_A")
+    ap.add_argument("b", metavar="SETTING_B")
+    ap.add_argument("--model-dir", default="/opt/lightretriever/models/all-minilm-l6-v2")
+    args = ap.parse_args()
+    dump, form, a, b = args.dump, args.form, args.a, args.b
+    c = qs.Corpus(dump, qs.load_tokenizer(args.model_dir))
     specs = dict(qs.systems())
     if form == "judged":
-        index = {d: i for i, d in enumerate(c.doc_ids)}
-        rels = [{index[d]: g for d, g in c.qrels[qid].items() if d in index} for qid, _ in c.queries]
+        rels = c.relevance()
         vectors = list(c.query_lookup)
         sides = [qs.sides_of(c, q, c.sparse_query(t)) for q, (_, t) in zip(vectors, c.queries)]
         score = lambda spec: np.array([qs.ndcg10(qs.run_system(c, spec, q, sd), r) for q, sd, r in zip(vectors, sides, rels)])
         groups = np.arange(len(rels))
     else:
-        # quality_study.read_pairs: (pairs, rests' dense rows, rests' sparse rows, ...)
-        queries, rest_dense, rest_sparse = getattr(c, form), getattr(c, f"{form}_rest_dense"), getattr(c, f"{form}_rest_sparse")
+        queries = getattr(c, form)
         if not queries:
             sys.exit(f"{dump} has no {form} pseudo-queries")
         vectors = [c.lookup(t) for _, t in queries]
-        sides = [qs.sides_of(c, q, c.sparse_query(t), (src, rest_dense[i], rest_sparse[i])) for i, (q, (src, t)) in enumerate(zip(vectors, queries))]
+        sides = [qs.sides_of(c, q, c.sparse_query(t), o) for q, (_, t), o in zip(vectors, queries, c.overrides(form))]
         score = lambda spec: np.array([qs.mrr10(qs.run_system(c, spec, q, sd), src) for q, sd, (src, _) in zip(vectors, sides, queries)])
         groups = np.array([src for src, _ in queries])
     for name in (a, b):

@@ -9,26 +9,20 @@ form's ranking of the settings and the judged ranking (over all settings, and ov
 --weight if given): how far each form can stand in for judgements.
 
 usage: quality_select.py STUDY.json [STUDY.json ...] [--form cloze] [--weight 0.7] [--tau]"""
+import argparse
 import json
 import math
 import sys
 
-args = sys.argv[1:]
-form = "cloze"
-if "--form" in args:
-    i = args.index("--form")
-    form = args[i + 1]
-    del args[i:i + 2]
-only_weight = None
-if "--weight" in args:
-    i = args.index("--weight")
-    only_weight = args[i + 1]
-    del args[i:i + 2]
-tau_only = "--tau" in args
-if tau_only:
-    args.remove("--tau")
+ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ap.add_argument("studies", nargs="+", metavar="STUDY.json")
+ap.add_argument("--form", default="cloze")
+ap.add_argument("--weight", help="only the settings at this fusion weight, e.g. 0.7")
+ap.add_argument("--tau", action="store_true", help="print Kendall's tau-b against the judged ranking instead")
+parsed = ap.parse_args()
+form, only_weight, tau_only = parsed.form, parsed.weight, parsed.tau
 studies = {}
-for path in args:
+for path in parsed.studies:
     studies.update(json.load(open(path)))
 PUBLISHED = "minmax w=0.7"
 all_names = [n for n in next(iter(studies.values())) if not n.startswith(("FULL", "GAP"))]

@@ -20,12 +20,12 @@ table rows of the plain token ids, cut at 512; sparse = token counts times the c
 checked against the lookup vectors lr-eval dumped for the judged queries.
 
 usage: quality_study.py DUMP_DIR [DUMP_DIR ...] [--model-dir DIR] [--json OUT] [--systems A,B,...]"""
+import argparse
 import collections
 import json
 import math
 import os
 import random
-import sys
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -53,6 +53,15 @@ def read_pairs(d, meta, form, dims, vocab):
         sparse.append(row)
     return (pairs, read_f32(os.path.join(d, f"{form}_rest_dense.f32"), dims), sparse,
             read_f32(os.path.join(d, f"{form}_full.f32"), dims))
+
+
+def corpus_texts(dump_dir, corpus_jsonl):
+    """The documents' texts (title and text, as lr-eval encodes them) in the dump's order."""
+    by_id = {}
+    for line in open(corpus_jsonl):
+        d = json.loads(line)
+        by_id[d["_id"]] = d.get("title", "") + " " + d.get("text", "")
+    return [by_id[i] for i in json.load(open(os.path.join(dump_dir, "meta.json")))["doc_ids"]]
 
 
 def load_tokenizer(model_dir):
@@ -96,6 +105,17 @@ class Corpus:
 
     def ids(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids
+
+    def relevance(self):
+        """Per judged query, in order: its judgements by document index."""
+        index = {d: i for i, d in enumerate(self.doc_ids)}
+        return [{index[d]: g for d, g in self.qrels[qid].items() if d in index} for qid, _ in self.queries]
+
+    def overrides(self, form):
+        """Per pseudo-query of `form` (cloze, title): (source document, its rest's dense row, its
+        rest's sparse row), the replacement `sides_of` scores for that query alone."""
+        dense, sparse = getattr(self, f"{form}_rest_dense"), getattr(self, f"{form}_rest_sparse")
+        return [(src, dense[i], sparse[i]) for i, (src, _) in enumerate(getattr(self, form))]
 
     def lookup(self, text):
         ids = self.ids(text)[:MAX_QUERY_TOKENS]
@@ -344,19 +364,16 @@ def report_lookup(tag, c, lk):
         pairs = getattr(c, form)
         if not pairs:
             continue
-        dense, sparse = getattr(c, form + "_rest_dense"), getattr(c, form + "_rest_sparse")
         got = collections.defaultdict(list)
-        for i, (src, text) in enumerate(pairs):
+        for (src, text), override in zip(pairs, c.overrides(form)):
             q = lk(text)
-            sides = sides_of(c, q, c.sparse_query(text), (src, dense[i], sparse[i]))
+            sides = sides_of(c, q, c.sparse_query(text), override)
             for name, spec in specs:
                 got[name].append(mrr10(run_system(c, spec, q, sides), src))
         line += f" | {form} " + " ".join(f"{n} {np.mean(got[n]):.4f}" for n, _ in specs)
     if c.queries:
-        index = {d: i for i, d in enumerate(c.doc_ids)}
         got = collections.defaultdict(list)
-        for qid, text in c.queries:
-            rel = {index[d]: g for d, g in c.qrels[qid].items() if d in index}
+        for (_, text), rel in zip(c.queries, c.relevance()):
             q = lk(text)
             sides = sides_of(c, q, c.sparse_query(text))
             for name, spec in specs:
@@ -366,26 +383,18 @@ def report_lookup(tag, c, lk):
 
 
 def main():
-    args = sys.argv[1:]
-    model_dir = "/opt/lightretriever/models/all-minilm-l6-v2"
-    out_json = None
-    if "--model-dir" in args:
-        i = args.index("--model-dir")
-        model_dir = args[i + 1]
-        del args[i:i + 2]
-    if "--json" in args:
-        i = args.index("--json")
-        out_json = args[i + 1]
-        del args[i:i + 2]
-    only = None
-    if "--systems" in args:  # a comma-separated subset of the settings, by name
-        i = args.index("--systems")
-        only = set(args[i + 1].split(","))
-        del args[i:i + 2]
-    tok = load_tokenizer(model_dir)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dumps", nargs="+", metavar="DUMP_DIR")
+    ap.add_argument("--model-dir", default="/opt/lightretriever/models/all-minilm-l6-v2")
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--systems", help="a comma-separated subset of the settings, by name")
+    a = ap.parse_args()
+    out_json = a.json
+    only = set(a.systems.split(",")) if a.systems else None
+    tok = load_tokenizer(a.model_dir)
     specs = [s for s in systems() if only is None or s[0] in only]
     results = {}
-    for d in args:
+    for d in a.dumps:
         c = Corpus(d, tok)
         print(f"\n## {c.name}: {len(c.doc_ids)} documents, {len(c.held)} held-out pseudo-queries, {len(c.queries)} judged queries", flush=True)
         if c.queries:
@@ -402,12 +411,7 @@ def main():
         for set_name, qs in sets.items():
             qv = [c.lookup(t) for _, t in qs]
             sq = [c.sparse_query(t) for _, t in qs]
-            if set_name == "cloze":
-                overrides = [(src, c.cloze_rest_dense[i], c.cloze_rest_sparse[i]) for i, (src, _) in enumerate(qs)]
-            elif set_name == "title":
-                overrides = [(src, c.title_rest_dense[i], c.title_rest_sparse[i]) for i, (src, _) in enumerate(qs)]
-            else:
-                overrides = [None] * len(qs)
+            overrides = c.overrides(set_name) if set_name in ("cloze", "title") else [None] * len(qs)
             sides = [sides_of(c, q, s, o) for q, s, o in zip(qv, sq, overrides)]
             res.setdefault("GAP lookup", {})[set_name] = gap_stats(sides)
             for name, spec in specs:
@@ -423,9 +427,7 @@ def main():
                     res.setdefault("FULL " + name, {})[set_name] = float(score)
             print(f"  {set_name} done", flush=True)
         if c.queries:
-            rels = [c.qrels[qid] for qid, _ in c.queries]
-            index = {d: i for i, d in enumerate(c.doc_ids)}
-            rels = [{index[d]: g for d, g in r.items() if d in index} for r in rels]
+            rels = c.relevance()
             sq = [c.sparse_query(t) for _, t in c.queries]
             light = [sides_of(c, q, s) for q, s in zip(c.query_lookup, sq)]
             full = [sides_of(c, q, s) for q, s in zip(c.query_full, sq)]

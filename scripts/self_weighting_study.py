@@ -52,15 +52,11 @@ class SelfWeighted:
 
 def write_long_cloze(c, dump, corpus, prefix, lo=32, hi=64, per_doc=2, seed=9):
     """Inverse-cloze pairs of lo..hi-word spans of the held-out documents of 2·hi words or more."""
-    meta = json.load(open(os.path.join(dump, "meta.json")))
-    by_id = {}
-    for line in open(corpus):
-        d = json.loads(line)
-        by_id[d["_id"]] = d.get("title", "") + " " + d.get("text", "")
+    texts = qs.corpus_texts(dump, corpus)
     rng = random.Random(seed)
     pairs = []
     for i in sorted({d for d, _ in c.held}):
-        words = by_id[meta["doc_ids"][i]].split()
+        words = texts[i].split()
         if len(words) < 2 * hi:
             continue
         for _ in range(per_doc):
@@ -89,10 +85,8 @@ def judged_by_length(c, lookup, spec=None):
     """nDCG@10 of the judged queries by query length in tokens: the lookup alone, or the
     quality_study setting `spec` (e.g. the z-score hybrid)."""
     spec = spec or dict(kind="dense")
-    index = {d: i for i, d in enumerate(c.doc_ids)}
     rows = []
-    for qid, text in c.queries:
-        rel = {index[d]: g for d, g in c.qrels[qid].items() if d in index}
+    for (_, text), rel in zip(c.queries, c.relevance()):
         q = lookup(text)
         ranked = qs.run_system(c, spec, q, qs.sides_of(c, q, c.sparse_query(text)))
         rows.append((len(c.ids(text)), qs.ndcg10(ranked, rel)))
