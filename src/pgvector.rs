@@ -26,10 +26,16 @@ thread_local! {
     static SPARSEVEC_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
-/// OID of a type created by the `vector` extension, cached per backend.
+/// OID of a type created by the `vector` extension, cached per backend and checked against the
+/// type cache on each use: `DROP EXTENSION vector CASCADE` and a new `CREATE EXTENSION` give the
+/// type a new OID, and the old one must not be used ("cache lookup failed for type").
 fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, name: &str) -> pg_sys::Oid {
     let cached = cache.with(Cell::get);
-    if cached != pg_sys::InvalidOid {
+    let exists = |oid: pg_sys::Oid| unsafe {
+        let zero = pg_sys::Datum::from(0);
+        pg_sys::SearchSysCacheExists(pg_sys::SysCacheIdentifier::TYPEOID as i32, pg_sys::Datum::from(oid), zero, zero, zero)
+    };
+    if cached != pg_sys::InvalidOid && exists(cached) {
         return cached;
     }
     let oid = crate::spi::read_one::<pg_sys::Oid>(
@@ -215,6 +221,20 @@ mod removed_in_0_2_0 {
 #[pg_schema]
 mod tests {
     use super::*;
+
+    /// What `DROP EXTENSION vector CASCADE` and a new `CREATE EXTENSION` leave behind in a
+    /// backend: a cached OID that names no type any more. It is looked up again, not used.
+    #[pg_test]
+    fn a_cached_type_oid_that_names_no_type_is_looked_up_again() {
+        let (vector, sparsevec) = (Vector::type_oid(), SparseVec::type_oid());
+        let gone = pg_sys::Oid::from(4_000_000_000u32);
+        assert_eq!(Spi::get_one_with_args::<bool>("SELECT NOT EXISTS (SELECT FROM pg_type WHERE oid = $1)", &[gone.into()]), Ok(Some(true)));
+        VECTOR_OID.with(|c| c.set(gone));
+        SPARSEVEC_OID.with(|c| c.set(gone));
+        assert_eq!((Vector::type_oid(), SparseVec::type_oid()), (vector, sparsevec));
+        let v = Vector(vec![1.0, 2.0]);
+        assert_eq!(Spi::get_one_with_args::<f64>("SELECT ($1 <#> '[1,1]'::vector)::float8", &[v.into()]), Ok(Some(-3.0)));
+    }
 
     #[pg_test]
     fn vector_round_trips_through_pgvectors_operators() {

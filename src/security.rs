@@ -150,8 +150,9 @@ pub fn require_owner(relid: pg_sys::Oid, table: &str) {
 /// Whether `relid` may be auto-encoded or read by a fit: refuses what must not be touched —
 /// system catalogs and the extension's own tables — and temporary tables unless `temporary_ok`
 /// (a fit reads in the caller's own session; the worker cannot see another session's).
-/// Returns the relkind.
-pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what: &str, temporary_ok: bool) -> char {
+/// A partitioned table's partitions, and with `reads_children` an inherited table's children,
+/// must be of `kinds` too. Returns the relkind.
+pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what: &str, temporary_ok: bool, reads_children: bool) -> char {
     let row = crate::error::row_or_none(crate::spi::read_three::<String, String, bool>(
         "SELECT c.relkind::pg_catalog.text, c.relpersistence::pg_catalog.text,
                 n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast', 'lightretriever']::pg_catalog.name[])
@@ -185,6 +186,30 @@ pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what:
             Code::ERRCODE_WRONG_OBJECT_TYPE,
             format!("lightretriever: {table} is not a table"),
             Some(&format!("{what} needs a table (or partitioned table).")),
+        );
+    }
+    if kind != 'p' && !reads_children {
+        return kind;
+    }
+    // A scan of the table reads its partitions and inheritance children too: each must be of a
+    // kind allowed here (a foreign partition would run its wrapper for the caller).
+    let kinds_text: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    let child = crate::error::row_or_none(crate::spi::read_two::<String, String>(
+        "WITH RECURSIVE tree(relid) AS (
+             SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) $1
+             UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent OPERATOR(pg_catalog.=) t.relid)
+         SELECT c.oid::pg_catalog.regclass::pg_catalog.text, c.relkind::pg_catalog.text
+           FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid
+          WHERE NOT c.relkind::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($2)
+          ORDER BY 1 LIMIT 1",
+        &[relid.into(), kinds_text.into()],
+    ));
+    if let Some((Some(child), child_kind)) = child {
+        let which = if child_kind.as_deref() == Some("f") { "a foreign table" } else { "not a table" };
+        raise(
+            Code::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("lightretriever: {table} has a partition or child {child} that is {which}"),
+            Some(&format!("{what} reads the table with its partitions and children, which must be tables too.")),
         );
     }
     kind

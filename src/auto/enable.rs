@@ -26,7 +26,7 @@ fn lr_enable_auto_encoding(
     let text_column = required(text_column, "text_column");
     let batch_size = required(batch_size, "batch_size");
     let (source, table) = owned_table(source);
-    let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding", false);
+    let kind = require_user_table(source, &table, &['r', 'p'], "auto-encoding", false, false);
     let distributed = citus_distributed(source, &table);
     // Citus runs the DDL below on every shard; the function commands after it must then go
     // over the same connections (its own hint), for the rest of this call.

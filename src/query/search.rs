@@ -11,6 +11,9 @@ use crate::columns::{pick_column, pick_id_column};
 use crate::spi::table_name;
 use crate::pgvector::{SparseVec, Vector};
 
+/// The most candidates one side may ask for.
+const MAX_CANDIDATES: i32 = 100_000;
+
 /// `OPERATOR(<pgvector's schema>.op)`: pgvector's operator whatever the search path.
 fn pgvector_operator(op: &str) -> String {
     let schema = crate::spi::read_one::<String>("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
@@ -109,6 +112,15 @@ fn lr_search(
     if k < 1 || candidates < 1 {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: k and candidates must be positive", None);
     }
+    if candidates > MAX_CANDIDATES {
+        // Each side's candidates are held in the backend's memory (without an index, LIMIT is
+        // all a scan returns): a bound, not the size of the caller's table, sets that memory.
+        raise(
+            Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("lightretriever: candidates is {candidates}; at most {MAX_CANDIDATES} per side"),
+            Some("An HNSW scan returns at most 1000 rows per side anyway (pgvector's largest hnsw.ef_search)."),
+        );
+    }
     if !(0.0..=1.0).contains(&dense_weight) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: dense_weight must be between 0 and 1", None);
     }
@@ -137,14 +149,18 @@ fn lr_search(
     let table = table_name(relid);
     drop(source);
     // Tables only: a view's or foreign table's code would run as the caller.
-    crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_search", true);
+    crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_search", true, true);
     let id = pick_id_column(relid, &table, id_column);
     // An auto-encoded table names its own columns and models.
     let auto = crate::auto::encoding_of(relid);
-    let dense_column = dense_column.or(auto.as_ref().map(|a| a.vector_column.as_str()));
-    let sparse_column = sparse_column.or(auto.as_ref().and_then(|a| a.sparse_column.as_deref()));
-    let model = model.or(auto.as_ref().map(|a| a.model.as_str()));
-    let sparse_model = sparse_model.or(auto.as_ref().and_then(|a| a.sparse_model.as_deref()));
+    // Its models only for its own columns: another column may hold another model's vectors,
+    // and then `model` (else the default model) says which.
+    let auto_dense = auto.as_ref().filter(|a| dense_column.is_none_or(|c| c == a.vector_column));
+    let auto_sparse = auto.as_ref().filter(|a| a.sparse_column.is_some() && (sparse_column.is_none() || sparse_column == a.sparse_column.as_deref()));
+    let dense_column = dense_column.or(auto_dense.map(|a| a.vector_column.as_str()));
+    let sparse_column = sparse_column.or(auto_sparse.and_then(|a| a.sparse_column.as_deref()));
+    let model = model.or(auto_dense.map(|a| a.model.as_str()));
+    let sparse_model = sparse_model.or(auto_sparse.and_then(|a| a.sparse_model.as_deref()));
     // HNSW returns at most hnsw.ef_search rows per scan: widen it (up to pgvector's maximum
     // of 1000) for this call so the candidate lists are not silently shorter than asked.
     let ef = crate::spi::read_one::<String>("SELECT pg_catalog.current_setting('hnsw.ef_search', true)", &[]).ok().flatten();
@@ -345,6 +361,55 @@ mod tests {
     fn text_keys_are_an_error() {
         Spi::run("CREATE TEMP TABLE t (id text PRIMARY KEY, a vector(3))").unwrap();
         Spi::run("SELECT * FROM lightretriever.lr_search('t', 'q', mode => 'dense')").unwrap();
+    }
+
+    #[pg_test(error = "lightretriever: candidates is 100001; at most 100000 per side")]
+    fn candidates_are_bounded() {
+        Spi::run("CREATE TEMP TABLE t (id int PRIMARY KEY, a vector(3))").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('t', 'q', mode => 'dense', candidates => 100001)").unwrap();
+    }
+
+    /// A scan of a partitioned table reads every partition: a foreign one is refused, as a
+    /// foreign table named directly is.
+    #[pg_test(error = "lightretriever: public.parted has a partition or child public.parted_f that is a foreign table")]
+    fn foreign_partitions_are_refused() {
+        Spi::run("CREATE FOREIGN DATA WRAPPER lr_test_fdw").unwrap();
+        Spi::run("CREATE SERVER lr_test_server FOREIGN DATA WRAPPER lr_test_fdw").unwrap();
+        Spi::run("CREATE TABLE parted (id int, emb vector(384)) PARTITION BY RANGE (id)").unwrap();
+        Spi::run("CREATE TABLE parted_a PARTITION OF parted FOR VALUES FROM (0) TO (10)").unwrap();
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("INSERT INTO parted VALUES (1, pg_catalog.array_fill(0.1::real, ARRAY[384])::vector)").unwrap();
+        let partitioned = "SELECT count(*) FROM lightretriever.lr_search('parted', 'q', mode => 'dense', id_column => 'id', model => 'minilm', dense_column => 'emb')";
+        assert_eq!(Spi::get_one::<i64>(partitioned), Ok(Some(1)), "table partitions are read");
+        Spi::run("CREATE FOREIGN TABLE parted_f PARTITION OF parted FOR VALUES FROM (10) TO (20) SERVER lr_test_server").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('parted', 'q', mode => 'dense', id_column => 'id')").unwrap();
+    }
+
+    /// An inheritance child is read by a scan of its parent just the same.
+    #[pg_test(error = "lightretriever: public.parent has a partition or child public.child_f that is a foreign table")]
+    fn foreign_inheritance_children_are_refused() {
+        Spi::run("CREATE FOREIGN DATA WRAPPER lr_test_fdw").unwrap();
+        Spi::run("CREATE SERVER lr_test_server FOREIGN DATA WRAPPER lr_test_fdw").unwrap();
+        Spi::run("CREATE TABLE parent (id int PRIMARY KEY, emb vector(3))").unwrap();
+        Spi::run("CREATE TABLE child_t () INHERITS (parent)").unwrap();
+        Spi::run("CREATE FOREIGN TABLE child_f () INHERITS (child_t) SERVER lr_test_server").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('parent', 'q', mode => 'dense')").unwrap();
+    }
+
+    /// An auto-encoded table's model goes with its own column only: searching another vector
+    /// column of it takes `model`, else the default model (unset here: an error, not the
+    /// auto-encoding's model used on vectors it did not make).
+    #[pg_test(error = "lightretriever: no model given and lightretriever.default_model is not set")]
+    fn another_column_does_not_take_the_auto_encodings_model() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("CREATE TABLE two_cols (id int PRIMARY KEY, body text, other vector(384))").unwrap();
+        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('two_cols', 'body', 'minilm')").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('two_cols', 'wing', mode => 'dense')").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('two_cols', 'wing', mode => 'dense', dense_column => 'body_embedding')").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('two_cols', 'wing', mode => 'dense', dense_column => 'other', model => 'minilm')").unwrap();
+        Spi::run("SELECT * FROM lightretriever.lr_search('two_cols', 'wing', mode => 'dense', dense_column => 'other')").unwrap();
     }
 
     #[pg_test(error = "lightretriever: unknown search mode \"bm25\" (expected dense, sparse or hybrid)")]

@@ -142,7 +142,7 @@ pub fn rerank_rows(
     let relid = source_table(relid);
     let table = table_name(relid);
     // Tables only: a view's or foreign table's code would run as the caller.
-    crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_rerank", true);
+    crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_rerank", true, true);
     let id = pick_id_column(relid, &table, columns.id);
     let auto = crate::auto::encoding_of(relid);
     let source = embedding_source(relid, &table, reranker, info, auto.as_ref(), columns.embedding);

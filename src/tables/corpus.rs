@@ -14,7 +14,7 @@ use crate::spi::{quote_ident, table_name};
 /// a fit is a superuser's call, and the table's code (views, policies, casts) is the owner's.
 pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<&str>) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
     let table = table_name(relid);
-    crate::security::require_user_table(relid, &table, &['r', 'p', 'm', 'v', 'f'], "a fit", true);
+    crate::security::require_user_table(relid, &table, &['r', 'p', 'm', 'v', 'f'], "a fit", true, true);
     let vector_type = crate::pgvector::pgvector_type("vector");
     let columns = std::iter::once((text_column, "text")).chain(vector_column.map(|v| (v, "vector")));
     for (column, kind) in columns {

@@ -36,13 +36,24 @@ pub struct Hit {
 
 /// Min-max normalisation of one side's scores to [0, 1]. When all scores are equal (one
 /// candidate, or ties) every candidate gets 1: it is as good as the best of its side.
+/// Non-finite scores (a stored vector whose product overflows float4) take no part in the
+/// range and get 0, the value of a document the side did not retrieve.
 pub fn min_max(scores: &[(i64, f32)]) -> HashMap<i64, f32> {
-    let lo = scores.iter().map(|s| s.1).fold(f32::INFINITY, f32::min);
-    let hi = scores.iter().map(|s| s.1).fold(f32::NEG_INFINITY, f32::max);
-    let span = hi - lo;
+    let finite = || scores.iter().map(|s| s.1).filter(|v| v.is_finite());
+    let lo = finite().fold(f32::INFINITY, f32::min);
+    let hi = finite().fold(f32::NEG_INFINITY, f32::max);
+    // In f64: the span of two finite float4 values can overflow float4.
+    let span = hi as f64 - lo as f64;
     scores
         .iter()
-        .map(|&(id, s)| (id, if span > 0.0 { (s - lo) / span } else { 1.0 }))
+        .map(|&(id, s)| {
+            let v = match s.is_finite() {
+                false => 0.0,
+                true if span > 0.0 => ((s as f64 - lo as f64) / span) as f32,
+                true => 1.0,
+            };
+            (id, v)
+        })
         .collect()
 }
 
@@ -59,7 +70,8 @@ pub enum Normalisation {
     /// the mean and spread and get the non-candidate value.
     ZScore,
     /// Reciprocal rank 1 / (k + rank), rank from 1 (Cormack et al., 2009; LightRetriever's
-    /// alternative with k = 60); a document that is not a candidate gets 0.
+    /// alternative with k = 60); a document that is not a candidate gets 0, and so does a
+    /// non-finite score, which is not ranked.
     Rank { k: f32 },
 }
 
@@ -93,9 +105,13 @@ impl Normalisation {
             Normalisation::Rank { k } => {
                 // Ranked by score (ties: lower id first), not by the order rows came in: a scan
                 // may return equal scores in any order.
-                let mut ranked = scores.to_vec();
+                let mut ranked: Vec<(i64, f32)> = scores.iter().copied().filter(|s| s.1.is_finite()).collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                (ranked.iter().enumerate().map(|(r, &(id, _))| (id, 1.0 / (k + r as f32 + 1.0))).collect(), 0.0)
+                let mut values: HashMap<i64, f32> = scores.iter().map(|&(id, _)| (id, 0.0)).collect();
+                for (r, &(id, _)) in ranked.iter().enumerate() {
+                    values.insert(id, 1.0 / (k + r as f32 + 1.0));
+                }
+                (values, 0.0)
             }
         }
     }
@@ -120,7 +136,8 @@ impl Fusion {
 }
 
 /// Fuses the candidate lists (each best first) with LightRetriever's min-max fusion and returns
-/// the best `k`, highest score first (ties: smaller id first, so results are deterministic). A
+/// the best `k`, highest score first (ties: the higher raw dense score, then the higher raw
+/// sparse score, then the smaller id, so results are deterministic). A
 /// document missing from one side's candidates gets 0 for that side — it scored below that
 /// side's last candidate.
 pub fn fuse(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, dense_weight: f32, k: usize) -> Vec<Hit> {
@@ -163,7 +180,18 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
             sparse: raw_sparse.get(&id).copied(),
         })
         .collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    // Ties of the fused score are broken by the raw side scores, then by id. They are not only
+    // exact ties: a side's normalisation can collapse its other candidates to one value (one
+    // stored vector of enormous norm makes every other z-score equal in float), and the raw
+    // scores still hold their order.
+    let raw = |v: Option<f32>| v.filter(|x| x.is_finite()).unwrap_or(f32::NEG_INFINITY);
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(raw(b.dense).total_cmp(&raw(a.dense)))
+            .then(raw(b.sparse).total_cmp(&raw(a.sparse)))
+            .then(a.id.cmp(&b.id))
+    });
     hits.truncate(k);
     hits
 }
@@ -299,7 +327,7 @@ mod tests {
         let sparse = [(3, 12.0), (4, 8.0), (1, 4.0)];
         let rrf = Fusion { normalisation: Normalisation::Rank { k: 60.0 }, dense_weight: 0.5, depth: usize::MAX };
         let got = ids_scores(&fuse_with(&dense, &sparse, Mode::Hybrid, rrf, 10));
-        // 1: .5/61 + .5/63; 3: .5/63 + .5/61; 2: .5/62; 4: .5/62 — ties by id.
+        // 1: .5/61 + .5/63; 3: .5/63 + .5/61; 2: .5/62; 4: .5/62 — ties by the raw dense score.
         let (a, b) = (0.5 / 61.0 + 0.5 / 63.0, 0.5 / 62.0);
         assert_close(&got, &[(1, a), (3, a), (2, b), (4, b)]);
     }
@@ -331,7 +359,7 @@ mod tests {
         assert_close(&got, &want);
         // A non-finite score (a stored vector overflowing float4) is left out of the statistics.
         let got = ids_scores(&fuse_with(&[(1, f32::INFINITY), (2, 2.0), (3, 1.0)], &[], Mode::Dense, z, 10));
-        assert_close(&got, &[(2, 1.0), (1, -1.0), (3, -1.0)]); // 1 ties with the lowest: by id
+        assert_close(&got, &[(2, 1.0), (3, -1.0), (1, -1.0)]); // 1 ties with the lowest, and its raw score ranks below
         let all_bad = fuse_with(&[(1, f32::NAN)], &[], Mode::Dense, z, 10);
         assert_eq!(all_bad[0].score, -1.0);
     }
@@ -407,6 +435,44 @@ mod tests {
         let never = |_: &[i64]| -> Result<Vec<Vec<f32>>, ()> { panic!("no vectors in sparse mode") };
         let sparse = search(&request(&[(7, 1.0)], Mode::Sparse, fb, 3), scan, never).unwrap();
         assert_eq!(sparse.iter().map(|h| h.id).collect::<Vec<_>>(), [7]);
+    }
+
+    #[test]
+    fn one_enormous_score_keeps_the_others_in_order() {
+        // A stored vector of norm ~1e29 scores ~1e28: every other z-score is the same float, and
+        // every other min-max value is near 0. The raw scores keep their order in dense mode.
+        let dense = [(9, 1.0e28), (1, 0.2), (3, 0.9), (2, 0.5)];
+        for normalisation in [Normalisation::ZScore, Normalisation::MinMax, Normalisation::Rank { k: 60.0 }] {
+            let fusion = Fusion { normalisation, ..Fusion::DEFAULT };
+            let hits = fuse_with(&dense, &[], Mode::Dense, fusion, 4);
+            assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [9, 3, 2, 1], "{normalisation:?}");
+        }
+    }
+
+    #[test]
+    fn non_finite_scores_count_as_not_retrieved_in_every_fusion() {
+        // +inf and NaN (products that overflow float4) rank with the documents a side did not
+        // retrieve, under every normalisation, and leave the others' values as if absent.
+        let dense = [(7, f32::INFINITY), (1, 0.9), (8, f32::NAN), (2, 0.5), (3, 0.1)];
+        let clean = [(1, 0.9), (2, 0.5), (3, 0.1)];
+        for normalisation in [Normalisation::ZScore, Normalisation::MinMax, Normalisation::Rank { k: 60.0 }] {
+            let (values, missing) = normalisation.apply(&dense);
+            let (want, _) = normalisation.apply(&clean);
+            for (id, v) in &want {
+                assert_eq!(values[id], *v, "{normalisation:?} id {id}");
+            }
+            for id in [7, 8] {
+                assert!(values[&id] <= missing, "{normalisation:?} id {id}: {} above {missing}", values[&id]);
+            }
+            let fusion = Fusion { normalisation, ..Fusion::DEFAULT };
+            let hits = fuse_with(&dense, &[], Mode::Dense, fusion, 5);
+            assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 2, 3, 7, 8], "{normalisation:?}");
+            assert!(hits.iter().all(|h| h.score.is_finite()), "{normalisation:?}: {hits:?}");
+        }
+        // The span of two finite float4 scores may overflow float4; min-max still orders them.
+        let wide = min_max(&[(1, 3.0e38), (2, -3.0e38), (3, 0.0)]);
+        assert_eq!((wide[&1], wide[&2]), (1.0, 0.0));
+        assert!((wide[&3] - 0.5).abs() < 1e-6);
     }
 
     #[test]
