@@ -31,21 +31,73 @@ fn pgvector_operator(op: &str) -> String {
 /// must not dilute the side's normalisation; the extension's sparse vectors are never negative,
 /// so 0 or less means no shared term).
 fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
-    // Filtered here, not in SQL: the rows come best first, so dropping the non-matching tail
-    // keeps the same rows without computing the distance twice per row.
+    // Filtered here, not in SQL: dropping the non-matching rows keeps the same rows without
+    // computing the distance twice per row.
     let sql = format!(
         "SELECT {id}::pg_catalog.int8, (OPERATOR(pg_catalog.-) ({column} {ip} $1))::pg_catalog.float4 FROM {table}
           WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} {ip} $1 LIMIT $2",
         ip = pgvector_operator("<#>"),
     );
-    Spi::connect(|c| {
+    let mut rows: Vec<(i64, f32)> = Spi::connect(|c| {
         c.select(&sql, None, &[query, candidates.into()]).map(|rows| {
             rows.filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<f32>(2).ok()??)))
                 .filter(|&(_, score)| !matching_only || score > 0.0)
                 .collect()
         })
     })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    // An iterative index scan in relaxed order returns rows nearly, not exactly, best first.
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    rows
+}
+
+/// pgvector settings changed for this call's scans, with the values to put back.
+struct ScanSettings(Vec<(&'static str, String)>);
+
+impl ScanSettings {
+    /// Index scans that return the candidates asked for. An HNSW scan stops at `hnsw.ef_search`
+    /// rows (widened here up to pgvector's maximum, 1000), an IVFFlat scan at its probes' lists,
+    /// and rows filtered after the scan (row-level security, a NULL id) shorten the list further:
+    /// pgvector's iterative scans (0.8 and later) go on until LIMIT is met, up to their
+    /// `max_scan_tuples` / `max_probes`. Relaxed order: `candidates_by` sorts what comes back.
+    fn widen(candidates: i32) -> ScanSettings {
+        // pgvector defines its settings when its library loads, which this backend may not have
+        // done yet (it loads on the first vector operation): before, they read as unset.
+        let vector = crate::pgvector::pgvector_type("vector");
+        crate::spi::read_one::<bool>(&format!("SELECT '[0]'::{vector} IS NOT NULL"), &[]).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+        let current = |name: &str| {
+            crate::spi::read_one::<String>("SELECT pg_catalog.current_setting($1, true)", &[name.into()]).ok().flatten()
+        };
+        let mut wanted: Vec<(&'static str, String)> = Vec::new();
+        let ef = candidates.min(1000);
+        if current("hnsw.ef_search").and_then(|v| v.parse::<i32>().ok()).is_some_and(|v| v < ef) {
+            wanted.push(("hnsw.ef_search", ef.to_string()));
+        }
+        for name in ["hnsw.iterative_scan", "ivfflat.iterative_scan"] {
+            if current(name).as_deref() == Some("off") {
+                wanted.push((name, "relaxed_order".to_string()));
+            }
+        }
+        let mut changed = Vec::new();
+        for (name, value) in wanted {
+            let old = current(name).unwrap_or_default();
+            Self::set(name, &value);
+            changed.push((name, old));
+        }
+        ScanSettings(changed)
+    }
+
+    fn set(name: &str, value: &str) {
+        crate::spi::read_one::<String>("SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.into()])
+            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    }
+
+    /// Puts the settings back as they were for the rest of the transaction.
+    fn restore(self) {
+        for (name, old) in self.0 {
+            Self::set(name, &old);
+        }
+    }
 }
 
 /// The stored dense vectors of the rows `ids` (feedback documents), in any order: one per id,
@@ -118,7 +170,7 @@ fn lr_search(
         raise(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!("lightretriever: candidates is {candidates}; at most {MAX_CANDIDATES} per side"),
-            Some("An HNSW scan returns at most 1000 rows per side anyway (pgvector's largest hnsw.ef_search)."),
+            Some("Fusion needs each side's best few hundred rows; the default is 1000."),
         );
     }
     if !(0.0..=1.0).contains(&dense_weight) {
@@ -161,14 +213,7 @@ fn lr_search(
     let sparse_column = sparse_column.or(auto_sparse.and_then(|a| a.sparse_column.as_deref()));
     let model = model.or(auto_dense.map(|a| a.model.as_str()));
     let sparse_model = sparse_model.or(auto_sparse.and_then(|a| a.sparse_model.as_deref()));
-    // HNSW returns at most hnsw.ef_search rows per scan: widen it (up to pgvector's maximum
-    // of 1000) for this call so the candidate lists are not silently shorter than asked.
-    let ef = crate::spi::read_one::<String>("SELECT pg_catalog.current_setting('hnsw.ef_search', true)", &[]).ok().flatten();
-    let widen = ef.as_deref().and_then(|v| v.parse::<i32>().ok()).filter(|v| *v < candidates.min(1000));
-    if widen.is_some() {
-        crate::spi::read_one::<String>("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[candidates.min(1000).to_string().into()])
-            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    }
+    let scans = ScanSettings::widen(candidates);
     // The dense query first (its errors first, as before feedback existed), then the sparse
     // side's candidates once; the dense side is searched once, or twice with feedback.
     let dense_column = if mode != Mode::Sparse { Some(pick_column(relid, &table, dense_column, "vector", "dense_column")) } else { None };
@@ -196,10 +241,7 @@ fn lr_search(
         |ids| Ok(vectors_of(&table, &id, column, ids)),
     )
     .unwrap_or_else(|never| match never {});
-    if let Some(old) = widen {
-        crate::spi::read_one::<String>("SELECT pg_catalog.set_config('hnsw.ef_search', $1, true)", &[old.to_string().into()])
-            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    }
+    scans.restore();
     let mut rows: Vec<_> = hits.into_iter().map(|h| (h.id, h.score, h.dense, h.sparse, None)).collect();
     if rerank > 0 && !rows.is_empty() {
         // The top `rerank` hits in the reranker's order, then the rest in the fused order.
@@ -361,6 +403,56 @@ mod tests {
     fn text_keys_are_an_error() {
         Spi::run("CREATE TEMP TABLE t (id text PRIMARY KEY, a vector(3))").unwrap();
         Spi::run("SELECT * FROM lightretriever.lr_search('t', 'q', mode => 'dense')").unwrap();
+    }
+
+    /// Row-level security filters rows after the index scan. Of 300 random rows the caller
+    /// sees the 10 that score worst against the query, so an HNSW scan's first rows
+    /// (hnsw.ef_search) are all hidden. The scan goes on (iterative, relaxed order) until it has
+    /// the candidates asked for, and they come back best first. (No primary key: the planner
+    /// would scan its index for `id IS NOT NULL` instead of the HNSW index.)
+    #[pg_test]
+    fn hidden_rows_do_not_shorten_the_candidates() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("SET LOCAL lightretriever.default_model = 'minilm'").unwrap();
+        Spi::run("CREATE TABLE tenants (id int, emb vector(384), shared boolean)").unwrap();
+        let q = Spi::get_one::<Vector>("SELECT lightretriever.lr_encode_query('wing wing flutter')").unwrap().unwrap().0;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
+        let rows: Vec<Vec<f32>> = (0..300).map(|_| (0..384).map(|_| next()).collect()).collect();
+        let score = |v: &Vec<f32>| v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>();
+        let mut by_score: Vec<usize> = (0..rows.len()).collect();
+        by_score.sort_by(|&a, &b| score(&rows[b]).total_cmp(&score(&rows[a])));
+        let visible = &by_score[by_score.len() - 10..];
+        for (id, v) in rows.iter().enumerate() {
+            Spi::run_with_args(
+                "INSERT INTO tenants VALUES ($1, $2, $3)",
+                &[(id as i32).into(), Vector(v.clone()).into(), visible.contains(&id).into()],
+            )
+            .unwrap();
+        }
+        Spi::run("CREATE INDEX ON tenants USING hnsw (emb vector_ip_ops)").unwrap();
+        Spi::run("ALTER TABLE tenants ENABLE ROW LEVEL SECURITY").unwrap();
+        Spi::run("CREATE POLICY shared_rows ON tenants USING (shared)").unwrap();
+        Spi::run("CREATE ROLE lr_tenant").unwrap();
+        Spi::run("GRANT SELECT ON tenants TO lr_tenant").unwrap();
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        Spi::run("SET LOCAL hnsw.ef_search = 40").unwrap();
+        Spi::run("SET LOCAL ROLE lr_tenant").unwrap();
+        let got: Vec<i64> = search("SELECT * FROM lightretriever.lr_search('tenants', 'wing wing flutter', k => 5, mode => 'dense', candidates => 5, id_column => 'id')")
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        let want: Vec<i64> = visible[..5].iter().map(|&i| i as i64).collect();
+        assert_eq!(got, want);
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(Spi::get_one::<String>("SELECT current_setting('hnsw.iterative_scan')").unwrap().as_deref(), Some("off"), "put back");
+        assert_eq!(Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search')").unwrap().as_deref(), Some("40"), "put back");
     }
 
     #[pg_test(error = "lightretriever: candidates is 100001; at most 100000 per side")]

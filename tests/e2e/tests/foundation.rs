@@ -132,3 +132,38 @@ fn two_databases_keep_their_own_query_tables() {
     let after: String = a2.query_one(query, &[]).unwrap().get(0);
     assert_eq!(after, before);
 }
+
+/// pgvector defines its settings (`hnsw.ef_search`, `hnsw.iterative_scan`) only when its library
+/// loads, on a backend's first vector operation. `lr_search` as a new connection's first
+/// statement must still widen its index scans: 200 rows behind an HNSW index, 100 asked for,
+/// where pgvector's default scan stops at 40.
+#[test]
+fn a_new_connections_first_search_gets_every_candidate() {
+    let db = "lr_e2e_fresh_scan";
+    let mut c = fresh_database(db);
+    let tiny = tiny_models_dir().join("tiny-qwen2").to_string_lossy().into_owned();
+    c.execute("SELECT lightretriever.lr_register_model('tq', $1)", &[&tiny.as_str()]).unwrap();
+    c.query_one("SELECT lightretriever.lr_build_query_table('tq')", &[]).unwrap();
+    let dims: i32 = c.query_one("SELECT vector_dims(lightretriever.lr_encode_query('x', 'tq'))", &[]).unwrap().get(0);
+    // No primary key: the planner would read its index for `id IS NOT NULL` instead of HNSW's.
+    c.batch_execute(&format!(
+        "SELECT setseed(0.25);
+         CREATE TABLE scanned (id int, emb vector({dims}));
+         INSERT INTO scanned SELECT i, (SELECT array_agg(random() - 0.5) FROM generate_series(1, {dims}) WHERE i > 0)::real[]::vector
+           FROM generate_series(1, 200) i;
+         CREATE INDEX ON scanned USING hnsw (emb vector_ip_ops);"
+    ))
+    .unwrap();
+    let search = "SELECT count(*) FROM lightretriever.lr_search('scanned', 'paris water', k => 100, mode => 'dense', model => 'tq', id_column => 'id')";
+    let mut fresh = fresh_connection(db);
+    fresh.batch_execute("SET enable_seqscan = off").unwrap();
+    let unset: Option<String> = fresh.query_one("SELECT current_setting('hnsw.ef_search', true)", &[]).unwrap().get(0);
+    assert_eq!(unset, None, "pgvector is not loaded in this backend yet");
+    let got: i64 = fresh.query_one(search, &[]).unwrap().get(0);
+    assert_eq!(got, 100);
+    let plain: i64 = fresh
+        .query_one("SELECT count(*) FROM (SELECT id FROM scanned ORDER BY emb <#> lightretriever.lr_encode_query('paris water', 'tq') LIMIT 100) t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 40, "pgvector's own scan, for comparison, stops at hnsw.ef_search");
+}
