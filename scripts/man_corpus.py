@@ -37,6 +37,22 @@ def sections(text):
     return found
 
 
+def page_document(path, titles):
+    """A page as {"title", "text"}, or None when it cannot be rendered, its title or description
+    is too short, or its title (lower case) is in `titles`, which a kept page's title joins."""
+    try:
+        found = sections(render(path))
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    name, description = found.get("NAME", ""), found.get("DESCRIPTION", "")
+    title = name.split(" - ", 1)[1].strip() if " - " in name else ""
+    words = description.split()
+    if len(title.split()) < 3 or len(words) < 30 or title.lower() in titles:
+        return None
+    titles.add(title.lower())
+    return {"title": title, "text": " ".join(words[:200])}
+
+
 def main():
     args = sys.argv[1:]
     if not args:
@@ -50,17 +66,9 @@ def main():
     for path in pages:
         if len(docs) >= sample:
             break
-        try:
-            found = sections(render(path))
-        except (subprocess.TimeoutExpired, OSError):
-            continue
-        name, description = found.get("NAME", ""), found.get("DESCRIPTION", "")
-        title = name.split(" - ", 1)[1].strip() if " - " in name else ""
-        words = description.split()
-        if len(title.split()) < 3 or len(words) < 30 or title.lower() in titles:
-            continue
-        titles.add(title.lower())
-        docs.append({"_id": str(len(docs)), "title": title, "text": " ".join(words[:200])})
+        doc = page_document(path, titles)
+        if doc:
+            docs.append({"_id": str(len(docs)), **doc})
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "corpus.jsonl"), "w") as f:
         for d in docs:

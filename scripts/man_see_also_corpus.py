@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,17 +79,9 @@ def main():
     # Render every linked page; keep those man_corpus.py would keep (distinct titles).
     docs, titles = {}, set()
     for p in sorted(related):
-        try:
-            found = man_corpus.sections(man_corpus.render(p))
-        except (subprocess.TimeoutExpired, OSError):
-            continue
-        name, description = found.get("NAME", ""), found.get("DESCRIPTION", "")
-        title = name.split(" - ", 1)[1].strip() if " - " in name else ""
-        words = description.split()
-        if len(title.split()) < 3 or len(words) < 30 or title.lower() in titles:
-            continue
-        titles.add(title.lower())
-        docs[p] = {"title": title, "text": " ".join(words[:200])}
+        doc = man_corpus.page_document(p, titles)
+        if doc:
+            docs[p] = doc
     related = {p: {q for q in qs if q in docs} for p, qs in related.items() if p in docs}
 
     # Query pages, drawn at random among those with enough related pages, each leaving the corpus;

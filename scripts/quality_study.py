@@ -72,6 +72,17 @@ def load_tokenizer(model_dir):
     return tok
 
 
+class TableRows:
+    """The fitted table of a corpus in float64, with its weights and unit rows: the base of the
+    lookup variants the study scripts measure (self-weighting, expansion through the table)."""
+
+    def __init__(self, c):
+        self.c = c
+        self.w = c.weights.astype(np.float64)
+        self.rows = c.rows.astype(np.float64)
+        self.unit = self.rows / np.maximum(np.linalg.norm(self.rows, axis=1, keepdims=True), 1e-12)
+
+
 class Corpus:
     def __init__(self, d, tok):
         self.name = os.path.basename(os.path.normpath(d))

@@ -32,12 +32,10 @@ import quality_study as qs  # noqa: E402
 LENGTHS = [(1, 8), (9, 16), (17, 32), (33, 64), (65, 10**6)]
 
 
-class SelfWeighted:
+class SelfWeighted(qs.TableRows):
     def __init__(self, c, beta):
-        self.c, self.beta = c, beta
-        self.w = c.weights.astype(np.float64)
-        self.rows = c.rows.astype(np.float64)
-        self.unit = self.rows / np.maximum(np.linalg.norm(self.rows, axis=1, keepdims=True), 1e-12)
+        super().__init__(c)
+        self.beta = beta
 
     def __call__(self, text):
         ids = self.c.ids(text)[:qs.MAX_QUERY_TOKENS]

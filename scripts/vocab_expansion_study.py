@@ -27,12 +27,10 @@ import quality_study as qs  # noqa: E402
 FIRST_WORD_ID = 999
 
 
-class VocabExpanded:
+class VocabExpanded(qs.TableRows):
     def __init__(self, c, k, alpha, tau):
-        self.c, self.k, self.alpha, self.tau = c, k, alpha, tau
-        self.w = c.weights.astype(np.float64)
-        self.rows = c.rows.astype(np.float64)
-        self.unit = self.rows / np.maximum(np.linalg.norm(self.rows, axis=1, keepdims=True), 1e-12)
+        super().__init__(c)
+        self.k, self.alpha, self.tau = k, alpha, tau
 
     def __call__(self, text):
         ids = self.c.ids(text)[:qs.MAX_QUERY_TOKENS]

@@ -40,8 +40,8 @@ fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, n
     }
     let oid = crate::spi::read_one::<pg_sys::Oid>(
         "SELECT t.oid FROM pg_catalog.pg_type t
-           JOIN pg_catalog.pg_extension e ON t.typnamespace = e.extnamespace
-          WHERE e.extname = 'vector' AND t.typname = $1",
+           JOIN pg_catalog.pg_extension e ON t.typnamespace OPERATOR(pg_catalog.=) e.extnamespace
+          WHERE e.extname OPERATOR(pg_catalog.=) 'vector' AND t.typname OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     );
     match oid {
@@ -272,9 +272,10 @@ mod tests {
     }
 }
 
-/// pgvector's type `name`, schema-qualified (the search_path here is pg_catalog only).
+/// pgvector's type `name`, schema-qualified (the search_path here is pg_catalog only). A read
+/// (pgrx's `Spi::get_one_with_args` would take a transaction id, which a hot standby refuses).
 pub fn pgvector_type(name: &str) -> String {
-    Spi::get_one_with_args::<String>(
+    crate::spi::read_one::<String>(
         "SELECT pg_catalog.format('%I.%I', n.nspname, t.typname) FROM pg_catalog.pg_type t
            JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
            JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) n.oid AND e.extname OPERATOR(pg_catalog.=) 'vector'

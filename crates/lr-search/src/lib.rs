@@ -42,14 +42,15 @@ pub fn min_max(scores: &[(i64, f32)]) -> HashMap<i64, f32> {
     let finite = || scores.iter().map(|s| s.1).filter(|v| v.is_finite());
     let lo = finite().fold(f32::INFINITY, f32::min);
     let hi = finite().fold(f32::NEG_INFINITY, f32::max);
-    // In f64: the span of two finite float4 values can overflow float4.
-    let span = hi as f64 - lo as f64;
+    let span = hi - lo;
     scores
         .iter()
         .map(|&(id, s)| {
             let v = match s.is_finite() {
                 false => 0.0,
-                true if span > 0.0 => ((s as f64 - lo as f64) / span) as f32,
+                true if span > 0.0 && span.is_finite() => (s - lo) / span,
+                // The span of two finite float4 values can overflow float4: then in f64.
+                true if span > 0.0 => ((s as f64 - lo as f64) / (hi as f64 - lo as f64)) as f32,
                 true => 1.0,
             };
             (id, v)
@@ -137,7 +138,8 @@ impl Fusion {
 
 /// Fuses the candidate lists (each best first) with LightRetriever's min-max fusion and returns
 /// the best `k`, highest score first (ties: the higher raw dense score, then the higher raw
-/// sparse score, then the smaller id, so results are deterministic). A
+/// sparse score, of the sides the mode counts, then the smaller id, so results are
+/// deterministic). A
 /// document missing from one side's candidates gets 0 for that side — it scored below that
 /// side's last candidate.
 pub fn fuse(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, dense_weight: f32, k: usize) -> Vec<Hit> {
@@ -146,11 +148,21 @@ pub fn fuse(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, dense_weigh
 
 /// [`fuse`] with any [`Fusion`]: only the top `fusion.depth` of each side's candidates (each
 /// list best first) are normalised and fused. An id listed twice on a side (a table whose id
-/// column is not unique) keeps its first, best, entry.
+/// column is not unique) keeps its first, best, entry (its first finite one, if the first is not).
 pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion: Fusion, k: usize) -> Vec<Hit> {
     let first_of_each = |side: &[(i64, f32)]| -> Vec<(i64, f32)> {
-        let mut seen = std::collections::HashSet::new();
-        side.iter().copied().filter(|(id, _)| seen.insert(*id)).take(fusion.depth).collect()
+        // An id's first entry, unless a later one is finite and the first is not (a NaN score
+        // can come first). Kept in the list's order, best first.
+        let mut kept: HashMap<i64, usize> = HashMap::new();
+        for (i, &(id, score)) in side.iter().enumerate() {
+            let first = *kept.entry(id).or_insert(i);
+            if !side[first].1.is_finite() && score.is_finite() {
+                kept.insert(id, i);
+            }
+        }
+        let mut at: Vec<usize> = kept.into_values().collect();
+        at.sort_unstable();
+        at.into_iter().map(|i| side[i]).take(fusion.depth).collect()
     };
     let (dense, sparse) = (&first_of_each(dense)[..], &first_of_each(sparse)[..]);
     let dense_weight = fusion.dense_weight;
@@ -184,12 +196,14 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
     // exact ties: a side's normalisation can collapse its other candidates to one value (one
     // stored vector of enormous norm makes every other z-score equal in float), and the raw
     // scores still hold their order.
-    let raw = |v: Option<f32>| v.filter(|x| x.is_finite()).unwrap_or(f32::NEG_INFINITY);
+    // Only a side the mode counts breaks ties.
+    let (dense_counts, sparse_counts) = (wd > 0.0 || mode == Mode::Dense, ws > 0.0 || mode == Mode::Sparse);
+    let raw = |v: Option<f32>, counts: bool| v.filter(|x| counts && x.is_finite()).unwrap_or(f32::NEG_INFINITY);
     hits.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
-            .then(raw(b.dense).total_cmp(&raw(a.dense)))
-            .then(raw(b.sparse).total_cmp(&raw(a.sparse)))
+            .then(raw(b.dense, dense_counts).total_cmp(&raw(a.dense, dense_counts)))
+            .then(raw(b.sparse, sparse_counts).total_cmp(&raw(a.sparse, sparse_counts)))
             .then(a.id.cmp(&b.id))
     });
     hits.truncate(k);
@@ -473,6 +487,19 @@ mod tests {
         let wide = min_max(&[(1, 3.0e38), (2, -3.0e38), (3, 0.0)]);
         assert_eq!((wide[&1], wide[&2]), (1.0, 0.0));
         assert!((wide[&3] - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_duplicate_id_keeps_a_finite_entry_and_ties_ignore_a_side_that_does_not_count() {
+        // id 5 first as NaN (a positive NaN sorts above +inf), then finite: the finite one counts.
+        let dense = [(5, f32::NAN), (1, 0.9), (5, 0.8), (2, 0.1)];
+        let hits = fuse_with(&dense, &[], Mode::Dense, Fusion::DEFAULT, 3);
+        assert_eq!(hits.iter().map(|h| (h.id, h.dense)).collect::<Vec<_>>(), [(1, Some(0.9)), (5, Some(0.8)), (2, Some(0.1))]);
+        // Sparse mode: 3 and 4 tie on the sparse side; the dense side, not counted, does not
+        // break the tie (the id does), as lr_search, which passes no dense list, ranks them.
+        let sparse = [(3, 2.0), (4, 2.0), (6, 1.0)];
+        let hits = fuse_with(&[(4, 0.9), (3, 0.1)], &sparse, Mode::Sparse, Fusion::DEFAULT, 3);
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [3, 4, 6]);
     }
 
     #[test]
