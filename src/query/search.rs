@@ -64,41 +64,52 @@ impl ScanSettings {
     /// `max_scan_tuples` / `max_probes`. Relaxed order: `candidates_by` sorts what comes back.
     fn widen(candidates: i32) -> ScanSettings {
         // pgvector defines its settings when its library loads, which this backend may not have
-        // done yet (it loads on the first vector operation): before, they read as unset.
+        // done yet (it loads on the first vector operation): before, they read as unset. The
+        // literal is cast when the statement is parsed, before the settings are read.
         let vector = crate::pgvector::pgvector_type("vector");
-        crate::spi::read_one::<bool>(&format!("SELECT '[0]'::{vector} IS NOT NULL"), &[]).or_raise(Code::ERRCODE_INTERNAL_ERROR);
-        let current = |name: &str| {
-            crate::spi::read_one::<String>("SELECT pg_catalog.current_setting($1, true)", &[name.into()]).ok().flatten()
-        };
-        let mut wanted: Vec<(&'static str, String)> = Vec::new();
-        let ef = candidates.min(1000);
-        if current("hnsw.ef_search").and_then(|v| v.parse::<i32>().ok()).is_some_and(|v| v < ef) {
-            wanted.push(("hnsw.ef_search", ef.to_string()));
+        let settings = ["hnsw.ef_search", "hnsw.iterative_scan", "ivfflat.iterative_scan"];
+        let (ef, hnsw_iterative, ivfflat_iterative) = crate::spi::read_three::<String, String, String>(
+            &format!(
+                "SELECT pg_catalog.current_setting($1, true), pg_catalog.current_setting($2, true), pg_catalog.current_setting($3, true)
+                  WHERE '[0]'::{vector} IS NOT NULL"
+            ),
+            &[settings[0].into(), settings[1].into(), settings[2].into()],
+        )
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+        let mut wanted: Vec<(&'static str, String, String)> = Vec::new();
+        let ef_wanted = candidates.min(1000);
+        if let Some(old) = ef.filter(|v| v.parse::<i32>().is_ok_and(|v| v < ef_wanted)) {
+            wanted.push((settings[0], ef_wanted.to_string(), old));
         }
-        for name in ["hnsw.iterative_scan", "ivfflat.iterative_scan"] {
-            if current(name).as_deref() == Some("off") {
-                wanted.push((name, "relaxed_order".to_string()));
+        for (name, current) in [(settings[1], hnsw_iterative), (settings[2], ivfflat_iterative)] {
+            if current.as_deref() == Some("off") {
+                wanted.push((name, "relaxed_order".to_string(), "off".to_string()));
             }
         }
-        let mut changed = Vec::new();
-        for (name, value) in wanted {
-            let old = current(name).unwrap_or_default();
-            Self::set(name, &value);
-            changed.push((name, old));
-        }
-        ScanSettings(changed)
+        Self::set(wanted.iter().map(|(name, value, _)| (*name, value.as_str())));
+        ScanSettings(wanted.into_iter().map(|(name, _, old)| (name, old)).collect())
     }
 
-    fn set(name: &str, value: &str) {
-        crate::spi::read_one::<String>("SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.into()])
-            .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    /// Sets every (name, value) for the rest of the transaction, in one statement.
+    fn set<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+        let (names, values): (Vec<String>, Vec<String>) = pairs.map(|(n, v)| (n.to_string(), v.to_string())).unzip();
+        if names.is_empty() {
+            return;
+        }
+        Spi::connect(|c| {
+            c.select(
+                "SELECT pg_catalog.set_config(s.name, s.value, true) FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS s(name, value)",
+                None,
+                &[names.into(), values.into()],
+            )
+            .map(|rows| rows.count())
+        })
+        .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     }
 
     /// Puts the settings back as they were for the rest of the transaction.
     fn restore(self) {
-        for (name, old) in self.0 {
-            Self::set(name, &old);
-        }
+        Self::set(self.0.iter().map(|(name, old)| (*name, old.as_str())));
     }
 }
 
