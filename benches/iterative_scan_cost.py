@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""What pgvector's iterative scans cost the candidate scan `lr_search` runs, side by side on one
+cluster (docs/quality.md, "Query-time cost"): CISI's set-up of fusion_cost.py, then pgbench, 1
+client, 3 interleaved rounds of 10 s: an HNSW scan of 1,000 rows ordered by a lookup query with
+`hnsw.iterative_scan` off and in relaxed order (ef_search 1000 both), and lr_search's default.
+Needs the extension installed (`make install`)."""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("LR_PGPORT", "28891")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fusion_cost as fc  # noqa: E402
+
+SETTINGS = {
+    "iterative off": "SET hnsw.ef_search = 1000; SET hnsw.iterative_scan = off;",
+    "relaxed_order": "SET hnsw.ef_search = 1000; SET hnsw.iterative_scan = relaxed_order;",
+}
+
+
+def scan_tps(settings, nqueries):
+    with tempfile.TemporaryDirectory() as d:
+        script = Path(d) / "q.sql"
+        script.write_text(f"\\set q random(1, {nqueries})\n{settings}\n"
+                          "SELECT count(*) FROM (SELECT id FROM docs ORDER BY emb <#> (SELECT lightretriever.lr_encode_query(text)"
+                          " FROM bench_queries WHERE qid = :q) LIMIT 1000) t;\n")
+        out = subprocess.run(["pgbench", "-n", "-h", str(fc.SOCK), "-p", str(fc.PORT), "-U", "postgres", "-c", "1", "-T", str(fc.SECONDS),
+                              "-f", str(script), fc.DB], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"pgbench failed:\n{out.stdout}\n{out.stderr}")
+        return float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
+
+
+def main():
+    subprocess.run(["bash", str(fc.ROOT / "scripts/cluster.sh"), "start"], env=fc.ENV, check=True)
+    try:
+        nqueries = fc.setup()
+        for r in range(fc.ROUNDS):
+            cells = [f"HNSW scan, {name} {1000 / scan_tps(s, nqueries):.2f} ms" for name, s in SETTINGS.items()]
+            cells.append(f"lr_search default {fc.pgbench('', nqueries):.1f} q/s")
+            print(f"round {r + 1}: " + ", ".join(cells), flush=True)
+    finally:
+        subprocess.run(["bash", str(fc.ROOT / "scripts/cluster.sh"), "stop"], env=fc.ENV)
+
+
+if __name__ == "__main__":
+    main()
