@@ -167,6 +167,10 @@ pub struct FitOptions {
     /// (docs/quality.md). Early stopping judges the epochs before the map. `false` keeps the
     /// prior (or refined) rows.
     pub map_unseen_rows: bool,
+    /// Also return the rows as they were before that map ([`FittedTable::unmapped_rows`]), for
+    /// an evaluation that reports both without fitting twice. Not a user option: not in JSON.
+    #[serde(skip)]
+    pub keep_unmapped_rows: bool,
     /// Upper bound on training spans (documents are subsampled beyond it).
     pub max_spans: usize,
     /// Texts per encoder call (progress granularity).
@@ -213,6 +217,7 @@ impl Default for FitOptions {
             refine_cloze_max_words: 16,
             refine_anchor: 0.0,
             map_unseen_rows: true,
+            keep_unmapped_rows: false,
             max_spans: 200_000,
             encode_batch: 256,
         }
@@ -382,6 +387,9 @@ pub struct FittedTable {
     /// The ids whose rows the ridge fit determined (every other row keeps its prior, is only
     /// refined, or is set by [`FitOptions::map_unseen_rows`]).
     pub fitted_ids: Vec<u32>,
+    /// With [`FitOptions::keep_unmapped_rows`] and the map on: the rows before the map, which
+    /// are the rows a fit with `map_unseen_rows: false` returns.
+    pub unmapped_rows: Option<Vec<f32>>,
 }
 
 /// A span with its source document and its tokens (vocabulary ids, counted).
@@ -996,6 +1004,7 @@ pub fn fit_query_table_guided(
     }
     // Every row the ridge fit did not determine (tokens only in refinement spans, in held-out
     // documents or in no document) from the map fitted on those it did.
+    let unmapped_rows = (options.map_unseen_rows && options.keep_unmapped_rows).then(|| rows.clone());
     let tokens_mapped = if options.map_unseen_rows {
         progress("mapping unseen rows", 0.0);
         let mut ridge_fitted = vec![false; vocab];
@@ -1075,7 +1084,7 @@ pub fn fit_query_table_guided(
     };
     progress("done", 1.0);
     let held_out_queries = held_spans.into_iter().map(|s| (s.doc, s.text)).collect();
-    Ok(FittedTable { rows, weights, report, held_out_queries, fitted_ids })
+    Ok(FittedTable { rows, weights, report, held_out_queries, fitted_ids, unmapped_rows })
 }
 
 /// Encodes `texts` in length-sorted batches; returns the vectors flat (n × d), L2-normalised.

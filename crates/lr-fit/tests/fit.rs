@@ -233,10 +233,18 @@ fn the_fit_reduces_its_own_loss_and_brings_lookup_closer() {
     assert_mapped_from(&f, &init);
     assert_ne!(&f.rows[..D], &init[..D]);
     // Without the map it keeps its untrained row, and nothing else changes.
-    let kept = fit(&FitOptions { map_unseen_rows: false, ..small_options() });
+    let kept_options = || FitOptions { map_unseen_rows: false, ..small_options() };
+    let kept = fit(&kept_options());
     assert_eq!(kept.report.tokens_mapped, 0);
     assert_eq!(&kept.rows[..D], &init[..D]);
     assert_eq!(&kept.rows[D..], &f.rows[D..]);
+    // One fit can return both: the mapped rows and, kept, the rows a fit without the map gives.
+    assert_eq!(f.unmapped_rows, None);
+    let both = fit(&FitOptions { keep_unmapped_rows: true, ..small_options() });
+    assert_eq!(both.rows, f.rows);
+    assert_eq!(both.unmapped_rows.as_ref(), Some(&kept.rows));
+    assert_eq!(fit(&FitOptions { keep_unmapped_rows: true, ..kept_options() }).unmapped_rows, None, "nothing was mapped");
+    assert!(FitOptions::from_json(&serde_json::json!({"keep_unmapped_rows": true})).is_err(), "not a user option");
     let json = serde_json::to_value(r).unwrap();
     assert!(json["options"]["lambda"].is_number());
 }

@@ -348,6 +348,8 @@ fn evaluate_all(
         query_weights: &side.weights,
         weight,
     });
+    // The rows before the unseen-row map come back too, for the rows printed without it.
+    let fit_options = lr_fit::FitOptions { keep_unmapped_rows: args.dump.is_none(), ..args.fit_options.clone() };
     let fitted = lr_fit::fit_query_table_guided(
         doc_refs,
         Some(&doc_vectors),
@@ -355,7 +357,7 @@ fn evaluate_all(
         &cached,
         &init_rows,
         dims,
-        &args.fit_options,
+        &fit_options,
         guide.as_ref(),
         &mut progress,
     )
@@ -368,17 +370,13 @@ fn evaluate_all(
     timings.push(("encode queries (fitted lookup)", t.elapsed().as_secs_f64()));
     let fitted_run = run_from_scores(&search::dense_scores(&fq, &doc_vectors)?, &coll.queries, doc_ids, 1000);
     // The same fit without the map (map_unseen_rows off, the fit before issue 17's map), to
-    // print beside it: a second fit, its spans' encodings already in the cache (not for --dump,
-    // which prints no table).
-    let unmapped_q: Option<Vec<Vec<f32>>> = if args.dump.is_none() && args.fit_options.map_unseen_rows && fitted.report.tokens_mapped > 0 {
-        eprintln!("fitting again without the unseen-row map, for comparison");
-        let options = lr_fit::FitOptions { map_unseen_rows: false, ..args.fit_options.clone() };
-        let unmapped = lr_fit::fit_query_table_guided(doc_refs, Some(&doc_vectors), &plain_tok, &cached, &init_rows, dims, &options, guide.as_ref(), &mut |_, _| {})
-            .map_err(|e| e.to_string())?;
-        let enc = lookup_encoder(&work.join("fitted-unmapped.lrt"), &unmapped.rows, unmapped.weights.as_deref(), dims, &tokenizer_json)?;
-        Some(lookup_queries(&enc, &coll.queries, dims))
-    } else {
-        None
+    // print beside it: the fit's rows before the map (not for --dump, which prints no table).
+    let unmapped_q: Option<Vec<Vec<f32>>> = match &fitted.unmapped_rows {
+        Some(rows) if fitted.report.tokens_mapped > 0 => {
+            let enc = lookup_encoder(&work.join("fitted-unmapped.lrt"), rows, fitted.weights.as_deref(), dims, &tokenizer_json)?;
+            Some(lookup_queries(&enc, &coll.queries, dims))
+        }
+        _ => None,
     };
 
     let mut rows = vec![
