@@ -76,17 +76,23 @@ def setup():
     return len(queries)
 
 
-def pgbench(options, nqueries):
-    extra = f", {options}" if options else ""
+def pgbench_script(body, nqueries, protocol="prepared"):
+    """Transactions per second of `body` (pgbench script lines; `:q` is a random query id), 1
+    client, SECONDS long."""
     with tempfile.TemporaryDirectory() as d:
         script = Path(d) / "q.sql"
-        script.write_text(f"\\set q random(1, {nqueries})\n"
-                          f"SELECT count(*) FROM lightretriever.lr_search('docs', (SELECT text FROM bench_queries WHERE qid = :q), 10{extra});\n")
-        out = subprocess.run(["pgbench", "-n", "-h", str(SOCK), "-p", str(PORT), "-U", "postgres", "-M", "prepared", "-c", "1",
+        script.write_text(f"\\set q random(1, {nqueries})\n{body}\n")
+        out = subprocess.run(["pgbench", "-n", "-h", str(SOCK), "-p", str(PORT), "-U", "postgres", "-M", protocol, "-c", "1",
                               "-T", str(SECONDS), "-f", str(script), DB], capture_output=True, text=True)
         if out.returncode != 0:
-            sys.exit(f"pgbench failed ({options}):\n{out.stdout}\n{out.stderr}")
+            sys.exit(f"pgbench failed ({body[:200]}):\n{out.stdout}\n{out.stderr}")
         return float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
+
+
+def pgbench(options, nqueries):
+    extra = f", {options}" if options else ""
+    return pgbench_script(f"SELECT count(*) FROM lightretriever.lr_search('docs', (SELECT text FROM bench_queries WHERE qid = :q), 10{extra});",
+                          nqueries)
 
 
 def main():

@@ -5,11 +5,8 @@ client, 3 interleaved rounds of 10 s: an HNSW scan of 1,000 rows ordered by a lo
 `hnsw.iterative_scan` off and in relaxed order (ef_search 1000 both), and lr_search's default.
 Needs the extension installed (`make install`)."""
 import os
-import re
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 os.environ.setdefault("LR_PGPORT", "28891")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -22,16 +19,8 @@ SETTINGS = {
 
 
 def scan_tps(settings, nqueries):
-    with tempfile.TemporaryDirectory() as d:
-        script = Path(d) / "q.sql"
-        script.write_text(f"\\set q random(1, {nqueries})\n{settings}\n"
-                          "SELECT count(*) FROM (SELECT id FROM docs ORDER BY emb <#> (SELECT lightretriever.lr_encode_query(text)"
-                          " FROM bench_queries WHERE qid = :q) LIMIT 1000) t;\n")
-        out = subprocess.run(["pgbench", "-n", "-h", str(fc.SOCK), "-p", str(fc.PORT), "-U", "postgres", "-c", "1", "-T", str(fc.SECONDS),
-                              "-f", str(script), fc.DB], capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"pgbench failed:\n{out.stdout}\n{out.stderr}")
-        return float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
+    return fc.pgbench_script(f"{settings}\nSELECT count(*) FROM (SELECT id FROM docs ORDER BY emb <#> (SELECT lightretriever.lr_encode_query(text)"
+                             " FROM bench_queries WHERE qid = :q) LIMIT 1000) t;", nqueries, protocol="simple")
 
 
 def main():

@@ -57,6 +57,18 @@ fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, n
     }
 }
 
+/// Loads pgvector's library into this backend, as its first vector operation would: its settings
+/// (`hnsw.ef_search`, …) exist only from then on. Looking up the `vector` type's input function
+/// loads the library that holds it; nothing is called.
+pub fn load_library() {
+    let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+    unsafe {
+        pg_sys::getTypeInputInfo(Vector::type_oid(), &mut input, &mut io_param);
+        let mut function = std::mem::zeroed::<pg_sys::FmgrInfo>();
+        pg_sys::fmgr_info(input, &mut function);
+    }
+}
+
 /// Allocates a 4-byte-header varlena in the current memory context and fills its payload.
 unsafe fn palloc_varlena(payload_len: usize, fill: impl FnOnce(&mut [u8])) -> pg_sys::Datum {
     let total = pg_sys::VARHDRSZ + payload_len;

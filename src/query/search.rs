@@ -26,17 +26,17 @@ fn pgvector_operator(op: &str) -> String {
 }
 
 /// The `candidates` best rows of one side, best first: `(id, similarity)` where similarity is
-/// the inner product (pgvector's `<#>` is its negation). With `matching_only`, rows scoring 0 or
+/// the inner product (pgvector's `<#>`, passed as `ip` from [`pgvector_operator`], is its
+/// negation). With `matching_only`, rows scoring 0 or
 /// less are not candidates (a sparse row sharing no term with the query was not retrieved and
 /// must not dilute the side's normalisation; the extension's sparse vectors are never negative,
 /// so 0 or less means no shared term).
-fn candidates_by(table: &str, id: &str, column: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
+fn candidates_by(table: &str, id: &str, column: &str, ip: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
     // Filtered here, not in SQL: dropping the non-matching rows keeps the same rows without
     // computing the distance twice per row.
     let sql = format!(
         "SELECT {id}::pg_catalog.int8, (OPERATOR(pg_catalog.-) ({column} {ip} $1))::pg_catalog.float4 FROM {table}
-          WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} {ip} $1 LIMIT $2",
-        ip = pgvector_operator("<#>"),
+          WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} {ip} $1 LIMIT $2"
     );
     let mut rows: Vec<(i64, f32)> = Spi::connect(|c| {
         c.select(&sql, None, &[query, candidates.into()]).map(|rows| {
@@ -63,16 +63,11 @@ impl ScanSettings {
     /// pgvector's iterative scans (0.8 and later) go on until LIMIT is met, up to their
     /// `max_scan_tuples` / `max_probes`. Relaxed order: `candidates_by` sorts what comes back.
     fn widen(candidates: i32) -> ScanSettings {
-        // pgvector defines its settings when its library loads, which this backend may not have
-        // done yet (it loads on the first vector operation): before, they read as unset. The
-        // literal is cast when the statement is parsed, before the settings are read.
-        let vector = crate::pgvector::pgvector_type("vector");
+        // Unset until pgvector's library is loaded, which this backend may not have done yet.
+        crate::pgvector::load_library();
         let settings = ["hnsw.ef_search", "hnsw.iterative_scan", "ivfflat.iterative_scan"];
         let (ef, hnsw_iterative, ivfflat_iterative) = crate::spi::read_three::<String, String, String>(
-            &format!(
-                "SELECT pg_catalog.current_setting($1, true), pg_catalog.current_setting($2, true), pg_catalog.current_setting($3, true)
-                  WHERE '[0]'::{vector} IS NOT NULL"
-            ),
+            "SELECT pg_catalog.current_setting($1, true), pg_catalog.current_setting($2, true), pg_catalog.current_setting($3, true)",
             &[settings[0].into(), settings[1].into(), settings[2].into()],
         )
         .or_raise(Code::ERRCODE_INTERNAL_ERROR);
@@ -227,6 +222,7 @@ fn lr_search(
     let model = model.or(auto_dense.map(|a| a.model.as_str()));
     let sparse_model = sparse_model.or(auto_sparse.and_then(|a| a.sparse_model.as_deref()));
     let scans = ScanSettings::widen(candidates);
+    let ip = pgvector_operator("<#>");
     // The dense query first (its errors first, as before feedback existed), then the sparse
     // side's candidates once; the dense side is searched once, or twice with feedback.
     let dense_column = if mode != Mode::Sparse { Some(pick_column(relid, &table, dense_column, "vector", "dense_column")) } else { None };
@@ -237,7 +233,7 @@ fn lr_search(
     let sparse = if mode != Mode::Dense {
         let column = pick_column(relid, &table, sparse_column, "sparsevec", "sparse_column");
         let q: SparseVec = crate::query::sparse::encode_query_sparse(query, sparse_model, crate::query::sparse::QueryWeighting::Auto);
-        candidates_by(&table, &id, &column, q.into(), candidates, true)
+        candidates_by(&table, &id, &column, &ip, q.into(), candidates, true)
     } else {
         Vec::new()
     };
@@ -250,7 +246,7 @@ fn lr_search(
     let request = lr_search::Request { query: &dense_query, sparse: &sparse, mode, fusion, feedback, k: (k as usize).max(rerank) };
     let hits = lr_search::search::<std::convert::Infallible>(
         &request,
-        |q| Ok(candidates_by(&table, &id, column, Vector(q.to_vec()).into(), candidates, false)),
+        |q| Ok(candidates_by(&table, &id, column, &ip, Vector(q.to_vec()).into(), candidates, false)),
         |ids| Ok(vectors_of(&table, &id, column, ids)),
     )
     .unwrap_or_else(|never| match never {});
