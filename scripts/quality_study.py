@@ -195,11 +195,33 @@ def normalised(cand, how, depth):
     return dict(zip(ids.tolist(), v.tolist())), missing
 
 
-def fuse(dense, sparse, how, w, depth=CANDIDATES, k=1000):
-    nd, md = normalised(dense, how, depth)
-    ns, ms = normalised(sparse, how, depth)
+def phi(z):
+    """Standard normal CDF (z-scores into (0, 1) for the interaction fusions)."""
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def fuse(dense, sparse, how, w, depth=CANDIDATES, k=1000, lam=0.0):
+    """Weighted sum of the normalised sides. Interaction fusions (`how` = 'mmprod', 'zprod',
+    'geo') add a cross term that rewards rows both sides rank high: with dense and sparse each a
+    sum over query tokens, their product is a sum over token pairs, so the fused ranking is no
+    longer term-independent (docs/quality.md, section 1)."""
+    base = {"mmprod": "minmax", "geo": "minmax", "zprod": "z"}.get(how, how)
+    nd, md = normalised(dense, base, depth)
+    ns, ms = normalised(sparse, base, depth)
     ids = set(dense[0][:depth].tolist()) | set(sparse[0][:depth].tolist())
-    scored = [(w * nd.get(i, md) + (1 - w) * ns.get(i, ms), i) for i in ids]
+    if how == "mmprod":
+        def f(d, s):
+            return w * d + (1 - w) * s + lam * d * s
+    elif how == "zprod":
+        def f(d, s):
+            return w * d + (1 - w) * s + lam * phi(d) * phi(s)
+    elif how == "geo":
+        def f(d, s):
+            return w * math.log(d + lam) + (1 - w) * math.log(s + lam)
+    else:
+        def f(d, s):
+            return w * d + (1 - w) * s
+    scored = [(f(nd.get(i, md), ns.get(i, ms)), i) for i in ids]
     scored.sort(key=lambda x: (-x[0], x[1]))
     return [i for _, i in scored[:k]]
 
@@ -236,6 +258,18 @@ def systems():
     return out
 
 
+def interaction_systems():
+    """Fusions with a cross term (docs/quality.md, "Fusions that are not term-independent"):
+    measured apart from systems(), so that the 49 settings the selection ranks stay as they were."""
+    out = []
+    for lam in (0.25, 0.5, 1.0, 2.0):
+        out.append((f"mmprod w=0.7 l={lam}", dict(kind="hybrid", how="mmprod", w=0.7, depth=CANDIDATES, lam=lam)))
+        out.append((f"zprod w=0.7 l={lam}", dict(kind="hybrid", how="zprod", w=0.7, depth=CANDIDATES, lam=lam)))
+    for eps in (0.03, 0.1, 0.3, 1.0):
+        out.append((f"geo w=0.7 e={eps}", dict(kind="hybrid", how="geo", w=0.7, depth=CANDIDATES, lam=eps)))
+    return out
+
+
 def gap_stats(sides):
     """Why fusion adds less to one dense side than another: how much the sides agree and how
     min-max spreads their scores. `sides` = per query (dense, sparse, docs)."""
@@ -268,7 +302,7 @@ def run_system(c, spec, qvec, sides, k=10):
             return dense[0][:k].tolist()
         if kind == "sparse":
             return sparse[0][:k].tolist()
-        return fuse(dense, sparse, spec["how"], spec["w"], spec["depth"], k)
+        return fuse(dense, sparse, spec["how"], spec["w"], spec["depth"], k, spec.get("lam", 0.0))
 
     first = rank(dense)
     if "prf" in spec:
@@ -399,11 +433,12 @@ def main():
     ap.add_argument("--model-dir", default="/opt/lightretriever/models/all-minilm-l6-v2")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--systems", help="a comma-separated subset of the settings, by name")
+    ap.add_argument("--interaction", action="store_true", help="also the fusions with a cross term (interaction_systems)")
     a = ap.parse_args()
     out_json = a.json
     only = set(a.systems.split(",")) if a.systems else None
     tok = load_tokenizer(a.model_dir)
-    specs = [s for s in systems() if only is None or s[0] in only]
+    specs = [s for s in systems() + (interaction_systems() if a.interaction else []) if only is None or s[0] in only]
     results = {}
     for d in a.dumps:
         c = Corpus(d, tok)
