@@ -25,10 +25,20 @@ pub fn owner_of(relid: pg_sys::Oid) -> pg_sys::Oid {
 /// (which also becomes that session's reset value): what the owner's code sees in the worker.
 pub static SERVER_SEARCH_PATH: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
 
+/// The `search_path` the owner's code sees in a backend: PostgreSQL's default, with `pg_temp`
+/// last. Never the caller's own: a caller who reads an auto-encoded table (and so its status)
+/// could set a path through a schema of theirs (`PGOPTIONS`, `ALTER ROLE … SET`) and shadow a
+/// name in the owner's code (an operator, a function, a relation) with code of theirs, which
+/// would then run as the owner; `pg_temp`, searched first unless named, would let their temporary
+/// relations do the same.
+const BACKEND_OWNER_SEARCH_PATH: &std::ffi::CStr = c"\"$user\", public, pg_temp";
+
 /// Runs `f` as `role` in a security-restricted context, with every setting `f`'s code changes
 /// (even session-wide ones) reverted when it returns. The user's code sees the server's default
-/// `search_path` (as in a session of its own), not the worker's pinned one. An error inside
-/// unwinds to the enclosing (sub)transaction, whose abort restores user, context and settings.
+/// `search_path` (as in a session of its own) in the worker, not the worker's pinned one, and
+/// PostgreSQL's default (`BACKEND_OWNER_SEARCH_PATH`) in a backend, never the caller's. An error
+/// inside unwinds to the enclosing (sub)transaction, whose abort restores user, context and
+/// settings.
 pub fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
     if role == pg_sys::InvalidOid {
         raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: the table is gone", None);
@@ -41,10 +51,7 @@ pub fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
             context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
         );
         let nest = pg_sys::NewGUCNestLevel();
-        let default_path = SERVER_SEARCH_PATH
-            .get()
-            .map(|p| p.as_ptr())
-            .unwrap_or_else(|| pg_sys::GetConfigOptionResetString(c"search_path".as_ptr()));
+        let default_path = SERVER_SEARCH_PATH.get().map_or(BACKEND_OWNER_SEARCH_PATH.as_ptr(), |p| p.as_ptr());
         set(c"search_path", default_path);
         nest
     };

@@ -85,6 +85,9 @@ mod tests {
         // "wing" = 3358, "flutter" = 23638 in the uncased BERT vocabulary.
         assert_eq!(q.indices, vec![3358, 23638]);
         assert_eq!(q.values, vec![2.0, 1.0]);
+        // The same bound as the dense lookup: a run of over 4 MiB with no place to cut is an ERROR.
+        let message = error_of("SELECT lightretriever.lr_encode_query_sparse(repeat('é', 2200000))");
+        assert!(message.contains("too long to tokenize"), "{message}");
         // pgvector's own <#> agrees with the Rust inner product of the two sides.
         let doc = "Wing flutter of aircraft at transonic speeds.";
         let (ip, d) = Spi::get_two_with_args::<f32, SparseVec>(

@@ -29,6 +29,11 @@ mod tests {
                 .unwrap();
             assert_matches(&v.0, &floats(&q["embedding"]), text);
         }
+        // A run of over 4 MiB with no place to cut is refused with an ERROR before it reaches the
+        // tokenizer (≈ 55× a text in memory: an allocation failure aborted the backend and
+        // restarted the server).
+        let message = error_of("SELECT lightretriever.lr_encode_query(repeat('é', 2200000), 'minilm')");
+        assert!(message.contains("too long to tokenize"), "{message}");
 
         // ORDER BY <#> lr_encode_query(...) LIMIT k is answered by an HNSW index.
         Spi::run("CREATE TEMP TABLE docs (id int PRIMARY KEY, body text, emb vector(384))").unwrap();

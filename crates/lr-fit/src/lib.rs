@@ -543,8 +543,25 @@ pub fn fit_query_table(
     fit_query_table_with_doc_vectors(docs, None, tokenizer, encoder, init_rows, dims, options, progress)
 }
 
+/// Each document as the fit reads it: whole, or when longer than
+/// [`lr_tokenizer::MAX_TOKENIZED_BYTES`] (4 MiB) cut to the last place within that bound where a
+/// cut keeps its ids ([`lr_tokenizer::PrefixCutter::bounded`]); an error names a document with
+/// no such place. The tokenizer would hold ≈ 55× a text in memory, and the fit runs in a
+/// backend.
+fn bounded_documents<'d>(docs: &[&'d str], tokenizer: &Tokenizer) -> Result<Vec<&'d str>, FitError> {
+    if docs.iter().all(|d| d.len() <= lr_tokenizer::MAX_TOKENIZED_BYTES) {
+        return Ok(docs.to_vec());
+    }
+    let cutter = lr_tokenizer::PrefixCutter::new(tokenizer);
+    docs.iter()
+        .enumerate()
+        .map(|(i, d)| cutter.bounded(d).map_err(|e| FitError::Tokenizer(format!("document {i}: {e}"))))
+        .collect()
+}
+
 /// In how many of `docs` each vocabulary id occurs (tokenized without special tokens, the
-/// whole text). Errors when no document has a token or an id is outside `vocab`.
+/// whole text, or its first 4 MiB: [`bounded_documents`]). Errors when no document has a token
+/// or an id is outside `vocab`.
 /// `progress` hears "tokenizing documents" every 1,000 documents (and may abort by unwinding,
 /// as the extension's interrupt check does).
 pub fn document_frequencies(
@@ -556,6 +573,7 @@ pub fn document_frequencies(
     if docs.is_empty() {
         return Err(FitError::EmptyCorpus);
     }
+    let docs = bounded_documents(docs, tokenizer)?;
     let mut df = vec![0u32; vocab];
     let mut docs_with_tokens = 0usize;
     for (i, text) in docs.iter().enumerate() {
@@ -661,6 +679,8 @@ pub fn fit_query_table_guided(
     if docs.is_empty() {
         return Err(FitError::EmptyCorpus);
     }
+    let bounded = bounded_documents(docs, tokenizer)?;
+    let docs: &[&str] = &bounded;
     if guide.is_some() && options.refine_cloze_per_doc > 0 {
         return Err(FitError::InvalidOption("a sparse guide and inverse-cloze refinement pairs do not combine".into()));
     }

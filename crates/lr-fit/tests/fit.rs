@@ -400,6 +400,26 @@ fn sparse_query_weights_are_the_corpus_idf() {
     assert!(matches!(lr_fit::sparse_query_weights(&["upsilon"], &tok, 5, &mut |_, _| {}), Err(FitError::InvalidInput(_))));
 }
 
+/// The fit runs in a backend, where the tokenizer's ≈ 55× of a huge document would abort the
+/// server: a document over 4 MiB counts its first 4 MiB (cut between words), and one with no
+/// place to cut there is an error naming it, before anything is tokenized.
+#[test]
+fn documents_over_the_tokenizer_bound_are_cut_or_refused() {
+    let dir = tmpdir("bounded-docs");
+    let tok = tokenizer(&dir);
+    let vocab = WORDS.len() + 1;
+    let long = "alpha ".repeat(lr_tokenizer::MAX_TOKENIZED_BYTES / 6 + 100) + "beta";
+    let w = lr_fit::sparse_query_weights(&[long.as_str(), "beta"], &tok, vocab, &mut |_, _| {}).unwrap();
+    let idf = |df: f64| ((1.0 + (2.0 - df + 0.5) / (df + 0.5)) as f64).ln() as f32;
+    assert_eq!(w[1], idf(1.0)); // alpha: in the long document's first 4 MiB
+    assert_eq!(w[2], idf(1.0)); // beta: only in the short one (the long one's is past 4 MiB)
+    let run = "é".repeat(lr_tokenizer::MAX_TOKENIZED_BYTES / 2 + 1);
+    match lr_fit::sparse_query_weights(&["alpha", run.as_str()], &tok, vocab, &mut |_, _| {}) {
+        Err(FitError::Tokenizer(m)) => assert!(m.starts_with("document 1: ") && m.contains("too long to tokenize"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_sparse_guide_enters_the_refinement_and_weight_zero_changes_nothing() {
     let dir = tmpdir("guide");

@@ -5,7 +5,7 @@ use std::path::Path;
 
 mod prefix;
 mod query;
-pub use prefix::{prefix_for_tokens, PrefixCutter, BUDGET_BYTES_PER_TOKEN, MIN_BUDGET_BYTES, TOKEN_MARGIN};
+pub use prefix::{prefix_for_tokens, PrefixCutter, BUDGET_BYTES_PER_TOKEN, MAX_TOKENIZED_BYTES, MIN_BUDGET_BYTES, TOKEN_MARGIN};
 pub use query::QueryTokenizer;
 
 pub use tokenizers::{Encoding, Tokenizer};
@@ -28,8 +28,12 @@ fn set_limits(tok: &mut Tokenizer, max_length: Option<usize>) -> Result<(), Stri
     tok.with_truncation(truncation).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Token ids of `text` without special tokens, as the lookup query encoder sees them.
+/// Token ids of `text` without special tokens, as the lookup query encoder sees them. A text
+/// over [`MAX_TOKENIZED_BYTES`] is refused (cut it first: [`PrefixCutter`]).
 pub fn plain_ids(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, String> {
+    if text.len() > MAX_TOKENIZED_BYTES {
+        return Err(format!("a text of {} bytes is too long to tokenize whole (at most {MAX_TOKENIZED_BYTES})", text.len()));
+    }
     let enc = tok.encode(text, false).map_err(|e| format!("cannot tokenize: {e}"))?;
     Ok(enc.get_ids().to_vec())
 }

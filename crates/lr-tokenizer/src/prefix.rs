@@ -13,11 +13,14 @@
 //! tokenizes that prefix (without special tokens) and returns it once it yields at least
 //! `max_tokens + 16` ids (or as many as the tokenizer's own right truncation keeps); otherwise `K`
 //! grows ×4 until it reaches the text's length, and then the whole text is returned. A text no
-//! longer than the first budget is returned as it is, without any tokenization.
+//! longer than the first budget is returned as it is, without any tokenization. Nothing longer
+//! than [`MAX_TOKENIZED_BYTES`] (4 MiB) is ever tokenized: a longer text with no fitting cut
+//! within that bound (a giant run without word breaks, or any text over it for a tokenizer
+//! that is never cut) is refused with an error.
 //!
 //! Which cuts are safe depends on the tokenizer's pipeline; [`PrefixCutter::new`] recognises the
-//! families below and turns the cutting off (the whole text is always returned: correct, but
-//! unbounded) for anything else. Two facts hold for every family:
+//! families below and turns the cutting off (the whole text is returned: correct, and refused
+//! over [`MAX_TOKENIZED_BYTES`]) for anything else. Two facts hold for every family:
 //!
 //! - *Added tokens* are split out of the raw text (and, for `normalized` ones, out of the
 //!   normalised text) before anything else. An occurrence straddling `c` would contain the image
@@ -102,6 +105,11 @@ pub const BUDGET_BYTES_PER_TOKEN: usize = 24;
 pub const TOKEN_MARGIN: usize = 16;
 /// Budget growth when a prefix is too short.
 const GROWTH: usize = 4;
+/// The most bytes of one text ever handed to the tokenizer. Hugging Face keeps about 55× the
+/// text in memory (4 MiB → ≈ 220 MB), and a failed allocation aborts the process: in a backend,
+/// a restart of the whole server. A longer text must have a safe cut within its first
+/// `MAX_TOKENIZED_BYTES` that yields the ids wanted, else it is refused with an error.
+pub const MAX_TOKENIZED_BYTES: usize = 4 << 20;
 
 /// Cuts long texts for one tokenizer (see the module documentation). Built once per tokenizer:
 /// recognising the pipeline may scan the vocabulary.
@@ -113,6 +121,8 @@ pub struct PrefixCutter {
     cap: Option<usize>,
     min_bytes: usize,
     bytes_per_token: usize,
+    /// [`MAX_TOKENIZED_BYTES`] (tests use smaller ones).
+    max_bytes: usize,
 }
 
 /// What a cut requires of the char just before it.
@@ -176,7 +186,14 @@ impl PrefixCutter {
             cap: tok.get_truncation().map(|t| t.max_length),
             min_bytes: MIN_BUDGET_BYTES,
             bytes_per_token: BUDGET_BYTES_PER_TOKEN,
+            max_bytes: MAX_TOKENIZED_BYTES,
         }
+    }
+
+    /// Another bound on the bytes tokenized (tests use tiny ones).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1);
+        self
     }
 
     /// Another first budget: `max(min_bytes, bytes_per_token × max_tokens)` (tests use tiny
@@ -213,10 +230,10 @@ impl PrefixCutter {
         max_tokens: usize,
         mut count: impl FnMut(&str) -> Result<usize, String>,
     ) -> Result<&'t str, String> {
-        let Some(rules) = &self.rules else { return Ok(text) };
+        let Some(rules) = &self.rules else { return self.whole(text, max_tokens) };
         let mut budget = self.first_budget(max_tokens);
         if text.len() <= budget {
-            return Ok(text);
+            return self.whole(text, max_tokens);
         }
         let mut need = max_tokens.saturating_add(TOKEN_MARGIN);
         if let Some(cap) = self.cap {
@@ -224,16 +241,49 @@ impl PrefixCutter {
         }
         let mut searched = 0;
         while budget < text.len() {
-            if let Some(c) = rules.last_cut(text, searched, budget) {
+            let top = budget.min(self.max_bytes);
+            if let Some(c) = rules.last_cut(text, searched, top) {
                 if count(&text[..c])? >= need {
                     return Ok(&text[..c]);
                 }
+            }
+            if top == self.max_bytes {
+                return Err(self.too_long(text, max_tokens));
             }
             // A cut at or below `budget` gives no more ids than this one: look above it.
             searched = budget;
             budget = budget.saturating_mul(GROWTH);
         }
-        Ok(text)
+        self.whole(text, max_tokens)
+    }
+
+    /// The longest prefix of `text` of at most [`MAX_TOKENIZED_BYTES`] whose ids are an exact
+    /// prefix of `text`'s: `text` itself when it is no longer, else its last safe cut within the
+    /// bound (for callers that want as many of a text's ids as may be had, e.g. a fit's document
+    /// frequencies). An error when there is none.
+    pub fn bounded<'t>(&self, text: &'t str) -> Result<&'t str, String> {
+        if text.len() <= self.max_bytes {
+            return Ok(text);
+        }
+        let cut = self.rules.as_ref().and_then(|rules| rules.last_cut(text, 0, self.max_bytes));
+        cut.map(|c| &text[..c]).ok_or_else(|| self.too_long(text, 0))
+    }
+
+    fn whole<'t>(&self, text: &'t str, max_tokens: usize) -> Result<&'t str, String> {
+        if text.len() <= self.max_bytes {
+            Ok(text)
+        } else {
+            Err(self.too_long(text, max_tokens))
+        }
+    }
+
+    fn too_long(&self, text: &str, max_tokens: usize) -> String {
+        let why = match (&self.why_not, max_tokens) {
+            (Some(why), _) => format!("this tokenizer's texts are never cut ({why})"),
+            (None, 0) => "they hold no place where it can be cut between words".to_owned(),
+            (None, n) => format!("they hold no place where a cut keeps its first {n} tokens (a run of text without word breaks?)"),
+        };
+        format!("a text of {} bytes is too long to tokenize: at most its first {} bytes are tokenized, and {why}", text.len(), self.max_bytes)
     }
 
     /// The first `max_tokens` ids of `ids(text)`, where `ids` returns `plain_ids(tok, _)` (or the
@@ -269,7 +319,7 @@ impl PrefixCutter {
 /// [`PrefixCutter::prefix`]). Texts up to the first budget (4 KB, or 24 bytes per token) come
 /// back whole without any work.
 pub fn prefix_for_tokens<'t>(tok: &Tokenizer, text: &'t str, max_tokens: usize) -> Result<&'t str, String> {
-    if text.len() <= MIN_BUDGET_BYTES.max(BUDGET_BYTES_PER_TOKEN.saturating_mul(max_tokens)) {
+    if text.len() <= MIN_BUDGET_BYTES.max(BUDGET_BYTES_PER_TOKEN.saturating_mul(max_tokens)).min(MAX_TOKENIZED_BYTES) {
         return Ok(text);
     }
     PrefixCutter::new(tok).prefix(tok, text, max_tokens)

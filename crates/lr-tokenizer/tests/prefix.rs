@@ -654,3 +654,67 @@ fn a_14_mb_text_is_cut_to_a_few_kb() {
         }
     }
 }
+
+/// Nothing over `MAX_TOKENIZED_BYTES` reaches the tokenizer, which holds ≈ 55× a text and
+/// aborts the process when an allocation fails (in a backend: a restart of the whole server).
+/// A giant run without a safe cut (non-ASCII letters: no word break, no ASCII long-word cut) is
+/// refused with an error, without tokenizing anything; so is any text over the bound for a
+/// tokenizer that is never cut.
+#[test]
+fn texts_without_a_cut_within_the_bound_are_refused() {
+    let tok = real(&lr_testkit::dense_model_dir());
+    let cutter = PrefixCutter::new(&tok);
+    let run = "é".repeat(lr_tokenizer::MAX_TOKENIZED_BYTES / 2 + 1); // just over the bound
+    let calls = std::cell::Cell::new(0);
+    let err = cutter
+        .prefix_by(&run, 512, |_| {
+            calls.set(calls.get() + 1);
+            Ok(0)
+        })
+        .unwrap_err();
+    assert!(err.contains("too long to tokenize"), "{err}");
+    assert_eq!(calls.get(), 0, "nothing is tokenized when no cut exists");
+    assert!(cutter.bounded(&run).is_err());
+    assert!(plain_ids(&tok, &run).is_err());
+    let q = QueryTokenizer::new(tok.clone());
+    assert!(q.first_ids(&run, 512).unwrap_err().contains("too long to tokenize"));
+    // One byte under the bound it is tokenized whole, as before (one unknown token).
+    let under = "é".repeat(lr_tokenizer::MAX_TOKENIZED_BYTES / 2 - 1);
+    assert_eq!(q.first_ids(&under, 512).unwrap().len(), 1);
+
+    // Cuts exist but the bound holds too few ids: giant words separated by spaces.
+    let small = cutter.clone().with_max_bytes(64 * 1024);
+    let words = ("é".repeat(600) + " ").repeat(200); // 240 KB, one id per 1.2 KB
+    assert!(small.prefix(&tok, &words, 512).unwrap_err().contains("512 tokens"));
+    // The same text is fine when a prefix within the bound has the ids wanted.
+    let p = small.prefix(&tok, &words, 16).unwrap();
+    assert!(p.len() <= 64 * 1024);
+    assert_eq!(first(plain_ids(&tok, p).unwrap(), 16), vec![tok.token_to_id("[UNK]").unwrap(); 16]);
+
+    // A tokenizer that is never cut: whole texts up to the bound, an error above it.
+    let mut uncut = tok.clone();
+    uncut.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::digits::Digits::new(true)));
+    let uncut_cutter = PrefixCutter::new(&uncut).with_max_bytes(64 * 1024);
+    assert!(!uncut_cutter.cuts());
+    let prose = "word ".repeat(14_000); // 70 KB
+    assert_eq!(uncut_cutter.prefix(&uncut, &prose[..60_000], 512).unwrap().len(), 60_000);
+    let err = uncut_cutter.prefix(&uncut, &prose, 512).unwrap_err();
+    assert!(err.contains("never cut"), "{err}");
+}
+
+/// `bounded` keeps the longest prefix within the bound whose ids are an exact prefix of the
+/// text's: what a fit counts of a document over 4 MiB.
+#[test]
+fn bounded_is_an_exact_prefix_within_the_bound() {
+    let text = lr_testkit::huge_cisi_text(300_000);
+    for (name, tok) in bert_family().into_iter().take(1) {
+        let cutter = PrefixCutter::new(&tok).with_max_bytes(100_000);
+        let b = cutter.bounded(&text).unwrap();
+        assert!(b.len() <= 100_000 && b.len() > 99_000, "{name}: {} bytes", b.len());
+        let q = QueryTokenizer::new(tok.clone());
+        let whole = q.fast_ids(&text).unwrap();
+        let ids = plain_ids(&tok, b).unwrap();
+        assert_eq!(ids[..], whole[..ids.len()], "{name}");
+        assert_eq!(PrefixCutter::new(&tok).bounded(&text).unwrap().len(), text.len());
+    }
+}

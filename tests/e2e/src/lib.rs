@@ -11,10 +11,19 @@ pub fn fresh_connection(db: &str) -> Client {
 }
 
 fn connect_to(db: &str) -> Client {
+    connection_with_options(db, "")
+}
+
+/// A new connection to `db` with server settings given at connection time (`PGOPTIONS`, e.g.
+/// `-c search_path=x`): they become the session's reset values, unlike a `SET`.
+pub fn connection_with_options(db: &str, options: &str) -> Client {
     let host = std::env::var("LR_TEST_PGHOST").expect("LR_TEST_PGHOST is set by scripts/e2e.sh (run `make test-e2e`)");
     let port = std::env::var("LR_TEST_PGPORT").unwrap_or_else(|_| "28815".into());
-    Client::connect(&format!("host={host} port={port} user=postgres dbname={db}"), NoTls)
-        .unwrap_or_else(|e| panic!("cannot connect to the test cluster at {host}:{port}: {e}"))
+    let mut config: postgres::Config = format!("host={host} port={port} user=postgres dbname={db}").parse().unwrap();
+    if !options.is_empty() {
+        config.options(options);
+    }
+    config.connect(NoTls).unwrap_or_else(|e| panic!("cannot connect to the test cluster at {host}:{port}: {e}"))
 }
 
 /// A new database with the extension created and the default model registered as `minilm`.

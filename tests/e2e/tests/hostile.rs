@@ -401,3 +401,61 @@ fn the_reviewed_attacks_fail() {
     )
     .unwrap();
 }
+
+/// A role that may only read an auto-encoded table must not run code as its owner. The status
+/// view counts the table's vectors as the owner (its row-level security is the owner's code);
+/// that code must not see the reader's `search_path`, set at connection time, which would put
+/// the reader's operator `=` in front of the owner's policy function (a hostile review found it:
+/// the operator ran as the owner, copied a secret table and granted it to the reader).
+#[test]
+fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
+    let mut c = pipeline_database();
+    let cleanup = "DO $$ BEGIN
+           IF to_regclass('sp_owner.docs') IS NOT NULL THEN PERFORM lightretriever.lr_disable_auto_encoding('sp_owner.docs'); END IF;
+         END $$;
+         DROP SCHEMA IF EXISTS sp_owner CASCADE; DROP SCHEMA IF EXISTS sp_reader CASCADE;
+         DROP ROLE IF EXISTS sp_owner; DROP ROLE IF EXISTS sp_reader;";
+    c.batch_execute(cleanup).unwrap();
+    c.batch_execute(
+        "CREATE ROLE sp_owner; CREATE ROLE sp_reader;
+         CREATE SCHEMA sp_owner AUTHORIZATION sp_owner; CREATE SCHEMA sp_reader AUTHORIZATION sp_reader;
+         SET ROLE sp_owner;
+         CREATE TABLE sp_owner.docs (id int PRIMARY KEY, tenant int, body text);
+         CREATE TABLE sp_owner.secret (s text);
+         INSERT INTO sp_owner.secret VALUES ('owner-secret');
+         -- No SET search_path: the policy's `=` resolves at run time.
+         CREATE FUNCTION sp_owner.tenant_ok(t int) RETURNS bool LANGUAGE plpgsql AS $f$ BEGIN RETURN t = 1; END $f$;
+         ALTER TABLE sp_owner.docs ENABLE ROW LEVEL SECURITY; ALTER TABLE sp_owner.docs FORCE ROW LEVEL SECURITY;
+         CREATE POLICY tenant ON sp_owner.docs USING (sp_owner.tenant_ok(tenant));
+         INSERT INTO sp_owner.docs VALUES (1, 1, 'a red apple');
+         SELECT lightretriever.lr_enable_auto_encoding('sp_owner.docs', 'body', 'minilm');
+         GRANT USAGE ON SCHEMA sp_owner TO sp_reader; GRANT SELECT ON sp_owner.docs TO sp_reader;
+         RESET ROLE;
+         SET ROLE sp_reader;
+         CREATE TABLE sp_reader.loot (who name, what text);
+         GRANT USAGE ON SCHEMA sp_reader TO PUBLIC; GRANT INSERT ON sp_reader.loot TO PUBLIC;
+         CREATE FUNCTION sp_reader.evil_eq(a int, b int) RETURNS bool LANGUAGE plpgsql AS $f$
+           BEGIN
+             INSERT INTO sp_reader.loot SELECT current_user, (SELECT string_agg(s, ',') FROM sp_owner.secret);
+             RETURN a OPERATOR(pg_catalog.=) b;
+           END $f$;
+         CREATE OPERATOR sp_reader.= (LEFTARG = int, RIGHTARG = int, FUNCTION = sp_reader.evil_eq);
+         RESET ROLE;",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "sp_owner.docs", 120);
+
+    let mut reader = connection_with_options("postgres", "-c search_path=sp_reader,pg_catalog");
+    reader.batch_execute("SET ROLE sp_reader").unwrap();
+    let rows = reader
+        .query("SELECT status, done FROM lightretriever.lr_encoding_status WHERE source = 'sp_owner.docs'::regclass", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the reader sees the table's status");
+    let (status, done): (String, Option<i64>) = (rows[0].get(0), rows[0].get(1));
+    // The owner's policy ran, under the default path, and counted the one row.
+    assert_eq!((status.as_str(), done), ("active", Some(1)));
+    let loot: Vec<(String, Option<String>)> =
+        c.query("SELECT who::text, what FROM sp_reader.loot", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(loot.is_empty(), "the reader's operator ran inside the owner's code: {loot:?}");
+    c.batch_execute(cleanup).unwrap();
+}
