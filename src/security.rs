@@ -71,10 +71,17 @@ pub fn as_owner<T>(relid: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
 /// Runs `f` with the settings pinned under which keys are written as text and read back
 /// (`lr_queue::KEY_TEXT_SETTINGS`); they are restored afterwards.
 pub fn with_key_text_settings<T>(f: impl FnOnce() -> T) -> T {
+    let settings: Vec<(CString, CString)> =
+        lr_queue::KEY_TEXT_SETTINGS.iter().map(|(n, v)| (CString::new(*n).unwrap(), CString::new(*v).unwrap())).collect();
+    with_settings(&settings, f)
+}
+
+/// Runs `f` with `settings` (name, value) in force; they are restored afterwards, whatever `f`
+/// set meanwhile.
+pub fn with_settings<T>(settings: &[(CString, CString)], f: impl FnOnce() -> T) -> T {
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    for (name, value) in lr_queue::KEY_TEXT_SETTINGS {
-        let (name, value) = (CString::new(*name).unwrap(), CString::new(*value).unwrap());
-        unsafe { set(&name, value.as_ptr()) };
+    for (name, value) in settings {
+        unsafe { set(name, value.as_ptr()) };
     }
     let out = f();
     unsafe { pg_sys::AtEOXact_GUC(false, nest) };

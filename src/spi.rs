@@ -77,19 +77,23 @@ pub fn table_name(relid: pg_sys::Oid) -> String {
 /// Runs `f` in a subtransaction: an error inside rolls back only its work and comes back as its
 /// message (the caller records it and goes on).
 pub fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    subtransaction(f, false).map_err(|(_, message)| message)
+}
+
+/// [`in_subtransaction`] for work done on a caller's behalf, inside the caller's statement: a
+/// cancel (the caller's `statement_timeout`, `pg_cancel_backend`) is not caught but ends the
+/// statement, as it would anywhere else; other errors come back with their SQLSTATE.
+pub fn in_subtransaction_cancellable<T>(f: impl FnOnce() -> T) -> Result<T, (PgSqlErrorCode, String)> {
+    subtransaction(f, true)
+}
+
+fn subtransaction<T>(f: impl FnOnce() -> T, cancellable: bool) -> Result<T, (PgSqlErrorCode, String)> {
     unsafe {
         let context = pg_sys::CurrentMemoryContext;
         let owner = pg_sys::CurrentResourceOwner;
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(context);
-        let result = PgTryBuilder::new(AssertUnwindSafe(|| Ok(f())))
-            .catch_others(|e| {
-                Err(match e {
-                    CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_owned(),
-                    CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
-                })
-            })
-            .execute();
+        let result = PgTryBuilder::new(AssertUnwindSafe(|| Ok(f()))).catch_others(Err).execute();
         if result.is_ok() {
             pg_sys::ReleaseCurrentSubTransaction();
         } else {
@@ -97,7 +101,18 @@ pub fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         }
         pg_sys::MemoryContextSwitchTo(context);
         pg_sys::CurrentResourceOwner = owner;
-        result
+        result.map_err(|e| {
+            let (code, message) = match &e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => (r.sql_error_code(), r.message().to_owned()),
+                CaughtError::RustPanic { ereport, .. } => (ereport.sql_error_code(), ereport.message().to_owned()),
+            };
+            if cancellable && code == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
+                // Raised again once the subtransaction is gone (left open, the statement's
+                // abort would leave the session in an aborted transaction block).
+                e.rethrow()
+            }
+            (code, message)
+        })
     }
 }
 

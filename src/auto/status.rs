@@ -5,8 +5,8 @@ use pgrx::prelude::*;
 use pgrx::search_path;
 
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
-use crate::security::{as_owner, caller, elevated, may_read, may_see};
-use crate::spi::{flatten, in_subtransaction, table_name};
+use crate::security::{as_owner, caller, elevated, may_read, may_see, with_settings};
+use crate::spi::{flatten, in_subtransaction, in_subtransaction_cancellable, table_name};
 
 use super::*;
 
@@ -102,7 +102,7 @@ fn lr_encoding_status_rows() -> TableIterator<
             continue;
         }
         let statements = enc.statements();
-        let status = flatten(in_subtransaction(|| {
+        let status = flatten(in_subtransaction_cancellable(|| {
             let (queued, failed) = elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts()))?;
             let (in_flight, worker) = Spi::get_two_with_args::<i64, i32>(
                 "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
@@ -112,7 +112,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;
-            let done = as_owner(enc.source, || Spi::get_one::<i64>(&statements.count_vectors()))?;
+            let done = vectors_done(enc.source, &statements.count_vectors())?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
                 // Rows of the last minute's batches over the time they span (from the first one's
                 // start, `at` being its transaction's start): a backlog that began 10 s ago is not
@@ -148,11 +148,24 @@ fn lr_encoding_status_rows() -> TableIterator<
                 error_at,
                 worker.or(last_batch_pid),
             ))
-        }));
+        }).map_err(|(_, message)| message));
         let row = status.unwrap_or_else(|e| ("broken".to_owned(), 0, 0, 0, None, 0.0, Some(e), None, None));
         rows.push((enc.source, enc.model, enc.sparse_model, row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8));
     }
     TableIterator::new(rows)
+}
+
+/// The rows of `source` with vectors (`count_sql`), counted as its owner: the table's row-level
+/// security is the owner's code. A lock the owner holds on the table (`LOCK TABLE … IN ACCESS
+/// EXCLUSIVE MODE`) would stall the view for everyone who may read the table: after a second the
+/// count is unknown (NULL) instead. Other errors are raised (the row shows as broken).
+fn vectors_done(source: pg_sys::Oid, count_sql: &str) -> Result<Option<i64>, pgrx::spi::SpiError> {
+    let lock_timeout = [(c"lock_timeout".to_owned(), c"1s".to_owned())];
+    match in_subtransaction_cancellable(|| with_settings(&lock_timeout, || as_owner(source, || Spi::get_one::<i64>(count_sql)))) {
+        Ok(counted) => counted,
+        Err((PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, _)) => Ok(None),
+        Err((_, message)) => raise(Code::ERRCODE_INTERNAL_ERROR, message, None),
+    }
 }
 
 /// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may

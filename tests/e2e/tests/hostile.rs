@@ -459,3 +459,47 @@ fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
     assert!(loot.is_empty(), "the reader's operator ran inside the owner's code: {loot:?}");
     c.batch_execute(cleanup).unwrap();
 }
+
+/// The status view counts each table's vectors as its owner. An owner holding a lock on the
+/// table must not stall the view for everyone who may read it (a hostile review found a
+/// superuser's view blocked until the lock went): after a second the count is unknown (NULL).
+/// And a caller's own statement timeout ends the view, as it ends any statement (it was caught
+/// and the table shown as broken).
+#[test]
+fn an_owner_lock_does_not_stall_the_status_view() {
+    let mut c = pipeline_database();
+    c.batch_execute(
+        "DO $$ BEGIN
+           IF to_regclass('public.status_locked') IS NOT NULL THEN PERFORM lightretriever.lr_disable_auto_encoding('public.status_locked'); END IF;
+         END $$;
+         DROP TABLE IF EXISTS public.status_locked;
+         CREATE TABLE public.status_locked (id int PRIMARY KEY, body text);
+         INSERT INTO public.status_locked VALUES (1, 'a locked table');
+         SELECT lightretriever.lr_enable_auto_encoding('public.status_locked', 'body', 'minilm');",
+    )
+    .unwrap();
+    wait_for_encoding(&mut c, "public.status_locked", 120);
+    let status = "SELECT status, done FROM lightretriever.lr_encoding_status WHERE source = 'public.status_locked'::regclass";
+    let read = |c: &mut Client| -> (String, Option<i64>) {
+        let r = c.query_one(status, &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(read(&mut c), ("active".to_owned(), Some(1)));
+
+    let mut owner = fresh_connection("postgres");
+    owner.batch_execute("BEGIN; LOCK TABLE public.status_locked IN ACCESS EXCLUSIVE MODE").unwrap();
+    // (A bound of its own, so that a stalled view fails this test instead of hanging it.)
+    c.batch_execute("SET statement_timeout = '5s'").unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(read(&mut c), ("active".to_owned(), None), "the count is unknown while the owner holds the lock");
+    assert!(started.elapsed() < Duration::from_secs(4), "the view waited {:?}", started.elapsed());
+
+    c.batch_execute("SET statement_timeout = '300ms'").unwrap();
+    let e = c.query(status, &[]).expect_err("the caller's statement timeout ends the view");
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::QUERY_CANCELED), "{e}");
+    c.batch_execute("RESET statement_timeout").unwrap();
+
+    owner.batch_execute("COMMIT").unwrap();
+    assert_eq!(read(&mut c), ("active".to_owned(), Some(1)));
+    c.batch_execute("SELECT lightretriever.lr_disable_auto_encoding('public.status_locked'); DROP TABLE public.status_locked").unwrap();
+}
