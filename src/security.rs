@@ -25,24 +25,50 @@ pub fn owner_of(relid: pg_sys::Oid) -> pg_sys::Oid {
 /// (which also becomes that session's reset value): what the owner's code sees in the worker.
 pub static SERVER_SEARCH_PATH: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
 
-/// The `search_path` the owner's code sees in a backend: PostgreSQL's default, with `pg_temp`
-/// last. Never the caller's own: a caller who reads an auto-encoded table (and so its status)
-/// could set a path through a schema of theirs (`PGOPTIONS`, `ALTER ROLE … SET`) and shadow a
-/// name in the owner's code (an operator, a function, a relation) with code of theirs, which
-/// would then run as the owner; `pg_temp`, searched first unless named, would let their temporary
-/// relations do the same.
-const BACKEND_OWNER_SEARCH_PATH: &std::ffi::CStr = c"\"$user\", public, pg_temp";
+/// The `search_path` the owner's code sees: the one a session of the owner's own starts with —
+/// its `ALTER ROLE … [IN DATABASE …] SET search_path`, else the database's, else the server's
+/// default (in the worker, which kept it before pinning its own; in a backend, PostgreSQL's
+/// default `"$user", public`) — with `pg_temp` put last unless it names it. Never the caller's
+/// own: a caller who reads an auto-encoded table (and so its status) could set a path through a
+/// schema of theirs (`PGOPTIONS`, `ALTER ROLE … SET`) and shadow a name in the owner's code (an
+/// operator, a function, a relation) with code of theirs, which would then run as the owner.
+/// `pg_temp`, the caller's temporary schema in a backend, is searched first unless named; last,
+/// it is reached only by a name the owner's own path does not resolve.
+fn owner_search_path(role: pg_sys::Oid) -> CString {
+    let configured = crate::spi::read_one::<String>(
+        "SELECT pg_catalog.substr(c, 13) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) AS c
+          WHERE pg_catalog.starts_with(c, 'search_path=')
+            AND s.setrole OPERATOR(pg_catalog.=) ANY (ARRAY[$1, 0::pg_catalog.oid])
+            AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[$2, 0::pg_catalog.oid])
+            AND (s.setrole OPERATOR(pg_catalog.<>) 0 OR s.setdatabase OPERATOR(pg_catalog.<>) 0)
+          ORDER BY s.setrole OPERATOR(pg_catalog.<>) 0 AND s.setdatabase OPERATOR(pg_catalog.<>) 0 DESC,
+                   s.setrole OPERATOR(pg_catalog.<>) 0 DESC
+          LIMIT 1",
+        &[role.into(), unsafe { pg_sys::MyDatabaseId }.into()],
+    )
+    .ok()
+    .flatten();
+    let path = configured.unwrap_or_else(|| match SERVER_SEARCH_PATH.get() {
+        Some(server) => server.to_string_lossy().into_owned(),
+        None => "\"$user\", public".to_owned(),
+    });
+    let names_temp = path.split(',').any(|s| s.trim().trim_matches('"') == "pg_temp");
+    let path = if names_temp { path } else { format!("{path}, pg_temp") };
+    CString::new(path).unwrap_or_else(|_| c"\"$user\", public, pg_temp".to_owned())
+}
 
 /// Runs `f` as `role` in a security-restricted context, with every setting `f`'s code changes
 /// (even session-wide ones) reverted when it returns. The user's code sees the server's default
-/// `search_path` (as in a session of its own) in the worker, not the worker's pinned one, and
-/// PostgreSQL's default (`BACKEND_OWNER_SEARCH_PATH`) in a backend, never the caller's. An error
+/// `search_path` ([`owner_search_path`]: as in a session of its own), never the worker's pinned
+/// one nor the caller's. An error
 /// inside unwinds to the enclosing (sub)transaction, whose abort restores user, context and
 /// settings.
 pub fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
     if role == pg_sys::InvalidOid {
         raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: the table is gone", None);
     }
+    // Read as the caller, before the switch (the catalog is readable by every role).
+    let path = owner_search_path(role);
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);
     let nest = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
@@ -51,8 +77,7 @@ pub fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
             context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
         );
         let nest = pg_sys::NewGUCNestLevel();
-        let default_path = SERVER_SEARCH_PATH.get().map_or(BACKEND_OWNER_SEARCH_PATH.as_ptr(), |p| p.as_ptr());
-        set(c"search_path", default_path);
+        set(c"search_path", path.as_ptr());
         nest
     };
     let out = f();

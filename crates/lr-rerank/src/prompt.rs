@@ -139,6 +139,14 @@ impl PromptBuilder {
             return Err(ModelError::Inference(format!("{n} candidates but {} passage texts", passages.map_or(0, <[_]>::len))));
         }
         let text = self.render(&user_message(query, n, passages))?;
+        if text.len() > lr_tokenizer::MAX_TOKENIZED_BYTES {
+            // The tokenizer holds ≈ 55× a text, and this may run in a backend.
+            return Err(ModelError::Inference(format!(
+                "the prompt has {} bytes, over the {} a text may have to be tokenized",
+                text.len(),
+                lr_tokenizer::MAX_TOKENIZED_BYTES
+            )));
+        }
         let enc = self.tokenizer.encode(text.as_str(), false).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let ids = enc.get_ids().to_vec();
         let placeholders: Vec<usize> =

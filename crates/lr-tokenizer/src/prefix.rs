@@ -231,30 +231,28 @@ impl PrefixCutter {
         mut count: impl FnMut(&str) -> Result<usize, String>,
     ) -> Result<&'t str, String> {
         let Some(rules) = &self.rules else { return self.whole(text, max_tokens) };
-        let mut budget = self.first_budget(max_tokens);
-        if text.len() <= budget {
-            return self.whole(text, max_tokens);
-        }
+        // Every budget is clamped to the bound, so that the last one searched is the bound itself
+        // whatever the text's length.
+        let mut budget = self.first_budget(max_tokens).min(self.max_bytes);
         let mut need = max_tokens.saturating_add(TOKEN_MARGIN);
         if let Some(cap) = self.cap {
             need = need.min(cap);
         }
         let mut searched = 0;
         while budget < text.len() {
-            let top = budget.min(self.max_bytes);
-            if let Some(c) = rules.last_cut(text, searched, top) {
+            if let Some(c) = rules.last_cut(text, searched, budget) {
                 if count(&text[..c])? >= need {
                     return Ok(&text[..c]);
                 }
             }
-            if top == self.max_bytes {
+            if budget == self.max_bytes {
                 return Err(self.too_long(text, max_tokens));
             }
             // A cut at or below `budget` gives no more ids than this one: look above it.
             searched = budget;
-            budget = budget.saturating_mul(GROWTH);
+            budget = budget.saturating_mul(GROWTH).min(self.max_bytes);
         }
-        self.whole(text, max_tokens)
+        Ok(text)
     }
 
     /// The longest prefix of `text` of at most [`MAX_TOKENIZED_BYTES`] whose ids are an exact

@@ -718,3 +718,21 @@ fn bounded_is_an_exact_prefix_within_the_bound() {
         assert_eq!(PrefixCutter::new(&tok).bounded(&text).unwrap().len(), text.len());
     }
 }
+
+/// The last budget searched is the bound itself, whatever the text's length: a text whose only
+/// cut lies between the last budget under the bound and the bound is cut there, not refused (a
+/// review found budgets jumping from below the bound to past the text's end).
+#[test]
+fn the_bound_itself_is_searched() {
+    let tok = real(&lr_testkit::dense_model_dir());
+    let cutter = PrefixCutter::new(&tok).with_budget(4096, 24).with_max_bytes(100_000);
+    // Budgets 4,096, 16,384 and 65,536 find no cut in the run; the next, 262,144, would pass
+    // the text's end; the bound, 100,000, holds the words after the run.
+    let mut text = "é".repeat(35_000);
+    while text.len() < 150_000 {
+        text.push_str(" word");
+    }
+    let p = cutter.prefix(&tok, &text, 8).unwrap();
+    assert!(p.len() > 70_000 && p.len() <= 100_000, "{} bytes", p.len());
+    assert_eq!(first(plain_ids(&tok, p).unwrap(), 8), first(plain_ids(&tok, &text).unwrap(), 8));
+}

@@ -406,25 +406,34 @@ fn the_reviewed_attacks_fail() {
 /// view counts the table's vectors as the owner (its row-level security is the owner's code);
 /// that code must not see the reader's `search_path`, set at connection time, which would put
 /// the reader's operator `=` in front of the owner's policy function (a hostile review found it:
-/// the operator ran as the owner, copied a secret table and granted it to the reader).
+/// the operator ran as the owner, copied a secret table and granted it to the reader). Nor may a
+/// name the owner's own path resolves (`ALTER ROLE … SET search_path`) fall through to the
+/// reader's temporary schema (a second review: a temporary view there, granted to the owner,
+/// would run the reader's function as the owner).
 #[test]
 fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
     let mut c = pipeline_database();
     let cleanup = "DO $$ BEGIN
            IF to_regclass('sp_owner.docs') IS NOT NULL THEN PERFORM lightretriever.lr_disable_auto_encoding('sp_owner.docs'); END IF;
          END $$;
-         DROP SCHEMA IF EXISTS sp_owner CASCADE; DROP SCHEMA IF EXISTS sp_reader CASCADE;
+         DROP SCHEMA IF EXISTS sp_owner CASCADE; DROP SCHEMA IF EXISTS sp_reader CASCADE; DROP SCHEMA IF EXISTS sp_app CASCADE;
          DROP ROLE IF EXISTS sp_owner; DROP ROLE IF EXISTS sp_reader;";
     c.batch_execute(cleanup).unwrap();
     c.batch_execute(
         "CREATE ROLE sp_owner; CREATE ROLE sp_reader;
          CREATE SCHEMA sp_owner AUTHORIZATION sp_owner; CREATE SCHEMA sp_reader AUTHORIZATION sp_reader;
+         CREATE SCHEMA sp_app AUTHORIZATION sp_owner;
+         ALTER ROLE sp_owner SET search_path = sp_app;
          SET ROLE sp_owner;
+         SET search_path = sp_app; -- as in a session of the owner's own
+         CREATE TABLE sp_app.tenants (id int);
+         INSERT INTO sp_app.tenants VALUES (1);
          CREATE TABLE sp_owner.docs (id int PRIMARY KEY, tenant int, body text);
          CREATE TABLE sp_owner.secret (s text);
          INSERT INTO sp_owner.secret VALUES ('owner-secret');
-         -- No SET search_path: the policy's `=` resolves at run time.
-         CREATE FUNCTION sp_owner.tenant_ok(t int) RETURNS bool LANGUAGE plpgsql AS $f$ BEGIN RETURN t = 1; END $f$;
+         -- No SET search_path: the policy's `=` and `tenants` resolve at run time.
+         CREATE FUNCTION sp_owner.tenant_ok(t int) RETURNS bool LANGUAGE plpgsql AS $f$
+           BEGIN RETURN t = 1 AND EXISTS (SELECT 1 FROM tenants WHERE tenants.id OPERATOR(pg_catalog.=) t); END $f$;
          ALTER TABLE sp_owner.docs ENABLE ROW LEVEL SECURITY; ALTER TABLE sp_owner.docs FORCE ROW LEVEL SECURITY;
          CREATE POLICY tenant ON sp_owner.docs USING (sp_owner.tenant_ok(tenant));
          INSERT INTO sp_owner.docs VALUES (1, 1, 'a red apple');
@@ -440,13 +449,24 @@ fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
              RETURN a OPERATOR(pg_catalog.=) b;
            END $f$;
          CREATE OPERATOR sp_reader.= (LEFTARG = int, RIGHTARG = int, FUNCTION = sp_reader.evil_eq);
-         RESET ROLE;",
+         CREATE FUNCTION sp_reader.evil_id() RETURNS int LANGUAGE plpgsql AS $f$
+           BEGIN
+             INSERT INTO sp_reader.loot SELECT current_user, (SELECT string_agg(s, ',') FROM sp_owner.secret);
+             RETURN 1;
+           END $f$;
+         RESET ROLE; RESET search_path;",
     )
     .unwrap();
     wait_for_encoding(&mut c, "sp_owner.docs", 120);
 
     let mut reader = connection_with_options("postgres", "-c search_path=sp_reader,pg_catalog");
-    reader.batch_execute("SET ROLE sp_reader").unwrap();
+    reader
+        .batch_execute(
+            "SET ROLE sp_reader;
+             CREATE TEMP VIEW tenants AS SELECT sp_reader.evil_id() AS id;
+             GRANT SELECT ON pg_temp.tenants TO sp_owner;",
+        )
+        .unwrap();
     let rows = reader
         .query("SELECT status, done FROM lightretriever.lr_encoding_status WHERE source = 'sp_owner.docs'::regclass", &[])
         .unwrap();
