@@ -22,7 +22,8 @@ pub fn owner_of(relid: pg_sys::Oid) -> pg_sys::Oid {
 }
 
 /// The server's default `search_path`, kept by the worker before it pins its own session's
-/// (which also becomes that session's reset value): what the owner's code sees in the worker.
+/// (which also becomes that session's reset value): what the owner's code sees in the worker
+/// when neither the owner nor the database sets one ([`owner_search_path`]).
 pub static SERVER_SEARCH_PATH: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
 
 /// The `search_path` the owner's code sees: the one a session of the owner's own starts with —
@@ -58,11 +59,10 @@ fn owner_search_path(role: pg_sys::Oid) -> CString {
 }
 
 /// Runs `f` as `role` in a security-restricted context, with every setting `f`'s code changes
-/// (even session-wide ones) reverted when it returns. The user's code sees the server's default
+/// (even session-wide ones) reverted when it returns. The user's code sees the owner's own
 /// `search_path` ([`owner_search_path`]: as in a session of its own), never the worker's pinned
-/// one nor the caller's. An error
-/// inside unwinds to the enclosing (sub)transaction, whose abort restores user, context and
-/// settings.
+/// one nor the caller's. An error inside unwinds to the enclosing (sub)transaction, whose abort
+/// restores user, context and settings.
 pub fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
     if role == pg_sys::InvalidOid {
         raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: the table is gone", None);
