@@ -13,14 +13,12 @@ usage: phrase_residual_study.py DUMP_DIR CORPUS_JSONL [--min-df N] [--gammas G,G
   (LR_ENCODE_LINES: lr-eval's encode_lines example, as in title_refine_study.py)"""
 import argparse
 import collections
-import json
 import os
-import subprocess
 
 import numpy as np
 
 import quality_study as qs
-from title_refine_study import ENCODE_LINES
+from title_refine_study import encode_texts
 
 
 def words(tok, text):
@@ -36,16 +34,6 @@ def pairs_of(ws):
     return [(a, b) for a, b in zip(ws, ws[1:]) if a and b]
 
 
-def encode(texts, model_dir, cache, dims):
-    if not os.path.exists(cache):
-        with open(cache + ".txt", "w") as f:
-            f.writelines(t + "\n" for t in texts)
-        subprocess.run([ENCODE_LINES, model_dir, cache + ".txt", cache], check=True, stderr=subprocess.DEVNULL)
-    v = qs.read_f32(cache, dims)
-    assert len(v) == len(texts)
-    return v.astype(np.float64)
-
-
 class Phrases:
     def __init__(self, c, corpus_jsonl, model_dir, min_df):
         self.tok = c.tok
@@ -55,8 +43,8 @@ class Phrases:
         kept = sorted(p for p, n in df.items() if n >= min_df)
         vocab = sorted({w for p in kept for w in p})
         tag = f"phrases_df{min_df}"
-        pv = encode([f"{a} {b}" for a, b in kept], model_dir, os.path.join(c.dump_dir, tag + "_pairs.f32"), c.dims)
-        wv = encode(vocab, model_dir, os.path.join(c.dump_dir, tag + "_words.f32"), c.dims)
+        pv = encode_texts([f"{a} {b}" for a, b in kept], model_dir, os.path.join(c.dump_dir, tag + "_pairs.f32"), c.dims)
+        wv = encode_texts(vocab, model_dir, os.path.join(c.dump_dir, tag + "_words.f32"), c.dims)
         wi = {w: i for i, w in enumerate(vocab)}
         self.delta = {p: pv[k] - 0.5 * (wv[wi[p[0]]] + wv[wi[p[1]]]) for k, p in enumerate(kept)}
         norms = [np.linalg.norm(d) for d in self.delta.values()]

@@ -24,6 +24,18 @@ import quality_study as qs
 ENCODE_LINES = os.environ.get("LR_ENCODE_LINES", "/work/target-quality/release/examples/encode_lines")
 
 
+def encode_texts(texts, model_dir, cache, dims):
+    """Full-model vectors of `texts` (one line each), encoded once by ENCODE_LINES into `cache`
+    and read from it afterwards, as float64."""
+    if not os.path.exists(cache):
+        with open(cache + ".txt", "w") as f:
+            f.writelines(t + "\n" for t in texts)
+        subprocess.run([ENCODE_LINES, model_dir, cache + ".txt", cache], check=True, stderr=subprocess.DEVNULL)
+    v = qs.read_f32(cache, dims)
+    assert len(v) == len(texts)
+    return v.astype(np.float64)
+
+
 def title_pairs(c, corpus_jsonl, model_dir, cache):
     """(document index, title) of every document outside the fit's held-out split, and the
     full-model vectors of their bodies (the document without its title, as the held-out title
@@ -35,12 +47,7 @@ def title_pairs(c, corpus_jsonl, model_dir, cache):
         docs[d["_id"]] = (d.get("title", "").strip(), " ".join(d.get("text", "").split()))
     pairs = [(i, docs[d][0], docs[d][1]) for i, d in enumerate(c.doc_ids)
              if i not in held and docs[d][0] and docs[d][1]]
-    if not os.path.exists(cache):
-        with open(cache + ".txt", "w") as f:
-            f.writelines(body + "\n" for _, _, body in pairs)
-        subprocess.run([ENCODE_LINES, model_dir, cache + ".txt", cache], check=True)
-    bodies = qs.read_f32(cache, c.dims)
-    assert len(bodies) == len(pairs)
+    bodies = encode_texts([body for _, _, body in pairs], model_dir, cache, c.dims)
     return [(i, t) for i, t, _ in pairs], bodies
 
 
@@ -157,7 +164,7 @@ def main():
     nval = max(1, len(pairs) // 10)
     val = [pairs[k] for k in order[:nval]]
     train = [pairs[k] for k in order[nval:]]
-    val_b, train_b = bodies[order[:nval]].astype(np.float64), bodies[order[nval:]].astype(np.float64)
+    val_b, train_b = bodies[order[:nval]], bodies[order[nval:]]
     print(f"## {c.name}: {len(train)} training titles, {len(val)} validation titles; lr {a.lr}, tau {a.tau}", flush=True)
     measure(c, "today's table")
     c.rows = refine(c, c.rows, train, train_b, val, val_b, a.epochs, a.lr, a.tau)
