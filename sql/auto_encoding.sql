@@ -85,7 +85,10 @@ CREATE VIEW lr_failed_items AS
       FROM lightretriever.lr_failed_items_rows();
 GRANT SELECT ON lr_failed_items TO PUBLIC;
 
--- Dropping an auto-encoded table drops its queue and trigger functions with it.
+-- Dropping an auto-encoded table drops its queue and trigger functions with it. A column of one
+-- that goes with another object (DROP TYPE, DOMAIN or COLLATION … CASCADE) is checked as
+-- ALTER TABLE … DROP COLUMN is: its text, vector or key column is refused
+-- (lr_auto_encoding_follow).
 CREATE FUNCTION lr_auto_encoding_on_drop() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -97,6 +100,13 @@ BEGIN
          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid OPERATOR(pg_catalog.=) 0
     LOOP
         PERFORM lightretriever.lr_drop_auto_encoding_objects(e.id);
+    END LOOP;
+    FOR e IN
+        SELECT DISTINCT a.source::pg_catalog.oid AS source FROM lightretriever.lr_auto_encodings a
+          JOIN pg_catalog.pg_event_trigger_dropped_objects() d ON d.objid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid OPERATOR(pg_catalog.<>) 0
+    LOOP
+        PERFORM lightretriever.lr_auto_encoding_follow(e.source);
     END LOOP;
 END $$;
 
@@ -122,22 +132,37 @@ CREATE EVENT TRIGGER lr_auto_encoding_drop ON sql_drop
     EXECUTE FUNCTION lr_auto_encoding_on_drop();
 
 -- ALTER TABLE of an auto-encoded table: renamed columns are followed, a dropped or retyped
--- text or vector column or a dropped primary key is refused (lr_auto_encoding_follow).
+-- text or vector column or a dropped primary key is refused (lr_auto_encoding_follow). The
+-- tables a command changes without naming them are followed too: the inheritance children and
+-- partitions of an altered table (at any depth), and the typed tables of a composite type that
+-- ALTER TYPE … CASCADE changes (then their children).
 CREATE FUNCTION lr_auto_encoding_on_alter() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
     FOR r IN
-        SELECT DISTINCT a.source::pg_catalog.oid AS source FROM pg_catalog.pg_event_trigger_ddl_commands() c
-          JOIN lightretriever.lr_auto_encodings a ON a.source::pg_catalog.oid OPERATOR(pg_catalog.=) c.objid
-         WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+        WITH RECURSIVE changed(relid) AS (
+            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+             WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+            UNION
+            SELECT n.relid FROM changed ch CROSS JOIN LATERAL (
+                SELECT i.inhrelid AS relid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) ch.relid
+                UNION ALL
+                SELECT t.oid FROM pg_catalog.pg_class ct JOIN pg_catalog.pg_class t ON t.reloftype OPERATOR(pg_catalog.=) ct.reltype
+                 WHERE ct.oid OPERATOR(pg_catalog.=) ch.relid AND ct.relkind OPERATOR(pg_catalog.=) 'c') n
+        )
+        SELECT DISTINCT a.source::pg_catalog.oid AS source FROM changed
+          JOIN lightretriever.lr_auto_encodings a ON a.source::pg_catalog.oid OPERATOR(pg_catalog.=) changed.relid
     LOOP
         PERFORM lightretriever.lr_auto_encoding_follow(r.source);
     END LOOP;
 END $$;
+-- Called by the event triggers (SECURITY DEFINER); nobody else needs it.
+REVOKE ALL ON FUNCTION lr_auto_encoding_follow(pg_catalog.oid) FROM PUBLIC;
 
--- ALTER VIEW, ALTER MATERIALIZED VIEW and ALTER FOREIGN TABLE accept RENAME COLUMN of a table too.
+-- ALTER VIEW, ALTER MATERIALIZED VIEW and ALTER FOREIGN TABLE accept RENAME COLUMN of a table too;
+-- ALTER TYPE … CASCADE changes the columns of a composite type's typed tables.
 CREATE EVENT TRIGGER lr_auto_encoding_alter ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE', 'ALTER TYPE')
     EXECUTE FUNCTION lr_auto_encoding_on_alter();

@@ -145,12 +145,6 @@ pub(super) fn pending_rows(enc: &AutoEncoding) -> i64 {
         .unwrap_or(0)
 }
 
-/// The rows of `enc` (distributed) still to be encoded: those waiting but the `failed` ones
-/// (failed for good, they wait for `lr_retry_failed`).
-pub(super) fn rows_to_encode(enc: &AutoEncoding, failed: i64) -> i64 {
-    (pending_rows(enc) - failed).max(0)
-}
-
 /// The triggers of `enc`: all four on an ordinary table; on a Citus distributed table only the
 /// BEFORE trigger that clears a changed row's vectors, which touches nothing but its own row on
 /// its own shard — the one kind of trigger that is safe there. Citus refuses triggers on

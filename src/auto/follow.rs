@@ -10,7 +10,8 @@ use crate::spi::run;
 
 use super::*;
 
-/// Called by the `ALTER TABLE` event trigger for an auto-encoded table: follows renames of its
+/// Called by the `ALTER` event trigger for an auto-encoded table that a command changed (named,
+/// or reached through an inheritance parent or a typed table's type): follows renames of its
 /// columns (catalog names and trigger bodies), and refuses — rolling the ALTER back — what
 /// would leave rows that never get vectors or vectors of the wrong shape: a dropped or retyped
 /// text or vector column, a dropped or changed primary key.

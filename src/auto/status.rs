@@ -6,7 +6,7 @@ use pgrx::search_path;
 
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
 use crate::security::{as_owner, caller, elevated, may_read, may_see, with_settings};
-use crate::spi::{flatten, in_subtransaction, in_subtransaction_cancellable, table_name};
+use crate::spi::{flatten, in_subtransaction_cancellable, table_name};
 
 use super::*;
 
@@ -47,9 +47,11 @@ fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Opti
     let pending = enc.statements().pending_exists();
     let waiting = |enc: &super::AutoEncoding| -> Option<bool> {
         if enc.distributed {
-            // The rows with a text and no vector, but those that failed for good.
+            // The rows with a text and no vector, but those that failed for good; still waiting
+            // while the owner's lock keeps them from being counted.
             let failed = elevated(|| Spi::get_two::<i64, i64>(&enc.statements().queue_counts())).ok().and_then(|c| c.1).unwrap_or(0);
-            return Some(super::enable::rows_to_encode(enc, failed) > 0);
+            let pending = owner_count(enc.source, &enc.statements().pending_count()).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+            return Some(pending.is_none_or(|p| p > failed));
         }
         elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR)
     };
@@ -85,7 +87,7 @@ fn lr_encoding_status_rows() -> TableIterator<
         name!(model, String),
         name!(sparse_model, Option<String>),
         name!(status, String),
-        name!(pending, i64),
+        name!(pending, Option<i64>),
         name!(in_flight, i64),
         name!(failed, i64),
         name!(done, Option<i64>),
@@ -112,7 +114,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;
-            let done = vectors_done(enc.source, &statements.count_vectors())?;
+            let done = owner_count(enc.source, &statements.count_vectors())?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
                 // Rows of the last minute's batches over the time they span (from the first one's
                 // start, `at` being its transaction's start): a backlog that began 10 s ago is not
@@ -130,16 +132,17 @@ fn lr_encoding_status_rows() -> TableIterator<
                 &[enc.id.into()],
             ))
             .unwrap_or((None, None));
-            // A Citus table's pending rows are in the table (its queue holds only attempts).
+            // A Citus table's pending rows are in the table (its queue holds only attempts), but
+            // those that failed for good.
             let queued = if enc.distributed {
-                super::enable::rows_to_encode(&enc, failed.unwrap_or(0))
+                owner_count(enc.source, &statements.pending_count())?.map(|p| (p - failed.unwrap_or(0)).max(0))
             } else {
-                queued.unwrap_or(0)
+                Some(queued.unwrap_or(0))
             };
             let in_flight = in_flight.unwrap_or(0);
             Ok::<_, pgrx::spi::SpiError>((
                 enc.status.clone(),
-                (queued - in_flight).max(0),
+                queued.map(|q| (q - in_flight).max(0)),
                 in_flight,
                 failed.unwrap_or(0),
                 done,
@@ -149,17 +152,18 @@ fn lr_encoding_status_rows() -> TableIterator<
                 worker.or(last_batch_pid),
             ))
         }).map_err(|(_, message)| message));
-        let row = status.unwrap_or_else(|e| ("broken".to_owned(), 0, 0, 0, None, 0.0, Some(e), None, None));
+        let row = status.unwrap_or_else(|e| ("broken".to_owned(), Some(0), 0, 0, None, 0.0, Some(e), None, None));
         rows.push((enc.source, enc.model, enc.sparse_model, row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8));
     }
     TableIterator::new(rows)
 }
 
-/// The rows of `source` with vectors (`count_sql`), counted as its owner: the table's row-level
-/// security is the owner's code. A lock the owner holds on the table (`LOCK TABLE … IN ACCESS
-/// EXCLUSIVE MODE`) would stall the view for everyone who may read the table: after a second the
-/// count is unknown (NULL) instead. Other errors are raised (the row shows as broken).
-fn vectors_done(source: pg_sys::Oid, count_sql: &str) -> Result<Option<i64>, pgrx::spi::SpiError> {
+/// A count of `source`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
+/// for them), counted as its owner: the table's row-level security is the owner's code. A lock
+/// the owner holds on the table (`LOCK TABLE … IN ACCESS EXCLUSIVE MODE`) would stall the status
+/// view and `lr_wait_for_encoding` for everyone who may read the table: after a second the count
+/// is unknown (None) instead. Other errors are raised (the status row shows as broken).
+fn owner_count(source: pg_sys::Oid, count_sql: &str) -> Result<Option<i64>, pgrx::spi::SpiError> {
     let lock_timeout = [(c"lock_timeout".to_owned(), c"1s".to_owned())];
     match in_subtransaction_cancellable(|| with_settings(&lock_timeout, || as_owner(source, || Spi::get_one::<i64>(count_sql)))) {
         Ok(counted) => counted,
@@ -191,7 +195,9 @@ fn lr_failed_items_rows() -> TableIterator<
             continue;
         }
         let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
-        let failed = flatten(in_subtransaction(|| {
+        // A table whose queue cannot be read is left out with a WARNING (one broken table does
+        // not break the view for every table); a cancel ends the view.
+        let failed = flatten(in_subtransaction_cancellable(|| {
             elevated(|| Spi::connect(|c| {
                 c.select(&enc.statements().failed_rows(), None, &[])?
                     .map(|r| {
@@ -204,8 +210,12 @@ fn lr_failed_items_rows() -> TableIterator<
                     })
                     .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
             }))
-        }));
-        for (key, error, attempts, at) in failed.unwrap_or_default() {
+        }).map_err(|(_, message)| message));
+        let failed = failed.unwrap_or_else(|e| {
+            pgrx::warning!("lightretriever: the failed rows of {} cannot be read: {e}", enc.source_name);
+            Vec::new()
+        });
+        for (key, error, attempts, at) in failed {
             let mut object = serde_json::Map::new();
             for ((name, value), number) in enc.key_columns.iter().zip(key).zip(&numeric) {
                 let v = match value.parse::<i64>() {

@@ -150,6 +150,94 @@ mod tests {
         assert_eq!(Spi::get_one::<String>("SELECT status FROM lightretriever.lr_encoding_status").unwrap().as_deref(), Some("active"));
     }
 
+    /// Commands that change an auto-encoded table's columns without naming it: ALTER TABLE of an
+    /// inheritance parent, ALTER TYPE … CASCADE of a typed table's type. They are followed or
+    /// refused as ALTER TABLE of the table itself is.
+    #[pg_test]
+    fn changes_through_a_parent_or_a_type_are_followed() {
+        let names = |table: &str| {
+            Spi::get_three::<String, String, Vec<String>>(&format!(
+                "SELECT text_column::text, vector_column::text, key_columns::text[] FROM lightretriever.lr_auto_encodings WHERE source = '{table}'::regclass"
+            ))
+            .unwrap()
+        };
+        let queued = |table: &str| {
+            let queue = Spi::get_one::<String>(&format!("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = '{table}'::regclass"))
+                .unwrap()
+                .unwrap();
+            Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever.\"{queue}\"")).unwrap().unwrap()
+        };
+        // A grandchild auto-encoded on columns it inherits.
+        enable(
+            "CREATE TABLE t_par (id int PRIMARY KEY, body text);
+             CREATE TABLE t_mid () INHERITS (t_par);
+             CREATE TABLE t_kid (PRIMARY KEY (id)) INHERITS (t_mid);
+             INSERT INTO t_kid VALUES (1, 'x')",
+            "t_kid",
+            "body",
+        );
+        Spi::run("ALTER TABLE t_par RENAME COLUMN body TO content; ALTER TABLE t_par RENAME COLUMN id TO ident").unwrap();
+        assert_eq!(names("t_kid"), (Some("content".into()), Some("body_embedding".into()), Some(vec!["ident".into()])));
+        Spi::run("INSERT INTO t_kid VALUES (2, 'two'); UPDATE t_kid SET content = 'uno' WHERE ident = 1").unwrap();
+        assert_eq!(queued("t_kid"), 3);
+        assert_eq!(
+            error_of("ALTER TABLE t_par DROP COLUMN content CASCADE"),
+            "lightretriever: public.t_kid is auto-encoded: its text column \"content\" cannot be dropped"
+        );
+        assert_eq!(
+            error_of("ALTER TABLE t_par ALTER COLUMN content TYPE int USING NULL"),
+            "lightretriever: public.t_kid is auto-encoded: its text column \"content\" cannot become integer (or generated)"
+        );
+
+        // A typed table: ALTER TYPE … RENAME ATTRIBUTE … CASCADE renames its column.
+        Spi::run(
+            "CREATE TABLE t_typed (id int PRIMARY KEY, body text); INSERT INTO t_typed VALUES (1, 'x');
+             SELECT lightretriever.lr_enable_auto_encoding('t_typed', 'body', 'minilm');
+             CREATE TYPE t_doc AS (id int, body text, body_embedding vector(384));
+             ALTER TABLE t_typed OF t_doc;
+             ALTER TYPE t_doc RENAME ATTRIBUTE body TO content CASCADE",
+        )
+        .unwrap();
+        assert_eq!(names("t_typed"), (Some("content".into()), Some("body_embedding".into()), Some(vec!["id".into()])));
+        Spi::run("INSERT INTO t_typed VALUES (2, 'two')").unwrap();
+        assert_eq!(queued("t_typed"), 2);
+        assert_eq!(
+            error_of("ALTER TYPE t_doc DROP ATTRIBUTE content CASCADE"),
+            "lightretriever: public.t_typed is auto-encoded: its text column \"content\" cannot be dropped"
+        );
+        assert_eq!(
+            error_of("ALTER TYPE t_doc DROP ATTRIBUTE body_embedding CASCADE"),
+            "lightretriever: public.t_typed is auto-encoded: its vector column \"body_embedding\" cannot be dropped"
+        );
+        // Unrelated changes pass.
+        Spi::run("ALTER TYPE t_doc ADD ATTRIBUTE tag int CASCADE; ALTER TABLE t_par ADD COLUMN note text").unwrap();
+        assert_eq!(names("t_typed").0.as_deref(), Some("content"));
+    }
+
+    /// A column that goes with another object (its collation, its domain) is checked as
+    /// ALTER TABLE … DROP COLUMN is.
+    #[pg_test]
+    fn columns_dropped_with_another_object_are_refused() {
+        enable(
+            "CREATE DOMAIN t_key AS int; CREATE COLLATION t_coll FROM \"C\";
+             CREATE TABLE t_dep (id t_key PRIMARY KEY, body text COLLATE t_coll, note text COLLATE t_coll); INSERT INTO t_dep VALUES (1, 'x')",
+            "t_dep",
+            "body",
+        );
+        assert_eq!(
+            error_of("DROP COLLATION t_coll CASCADE"),
+            "lightretriever: public.t_dep is auto-encoded: its text column \"body\" cannot be dropped"
+        );
+        assert_eq!(
+            error_of("DROP DOMAIN t_key CASCADE"),
+            "lightretriever: public.t_dep is auto-encoded: its primary key (id) cannot be dropped or changed"
+        );
+        // Nothing was dropped; other columns may go.
+        Spi::run("ALTER TABLE t_dep DROP COLUMN note; INSERT INTO t_dep VALUES (2, 'two')").unwrap();
+        let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
+        assert_eq!(Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever.\"{queue}\"")).unwrap(), Some(2));
+    }
+
     #[pg_test]
     fn null_arguments_are_named_errors() {
         register_dense_model();

@@ -160,6 +160,11 @@ fn c_distance(c: &mut Client, a: &str, b: &str, kind: &str) -> f64 {
     c.query_one(&format!("SELECT ($1::text::{kind} <-> $2::text::{kind})::float8"), &[&a, &b]).unwrap().get(0)
 }
 
+fn status_now(c: &mut Client) -> (Option<i64>, Option<i64>) {
+    let r = c.query_one("SELECT pending, done FROM lightretriever.lr_encoding_status WHERE source = 'lr_citus_auto.notes'::regclass", &[]).unwrap();
+    (r.get(0), r.get(1))
+}
+
 fn count(c: &mut Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).unwrap().get(0)
 }
@@ -269,6 +274,23 @@ fn a_distributed_table_is_auto_encoded_from_the_coordinator() {
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(status, (0, 0, Some(105)));
+
+    // The owner's lock on the table (taken on the coordinator) leaves the counts made as the
+    // owner unknown after a second, instead of stalling the view for every reader;
+    // lr_wait_for_encoding keeps waiting meanwhile, to its timeout.
+    let mut owner = coordinator();
+    owner.batch_execute("BEGIN; LOCK TABLE lr_citus_auto.notes IN ACCESS EXCLUSIVE MODE").unwrap();
+    c.batch_execute("SET statement_timeout = '20s'").unwrap();
+    let started = std::time::Instant::now();
+    let r = c.query_one("SELECT pending, done FROM lightretriever.lr_encoding_status WHERE source = 'lr_citus_auto.notes'::regclass", &[]).unwrap();
+    assert_eq!((r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)), (None, None), "unknown while the owner holds the lock");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "the view waited {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    let drained: bool = c.query_one("SELECT lightretriever.lr_wait_for_encoding('lr_citus_auto.notes', '2 seconds')", &[]).unwrap().get(0);
+    assert!(!drained && started.elapsed() < std::time::Duration::from_secs(10), "{drained} after {:?}", started.elapsed());
+    c.batch_execute("RESET statement_timeout").unwrap();
+    owner.batch_execute("COMMIT").unwrap();
+    assert_eq!(status_now(&mut c), (Some(0), Some(105)));
 
     // Disabled: the trigger and the partial index go (on every shard), the vectors stay.
     c.batch_execute("SELECT lightretriever.lr_disable_auto_encoding('lr_citus_auto.notes')").unwrap();

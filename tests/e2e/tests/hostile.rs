@@ -521,5 +521,18 @@ fn an_owner_lock_does_not_stall_the_status_view() {
 
     owner.batch_execute("COMMIT").unwrap();
     assert_eq!(read(&mut c), ("active".to_owned(), Some(1)));
+
+    // lr_failed_items: a cancel while a table's queue is locked ends the view; it is not caught
+    // and that table's failed rows silently left out.
+    let queue: String = c
+        .query_one("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = 'public.status_locked'::regclass", &[])
+        .unwrap()
+        .get(0);
+    owner.batch_execute(&format!("BEGIN; LOCK TABLE lightretriever.{queue} IN ACCESS EXCLUSIVE MODE")).unwrap();
+    c.batch_execute("SET statement_timeout = '300ms'").unwrap();
+    let e = c.query("SELECT * FROM lightretriever.lr_failed_items", &[]).expect_err("the caller's statement timeout ends the view");
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::QUERY_CANCELED), "{e}");
+    c.batch_execute("RESET statement_timeout").unwrap();
+    owner.batch_execute("COMMIT").unwrap();
     c.batch_execute("SELECT lightretriever.lr_disable_auto_encoding('public.status_locked'); DROP TABLE public.status_locked").unwrap();
 }
