@@ -85,10 +85,11 @@ CREATE VIEW lr_failed_items AS
       FROM lightretriever.lr_failed_items_rows();
 GRANT SELECT ON lr_failed_items TO PUBLIC;
 
--- Dropping an auto-encoded table drops its queue and trigger functions with it. A column of one
--- that goes with another object (DROP TYPE, DOMAIN or COLLATION … CASCADE) is checked as
--- ALTER TABLE … DROP COLUMN is: its text, vector or key column is refused
--- (lr_auto_encoding_follow).
+-- Dropping an auto-encoded table drops its queue and trigger functions with it. So does dropping
+-- its text, vector or key column (or its primary key) with another object: DROP TYPE, DOMAIN,
+-- COLLATION … CASCADE (of a role that may not own the table), DROP OWNED … CASCADE. The rows
+-- could no longer be encoded: its auto-encoding goes, with a WARNING, and its vectors stay. The
+-- ALTER commands are left to lr_auto_encoding_on_alter, which refuses such a change.
 CREATE FUNCTION lr_auto_encoding_on_drop() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -101,12 +102,27 @@ BEGIN
     LOOP
         PERFORM lightretriever.lr_drop_auto_encoding_objects(e.id);
     END LOOP;
+    IF TG_TAG OPERATOR(pg_catalog.~~) 'ALTER %' THEN
+        RETURN;
+    END IF;
     FOR e IN
-        SELECT DISTINCT a.source::pg_catalog.oid AS source FROM lightretriever.lr_auto_encodings a
-          JOIN pg_catalog.pg_event_trigger_dropped_objects() d ON d.objid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid
-         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid OPERATOR(pg_catalog.<>) 0
+        SELECT a.id, a.source::pg_catalog.oid AS source FROM lightretriever.lr_auto_encodings a
+         WHERE EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                          AND d.objid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid AND d.objsubid OPERATOR(pg_catalog.<>) 0)
+            -- A primary key can go without a column (DROP OPERATOR CLASS … CASCADE).
+            OR (EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass)
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k
+                                 WHERE k.conrelid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid AND k.contype OPERATOR(pg_catalog.=) 'p'))
     LOOP
-        PERFORM lightretriever.lr_auto_encoding_follow(e.source);
+        BEGIN
+            PERFORM lightretriever.lr_auto_encoding_follow(e.source);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            PERFORM lightretriever.lr_drop_auto_encoding_objects(e.id);
+            RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by to %: its auto-encoding is disabled, its vectors are kept',
+                e.source::pg_catalog.regclass, TG_TAG USING DETAIL = SQLERRM;
+        END;
     END LOOP;
 END $$;
 

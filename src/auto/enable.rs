@@ -322,27 +322,35 @@ fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: defa
 fn lr_regenerate_auto_encoding_triggers() -> i64 {
     crate::error::require_superuser("regenerate auto-encoding triggers");
     let all = encodings("", &[]);
-    // Called from an upgrade script, what is created would become a member of the extension,
-    // and PostgreSQL refuses to replace the tables' existing functions there: they are the
-    // tables' objects, as lr_enable_auto_encoding makes them. (An error ends the script, which
-    // resets this flag itself.)
-    let in_script = unsafe { pg_sys::creating_extension };
-    unsafe { pg_sys::creating_extension = false };
     // As the extension's owner, as lr_enable_auto_encoding created them.
     elevated(|| {
-        for enc in &all {
-            let statements = enc.statements();
-            with_trigger_statements(enc, statements.drop_triggers());
-            for sql in statements.trigger_functions() {
-                run(&sql);
+        outside_extension_script(|| {
+            for enc in &all {
+                let statements = enc.statements();
+                with_trigger_statements(enc, statements.drop_triggers());
+                for sql in statements.trigger_functions() {
+                    run(&sql);
+                }
+                with_trigger_statements(enc, create_triggers(enc));
+                // CREATE OR REPLACE dropped the functions' dependencies on the extension.
+                record_extension_dependencies(enc, false);
             }
-            with_trigger_statements(enc, create_triggers(enc));
-            // CREATE OR REPLACE dropped the functions' dependencies on the extension.
-            record_extension_dependencies(enc, false);
-        }
+        })
     });
-    unsafe { pg_sys::creating_extension = in_script };
     all.len() as i64
+}
+
+/// Runs `f`, which replaces a table's trigger functions, as outside an extension script. Called
+/// from an upgrade script, what is created would become a member of the extension, and
+/// PostgreSQL refuses to replace the tables' existing functions there: they are the tables'
+/// objects, as lr_enable_auto_encoding makes them. (An error ends the script, which resets this
+/// flag itself.)
+pub(super) fn outside_extension_script<T>(f: impl FnOnce() -> T) -> T {
+    let in_script = unsafe { pg_sys::creating_extension };
+    unsafe { pg_sys::creating_extension = false };
+    let out = f();
+    unsafe { pg_sys::creating_extension = in_script };
+    out
 }
 
 /// Enqueues the rows of `source` that have a text but no vector — rows of a partition attached

@@ -80,9 +80,12 @@ fn follow(source: pg_sys::Oid) {
     )
     .or_raise(Code::ERRCODE_INTERNAL_ERROR);
     let renamed = encoding_of(source).expect("still recorded");
-    for sql in renamed.statements().trigger_functions() {
-        run(&sql);
-    }
-    // CREATE OR REPLACE dropped the functions' dependencies on the extension.
-    super::enable::record_extension_dependencies(&renamed, false);
+    // (The 0.8.0 update follows every table once, from its script.)
+    super::enable::outside_extension_script(|| {
+        for sql in renamed.statements().trigger_functions() {
+            run(&sql);
+        }
+        // CREATE OR REPLACE dropped the functions' dependencies on the extension.
+        super::enable::record_extension_dependencies(&renamed, false);
+    });
 }

@@ -1,6 +1,9 @@
 //! What users see of auto-encoding: visibility (`lr_may_see`, `lr_may_read`), the status and
 //! failed-rows views' rows, `lr_wait_for_encoding`.
 
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
 use pgrx::prelude::*;
 use pgrx::search_path;
 
@@ -43,25 +46,33 @@ fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Opti
             Some("Enable it with lightretriever.lr_enable_auto_encoding."),
         )
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_micros(micros);
-    let pending = enc.statements().pending_exists();
-    let waiting = |enc: &super::AutoEncoding| -> Option<bool> {
-        if enc.distributed {
-            // The rows with a text and no vector, but those that failed for good; still waiting
-            // while the owner's lock keeps them from being counted.
-            let failed = elevated(|| Spi::get_two::<i64, i64>(&enc.statements().queue_counts())).ok().and_then(|c| c.1).unwrap_or(0);
-            let pending = owner_count(enc.source, &enc.statements().pending_count()).or_raise(Code::ERRCODE_INTERNAL_ERROR);
-            return Some(pending.is_none_or(|p| p > failed));
-        }
-        elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    let deadline = Instant::now() + Duration::from_micros(micros);
+    let statements = enc.statements();
+    // Still waiting while a lock (the owner's on the table, or on the queue in a transaction
+    // that disables or drops it) keeps the rows from being counted: each read waits for a lock
+    // until the deadline at most, and at most a second, so a lock never holds the call past it.
+    let waiting = |enc: &super::AutoEncoding| -> bool {
+        let wait = deadline.saturating_duration_since(Instant::now()).min(LOCK_WAIT);
+        let pending = if enc.distributed {
+            // The rows with a text and no vector, but those that failed for good.
+            let failed = lock_bounded(wait, || elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts())).map(|c| Some(c.1.unwrap_or(0))));
+            let pending = owner_count(enc.source, &statements.pending_count(), wait);
+            match (pending.or_raise(Code::ERRCODE_INTERNAL_ERROR), failed.or_raise(Code::ERRCODE_INTERNAL_ERROR)) {
+                (Some(p), Some(f)) => Some(p > f),
+                _ => None,
+            }
+        } else {
+            lock_bounded(wait, || elevated(|| Spi::get_one::<bool>(&statements.pending_exists()))).or_raise(Code::ERRCODE_INTERNAL_ERROR)
+        };
+        pending != Some(false)
     };
     let paused = "SELECT status OPERATOR(pg_catalog.=) 'paused' FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1";
     loop {
         // A fresh snapshot each time (a volatile function's SPI statements take new ones).
-        if waiting(&enc) != Some(true) {
+        if !waiting(&enc) {
             return true;
         }
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return false;
         }
         // Nothing drains a paused queue: waiting could only time out.
@@ -89,7 +100,7 @@ fn lr_encoding_status_rows() -> TableIterator<
         name!(status, String),
         name!(pending, Option<i64>),
         name!(in_flight, i64),
-        name!(failed, i64),
+        name!(failed, Option<i64>),
         name!(done, Option<i64>),
         name!(rows_per_second, f64),
         name!(last_error, Option<String>),
@@ -105,7 +116,10 @@ fn lr_encoding_status_rows() -> TableIterator<
         }
         let statements = enc.statements();
         let status = flatten(in_subtransaction_cancellable(|| {
-            let (queued, failed) = elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts()))?;
+            // The queue is locked while a transaction disables or drops the table: its counts
+            // are unknown (NULL) after a second then.
+            let counts = lock_bounded(LOCK_WAIT, || elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts())).map(Some))?;
+            let failed = counts.map(|c| c.1.unwrap_or(0));
             let (in_flight, worker) = Spi::get_two_with_args::<i64, i32>(
                 "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
                         pg_catalog.max(a.pid)
@@ -114,7 +128,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;
-            let done = owner_count(enc.source, &statements.count_vectors())?;
+            let done = owner_count(enc.source, &statements.count_vectors(), LOCK_WAIT)?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
                 // Rows of the last minute's batches over the time they span (from the first one's
                 // start, `at` being its transaction's start): a backlog that began 10 s ago is not
@@ -135,16 +149,16 @@ fn lr_encoding_status_rows() -> TableIterator<
             // A Citus table's pending rows are in the table (its queue holds only attempts), but
             // those that failed for good.
             let queued = if enc.distributed {
-                owner_count(enc.source, &statements.pending_count())?.map(|p| (p - failed.unwrap_or(0)).max(0))
+                owner_count(enc.source, &statements.pending_count(), LOCK_WAIT)?.zip(failed).map(|(p, f)| (p - f).max(0))
             } else {
-                Some(queued.unwrap_or(0))
+                counts.map(|c| c.0.unwrap_or(0))
             };
             let in_flight = in_flight.unwrap_or(0);
             Ok::<_, pgrx::spi::SpiError>((
                 enc.status.clone(),
                 queued.map(|q| (q - in_flight).max(0)),
                 in_flight,
-                failed.unwrap_or(0),
+                failed,
                 done,
                 rate.unwrap_or(0.0),
                 error,
@@ -152,24 +166,35 @@ fn lr_encoding_status_rows() -> TableIterator<
                 worker.or(last_batch_pid),
             ))
         }).map_err(|(_, message)| message));
-        let row = status.unwrap_or_else(|e| ("broken".to_owned(), Some(0), 0, 0, None, 0.0, Some(e), None, None));
+        let row = status.unwrap_or_else(|e| ("broken".to_owned(), None, 0, None, None, 0.0, Some(e), None, None));
         rows.push((enc.source, enc.model, enc.sparse_model, row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8));
     }
     TableIterator::new(rows)
 }
 
-/// A count of `source`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
-/// for them), counted as its owner: the table's row-level security is the owner's code. A lock
-/// the owner holds on the table (`LOCK TABLE … IN ACCESS EXCLUSIVE MODE`) would stall the status
-/// view and `lr_wait_for_encoding` for everyone who may read the table: after a second the count
-/// is unknown (None) instead. Other errors are raised (the status row shows as broken).
-fn owner_count(source: pg_sys::Oid, count_sql: &str) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    let lock_timeout = [(c"lock_timeout".to_owned(), c"1s".to_owned())];
-    match in_subtransaction_cancellable(|| with_settings(&lock_timeout, || as_owner(source, || Spi::get_one::<i64>(count_sql)))) {
-        Ok(counted) => counted,
+/// The longest the status view, and each read of `lr_wait_for_encoding`, waits for a lock.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// `read` with its lock waits bounded by `wait`: None when a lock was not granted in time,
+/// rather than stalling every caller for as long as someone holds it (an owner's `LOCK TABLE
+/// … IN ACCESS EXCLUSIVE MODE`, a queue being dropped in a transaction left open). A cancel
+/// ends the statement; other errors are raised (the status row shows as broken).
+fn lock_bounded<T>(wait: Duration, read: impl FnOnce() -> Result<Option<T>, pgrx::spi::SpiError>) -> Result<Option<T>, pgrx::spi::SpiError> {
+    // (0 would mean no bound at all.)
+    let millis = CString::new(format!("{}ms", wait.as_millis().max(1))).expect("no NUL");
+    let lock_timeout = [(c"lock_timeout".to_owned(), millis)];
+    match in_subtransaction_cancellable(|| with_settings(&lock_timeout, read)) {
+        Ok(read) => read,
         Err((PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, _)) => Ok(None),
         Err((_, message)) => raise(Code::ERRCODE_INTERNAL_ERROR, message, None),
     }
+}
+
+/// A count of `source`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
+/// for them), counted as its owner, the table's row-level security being the owner's code; None
+/// while a lock keeps it from being counted for longer than `wait`.
+fn owner_count(source: pg_sys::Oid, count_sql: &str, wait: Duration) -> Result<Option<i64>, pgrx::spi::SpiError> {
+    lock_bounded(wait, || as_owner(source, || Spi::get_one::<i64>(count_sql)))
 }
 
 /// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may

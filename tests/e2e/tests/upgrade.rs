@@ -222,3 +222,42 @@ fn every_later_release_updates_to_a_fresh_install() {
         assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM lightretriever.lr_models"), 1, "{release}: the model registry");
     }
 }
+
+/// Before 0.8.0, a column renamed or dropped through an inheritance parent was not followed:
+/// the child's writes failed (its triggers kept the old name), or its rows could no longer be
+/// encoded. The 0.8.0 update follows every table once: the renamed one works again, the one that
+/// lost its text column is no longer auto-encoded, its vectors kept.
+#[test]
+fn the_update_to_0_8_0_repairs_what_0_7_0_did_not_follow() {
+    let mut c = fresh_database("lr_e2e_upgrade_follow");
+    c.batch_execute(
+        "DROP EXTENSION lightretriever CASCADE; CREATE EXTENSION lightretriever VERSION '0.7.0' CASCADE;
+         CREATE TABLE renamed_parent (id int PRIMARY KEY, body text);
+         CREATE TABLE renamed (PRIMARY KEY (id)) INHERITS (renamed_parent);
+         CREATE TABLE dropped_parent (id int PRIMARY KEY, body text);
+         CREATE TABLE dropped (PRIMARY KEY (id)) INHERITS (dropped_parent);
+         INSERT INTO renamed VALUES (1, 'one'); INSERT INTO dropped VALUES (1, 'one');",
+    )
+    .unwrap();
+    c.execute("SELECT lightretriever.lr_register_model('minilm', $1)", &[&dense_model_dir().to_string_lossy().as_ref()]).unwrap();
+    c.batch_execute(
+        "SELECT lightretriever.lr_enable_auto_encoding('renamed', 'body', 'minilm');
+         SELECT lightretriever.lr_enable_auto_encoding('dropped', 'body', 'minilm');
+         ALTER TABLE renamed_parent RENAME COLUMN body TO content;
+         ALTER TABLE dropped_parent DROP COLUMN body CASCADE;",
+    )
+    .unwrap();
+    // What 0.7.0 left: the rename not followed, writes refused.
+    assert_eq!(one::<String>(&mut c, "SELECT text_column::text FROM lightretriever.lr_auto_encodings WHERE source = 'renamed'::regclass"), "body");
+    c.batch_execute("INSERT INTO renamed VALUES (2, 'two')").expect_err("0.7.0's triggers name the old column");
+
+    c.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.8.0'").unwrap();
+    assert_eq!(one::<String>(&mut c, "SELECT text_column::text FROM lightretriever.lr_auto_encodings WHERE source = 'renamed'::regclass"), "content");
+    c.batch_execute("INSERT INTO renamed VALUES (2, 'two')").unwrap();
+    let queue: String = one(&mut c, "SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = 'renamed'::regclass");
+    assert!(one::<i64>(&mut c, &format!("SELECT count(*) FROM lightretriever.{queue} WHERE key = ARRAY['2']")) >= 1, "the new row is queued");
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings WHERE source = 'dropped'::regclass"), 0);
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'dropped'::regclass AND NOT tgisinternal"), 0);
+    c.batch_execute("INSERT INTO dropped (id) VALUES (2)").unwrap();
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'dropped'::regclass AND attname = 'body_embedding'"), 1);
+}
