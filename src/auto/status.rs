@@ -30,7 +30,10 @@ fn lr_may_read(source: pg_sys::Oid) -> bool {
 
 /// Waits until the queue of `source` has no pending row (true) or `timeout` passes (false).
 /// Failed rows do not count: they have left the queue's pending set. A paused table with pending
-/// rows gives false at once (with a NOTICE).
+/// rows gives false at once (with a NOTICE). Like any statement on the table, it first waits for
+/// a lock someone holds on it (`source` is opened, in ACCESS SHARE mode, as `pg_relation_size`
+/// opens its table): the caller's `lock_timeout` or `statement_timeout` bounds that wait. Holding
+/// that lock, it keeps out what would lock the queue or the table for longer.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Option<pgrx::datum::Interval>, "'5 minutes'")) -> bool {
@@ -47,29 +50,19 @@ fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Opti
         )
     };
     let deadline = Instant::now() + Duration::from_micros(micros);
-    let statements = enc.statements();
-    // Still waiting while a lock (the owner's on the table, or on the queue in a transaction
-    // that disables or drops it) keeps the rows from being counted: each read waits for a lock
-    // until the deadline at most, and at most a second, so a lock never holds the call past it.
-    let waiting = |enc: &super::AutoEncoding| -> bool {
-        let wait = deadline.saturating_duration_since(Instant::now()).min(LOCK_WAIT);
-        let pending = if enc.distributed {
+    let pending = enc.statements().pending_exists();
+    let waiting = |enc: &super::AutoEncoding| -> Option<bool> {
+        if enc.distributed {
             // The rows with a text and no vector, but those that failed for good.
-            let failed = lock_bounded(wait, || elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts())).map(|c| Some(c.1.unwrap_or(0))));
-            let pending = owner_count(enc.source, &statements.pending_count(), wait);
-            match (pending.or_raise(Code::ERRCODE_INTERNAL_ERROR), failed.or_raise(Code::ERRCODE_INTERNAL_ERROR)) {
-                (Some(p), Some(f)) => Some(p > f),
-                _ => None,
-            }
-        } else {
-            lock_bounded(wait, || elevated(|| Spi::get_one::<bool>(&statements.pending_exists()))).or_raise(Code::ERRCODE_INTERNAL_ERROR)
-        };
-        pending != Some(false)
+            let failed = elevated(|| Spi::get_two::<i64, i64>(&enc.statements().queue_counts())).ok().and_then(|c| c.1).unwrap_or(0);
+            return Some(super::enable::pending_rows(enc) > failed);
+        }
+        elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR)
     };
     let paused = "SELECT status OPERATOR(pg_catalog.=) 'paused' FROM lightretriever.lr_auto_encodings WHERE id OPERATOR(pg_catalog.=) $1";
     loop {
         // A fresh snapshot each time (a volatile function's SPI statements take new ones).
-        if !waiting(&enc) {
+        if waiting(&enc) != Some(true) {
             return true;
         }
         if Instant::now() >= deadline {
@@ -172,7 +165,7 @@ fn lr_encoding_status_rows() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// The longest the status view, and each read of `lr_wait_for_encoding`, waits for a lock.
+/// The longest the status view waits for a lock.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// `read` with its lock waits bounded by `wait`: None when a lock was not granted in time,

@@ -536,16 +536,13 @@ fn an_owner_lock_does_not_stall_the_status_view() {
     owner.batch_execute("COMMIT").unwrap();
 
     // A transaction that disables the table and stays open holds its queue: the view shows the
-    // queue's counts as unknown after a second, and lr_wait_for_encoding keeps to its timeout.
+    // queue's counts as unknown after a second.
     owner.batch_execute("BEGIN; SELECT lightretriever.lr_disable_auto_encoding('public.status_locked')").unwrap();
     c.batch_execute("SET statement_timeout = '8s'").unwrap();
     let started = std::time::Instant::now();
     let r = c.query_one("SELECT status, pending, failed FROM lightretriever.lr_encoding_status WHERE source = 'public.status_locked'::regclass", &[]).unwrap();
     assert_eq!((r.get::<_, String>(0), r.get::<_, Option<i64>>(1), r.get::<_, Option<i64>>(2)), ("active".to_owned(), None, None));
     assert!(started.elapsed() < Duration::from_secs(5), "the view waited {:?}", started.elapsed());
-    let started = std::time::Instant::now();
-    let drained: bool = c.query_one("SELECT lightretriever.lr_wait_for_encoding('public.status_locked', '1 second')", &[]).unwrap().get(0);
-    assert!(!drained && started.elapsed() < Duration::from_secs(3), "{drained} after {:?}", started.elapsed());
     c.batch_execute("RESET statement_timeout").unwrap();
     owner.batch_execute("ROLLBACK").unwrap();
     let r = c.query_one("SELECT pending, failed FROM lightretriever.lr_encoding_status WHERE source = 'public.status_locked'::regclass", &[]).unwrap();
