@@ -151,27 +151,43 @@ CREATE EVENT TRIGGER lr_auto_encoding_drop ON sql_drop
 -- text or vector column or a dropped primary key is refused (lr_auto_encoding_follow). The
 -- tables a command changes without naming them are followed too: the inheritance children and
 -- partitions of an altered table (at any depth), and the typed tables of a composite type that
--- ALTER TYPE … CASCADE changes (then their children).
+-- ALTER TYPE … CASCADE changes (then their children). Such a table that lost what it is encoded
+-- by loses its auto-encoding, with a WARNING, as in lr_auto_encoding_on_drop: the command may be
+-- another role's (a partitioned table's owner drops the primary key of every partition).
 CREATE FUNCTION lr_auto_encoding_on_alter() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
     FOR r IN
-        WITH RECURSIVE changed(relid) AS (
-            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+        WITH RECURSIVE changed(relid, named) AS (
+            SELECT c.objid, true FROM pg_catalog.pg_event_trigger_ddl_commands() c
              WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
             UNION
-            SELECT n.relid FROM changed ch CROSS JOIN LATERAL (
+            SELECT n.relid, false FROM changed ch CROSS JOIN LATERAL (
                 SELECT i.inhrelid AS relid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) ch.relid
                 UNION ALL
                 SELECT t.oid FROM pg_catalog.pg_class ct JOIN pg_catalog.pg_class t ON t.reloftype OPERATOR(pg_catalog.=) ct.reltype
                  WHERE ct.oid OPERATOR(pg_catalog.=) ch.relid AND ct.relkind OPERATOR(pg_catalog.=) 'c') n
         )
-        SELECT DISTINCT a.source::pg_catalog.oid AS source FROM changed
+        SELECT a.id, a.source::pg_catalog.oid AS source, pg_catalog.bool_or(changed.named) AS named FROM changed
           JOIN lightretriever.lr_auto_encodings a ON a.source::pg_catalog.oid OPERATOR(pg_catalog.=) changed.relid
+         GROUP BY a.id, a.source
+         -- The named tables first: one that refuses ends the command before any other table's
+         -- auto-encoding is dropped (whose nested DROP would run lr_auto_encoding_on_drop).
+         ORDER BY pg_catalog.bool_or(changed.named) DESC, a.id
     LOOP
-        PERFORM lightretriever.lr_auto_encoding_follow(r.source);
+        IF r.named THEN
+            PERFORM lightretriever.lr_auto_encoding_follow(r.source);
+            CONTINUE;
+        END IF;
+        BEGIN
+            PERFORM lightretriever.lr_auto_encoding_follow(r.source);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            PERFORM lightretriever.lr_drop_auto_encoding_objects(r.id);
+            RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by to %: its auto-encoding is disabled, its vectors are kept',
+                r.source::pg_catalog.regclass, TG_TAG USING DETAIL = SQLERRM;
+        END;
     END LOOP;
 END $$;
 -- Called by the event triggers (SECURITY DEFINER); nobody else needs it.

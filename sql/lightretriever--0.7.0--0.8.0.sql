@@ -1,16 +1,16 @@
 -- lightretriever 0.7.0 → 0.8.0 (ALTER EXTENSION lightretriever UPDATE). The event triggers see
--- the changes that reach an auto-encoded table without naming it:
--- - ALTER TABLE of an inheritance parent (at any depth) and ALTER TYPE … CASCADE of a typed
---   table's type: a renamed text, vector or key column is followed, dropping or retyping one is
---   refused, as for ALTER TABLE of the table itself;
--- - a text, vector or key column (or the primary key) dropped with another object (DROP TYPE,
---   DOMAIN, COLLATION … CASCADE, DROP OWNED … CASCADE): the table's auto-encoding goes, with a
---   WARNING, its vectors stay.
+-- the changes that reach an auto-encoded table without naming it: ALTER TABLE of an inheritance
+-- parent or partitioned table (at any depth), ALTER TYPE … CASCADE of a typed table's type, DROP
+-- of another object … CASCADE (a type, domain, collation, operator class; DROP OWNED).
+-- - A renamed text, vector or key column is followed, as for ALTER TABLE of the table itself.
+-- - A text, vector or key column (or the primary key) that goes that way takes the table's
+--   auto-encoding with it, with a WARNING (its vectors stay): the command may be another role's.
 -- Before, such a rename left the table's triggers with the old name, so that its writes failed,
--- and such a drop left rows that were never encoded: the update follows every auto-encoded table
--- once, and disables (with a WARNING) those that lost such a column. lr_auto_encoding_follow is
--- no longer executable by PUBLIC (the event triggers call it). Nothing else changes: catalog
--- tables, queues, vectors and triggers are kept.
+-- and such a drop left rows that were never encoded. So the update follows every auto-encoded
+-- table once: the renamed ones work again, and those that lost such a column lose their queue
+-- and triggers (a WARNING names each; their vectors are kept). lr_auto_encoding_follow is no
+-- longer executable by PUBLIC (the event triggers call it). Catalog tables, queues, vectors and
+-- triggers of the other tables are kept.
 -- tests/e2e/tests/upgrade.rs checks that the result equals a fresh 0.8.0 install object for object.
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.8.0'" to load this file. \quit
 
@@ -56,20 +56,34 @@ DECLARE
     r record;
 BEGIN
     FOR r IN
-        WITH RECURSIVE changed(relid) AS (
-            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+        WITH RECURSIVE changed(relid, named) AS (
+            SELECT c.objid, true FROM pg_catalog.pg_event_trigger_ddl_commands() c
              WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
             UNION
-            SELECT n.relid FROM changed ch CROSS JOIN LATERAL (
+            SELECT n.relid, false FROM changed ch CROSS JOIN LATERAL (
                 SELECT i.inhrelid AS relid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) ch.relid
                 UNION ALL
                 SELECT t.oid FROM pg_catalog.pg_class ct JOIN pg_catalog.pg_class t ON t.reloftype OPERATOR(pg_catalog.=) ct.reltype
                  WHERE ct.oid OPERATOR(pg_catalog.=) ch.relid AND ct.relkind OPERATOR(pg_catalog.=) 'c') n
         )
-        SELECT DISTINCT a.source::pg_catalog.oid AS source FROM changed
+        SELECT a.id, a.source::pg_catalog.oid AS source, pg_catalog.bool_or(changed.named) AS named FROM changed
           JOIN lightretriever.lr_auto_encodings a ON a.source::pg_catalog.oid OPERATOR(pg_catalog.=) changed.relid
+         GROUP BY a.id, a.source
+         -- The named tables first: one that refuses ends the command before any other table's
+         -- auto-encoding is dropped (whose nested DROP would run lr_auto_encoding_on_drop).
+         ORDER BY pg_catalog.bool_or(changed.named) DESC, a.id
     LOOP
-        PERFORM lightretriever.lr_auto_encoding_follow(r.source);
+        IF r.named THEN
+            PERFORM lightretriever.lr_auto_encoding_follow(r.source);
+            CONTINUE;
+        END IF;
+        BEGIN
+            PERFORM lightretriever.lr_auto_encoding_follow(r.source);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            PERFORM lightretriever.lr_drop_auto_encoding_objects(r.id);
+            RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by to %: its auto-encoding is disabled, its vectors are kept',
+                r.source::pg_catalog.regclass, TG_TAG USING DETAIL = SQLERRM;
+        END;
     END LOOP;
 END $$;
 -- Called by the event triggers (SECURITY DEFINER); nobody else needs it.
@@ -82,21 +96,32 @@ CREATE EVENT TRIGGER lr_auto_encoding_alter ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE', 'ALTER TYPE')
     EXECUTE FUNCTION lr_auto_encoding_on_alter();
 
--- The tables that an earlier release did not follow.
+-- The tables that an earlier release did not follow. A lock on one (a transaction left open on
+-- it) is waited for 10 s at most: that table is then named in a WARNING, to be disabled later
+-- with lr_disable_auto_encoding, and the update goes on.
 DO $$
 DECLARE
     e record;
+    lock_timeout_before text := pg_catalog.current_setting('lock_timeout');
 BEGIN
+    PERFORM pg_catalog.set_config('lock_timeout', '10s', true);
     FOR e IN SELECT a.id, a.source::pg_catalog.oid AS source FROM lightretriever.lr_auto_encodings a ORDER BY a.id LOOP
         BEGIN
             PERFORM lightretriever.lr_auto_encoding_follow(e.source);
         EXCEPTION
             WHEN dependent_objects_still_exist THEN
-                PERFORM lightretriever.lr_drop_auto_encoding_objects(e.id);
-                RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by before this update: its auto-encoding is disabled, its vectors are kept',
-                    e.source::pg_catalog.regclass USING DETAIL = SQLERRM;
+                BEGIN
+                    PERFORM lightretriever.lr_drop_auto_encoding_objects(e.id);
+                    RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by before this update: its auto-encoding is disabled, its vectors are kept',
+                        e.source::pg_catalog.regclass USING DETAIL = SQLERRM;
+                EXCEPTION WHEN OTHERS THEN
+                    RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by before this update, and its auto-encoding could not be disabled: %',
+                        e.source::pg_catalog.regclass, SQLERRM
+                        USING HINT = 'Disable it with lightretriever.lr_disable_auto_encoding.';
+                END;
             WHEN OTHERS THEN
                 RAISE WARNING 'lightretriever: the columns of % could not be checked: %', e.source::pg_catalog.regclass, SQLERRM;
         END;
     END LOOP;
+    PERFORM pg_catalog.set_config('lock_timeout', lock_timeout_before, true);
 END $$;

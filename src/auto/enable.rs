@@ -343,14 +343,19 @@ fn lr_regenerate_auto_encoding_triggers() -> i64 {
 /// Runs `f`, which replaces a table's trigger functions, as outside an extension script. Called
 /// from an upgrade script, what is created would become a member of the extension, and
 /// PostgreSQL refuses to replace the tables' existing functions there: they are the tables'
-/// objects, as lr_enable_auto_encoding makes them. (An error ends the script, which resets this
-/// flag itself.)
+/// objects, as lr_enable_auto_encoding makes them. The flag is restored however `f` ends: an
+/// error that a handler catches (the 0.8.0 update's, or a user's around an ALTER in another
+/// extension's script) lets the script go on.
 pub(super) fn outside_extension_script<T>(f: impl FnOnce() -> T) -> T {
-    let in_script = unsafe { pg_sys::creating_extension };
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            unsafe { pg_sys::creating_extension = self.0 };
+        }
+    }
+    let _restore = Restore(unsafe { pg_sys::creating_extension });
     unsafe { pg_sys::creating_extension = false };
-    let out = f();
-    unsafe { pg_sys::creating_extension = in_script };
-    out
+    f()
 }
 
 /// Enqueues the rows of `source` that have a text but no vector — rows of a partition attached

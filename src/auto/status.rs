@@ -173,8 +173,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(1);
 /// … IN ACCESS EXCLUSIVE MODE`, a queue being dropped in a transaction left open). A cancel
 /// ends the statement; other errors are raised (the status row shows as broken).
 fn lock_bounded<T>(wait: Duration, read: impl FnOnce() -> Result<Option<T>, pgrx::spi::SpiError>) -> Result<Option<T>, pgrx::spi::SpiError> {
-    // (0 would mean no bound at all.)
-    let millis = CString::new(format!("{}ms", wait.as_millis().max(1))).expect("no NUL");
+    // The caller's own lock_timeout if it is shorter; 0 would mean no bound at all.
+    let callers = unsafe { pg_sys::LockTimeout } as u128;
+    let millis = wait.as_millis().max(1);
+    let millis = if callers > 0 { millis.min(callers) } else { millis };
+    let millis = CString::new(format!("{millis}ms")).expect("no NUL");
     let lock_timeout = [(c"lock_timeout".to_owned(), millis)];
     match in_subtransaction_cancellable(|| with_settings(&lock_timeout, read)) {
         Ok(read) => read,
