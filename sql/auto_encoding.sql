@@ -85,11 +85,11 @@ CREATE VIEW lr_failed_items AS
       FROM lightretriever.lr_failed_items_rows();
 GRANT SELECT ON lr_failed_items TO PUBLIC;
 
--- Dropping an auto-encoded table drops its queue and trigger functions with it. So does dropping
--- its text, vector or key column (or its primary key) with another object: DROP TYPE, DOMAIN,
--- COLLATION … CASCADE (of a role that may not own the table), DROP OWNED … CASCADE. The rows
--- could no longer be encoded: its auto-encoding goes, with a WARNING, and its vectors stay. The
--- ALTER commands are left to lr_auto_encoding_on_alter, which refuses such a change.
+-- Dropping an auto-encoded table drops its queue and trigger functions with it. Its text, vector
+-- or key column (or its primary key) dropped with another object (DROP TYPE, DOMAIN, COLLATION,
+-- OPERATOR CLASS … CASCADE, DROP OWNED … CASCADE) is refused for a role with the table owner's
+-- rights; another role's command is not, and the table loses its auto-encoding, with a WARNING
+-- (lr_auto_encoding_follow). The ALTER commands are left to lr_auto_encoding_on_alter.
 CREATE FUNCTION lr_auto_encoding_on_drop() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -106,23 +106,20 @@ BEGIN
         RETURN;
     END IF;
     FOR e IN
-        SELECT a.id, a.source::pg_catalog.oid AS source FROM lightretriever.lr_auto_encodings a
+        SELECT a.source::pg_catalog.oid AS source FROM lightretriever.lr_auto_encodings a
          WHERE EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
                         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
                           AND d.objid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid AND d.objsubid OPERATOR(pg_catalog.<>) 0)
-            -- A primary key can go without a column (DROP OPERATOR CLASS … CASCADE).
+            -- A primary key can go without a column (DROP OPERATOR CLASS … CASCADE); not the
+            -- extension's own (a queue's, when an auto-encoding is dropped).
             OR (EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
-                         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass)
+                         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass
+                           AND d.schema_name OPERATOR(pg_catalog.<>) 'lightretriever')
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k
                                  WHERE k.conrelid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid AND k.contype OPERATOR(pg_catalog.=) 'p'))
+         ORDER BY a.id
     LOOP
-        BEGIN
-            PERFORM lightretriever.lr_auto_encoding_follow(e.source);
-        EXCEPTION WHEN dependent_objects_still_exist THEN
-            PERFORM lightretriever.lr_drop_auto_encoding_objects(e.id);
-            RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by to %: its auto-encoding is disabled, its vectors are kept',
-                e.source::pg_catalog.regclass, TG_TAG USING DETAIL = SQLERRM;
-        END;
+        PERFORM lightretriever.lr_auto_encoding_follow(e.source, reached => true);
     END LOOP;
 END $$;
 
@@ -151,9 +148,9 @@ CREATE EVENT TRIGGER lr_auto_encoding_drop ON sql_drop
 -- text or vector column or a dropped primary key is refused (lr_auto_encoding_follow). The
 -- tables a command changes without naming them are followed too: the inheritance children and
 -- partitions of an altered table (at any depth), and the typed tables of a composite type that
--- ALTER TYPE … CASCADE changes (then their children). Such a table that lost what it is encoded
--- by loses its auto-encoding, with a WARNING, as in lr_auto_encoding_on_drop: the command may be
--- another role's (a partitioned table's owner drops the primary key of every partition).
+-- ALTER TYPE … CASCADE changes (then their children). Such a table is refused as if named,
+-- unless the role running the command lacks its owner's rights (a partitioned table's owner
+-- drops the primary key of every partition): it then loses its auto-encoding, with a WARNING.
 CREATE FUNCTION lr_auto_encoding_on_alter() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -170,28 +167,18 @@ BEGIN
                 SELECT t.oid FROM pg_catalog.pg_class ct JOIN pg_catalog.pg_class t ON t.reloftype OPERATOR(pg_catalog.=) ct.reltype
                  WHERE ct.oid OPERATOR(pg_catalog.=) ch.relid AND ct.relkind OPERATOR(pg_catalog.=) 'c') n
         )
-        SELECT a.id, a.source::pg_catalog.oid AS source, pg_catalog.bool_or(changed.named) AS named FROM changed
+        SELECT a.source::pg_catalog.oid AS source, pg_catalog.bool_or(changed.named) AS named FROM changed
           JOIN lightretriever.lr_auto_encodings a ON a.source::pg_catalog.oid OPERATOR(pg_catalog.=) changed.relid
          GROUP BY a.id, a.source
          -- The named tables first: one that refuses ends the command before any other table's
          -- auto-encoding is dropped (whose nested DROP would run lr_auto_encoding_on_drop).
          ORDER BY pg_catalog.bool_or(changed.named) DESC, a.id
     LOOP
-        IF r.named THEN
-            PERFORM lightretriever.lr_auto_encoding_follow(r.source);
-            CONTINUE;
-        END IF;
-        BEGIN
-            PERFORM lightretriever.lr_auto_encoding_follow(r.source);
-        EXCEPTION WHEN dependent_objects_still_exist THEN
-            PERFORM lightretriever.lr_drop_auto_encoding_objects(r.id);
-            RAISE WARNING 'lightretriever: % lost a column or key it is auto-encoded by to %: its auto-encoding is disabled, its vectors are kept',
-                r.source::pg_catalog.regclass, TG_TAG USING DETAIL = SQLERRM;
-        END;
+        PERFORM lightretriever.lr_auto_encoding_follow(r.source, reached => NOT r.named);
     END LOOP;
 END $$;
 -- Called by the event triggers (SECURITY DEFINER); nobody else needs it.
-REVOKE ALL ON FUNCTION lr_auto_encoding_follow(pg_catalog.oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lr_auto_encoding_follow(pg_catalog.oid, boolean) FROM PUBLIC;
 
 -- ALTER VIEW, ALTER MATERIALIZED VIEW and ALTER FOREIGN TABLE accept RENAME COLUMN of a table too;
 -- ALTER TYPE … CASCADE changes the columns of a composite type's typed tables.

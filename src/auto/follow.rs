@@ -6,19 +6,40 @@ use pgrx::search_path;
 
 use crate::error::{raise, Code, OrRaise};
 use crate::security::elevated;
-use crate::spi::run;
+use crate::spi::{in_subtransaction_cancellable, run};
 
 use super::*;
 
-/// Called by the `ALTER` event trigger for an auto-encoded table that a command changed (named,
-/// or reached through an inheritance parent or a typed table's type): follows renames of its
-/// columns (catalog names and trigger bodies), and refuses — rolling the ALTER back — what
-/// would leave rows that never get vectors or vectors of the wrong shape: a dropped or retyped
-/// text or vector column, a dropped or changed primary key.
+/// Called by the event triggers for an auto-encoded table that a command changed (named, or
+/// `reached` through an inheritance parent, a typed table's type, or a column dropped with
+/// another object): follows renames of its columns (catalog names and trigger bodies), and
+/// refuses — rolling the command back — what would leave rows that never get vectors or vectors
+/// of the wrong shape: a dropped or retyped text or vector column, a dropped or changed primary
+/// key. Some commands that reach a table another role may run (a partitioned table's owner drops
+/// every partition's primary key; a collation's owner drops it with CASCADE): a table's owner
+/// must not be able to block them, so when the role running the command does not have the
+/// owner's rights, the table loses its auto-encoding instead (its vectors stay; a WARNING).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn lr_auto_encoding_follow(source: pg_sys::Oid) {
-    elevated(|| follow(source))
+fn lr_auto_encoding_follow(source: pg_sys::Oid, reached: default!(bool, false)) {
+    // The session's role, not the event trigger's (a SECURITY DEFINER function's) owner.
+    let invoker = unsafe { pg_sys::GetOuterUserId() };
+    if !reached || crate::security::owns(invoker, source) {
+        return elevated(|| follow(source));
+    }
+    match in_subtransaction_cancellable(|| elevated(|| follow(source))) {
+        Ok(()) => {}
+        Err((PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST, refusal)) => {
+            let Some(enc) = encoding_of(source) else { return };
+            elevated(|| Spi::run_with_args("SELECT lightretriever.lr_drop_auto_encoding_objects($1)", &[enc.id.into()]))
+                .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+            pgrx::warning!(
+                "lightretriever: {} lost a column or key it is auto-encoded by to another role's command: its auto-encoding is disabled, its vectors are kept ({refusal})",
+                enc.source_name
+            );
+        }
+        Err((_, message)) => raise(Code::ERRCODE_INTERNAL_ERROR, message, None),
+    }
 }
 
 fn follow(source: pg_sys::Oid) {
