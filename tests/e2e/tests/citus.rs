@@ -281,8 +281,7 @@ fn a_distributed_table_is_auto_encoded_from_the_coordinator() {
     owner.batch_execute("BEGIN; LOCK TABLE lr_citus_auto.notes IN ACCESS EXCLUSIVE MODE").unwrap();
     c.batch_execute("SET statement_timeout = '20s'").unwrap();
     let started = std::time::Instant::now();
-    let r = c.query_one("SELECT pending, done FROM lightretriever.lr_encoding_status WHERE source = 'lr_citus_auto.notes'::regclass", &[]).unwrap();
-    assert_eq!((r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)), (None, None), "unknown while the owner holds the lock");
+    assert_eq!(status_now(&mut c), (None, None), "unknown while the owner holds the lock");
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "the view waited {:?}", started.elapsed());
     c.batch_execute("RESET statement_timeout").unwrap();
     owner.batch_execute("COMMIT").unwrap();

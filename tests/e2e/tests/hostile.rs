@@ -539,13 +539,15 @@ fn an_owner_lock_does_not_stall_the_status_view() {
     // queue's counts as unknown after a second.
     owner.batch_execute("BEGIN; SELECT lightretriever.lr_disable_auto_encoding('public.status_locked')").unwrap();
     c.batch_execute("SET statement_timeout = '8s'").unwrap();
+    let queue_counts = |c: &mut Client| -> (String, Option<i64>, Option<i64>) {
+        let r = c.query_one("SELECT status, pending, failed FROM lightretriever.lr_encoding_status WHERE source = 'public.status_locked'::regclass", &[]).unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
     let started = std::time::Instant::now();
-    let r = c.query_one("SELECT status, pending, failed FROM lightretriever.lr_encoding_status WHERE source = 'public.status_locked'::regclass", &[]).unwrap();
-    assert_eq!((r.get::<_, String>(0), r.get::<_, Option<i64>>(1), r.get::<_, Option<i64>>(2)), ("active".to_owned(), None, None));
+    assert_eq!(queue_counts(&mut c), ("active".to_owned(), None, None));
     assert!(started.elapsed() < Duration::from_secs(5), "the view waited {:?}", started.elapsed());
     c.batch_execute("RESET statement_timeout").unwrap();
     owner.batch_execute("ROLLBACK").unwrap();
-    let r = c.query_one("SELECT pending, failed FROM lightretriever.lr_encoding_status WHERE source = 'public.status_locked'::regclass", &[]).unwrap();
-    assert_eq!((r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)), (Some(0), Some(0)));
+    assert_eq!(queue_counts(&mut c), ("active".to_owned(), Some(0), Some(0)));
     c.batch_execute("SELECT lightretriever.lr_disable_auto_encoding('public.status_locked'); DROP TABLE public.status_locked").unwrap();
 }
