@@ -216,10 +216,11 @@ fn lr_failed_items_rows() -> TableIterator<
             continue;
         }
         let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
-        // A table whose queue cannot be read is left out with a WARNING (one broken table does
-        // not break the view for every table); a cancel ends the view.
+        // A table whose queue cannot be read, or is locked for longer than LOCK_WAIT (a queue
+        // being dropped in a transaction left open), is left out with a WARNING: one table does
+        // not break or stall the view for every table. A cancel ends the view.
         let failed = flatten(in_subtransaction_cancellable(|| {
-            elevated(|| Spi::connect(|c| {
+            lock_bounded(LOCK_WAIT, || elevated(|| Spi::connect(|c| {
                 c.select(&enc.statements().failed_rows(), None, &[])?
                     .map(|r| {
                         Ok((
@@ -230,12 +231,19 @@ fn lr_failed_items_rows() -> TableIterator<
                         ))
                     })
                     .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-            }))
+            })).map(Some))
         }).map_err(|(_, message)| message));
-        let failed = failed.unwrap_or_else(|e| {
-            pgrx::warning!("lightretriever: the failed rows of {} cannot be read: {e}", enc.source_name);
-            Vec::new()
-        });
+        let failed = match failed {
+            Ok(Some(failed)) => failed,
+            Ok(None) => {
+                pgrx::warning!("lightretriever: the failed rows of {} are not shown: its queue is locked by another transaction", enc.source_name);
+                Vec::new()
+            }
+            Err(e) => {
+                pgrx::warning!("lightretriever: the failed rows of {} cannot be read: {e}", enc.source_name);
+                Vec::new()
+            }
+        };
         for (key, error, attempts, at) in failed {
             let mut object = serde_json::Map::new();
             for ((name, value), number) in enc.key_columns.iter().zip(key).zip(&numeric) {

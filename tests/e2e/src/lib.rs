@@ -17,13 +17,29 @@ fn connect_to(db: &str) -> Client {
 /// A new connection to `db` with server settings given at connection time (`PGOPTIONS`, e.g.
 /// `-c search_path=x`): they become the session's reset values, unlike a `SET`.
 pub fn connection_with_options(db: &str, options: &str) -> Client {
-    let host = std::env::var("LR_TEST_PGHOST").expect("LR_TEST_PGHOST is set by scripts/e2e.sh (run `make test-e2e`)");
-    let port = std::env::var("LR_TEST_PGPORT").unwrap_or_else(|_| "28815".into());
-    let mut config: postgres::Config = format!("host={host} port={port} user=postgres dbname={db}").parse().unwrap();
+    let mut config = config_for(db);
     if !options.is_empty() {
         config.options(options);
     }
-    config.connect(NoTls).unwrap_or_else(|e| panic!("cannot connect to the test cluster at {host}:{port}: {e}"))
+    connect_with(config)
+}
+
+/// A new connection to `db` whose NOTICEs and WARNINGs are collected in `sink`.
+pub fn notice_connection(db: &str, sink: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> Client {
+    let mut config = config_for(db);
+    config.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_owned()));
+    connect_with(config)
+}
+
+fn config_for(db: &str) -> postgres::Config {
+    let host = std::env::var("LR_TEST_PGHOST").expect("LR_TEST_PGHOST is set by scripts/e2e.sh (run `make test-e2e`)");
+    let port = std::env::var("LR_TEST_PGPORT").unwrap_or_else(|_| "28815".into());
+    format!("host={host} port={port} user=postgres dbname={db}").parse().unwrap()
+}
+
+fn connect_with(config: postgres::Config) -> Client {
+    let at = format!("{:?}:{:?}", config.get_hosts(), config.get_ports());
+    config.connect(NoTls).unwrap_or_else(|e| panic!("cannot connect to the test cluster at {at}: {e}"))
 }
 
 /// A new database with the extension created and the default model registered as `minilm`.

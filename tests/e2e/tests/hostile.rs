@@ -492,10 +492,15 @@ fn an_owner_lock_does_not_stall_the_status_view() {
         "DO $$ BEGIN
            IF to_regclass('public.status_locked') IS NOT NULL THEN PERFORM lightretriever.lr_disable_auto_encoding('public.status_locked'); END IF;
          END $$;
-         DROP TABLE IF EXISTS public.status_locked;
+         DO $$ BEGIN
+           IF to_regclass('public.status_other') IS NOT NULL THEN PERFORM lightretriever.lr_disable_auto_encoding('public.status_other'); END IF;
+         END $$;
+         DROP TABLE IF EXISTS public.status_locked, public.status_other;
          CREATE TABLE public.status_locked (id int PRIMARY KEY, body text);
          INSERT INTO public.status_locked VALUES (1, 'a locked table');
-         SELECT lightretriever.lr_enable_auto_encoding('public.status_locked', 'body', 'minilm');",
+         SELECT lightretriever.lr_enable_auto_encoding('public.status_locked', 'body', 'minilm');
+         CREATE TABLE public.status_other (id int PRIMARY KEY, body text);
+         SELECT lightretriever.lr_enable_auto_encoding('public.status_other', 'body', 'minilm');",
     )
     .unwrap();
     wait_for_encoding(&mut c, "public.status_locked", 120);
@@ -533,6 +538,33 @@ fn an_owner_lock_does_not_stall_the_status_view() {
     let e = c.query("SELECT * FROM lightretriever.lr_failed_items", &[]).expect_err("the caller's statement timeout ends the view");
     assert_eq!(e.code(), Some(&postgres::error::SqlState::QUERY_CANCELED), "{e}");
     c.batch_execute("RESET statement_timeout").unwrap();
+
+    // Without a cancel, the locked queue is skipped after a second, with a WARNING naming its
+    // table; another table's failed row is still shown.
+    let other_queue: String = c
+        .query_one("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = 'public.status_other'::regclass", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!(
+        "INSERT INTO lightretriever.{other_queue} (key, attempts, last_error, failed_at) VALUES ('{{7}}', 3, 'made to fail', now())"
+    ))
+    .unwrap();
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut watcher = notice_connection("postgres", notices.clone());
+    watcher.batch_execute("SET statement_timeout = '5s'").unwrap();
+    let started = std::time::Instant::now();
+    let shown: Vec<(String, String)> = watcher
+        .query("SELECT source::regclass::text, error FROM lightretriever.lr_failed_items WHERE source IN ('public.status_locked'::regclass, 'public.status_other'::regclass)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(started.elapsed() < Duration::from_secs(4), "the view waited {:?}", started.elapsed());
+    assert_eq!(shown, vec![("status_other".to_owned(), "made to fail".to_owned())]);
+    assert_eq!(
+        *notices.lock().unwrap(),
+        vec!["lightretriever: the failed rows of public.status_locked are not shown: its queue is locked by another transaction".to_owned()]
+    );
     owner.batch_execute("COMMIT").unwrap();
 
     // A transaction that disables the table and stays open holds its queue: the view shows the
@@ -549,5 +581,9 @@ fn an_owner_lock_does_not_stall_the_status_view() {
     c.batch_execute("RESET statement_timeout").unwrap();
     owner.batch_execute("ROLLBACK").unwrap();
     assert_eq!(queue_counts(&mut c), ("active".to_owned(), Some(0), Some(0)));
-    c.batch_execute("SELECT lightretriever.lr_disable_auto_encoding('public.status_locked'); DROP TABLE public.status_locked").unwrap();
+    c.batch_execute(
+        "SELECT lightretriever.lr_disable_auto_encoding('public.status_locked'); DROP TABLE public.status_locked;
+         SELECT lightretriever.lr_disable_auto_encoding('public.status_other'); DROP TABLE public.status_other",
+    )
+    .unwrap();
 }

@@ -188,16 +188,6 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);
 }
 
-/// A connection whose NOTICEs are collected.
-fn notice_connection(db: &str, sink: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> Client {
-    let host = std::env::var("LR_TEST_PGHOST").unwrap();
-    let port: u16 = std::env::var("LR_TEST_PGPORT").unwrap_or_else(|_| "28815".into()).parse().unwrap();
-    let mut config = postgres::Config::new();
-    config.host_path(&host).port(port).user("postgres").dbname(db);
-    config.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_owned()));
-    config.connect(postgres::NoTls).unwrap()
-}
-
 #[test]
 fn a_worker_killed_mid_batch_is_restarted_and_the_result_is_the_same() {
     let mut c = pipeline_database();

@@ -239,19 +239,33 @@ fn the_update_to_0_8_0_repairs_what_0_7_0_did_not_follow() {
          INSERT INTO renamed VALUES (1, 'one'); INSERT INTO dropped VALUES (1, 'one');",
     )
     .unwrap();
-    c.execute("SELECT lightretriever.lr_register_model('minilm', $1)", &[&dense_model_dir().to_string_lossy().as_ref()]).unwrap();
+    for model in ["minilm", "damaged"] {
+        c.execute("SELECT lightretriever.lr_register_model($1, $2)", &[&model, &dense_model_dir().to_string_lossy().as_ref()]).unwrap();
+    }
     c.batch_execute(
         "SELECT lightretriever.lr_enable_auto_encoding('renamed', 'body', 'minilm');
          SELECT lightretriever.lr_enable_auto_encoding('dropped', 'body', 'minilm');
+         CREATE TABLE unchecked (id int PRIMARY KEY, body text);
+         SELECT lightretriever.lr_enable_auto_encoding('unchecked', 'body', 'damaged');
          ALTER TABLE renamed_parent RENAME COLUMN body TO content;
-         ALTER TABLE dropped_parent DROP COLUMN body CASCADE;",
+         ALTER TABLE dropped_parent DROP COLUMN body CASCADE;
+         -- A table the update cannot check (its model's catalog row is damaged): the update goes
+         -- on with a WARNING and leaves that table as it is.
+         UPDATE lightretriever.lr_models SET info = '{}' WHERE name = 'damaged';",
     )
     .unwrap();
     // What 0.7.0 left: the rename not followed, writes refused.
     assert_eq!(one::<String>(&mut c, "SELECT text_column::text FROM lightretriever.lr_auto_encodings WHERE source = 'renamed'::regclass"), "body");
     c.batch_execute("INSERT INTO renamed VALUES (2, 'two')").expect_err("0.7.0's triggers name the old column");
 
-    c.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.8.0'").unwrap();
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut updater = notice_connection("lr_e2e_upgrade_follow", notices.clone());
+    updater.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.8.0'").unwrap();
+    let warnings = notices.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].starts_with("lightretriever: dropped lost a column or key it is auto-encoded by before this update"), "{warnings:?}");
+    assert!(warnings[1].starts_with("lightretriever: the columns of unchecked could not be checked: "), "{warnings:?}");
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings WHERE source = 'unchecked'::regclass"), 1);
     assert_eq!(one::<String>(&mut c, "SELECT text_column::text FROM lightretriever.lr_auto_encodings WHERE source = 'renamed'::regclass"), "content");
     c.batch_execute("INSERT INTO renamed VALUES (2, 'two')").unwrap();
     // The drain worker encodes it from the renamed column.
