@@ -2,7 +2,7 @@
 //! from pgvector's `<#>` (so HNSW indexes serve them); fusion is `lr-search`'s, the same code the
 //! evaluation harness ranks with.
 
-use lr_search::{Feedback, Fusion, Mode, Normalisation};
+use lr_search::{Feedback, Fusion, Mode, Normalisation, Smoothing};
 use pgrx::prelude::*;
 use pgrx::{search_path, PgRelation};
 
@@ -108,18 +108,42 @@ impl ScanSettings {
     }
 }
 
-/// The stored dense vectors of the rows `ids` (feedback documents), in any order: one per id,
-/// at most `ids.len()` (an id column that is not unique must not pull in more rows).
-fn vectors_of(table: &str, id: &str, column: &str, ids: &[i64]) -> Vec<Vec<f32>> {
+/// The stored dense vectors of the rows `ids` (feedback and smoothing documents), with their
+/// ids, in any order: one per id, at most `ids.len()` (an id column that is not unique must not
+/// pull in more rows).
+fn vectors_of(table: &str, id: &str, column: &str, ids: &[i64]) -> Vec<(i64, Vec<f32>)> {
     let sql = format!(
-        "SELECT DISTINCT ON ({id}) {column} FROM {table}
+        "SELECT DISTINCT ON ({id}) {id}::pg_catalog.int8, {column} FROM {table}
           WHERE {id} OPERATOR(pg_catalog.=) ANY($1) AND {column} IS NOT NULL ORDER BY {id} LIMIT $2"
     );
     Spi::connect(|c| {
-        c.select(&sql, None, &[ids.to_vec().into(), (ids.len() as i64).into()])
-            .map(|rows| rows.filter_map(|r| r.get::<Vector>(1).ok().flatten().map(|v| v.0)).collect())
+        c.select(&sql, None, &[ids.to_vec().into(), (ids.len() as i64).into()]).map(|rows| {
+            rows.filter_map(|r| Some((r.get::<i64>(1).ok().flatten()?, r.get::<Vector>(2).ok().flatten()?.0))).collect()
+        })
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
+/// The most rows smoothing reads the stored vectors of (each a fetch and a row of the
+/// similarity product; the default is 50).
+const MAX_SMOOTHING: i32 = 1000;
+
+/// `lr_search`'s smoothing arguments, checked.
+fn smoothing_of(documents: i32, neighbours: i32, weight: f32) -> Smoothing {
+    if !(0..=MAX_SMOOTHING).contains(&documents) {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("lightretriever: smoothing must be between 0 and {MAX_SMOOTHING} rows (0: no smoothing)"),
+            None,
+        );
+    }
+    if neighbours < 1 {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: smoothing_neighbours must be positive", None);
+    }
+    if !(weight.is_finite() && weight >= 0.0) {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: smoothing_weight must be a finite number, 0 or more", None);
+    }
+    Smoothing { documents: documents as usize, neighbours: neighbours as usize, weight }
 }
 
 /// Searches `source` for `query`: dense (lookup-encoded query against the `vector` column),
@@ -128,8 +152,11 @@ fn vectors_of(table: &str, id: &str, column: &str, ids: &[i64]) -> Vec<Vec<f32>>
 /// `dense_weight·dense + (1−dense_weight)·sparse`. With `feedback` > 0 (and a dense side), the
 /// query vector then takes one Rocchio step of `feedback_weight` toward the mean stored vector of
 /// the top `feedback` rows, and the dense side is searched again with it (no model at query
-/// time). The defaults were chosen label-free (docs/quality.md); LightRetriever's published
-/// setting is `fusion => 'minmax', feedback => 0`.
+/// time). In hybrid mode the top `smoothing` rows of the fused ranking are then reranked by score
+/// smoothing over their own graph: each row's fused score is averaged, with `smoothing_weight`,
+/// with the mean fused score of its `smoothing_neighbours` nearest rows among them (cosine of
+/// their stored dense vectors). The defaults were chosen label-free (docs/quality.md);
+/// LightRetriever's published setting is `fusion => 'minmax', smoothing => 0`.
 /// Scores of the sides are the raw inner products, NULL where a row was not a candidate there.
 /// With `rerank` > 0 the top `rerank` hits are reranked by the PE-Rank reranker `rerank_model`
 /// (else `lightretriever.default_reranker`; passage embeddings by `lr_rerank`'s rule): rows then
@@ -155,6 +182,9 @@ fn lr_search(
     fusion: default!(Option<&str>, "'zscore'"),
     feedback: default!(Option<i32>, 0),
     feedback_weight: default!(Option<f32>, 0.5),
+    smoothing: default!(Option<i32>, 50),
+    smoothing_neighbours: default!(Option<i32>, 10),
+    smoothing_weight: default!(Option<f32>, 0.5),
 ) -> TableIterator<
     'static,
     (
@@ -201,6 +231,7 @@ fn lr_search(
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: feedback_weight must be a finite number, 0 or more", None);
     }
     let feedback = Feedback { documents: feedback as usize, weight: feedback_weight };
+    let smoothing = smoothing_of(required(smoothing, "smoothing"), required(smoothing_neighbours, "smoothing_neighbours"), required(smoothing_weight, "smoothing_weight"));
     let relid = source.oid();
     // Held to the end of the transaction, taken before the checks: the queries below use the
     // table's name, and without the lock its owner could rename it and put a view of that name
@@ -243,7 +274,7 @@ fn lr_search(
     }
     let rerank = rerank as usize;
     let column = dense_column.as_deref().unwrap_or_default();
-    let request = lr_search::Request { query: &dense_query, sparse: &sparse, mode, fusion, feedback, k: (k as usize).max(rerank) };
+    let request = lr_search::Request { query: &dense_query, sparse: &sparse, mode, fusion, feedback, smoothing, k: (k as usize).max(rerank) };
     let hits = lr_search::search::<std::convert::Infallible>(
         &request,
         |q| Ok(candidates_by(&table, &id, column, &ip, Vector(q.to_vec()).into(), candidates, false)),
@@ -324,7 +355,7 @@ mod tests {
         let table = r#"'"Search Schema"."My ""Docs"""'"#;
         // candidates = 3: dense keeps 1, 2, 3 (normalised 1, .5, 0); sparse keeps 3, 4, 1 (1, .5, 0).
         // hybrid 0.7: 1 → .7, 2 → .35, 3 → .3, 4 → .15.
-        let hybrid = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'minmax')"));
+        let hybrid = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'minmax', smoothing => 0)"));
         let want = [(1, 0.7), (2, 0.35), (3, 0.3), (4, 0.15)];
         assert_eq!(hybrid.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "hybrid {hybrid:?}");
         for (row, (_, score)) in hybrid.iter().zip(want) {
@@ -344,21 +375,30 @@ mod tests {
         Spi::run(r#"CREATE INDEX ON "Search Schema"."My ""Docs""" USING hnsw (emb vector_ip_ops)"#).unwrap();
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         Spi::run("SET LOCAL hnsw.ef_search = 1").unwrap();
-        let via_index = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'minmax')"));
+        let via_index = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'minmax', smoothing => 0)"));
         assert_eq!(via_index.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "via index {via_index:?}");
         assert_eq!(Spi::get_one::<String>("SELECT current_setting('hnsw.ef_search')").unwrap().as_deref(), Some("1"));
 
         // The default, z-score fusion: dense .9, .5, .1 → z = √1.5, 0, −√1.5; sparse 6, 4, 2 (rows
         // 3, 4, 1) → √1.5, 0, −√1.5; a row missing from a side gets that side's lowest, −√1.5.
         let r = 1.5f32.sqrt();
-        let z = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
+        let z = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, smoothing => 0)"));
         let want = [(1, 0.7 * r - 0.3 * r), (2, -0.3 * r), (3, -0.7 * r + 0.3 * r), (4, -0.7 * r)];
         assert_eq!(z.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "z-score {z:?}");
         for (row, (_, score)) in z.iter().zip(want) {
             assert!((row.1 - score).abs() < 1e-4, "{row:?} vs {score}");
         }
+        // The default also smooths the top rows: 1, 2 and 3 point along the query, 4 against it
+        // (cosine −1, no weight). Each of 1-3 is averaged (weight 0.5) with the mean of the other
+        // two: 1 (.4r + .5·(−.35r))/1.5, 2 (−.3r + .5·0)/1.5, 3 (−.4r + .5·.05r)/1.5; 4 keeps −.7r.
+        let smoothed = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3)"));
+        assert_eq!(smoothed.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4], "smoothed {smoothed:?}");
+        for (row, score) in smoothed.iter().zip([0.15 * r, -0.2 * r, -0.25 * r, -0.7 * r]) {
+            assert!((row.1 - score).abs() < 1e-4, "{row:?} vs {score}");
+        }
+        assert_eq!(smoothed.iter().map(|r| (r.2, r.3)).collect::<Vec<_>>(), z.iter().map(|r| (r.2, r.3)).collect::<Vec<_>>(), "raw side scores stay");
         // Reciprocal rank, k = 60, equal weights: 1 and 3 are first and third on opposite sides.
-        let rrf = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'rrf', dense_weight => 0.5)"));
+        let rrf = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'rrf', dense_weight => 0.5, smoothing => 0)"));
         let (a, b) = (0.5 / 61.0 + 0.5 / 63.0, 0.5 / 62.0);
         assert_eq!(rrf.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3, 2, 4], "rrf {rrf:?}");
         for (row, score) in rrf.iter().zip([a, a, b, b]) {

@@ -245,6 +245,74 @@ impl Feedback {
     pub const NONE: Feedback = Feedback { documents: 0, weight: 0.0 };
 }
 
+/// Score smoothing over the candidates' own graph (the cluster hypothesis; Diaz 2005, score
+/// regularisation): the fused ranking's top `documents` hits are reranked by
+/// `(f(d) + weight · n(d)) / (1 + weight)`, with `f` the fused score and `n(d)` the mean fused
+/// score of d's `neighbours` nearest hits among them (cosine of the stored dense vectors,
+/// weighted by it; below 0 counts as 0). A document whose relevant neighbours the ranking also
+/// found rises. `documents` 0: none. Hybrid mode only (a side-by-side choice of docs/quality.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Smoothing {
+    pub documents: usize,
+    pub neighbours: usize,
+    pub weight: f32,
+}
+
+impl Smoothing {
+    pub const NONE: Smoothing = Smoothing { documents: 0, neighbours: 0, weight: 0.0 };
+    /// `lr_search`'s default (docs/quality.md, "Smoothing over the candidates' graph").
+    pub const DEFAULT: Smoothing = Smoothing { documents: 50, neighbours: 10, weight: 0.5 };
+
+    fn applies(self, mode: Mode) -> bool {
+        mode == Mode::Hybrid && self.documents > 1 && self.neighbours > 0 && self.weight != 0.0
+    }
+}
+
+/// [`Smoothing`] of `hits` (best first), given the stored vectors of some of them (any order;
+/// hits without a usable vector neither move nor count as a neighbour). The smoothed score of
+/// each of the top hits is a weighted mean of its own fused score and of scores no lower than the
+/// last top hit's, so the list stays in descending score order. Ties: the earlier hit first.
+pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothing) {
+    let m = smoothing.documents.min(hits.len());
+    let top = &mut hits[..m];
+    if m < 2 || top.iter().any(|h| !h.score.is_finite()) {
+        return;
+    }
+    let by_id: HashMap<i64, &Vec<f32>> = vectors.iter().map(|(id, v)| (*id, v)).collect();
+    let dims = vectors.first().map_or(0, |v| v.1.len());
+    let unit: Vec<Option<Vec<f64>>> = top
+        .iter()
+        .map(|h| {
+            let v = by_id.get(&h.id).filter(|v| v.len() == dims)?;
+            let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|&x| x as f64 / norm).collect())
+        })
+        .collect();
+    let fused: Vec<f64> = top.iter().map(|h| h.score as f64).collect();
+    let weight = smoothing.weight as f64;
+    let mut smoothed = fused.clone();
+    for (i, own) in unit.iter().enumerate() {
+        let Some(own) = own else { continue };
+        let mut near: Vec<(f64, usize)> = unit
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .filter_map(|(j, other)| other.as_ref().map(|o| (own.iter().zip(o).map(|(a, b)| a * b).sum::<f64>(), j)))
+            .collect();
+        near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        near.truncate(smoothing.neighbours);
+        let total: f64 = near.iter().map(|&(sim, _)| sim.max(0.0)).sum();
+        if total > 0.0 && total.is_finite() {
+            let neighbours = near.iter().map(|&(sim, j)| sim.max(0.0) * fused[j]).sum::<f64>() / total;
+            smoothed[i] = (fused[i] + weight * neighbours) / (1.0 + weight);
+        }
+    }
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| smoothed[b].total_cmp(&smoothed[a]).then(a.cmp(&b)));
+    let reordered: Vec<Hit> = order.iter().map(|&i| Hit { score: smoothed[i] as f32, ..top[i].clone() }).collect();
+    top.clone_from_slice(&reordered);
+}
+
 /// One search: the dense query vector, the sparse side's candidates (computed once by the
 /// caller, best first), and how to rank.
 #[derive(Debug, Clone, Copy)]
@@ -254,35 +322,44 @@ pub struct Request<'a> {
     pub mode: Mode,
     pub fusion: Fusion,
     pub feedback: Feedback,
+    pub smoothing: Smoothing,
     pub k: usize,
 }
 
 /// lr_search's ranking, whatever stores the vectors: `dense_candidates(q)` gives the dense
 /// side's candidates for a query vector (best first), `vectors_of(ids)` the stored dense
-/// vectors of some documents. With feedback (and a dense side), the first fused ranking's top
-/// documents move the query vector, the dense side is searched again with it, and the result
-/// is that second fusion.
+/// vectors of some documents (with their ids, any order). With feedback (and a dense side), the
+/// first fused ranking's top documents move the query vector, the dense side is searched again
+/// with it, and the result is that second fusion. Smoothing then reranks the fused ranking's
+/// top documents.
 pub fn search<E>(
     request: &Request,
     mut dense_candidates: impl FnMut(&[f32]) -> Result<Vec<(i64, f32)>, E>,
-    mut vectors_of: impl FnMut(&[i64]) -> Result<Vec<Vec<f32>>, E>,
+    mut vectors_of: impl FnMut(&[i64]) -> Result<Vec<(i64, Vec<f32>)>, E>,
 ) -> Result<Vec<Hit>, E> {
-    let Request { query, sparse, mode, fusion, feedback, k } = *request;
+    let Request { query, sparse, mode, fusion, feedback, smoothing, k } = *request;
+    let smooth_top = if smoothing.applies(mode) { smoothing.documents } else { 0 };
     let dense = if mode == Mode::Sparse { Vec::new() } else { dense_candidates(query)? };
     let use_feedback = mode != Mode::Sparse && feedback.documents > 0 && feedback.weight != 0.0;
-    let first = fuse_with(&dense, sparse, mode, fusion, if use_feedback { k.max(feedback.documents) } else { k });
-    if !use_feedback || first.is_empty() {
-        return Ok(first.into_iter().take(k).collect());
+    let first = fuse_with(&dense, sparse, mode, fusion, k.max(smooth_top).max(if use_feedback { feedback.documents } else { 0 }));
+    let mut hits = first;
+    if use_feedback && !hits.is_empty() {
+        let top: Vec<i64> = hits.iter().take(feedback.documents).map(|h| h.id).collect();
+        let vectors: Vec<Vec<f32>> = vectors_of(&top)?.into_iter().map(|(_, v)| v).collect();
+        let moved = rocchio(query, &vectors, feedback.weight);
+        // Unmoved (the top rows have no usable vector), a second scan would return the first
+        // one's candidates.
+        if moved != query {
+            let dense = dense_candidates(&moved)?;
+            hits = fuse_with(&dense, sparse, mode, fusion, k.max(smooth_top));
+        }
     }
-    let top: Vec<i64> = first.iter().take(feedback.documents).map(|h| h.id).collect();
-    let moved = rocchio(query, &vectors_of(&top)?, feedback.weight);
-    if moved == query {
-        // Nothing to move toward (the top rows have no usable vector): the second scan would
-        // return the first one's candidates.
-        return Ok(first.into_iter().take(k).collect());
+    if smooth_top > 1 && hits.len() > 1 {
+        let top: Vec<i64> = hits.iter().take(smooth_top).map(|h| h.id).collect();
+        smooth(&mut hits, &vectors_of(&top)?, smoothing);
     }
-    let dense = dense_candidates(&moved)?;
-    Ok(fuse_with(&dense, sparse, mode, fusion, k))
+    hits.truncate(k);
+    Ok(hits)
 }
 
 #[cfg(test)]
@@ -422,7 +499,102 @@ mod tests {
 
     /// A request for the query (1, 0) with the published fusion.
     fn request(sparse: &[(i64, f32)], mode: Mode, feedback: Feedback, k: usize) -> Request<'_> {
-        Request { query: &[1.0, 0.0], sparse, mode, fusion: Fusion::PUBLISHED, feedback, k }
+        Request { query: &[1.0, 0.0], sparse, mode, fusion: Fusion::PUBLISHED, feedback, smoothing: Smoothing::NONE, k }
+    }
+
+    fn hit(id: i64, score: f32) -> Hit {
+        Hit { id, score, dense: None, sparse: None }
+    }
+
+    #[test]
+    fn smoothing_by_hand() {
+        // 1 and 3 point the same way, 2 and 4 the other; one neighbour each, weight 0.5:
+        // 1: (1 + .5·.75)/1.5, 3: (.75 + .5·1)/1.5, 2: (.8 + .5·.1)/1.5, 4: (.1 + .5·.8)/1.5.
+        let vectors = vec![(1, vec![1.0, 0.0]), (2, vec![0.0, 1.0]), (3, vec![1.0, 0.1]), (4, vec![0.0, 2.0])];
+        let fused = vec![hit(1, 1.0), hit(2, 0.8), hit(3, 0.75), hit(4, 0.1)];
+        let one = Smoothing { documents: 4, neighbours: 1, weight: 0.5 };
+        let mut hits = fused.clone();
+        smooth(&mut hits, &vectors, one);
+        assert_close(&ids_scores(&hits), &[(1, 1.375 / 1.5), (3, 1.25 / 1.5), (2, 0.85 / 1.5), (4, 0.5 / 1.5)]);
+        // Only the top 3 move, among themselves: 2's nearest is then 3 (cosine 0.0995 > 0).
+        let mut hits = fused.clone();
+        smooth(&mut hits, &vectors, Smoothing { documents: 3, ..one });
+        assert_close(&ids_scores(&hits), &[(1, 1.375 / 1.5), (3, 1.25 / 1.5), (2, 1.175 / 1.5), (4, 0.1)]);
+        // Two neighbours, weighted by cosine: 4's are 2 (cosine 1) and 3 (0.0995).
+        let mut hits = fused.clone();
+        smooth(&mut hits, &vectors, Smoothing { neighbours: 2, ..one });
+        let c = 0.1 / 1.01f64.sqrt();
+        let n4 = (0.8 + c * 0.75) / (1.0 + c);
+        assert!((hits.iter().find(|h| h.id == 4).unwrap().score as f64 - (0.1 + 0.5 * n4) / 1.5).abs() < 1e-6);
+        // A hit without a vector (1) keeps its score and is nobody's neighbour: 3's nearest is
+        // then 2 (tied with 4 at cosine 0.0995; the earlier hit first).
+        let mut hits = fused.clone();
+        smooth(&mut hits, &vectors[1..], one);
+        assert_close(&ids_scores(&hits), &[(1, 1.0), (3, 1.15 / 1.5), (2, 0.85 / 1.5), (4, 0.5 / 1.5)]);
+        // Nothing to smooth: one hit, no vectors, a non-finite fused score.
+        let mut hits = vec![hit(1, 1.0)];
+        smooth(&mut hits, &vectors, one);
+        assert_eq!(ids_scores(&hits), [(1, 1.0)]);
+        let mut hits = fused.clone();
+        smooth(&mut hits, &[], one);
+        assert_eq!(hits, fused);
+        let mut hits = vec![hit(1, f32::NAN), hit(2, 0.5)];
+        smooth(&mut hits, &vectors, one);
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn smoothing_keeps_scores_in_descending_order() {
+        // Whatever the vectors, every smoothed score lies between the top's lowest fused score
+        // and its highest: the hits below the top stay below.
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        for _ in 0..50 {
+            let mut hits: Vec<Hit> = (0..30).map(|i| hit(i, 0.0)).collect();
+            let mut scores: Vec<f32> = (0..30).map(|_| next()).collect();
+            scores.sort_by(|a, b| b.total_cmp(a));
+            hits.iter_mut().zip(&scores).for_each(|(h, s)| h.score = *s);
+            let vectors: Vec<(i64, Vec<f32>)> = (0..30).map(|i| (i, (0..4).map(|_| next()).collect())).collect();
+            smooth(&mut hits, &vectors, Smoothing { documents: 20, neighbours: 5, weight: 1.0 });
+            assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "{:?}", ids_scores(&hits));
+            let mut ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
+            ids.sort_unstable();
+            assert_eq!(ids, (0..30).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn search_smooths_the_hybrid_top_only() {
+        // Fused (published): 1 .7, 4 .6125, 2 .35, 3 .3. Vectors: 3 like 1, 4 like 2. One
+        // neighbour, weight 1: 1 and 3 (.7 + .3)/2 = .5, 4 and 2 (.6125 + .35)/2: 3 passes 4.
+        let docs: Vec<(i64, Vec<f32>)> = vec![(1, vec![1.0, 0.0]), (2, vec![0.0, 1.0]), (3, vec![1.0, 0.1]), (4, vec![0.1, 1.0])];
+        let scan = |_: &[f32]| -> Result<Vec<(i64, f32)>, ()> { Ok(vec![(1, 0.9), (4, 0.8), (2, 0.5), (3, 0.1)]) };
+        let asked = std::cell::Cell::new(0);
+        let vectors = |ids: &[i64]| -> Result<Vec<(i64, Vec<f32>)>, ()> {
+            asked.set(asked.get() + 1);
+            Ok(docs.iter().filter(|d| ids.contains(&d.0)).cloned().collect())
+        };
+        let sparse = [(3, 5.0), (2, 4.0)];
+        let plain = search(&request(&sparse, Mode::Hybrid, Feedback::NONE, 4), scan, vectors).unwrap();
+        assert_eq!(asked.get(), 0);
+        let smoothing = Smoothing { documents: 4, neighbours: 1, weight: 1.0 };
+        let smoothed = search(&Request { smoothing, ..request(&sparse, Mode::Hybrid, Feedback::NONE, 2) }, scan, vectors).unwrap();
+        assert_eq!(asked.get(), 1);
+        let mut want = plain.clone();
+        smooth(&mut want, &docs, smoothing);
+        want.truncate(2);
+        assert_eq!(smoothed, want, "k = 2 still smooths over the top 4");
+        assert_eq!(plain.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 4, 2, 3]);
+        assert_close(&ids_scores(&smoothed), &[(1, 0.5), (3, 0.5)]);
+        // Dense and sparse modes are not smoothed and fetch no vectors.
+        for mode in [Mode::Dense, Mode::Sparse] {
+            let got = search(&Request { smoothing, ..request(&sparse, mode, Feedback::NONE, 4) }, scan, vectors).unwrap();
+            assert_eq!(got, search(&request(&sparse, mode, Feedback::NONE, 4), scan, vectors).unwrap());
+        }
+        assert_eq!(asked.get(), 1);
     }
 
     #[test]
@@ -435,7 +607,7 @@ mod tests {
             s.sort_by(|a, b| b.1.total_cmp(&a.1));
             Ok(s)
         };
-        let vectors = |ids: &[i64]| -> Result<Vec<Vec<f32>>, ()> { Ok(ids.iter().map(|i| docs[*i as usize - 1].1.clone()).collect()) };
+        let vectors = |ids: &[i64]| -> Result<Vec<(i64, Vec<f32>)>, ()> { Ok(ids.iter().map(|i| docs[*i as usize - 1].clone()).collect()) };
         let plain = search(&request(&[], Mode::Dense, Feedback::NONE, 4), scan, vectors).unwrap();
         assert_eq!(plain.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 3, 2, 4]);
         // Feedback from 1 and 3 turns the query to ≈ 10.6°: 4 (49.4° away) passes 2 (55.6°).
@@ -446,7 +618,7 @@ mod tests {
         assert!((q2[1].atan2(q2[0]).to_degrees() - 10.6).abs() < 0.1, "{q2:?}");
         assert!((moved[2].dense.unwrap() - (q2[0] * docs[3].1[0] + q2[1] * docs[3].1[1])).abs() < 1e-6, "raw scores are q'·d");
         // Sparse mode never moves anything and never asks for vectors.
-        let never = |_: &[i64]| -> Result<Vec<Vec<f32>>, ()> { panic!("no vectors in sparse mode") };
+        let never = |_: &[i64]| -> Result<Vec<(i64, Vec<f32>)>, ()> { panic!("no vectors in sparse mode") };
         let sparse = search(&request(&[(7, 1.0)], Mode::Sparse, fb, 3), scan, never).unwrap();
         assert_eq!(sparse.iter().map(|h| h.id).collect::<Vec<_>>(), [7]);
     }

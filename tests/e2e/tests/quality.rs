@@ -71,7 +71,7 @@ fn sql_runs(db: &str, coll: &Collection) -> Vec<(&'static str, Run)> {
         "WITH s AS MATERIALIZED (SELECT lightretriever.lr_encode_document($1) AS q)
          SELECT id, (-(emb <#> q))::real FROM docs, s ORDER BY emb <#> q LIMIT 1000",
     );
-    let search = |mode: &str| format!("SELECT id, score FROM lightretriever.lr_search('docs', $1, k => 100, mode => '{mode}', fusion => 'minmax')");
+    let search = |mode: &str| format!("SELECT id, score FROM lightretriever.lr_search('docs', $1, k => 100, mode => '{mode}', fusion => 'minmax', smoothing => 0)");
     let search_with = |options: &str| format!("SELECT id, score FROM lightretriever.lr_search('docs', $1, k => 100{options})");
     let dense_search = "SELECT id, dense_score FROM lightretriever.lr_search('docs', $1, k => 100, mode => 'dense')";
     let untrained = run_of(&mut c, coll, dense_search);
@@ -93,10 +93,11 @@ fn sql_runs(db: &str, coll: &Collection) -> Vec<(&'static str, Run)> {
     let full_z = fuse_runs(&full, &sparse_raw, lr_search::Fusion::DEFAULT);
     vec![
         (LR_SEARCH_DEFAULT, run_of(&mut c, coll, &search_with(""))),
-        ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", run_of(&mut c, coll, &search_with(", fusion => 'rrf', dense_weight => 0.5"))),
-        ("hybrid, min-max over each side's top 100 (fitted lookup 0.7 + idf·count sparse 0.3)", run_of(&mut c, coll, &search_with(", fusion => 'minmax', candidates => 100"))),
-        ("hybrid, min-max + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", run_of(&mut c, coll, &search_with(", fusion => 'minmax', feedback => 3"))),
-        ("hybrid, z-score + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", run_of(&mut c, coll, &search_with(", feedback => 3"))),
+        (UNSMOOTHED_DEFAULT, run_of(&mut c, coll, &search_with(", smoothing => 0"))),
+        ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", run_of(&mut c, coll, &search_with(", fusion => 'rrf', dense_weight => 0.5, smoothing => 0"))),
+        ("hybrid, min-max over each side's top 100 (fitted lookup 0.7 + idf·count sparse 0.3)", run_of(&mut c, coll, &search_with(", fusion => 'minmax', candidates => 100, smoothing => 0"))),
+        ("hybrid, min-max + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", run_of(&mut c, coll, &search_with(", fusion => 'minmax', feedback => 3, smoothing => 0"))),
+        ("hybrid, z-score + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", run_of(&mut c, coll, &search_with(", feedback => 3, smoothing => 0"))),
         (FULL_HYBRID_Z, full_z),
         (FULL, full),
         ("lookup dense (untrained table)", untrained),
@@ -123,7 +124,8 @@ fn fuse_runs(dense: &Run, sparse: &Run, fusion: lr_search::Fusion) -> Run {
 }
 
 const FULL: &str = "full-query dense";
-const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score (fitted lookup 0.7 + idf·count sparse 0.3)";
+const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score + smoothing 50 rows (fitted lookup 0.7 + idf·count sparse 0.3)";
+const UNSMOOTHED_DEFAULT: &str = "hybrid, z-score without smoothing, 0.8.0's default (fitted lookup 0.7 + idf·count sparse 0.3)";
 const FULL_HYBRID_Z: &str = "hybrid, z-score (full dense 0.7 + idf·count sparse 0.3)";
 const FITTED: &str = "lookup dense (fitted table)";
 const HYBRID: &str = "hybrid (fitted lookup 0.7 + idf·count sparse 0.3)";

@@ -1,6 +1,7 @@
 -- lr_search on a small hand-made table: dense (query-table lookup), sparse (token counts) and
 -- hybrid rankings and their scores: z-score fusion (the default), LightRetriever's published
--- min-max fusion, reciprocal-rank fusion, and pseudo-relevance feedback.
+-- min-max fusion, reciprocal-rank fusion, pseudo-relevance feedback, and score smoothing over
+-- the top rows' graph (on by default; smoothing => 0 is 0.8.0's ranking).
 CREATE EXTENSION IF NOT EXISTS lightretriever CASCADE;
 \getenv model_root LR_MODEL_ROOT
 SELECT lightretriever.lr_register_model('minilm', :'model_root' || '/all-minilm-l6-v2') ->> 'family' AS family;
@@ -30,11 +31,19 @@ SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS 
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
   FROM lightretriever.lr_search('facts', 'books in a library', k => 4, fusion => 'rrf', dense_weight => 0.5);
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
+  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, smoothing => 0);
+SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
+  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, smoothing => 7, smoothing_neighbours => 1, smoothing_weight => 1);
+SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
   FROM lightretriever.lr_search('facts', 'books in a library', k => 4, feedback => 2, feedback_weight => 1);
 SELECT lightretriever.lr_search('facts', 'anything', fusion => 'borda');
 SELECT lightretriever.lr_search('facts', 'anything', feedback => -1);
 SELECT lightretriever.lr_search('facts', 'anything', mode => 'sparse', feedback => 2);
 SELECT lightretriever.lr_search('facts', 'anything', feedback_weight => 'NaN');
+SELECT lightretriever.lr_search('facts', 'anything', smoothing => -1);
+SELECT lightretriever.lr_search('facts', 'anything', smoothing => 1001);
+SELECT lightretriever.lr_search('facts', 'anything', smoothing_neighbours => 0);
+SELECT lightretriever.lr_search('facts', 'anything', smoothing_weight => 'Infinity');
 SELECT lightretriever.lr_search('facts', 'anything', mode => 'fuzzy');
 SELECT lightretriever.lr_search('facts', 'anything', k => 0);
 DROP TABLE facts;

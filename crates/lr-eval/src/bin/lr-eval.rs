@@ -416,15 +416,15 @@ fn evaluate_all(
             push("sparse (doc model, idf·count queries)", &ls.sparse_run(&idf), "");
             // The hybrids, each exactly as lr_search ranks it: the published rows, then lr_search's
             // other settings (issue 17).
-            let (published, none) = (lr_search::Fusion::PUBLISHED, lr_search::Feedback::NONE);
-            push("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &ls.run(&fq, &idf, published, none)?, "");
-            push("hybrid (fitted lookup 0.7 + count sparse 0.3)", &ls.run(&fq, &counts, published, none)?, "");
-            push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &ls.run(&full_queries, &idf, published, none)?, "reference");
-            for (name, dense_q, fusion, feedback, note) in lr_search_rows(&fq, &full_queries) {
-                push(name, &ls.run(dense_q, &idf, fusion, feedback)?, note);
+            let (published, none, unsmoothed) = (lr_search::Fusion::PUBLISHED, lr_search::Feedback::NONE, lr_search::Smoothing::NONE);
+            push("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &ls.run(&fq, &idf, published, none, unsmoothed)?, "");
+            push("hybrid (fitted lookup 0.7 + count sparse 0.3)", &ls.run(&fq, &counts, published, none, unsmoothed)?, "");
+            push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &ls.run(&full_queries, &idf, published, none, unsmoothed)?, "reference");
+            for (name, dense_q, fusion, feedback, smoothing, note) in lr_search_rows(&fq, &full_queries) {
+                push(name, &ls.run(dense_q, &idf, fusion, feedback, smoothing)?, note);
             }
             if let Some(q) = &unmapped_q {
-                push(UNMAPPED_DEFAULT, &ls.run(q, &idf, lr_search::Fusion::DEFAULT, none)?, "map_unseen_rows false");
+                push(UNMAPPED_DEFAULT, &ls.run(q, &idf, lr_search::Fusion::DEFAULT, none, lr_search::Smoothing::DEFAULT)?, "map_unseen_rows false");
             }
         }
         Err(why) => {
@@ -476,34 +476,38 @@ fn evaluate_all(
 }
 
 /// The lr_search rows beside the published ones: (name, dense query vectors, fusion, feedback,
-/// note). The first is lr_search's default (docs/quality.md says how it was chosen).
+/// smoothing, note). The first is lr_search's default (docs/quality.md says how it was chosen).
 #[allow(clippy::type_complexity)]
 fn lr_search_rows<'a>(
     fitted: &'a [Vec<f32>],
     full: &'a [Vec<f32>],
-) -> Vec<(&'static str, &'a [Vec<f32>], lr_search::Fusion, lr_search::Feedback, &'static str)> {
-    use lr_search::{Feedback, Fusion, Normalisation};
+) -> Vec<(&'static str, &'a [Vec<f32>], lr_search::Fusion, lr_search::Feedback, lr_search::Smoothing, &'static str)> {
+    use lr_search::{Feedback, Fusion, Normalisation, Smoothing};
     let z = Fusion::DEFAULT;
     let rrf = Fusion { normalisation: Normalisation::Rank { k: 60.0 }, dense_weight: 0.5, ..Fusion::PUBLISHED };
     let top100 = Fusion { depth: 100, ..Fusion::PUBLISHED };
     let fb = Feedback { documents: 3, weight: 0.5 };
+    let (none, smoothed, unsmoothed) = (Feedback::NONE, Smoothing::DEFAULT, Smoothing::NONE);
     vec![
-        (LR_SEARCH_DEFAULT, fitted, z, Feedback::NONE, "lr_search's default"),
-        ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", fitted, rrf, Feedback::NONE, ""),
-        ("hybrid, min-max over each side's top 100 (fitted lookup 0.7 + idf·count sparse 0.3)", fitted, top100, Feedback::NONE, "candidates => 100"),
-        ("hybrid, min-max + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, Fusion::PUBLISHED, fb, ""),
-        ("hybrid, z-score + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, z, fb, ""),
-        ("hybrid, z-score (full dense 0.7 + idf·count sparse 0.3)", full, z, Feedback::NONE, "reference"),
+        (LR_SEARCH_DEFAULT, fitted, z, none, smoothed, "lr_search's default"),
+        (UNSMOOTHED_DEFAULT, fitted, z, none, unsmoothed, "smoothing => 0"),
+        ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", fitted, rrf, none, unsmoothed, ""),
+        ("hybrid, min-max over each side's top 100 (fitted lookup 0.7 + idf·count sparse 0.3)", fitted, top100, none, unsmoothed, "candidates => 100"),
+        ("hybrid, min-max + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, Fusion::PUBLISHED, fb, unsmoothed, ""),
+        ("hybrid, z-score + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, z, fb, unsmoothed, ""),
+        ("hybrid, z-score (full dense 0.7 + idf·count sparse 0.3)", full, z, none, unsmoothed, "reference"),
+        ("hybrid, z-score + smoothing (full dense 0.7 + idf·count sparse 0.3)", full, z, none, smoothed, "reference"),
     ]
 }
 
-const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score (fitted lookup 0.7 + idf·count sparse 0.3)";
+const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score + smoothing 50 rows (fitted lookup 0.7 + idf·count sparse 0.3)";
+const UNSMOOTHED_DEFAULT: &str = "hybrid, z-score without smoothing, 0.8.0's default (fitted lookup 0.7 + idf·count sparse 0.3)";
 const UNMAPPED_DENSE: &str = "lookup dense (fitted table without the unseen-row map)";
 const UNMAPPED_DEFAULT: &str = "lr_search default, fitted table without the unseen-row map";
 
 /// lr_search over the collection in memory: `lr_search::search` with exact top-1000 dense
 /// candidates, a sparse side's top 1000 per query (computed once, [`SparseSide::candidates_per_query`]),
-/// and the stored vectors for feedback.
+/// and the stored vectors for feedback and smoothing.
 struct LrSearch<'a> {
     docs: &'a [Vec<f32>],
     queries: &'a [(String, String)],
@@ -511,12 +515,19 @@ struct LrSearch<'a> {
 }
 
 impl LrSearch<'_> {
-    fn run(&self, dense_queries: &[Vec<f32>], sparse: &[Vec<(i64, f32)>], fusion: lr_search::Fusion, feedback: lr_search::Feedback) -> Result<Run, String> {
+    fn run(
+        &self,
+        dense_queries: &[Vec<f32>],
+        sparse: &[Vec<(i64, f32)>],
+        fusion: lr_search::Fusion,
+        feedback: lr_search::Feedback,
+        smoothing: lr_search::Smoothing,
+    ) -> Result<Run, String> {
         let mut run = Run::new();
         for (((qid, _), q), sparse) in self.queries.iter().zip(dense_queries).zip(sparse) {
             let scan = |v: &[f32]| search::dense_scores(&[v.to_vec()], self.docs).map(|s| candidates(&s[0], false));
-            let vectors = |ids: &[i64]| -> Result<Vec<Vec<f32>>, String> { Ok(ids.iter().map(|&i| self.docs[i as usize].clone()).collect()) };
-            let request = lr_search::Request { query: q, sparse, mode: lr_search::Mode::Hybrid, fusion, feedback, k: 1000 };
+            let vectors = |ids: &[i64]| -> Result<Vec<(i64, Vec<f32>)>, String> { Ok(ids.iter().map(|&i| (i, self.docs[i as usize].clone())).collect()) };
+            let request = lr_search::Request { query: q, sparse, mode: lr_search::Mode::Hybrid, fusion, feedback, smoothing, k: 1000 };
             let hits = lr_search::search(&request, scan, vectors)?;
             run.insert(qid.clone(), hits.into_iter().map(|h| (self.doc_ids[h.id as usize].clone(), h.score)).collect());
         }
