@@ -9,3 +9,35 @@
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.9.0'" to load this file. \quit
 
 DROP FUNCTION lr_search(pg_catalog.regclass, text, integer, text, real, integer, text, text, text, text, text, text, integer, text, text, integer, real);
+CREATE  FUNCTION "lr_search"(
+	"source" regclass, /* Option < PgRelation > */
+	"query" TEXT, /* Option < & str > */
+	"k" INT DEFAULT 10, /* Option < i32 > */
+	"mode" TEXT DEFAULT 'hybrid', /* Option < & str > */
+	"dense_weight" real DEFAULT 0.7, /* Option < f32 > */
+	"candidates" INT DEFAULT 1000, /* Option < i32 > */
+	"dense_column" TEXT DEFAULT NULL, /* Option < & str > */
+	"sparse_column" TEXT DEFAULT NULL, /* Option < & str > */
+	"id_column" TEXT DEFAULT NULL, /* Option < & str > */
+	"model" TEXT DEFAULT NULL, /* Option < & str > */
+	"sparse_model" TEXT DEFAULT NULL, /* Option < & str > */
+	"instruction" TEXT DEFAULT NULL, /* Option < & str > */
+	"rerank" INT DEFAULT 0, /* Option < i32 > */
+	"rerank_model" TEXT DEFAULT NULL, /* Option < & str > */
+	"fusion" TEXT DEFAULT 'zscore', /* Option < & str > */
+	"feedback" INT DEFAULT 0, /* Option < i32 > */
+	"feedback_weight" real DEFAULT 0.5, /* Option < f32 > */
+	"smoothing" INT DEFAULT 50, /* Option < i32 > */
+	"smoothing_neighbours" INT DEFAULT 10, /* Option < i32 > */
+	"smoothing_weight" real DEFAULT 0.5 /* Option < f32 > */
+) RETURNS TABLE (
+	"id" bigint,  /* i64 */
+	"score" real,  /* f32 */
+	"dense_score" real,  /* Option < f32 > */
+	"sparse_score" real,  /* Option < f32 > */
+	"rerank_score" real  /* Option < f32 > */
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lr_search_wrapper';

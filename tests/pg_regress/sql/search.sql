@@ -25,7 +25,7 @@ SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS 
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
   FROM lightretriever.lr_search('facts', 'engines and motors', k => 3, mode => 'sparse');
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
-  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, mode => 'hybrid', fusion => 'minmax');
+  FROM lightretriever.lr_search('facts', 'books in a library', k => 4, mode => 'hybrid', fusion => 'minmax', smoothing => 0);
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
   FROM lightretriever.lr_search('facts', 'books in a library', k => 4);
 SELECT id, round(score::numeric, 4) AS score, round(dense_score::numeric, 4) AS dense, round(sparse_score::numeric, 4) AS sparse
