@@ -6,10 +6,11 @@ On a throwaway cluster with the installed extension: CISI's 1,460 documents with
 and sparse (SPLADE-tiny) vectors, an HNSW index on the dense column, the query table built and
 sparse idf weights fitted. pgbench, 1 client, CISI's 112 queries at random, each case
 LR_BENCH_FUSION_SECONDS (default 10) per round, rounds interleaved (default 3), median QPS:
-  published  lr_search(t, q, 10, fusion => 'minmax')       -- min-max, as 0.6.0 ranked
-  default    lr_search(t, q, 10)                            -- z-score (0.7.0's default)
-  rrf        lr_search(t, q, 10, fusion => 'rrf')
-  feedback   lr_search(t, q, 10, feedback => 3)             -- z-score + Rocchio, a third scan
+  published  lr_search(t, q, 10, fusion => 'minmax', smoothing => 0)   -- min-max, as 0.6.0 ranked
+  unsmoothed lr_search(t, q, 10, smoothing => 0)            -- z-score (0.7.0's and 0.8.0's default)
+  default    lr_search(t, q, 10)                            -- z-score + smoothing of the top 50 (0.9.0)
+  rrf        lr_search(t, q, 10, fusion => 'rrf', smoothing => 0)
+  feedback   lr_search(t, q, 10, feedback => 3, smoothing => 0)   -- z-score + Rocchio, a third scan
 Writes docs/bench/fusion.json."""
 import json
 import os
@@ -31,10 +32,11 @@ ROUNDS = int(os.environ.get("LR_BENCH_FUSION_ROUNDS", "3"))
 ENV = dict(os.environ, LR_PGPORT=str(PORT), LR_CLUSTER_DIR=str(CLUSTER))
 DB = "postgres"
 CASES = {
-    "published": "fusion => 'minmax'",
+    "published": "fusion => 'minmax', smoothing => 0",
+    "unsmoothed": "smoothing => 0",
     "default": "",
-    "rrf": "fusion => 'rrf'",
-    "feedback": "feedback => 3",
+    "rrf": "fusion => 'rrf', smoothing => 0",
+    "feedback": "feedback => 3, smoothing => 0",
 }
 
 
