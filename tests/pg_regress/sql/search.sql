@@ -41,7 +41,7 @@ SELECT lightretriever.lr_search('facts', 'anything', feedback => -1);
 SELECT lightretriever.lr_search('facts', 'anything', mode => 'sparse', feedback => 2);
 SELECT lightretriever.lr_search('facts', 'anything', feedback_weight => 'NaN');
 SELECT lightretriever.lr_search('facts', 'anything', smoothing => -1);
-SELECT lightretriever.lr_search('facts', 'anything', smoothing => 1001);
+SELECT lightretriever.lr_search('facts', 'anything', smoothing => 201);
 SELECT lightretriever.lr_search('facts', 'anything', smoothing_neighbours => 0);
 SELECT lightretriever.lr_search('facts', 'anything', smoothing_weight => 'Infinity');
 SELECT lightretriever.lr_search('facts', 'anything', mode => 'fuzzy');
