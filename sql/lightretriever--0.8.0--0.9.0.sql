@@ -8,6 +8,18 @@
 -- tests/e2e/tests/upgrade.rs checks that the result equals a fresh 0.9.0 install object for object.
 \echo Use "ALTER EXTENSION lightretriever UPDATE TO '0.9.0'" to load this file. \quit
 
+-- The new function has the default privileges (EXECUTE for PUBLIC): say so where the old one
+-- had others, which the update cannot carry over as the user's own.
+DO $$
+DECLARE
+    acl pg_catalog.aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p
+        WHERE p.oid OPERATOR(pg_catalog.=) 'lr_search(pg_catalog.regclass, text, integer, text, real, integer, text, text, text, text, text, text, integer, text, text, integer, real)'::pg_catalog.regprocedure);
+BEGIN
+    IF acl IS NOT NULL THEN
+        RAISE WARNING 'lightretriever: lr_search had privileges of its own (%); the updated lr_search has the default ones (EXECUTE for PUBLIC)', acl
+            USING HINT = 'Grant or revoke them again on lightretriever.lr_search.';
+    END IF;
+END $$;
 DROP FUNCTION lr_search(pg_catalog.regclass, text, integer, text, real, integer, text, text, text, text, text, text, integer, text, text, integer, real);
 CREATE  FUNCTION "lr_search"(
 	"source" regclass, /* Option < PgRelation > */

@@ -110,14 +110,15 @@ impl ScanSettings {
 
 /// The stored dense vectors of the rows `ids` (feedback and smoothing documents), with their
 /// ids, in any order: one per id, at most `ids.len()` (an id column that is not unique must not
-/// pull in more rows).
-fn vectors_of(table: &str, id: &str, column: &str, ids: &[i64]) -> Vec<(i64, Vec<f32>)> {
+/// pull in more rows; of its rows, the one the dense side ranks first against `query`, as fusion
+/// keeps an id's best entry).
+fn vectors_of(table: &str, id: &str, column: &str, ip: &str, query: &[f32], ids: &[i64]) -> Vec<(i64, Vec<f32>)> {
     let sql = format!(
         "SELECT DISTINCT ON ({id}) {id}::pg_catalog.int8, {column} FROM {table}
-          WHERE {id} OPERATOR(pg_catalog.=) ANY($1) AND {column} IS NOT NULL ORDER BY {id} LIMIT $2"
+          WHERE {id} OPERATOR(pg_catalog.=) ANY($1) AND {column} IS NOT NULL ORDER BY {id}, {column} {ip} $3 LIMIT $2"
     );
     Spi::connect(|c| {
-        c.select(&sql, None, &[ids.to_vec().into(), (ids.len() as i64).into()]).map(|rows| {
+        c.select(&sql, None, &[ids.to_vec().into(), (ids.len() as i64).into(), Vector(query.to_vec()).into()]).map(|rows| {
             rows.filter_map(|r| Some((r.get::<i64>(1).ok().flatten()?, r.get::<Vector>(2).ok().flatten()?.0))).collect()
         })
     })
@@ -125,7 +126,8 @@ fn vectors_of(table: &str, id: &str, column: &str, ids: &[i64]) -> Vec<(i64, Vec
 }
 
 /// The most rows smoothing reads the stored vectors of: the similarity product is rows² × D,
-/// not interrupted (200 rows of a 4,096-wide decoder: 0.16 G multiply-adds); the default is 50.
+/// not interrupted (200 rows of pgvector's widest, 16,000 dimensions: 0.64 G multiply-adds); the
+/// default is 50.
 const MAX_SMOOTHING: i32 = 200;
 
 /// `lr_search`'s smoothing arguments, checked.
@@ -274,11 +276,19 @@ fn lr_search(
     }
     let rerank = rerank as usize;
     let column = dense_column.as_deref().unwrap_or_default();
+    // Smoothing fetches rows by id: without an index on the id column every call would scan
+    // the table, so it is left out, and said so.
+    let smoothing = if smoothing.applies(mode) && !crate::columns::id_is_indexed(relid, &id) {
+        pgrx::notice!("lightretriever: lr_search does not smooth {table}: its id column {id} has no index");
+        Smoothing::NONE
+    } else {
+        smoothing
+    };
     let request = lr_search::Request { query: &dense_query, sparse: &sparse, mode, fusion, feedback, smoothing, k: (k as usize).max(rerank) };
     let hits = lr_search::search::<std::convert::Infallible>(
         &request,
         |q| Ok(candidates_by(&table, &id, column, &ip, Vector(q.to_vec()).into(), candidates, false)),
-        |ids| Ok(vectors_of(&table, &id, column, ids)),
+        |ids| Ok(vectors_of(&table, &id, column, &ip, &dense_query, ids)),
     )
     .unwrap_or_else(|never| match never {});
     scans.restore();
@@ -397,6 +407,17 @@ mod tests {
             assert!((row.1 - score).abs() < 1e-4, "{row:?} vs {score}");
         }
         assert_eq!(smoothed.iter().map(|r| (r.2, r.3)).collect::<Vec<_>>(), z.iter().map(|r| (r.2, r.3)).collect::<Vec<_>>(), "raw side scores stay");
+
+        // Smoothing fetches rows by id. Without an index on the id column that would scan the
+        // table on every call, so it is left out (with a NOTICE); with one it is back. Of an id
+        // listed twice, the row the dense side ranks first is the one whose vector counts: here
+        // a second row 1 pointing away from the query (−.9q, no sparse vector).
+        Spi::run(r#"CREATE TABLE unindexed AS SELECT doc_id, emb, sp FROM "Search Schema"."My ""Docs""""#).unwrap();
+        Spi::run_with_args("INSERT INTO unindexed VALUES (1, $1, NULL)", &[Vector(q.iter().map(|x| -0.9 * x).collect()).into()]).unwrap();
+        let unindexed = "SELECT * FROM lightretriever.lr_search('unindexed', 'wing wing flutter', candidates => 3, id_column => 'doc_id')";
+        assert_eq!(search(unindexed), z, "no index on the id column: not smoothed");
+        Spi::run("CREATE INDEX ON unindexed USING hash (doc_id)").unwrap();
+        assert_eq!(search(unindexed), smoothed, "smoothed once the id column has an index, with row 1's best row");
         // Reciprocal rank, k = 60, equal weights: 1 and 3 are first and third on opposite sides.
         let rrf = search(&format!("SELECT * FROM lightretriever.lr_search({table}, 'wing wing flutter', candidates => 3, fusion => 'rrf', dense_weight => 0.5, smoothing => 0)"));
         let (a, b) = (0.5 / 61.0 + 0.5 / 63.0, 0.5 / 62.0);

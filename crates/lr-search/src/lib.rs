@@ -263,7 +263,8 @@ impl Smoothing {
     /// `lr_search`'s default (docs/quality.md, "Smoothing over the candidates' graph").
     pub const DEFAULT: Smoothing = Smoothing { documents: 50, neighbours: 10, weight: 0.5 };
 
-    fn applies(self, mode: Mode) -> bool {
+    /// Whether a search in `mode` smooths at all.
+    pub fn applies(self, mode: Mode) -> bool {
         mode == Mode::Hybrid && self.documents > 1 && self.neighbours > 0 && self.weight != 0.0
     }
 }
@@ -271,7 +272,8 @@ impl Smoothing {
 /// [`Smoothing`] of `hits` (best first), given the stored vectors of some of them (any order;
 /// hits without a usable vector neither move nor count as a neighbour). The smoothed score of
 /// each of the top hits is a weighted mean of its own fused score and of scores no lower than the
-/// last top hit's, so the list stays in descending score order. Ties: the earlier hit first.
+/// last top hit's, so the list stays in descending score order. Ties, as in [`fuse_with`]: the
+/// higher raw dense score, then the higher raw sparse score, then the smaller id.
 pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothing) {
     let m = smoothing.documents.min(hits.len());
     let top = &mut hits[..m];
@@ -307,8 +309,15 @@ pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothin
             smoothed[i] = (fused[i] + weight * neighbours) / (1.0 + weight);
         }
     }
+    let raw = |v: Option<f32>| v.filter(|x| x.is_finite()).unwrap_or(f32::NEG_INFINITY);
     let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by(|&a, &b| smoothed[b].total_cmp(&smoothed[a]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        (smoothed[b] as f32)
+            .total_cmp(&(smoothed[a] as f32))
+            .then(raw(top[b].dense).total_cmp(&raw(top[a].dense)))
+            .then(raw(top[b].sparse).total_cmp(&raw(top[a].sparse)))
+            .then(top[a].id.cmp(&top[b].id))
+    });
     let reordered: Vec<Hit> = order.iter().map(|&i| Hit { score: smoothed[i] as f32, ..top[i].clone() }).collect();
     top.clone_from_slice(&reordered);
 }
@@ -541,6 +550,21 @@ mod tests {
         let mut hits = vec![hit(1, f32::NAN), hit(2, 0.5)];
         smooth(&mut hits, &vectors, one);
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 2]);
+        // Smoothed ties go by the raw dense score, then the raw sparse score, then id: 1 and 3
+        // are each other's only neighbour at weight 1, so both get (1 + .75)/2.
+        let tied = |dense: [Option<f32>; 2], sparse: [Option<f32>; 2]| {
+            let mut hits = vec![
+                Hit { dense: dense[0], sparse: sparse[0], ..hit(1, 1.0) },
+                Hit { dense: dense[1], sparse: sparse[1], ..hit(3, 0.75) },
+            ];
+            smooth(&mut hits, &[(1, vec![1.0, 0.0]), (3, vec![1.0, 0.1])], Smoothing { documents: 2, neighbours: 1, weight: 1.0 });
+            assert_eq!(hits[0].score, hits[1].score);
+            hits.iter().map(|h| h.id).collect::<Vec<_>>()
+        };
+        assert_eq!(tied([Some(0.1), Some(0.2)], [None, None]), [3, 1]);
+        assert_eq!(tied([Some(0.2), Some(0.2)], [Some(1.0), Some(2.0)]), [3, 1]);
+        assert_eq!(tied([None, None], [Some(2.0), None]), [1, 3]);
+        assert_eq!(tied([None, None], [None, None]), [1, 3]);
     }
 
     #[test]

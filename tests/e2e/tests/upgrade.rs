@@ -280,3 +280,27 @@ fn the_update_to_0_8_0_repairs_what_0_7_0_did_not_follow() {
     c.batch_execute("INSERT INTO dropped (id) VALUES (2)").unwrap();
     assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'dropped'::regclass AND attname = 'body_embedding'"), 1);
 }
+
+/// 0.9.0 replaces lr_search (new arguments): privileges of its own on the old one are not carried
+/// over, and the update says so with a WARNING instead of silently granting EXECUTE to PUBLIC.
+#[test]
+fn the_update_to_0_9_0_warns_that_lr_search_privileges_are_reset() {
+    let mut c = fresh_database("lr_e2e_upgrade_acl");
+    c.batch_execute(
+        "DROP EXTENSION lightretriever CASCADE; CREATE EXTENSION lightretriever VERSION '0.8.0' CASCADE;
+         REVOKE EXECUTE ON FUNCTION lightretriever.lr_search FROM PUBLIC;",
+    )
+    .unwrap();
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut updater = notice_connection("lr_e2e_upgrade_acl", notices.clone());
+    updater.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.9.0'").unwrap();
+    let warnings = notices.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("lightretriever: lr_search had privileges of its own ({postgres=X/postgres})"), "{warnings:?}");
+    assert!(one::<bool>(&mut c, "SELECT has_function_privilege('public', 'lightretriever.lr_search'::regproc, 'EXECUTE')"));
+    // Without privileges of its own, the update says nothing.
+    c.batch_execute("DROP EXTENSION lightretriever CASCADE; CREATE EXTENSION lightretriever VERSION '0.8.0' CASCADE").unwrap();
+    notices.lock().unwrap().clear();
+    updater.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.9.0'").unwrap();
+    assert_eq!(*notices.lock().unwrap(), Vec::<String>::new());
+}
