@@ -56,14 +56,16 @@ pub fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_na
 /// column `id` (as `pick_id_column` quotes it): lookups of rows by id use it; without one each
 /// lookup scans the table.
 pub fn id_is_indexed(relid: pg_sys::Oid, id: &str) -> bool {
+    // `id` as pick_id_column quotes it: always in double quotes, inner ones doubled.
+    let name = id.strip_prefix('"').and_then(|n| n.strip_suffix('"')).unwrap_or(id).replace("\"\"", "\"");
     crate::error::row_or_none(crate::spi::read_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
                           JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
                           JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid
                           JOIN pg_catalog.pg_am m ON m.oid OPERATOR(pg_catalog.=) c.relam
-                         WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND pg_catalog.quote_ident(a.attname::pg_catalog.text) OPERATOR(pg_catalog.=) $2
+                         WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) $2
                            AND i.indisvalid AND i.indpred IS NULL AND m.amname OPERATOR(pg_catalog.=) ANY ('{btree,hash}'))",
-        &[relid.into(), id.into()],
+        &[relid.into(), name.as_str().into()],
     ))
     .flatten()
     .unwrap_or(false)
