@@ -279,7 +279,7 @@ fn lr_search(
     // Smoothing fetches rows by id: without an index on the id column every call would scan
     // the table, so it is left out, and said so.
     let smoothing = if smoothing.applies(mode) && !crate::columns::id_is_indexed(relid, &id) {
-        pgrx::notice!("lightretriever: lr_search does not smooth {table}: its id column {id} has no index");
+        pgrx::notice!("lightretriever: lr_search does not smooth {table}: its id column {id} has no index (create one, or pass smoothing => 0)");
         Smoothing::NONE
     } else {
         smoothing
