@@ -125,8 +125,8 @@ fn vectors_of(table: &str, id: &str, column: &str, ip: &str, query: &[f32], ids:
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
 }
 
-/// The most rows smoothing reads the stored vectors of: the similarity product is rows² × D,
-/// not interrupted (200 rows of pgvector's widest, 16,000 dimensions: 0.64 G multiply-adds); the
+/// The most rows smoothing reads the stored vectors of: the similarity product, rows²/2 × D, is
+/// not interrupted (200 rows of pgvector's widest, 16,000 dimensions: 0.32 G multiply-adds); the
 /// default is 50.
 const MAX_SMOOTHING: i32 = 200;
 

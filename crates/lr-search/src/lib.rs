@@ -198,16 +198,32 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
     // scores still hold their order.
     // Only a side the mode counts breaks ties.
     let (dense_counts, sparse_counts) = (wd > 0.0 || mode == Mode::Dense, ws > 0.0 || mode == Mode::Sparse);
-    let raw = |v: Option<f32>, counts: bool| v.filter(|x| counts && x.is_finite()).unwrap_or(f32::NEG_INFINITY);
-    hits.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(raw(b.dense, dense_counts).total_cmp(&raw(a.dense, dense_counts)))
-            .then(raw(b.sparse, sparse_counts).total_cmp(&raw(a.sparse, sparse_counts)))
-            .then(a.id.cmp(&b.id))
-    });
+    hits.sort_by(|a, b| best_first(a, b, dense_counts, sparse_counts));
     hits.truncate(k);
     hits
+}
+
+/// The order of hits: the higher score first; ties by the higher raw dense score, then the
+/// higher raw sparse score (each only where it `counts`; a missing or non-finite one is lowest),
+/// then the smaller id.
+fn best_first(a: &Hit, b: &Hit, dense_counts: bool, sparse_counts: bool) -> std::cmp::Ordering {
+    let raw = |v: Option<f32>, counts: bool| v.filter(|x| counts && x.is_finite()).unwrap_or(f32::NEG_INFINITY);
+    b.score
+        .total_cmp(&a.score)
+        .then(raw(b.dense, dense_counts).total_cmp(&raw(a.dense, dense_counts)))
+        .then(raw(b.sparse, sparse_counts).total_cmp(&raw(a.sparse, sparse_counts)))
+        .then(a.id.cmp(&b.id))
+}
+
+/// `v` in f64.
+fn wide(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// `v` made unit length; None when its length is 0 or not finite.
+fn unit(v: Vec<f64>) -> Option<Vec<f64>> {
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|x| x / norm).collect())
 }
 
 /// One Rocchio step of pseudo-relevance feedback (Rocchio, 1971; no negative documents): the
@@ -216,11 +232,6 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
 /// longer), then renormalised. Feedback vectors of another width, zero or non-finite are left
 /// out; with none left, or a zero or non-finite result, the query is returned unchanged.
 pub fn rocchio(query: &[f32], feedback: &[Vec<f32>], weight: f32) -> Vec<f32> {
-    let unit = |v: Vec<f64>| -> Option<Vec<f64>> {
-        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|x| x / norm).collect())
-    };
-    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let usable: Vec<Vec<f64>> = feedback.iter().filter(|v| v.len() == query.len()).filter_map(|v| unit(wide(v))).collect();
     let Some(mut moved) = unit(wide(query)) else { return query.to_vec() };
     if usable.is_empty() || weight == 0.0 {
@@ -272,8 +283,9 @@ impl Smoothing {
 /// [`Smoothing`] of `hits` (best first), given the stored vectors of some of them (any order;
 /// hits without a usable vector neither move nor count as a neighbour). The smoothed score of
 /// each of the top hits is a weighted mean of its own fused score and of scores no lower than the
-/// last top hit's, so the list stays in descending score order. Ties, as in [`fuse_with`]: the
-/// higher raw dense score, then the higher raw sparse score, then the smaller id.
+/// last top hit's, so the list stays in descending score order. Ties as in [`fuse_with`], both
+/// sides counting: the higher raw dense score, then the higher raw sparse score, then the
+/// smaller id.
 pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothing) {
     let m = smoothing.documents.min(hits.len());
     let top = &mut hits[..m];
@@ -282,25 +294,22 @@ pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothin
     }
     let by_id: HashMap<i64, &Vec<f32>> = vectors.iter().map(|(id, v)| (*id, v)).collect();
     let dims = vectors.first().map_or(0, |v| v.1.len());
-    let unit: Vec<Option<Vec<f64>>> = top
-        .iter()
-        .map(|h| {
-            let v = by_id.get(&h.id).filter(|v| v.len() == dims)?;
-            let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-            (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|&x| x as f64 / norm).collect())
-        })
-        .collect();
+    let units: Vec<Option<Vec<f64>>> = top.iter().map(|h| by_id.get(&h.id).filter(|v| v.len() == dims).and_then(|v| unit(wide(v)))).collect();
+    // The cosines of every pair with vectors, each product once (the matrix is symmetric).
+    let mut cosine = vec![vec![None; m]; m];
+    for i in 0..m {
+        for j in i + 1..m {
+            if let (Some(a), Some(b)) = (&units[i], &units[j]) {
+                let c = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+                (cosine[i][j], cosine[j][i]) = (Some(c), Some(c));
+            }
+        }
+    }
     let fused: Vec<f64> = top.iter().map(|h| h.score as f64).collect();
     let weight = smoothing.weight as f64;
     let mut smoothed = fused.clone();
-    for (i, own) in unit.iter().enumerate() {
-        let Some(own) = own else { continue };
-        let mut near: Vec<(f64, usize)> = unit
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .filter_map(|(j, other)| other.as_ref().map(|o| (own.iter().zip(o).map(|(a, b)| a * b).sum::<f64>(), j)))
-            .collect();
+    for i in (0..m).filter(|&i| units[i].is_some()) {
+        let mut near: Vec<(f64, usize)> = cosine[i].iter().enumerate().filter_map(|(j, c)| c.map(|c| (c, j))).collect();
         near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         near.truncate(smoothing.neighbours);
         let total: f64 = near.iter().map(|&(sim, _)| sim.max(0.0)).sum();
@@ -309,17 +318,10 @@ pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothin
             smoothed[i] = (fused[i] + weight * neighbours) / (1.0 + weight);
         }
     }
-    let raw = |v: Option<f32>| v.filter(|x| x.is_finite()).unwrap_or(f32::NEG_INFINITY);
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by(|&a, &b| {
-        (smoothed[b] as f32)
-            .total_cmp(&(smoothed[a] as f32))
-            .then(raw(top[b].dense).total_cmp(&raw(top[a].dense)))
-            .then(raw(top[b].sparse).total_cmp(&raw(top[a].sparse)))
-            .then(top[a].id.cmp(&top[b].id))
-    });
-    let reordered: Vec<Hit> = order.iter().map(|&i| Hit { score: smoothed[i] as f32, ..top[i].clone() }).collect();
-    top.clone_from_slice(&reordered);
+    for (hit, score) in top.iter_mut().zip(smoothed) {
+        hit.score = score as f32;
+    }
+    top.sort_by(|a, b| best_first(a, b, true, true));
 }
 
 /// One search: the dense query vector, the sparse side's candidates (computed once by the
@@ -350,8 +352,7 @@ pub fn search<E>(
     let smooth_top = if smoothing.applies(mode) { smoothing.documents } else { 0 };
     let dense = if mode == Mode::Sparse { Vec::new() } else { dense_candidates(query)? };
     let use_feedback = mode != Mode::Sparse && feedback.documents > 0 && feedback.weight != 0.0;
-    let first = fuse_with(&dense, sparse, mode, fusion, k.max(smooth_top).max(if use_feedback { feedback.documents } else { 0 }));
-    let mut hits = first;
+    let mut hits = fuse_with(&dense, sparse, mode, fusion, k.max(smooth_top).max(if use_feedback { feedback.documents } else { 0 }));
     if use_feedback && !hits.is_empty() {
         let top: Vec<i64> = hits.iter().take(feedback.documents).map(|h| h.id).collect();
         let vectors: Vec<Vec<f32>> = vectors_of(&top)?.into_iter().map(|(_, v)| v).collect();
