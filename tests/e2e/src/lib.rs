@@ -24,11 +24,16 @@ pub fn connection_with_options(db: &str, options: &str) -> Client {
     connect_with(config)
 }
 
-/// A new connection to `db` whose NOTICEs and WARNINGs are collected in `sink`.
-pub fn notice_connection(db: &str, sink: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> Client {
+/// The NOTICE and WARNING messages a connection has received, in order.
+pub type Notices = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A new connection to `db`, and the messages it receives.
+pub fn notice_connection(db: &str) -> (Client, Notices) {
+    let notices = Notices::default();
+    let sink = notices.clone();
     let mut config = config_for(db);
     config.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_owned()));
-    connect_with(config)
+    (connect_with(config), notices)
 }
 
 fn config_for(db: &str) -> postgres::Config {

@@ -549,8 +549,7 @@ fn an_owner_lock_does_not_stall_the_status_view() {
         "INSERT INTO lightretriever.{other_queue} (key, attempts, last_error, failed_at) VALUES ('{{7}}', 3, 'made to fail', now())"
     ))
     .unwrap();
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut watcher = notice_connection("postgres", notices.clone());
+    let (mut watcher, notices) = notice_connection("postgres");
     watcher.batch_execute("SET statement_timeout = '5s'").unwrap();
     let started = std::time::Instant::now();
     let shown: Vec<(String, String)> = watcher

@@ -60,8 +60,7 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
         "INSERT INTO {table} (id, body) SELECT i, 'backfilled text ' || i || ' about the library catalogue' FROM generate_series(1, 1000) i"
     ))
     .unwrap();
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut with_notices = notice_connection("postgres", notices.clone());
+    let (mut with_notices, notices) = notice_connection("postgres");
     with_notices
         .execute("SELECT lightretriever.lr_enable_auto_encoding($1::text::regclass, 'body', 'minilm', batch_size => 32)", &[&table])
         .unwrap();

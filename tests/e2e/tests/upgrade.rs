@@ -258,8 +258,7 @@ fn the_update_to_0_8_0_repairs_what_0_7_0_did_not_follow() {
     assert_eq!(one::<String>(&mut c, "SELECT text_column::text FROM lightretriever.lr_auto_encodings WHERE source = 'renamed'::regclass"), "body");
     c.batch_execute("INSERT INTO renamed VALUES (2, 'two')").expect_err("0.7.0's triggers name the old column");
 
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut updater = notice_connection("lr_e2e_upgrade_follow", notices.clone());
+    let (mut updater, notices) = notice_connection("lr_e2e_upgrade_follow");
     updater.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.8.0'").unwrap();
     let warnings = notices.lock().unwrap().clone();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
@@ -291,8 +290,7 @@ fn the_update_to_0_9_0_warns_that_lr_search_privileges_are_reset() {
          REVOKE EXECUTE ON FUNCTION lightretriever.lr_search FROM PUBLIC;",
     )
     .unwrap();
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut updater = notice_connection("lr_e2e_upgrade_acl", notices.clone());
+    let (mut updater, notices) = notice_connection("lr_e2e_upgrade_acl");
     updater.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.9.0'").unwrap();
     let warnings = notices.lock().unwrap().clone();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
