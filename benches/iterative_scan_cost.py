@@ -29,7 +29,7 @@ def main():
         nqueries = fc.setup()
         for r in range(fc.ROUNDS):
             cells = [f"HNSW scan, {name} {1000 / scan_tps(s, nqueries):.2f} ms" for name, s in SETTINGS.items()]
-            cells.append(f"lr_search default {fc.pgbench('', nqueries):.1f} q/s")
+            cells.append(f"lr_search default {fc.pgbench('docs', '', nqueries):.1f} q/s")
             print(f"round {r + 1}: " + ", ".join(cells), flush=True)
     finally:
         subprocess.run(["bash", str(fc.ROOT / "scripts/cluster.sh"), "stop"], env=fc.ENV)

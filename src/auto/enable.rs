@@ -95,6 +95,15 @@ fn lr_enable_auto_encoding(
     if let (Some(col), Some(si)) = (&sparse_column, &sparse_info) {
         run(&format!("ALTER TABLE {table} ADD COLUMN {} {}({})", quote_ident(col), crate::pgvector::pgvector_type("sparsevec"), si.vocab_size));
     }
+    if !distributed {
+        // Vectors inline: pgvector's types default to out-of-line (TOAST) storage once a row
+        // passes 2 kB (384 dimensions and a SPLADE vector do), and every search then reads each
+        // candidate's vectors through the TOAST index (half of lr_search's time, docs/bench).
+        // MAIN keeps them in the row unless it would not fit a page. Partitions follow. (Citus
+        // does not propagate SET STORAGE.)
+        let columns: Vec<String> = std::iter::once(&vector_column).chain(sparse_column.iter()).map(|c| format!("ALTER COLUMN {} SET STORAGE MAIN", quote_ident(c))).collect();
+        run(&format!("ALTER TABLE {table} {}", columns.join(", ")));
+    }
     let vector_attnum = attnum_of(source, &vector_column).expect("just added");
     let sparse_attnum = sparse_column.as_deref().map(|c| attnum_of(source, c).expect("just added"));
     // The owner's own DDL is done: from here on, the extension's catalog, queue and triggers.

@@ -315,6 +315,49 @@ mod tests {
         }
     }
 
+    /// The vectors an auto-encoding adds are stored in the row (STORAGE MAIN), in a plain table
+    /// and in every partition of a partitioned one, present or later: a search then reads no
+    /// candidate through TOAST. A row of 384 dimensions and a 400-term sparse vector (4.7 kB)
+    /// would go out of line with pgvector's own storage. (Values that do not repeat: MAIN may
+    /// compress a row, and a vector of one repeated value compresses to nothing.)
+    #[pg_test]
+    fn auto_encoded_vectors_are_stored_in_the_row() {
+        register_dense_model();
+        register_sparse_model();
+        Spi::run(
+            "CREATE TABLE inline_docs (id int PRIMARY KEY, body text);
+             CREATE TABLE inline_parted (id int PRIMARY KEY, body text) PARTITION BY RANGE (id);
+             CREATE TABLE inline_low PARTITION OF inline_parted FOR VALUES FROM (0) TO (100);
+             CREATE TABLE inline_high PARTITION OF inline_parted FOR VALUES FROM (100) TO (200);
+             INSERT INTO inline_docs VALUES (1, 'one'), (2, 'two');
+             INSERT INTO inline_parted VALUES (1, 'one'), (150, 'later');
+             SELECT lightretriever.lr_enable_auto_encoding('inline_docs', 'body', 'minilm', 'splade');
+             SELECT lightretriever.lr_enable_auto_encoding('inline_parted', 'body', 'minilm', 'splade');
+             CREATE TABLE inline_later PARTITION OF inline_parted FOR VALUES FROM (200) TO (300);",
+        )
+        .unwrap();
+        let storage = count(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid IN ('inline_docs'::regclass, 'inline_parted'::regclass, 'inline_low'::regclass,
+                    'inline_high'::regclass, 'inline_later'::regclass) AND attname IN ('body_embedding', 'body_sparse') AND attstorage = 'm'",
+        );
+        assert_eq!(storage, 10, "both columns of the table, the partitioned table and its three partitions");
+        // Vectors written as the worker writes them.
+        Spi::run(
+            "INSERT INTO inline_parted VALUES (250, 'latest');
+             CREATE TEMP TABLE big AS SELECT (SELECT array_agg(sin(i))::vector FROM generate_series(1, 384) i) AS v,
+                    ('{' || string_agg(i * 7 || ':' || cos(i), ',') || '}/30522')::sparsevec AS s FROM generate_series(1, 400) i;
+             UPDATE inline_docs SET body_embedding = big.v, body_sparse = big.s FROM big;
+             UPDATE inline_parted SET body_embedding = big.v, body_sparse = big.s FROM big;",
+        )
+        .unwrap();
+        assert!(count("SELECT min(pg_column_size(d.*)) FROM inline_docs d") > 4_000, "rows past TOAST's 2 kB threshold");
+        let out_of_line = count(
+            "SELECT coalesce(sum(pg_relation_size(reltoastrelid)), 0)::bigint FROM pg_class WHERE relname IN ('inline_docs', 'inline_low', 'inline_high', 'inline_later')",
+        );
+        assert_eq!(out_of_line, 0, "no vector went out of line");
+        assert_eq!(count("SELECT count(*) FROM inline_parted WHERE body_sparse IS NOT NULL"), 3);
+    }
+
     /// Pause and resume set the status the workers drain by (they take only 'active' tables);
     /// the triggers keep queueing while paused, and a paused wait gives false at once.
     #[pg_test]
