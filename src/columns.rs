@@ -53,32 +53,31 @@ pub fn pick_column(relid: pg_sys::Oid, table: &str, named: Option<&str>, type_na
 }
 
 /// Whether `relid` has a valid, non-partial btree or hash index whose first column is its
-/// column `id` (as `pick_id_column` quotes it): lookups of rows by id use it; without one each
-/// lookup scans the table.
-pub fn id_is_indexed(relid: pg_sys::Oid, id: &str) -> bool {
-    // `id` as pick_id_column quotes it: always in double quotes, inner ones doubled.
-    let name = id.strip_prefix('"').and_then(|n| n.strip_suffix('"')).unwrap_or(id).replace("\"\"", "\"");
+/// column number `attnum` (the id column, as `pick_id_column` gives it): lookups of rows by id
+/// use it; without one each lookup scans the table.
+pub fn id_is_indexed(relid: pg_sys::Oid, attnum: i16) -> bool {
     crate::error::row_or_none(crate::spi::read_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
-                          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
                           JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid
                           JOIN pg_catalog.pg_am m ON m.oid OPERATOR(pg_catalog.=) c.relam
-                         WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) $2
+                         WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indkey[0] OPERATOR(pg_catalog.=) $2
                            AND i.indisvalid AND i.indpred IS NULL AND m.amname OPERATOR(pg_catalog.=) ANY ('{btree,hash}'))",
-        &[relid.into(), name.as_str().into()],
+        &[relid.into(), attnum.into()],
     ))
     .flatten()
     .unwrap_or(false)
 }
 
 /// The id column: the one named, else the single-column primary key. Either must be an
-/// integer type (smallint, integer, bigint).
-pub fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> String {
+/// integer type (smallint, integer, bigint). Returns the quoted identifier and the column's
+/// number.
+pub fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> (String, i16) {
     // The built-in integer types by oid (int2, int4, int8): a domain or a user's type of that
-    // name prints otherwise and is refused.
-    let found = crate::error::row_or_none(crate::spi::read_three::<String, String, bool>(
+    // name prints otherwise and is refused. The column's number where its type is one of
+    // those, NULL where it is not.
+    let found = crate::error::row_or_none(crate::spi::read_three::<String, String, i16>(
         "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, NULL),
-                a.atttypid OPERATOR(pg_catalog.=) ANY ('{21,23,20}'::pg_catalog.oid[])
+                CASE WHEN a.atttypid OPERATOR(pg_catalog.=) ANY ('{21,23,20}'::pg_catalog.oid[]) THEN a.attnum END
            FROM pg_catalog.pg_attribute a
           WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
             AND CASE WHEN $2::pg_catalog.text IS NOT NULL THEN a.attname OPERATOR(pg_catalog.=) $2
@@ -88,8 +87,8 @@ pub fn pick_id_column(relid: pg_sys::Oid, table: &str, named: Option<&str>) -> S
         &[relid.into(), named.into()],
     ));
     match found {
-        Some((Some(name), Some(_), Some(true))) => quote_ident(&name),
-        Some((Some(name), Some(ty), _)) => raise(
+        Some((Some(name), Some(_), Some(attnum))) => (quote_ident(&name), attnum),
+        Some((Some(name), Some(ty), None)) => raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
             format!("lightretriever: id column \"{name}\" of {table} is {ty}; lr_search returns bigint ids"),
             Some("Pass id_column => '<an integer column>'."),

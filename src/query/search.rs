@@ -243,7 +243,7 @@ fn lr_search(
     drop(source);
     // Tables only: a view's or foreign table's code would run as the caller.
     crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_search", true, true);
-    let id = pick_id_column(relid, &table, id_column);
+    let (id, id_attnum) = pick_id_column(relid, &table, id_column);
     // An auto-encoded table names its own columns and models.
     let auto = crate::auto::encoding_of(relid);
     // Its models only for its own columns: another column may hold another model's vectors,
@@ -278,7 +278,7 @@ fn lr_search(
     let column = dense_column.as_deref().unwrap_or_default();
     // Smoothing fetches rows by id: without an index on the id column every call would scan
     // the table, so it is left out, and said so.
-    let smoothing = if smoothing.applies(mode) && !crate::columns::id_is_indexed(relid, &id) {
+    let smoothing = if smoothing.applies(mode) && !crate::columns::id_is_indexed(relid, id_attnum) {
         pgrx::notice!("lightretriever: lr_search does not smooth {table}: its id column {id} has no index (create one, or pass smoothing => 0)");
         Smoothing::NONE
     } else {

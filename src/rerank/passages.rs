@@ -143,7 +143,7 @@ pub fn rerank_rows(
     let table = table_name(relid);
     // Tables only: a view's or foreign table's code would run as the caller.
     crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_rerank", true, true);
-    let id = pick_id_column(relid, &table, columns.id);
+    let (id, _) = pick_id_column(relid, &table, columns.id);
     let auto = crate::auto::encoding_of(relid);
     let source = embedding_source(relid, &table, reranker, info, auto.as_ref(), columns.embedding);
     let needs_text = mode == Mode::Text || matches!(source, EmbeddingSource::Encoder(_));

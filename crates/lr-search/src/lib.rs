@@ -197,7 +197,7 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
     // stored vector of enormous norm makes every other z-score equal in float), and the raw
     // scores still hold their order.
     // Only a side the mode counts breaks ties.
-    let (dense_counts, sparse_counts) = (wd > 0.0 || mode == Mode::Dense, ws > 0.0 || mode == Mode::Sparse);
+    let (dense_counts, sparse_counts) = fusion.counted_sides(mode);
     hits.sort_by(|a, b| best_first(a, b, dense_counts, sparse_counts));
     hits.truncate(k);
     hits
@@ -213,6 +213,18 @@ fn best_first(a: &Hit, b: &Hit, dense_counts: bool, sparse_counts: bool) -> std:
         .then(raw(b.dense, dense_counts).total_cmp(&raw(a.dense, dense_counts)))
         .then(raw(b.sparse, sparse_counts).total_cmp(&raw(a.sparse, sparse_counts)))
         .then(a.id.cmp(&b.id))
+}
+
+impl Fusion {
+    /// Which sides' raw scores break ties in `mode`: those with a weight, and the only side
+    /// of a one-sided mode.
+    pub fn counted_sides(self, mode: Mode) -> (bool, bool) {
+        match mode {
+            Mode::Dense => (true, false),
+            Mode::Sparse => (false, true),
+            Mode::Hybrid => (self.dense_weight > 0.0, self.dense_weight < 1.0),
+        }
+    }
 }
 
 /// `v` in f64.
@@ -283,10 +295,10 @@ impl Smoothing {
 /// [`Smoothing`] of `hits` (best first), given the stored vectors of some of them (any order;
 /// hits without a usable vector neither move nor count as a neighbour). The smoothed score of
 /// each of the top hits is a weighted mean of its own fused score and of scores no lower than the
-/// last top hit's, so the list stays in descending score order. Ties as in [`fuse_with`], both
-/// sides counting: the higher raw dense score, then the higher raw sparse score, then the
-/// smaller id.
-pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothing) {
+/// last top hit's, so the list stays in descending score order. Ties as in [`fuse_with`]: the
+/// higher raw dense score, then the higher raw sparse score (each where `counted`, as
+/// [`Fusion::counted_sides`] gives), then the smaller id.
+pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothing, counted: (bool, bool)) {
     let m = smoothing.documents.min(hits.len());
     let top = &mut hits[..m];
     if m < 2 || top.iter().any(|h| !h.score.is_finite()) {
@@ -321,7 +333,7 @@ pub fn smooth(hits: &mut [Hit], vectors: &[(i64, Vec<f32>)], smoothing: Smoothin
     for (hit, score) in top.iter_mut().zip(smoothed) {
         hit.score = score as f32;
     }
-    top.sort_by(|a, b| best_first(a, b, true, true));
+    top.sort_by(|a, b| best_first(a, b, counted.0, counted.1));
 }
 
 /// One search: the dense query vector, the sparse side's candidates (computed once by the
@@ -366,7 +378,7 @@ pub fn search<E>(
     }
     if smooth_top > 1 && hits.len() > 1 {
         let top: Vec<i64> = hits.iter().take(smooth_top).map(|h| h.id).collect();
-        smooth(&mut hits, &vectors_of(&top)?, smoothing);
+        smooth(&mut hits, &vectors_of(&top)?, smoothing, fusion.counted_sides(mode));
     }
     hits.truncate(k);
     Ok(hits)
@@ -512,6 +524,9 @@ mod tests {
         Request { query: &[1.0, 0.0], sparse, mode, fusion: Fusion::PUBLISHED, feedback, smoothing: Smoothing::NONE, k }
     }
 
+    /// Both sides' raw scores break ties (hybrid with both weights above 0).
+    const BOTH: (bool, bool) = (true, true);
+
     fn hit(id: i64, score: f32) -> Hit {
         Hit { id, score, dense: None, sparse: None }
     }
@@ -524,48 +539,57 @@ mod tests {
         let fused = vec![hit(1, 1.0), hit(2, 0.8), hit(3, 0.75), hit(4, 0.1)];
         let one = Smoothing { documents: 4, neighbours: 1, weight: 0.5 };
         let mut hits = fused.clone();
-        smooth(&mut hits, &vectors, one);
+        smooth(&mut hits, &vectors, one, BOTH);
         assert_close(&ids_scores(&hits), &[(1, 1.375 / 1.5), (3, 1.25 / 1.5), (2, 0.85 / 1.5), (4, 0.5 / 1.5)]);
         // Only the top 3 move, among themselves: 2's nearest is then 3 (cosine 0.0995 > 0).
         let mut hits = fused.clone();
-        smooth(&mut hits, &vectors, Smoothing { documents: 3, ..one });
+        smooth(&mut hits, &vectors, Smoothing { documents: 3, ..one }, BOTH);
         assert_close(&ids_scores(&hits), &[(1, 1.375 / 1.5), (3, 1.25 / 1.5), (2, 1.175 / 1.5), (4, 0.1)]);
         // Two neighbours, weighted by cosine: 4's are 2 (cosine 1) and 3 (0.0995).
         let mut hits = fused.clone();
-        smooth(&mut hits, &vectors, Smoothing { neighbours: 2, ..one });
+        smooth(&mut hits, &vectors, Smoothing { neighbours: 2, ..one }, BOTH);
         let c = 0.1 / 1.01f64.sqrt();
         let n4 = (0.8 + c * 0.75) / (1.0 + c);
         assert!((hits.iter().find(|h| h.id == 4).unwrap().score as f64 - (0.1 + 0.5 * n4) / 1.5).abs() < 1e-6);
         // A hit without a vector (1) keeps its score and is nobody's neighbour: 3's nearest is
         // then 2 (tied with 4 at cosine 0.0995; the earlier hit first).
         let mut hits = fused.clone();
-        smooth(&mut hits, &vectors[1..], one);
+        smooth(&mut hits, &vectors[1..], one, BOTH);
         assert_close(&ids_scores(&hits), &[(1, 1.0), (3, 1.15 / 1.5), (2, 0.85 / 1.5), (4, 0.5 / 1.5)]);
         // Nothing to smooth: one hit, no vectors, a non-finite fused score.
         let mut hits = vec![hit(1, 1.0)];
-        smooth(&mut hits, &vectors, one);
+        smooth(&mut hits, &vectors, one, BOTH);
         assert_eq!(ids_scores(&hits), [(1, 1.0)]);
         let mut hits = fused.clone();
-        smooth(&mut hits, &[], one);
+        smooth(&mut hits, &[], one, BOTH);
         assert_eq!(hits, fused);
         let mut hits = vec![hit(1, f32::NAN), hit(2, 0.5)];
-        smooth(&mut hits, &vectors, one);
+        smooth(&mut hits, &vectors, one, BOTH);
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 2]);
         // Smoothed ties go by the raw dense score, then the raw sparse score, then id: 1 and 3
         // are each other's only neighbour at weight 1, so both get (1 + .75)/2.
-        let tied = |dense: [Option<f32>; 2], sparse: [Option<f32>; 2]| {
+        let tied_counting = |dense: [Option<f32>; 2], sparse: [Option<f32>; 2], counted: (bool, bool)| {
             let mut hits = vec![
                 Hit { dense: dense[0], sparse: sparse[0], ..hit(1, 1.0) },
                 Hit { dense: dense[1], sparse: sparse[1], ..hit(3, 0.75) },
             ];
-            smooth(&mut hits, &[(1, vec![1.0, 0.0]), (3, vec![1.0, 0.1])], Smoothing { documents: 2, neighbours: 1, weight: 1.0 });
+            smooth(&mut hits, &[(1, vec![1.0, 0.0]), (3, vec![1.0, 0.1])], Smoothing { documents: 2, neighbours: 1, weight: 1.0 }, counted);
             assert_eq!(hits[0].score, hits[1].score);
             hits.iter().map(|h| h.id).collect::<Vec<_>>()
         };
+        let tied = |dense, sparse| tied_counting(dense, sparse, BOTH);
         assert_eq!(tied([Some(0.1), Some(0.2)], [None, None]), [3, 1]);
         assert_eq!(tied([Some(0.2), Some(0.2)], [Some(1.0), Some(2.0)]), [3, 1]);
         assert_eq!(tied([None, None], [Some(2.0), None]), [1, 3]);
         assert_eq!(tied([None, None], [None, None]), [1, 3]);
+        // A side without weight does not break ties (dense_weight 1: the sparse scores are
+        // not counted, so id decides; dense_weight 0: the dense ones).
+        let dense_only = Fusion { dense_weight: 1.0, ..Fusion::PUBLISHED }.counted_sides(Mode::Hybrid);
+        assert_eq!(tied_counting([Some(0.2), Some(0.2)], [Some(1.0), Some(2.0)], dense_only), [1, 3]);
+        let sparse_only = Fusion { dense_weight: 0.0, ..Fusion::PUBLISHED }.counted_sides(Mode::Hybrid);
+        assert_eq!(tied_counting([Some(0.1), Some(0.2)], [None, None], sparse_only), [1, 3]);
+        assert_eq!(tied_counting([Some(0.1), Some(0.2)], [Some(2.0), Some(1.0)], sparse_only), [1, 3]);
+        assert_eq!(tied_counting([Some(0.1), Some(0.2)], [Some(1.0), Some(2.0)], sparse_only), [3, 1]);
     }
 
     #[test]
@@ -583,7 +607,7 @@ mod tests {
             scores.sort_by(|a, b| b.total_cmp(a));
             hits.iter_mut().zip(&scores).for_each(|(h, s)| h.score = *s);
             let vectors: Vec<(i64, Vec<f32>)> = (0..30).map(|i| (i, (0..4).map(|_| next()).collect())).collect();
-            smooth(&mut hits, &vectors, Smoothing { documents: 20, neighbours: 5, weight: 1.0 });
+            smooth(&mut hits, &vectors, Smoothing { documents: 20, neighbours: 5, weight: 1.0 }, BOTH);
             assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "{:?}", ids_scores(&hits));
             let mut ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
             ids.sort_unstable();
@@ -609,7 +633,7 @@ mod tests {
         let smoothed = search(&Request { smoothing, ..request(&sparse, Mode::Hybrid, Feedback::NONE, 2) }, scan, vectors).unwrap();
         assert_eq!(asked.get(), 1);
         let mut want = plain.clone();
-        smooth(&mut want, &docs, smoothing);
+        smooth(&mut want, &docs, smoothing, BOTH);
         want.truncate(2);
         assert_eq!(smoothed, want, "k = 2 still smooths over the top 4");
         assert_eq!(plain.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 4, 2, 3]);
