@@ -103,6 +103,7 @@ fn lr_encoding_status_rows() -> TableIterator<
 > {
     let who = caller();
     let mut rows = Vec::new();
+    let lock_wait = LockWait::start();
     for enc in encodings("", &[]) {
         if !may_read(who, enc.source) {
             continue;
@@ -111,7 +112,7 @@ fn lr_encoding_status_rows() -> TableIterator<
         let status = flatten(in_subtransaction_cancellable(|| {
             // The queue is locked while a transaction disables or drops the table: its counts
             // are unknown (NULL) after a second then.
-            let counts = lock_bounded(LOCK_WAIT, || elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts())).map(Some))?;
+            let counts = lock_bounded(lock_wait.left(), || elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts())).map(Some))?;
             let failed = counts.map(|c| c.1.unwrap_or(0));
             let (in_flight, worker) = Spi::get_two_with_args::<i64, i32>(
                 "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
@@ -121,7 +122,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;
-            let done = owner_count(enc.source, &statements.count_vectors(), LOCK_WAIT)?;
+            let done = owner_count(enc.source, &statements.count_vectors(), lock_wait.left())?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
                 // Rows of the last minute's batches over the time they span (from the first one's
                 // start, `at` being its transaction's start): a backlog that began 10 s ago is not
@@ -142,7 +143,7 @@ fn lr_encoding_status_rows() -> TableIterator<
             // A Citus table's pending rows are in the table (its queue holds only attempts), but
             // those that failed for good.
             let queued = if enc.distributed {
-                owner_count(enc.source, &statements.pending_count(), LOCK_WAIT)?.zip(failed).map(|(p, f)| (p - f).max(0))
+                owner_count(enc.source, &statements.pending_count(), lock_wait.left())?.zip(failed).map(|(p, f)| (p - f).max(0))
             } else {
                 counts.map(|c| c.0.unwrap_or(0))
             };
@@ -165,8 +166,23 @@ fn lr_encoding_status_rows() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// The longest the status view waits for a lock.
+/// The longest the status view, or `lr_failed_items`, waits for locks in all: N tables locked
+/// by others take a second, not N seconds. Once it is spent, a locked table is skipped at once
+/// (an unlocked one is still read).
 const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// What is left of one call's [`LOCK_WAIT`].
+struct LockWait(Instant);
+
+impl LockWait {
+    fn start() -> LockWait {
+        LockWait(Instant::now() + LOCK_WAIT)
+    }
+
+    fn left(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
 
 /// `read` with its lock waits bounded by `wait`: None when a lock was not granted in time,
 /// rather than stalling every caller for as long as someone holds it (an owner's `LOCK TABLE
@@ -211,16 +227,17 @@ fn lr_failed_items_rows() -> TableIterator<
 > {
     let who = caller();
     let mut rows = Vec::new();
+    let lock_wait = LockWait::start();
     for enc in encodings("", &[]) {
         if !may_see(who, enc.source) {
             continue;
         }
         let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
-        // A table whose queue cannot be read, or is locked for longer than LOCK_WAIT (a queue
+        // A table whose queue cannot be read, or is locked past what is left of LOCK_WAIT (a queue
         // being dropped in a transaction left open), is left out with a WARNING: one table does
         // not break or stall the view for every table. A cancel ends the view.
         let failed = flatten(in_subtransaction_cancellable(|| {
-            lock_bounded(LOCK_WAIT, || elevated(|| Spi::connect(|c| {
+            lock_bounded(lock_wait.left(), || elevated(|| Spi::connect(|c| {
                 c.select(&enc.statements().failed_rows(), None, &[])?
                     .map(|r| {
                         Ok((

@@ -527,6 +527,20 @@ fn an_owner_lock_does_not_stall_the_status_view() {
     owner.batch_execute("COMMIT").unwrap();
     assert_eq!(read(&mut c), ("active".to_owned(), Some(1)));
 
+    // Two tables locked: a second in all, not a second each.
+    owner.batch_execute("BEGIN; LOCK TABLE public.status_locked, public.status_other IN ACCESS EXCLUSIVE MODE").unwrap();
+    let started = std::time::Instant::now();
+    let done: Vec<Option<i64>> = c
+        .query("SELECT done FROM lightretriever.lr_encoding_status WHERE source IN ('public.status_locked'::regclass, 'public.status_other'::regclass)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(1700), "two locked tables took {waited:?}");
+    assert_eq!(done, [None, None]);
+    owner.batch_execute("COMMIT").unwrap();
+
     // lr_failed_items: a cancel while a table's queue is locked ends the view; it is not caught
     // and that table's failed rows silently left out.
     let queue: String = c
@@ -564,6 +578,26 @@ fn an_owner_lock_does_not_stall_the_status_view() {
         *notices.lock().unwrap(),
         vec!["lightretriever: the failed rows of public.status_locked are not shown: its queue is locked by another transaction".to_owned()]
     );
+    // Two locked queues: the view waits a second in all, not a second each.
+    let mut other_owner = fresh_connection("postgres");
+    other_owner.batch_execute(&format!("BEGIN; LOCK TABLE lightretriever.{other_queue} IN ACCESS EXCLUSIVE MODE")).unwrap();
+    notices.lock().unwrap().clear();
+    let started = std::time::Instant::now();
+    let shown = watcher
+        .query("SELECT 1 FROM lightretriever.lr_failed_items WHERE source IN ('public.status_locked'::regclass, 'public.status_other'::regclass)", &[])
+        .unwrap()
+        .len();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(1700), "two locked queues took {waited:?}");
+    assert_eq!(shown, 0);
+    let mut warned = notices.lock().unwrap().clone();
+    warned.sort();
+    assert_eq!(
+        warned,
+        ["public.status_locked", "public.status_other"]
+            .map(|t| format!("lightretriever: the failed rows of {t} are not shown: its queue is locked by another transaction"))
+    );
+    other_owner.batch_execute("COMMIT").unwrap();
     owner.batch_execute("COMMIT").unwrap();
 
     // A transaction that disables the table and stays open holds its queue: the view shows the
