@@ -112,7 +112,7 @@ fn lr_encoding_status_rows() -> TableIterator<
         let status = flatten(in_subtransaction_cancellable(|| {
             // The queue is locked while a transaction disables or drops the table: its counts
             // are unknown (NULL) after a second then.
-            let counts = lock_bounded(lock_wait.left(), || elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts())).map(Some))?;
+            let counts = lock_wait.bounded(|| elevated(|| Spi::get_two::<i64, i64>(&statements.queue_counts())).map(Some))?;
             let failed = counts.map(|c| c.1.unwrap_or(0));
             let (in_flight, worker) = Spi::get_two_with_args::<i64, i32>(
                 "SELECT COALESCE(pg_catalog.sum(pg_catalog.substring(a.query, 'encoding (\\d+) rows')::pg_catalog.int8), 0)::pg_catalog.int8,
@@ -122,7 +122,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;
-            let done = owner_count(enc.source, &statements.count_vectors(), lock_wait.left())?;
+            let done = owner_count(enc.source, &statements.count_vectors(), &lock_wait)?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
                 // Rows of the last minute's batches over the time they span (from the first one's
                 // start, `at` being its transaction's start): a backlog that began 10 s ago is not
@@ -143,7 +143,7 @@ fn lr_encoding_status_rows() -> TableIterator<
             // A Citus table's pending rows are in the table (its queue holds only attempts), but
             // those that failed for good.
             let queued = if enc.distributed {
-                owner_count(enc.source, &statements.pending_count(), lock_wait.left())?.zip(failed).map(|(p, f)| (p - f).max(0))
+                owner_count(enc.source, &statements.pending_count(), &lock_wait)?.zip(failed).map(|(p, f)| (p - f).max(0))
             } else {
                 counts.map(|c| c.0.unwrap_or(0))
             };
@@ -166,21 +166,31 @@ fn lr_encoding_status_rows() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// The longest the status view, or `lr_failed_items`, waits for locks in all: N tables locked
-/// by others take a second, not N seconds. Once it is spent, a locked table is skipped at once
-/// (an unlocked one is still read).
+/// The longest the status view, or `lr_failed_items`, waits in all for locks it does not get:
+/// N tables locked by others take a second, not N seconds. Once it is spent, a locked table is
+/// passed over at once (an unlocked one is still read).
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
-/// What is left of one call's [`LOCK_WAIT`].
-struct LockWait(Instant);
+/// One call's [`LOCK_WAIT`]: only waits that end without the lock spend it, so reading slow
+/// tables (a large count, the owner's row-level security) does not make a later, briefly
+/// locked table unknown.
+struct LockWait {
+    spent: std::cell::Cell<Duration>,
+}
 
 impl LockWait {
     fn start() -> LockWait {
-        LockWait(Instant::now() + LOCK_WAIT)
+        LockWait { spent: std::cell::Cell::new(Duration::ZERO) }
     }
 
-    fn left(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
+    /// [`lock_bounded`] with what is left of the budget.
+    fn bounded<T>(&self, read: impl FnOnce() -> Result<Option<T>, pgrx::spi::SpiError>) -> Result<Option<T>, pgrx::spi::SpiError> {
+        let started = Instant::now();
+        let got = lock_bounded(LOCK_WAIT.saturating_sub(self.spent.get()), read);
+        if matches!(got, Ok(None)) {
+            self.spent.set(self.spent.get() + started.elapsed());
+        }
+        got
     }
 }
 
@@ -204,9 +214,9 @@ fn lock_bounded<T>(wait: Duration, read: impl FnOnce() -> Result<Option<T>, pgrx
 
 /// A count of `source`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
 /// for them), counted as its owner, the table's row-level security being the owner's code; None
-/// while a lock keeps it from being counted for longer than `wait`.
-fn owner_count(source: pg_sys::Oid, count_sql: &str, wait: Duration) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    lock_bounded(wait, || as_owner(source, || Spi::get_one::<i64>(count_sql)))
+/// while a lock keeps it from being counted within what is left of `wait`.
+fn owner_count(source: pg_sys::Oid, count_sql: &str, wait: &LockWait) -> Result<Option<i64>, pgrx::spi::SpiError> {
+    wait.bounded(|| as_owner(source, || Spi::get_one::<i64>(count_sql)))
 }
 
 /// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may
@@ -237,7 +247,7 @@ fn lr_failed_items_rows() -> TableIterator<
         // being dropped in a transaction left open), is left out with a WARNING: one table does
         // not break or stall the view for every table. A cancel ends the view.
         let failed = flatten(in_subtransaction_cancellable(|| {
-            lock_bounded(lock_wait.left(), || elevated(|| Spi::connect(|c| {
+            lock_wait.bounded(|| elevated(|| Spi::connect(|c| {
                 c.select(&enc.statements().failed_rows(), None, &[])?
                     .map(|r| {
                         Ok((
