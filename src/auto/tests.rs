@@ -356,6 +356,9 @@ mod tests {
         );
         assert_eq!(out_of_line, 0, "no vector went out of line");
         assert_eq!(count("SELECT count(*) FROM inline_parted WHERE body_sparse IS NOT NULL"), 3);
+        // The way back to pgvector's storage (README) keeps the auto-encoding.
+        Spi::run("ALTER TABLE inline_docs ALTER COLUMN body_embedding SET STORAGE EXTERNAL, ALTER COLUMN body_sparse SET STORAGE EXTERNAL").unwrap();
+        assert_eq!(count("SELECT count(*) FROM lightretriever.lr_auto_encodings WHERE source = 'inline_docs'::regclass"), 1);
     }
 
     /// Pause and resume set the status the workers drain by (they take only 'active' tables);
