@@ -174,11 +174,13 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
         Mode::Sparse => (0.0, 1.0),
         Mode::Hybrid => (dense_weight, 1.0 - dense_weight),
     };
+    // A side the mode counts gives candidates and breaks ties; the other is only reported.
+    let (dense_counts, sparse_counts) = fusion.counted_sides(mode);
     let mut ids: Vec<i64> = Vec::new();
-    if wd > 0.0 || mode == Mode::Dense {
+    if dense_counts {
         ids.extend(dense.iter().map(|d| d.0));
     }
-    if ws > 0.0 || mode == Mode::Sparse {
+    if sparse_counts {
         ids.extend(sparse.iter().map(|s| s.0));
     }
     ids.sort_unstable();
@@ -196,8 +198,6 @@ pub fn fuse_with(dense: &[(i64, f32)], sparse: &[(i64, f32)], mode: Mode, fusion
     // exact ties: a side's normalisation can collapse its other candidates to one value (one
     // stored vector of enormous norm makes every other z-score equal in float), and the raw
     // scores still hold their order.
-    // Only a side the mode counts breaks ties.
-    let (dense_counts, sparse_counts) = fusion.counted_sides(mode);
     hits.sort_by(|a, b| best_first(a, b, dense_counts, sparse_counts));
     hits.truncate(k);
     hits
