@@ -7,6 +7,7 @@ pub mod bm25;
 pub mod metrics;
 pub mod search;
 pub mod svg;
+pub mod systems;
 
 pub use beir::{Collection, Document};
 pub use bm25::Bm25;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use lr_e2e::*;
+use lr_eval::systems::*;
 use lr_eval::{evaluate, Collection, Qrels, Run};
 
 /// The first `n` CISI documents and the test queries judged against them, as a BEIR directory.
@@ -94,18 +95,18 @@ fn sql_runs(db: &str, coll: &Collection) -> Vec<(&'static str, Run)> {
     vec![
         (LR_SEARCH_DEFAULT, run_of(&mut c, coll, &search_with(""))),
         (UNSMOOTHED_DEFAULT, run_of(&mut c, coll, &search_with(", smoothing => 0"))),
-        ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", run_of(&mut c, coll, &search_with(", fusion => 'rrf', dense_weight => 0.5, smoothing => 0"))),
-        ("hybrid, min-max over each side's top 100 (fitted lookup 0.7 + idf·count sparse 0.3)", run_of(&mut c, coll, &search_with(", fusion => 'minmax', candidates => 100, smoothing => 0"))),
-        ("hybrid, min-max + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", run_of(&mut c, coll, &search_with(", fusion => 'minmax', feedback => 3, smoothing => 0"))),
-        ("hybrid, z-score + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", run_of(&mut c, coll, &search_with(", feedback => 3, smoothing => 0"))),
+        (RRF, run_of(&mut c, coll, &search_with(", fusion => 'rrf', dense_weight => 0.5, smoothing => 0"))),
+        (MINMAX_TOP_100, run_of(&mut c, coll, &search_with(", fusion => 'minmax', candidates => 100, smoothing => 0"))),
+        (MINMAX_FEEDBACK, run_of(&mut c, coll, &search_with(", fusion => 'minmax', feedback => 3, smoothing => 0"))),
+        (ZSCORE_FEEDBACK, run_of(&mut c, coll, &search_with(", feedback => 3, smoothing => 0"))),
         (FULL_HYBRID_Z, full_z),
         (FULL, full),
-        ("lookup dense (untrained table)", untrained),
+        (UNTRAINED, untrained),
         (FITTED, fitted),
-        ("sparse (doc model, count queries)", sparse),
-        ("sparse (doc model, idf·count queries)", sparse_idf),
+        (SPARSE_COUNTS, sparse),
+        (SPARSE_IDF, sparse_idf),
         (HYBRID, hybrid),
-        ("hybrid (fitted lookup 0.7 + count sparse 0.3)", hybrid_counts),
+        (HYBRID_COUNTS, hybrid_counts),
     ]
 }
 
@@ -122,13 +123,6 @@ fn fuse_runs(dense: &Run, sparse: &Run, fusion: lr_search::Fusion) -> Run {
         })
         .collect()
 }
-
-const FULL: &str = "full-query dense";
-const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score + smoothing 50 rows (fitted lookup 0.7 + idf·count sparse 0.3)";
-const UNSMOOTHED_DEFAULT: &str = "hybrid, z-score without smoothing, 0.8.0's default (fitted lookup 0.7 + idf·count sparse 0.3)";
-const FULL_HYBRID_Z: &str = "hybrid, z-score (full dense 0.7 + idf·count sparse 0.3)";
-const FITTED: &str = "lookup dense (fitted table)";
-const HYBRID: &str = "hybrid (fitted lookup 0.7 + idf·count sparse 0.3)";
 
 fn require_cisi() {
     if !shared_dir().join("data/cisi/corpus.jsonl").is_file() {

@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use lr_eval::systems::*;
 use lr_eval::{evaluate, search, svg, Bm25, Collection, Qrels, Run, Scores};
 use lr_fit::{FitOptions, FitReport, SpanEncoder};
 use lr_model::{Device, ModelInfo, ModelOptions};
@@ -381,9 +382,9 @@ fn evaluate_all(
 
     let mut rows = vec![
         Row { name: format!("BM25 (k1={}, b={}, model tokenizer)", args.k1, args.b), scores: Some(evaluate(&bm25_run, qrels)), note: String::new() },
-        Row { name: "full-query dense".into(), scores: Some(full), note: String::new() },
-        Row { name: "lookup dense (untrained table)".into(), scores: Some(evaluate(&untrained_run, qrels)), note: String::new() },
-        Row { name: "lookup dense (fitted table)".into(), scores: Some(evaluate(&fitted_run, qrels)), note: String::new() },
+        Row { name: FULL.into(), scores: Some(full), note: String::new() },
+        Row { name: UNTRAINED.into(), scores: Some(evaluate(&untrained_run, qrels)), note: String::new() },
+        Row { name: FITTED.into(), scores: Some(evaluate(&fitted_run, qrels)), note: String::new() },
     ];
     if let Some(q) = &unmapped_q {
         let run = run_from_scores(&search::dense_scores(q, &doc_vectors)?, &coll.queries, doc_ids, 1000);
@@ -412,13 +413,13 @@ fn evaluate_all(
                 rows.push(Row { name: name.into(), scores: Some(evaluate(run, qrels)), note: note.into() })
             };
             let ls = LrSearch { docs: &doc_vectors, queries: &coll.queries, doc_ids };
-            push("sparse (doc model, count queries)", &ls.sparse_run(&counts), "");
-            push("sparse (doc model, idf·count queries)", &ls.sparse_run(&idf), "");
+            push(SPARSE_COUNTS, &ls.sparse_run(&counts), "");
+            push(SPARSE_IDF, &ls.sparse_run(&idf), "");
             // The hybrids, each exactly as lr_search ranks it: the published rows, then lr_search's
             // other settings (issue 17).
             let (published, none, unsmoothed) = (lr_search::Fusion::PUBLISHED, lr_search::Feedback::NONE, lr_search::Smoothing::NONE);
-            push("hybrid (fitted lookup 0.7 + idf·count sparse 0.3)", &ls.run(&fq, &idf, published, none, unsmoothed)?, "");
-            push("hybrid (fitted lookup 0.7 + count sparse 0.3)", &ls.run(&fq, &counts, published, none, unsmoothed)?, "");
+            push(HYBRID, &ls.run(&fq, &idf, published, none, unsmoothed)?, "");
+            push(HYBRID_COUNTS, &ls.run(&fq, &counts, published, none, unsmoothed)?, "");
             push("hybrid (full dense 0.7 + idf·count sparse 0.3)", &ls.run(&full_queries, &idf, published, none, unsmoothed)?, "reference");
             for (name, dense_q, fusion, feedback, smoothing, note) in lr_search_rows(&fq, &full_queries) {
                 push(name, &ls.run(dense_q, &idf, fusion, feedback, smoothing)?, note);
@@ -429,7 +430,7 @@ fn evaluate_all(
         }
         Err(why) => {
             eprintln!("sparse model not available: {why}");
-            for name in ["sparse (doc model, count queries)", "hybrid (fitted lookup 0.7 + idf·count sparse 0.3)"] {
+            for name in [SPARSE_COUNTS, HYBRID] {
                 rows.push(Row { name: name.into(), scores: None, note: format!("sparse model not available: {why}") });
             }
         }
@@ -491,17 +492,15 @@ fn lr_search_rows<'a>(
     vec![
         (LR_SEARCH_DEFAULT, fitted, z, none, smoothed, "lr_search's default"),
         (UNSMOOTHED_DEFAULT, fitted, z, none, unsmoothed, "smoothing => 0"),
-        ("hybrid, reciprocal rank k=60 (fitted lookup 0.5 + idf·count sparse 0.5)", fitted, rrf, none, unsmoothed, ""),
-        ("hybrid, min-max over each side's top 100 (fitted lookup 0.7 + idf·count sparse 0.3)", fitted, top100, none, unsmoothed, "candidates => 100"),
-        ("hybrid, min-max + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, Fusion::PUBLISHED, fb, unsmoothed, ""),
-        ("hybrid, z-score + feedback 3 rows 0.5 (fitted lookup + idf·count sparse)", fitted, z, fb, unsmoothed, ""),
-        ("hybrid, z-score (full dense 0.7 + idf·count sparse 0.3)", full, z, none, unsmoothed, "reference"),
+        (RRF, fitted, rrf, none, unsmoothed, ""),
+        (MINMAX_TOP_100, fitted, top100, none, unsmoothed, "candidates => 100"),
+        (MINMAX_FEEDBACK, fitted, Fusion::PUBLISHED, fb, unsmoothed, ""),
+        (ZSCORE_FEEDBACK, fitted, z, fb, unsmoothed, ""),
+        (FULL_HYBRID_Z, full, z, none, unsmoothed, "reference"),
         ("hybrid, z-score + smoothing (full dense 0.7 + idf·count sparse 0.3)", full, z, none, smoothed, "reference"),
     ]
 }
 
-const LR_SEARCH_DEFAULT: &str = "lr_search default: z-score + smoothing 50 rows (fitted lookup 0.7 + idf·count sparse 0.3)";
-const UNSMOOTHED_DEFAULT: &str = "hybrid, z-score without smoothing, 0.8.0's default (fitted lookup 0.7 + idf·count sparse 0.3)";
 const UNMAPPED_DENSE: &str = "lookup dense (fitted table without the unseen-row map)";
 const UNMAPPED_DEFAULT: &str = "lr_search default, fitted table without the unseen-row map";
 
