@@ -10,7 +10,8 @@ use crate::spi::quote_ident;
 /// `dims` (pgvector's typmod), in column order.
 pub fn pgvector_columns(relid: pg_sys::Oid, type_name: &str, named: Option<&str>, dims: Option<i32>) -> Vec<String> {
     Spi::connect(|c| {
-        c.select(
+        crate::spi::select_kept(
+            &c,
             "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
                JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
               JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) t.typnamespace

@@ -1,47 +1,90 @@
 //! SPI helpers shared by every path: quoting, relation names, subtransactions.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::CaughtError;
+use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
-use pgrx::spi::SpiError;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError, SpiResult, SpiTupleTable};
 
 use crate::error::{Code, OrRaise};
 
 pub use lr_queue::quote_ident;
 
-/// The first row's first value of a query that only reads. pgrx's `Spi::get_one*` mark the
-/// transaction as writing (they assign it a transaction id): a hot standby refuses that, and on a
-/// primary every lookup would spend an XID. This runs read-only, in the calling statement's
-/// snapshot, as a STABLE function's reads should.
-pub fn read_one<A: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Result<Option<A>, SpiError> {
-    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_one::<A>())
+/// The most statements [`select_kept`] keeps plans of; past it, statements are planned each time.
+/// Its texts come from a fixed set in this code (a few dozen); the bound only guards the memory
+/// should a caller splice in a name or value by mistake.
+const MAX_KEPT: usize = 256;
+
+thread_local! {
+    /// Plans kept for the backend's life, by statement text and argument types. Leaked, not
+    /// dropped: freeing a plan at process exit, after PostgreSQL's own shutdown, is not safe.
+    static KEPT: RefCell<HashMap<(String, Vec<pg_sys::Oid>), &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    /// How many statements [`select_kept`] has prepared in this backend (the tests' witness that
+    /// a plan is reused, not prepared again).
+    static PREPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs a read-only statement whose text is fixed (names and values only as `$n` arguments)
+/// through a plan kept for the backend's life: parsed and analysed once instead of on every
+/// call. PostgreSQL's plan cache still plans it again whenever the result could differ: a
+/// table or function it uses changed, or the search path or the role (row-level security)
+/// is not the one it was planned under; privileges are checked on every execution. In
+/// `lr_search` these lookups cost more to plan than to run.
+pub fn select_kept<'conn>(c: &SpiClient<'conn>, sql: &str, limit: Option<i64>, args: &[DatumWithOid]) -> SpiResult<SpiTupleTable<'conn>> {
+    let key = (sql.to_owned(), args.iter().map(DatumWithOid::oid).collect::<Vec<_>>());
+    // Copied out of the map before running: the statement may call back into this function
+    // (a nested lookup), which must find the map free.
+    let kept = KEPT.with_borrow(|kept| kept.get(&key).copied());
+    let plan = match kept {
+        Some(plan) => plan,
+        None if KEPT.with_borrow(HashMap::len) >= MAX_KEPT => return c.select(sql, limit, args),
+        None => {
+            let types: Vec<PgOid> = key.1.iter().map(|&oid| PgOid::from(oid)).collect();
+            let plan: &'static OwnedPreparedStatement = Box::leak(Box::new(c.prepare(sql, &types)?.keep()));
+            PREPARED.set(PREPARED.get() + 1);
+            KEPT.with_borrow_mut(|kept| kept.insert(key, plan));
+            plan
+        }
+    };
+    c.select(plan, limit, args)
+}
+
+/// The first row's first value of a query that only reads, its plan kept ([`select_kept`]: the
+/// text must be fixed). pgrx's `Spi::get_one*` mark the transaction as writing (they assign it a
+/// transaction id): a hot standby refuses that, and on a primary every lookup would spend an
+/// XID. This runs read-only, in the calling statement's snapshot, as a STABLE function's reads
+/// should.
+pub fn read_one<A: FromDatum + IntoDatum>(sql: &'static str, args: &[DatumWithOid]) -> Result<Option<A>, SpiError> {
+    Spi::connect(|c| select_kept(&c, sql, Some(1), args)?.first().get_one::<A>())
 }
 
 /// [`read_one`] for two values.
 pub fn read_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
-    sql: &str,
+    sql: &'static str,
     args: &[DatumWithOid],
 ) -> Result<(Option<A>, Option<B>), SpiError> {
-    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_two::<A, B>())
+    Spi::connect(|c| select_kept(&c, sql, Some(1), args)?.first().get_two::<A, B>())
 }
 
 /// [`read_one`] for three values.
 pub fn read_three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatum + IntoDatum>(
-    sql: &str,
+    sql: &'static str,
     args: &[DatumWithOid],
 ) -> Result<(Option<A>, Option<B>, Option<C>), SpiError> {
-    Spi::connect(|c| c.select(sql, Some(1), args)?.first().get_three::<A, B, C>())
+    Spi::connect(|c| select_kept(&c, sql, Some(1), args)?.first().get_three::<A, B, C>())
 }
 
 /// The first row's first value, a `bytea` or `text`, as bytes (None: no row, or NULL). Copied
 /// out while SPI's own memory holds the detoasted value, which goes with it: pgrx's `get` copies
 /// a value into the parent of SPI's context (the statement's), where a loop over large values —
 /// the chunks of a 1 GB table — would pile them all up until the statement ends.
-pub fn read_bytes(sql: &str, args: &[DatumWithOid]) -> Result<Option<Vec<u8>>, SpiError> {
+pub fn read_bytes(sql: &'static str, args: &[DatumWithOid]) -> Result<Option<Vec<u8>>, SpiError> {
     Spi::connect(|c| {
-        let table = c.select(sql, Some(1), args)?.first();
+        let table = select_kept(&c, sql, Some(1), args)?.first();
         if table.is_empty() {
             return Ok(None);
         }
@@ -52,7 +95,7 @@ pub fn read_bytes(sql: &str, args: &[DatumWithOid]) -> Result<Option<Vec<u8>>, S
 }
 
 /// [`read_bytes`] of a `text` value.
-pub fn read_text(sql: &str, args: &[DatumWithOid]) -> Result<Option<String>, SpiError> {
+pub fn read_text(sql: &'static str, args: &[DatumWithOid]) -> Result<Option<String>, SpiError> {
     read_bytes(sql, args).map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
@@ -128,4 +171,78 @@ pub fn flatten<T>(r: Result<Result<T, pgrx::spi::SpiError>, String>) -> Result<T
 /// Runs `sql` (no arguments), raising its error with the statement.
 pub fn run(sql: &str) {
     Spi::run(sql).unwrap_or_else(|e| crate::error::raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e} in {sql}"), None));
+}
+
+/// How many statements [`select_kept`] keeps plans of in this backend, and how many it has
+/// prepared.
+#[cfg(any(test, feature = "pg_test"))]
+pub fn kept_statements() -> (usize, usize) {
+    (KEPT.with_borrow(HashMap::len), PREPARED.get())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::{kept_statements, select_kept, MAX_KEPT};
+    use crate::test_support::*;
+    use pgrx::prelude::*;
+
+    fn texts_of(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<String> {
+        Spi::connect(|c| select_kept(&c, sql, None, args)?.map(|r| r.get::<String>(1).map(Option::unwrap_or_default)).collect::<Result<Vec<_>, _>>())
+            .unwrap()
+    }
+
+    /// The second `lr_search` plans none of its catalog lookups again: every one is kept.
+    #[pg_test]
+    fn lr_search_keeps_the_plans_of_its_lookups() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        Spi::run("SET LOCAL lightretriever.default_model = 'minilm'").unwrap();
+        Spi::run("CREATE TABLE kept (id int PRIMARY KEY, emb vector(384))").unwrap();
+        Spi::run("INSERT INTO kept SELECT i, pg_catalog.array_fill(i::real, ARRAY[384])::vector FROM generate_series(1, 3) i").unwrap();
+        let search = "SELECT count(*) FROM lightretriever.lr_search('kept', 'wing flutter', mode => 'dense')";
+        let (kept_before, _) = kept_statements();
+        assert_eq!(Spi::get_one::<i64>(search), Ok(Some(3)));
+        let (kept, prepared) = kept_statements();
+        assert!(kept >= kept_before + 5, "lr_search's lookups are kept: {kept_before} → {kept}");
+        assert_eq!(Spi::get_one::<i64>(search), Ok(Some(3)));
+        assert_eq!(kept_statements(), (kept, prepared), "the second call prepares nothing");
+    }
+
+    /// A kept plan answers as a fresh one would after the table it reads is dropped and made
+    /// again with another type, and follows the search path for a name it does not qualify.
+    #[pg_test]
+    fn kept_plans_follow_the_catalog_and_the_search_path() {
+        Spi::run("CREATE SCHEMA kept_a; CREATE SCHEMA kept_b").unwrap();
+        Spi::run("CREATE TABLE kept_a.t (v int); INSERT INTO kept_a.t VALUES (1)").unwrap();
+        Spi::run("CREATE TABLE kept_b.t (v text); INSERT INTO kept_b.t VALUES ('b')").unwrap();
+        let sql = "SELECT v::pg_catalog.text FROM t ORDER BY 1";
+        Spi::run("SET LOCAL search_path = kept_a").unwrap();
+        assert_eq!(texts_of(sql, &[]), ["1"]);
+        Spi::run("SET LOCAL search_path = kept_b").unwrap();
+        assert_eq!(texts_of(sql, &[]), ["b"]);
+        Spi::run("DROP TABLE kept_b.t; CREATE TABLE kept_b.t (v date); INSERT INTO kept_b.t VALUES ('2026-12-07')").unwrap();
+        assert_eq!(texts_of(sql, &[]), ["2026-12-07"]);
+    }
+
+    /// A kept statement whose execution runs another kept statement (`lr_encode_query` reads
+    /// the catalog through one) works: the cache is not held while a statement runs.
+    #[pg_test]
+    fn a_kept_statement_may_run_another() {
+        register_dense_model();
+        Spi::run("SELECT lightretriever.lr_build_query_table('minilm')").unwrap();
+        let sql = "SELECT vector_dims(lightretriever.lr_encode_query($1, 'minilm'))::pg_catalog.text";
+        assert_eq!(texts_of(sql, &["wing flutter".into()]), ["384"]);
+        assert_eq!(texts_of(sql, &["boundary layer".into()]), ["384"]);
+    }
+
+    /// Past the bound, statements still answer, planned each time, and the cache stops growing.
+    #[pg_test]
+    fn the_cache_is_bounded() {
+        for i in 0..MAX_KEPT + 10 {
+            let sql = format!("SELECT ({i} OPERATOR(pg_catalog.+) $1)::pg_catalog.text");
+            assert_eq!(texts_of(&sql, &[1i32.into()]), [(i + 1).to_string()]);
+        }
+        assert_eq!(kept_statements().0, MAX_KEPT);
+    }
 }

@@ -149,7 +149,7 @@ fn citus_distributed(source: pg_sys::Oid, table: &str) -> bool {
 
 /// The rows of `enc` (distributed) that wait for their vectors, counted as the table's owner.
 pub(super) fn pending_rows(enc: &AutoEncoding) -> i64 {
-    as_owner(enc.source, || crate::spi::read_one::<i64>(&enc.statements().pending_count(), &[]))
+    as_owner(enc.source, || Spi::connect(|c| c.select(&enc.statements().pending_count(), Some(1), &[])?.first().get_one::<i64>()))
         .or_raise(Code::ERRCODE_INTERNAL_ERROR)
         .unwrap_or(0)
 }

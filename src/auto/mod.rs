@@ -71,9 +71,9 @@ const SELECT_ENCODINGS: &str = "SELECT a.id, a.source::pg_catalog.oid, a.source:
    FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source";
 
 /// Auto-encodings (`filter` narrows them, e.g. `AND a.source = $1`), by id.
-pub fn encodings(filter: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEncoding> {
+pub fn encodings(filter: &'static str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEncoding> {
     let encodings = Spi::connect(|c| {
-        let rows = c.select(&format!("{SELECT_ENCODINGS} WHERE true {filter} ORDER BY a.id"), None, args)?;
+        let rows = crate::spi::select_kept(&c, &format!("{SELECT_ENCODINGS} WHERE true {filter} ORDER BY a.id"), None, args)?;
         let mut out = Vec::new();
         for r in rows {
             out.push(AutoEncoding {

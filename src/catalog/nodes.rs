@@ -114,7 +114,7 @@ fn run_on(nodes: &[Node], commands: Vec<String>) -> BTreeMap<Node, String> {
 
 /// One SQL text computed here (the coordinator quotes every value itself: %L of format()).
 /// (`read_text`: a chunk's command is 2 MiB of text, which must not stay until the call ends).
-fn format_here(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> String {
+fn format_here(sql: &'static str, args: &[pgrx::datum::DatumWithOid]) -> String {
     crate::spi::read_text(sql, args).or_raise(Code::ERRCODE_INTERNAL_ERROR).unwrap_or_default()
 }
 

@@ -91,9 +91,6 @@ thread_local! {
     /// statement, as a catalog read would see it), and a statement calling once per row reads
     /// the catalog once.
     static RESOLVED: PerStatement<(String, String), Option<TableRow>> = PerStatement::new();
-    /// The catalog query, planned once per backend (PostgreSQL re-plans it when the catalog
-    /// tables change, e.g. the extension is dropped and created again).
-    static NEWEST_TABLE: RefCell<Option<pgrx::spi::OwnedPreparedStatement>> = const { RefCell::new(None) };
 }
 
 /// The newest table of (model, instruction) as this statement sees the catalog.
@@ -103,25 +100,17 @@ fn newest_table(model: &str, instruction: &str, statement: StatementKey) -> Opti
 
 fn read_newest_table(model: &str, instruction: &str) -> Option<TableRow> {
     Spi::connect(|c| {
-        let planned = NEWEST_TABLE.with(|p| p.borrow().is_some());
-        if !planned {
-            let plan = c.prepare(NEWEST_TABLE_SQL, &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID), PgOid::BuiltIn(PgBuiltInOids::TEXTOID)])?.keep();
-            NEWEST_TABLE.with(|p| *p.borrow_mut() = Some(plan));
-        }
-        NEWEST_TABLE.with(|p| {
-            let plan = p.borrow();
-            let mut rows = c.select(plan.as_ref().expect("planned above"), None, &[model.into(), instruction.into()])?;
-            Ok::<_, pgrx::spi::SpiError>(match rows.next() {
-                Some(r) => Some(TableRow {
-                    version: r.get::<i32>(1)?.unwrap_or_default(),
-                    file: r.get::<String>(2)?.unwrap_or_default(),
-                    row: r.get::<String>(3)?.unwrap_or_default(),
-                    checksum: r.get::<String>(4)?.unwrap_or_default(),
-                    rows: r.get::<i64>(5)?.unwrap_or(0),
-                    dims: r.get::<i32>(6)?.unwrap_or(0),
-                }),
-                None => None,
-            })
+        let mut rows = crate::spi::select_kept(&c, NEWEST_TABLE_SQL, None, &[model.into(), instruction.into()])?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => Some(TableRow {
+                version: r.get::<i32>(1)?.unwrap_or_default(),
+                file: r.get::<String>(2)?.unwrap_or_default(),
+                row: r.get::<String>(3)?.unwrap_or_default(),
+                checksum: r.get::<String>(4)?.unwrap_or_default(),
+                rows: r.get::<i64>(5)?.unwrap_or(0),
+                dims: r.get::<i32>(6)?.unwrap_or(0),
+            }),
+            None => None,
         })
     })
     .or_raise(Code::ERRCODE_INTERNAL_ERROR)
