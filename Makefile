@@ -12,7 +12,7 @@ export LR_TEST_MODELS ?= /tmp/lightretriever-test-models
 # `make RUSTFLAGS="-C link-arg=-Wl,--no-gc-sections" install`.
 export RUSTFLAGS ?=
 
-.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-pg17 test-pg18 test-e2e test-citus test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search bench-fusion bench-table-store clean
+.PHONY: setup demo test image test-image check-dockerfile test-models test-crates test-pg test-pg17 test-pg18 test-e2e test-citus test-examples test-cuda install install-dev bench bench-llm bench-rerank bench-pipeline bench-encode bench-search bench-fusion bench-sparse-index bench-table-store clean
 
 setup:
 	bash scripts/setup.sh
@@ -136,6 +136,12 @@ bench-search: setup install
 ## on CISI through pgbench: docs/bench/fusion.json. About 5 minutes.
 bench-fusion: setup install
 	python3 benches/fusion_cost.py
+
+## The sparse side with and without pgvector's sparse HNSW index, side by side: recall of the
+## candidates, nDCG@10 on CISI, lr_search q/s, on bench-search's tables (CISI, 100k synthetic
+## rows) (docs/bench/sparse-index.json). About 30 minutes.
+bench-sparse-index: setup install
+	python3 benches/sparse_index_cost.py
 
 ## The 1 GB query table (128,256 x 4,096 f16) built, stored and written again from the
 ## database, with the backend's private memory sampled (docs/bench/table-store.json).

@@ -15,27 +15,28 @@ use crate::error::{Code, OrRaise};
 pub use lr_queue::quote_ident;
 
 /// The most statements [`select_kept`] keeps plans of; past it, statements are planned each time.
-/// Its texts come from a fixed set in this code (a few dozen); the bound only guards the memory
-/// should a caller splice in a name or value by mistake.
+/// Its texts are this code's constants (a few dozen); the bound is a second guard of the memory.
 const MAX_KEPT: usize = 256;
 
 thread_local! {
     /// Plans kept for the backend's life, by statement text and argument types. Leaked, not
     /// dropped: freeing a plan at process exit, after PostgreSQL's own shutdown, is not safe.
-    static KEPT: RefCell<HashMap<(String, Vec<pg_sys::Oid>), &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    static KEPT: RefCell<HashMap<(&'static str, Vec<pg_sys::Oid>), &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
     /// How many statements [`select_kept`] has prepared in this backend (the tests' witness that
     /// a plan is reused, not prepared again).
     static PREPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Runs a read-only statement whose text is fixed (names and values only as `$n` arguments)
-/// through a plan kept for the backend's life: parsed and analysed once instead of on every
-/// call. PostgreSQL's plan cache still plans it again whenever the result could differ: a
-/// table or function it uses changed, or the search path or the role (row-level security)
-/// is not the one it was planned under; privileges are checked on every execution. In
-/// `lr_search` these lookups cost more to plan than to run.
-pub fn select_kept<'conn>(c: &SpiClient<'conn>, sql: &str, limit: Option<i64>, args: &[DatumWithOid]) -> SpiResult<SpiTupleTable<'conn>> {
-    let key = (sql.to_owned(), args.iter().map(DatumWithOid::oid).collect::<Vec<_>>());
+/// Runs a read-only statement whose text is fixed (`&'static`: names and values only as `$n`
+/// arguments) through a plan kept for the backend's life: parsed and analysed once instead of
+/// on every call. PostgreSQL's plan cache still analyses it again whenever the result could
+/// differ: a table or function it uses changed, or the search path or the role (row-level
+/// security) is not the one it was analysed under. Privileges on the relations, columns and
+/// functions it uses are checked on every execution; USAGE on a schema only when it is
+/// analysed (the catalogs read here are readable by every role). In `lr_search` these
+/// lookups cost more to plan than to run.
+pub fn select_kept<'conn>(c: &SpiClient<'conn>, sql: &'static str, limit: Option<i64>, args: &[DatumWithOid]) -> SpiResult<SpiTupleTable<'conn>> {
+    let key = (sql, args.iter().map(DatumWithOid::oid).collect::<Vec<_>>());
     // Copied out of the map before running: the statement may call back into this function
     // (a nested lookup), which must find the map free.
     let kept = KEPT.with_borrow(|kept| kept.get(&key).copied());
@@ -187,7 +188,7 @@ mod tests {
     use crate::test_support::*;
     use pgrx::prelude::*;
 
-    fn texts_of(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<String> {
+    fn texts_of(sql: &'static str, args: &[pgrx::datum::DatumWithOid]) -> Vec<String> {
         Spi::connect(|c| select_kept(&c, sql, None, args)?.map(|r| r.get::<String>(1).map(Option::unwrap_or_default)).collect::<Result<Vec<_>, _>>())
             .unwrap()
     }
@@ -225,6 +226,24 @@ mod tests {
         assert_eq!(texts_of(sql, &[]), ["2026-12-07"]);
     }
 
+    /// The auto-encodings' lookup, kept as a superuser, answers a reader with the rows its
+    /// row-level security lets that reader see, and the superuser again with all of them.
+    #[pg_test]
+    fn kept_plans_follow_the_role() {
+        use crate::auto::{encodings, Encodings};
+        register_dense_model();
+        Spi::run("CREATE TABLE ka (id int PRIMARY KEY, body text); CREATE TABLE kb (id int PRIMARY KEY, body text)").unwrap();
+        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('ka', 'body', 'minilm'), lightretriever.lr_enable_auto_encoding('kb', 'body', 'minilm')")
+            .unwrap();
+        Spi::run("CREATE ROLE lr_kept_reader; GRANT SELECT ON ka TO lr_kept_reader").unwrap();
+        let names = || encodings(Encodings::All).into_iter().map(|e| e.source_name).collect::<Vec<_>>();
+        assert_eq!(names(), ["ka", "kb"]);
+        Spi::run("SET LOCAL ROLE lr_kept_reader").unwrap();
+        assert_eq!(names(), ["ka"]);
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(names(), ["ka", "kb"]);
+    }
+
     /// A kept statement whose execution runs another kept statement (`lr_encode_query` reads
     /// the catalog through one) works: the cache is not held while a statement runs.
     #[pg_test]
@@ -240,8 +259,8 @@ mod tests {
     #[pg_test]
     fn the_cache_is_bounded() {
         for i in 0..MAX_KEPT + 10 {
-            let sql = format!("SELECT ({i} OPERATOR(pg_catalog.+) $1)::pg_catalog.text");
-            assert_eq!(texts_of(&sql, &[1i32.into()]), [(i + 1).to_string()]);
+            let sql = Box::leak(format!("SELECT ({i} OPERATOR(pg_catalog.+) $1)::pg_catalog.text").into_boxed_str());
+            assert_eq!(texts_of(sql, &[1i32.into()]), [(i + 1).to_string()]);
         }
         assert_eq!(kept_statements().0, MAX_KEPT);
     }

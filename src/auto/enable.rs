@@ -330,7 +330,7 @@ fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: defa
 #[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_regenerate_auto_encoding_triggers() -> i64 {
     crate::error::require_superuser("regenerate auto-encoding triggers");
-    let all = encodings("", &[]);
+    let all = encodings(Encodings::All);
     // As the extension's owner, as lr_enable_auto_encoding created them.
     elevated(|| {
         outside_extension_script(|| {

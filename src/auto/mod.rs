@@ -60,7 +60,10 @@ impl AutoEncoding {
     }
 }
 
-const SELECT_ENCODINGS: &str = "SELECT a.id, a.source::pg_catalog.oid, a.source::pg_catalog.text,
+/// The auto-encodings' query with `$filter` (a literal: every text is fixed, so its plan is kept).
+macro_rules! select_encodings {
+    ($filter:literal) => {
+        concat!("SELECT a.id, a.source::pg_catalog.oid, a.source::pg_catalog.text,
         c.relkind OPERATOR(pg_catalog.=) 'r', a.text_column::pg_catalog.text, a.key_columns::pg_catalog.text[],
         ARRAY(SELECT pg_catalog.format_type(t.atttypid, t.atttypmod)
                 FROM pg_catalog.unnest(a.key_attnums) WITH ORDINALITY AS k(attnum, n)
@@ -68,12 +71,29 @@ const SELECT_ENCODINGS: &str = "SELECT a.id, a.source::pg_catalog.oid, a.source:
                ORDER BY k.n),
         a.model, a.sparse_model, a.vector_column::pg_catalog.text, a.sparse_column::pg_catalog.text, a.batch_size,
         a.status
-   FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source";
+   FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source", $filter, " ORDER BY a.id")
+    };
+}
 
-/// Auto-encodings (`filter` narrows them, e.g. `AND a.source = $1`), by id.
-pub fn encodings(filter: &'static str, args: &[pgrx::datum::DatumWithOid]) -> Vec<AutoEncoding> {
+/// Which auto-encodings [`encodings`] reads (those the caller may see: the catalog's row-level
+/// security).
+pub enum Encodings {
+    All,
+    Active,
+    WithId(i32),
+    Of(pg_sys::Oid),
+}
+
+/// Auto-encodings, by id.
+pub fn encodings(which: Encodings) -> Vec<AutoEncoding> {
+    let (sql, args): (&'static str, Vec<pgrx::datum::DatumWithOid>) = match which {
+        Encodings::All => (select_encodings!(""), vec![]),
+        Encodings::Active => (select_encodings!(" WHERE a.status OPERATOR(pg_catalog.=) 'active'"), vec![]),
+        Encodings::WithId(id) => (select_encodings!(" WHERE a.id OPERATOR(pg_catalog.=) $1"), vec![id.into()]),
+        Encodings::Of(relid) => (select_encodings!(" WHERE a.source OPERATOR(pg_catalog.=) $1::pg_catalog.oid"), vec![relid.into()]),
+    };
     let encodings = Spi::connect(|c| {
-        let rows = crate::spi::select_kept(&c, &format!("{SELECT_ENCODINGS} WHERE true {filter} ORDER BY a.id"), None, args)?;
+        let rows = crate::spi::select_kept(&c, sql, None, &args)?;
         let mut out = Vec::new();
         for r in rows {
             out.push(AutoEncoding {
@@ -125,7 +145,7 @@ fn citus_tables() -> Vec<pg_sys::Oid> {
 
 /// The auto-encoding of `relid`, if it has one.
 pub fn encoding_of(relid: pg_sys::Oid) -> Option<AutoEncoding> {
-    encodings("AND a.source OPERATOR(pg_catalog.=) $1::pg_catalog.oid", &[relid.into()]).pop()
+    encodings(Encodings::Of(relid)).pop()
 }
 
 /// `source`'s oid and qualified name, for its owner only.

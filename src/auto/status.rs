@@ -104,7 +104,7 @@ fn lr_encoding_status_rows() -> TableIterator<
     let who = caller();
     let mut rows = Vec::new();
     let lock_wait = LockWait::start();
-    for enc in encodings("", &[]) {
+    for enc in encodings(Encodings::All) {
         if !may_read(who, enc.source) {
             continue;
         }
@@ -238,7 +238,7 @@ fn lr_failed_items_rows() -> TableIterator<
     let who = caller();
     let mut rows = Vec::new();
     let lock_wait = LockWait::start();
-    for enc in encodings("", &[]) {
+    for enc in encodings(Encodings::All) {
         if !may_see(who, enc.source) {
             continue;
         }

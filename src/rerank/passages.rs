@@ -36,7 +36,7 @@ fn source_table(relid: Option<pg_sys::Oid>) -> pg_sys::Oid {
     if let Some(relid) = relid {
         return relid;
     }
-    let visible = crate::auto::encodings("", &[]);
+    let visible = crate::auto::encodings(crate::auto::Encodings::All);
     match visible.as_slice() {
         [one] => one.source,
         [] => raise(

@@ -11,7 +11,7 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use crate::auto::{encodings, AutoEncoding};
+use crate::auto::{encodings, AutoEncoding, Encodings};
 use crate::pgvector::{SparseVec, Vector};
 use crate::security::with_key_text_settings;
 use crate::spi::{flatten, in_subtransaction};
@@ -30,7 +30,7 @@ pub(super) fn active_encodings() -> Option<Vec<AutoEncoding>> {
     if installed == Ok(Some(false)) {
         return None;
     }
-    Some(in_subtransaction(|| encodings("AND a.status OPERATOR(pg_catalog.=) 'active'", &[])).unwrap_or_default())
+    Some(in_subtransaction(|| encodings(Encodings::Active)).unwrap_or_default())
 }
 
 /// One batch of each of `active` (but those backed off after a stall); returns the rows

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use crate::auto::encodings;
+use crate::auto::{encodings, Encodings};
 use crate::databases;
 use crate::spi::in_subtransaction;
 
@@ -205,7 +205,7 @@ pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
             "the table's own code ran past lightretriever.statement_timeout and would not stop (e.g. a trigger that catches the cancel): the worker was restarted, and skips this table for {pause} s"
         );
         BackgroundWorker::transaction(|| {
-            if let Some(enc) = encodings("AND a.id OPERATOR(pg_catalog.=) $1", &[encoding.into()]).pop() {
+            if let Some(enc) = encodings(Encodings::WithId(encoding)).pop() {
                 record_error(&enc, 0, &message);
             }
         });
