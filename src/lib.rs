@@ -33,6 +33,7 @@ mod columns;
 mod databases;
 mod document;
 mod error;
+mod foreign_guard;
 mod guc;
 mod inference;
 #[cfg(any(test, feature = "pg_test"))]
@@ -64,6 +65,7 @@ extension_sql_file!("../sql/progress.sql", name = "progress", requires = ["catal
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    foreign_guard::install();
     worker::register();
 }
 
