@@ -49,10 +49,19 @@ unsafe extern "C-unwind" fn relation_info(root: *mut pg_sys::PlannerInfo, relid:
             (Some(schema), Some(name)) => format!("{schema}.{name}"),
             _ => relid.to_u32().to_string(),
         };
+        // A partition or child is an "other member" of its parent; anything else was reached
+        // through code the scan runs (a row-level security policy, say).
+        if unsafe { (*rel).reloptkind } == pg_sys::RelOptKind::RELOPT_OTHER_MEMBER_REL {
+            raise(
+                Code::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("lightretriever: {table} has a partition or child {name} that is a foreign table"),
+                Some(&format!("{what} reads the table with its partitions and children, which must be tables too.")),
+            );
+        }
         raise(
             Code::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("lightretriever: {table} has a partition or child {name} that is a foreign table"),
-            Some(&format!("{what} reads the table with its partitions and children, which must be tables too.")),
+            format!("lightretriever: {what}'s scan of {table} reaches the foreign table {name}"),
+            Some("The table's own code (a row-level security policy, say) reads it; a foreign table's wrapper would run for the caller."),
         );
     }
 }

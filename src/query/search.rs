@@ -568,6 +568,22 @@ mod tests {
         scan();
     }
 
+    /// A foreign table that the table's own row-level security reaches is refused where the
+    /// scan is planned, and said to be reached, not to be a partition.
+    #[pg_test(error = "lightretriever: lr_search's scan of public.guarded reaches the foreign table public.guard_f")]
+    fn a_foreign_table_in_a_policy_is_refused_where_the_scan_is_planned() {
+        Spi::run("CREATE EXTENSION file_fdw").unwrap();
+        Spi::run("CREATE SERVER lr_files FOREIGN DATA WRAPPER file_fdw").unwrap();
+        Spi::run("CREATE FOREIGN TABLE guard_f (id int) SERVER lr_files OPTIONS (filename '/dev/null')").unwrap();
+        Spi::run("CREATE TABLE guarded (id int, emb vector(3)); INSERT INTO guarded VALUES (1, '[1,0,0]')").unwrap();
+        Spi::run("ALTER TABLE guarded ENABLE ROW LEVEL SECURITY").unwrap();
+        Spi::run("CREATE POLICY p ON guarded USING (NOT EXISTS (SELECT FROM guard_f))").unwrap();
+        Spi::run("CREATE ROLE lr_guard_reader; GRANT SELECT ON guarded, guard_f TO lr_guard_reader").unwrap();
+        Spi::run("SET LOCAL ROLE lr_guard_reader").unwrap();
+        let ip = super::pgvector_operator("<#>");
+        super::candidates_by("public.guarded", "id", "emb", &ip, Vector(vec![1.0, 0.0, 0.0]).into(), 10, false);
+    }
+
     /// An inheritance child is read by a scan of its parent just the same.
     #[pg_test(error = "lightretriever: public.parent has a partition or child public.child_f that is a foreign table")]
     fn foreign_inheritance_children_are_refused() {

@@ -140,6 +140,10 @@ pub fn rerank_rows(
         }
     }
     let relid = source_table(relid);
+    // Held to the end of the transaction, taken before the checks (as lr_search does): the fetch
+    // below names the table, and without the lock its owner could put a view of that name in
+    // its place between the check and the fetch.
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
     let table = table_name(relid);
     // Tables only: a view's or foreign table's code would run as the caller.
     crate::security::require_user_table(relid, &table, &['r', 'p', 'm'], "lr_rerank", true, true);
