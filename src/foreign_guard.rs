@@ -52,11 +52,7 @@ unsafe extern "C-unwind" fn relation_info(root: *mut pg_sys::PlannerInfo, relid:
         // A partition or child is an "other member" of its parent; anything else was reached
         // through code the scan runs (a row-level security policy, say).
         if unsafe { (*rel).reloptkind } == pg_sys::RelOptKind::RELOPT_OTHER_MEMBER_REL {
-            raise(
-                Code::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("lightretriever: {table} has a partition or child {name} that is a foreign table"),
-                Some(&format!("{what} reads the table with its partitions and children, which must be tables too.")),
-            );
+            crate::security::refuse_child(&table, &name, "a foreign table", what);
         }
         raise(
             Code::ERRCODE_WRONG_OBJECT_TYPE,

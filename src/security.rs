@@ -244,14 +244,19 @@ pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what:
         &[relid.into(), kinds_text.into()],
     ));
     if let Some((Some(child), child_kind)) = child {
-        let which = if child_kind.as_deref() == Some("f") { "a foreign table" } else { "not a table" };
-        raise(
-            Code::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("lightretriever: {table} has a partition or child {child} that is {which}"),
-            Some(&format!("{what} reads the table with its partitions and children, which must be tables too.")),
-        );
+        refuse_child(table, &child, if child_kind.as_deref() == Some("f") { "a foreign table" } else { "not a table" }, what);
     }
     kind
+}
+
+/// The error for a partition or child of `table` that is `which` ("a foreign table", "not a
+/// table"): raised by the check before a scan, and by the planner's guard during it.
+pub fn refuse_child(table: &str, child: &str, which: &str, what: &str) -> ! {
+    raise(
+        Code::ERRCODE_WRONG_OBJECT_TYPE,
+        format!("lightretriever: {table} has a partition or child {child} that is {which}"),
+        Some(&format!("{what} reads the table with its partitions and children, which must be tables too.")),
+    )
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -549,6 +549,13 @@ mod tests {
         Spi::run("SELECT * FROM lightretriever.lr_search('parted', 'q', mode => 'dense', id_column => 'id')").unwrap();
     }
 
+    /// The server `lr_files` of file_fdw, a wrapper with a handler: without the planner's guard a
+    /// scan plans its tables and reads their files.
+    fn file_server() {
+        Spi::run("CREATE EXTENSION file_fdw").unwrap();
+        Spi::run("CREATE SERVER lr_files FOREIGN DATA WRAPPER file_fdw").unwrap();
+    }
+
     /// A foreign partition attached after `lr_search`'s check (ATTACH PARTITION takes only a
     /// SHARE UPDATE EXCLUSIVE lock on the parent, which a reader does not block) is refused
     /// where the scan is planned, before its wrapper's code runs. The scan is called here as it
@@ -556,8 +563,7 @@ mod tests {
     /// handler, so without the planner's guard the scan plans it and reads its file.
     #[pg_test(error = "lightretriever: public.raced has a partition or child public.raced_f that is a foreign table")]
     fn a_foreign_partition_attached_after_the_check_is_refused_where_the_scan_is_planned() {
-        Spi::run("CREATE EXTENSION file_fdw").unwrap();
-        Spi::run("CREATE SERVER lr_files FOREIGN DATA WRAPPER file_fdw").unwrap();
+        file_server();
         Spi::run("CREATE TABLE raced (id int, emb vector(3)) PARTITION BY RANGE (id)").unwrap();
         Spi::run("CREATE TABLE raced_a PARTITION OF raced FOR VALUES FROM (0) TO (10)").unwrap();
         Spi::run("INSERT INTO raced VALUES (1, '[1,0,0]')").unwrap();
@@ -572,8 +578,7 @@ mod tests {
     /// scan is planned, and said to be reached, not to be a partition.
     #[pg_test(error = "lightretriever: lr_search's scan of public.guarded reaches the foreign table public.guard_f")]
     fn a_foreign_table_in_a_policy_is_refused_where_the_scan_is_planned() {
-        Spi::run("CREATE EXTENSION file_fdw").unwrap();
-        Spi::run("CREATE SERVER lr_files FOREIGN DATA WRAPPER file_fdw").unwrap();
+        file_server();
         Spi::run("CREATE FOREIGN TABLE guard_f (id int) SERVER lr_files OPTIONS (filename '/dev/null')").unwrap();
         Spi::run("CREATE TABLE guarded (id int, emb vector(3)); INSERT INTO guarded VALUES (1, '[1,0,0]')").unwrap();
         Spi::run("ALTER TABLE guarded ENABLE ROW LEVEL SECURITY").unwrap();
