@@ -145,6 +145,12 @@ pub struct FitOptions {
     pub refine_spans_per_doc: usize,
     pub refine_min_words: usize,
     pub refine_max_words: usize,
+    /// More refinement spans per training document, asked as questions: one of
+    /// [`QUESTION_OPENERS`] before a span of `refine_min_words..=refine_max_words` words and "?"
+    /// after it. Documents seldom ask, so the rows of question words — heavily weighted by idf for
+    /// that very reason — are otherwise never trained on the queries they appear in
+    /// (docs/quality.md, "Question-framed refinement spans"). 0 = none.
+    pub refine_question_spans_per_doc: usize,
     /// Keep the rows of the refinement epoch that did best on the held-out split (known-item
     /// MRR over the documents, else agreement); needs held-out documents.
     pub refine_early_stop: bool,
@@ -211,6 +217,7 @@ impl Default for FitOptions {
             refine_spans_per_doc: 32,
             refine_min_words: 4,
             refine_max_words: 16,
+            refine_question_spans_per_doc: 0,
             refine_early_stop: true,
             refine_cloze_per_doc: 0,
             refine_cloze_min_words: 6,
@@ -426,6 +433,14 @@ fn sample_spans(
         out.push((doc, words[start..start + len].join(" ")));
     }
 }
+
+/// English question openers for [`FitOptions::refine_question_spans_per_doc`]: generic ones, fixed
+/// before any corpus of questions was measured with them.
+pub const QUESTION_OPENERS: &[&str] = &[
+    "what is", "what are", "what does", "how do i", "how can i", "how does", "how to", "why is",
+    "why does", "why do", "why are", "when should i", "where is", "which", "is there",
+    "is it possible to", "can i", "does", "should i", "who",
+];
 
 /// The span × token design: row s holds `c·w / Σ c·w` for each token of the span (`w` = the
 /// given per-id weights, or 1), columns numbered by `map`.
@@ -919,12 +934,24 @@ pub fn fit_query_table_guided(
         // it can use many more spans than the ridge fit: extra spans of the training documents,
         // encoded by nobody. Their new tokens join the trained rows, starting from the prior.
         let mut spans: Vec<&Span> = train.iter().collect();
-        let extra: Vec<Span> = if options.refine == Refine::Infonce && options.refine_spans_per_doc > 0 {
+        let extra: Vec<Span> = if options.refine == Refine::Infonce
+            && options.refine_spans_per_doc + options.refine_question_spans_per_doc > 0
+        {
             let mut rng = Rng::new(options.seed ^ 0x6578_7472_61);
             let mut raw = Vec::new();
             let (lo, hi) = (options.refine_min_words, options.refine_max_words);
             for &i in &train_docs {
                 sample_spans(i, docs[i], options.refine_spans_per_doc, lo, hi, &mut rng, &mut raw);
+            }
+            // Their own stream, so that the plain spans are the same with or without questions.
+            let mut rng = Rng::new(options.seed ^ 0x7175_6573_74);
+            for &i in &train_docs {
+                let first = raw.len();
+                sample_spans(i, docs[i], options.refine_question_spans_per_doc, lo, hi, &mut rng, &mut raw);
+                for (_, text) in &mut raw[first..] {
+                    let opener = QUESTION_OPENERS[rng.below(QUESTION_OPENERS.len())];
+                    *text = format!("{opener} {text}?");
+                }
             }
             tokenize(raw)?
         } else {
