@@ -499,6 +499,34 @@ fn inverse_cloze_pairs_train_on_the_rest_of_their_document() {
 }
 
 #[test]
+fn question_spans_train_the_rows_of_words_only_questions_contain() {
+    // The test vocabulary has no question words: every opener and "?" is [UNK] (id 0), a token
+    // no plain span contains, so only the question spans can move its row.
+    let base = FitOptions {
+        refine: Refine::Infonce,
+        refine_epochs: 2,
+        refine_batch: 16,
+        refine_early_stop: false,
+        map_unseen_rows: false,
+        ..small_options()
+    };
+    let plain = fit(&base);
+    let asked = FitOptions { refine_question_spans_per_doc: 4, ..base.clone() };
+    let with_questions = fit(&asked);
+    let train_docs = 60 - (60.0 * base.held_out_fraction).round() as usize;
+    let added = with_questions.report.refine_pairs - plain.report.refine_pairs;
+    // Four more per training document, less the repeats sample_spans drops.
+    assert!(added <= 4 * train_docs && added > 3 * train_docs, "{added} question spans for {train_docs} documents");
+    let unk = |f: &lr_fit::FittedTable| f.rows[..D].to_vec();
+    assert_eq!(unk(&plain), init_rows()[..D].to_vec(), "no plain span holds [UNK]");
+    assert_ne!(unk(&with_questions), init_rows()[..D].to_vec(), "the question spans did not train [UNK]");
+    assert!(with_questions.rows.iter().all(|v| v.is_finite()));
+    assert_eq!(with_questions.rows, fit(&asked).rows, "not deterministic");
+    // Zero question spans is the plain fit, exactly.
+    assert_eq!(fit(&FitOptions { refine_question_spans_per_doc: 0, ..base }).rows, plain.rows);
+}
+
+#[test]
 fn unseen_rows_follow_a_linear_relation_between_untrained_and_fitted_rows() {
     // Fitted rows that are exactly the untrained rows through a known map G: an unseen row
     // comes out as its untrained row through G (up to the small ridge term).
