@@ -229,9 +229,9 @@ fn lr_failed_items_rows() -> TableIterator<
     (
         name!(encoding_id, i32),
         name!(source, pg_sys::Oid),
-        name!(row_key, pgrx::JsonB),
+        name!(row_key, Option<pgrx::JsonB>),
         name!(error, Option<String>),
-        name!(attempts, i32),
+        name!(attempts, Option<i32>),
         name!(failed_at, Option<pgrx::datum::TimestampWithTimeZone>),
     ),
 > {
@@ -244,8 +244,9 @@ fn lr_failed_items_rows() -> TableIterator<
         }
         let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
         // A table whose queue cannot be read, or is locked past what is left of LOCK_WAIT (a queue
-        // being dropped in a transaction left open), is left out with a WARNING: one table does
-        // not break or stall the view for every table. A cancel ends the view.
+        // being dropped in a transaction left open), does not break or stall the view for every
+        // table: it gets one row with no key that says why, and a WARNING. Not nothing: a program
+        // counting its failed rows would read 0 and never see the warning. A cancel ends the view.
         let failed = flatten(in_subtransaction_cancellable(|| {
             lock_wait.bounded(|| elevated(|| Spi::connect(|c| {
                 c.select(&enc.statements().failed_rows(), None, &[])?
@@ -260,15 +261,19 @@ fn lr_failed_items_rows() -> TableIterator<
                     .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
             })).map(Some))
         }).map_err(|(_, message)| message));
+        let unknown = |why: String| {
+            pgrx::warning!("lightretriever: the failed rows of {} {why}", enc.source_name);
+            (enc.id, enc.source, None, Some(format!("lightretriever: failed rows {why}")), None, None)
+        };
         let failed = match failed {
             Ok(Some(failed)) => failed,
             Ok(None) => {
-                pgrx::warning!("lightretriever: the failed rows of {} are not shown: its queue is locked by another transaction", enc.source_name);
-                Vec::new()
+                rows.push(unknown("are not shown: its queue is locked by another transaction".into()));
+                continue;
             }
             Err(e) => {
-                pgrx::warning!("lightretriever: the failed rows of {} cannot be read: {e}", enc.source_name);
-                Vec::new()
+                rows.push(unknown(format!("cannot be read: {e}")));
+                continue;
             }
         };
         for (key, error, attempts, at) in failed {
@@ -280,7 +285,7 @@ fn lr_failed_items_rows() -> TableIterator<
                 };
                 object.insert(name.clone(), v);
             }
-            rows.push((enc.id, enc.source, pgrx::JsonB(serde_json::Value::Object(object)), error, attempts, at));
+            rows.push((enc.id, enc.source, Some(pgrx::JsonB(serde_json::Value::Object(object))), error, Some(attempts), at));
         }
     }
     TableIterator::new(rows)
