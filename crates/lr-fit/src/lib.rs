@@ -105,6 +105,11 @@ pub struct FitOptions {
     pub seed: u64,
     /// Training spans cut from each training document.
     pub spans_per_doc: usize,
+    /// More training spans per training document, asked as questions (as
+    /// [`FitOptions::refine_question_spans_per_doc`]), with the full model's encoding of the
+    /// question as their target: the rows learn what the full model makes of a question, not
+    /// only of the text it asks about. Each costs a full-model encoding. 0 = none.
+    pub question_spans_per_doc: usize,
     /// Span length in whitespace-separated words, uniform in `min_words..=max_words`.
     pub min_words: usize,
     pub max_words: usize,
@@ -193,6 +198,7 @@ impl Default for FitOptions {
         FitOptions {
             seed: 42,
             spans_per_doc: 8,
+            question_spans_per_doc: 0,
             min_words: 4,
             max_words: 16,
             lambda: 0.1,
@@ -434,13 +440,34 @@ fn sample_spans(
     }
 }
 
-/// English question openers for [`FitOptions::refine_question_spans_per_doc`]: generic ones, fixed
+/// English question openers for [`FitOptions::question_spans_per_doc`] and
+/// [`FitOptions::refine_question_spans_per_doc`]: generic ones, fixed
 /// before any corpus of questions was measured with them.
 pub const QUESTION_OPENERS: &[&str] = &[
     "what is", "what are", "what does", "how do i", "how can i", "how does", "how to", "why is",
     "why does", "why do", "why are", "when should i", "where is", "which", "is there",
     "is it possible to", "can i", "does", "should i", "who",
 ];
+
+/// `per_doc` spans of each of `train_docs`, asked as questions: "{opener} {span}?".
+fn sample_questions(
+    docs: &[&str],
+    train_docs: &[usize],
+    per_doc: usize,
+    min_words: usize,
+    max_words: usize,
+    rng: &mut Rng,
+    out: &mut Vec<(usize, String)>,
+) {
+    for &i in train_docs {
+        let first = out.len();
+        sample_spans(i, docs[i], per_doc, min_words, max_words, rng, out);
+        for (_, text) in &mut out[first..] {
+            let opener = QUESTION_OPENERS[rng.below(QUESTION_OPENERS.len())];
+            *text = format!("{opener} {text}?");
+        }
+    }
+}
 
 /// The span × token design: row s holds `c·w / Σ c·w` for each token of the span (`w` = the
 /// given per-id weights, or 1), columns numbered by `map`.
@@ -748,7 +775,7 @@ pub fn fit_query_table_guided(
     }
     let (held_docs, train_docs) = order.split_at(held);
     let mut train_docs = train_docs.to_vec();
-    let cap = (options.max_spans / options.spans_per_doc).max(1);
+    let cap = (options.max_spans / (options.spans_per_doc + options.question_spans_per_doc)).max(1);
     if train_docs.len() > cap {
         train_docs.truncate(cap);
     }
@@ -760,6 +787,9 @@ pub fn fit_query_table_guided(
     for &i in &train_docs {
         sample_spans(i, docs[i], options.spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
     }
+    // Their own stream, so that the plain spans are the same with or without questions.
+    let mut rng = Rng::new(options.seed ^ 0x6173_6b65_64);
+    sample_questions(docs, &train_docs, options.question_spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
     // Held-out pseudo-queries draw from their own stream: the same questions whatever the
     // training span settings.
     let mut rng = Rng::new(options.seed ^ 0x6865_6c64);
@@ -945,14 +975,7 @@ pub fn fit_query_table_guided(
             }
             // Their own stream, so that the plain spans are the same with or without questions.
             let mut rng = Rng::new(options.seed ^ 0x7175_6573_74);
-            for &i in &train_docs {
-                let first = raw.len();
-                sample_spans(i, docs[i], options.refine_question_spans_per_doc, lo, hi, &mut rng, &mut raw);
-                for (_, text) in &mut raw[first..] {
-                    let opener = QUESTION_OPENERS[rng.below(QUESTION_OPENERS.len())];
-                    *text = format!("{opener} {text}?");
-                }
-            }
+            sample_questions(docs, &train_docs, options.refine_question_spans_per_doc, lo, hi, &mut rng, &mut raw);
             tokenize(raw)?
         } else {
             Vec::new()

@@ -527,6 +527,40 @@ fn question_spans_train_the_rows_of_words_only_questions_contain() {
 }
 
 #[test]
+fn question_spans_are_fitted_to_what_the_full_model_makes_of_the_question() {
+    let dir = tmpdir("questions");
+    let tok = tokenizer(&dir);
+    let docs = corpus();
+    let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    let doc_vectors = FakeEncoder.encode(&docs).unwrap();
+    let run = |o: &FitOptions| {
+        let encoder = RecordingEncoder(std::sync::Mutex::new(Vec::new()));
+        let fitted = lr_fit::fit_query_table_with_doc_vectors(&docs, Some(&doc_vectors), &tok, &encoder, &init_rows(), D, o, &mut |_, _| {}).unwrap();
+        (fitted, encoder.0.into_inner().unwrap())
+    };
+    // Without the map, a row no span held stays untrained: the [UNK] row below.
+    let base = FitOptions { map_unseen_rows: false, ..small_options() };
+    let (plain, plain_texts) = run(&base);
+    let (asked, texts) = run(&FitOptions { question_spans_per_doc: 3, ..base.clone() });
+    // The model is asked for the same plain spans, and for the questions besides.
+    let questions: Vec<&String> = texts.iter().filter(|t| !plain_texts.contains(t)).collect();
+    assert_eq!(texts.len(), plain_texts.len() + questions.len());
+    assert!(plain_texts.iter().all(|t| texts.contains(t)));
+    let train_docs = plain.report.docs_train;
+    assert!(questions.len() <= 3 * train_docs && questions.len() > 2 * train_docs, "{} questions for {train_docs} documents", questions.len());
+    assert_eq!(asked.report.pairs_train, plain.report.pairs_train + questions.len());
+    for q in &questions {
+        let opener = lr_fit::QUESTION_OPENERS.iter().find(|o| q.starts_with(&format!("{o} ")));
+        assert!(opener.is_some() && q.ends_with('?'), "{q:?} is not asked");
+        let body = &q[opener.unwrap().len() + 1..q.len() - 1];
+        assert!(docs.iter().any(|d| d.contains(body)), "{body:?} is in no document");
+    }
+    // The [UNK] row (every opener and "?") is fitted now; no plain span held it.
+    assert_eq!(plain.rows[..D], init_rows()[..D]);
+    assert_ne!(asked.rows[..D], init_rows()[..D]);
+}
+
+#[test]
 fn unseen_rows_follow_a_linear_relation_between_untrained_and_fitted_rows() {
     // Fitted rows that are exactly the untrained rows through a known map G: an unseen row
     // comes out as its untrained row through G (up to the small ridge term).
