@@ -105,10 +105,11 @@ pub struct FitOptions {
     pub seed: u64,
     /// Training spans cut from each training document.
     pub spans_per_doc: usize,
-    /// More training spans per training document, asked as questions (as
-    /// [`FitOptions::refine_question_spans_per_doc`]), with the full model's encoding of the
-    /// question as their target: the rows learn what the full model makes of a question, not
-    /// only of the text it asks about. Each costs a full-model encoding. 0 = none.
+    /// Spans per training document asked as questions (one of [`QUESTION_OPENERS`] before the
+    /// span, "?" after it), each encoded by the full model. After every other step, the rows of
+    /// the question words — the tokens of the openers and "?" — are fitted to them by ridge, with
+    /// every other row held: the question words learn what the full model makes of a question,
+    /// and no other row moves (docs/quality.md, "Question words fitted on questions"). 0 = none.
     pub question_spans_per_doc: usize,
     /// Span length in whitespace-separated words, uniform in `min_words..=max_words`.
     pub min_words: usize,
@@ -283,6 +284,9 @@ impl FitOptions {
         {
             return bad("refine_lr and refine_temperature must be positive, refine_anchor non-negative".into());
         }
+        if self.center && self.question_spans_per_doc > 0 {
+            return bad("center and question_spans_per_doc do not combine".into());
+        }
         if self.refine_batch == 0 || self.encode_batch == 0 || self.max_spans == 0 {
             return bad("refine_batch, encode_batch and max_spans must be at least 1".into());
         }
@@ -336,6 +340,9 @@ pub struct FitReport {
     /// and then those rows keep the prior, or their refined value for tokens only in
     /// refinement spans).
     pub tokens_mapped: usize,
+    /// Question spans encoded (`question_spans_per_doc`) and the question-word rows fitted to them.
+    pub pairs_question: usize,
+    pub question_rows: usize,
     pub solver_iterations: usize,
     pub solver_relative_residual: f64,
     /// Ridge objective Σ_s ‖a_s X − y_s‖² + λ‖X − P‖² at the prior and at the solution.
@@ -467,6 +474,63 @@ fn sample_questions(
             *text = format!("{opener} {text}?");
         }
     }
+}
+
+/// Ridge-fits the rows of `question_ids` (deduplicated here) to the questions' full-model
+/// targets, every other row held: each question's target less what its other tokens already give
+/// (its weighted mean over them) is what the question words must add. Returns how many rows
+/// were fitted.
+fn fit_question_rows(
+    questions: &[Span],
+    targets: &[f32],
+    question_ids: &[u32],
+    weights: Option<&[f32]>,
+    rows: &mut [f32],
+    d: usize,
+    options: &FitOptions,
+) -> usize {
+    let mut local: HashMap<u32, u32> = HashMap::new();
+    let mut ids: Vec<u32> = Vec::new();
+    for &id in question_ids {
+        local.entry(id).or_insert_with(|| {
+            ids.push(id);
+            (ids.len() - 1) as u32
+        });
+    }
+    let mut a = Design::new();
+    let mut residuals = Vec::with_capacity(targets.len());
+    let mut entries = Vec::new();
+    for (q, y) in questions.iter().zip(targets.chunks_exact(d)) {
+        let w = |id: u32, c: f32| c * weights.map_or(1.0, |w| w[id as usize]);
+        let total: f64 = q.counts.iter().map(|&(id, c)| w(id, c) as f64).sum();
+        if total <= 0.0 {
+            continue;
+        }
+        entries.clear();
+        let mut r: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+        for &(id, c) in &q.counts {
+            let share = w(id, c) as f64 / total;
+            match local.get(&id) {
+                Some(&k) => entries.push((k, share as f32)),
+                None => r.iter_mut().zip(&rows[id as usize * d..(id as usize + 1) * d]).for_each(|(x, v)| *x -= share * *v as f64),
+            }
+        }
+        if !entries.is_empty() {
+            a.push_row(&entries);
+            residuals.extend(r.iter().map(|&v| v as f32));
+        }
+    }
+    if a.rows() == 0 {
+        return 0;
+    }
+    let prior: Vec<f32> = ids.iter().flat_map(|&id| rows[id as usize * d..(id as usize + 1) * d].iter().copied()).collect();
+    let (x, _) = solve::ridge_cg(&a, &residuals, &prior, ids.len(), d, options.lambda, options.max_iterations, options.tolerance, &mut |_, _| {});
+    for (k, &id) in ids.iter().enumerate() {
+        for j in 0..d {
+            rows[id as usize * d + j] = x[k * d + j] as f32;
+        }
+    }
+    ids.len()
 }
 
 /// The span × token design: row s holds `c·w / Σ c·w` for each token of the span (`w` = the
@@ -775,7 +839,7 @@ pub fn fit_query_table_guided(
     }
     let (held_docs, train_docs) = order.split_at(held);
     let mut train_docs = train_docs.to_vec();
-    let cap = (options.max_spans / (options.spans_per_doc + options.question_spans_per_doc)).max(1);
+    let cap = (options.max_spans / options.spans_per_doc).max(1);
     if train_docs.len() > cap {
         train_docs.truncate(cap);
     }
@@ -789,7 +853,8 @@ pub fn fit_query_table_guided(
     }
     // Their own stream, so that the plain spans are the same with or without questions.
     let mut rng = Rng::new(options.seed ^ 0x6173_6b65_64);
-    sample_questions(docs, &train_docs, options.question_spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
+    let mut raw_questions = Vec::new();
+    sample_questions(docs, &train_docs, options.question_spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_questions);
     // Held-out pseudo-queries draw from their own stream: the same questions whatever the
     // training span settings.
     let mut rng = Rng::new(options.seed ^ 0x6865_6c64);
@@ -817,16 +882,18 @@ pub fn fit_query_table_guided(
     };
     let train = tokenize(raw_train)?;
     let held_spans = tokenize(raw_held)?;
+    let questions = tokenize(raw_questions)?;
     if train.is_empty() {
         return Err(FitError::NoTokens);
     }
 
     // 3. Full-encoder targets (spans sorted by length so batches carry little padding).
     let t_enc = Instant::now();
-    let all_texts: Vec<&str> = train.iter().chain(&held_spans).map(|s| s.text.as_str()).collect();
+    let all_texts: Vec<&str> = train.iter().chain(&held_spans).chain(&questions).map(|s| s.text.as_str()).collect();
     let targets_all = encode_all(encoder, &all_texts, d, options.encode_batch, "encoding spans", progress)?;
     let seconds_encode_spans = t_enc.elapsed().as_secs_f64();
-    let (train_y, held_y) = targets_all.split_at(train.len() * d);
+    let (train_y, rest_y) = targets_all.split_at(train.len() * d);
+    let (held_y, question_y) = rest_y.split_at(held_spans.len() * d);
 
     // 4. Document vectors when something needs them.
     // Agreement is measured over the documents when their vectors are given (or refinement
@@ -1083,6 +1150,16 @@ pub fn fit_query_table_guided(
     } else {
         0
     };
+    let question_rows = if questions.is_empty() {
+        0
+    } else {
+        progress("fitting the question words", 0.0);
+        let mut question_ids = ids_of("?")?;
+        for opener in QUESTION_OPENERS {
+            question_ids.extend(ids_of(opener)?);
+        }
+        fit_question_rows(&questions, question_y, &question_ids, fit_weights, &mut rows, d, options)
+    };
 
     // 9. "After" measures.
     let after_vectors = lookup_vectors(&rows, weights.as_deref());
@@ -1118,6 +1195,8 @@ pub fn fit_query_table_guided(
         dims: d,
         tokens_fitted: t,
         tokens_mapped,
+        pairs_question: questions.len(),
+        question_rows,
         solver_iterations: stats.iterations,
         solver_relative_residual: stats.relative_residual,
         objective_before: data_before,

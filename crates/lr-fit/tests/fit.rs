@@ -527,7 +527,7 @@ fn question_spans_train_the_rows_of_words_only_questions_contain() {
 }
 
 #[test]
-fn question_spans_are_fitted_to_what_the_full_model_makes_of_the_question() {
+fn question_words_alone_are_fitted_to_what_the_full_model_makes_of_questions() {
     let dir = tmpdir("questions");
     let tok = tokenizer(&dir);
     let docs = corpus();
@@ -548,16 +548,46 @@ fn question_spans_are_fitted_to_what_the_full_model_makes_of_the_question() {
     assert!(plain_texts.iter().all(|t| texts.contains(t)));
     let train_docs = plain.report.docs_train;
     assert!(questions.len() <= 3 * train_docs && questions.len() > 2 * train_docs, "{} questions for {train_docs} documents", questions.len());
-    assert_eq!(asked.report.pairs_train, plain.report.pairs_train + questions.len());
+    assert_eq!(asked.report.pairs_train, plain.report.pairs_train);
+    assert_eq!(asked.report.pairs_question, questions.len());
+    assert_eq!(asked.report.question_rows, 1, "every opener word and \"?\" is [UNK] here");
     for q in &questions {
         let opener = lr_fit::QUESTION_OPENERS.iter().find(|o| q.starts_with(&format!("{o} ")));
         assert!(opener.is_some() && q.ends_with('?'), "{q:?} is not asked");
         let body = &q[opener.unwrap().len() + 1..q.len() - 1];
         assert!(docs.iter().any(|d| d.contains(body)), "{body:?} is in no document");
     }
-    // The [UNK] row (every opener and "?") is fitted now; no plain span held it.
-    assert_eq!(plain.rows[..D], init_rows()[..D]);
+    // Only the question words' row moves: every other row is the plain fit's, exactly.
+    assert_eq!(asked.rows[D..], plain.rows[D..]);
+    assert_eq!(plain.rows[..D], init_rows()[..D], "no plain span holds [UNK]");
     assert_ne!(asked.rows[..D], init_rows()[..D]);
+    // And it is the ridge solution over the questions, the other rows held: the gradient
+    // Σ_q a_q (a_q·X − y_q) + λ (X_unk − P_unk) vanishes (a_q: [UNK]'s share of question q's
+    // plain mean, P_unk its row before, here the untrained one).
+    let texts: Vec<&str> = questions.iter().map(|q| q.as_str()).collect();
+    let targets = FakeEncoder.encode(&texts).unwrap();
+    let (mut gradient, mut scale) = (vec![0f64; D], vec![0f64; D]);
+    for (q, y) in texts.iter().zip(&targets) {
+        let counts = lr_tokenizer::count_ids(&tok, q).unwrap();
+        let total: f32 = counts.iter().map(|c| c.1).sum();
+        let mut mean = vec![0f64; D];
+        for &(id, c) in &counts {
+            for j in 0..D {
+                mean[j] += (c / total) as f64 * asked.rows[id as usize * D + j] as f64;
+            }
+        }
+        let share = counts.iter().find(|c| c.0 == 0).map_or(0.0, |c| (c.1 / total) as f64);
+        assert!(share > 0.0, "{q:?} holds no question word");
+        for j in 0..D {
+            gradient[j] += share * (mean[j] - y[j] as f64);
+            scale[j] += share * y[j] as f64;
+        }
+    }
+    for j in 0..D {
+        gradient[j] += base.lambda * (asked.rows[j] - init_rows()[j]) as f64;
+    }
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!(norm(&gradient) < 1e-4 * norm(&scale), "gradient {gradient:?} against {scale:?}");
 }
 
 #[test]
