@@ -106,10 +106,11 @@ pub struct FitOptions {
     /// Training spans cut from each training document.
     pub spans_per_doc: usize,
     /// Spans per training document asked as questions (one of [`QUESTION_OPENERS`] before the
-    /// span, "?" after it), each encoded by the full model. After every other step, the rows of
-    /// the question words — the tokens of the openers and "?" — are fitted to them by ridge, with
-    /// every other row held: the question words learn what the full model makes of a question,
-    /// and no other row moves (docs/quality.md, "Question words fitted on questions"). 0 = none.
+    /// span, "?" after it), each encoded by the full model. The fit then runs twice over the same
+    /// encodings: with these spans among the training spans, for the rows of the question words
+    /// (the tokens of the openers and "?"), and without them, for every other row — so the
+    /// question words learn what the full model makes of a question, and no other row moves
+    /// (docs/quality.md, "Question words fitted on questions"). 0 = none.
     pub question_spans_per_doc: usize,
     /// Span length in whitespace-separated words, uniform in `min_words..=max_words`.
     pub min_words: usize,
@@ -283,9 +284,6 @@ impl FitOptions {
             || !(self.refine_anchor >= 0.0 && self.refine_anchor.is_finite())
         {
             return bad("refine_lr and refine_temperature must be positive, refine_anchor non-negative".into());
-        }
-        if self.center && self.question_spans_per_doc > 0 {
-            return bad("center and question_spans_per_doc do not combine".into());
         }
         if self.refine_batch == 0 || self.encode_batch == 0 || self.max_spans == 0 {
             return bad("refine_batch, encode_batch and max_spans must be at least 1".into());
@@ -474,63 +472,6 @@ fn sample_questions(
             *text = format!("{opener} {text}?");
         }
     }
-}
-
-/// Ridge-fits the rows of `question_ids` (deduplicated here) to the questions' full-model
-/// targets, every other row held: each question's target less what its other tokens already give
-/// (its weighted mean over them) is what the question words must add. Returns how many rows
-/// were fitted.
-fn fit_question_rows(
-    questions: &[Span],
-    targets: &[f32],
-    question_ids: &[u32],
-    weights: Option<&[f32]>,
-    rows: &mut [f32],
-    d: usize,
-    options: &FitOptions,
-) -> usize {
-    let mut local: HashMap<u32, u32> = HashMap::new();
-    let mut ids: Vec<u32> = Vec::new();
-    for &id in question_ids {
-        local.entry(id).or_insert_with(|| {
-            ids.push(id);
-            (ids.len() - 1) as u32
-        });
-    }
-    let mut a = Design::new();
-    let mut residuals = Vec::with_capacity(targets.len());
-    let mut entries = Vec::new();
-    for (q, y) in questions.iter().zip(targets.chunks_exact(d)) {
-        let w = |id: u32, c: f32| c * weights.map_or(1.0, |w| w[id as usize]);
-        let total: f64 = q.counts.iter().map(|&(id, c)| w(id, c) as f64).sum();
-        if total <= 0.0 {
-            continue;
-        }
-        entries.clear();
-        let mut r: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-        for &(id, c) in &q.counts {
-            let share = w(id, c) as f64 / total;
-            match local.get(&id) {
-                Some(&k) => entries.push((k, share as f32)),
-                None => r.iter_mut().zip(&rows[id as usize * d..(id as usize + 1) * d]).for_each(|(x, v)| *x -= share * *v as f64),
-            }
-        }
-        if !entries.is_empty() {
-            a.push_row(&entries);
-            residuals.extend(r.iter().map(|&v| v as f32));
-        }
-    }
-    if a.rows() == 0 {
-        return 0;
-    }
-    let prior: Vec<f32> = ids.iter().flat_map(|&id| rows[id as usize * d..(id as usize + 1) * d].iter().copied()).collect();
-    let (x, _) = solve::ridge_cg(&a, &residuals, &prior, ids.len(), d, options.lambda, options.max_iterations, options.tolerance, &mut |_, _| {});
-    for (k, &id) in ids.iter().enumerate() {
-        for j in 0..d {
-            rows[id as usize * d + j] = x[k * d + j] as f32;
-        }
-    }
-    ids.len()
 }
 
 /// The span × token design: row s holds `c·w / Σ c·w` for each token of the span (`w` = the
@@ -769,8 +710,62 @@ pub fn fit_query_table_guided(
     guide: Option<&SparseGuide>,
     progress: &mut dyn FnMut(&str, f64),
 ) -> Result<FittedTable, FitError> {
+    fit_pass(docs, doc_vectors, tokenizer, encoder, init_rows, dims, options, guide, progress, false)
+}
+
+/// Remembers every encoding for the second pass of a fit with questions, which asks for the
+/// same spans (and documents) again.
+struct Remembered<'a> {
+    encoder: &'a dyn SpanEncoder,
+    seen: std::sync::Mutex<HashMap<String, Vec<f32>>>,
+}
+
+impl SpanEncoder for Remembered<'_> {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut missing: Vec<&str> = texts.iter().copied().filter(|t| !seen.contains_key(*t)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let vectors = self.encoder.encode(&missing)?;
+            if vectors.len() != missing.len() {
+                return Err(format!("{} vectors for {} texts", vectors.len(), missing.len()));
+            }
+            seen.extend(missing.iter().map(|t| t.to_string()).zip(vectors));
+        }
+        Ok(texts.iter().map(|t| seen[*t].clone()).collect())
+    }
+}
+
+/// One fit. With `question_spans_per_doc` it runs twice over the same encodings: first with the
+/// question spans among the training spans (`questions_in_train`), whose rows of the question
+/// words — the tokens of [`QUESTION_OPENERS`] and "?" — it keeps; then without them, for every
+/// other row, so that no other row moves.
+#[allow(clippy::too_many_arguments)]
+fn fit_pass(
+    docs: &[&str],
+    doc_vectors: Option<&[Vec<f32>]>,
+    tokenizer: &Tokenizer,
+    encoder: &dyn SpanEncoder,
+    init_rows: &[f32],
+    dims: usize,
+    options: &FitOptions,
+    guide: Option<&SparseGuide>,
+    progress: &mut dyn FnMut(&str, f64),
+    questions_in_train: bool,
+) -> Result<FittedTable, FitError> {
     let started = Instant::now();
     options.validate()?;
+    let remembered;
+    let (encoder, asked): (&dyn SpanEncoder, Option<FittedTable>) = if options.question_spans_per_doc > 0 && !questions_in_train {
+        remembered = Remembered { encoder, seen: std::sync::Mutex::new(HashMap::new()) };
+        let mut labelled = |stage: &str, f: f64| progress(&format!("with questions: {stage}"), f);
+        let asked =
+            fit_pass(docs, doc_vectors, tokenizer, &remembered, init_rows, dims, options, guide, &mut labelled, true)?;
+        (&remembered, Some(asked))
+    } else {
+        (encoder, None)
+    };
     let d = dims;
     if d == 0 || init_rows.is_empty() || init_rows.len() % d != 0 {
         return Err(FitError::InvalidInput(format!(
@@ -853,8 +848,9 @@ pub fn fit_query_table_guided(
     }
     // Their own stream, so that the plain spans are the same with or without questions.
     let mut rng = Rng::new(options.seed ^ 0x6173_6b65_64);
-    let mut raw_questions = Vec::new();
-    sample_questions(docs, &train_docs, options.question_spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_questions);
+    if questions_in_train {
+        sample_questions(docs, &train_docs, options.question_spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
+    }
     // Held-out pseudo-queries draw from their own stream: the same questions whatever the
     // training span settings.
     let mut rng = Rng::new(options.seed ^ 0x6865_6c64);
@@ -882,18 +878,16 @@ pub fn fit_query_table_guided(
     };
     let train = tokenize(raw_train)?;
     let held_spans = tokenize(raw_held)?;
-    let questions = tokenize(raw_questions)?;
     if train.is_empty() {
         return Err(FitError::NoTokens);
     }
 
     // 3. Full-encoder targets (spans sorted by length so batches carry little padding).
     let t_enc = Instant::now();
-    let all_texts: Vec<&str> = train.iter().chain(&held_spans).chain(&questions).map(|s| s.text.as_str()).collect();
+    let all_texts: Vec<&str> = train.iter().chain(&held_spans).map(|s| s.text.as_str()).collect();
     let targets_all = encode_all(encoder, &all_texts, d, options.encode_batch, "encoding spans", progress)?;
     let seconds_encode_spans = t_enc.elapsed().as_secs_f64();
-    let (train_y, rest_y) = targets_all.split_at(train.len() * d);
-    let (held_y, question_y) = rest_y.split_at(held_spans.len() * d);
+    let (train_y, held_y) = targets_all.split_at(train.len() * d);
 
     // 4. Document vectors when something needs them.
     // Agreement is measured over the documents when their vectors are given (or refinement
@@ -1150,16 +1144,27 @@ pub fn fit_query_table_guided(
     } else {
         0
     };
-    let question_rows = if questions.is_empty() {
-        0
-    } else {
-        progress("fitting the question words", 0.0);
+    let (mut pairs_question, mut question_rows) = (0, 0);
+    if let Some(asked) = &asked {
         let mut question_ids = ids_of("?")?;
         for opener in QUESTION_OPENERS {
             question_ids.extend(ids_of(opener)?);
         }
-        fit_question_rows(&questions, question_y, &question_ids, fit_weights, &mut rows, d, options)
-    };
+        question_ids.sort_unstable();
+        question_ids.dedup();
+        for &id in &question_ids {
+            let row = id as usize * d..(id as usize + 1) * d;
+            rows[row.clone()].copy_from_slice(&asked.rows[row]);
+        }
+        pairs_question = asked.report.pairs_train - train.len();
+        question_rows = question_ids.len();
+    }
+    // The first pass did the encoding (this one read it back) and fitted too.
+    let first = |f: fn(&FitReport) -> f64| asked.as_ref().map_or(0.0, |a| f(&a.report));
+    let seconds_encode_spans = seconds_encode_spans + first(|r| r.seconds_encode_spans);
+    let seconds_encode_docs = seconds_encode_docs + first(|r| r.seconds_encode_docs);
+    let seconds_solve = seconds_solve + first(|r| r.seconds_solve);
+    let seconds_refine = seconds_refine + first(|r| r.seconds_refine);
 
     // 9. "After" measures.
     let after_vectors = lookup_vectors(&rows, weights.as_deref());
@@ -1195,7 +1200,7 @@ pub fn fit_query_table_guided(
         dims: d,
         tokens_fitted: t,
         tokens_mapped,
-        pairs_question: questions.len(),
+        pairs_question,
         question_rows,
         solver_iterations: stats.iterations,
         solver_relative_residual: stats.relative_residual,
