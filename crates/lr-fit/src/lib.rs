@@ -110,7 +110,8 @@ pub struct FitOptions {
     /// encodings: with these spans among the training spans, for the rows of the question words
     /// (the tokens of the openers and "?"), and without them, for every other row — so the
     /// question words learn what the full model makes of a question, and no other row moves
-    /// (docs/quality.md, "Question words fitted on questions"). 0 = none.
+    /// (docs/quality.md, "Question words fitted on questions"). 0 = none: the fit as it was
+    /// before this option.
     pub question_spans_per_doc: usize,
     /// Span length in whitespace-separated words, uniform in `min_words..=max_words`.
     pub min_words: usize,
@@ -194,13 +195,14 @@ pub struct FitOptions {
 /// the untrained rows on 8 encoded 4–16-word spans per document, idf-weighted query mean, then 8
 /// epochs of InfoNCE (in-batch negatives, τ = 0.05, Adam 5e-4) on 32 extra spans per document,
 /// keeping the epoch with the best held-out known-item MRR; rows no span trained are then mapped
-/// into the fitted space.
+/// into the fitted space; the question words' rows come from a second fit that also sees 2
+/// question-framed spans per document.
 impl Default for FitOptions {
     fn default() -> Self {
         FitOptions {
             seed: 42,
             spans_per_doc: 8,
-            question_spans_per_doc: 0,
+            question_spans_per_doc: 2,
             min_words: 4,
             max_words: 16,
             lambda: 0.1,

@@ -118,6 +118,8 @@ fn small_options() -> FitOptions {
         held_out_fraction: 0.2,
         agreement_k: 5,
         refine: Refine::None,
+        // One pass: the question words' second fit is tested on its own.
+        question_spans_per_doc: 0,
         ..Default::default()
     }
 }
@@ -368,6 +370,8 @@ fn default_options_refine_on_extra_spans_and_keep_the_best_epoch() {
     // No document vectors were given: refinement encoded the documents, agreement is over them.
     assert_eq!(r.agreement_corpus.as_deref(), Some("documents"));
     assert!(r.refine_pairs > r.pairs_train, "{r:?}");
+    // And a second pass for the question words (all [UNK] here).
+    assert!(r.pairs_question > 0 && r.question_rows == 1, "{r:?}");
     let best = r.refine_best_epoch.expect("early stopping keeps an epoch");
     let mrr = r.refine_source_mrr[best - 1];
     assert!(r.refine_source_mrr.iter().all(|v| *v <= mrr));
