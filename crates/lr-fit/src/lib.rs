@@ -287,6 +287,10 @@ impl FitOptions {
         {
             return bad("refine_lr and refine_temperature must be positive, refine_anchor non-negative".into());
         }
+        if self.center && self.question_spans_per_doc > 0 {
+            // Each fit would subtract its own mean target: the kept rows would sit apart.
+            return bad("center needs question_spans_per_doc: 0".into());
+        }
         if self.refine_batch == 0 || self.encode_batch == 0 || self.max_spans == 0 {
             return bad("refine_batch, encode_batch and max_spans must be at least 1".into());
         }
@@ -472,6 +476,48 @@ fn sample_questions(
         for (_, text) in &mut out[first..] {
             let opener = QUESTION_OPENERS[rng.below(QUESTION_OPENERS.len())];
             *text = format!("{opener} {text}?");
+        }
+    }
+}
+
+/// The ids of the question words as a question holds them: each opener's tokens, and "?" both
+/// alone and after a word (a tokenizer may tell the two apart, as SentencePiece's "▁?" and "?").
+fn question_word_ids(tokenizer: &Tokenizer) -> Result<Vec<u32>, FitError> {
+    let ids_of = |text: &str| lr_tokenizer::plain_ids(tokenizer, text).map_err(FitError::Tokenizer);
+    let mut ids = ids_of("?")?;
+    let word = ids_of("a")?;
+    ids.extend(ids_of("a?")?.into_iter().filter(|id| !word.contains(id)));
+    for opener in QUESTION_OPENERS {
+        ids.extend(ids_of(opener)?);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// What a fit with questions among its training spans leaves for the fit without them.
+struct AskedRows {
+    ids: Vec<u32>,
+    /// Their rows, one after another, and before the unseen-row map when that was kept.
+    rows: Vec<f32>,
+    unmapped: Option<Vec<f32>>,
+    pairs_train: usize,
+    /// Encoding spans, encoding documents, solving, refining.
+    seconds: [f64; 4],
+}
+
+impl AskedRows {
+    fn of(fitted: FittedTable, ids: Vec<u32>, d: usize) -> AskedRows {
+        let pick = |rows: &[f32]| -> Vec<f32> {
+            ids.iter().flat_map(|&id| rows[id as usize * d..(id as usize + 1) * d].iter().copied()).collect()
+        };
+        let r = &fitted.report;
+        AskedRows {
+            rows: pick(&fitted.rows),
+            unmapped: fitted.unmapped_rows.as_deref().map(pick),
+            pairs_train: r.pairs_train,
+            seconds: [r.seconds_encode_spans, r.seconds_encode_docs, r.seconds_solve, r.seconds_refine],
+            ids,
         }
     }
 }
@@ -759,12 +805,13 @@ fn fit_pass(
     let started = Instant::now();
     options.validate()?;
     let remembered;
-    let (encoder, asked): (&dyn SpanEncoder, Option<FittedTable>) = if options.question_spans_per_doc > 0 && !questions_in_train {
+    let (encoder, asked): (&dyn SpanEncoder, Option<AskedRows>) = if options.question_spans_per_doc > 0 && !questions_in_train {
         remembered = Remembered { encoder, seen: std::sync::Mutex::new(HashMap::new()) };
         let mut labelled = |stage: &str, f: f64| progress(&format!("with questions: {stage}"), f);
         let asked =
             fit_pass(docs, doc_vectors, tokenizer, &remembered, init_rows, dims, options, guide, &mut labelled, true)?;
-        (&remembered, Some(asked))
+        // Only the question words' rows are kept: the rest of that table goes before the second fit.
+        (&remembered, Some(AskedRows::of(asked, question_word_ids(tokenizer)?, dims)))
     } else {
         (encoder, None)
     };
@@ -836,7 +883,8 @@ fn fit_pass(
     }
     let (held_docs, train_docs) = order.split_at(held);
     let mut train_docs = train_docs.to_vec();
-    let cap = (options.max_spans / options.spans_per_doc).max(1);
+    // Question spans count: both fits subsample alike, and the first encodes at most max_spans.
+    let cap = (options.max_spans / (options.spans_per_doc + options.question_spans_per_doc)).max(1);
     if train_docs.len() > cap {
         train_docs.truncate(cap);
     }
@@ -1146,27 +1194,23 @@ fn fit_pass(
     } else {
         0
     };
+    let mut unmapped_rows = unmapped_rows;
     let (mut pairs_question, mut question_rows) = (0, 0);
+    let mut seconds = [seconds_encode_spans, seconds_encode_docs, seconds_solve, seconds_refine];
     if let Some(asked) = &asked {
-        let mut question_ids = ids_of("?")?;
-        for opener in QUESTION_OPENERS {
-            question_ids.extend(ids_of(opener)?);
-        }
-        question_ids.sort_unstable();
-        question_ids.dedup();
-        for &id in &question_ids {
+        for (k, &id) in asked.ids.iter().enumerate() {
             let row = id as usize * d..(id as usize + 1) * d;
-            rows[row.clone()].copy_from_slice(&asked.rows[row]);
+            rows[row.clone()].copy_from_slice(&asked.rows[k * d..(k + 1) * d]);
+            if let (Some(u), Some(au)) = (unmapped_rows.as_mut(), asked.unmapped.as_ref()) {
+                u[row].copy_from_slice(&au[k * d..(k + 1) * d]);
+            }
         }
-        pairs_question = asked.report.pairs_train - train.len();
-        question_rows = question_ids.len();
+        pairs_question = asked.pairs_train - train.len();
+        question_rows = asked.ids.len();
+        // The first fit did the encoding (this one read it back) and fitted too.
+        seconds.iter_mut().zip(asked.seconds).for_each(|(s, a)| *s += a);
     }
-    // The first pass did the encoding (this one read it back) and fitted too.
-    let first = |f: fn(&FitReport) -> f64| asked.as_ref().map_or(0.0, |a| f(&a.report));
-    let seconds_encode_spans = seconds_encode_spans + first(|r| r.seconds_encode_spans);
-    let seconds_encode_docs = seconds_encode_docs + first(|r| r.seconds_encode_docs);
-    let seconds_solve = seconds_solve + first(|r| r.seconds_solve);
-    let seconds_refine = seconds_refine + first(|r| r.seconds_refine);
+    let [seconds_encode_spans, seconds_encode_docs, seconds_solve, seconds_refine] = seconds;
 
     // 9. "After" measures.
     let after_vectors = lookup_vectors(&rows, weights.as_deref());

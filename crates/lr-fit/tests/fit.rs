@@ -576,6 +576,49 @@ fn question_words_alone_are_fitted_to_what_the_full_model_makes_of_questions() {
 }
 
 #[test]
+fn question_words_on_the_extensions_path_refined_mapped_and_documents_encoded_by_the_fit() {
+    // As the extension may fit: no document vectors (the fit encodes the documents), refinement
+    // and the unseen-row map on, the rows before the map kept for comparison.
+    let dir = tmpdir("questions-default");
+    let tok = tokenizer(&dir);
+    let docs = corpus();
+    let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    let run = |o: &FitOptions| {
+        let encoder = RecordingEncoder(std::sync::Mutex::new(Vec::new()));
+        let fitted = fit_query_table(&docs, &tok, &encoder, &init_rows(), D, o, &mut |_, _| {}).unwrap();
+        (fitted, encoder.0.into_inner().unwrap())
+    };
+    let base = FitOptions {
+        held_out_fraction: 0.2,
+        agreement_k: 5,
+        refine_batch: 16,
+        refine_epochs: 2,
+        keep_unmapped_rows: true,
+        question_spans_per_doc: 0,
+        ..Default::default()
+    };
+    let (plain, _) = run(&base);
+    let (asked, texts) = run(&FitOptions { question_spans_per_doc: 2, ..base.clone() });
+    let mut once = texts.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), texts.len(), "a text was encoded twice");
+    assert!(docs.iter().all(|d| texts.iter().any(|t| t == d)), "the documents were not encoded");
+    assert!(asked.report.pairs_question > 0 && asked.report.question_rows == 1, "{:?}", asked.report);
+    // Both the final rows and the rows before the map: the question words' row from the fit
+    // with questions (where [UNK] is fitted, not mapped), every other row the plain fit's.
+    let (pu, au) = (plain.unmapped_rows.as_ref().unwrap(), asked.unmapped_rows.as_ref().unwrap());
+    assert_eq!(asked.rows[D..], plain.rows[D..]);
+    assert_eq!(au[D..], pu[D..]);
+    assert_ne!(asked.rows[..D], plain.rows[..D]);
+    assert_ne!(au[..D], pu[..D], "the rows before the map kept the plain fit's question row");
+    // centre and questions do not combine: each fit would centre on its own mean.
+    let centred = FitOptions { center: true, ..FitOptions::default() };
+    assert!(matches!(centred.validate(), Err(FitError::InvalidOption(_))));
+    assert!(FitOptions { question_spans_per_doc: 0, ..centred }.validate().is_ok());
+}
+
+#[test]
 fn unseen_rows_follow_a_linear_relation_between_untrained_and_fitted_rows() {
     // Fitted rows that are exactly the untrained rows through a known map G: an unseen row
     // comes out as its untrained row through G (up to the small ridge term).
