@@ -459,6 +459,19 @@ impl SpanEncoder for RecordingEncoder {
     }
 }
 
+/// A fit of `docs` (with `doc_vectors`, or encoding them itself) and every text it asked the
+/// full model for, in order.
+fn recorded_fit(
+    docs: &[&str],
+    doc_vectors: Option<&[Vec<f32>]>,
+    tok: &lr_tokenizer::Tokenizer,
+    o: &FitOptions,
+) -> (lr_fit::FittedTable, Vec<String>) {
+    let encoder = RecordingEncoder(std::sync::Mutex::new(Vec::new()));
+    let fitted = lr_fit::fit_query_table_with_doc_vectors(docs, doc_vectors, tok, &encoder, &init_rows(), D, o, &mut |_, _| {}).unwrap();
+    (fitted, encoder.0.into_inner().unwrap())
+}
+
 #[test]
 fn inverse_cloze_pairs_train_on_the_rest_of_their_document() {
     let dir = tmpdir("cloze");
@@ -467,11 +480,7 @@ fn inverse_cloze_pairs_train_on_the_rest_of_their_document() {
     let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
     let doc_vectors = FakeEncoder.encode(&docs).unwrap();
     let base = FitOptions { refine: Refine::Infonce, refine_epochs: 2, refine_batch: 16, refine_early_stop: false, ..small_options() };
-    let run = |o: &FitOptions| {
-        let encoder = RecordingEncoder(std::sync::Mutex::new(Vec::new()));
-        let fitted = lr_fit::fit_query_table_with_doc_vectors(&docs, Some(&doc_vectors), &tok, &encoder, &init_rows(), D, o, &mut |_, _| {}).unwrap();
-        (fitted, encoder.0.into_inner().unwrap())
-    };
+    let run = |o: &FitOptions| recorded_fit(&docs, Some(&doc_vectors), &tok, o);
     let (plain, plain_texts) = run(&base);
     let cloze = FitOptions { refine_cloze_per_doc: 2, refine_cloze_min_words: 2, refine_cloze_max_words: 4, ..base.clone() };
     let (with_cloze, texts) = run(&cloze);
@@ -537,11 +546,7 @@ fn question_words_alone_are_fitted_to_what_the_full_model_makes_of_questions() {
     let docs = corpus();
     let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
     let doc_vectors = FakeEncoder.encode(&docs).unwrap();
-    let run = |o: &FitOptions| {
-        let encoder = RecordingEncoder(std::sync::Mutex::new(Vec::new()));
-        let fitted = lr_fit::fit_query_table_with_doc_vectors(&docs, Some(&doc_vectors), &tok, &encoder, &init_rows(), D, o, &mut |_, _| {}).unwrap();
-        (fitted, encoder.0.into_inner().unwrap())
-    };
+    let run = |o: &FitOptions| recorded_fit(&docs, Some(&doc_vectors), &tok, o);
     // Without the map, a row no span held stays untrained: the [UNK] row below.
     let base = FitOptions { map_unseen_rows: false, ..small_options() };
     let (plain, plain_texts) = run(&base);
@@ -583,11 +588,7 @@ fn question_words_on_the_extensions_path_refined_mapped_and_documents_encoded_by
     let tok = tokenizer(&dir);
     let docs = corpus();
     let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
-    let run = |o: &FitOptions| {
-        let encoder = RecordingEncoder(std::sync::Mutex::new(Vec::new()));
-        let fitted = fit_query_table(&docs, &tok, &encoder, &init_rows(), D, o, &mut |_, _| {}).unwrap();
-        (fitted, encoder.0.into_inner().unwrap())
-    };
+    let run = |o: &FitOptions| recorded_fit(&docs, None, &tok, o);
     let base = FitOptions {
         held_out_fraction: 0.2,
         agreement_k: 5,
