@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Question-framed refinement spans, judged label-free (docs/quality.md, "Question-framed
-refinement spans"). For each pair of `lr-eval --dump` directories of one corpus — the default fit
-and a fit with `refine_question_spans_per_doc` — known-item MRR@10 of the lookup, dense alone and
+"""Fits that see questions, judged label-free (docs/quality.md, "Question words fitted on
+questions"). For each pair of `lr-eval --dump` directories of one corpus — a fit without questions
+and one with `question_spans_per_doc` or `refine_question_spans_per_doc` — known-item MRR@10 of
+the lookup, dense alone and
 in lr_search's z-score fusion (w = 0.7, no smoothing), on the fit's held-out documents:
 
   verbatim    the fit's held-out spans

@@ -157,7 +157,8 @@ pub struct FitOptions {
     /// [`QUESTION_OPENERS`] before a span of `refine_min_words..=refine_max_words` words and "?"
     /// after it. Documents seldom ask, so the rows of question words — heavily weighted by idf for
     /// that very reason — are otherwise never trained on the queries they appear in
-    /// (docs/quality.md, "Question-framed refinement spans"). 0 = none.
+    /// (docs/quality.md, "Question words fitted on questions": measured, not the default). 0 =
+    /// none.
     pub refine_question_spans_per_doc: usize,
     /// Keep the rows of the refinement epoch that did best on the held-out split (known-item
     /// MRR over the documents, else agreement); needs held-out documents.
@@ -896,9 +897,9 @@ fn fit_pass(
     for &i in &train_docs {
         sample_spans(i, docs[i], options.spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
     }
-    // Their own stream, so that the plain spans are the same with or without questions.
-    let mut rng = Rng::new(options.seed ^ 0x6173_6b65_64);
     if questions_in_train {
+        // Their own stream, so that the plain spans are the same with or without questions.
+        let mut rng = Rng::new(options.seed ^ 0x6173_6b65_64);
         sample_questions(docs, &train_docs, options.question_spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
     }
     // Held-out pseudo-queries draw from their own stream: the same questions whatever the
