@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::search_path;
 
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
-use crate::security::{as_owner, elevated, require_user_table, with_key_text_settings};
+use crate::security::{as_owner, elevated, read_as_owner_for, require_user_table, with_key_text_settings};
 use crate::spi::{quote_ident, run, set_local};
 
 use super::*;
@@ -149,7 +149,24 @@ fn citus_distributed(source: pg_sys::Oid, table: &str) -> bool {
 
 /// The rows of `enc` (distributed) that wait for their vectors, counted as the table's owner.
 pub(super) fn pending_rows(enc: &AutoEncoding) -> i64 {
-    as_owner(enc.source, || Spi::connect(|c| c.select(&enc.statements().pending_count(), Some(1), &[])?.first().get_one::<i64>()))
+    as_owner(enc.source, || count_pending(enc))
+}
+
+/// [`pending_rows`] counted for `reader` (`lr_wait_for_encoding`): refused to a reader who does
+/// not own a table whose owner forces row-level security, whose policy would run in the
+/// reader's session ([`read_as_owner_for`]).
+pub(super) fn pending_rows_for(reader: pg_sys::Oid, enc: &AutoEncoding, table: &str) -> i64 {
+    read_as_owner_for(reader, enc.source, || count_pending(enc)).unwrap_or_else(|| {
+        raise(
+            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("lightretriever: only the owner of {table} may wait for its rows: its owner forces row-level security on it"),
+            Some("Its waiting rows are counted in the table, where the owner's policies would run in your session."),
+        )
+    })
+}
+
+fn count_pending(enc: &AutoEncoding) -> i64 {
+    Spi::connect(|c| c.select(&enc.statements().pending_count(), Some(1), &[])?.first().get_one::<i64>())
         .or_raise(Code::ERRCODE_INTERNAL_ERROR)
         .unwrap_or(0)
 }

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::search_path;
 
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
-use crate::security::{as_owner, caller, elevated, may_read, may_see, with_settings};
+use crate::security::{caller, elevated, may_read, may_see, read_as_owner_for, with_settings};
 use crate::spi::{flatten, in_subtransaction_cancellable, table_name};
 
 use super::*;
@@ -55,7 +55,7 @@ fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Opti
         if enc.distributed {
             // The rows with a text and no vector, but those that failed for good.
             let failed = elevated(|| Spi::get_two::<i64, i64>(&enc.statements().queue_counts())).ok().and_then(|c| c.1).unwrap_or(0);
-            return Some(super::enable::pending_rows(enc) > failed);
+            return Some(super::enable::pending_rows_for(caller(), enc, &table) > failed);
         }
         elevated(|| Spi::get_one::<bool>(&pending)).or_raise(Code::ERRCODE_INTERNAL_ERROR)
     };
@@ -122,7 +122,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;
-            let done = owner_count(enc.source, &statements.count_vectors(), &lock_wait)?;
+            let done = owner_count(who, enc.source, &statements.count_vectors(), &lock_wait)?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
                 // Rows of the last minute's batches over the time they span (from the first one's
                 // start, `at` being its transaction's start): a backlog that began 10 s ago is not
@@ -143,7 +143,7 @@ fn lr_encoding_status_rows() -> TableIterator<
             // A Citus table's pending rows are in the table (its queue holds only attempts), but
             // those that failed for good.
             let queued = if enc.distributed {
-                owner_count(enc.source, &statements.pending_count(), &lock_wait)?.zip(failed).map(|(p, f)| (p - f).max(0))
+                owner_count(who, enc.source, &statements.pending_count(), &lock_wait)?.zip(failed).map(|(p, f)| (p - f).max(0))
             } else {
                 counts.map(|c| c.0.unwrap_or(0))
             };
@@ -213,10 +213,11 @@ fn lock_bounded<T>(wait: Duration, read: impl FnOnce() -> Result<Option<T>, pgrx
 }
 
 /// A count of `source`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
-/// for them), counted as its owner, the table's row-level security being the owner's code; None
-/// while a lock keeps it from being counted within what is left of `wait`.
-fn owner_count(source: pg_sys::Oid, count_sql: &str, wait: &LockWait) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    wait.bounded(|| as_owner(source, || Spi::get_one::<i64>(count_sql)))
+/// for them), counted as its owner for `reader`; None while a lock keeps it from being counted
+/// within what is left of `wait`, and for a reader who does not own a table whose owner forces
+/// row-level security (the policy is the owner's code: [`read_as_owner_for`]).
+fn owner_count(reader: pg_sys::Oid, source: pg_sys::Oid, count_sql: &str, wait: &LockWait) -> Result<Option<i64>, pgrx::spi::SpiError> {
+    wait.bounded(|| read_as_owner_for(reader, source, || Spi::get_one::<i64>(count_sql)).unwrap_or(Ok(None)))
 }
 
 /// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may

@@ -403,13 +403,16 @@ fn the_reviewed_attacks_fail() {
 }
 
 /// A role that may only read an auto-encoded table must not run code as its owner. The status
-/// view counts the table's vectors as the owner (its row-level security is the owner's code);
-/// that code must not see the reader's `search_path`, set at connection time, which would put
-/// the reader's operator `=` in front of the owner's policy function (a hostile review found it:
-/// the operator ran as the owner, copied a secret table and granted it to the reader). Nor may a
-/// name the owner's own path resolves (`ALTER ROLE … SET search_path`) fall through to the
-/// reader's temporary schema (a second review: a temporary view there, granted to the owner,
-/// would run the reader's function as the owner).
+/// view counts the table's vectors as the owner, and a policy the owner forces on the table is
+/// the owner's code. Run in the reader's session, it once saw the reader's `search_path`, set at
+/// connection time, which put the reader's operator `=` in front of the owner's policy function
+/// (a hostile review found it: the operator ran as the owner, copied a secret table and granted
+/// it to the reader); with the owner's own path it could still reach the reader's temporary
+/// schema through a name that path leaves open, and a slow policy delayed the reader's view. So
+/// for a reader the policy never runs: `done` is NULL. A superuser's view still runs it as the
+/// owner, and there the owner's code sees the owner's own path (`ALTER ROLE … SET search_path`):
+/// not the caller's, nor a temporary view of the caller's first (a second review: granted to the
+/// owner, it would run the caller's function as the owner).
 #[test]
 fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
     let mut c = pipeline_database();
@@ -430,10 +433,11 @@ fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
          INSERT INTO sp_app.tenants VALUES (1);
          CREATE TABLE sp_owner.docs (id int PRIMARY KEY, tenant int, body text);
          CREATE TABLE sp_owner.secret (s text);
+         CREATE SEQUENCE sp_owner.policy_calls;
          INSERT INTO sp_owner.secret VALUES ('owner-secret');
          -- No SET search_path: the policy's `=` and `tenants` resolve at run time.
          CREATE FUNCTION sp_owner.tenant_ok(t int) RETURNS bool LANGUAGE plpgsql AS $f$
-           BEGIN RETURN t = 1 AND EXISTS (SELECT 1 FROM tenants WHERE tenants.id OPERATOR(pg_catalog.=) t); END $f$;
+           BEGIN PERFORM pg_catalog.nextval('sp_owner.policy_calls'); RETURN t = 1 AND EXISTS (SELECT 1 FROM tenants WHERE tenants.id OPERATOR(pg_catalog.=) t); END $f$;
          ALTER TABLE sp_owner.docs ENABLE ROW LEVEL SECURITY; ALTER TABLE sp_owner.docs FORCE ROW LEVEL SECURITY;
          CREATE POLICY tenant ON sp_owner.docs USING (sp_owner.tenant_ok(tenant));
          INSERT INTO sp_owner.docs VALUES (1, 1, 'a red apple');
@@ -458,6 +462,15 @@ fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
     )
     .unwrap();
     wait_for_encoding(&mut c, "sp_owner.docs", 120);
+    let policy_calls = |c: &mut postgres::Client| c.query_one("SELECT last_value FROM sp_owner.policy_calls", &[]).unwrap().get::<_, i64>(0);
+    let calls_before = policy_calls(&mut c);
+    let status_of = |session: &mut postgres::Client| -> (String, Option<i64>) {
+        let rows = session
+            .query("SELECT status, done FROM lightretriever.lr_encoding_status WHERE source = 'sp_owner.docs'::regclass", &[])
+            .unwrap();
+        assert_eq!(rows.len(), 1, "the caller sees the table's status");
+        (rows[0].get(0), rows[0].get(1))
+    };
 
     let mut reader = connection_with_options("postgres", "-c search_path=sp_reader,pg_catalog");
     reader
@@ -467,16 +480,24 @@ fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
              GRANT SELECT ON pg_temp.tenants TO sp_owner;",
         )
         .unwrap();
-    let rows = reader
-        .query("SELECT status, done FROM lightretriever.lr_encoding_status WHERE source = 'sp_owner.docs'::regclass", &[])
+    // The owner's policy did not run in the reader's session: its count is unknown.
+    assert_eq!(status_of(&mut reader), ("active".to_owned(), None));
+    assert_eq!(policy_calls(&mut c), calls_before, "the owner's policy ran in the reader's session");
+    assert!(reader.query("SELECT lightretriever.lr_wait_for_encoding('sp_owner.docs', '1 second')", &[]).unwrap()[0].get::<_, bool>(0));
+
+    // A superuser's view runs it, as the owner, under the owner's own path, and counts the row.
+    let mut superuser = connection_with_options("postgres", "-c search_path=sp_reader,pg_catalog");
+    superuser
+        .batch_execute(
+            "CREATE TEMP VIEW tenants AS SELECT sp_reader.evil_id() AS id;
+             GRANT SELECT ON pg_temp.tenants TO sp_owner;",
+        )
         .unwrap();
-    assert_eq!(rows.len(), 1, "the reader sees the table's status");
-    let (status, done): (String, Option<i64>) = (rows[0].get(0), rows[0].get(1));
-    // The owner's policy ran, under the default path, and counted the one row.
-    assert_eq!((status.as_str(), done), ("active", Some(1)));
+    assert_eq!(status_of(&mut superuser), ("active".to_owned(), Some(1)));
+    assert!(policy_calls(&mut c) > calls_before, "the owner's policy counted the rows for the superuser");
     let loot: Vec<(String, Option<String>)> =
         c.query("SELECT who::text, what FROM sp_reader.loot", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert!(loot.is_empty(), "the reader's operator ran inside the owner's code: {loot:?}");
+    assert!(loot.is_empty(), "the caller's operator or view ran inside the owner's code: {loot:?}");
     c.batch_execute(cleanup).unwrap();
 }
 
