@@ -391,4 +391,31 @@ mod tests {
         assert_eq!(Spi::get_one::<bool>("SELECT lightretriever.lr_resume_auto_encoding('paused_docs')").unwrap(), Some(false));
         assert_eq!((status().as_str(), pending()), ("active", 3));
     }
+
+    /// A table whose queue cannot be read shows in lr_failed_items as one row without a key
+    /// whose error says why (and in the status view as broken): never as a silent 0 rows.
+    #[pg_test]
+    fn a_queue_that_cannot_be_read_is_a_row_that_says_so() {
+        register_dense_model();
+        Spi::run(
+            "CREATE TABLE unreadable_docs (id int PRIMARY KEY, body text);
+             INSERT INTO unreadable_docs VALUES (1, 'one');
+             SELECT lightretriever.lr_enable_auto_encoding('unreadable_docs', 'body', 'minilm');",
+        )
+        .unwrap();
+        let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
+        let failed_rows = || count("SELECT count(*) FROM lightretriever.lr_failed_items");
+        assert_eq!(failed_rows(), 0);
+        Spi::run(&format!("ALTER TABLE lightretriever.\"{queue}\" RENAME COLUMN failed_at TO failed_when")).unwrap();
+        let (key_missing, attempts_missing, error) = Spi::get_three::<bool, bool, String>(
+            "SELECT row_key IS NULL, attempts IS NULL, error FROM lightretriever.lr_failed_items",
+        )
+        .unwrap();
+        assert_eq!((key_missing, attempts_missing), (Some(true), Some(true)));
+        let error = error.unwrap();
+        assert!(error.starts_with("lightretriever: failed rows cannot be read: ") && error.contains("failed_at"), "{error}");
+        assert_eq!(failed_rows(), 1, "one row for the table, not 0");
+        let status = Spi::get_one::<String>("SELECT status FROM lightretriever.lr_encoding_status").unwrap().unwrap();
+        assert_eq!(status, "broken");
+    }
 }
