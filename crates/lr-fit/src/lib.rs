@@ -759,7 +759,7 @@ pub fn fit_query_table_guided(
     guide: Option<&SparseGuide>,
     progress: &mut dyn FnMut(&str, f64),
 ) -> Result<FittedTable, FitError> {
-    fit_pass(docs, doc_vectors, tokenizer, encoder, init_rows, dims, options, guide, progress, false)
+    fit(docs, doc_vectors, tokenizer, encoder, init_rows, dims, options, guide, progress)
 }
 
 /// Remembers every encoding for the second pass of a fit with questions, which asks for the
@@ -786,12 +786,83 @@ impl SpanEncoder for Remembered<'_> {
     }
 }
 
-/// One fit. With `question_spans_per_doc` it runs twice over the same encodings: first with the
-/// question spans among the training spans (`questions_in_train`), whose rows of the question
-/// words — the tokens of [`QUESTION_OPENERS`] and "?" — it keeps; then without them, for every
-/// other row, so that no other row moves.
+/// What both runs of a fit with questions share, checked and read once: the documents as the
+/// fit reads them ([`bounded_documents`]) and their document frequencies.
+struct FitInputs<'a> {
+    docs: Vec<&'a str>,
+    doc_vectors: Option<&'a [Vec<f32>]>,
+    tokenizer: &'a Tokenizer,
+    init_rows: &'a [f32],
+    dims: usize,
+    vocab: usize,
+    options: &'a FitOptions,
+    guide: Option<&'a SparseGuide<'a>>,
+    df: Vec<u32>,
+}
+
+impl<'a> FitInputs<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        docs: &[&'a str],
+        doc_vectors: Option<&'a [Vec<f32>]>,
+        tokenizer: &'a Tokenizer,
+        init_rows: &'a [f32],
+        dims: usize,
+        options: &'a FitOptions,
+        guide: Option<&'a SparseGuide<'a>>,
+        progress: &mut dyn FnMut(&str, f64),
+    ) -> Result<FitInputs<'a>, FitError> {
+        options.validate()?;
+        let d = dims;
+        if d == 0 || init_rows.is_empty() || init_rows.len() % d != 0 {
+            return Err(FitError::InvalidInput(format!(
+                "the untrained table has {} values, not a whole number of {d}-wide rows",
+                init_rows.len()
+            )));
+        }
+        let vocab = init_rows.len() / d;
+        if let Some(i) = init_rows.iter().position(|v| !v.is_finite()) {
+            return Err(FitError::InvalidInput(format!("untrained row {} has a NaN or infinite value", i / d)));
+        }
+        if docs.is_empty() {
+            return Err(FitError::EmptyCorpus);
+        }
+        let docs = bounded_documents(docs, tokenizer)?;
+        if guide.is_some() && options.refine_cloze_per_doc > 0 {
+            return Err(FitError::InvalidOption("a sparse guide and inverse-cloze refinement pairs do not combine".into()));
+        }
+        if let Some(g) = guide {
+            if g.doc_vectors.len() != docs.len() || g.query_weights.len() != vocab || !g.weight.is_finite() {
+                return Err(FitError::InvalidInput(format!(
+                    "the sparse guide has {} document vectors for {} documents and {} query weights for {} table rows",
+                    g.doc_vectors.len(),
+                    docs.len(),
+                    g.query_weights.len(),
+                    vocab
+                )));
+            }
+        }
+        if let Some(dv) = doc_vectors {
+            if dv.len() != docs.len() || dv.iter().any(|v| v.len() != d) {
+                return Err(FitError::InvalidInput(format!(
+                    "{} document vectors given for {} documents of {d} dimensions",
+                    dv.len(),
+                    docs.len()
+                )));
+            }
+        }
+        // 1. Document frequencies (→ idf weights in each run).
+        let df = document_frequencies(&docs, tokenizer, vocab, progress)?;
+        Ok(FitInputs { docs, doc_vectors, tokenizer, init_rows, dims, vocab, options, guide, df })
+    }
+}
+
+/// One fit. With `question_spans_per_doc` it runs twice over the same inputs and encodings:
+/// first with the question spans among the training spans, whose rows of the question words —
+/// the tokens of [`QUESTION_OPENERS`] and "?" — it keeps; then without them, for every other
+/// row, so that no other row moves.
 #[allow(clippy::too_many_arguments)]
-fn fit_pass(
+fn fit(
     docs: &[&str],
     doc_vectors: Option<&[Vec<f32>]>,
     tokenizer: &Tokenizer,
@@ -801,60 +872,34 @@ fn fit_pass(
     options: &FitOptions,
     guide: Option<&SparseGuide>,
     progress: &mut dyn FnMut(&str, f64),
-    questions_in_train: bool,
 ) -> Result<FittedTable, FitError> {
     let started = Instant::now();
-    options.validate()?;
-    let remembered;
-    let (encoder, asked): (&dyn SpanEncoder, Option<AskedRows>) = if options.question_spans_per_doc > 0 && !questions_in_train {
-        remembered = Remembered { encoder, seen: std::sync::Mutex::new(HashMap::new()) };
-        let mut labelled = |stage: &str, f: f64| progress(&format!("with questions: {stage}"), f);
-        let asked =
-            fit_pass(docs, doc_vectors, tokenizer, &remembered, init_rows, dims, options, guide, &mut labelled, true)?;
-        // Only the question words' rows are kept: the rest of that table goes before the second fit.
-        (&remembered, Some(AskedRows::of(asked, question_word_ids(tokenizer)?, dims)))
-    } else {
-        (encoder, None)
-    };
-    let d = dims;
-    if d == 0 || init_rows.is_empty() || init_rows.len() % d != 0 {
-        return Err(FitError::InvalidInput(format!(
-            "the untrained table has {} values, not a whole number of {d}-wide rows",
-            init_rows.len()
-        )));
+    let inputs = FitInputs::check(docs, doc_vectors, tokenizer, init_rows, dims, options, guide, progress)?;
+    if options.question_spans_per_doc == 0 {
+        return fit_pass(&inputs, encoder, progress, false, None, started);
     }
-    let vocab = init_rows.len() / d;
-    if let Some(i) = init_rows.iter().position(|v| !v.is_finite()) {
-        return Err(FitError::InvalidInput(format!("untrained row {} has a NaN or infinite value", i / d)));
-    }
-    if docs.is_empty() {
-        return Err(FitError::EmptyCorpus);
-    }
-    let bounded = bounded_documents(docs, tokenizer)?;
-    let docs: &[&str] = &bounded;
-    if guide.is_some() && options.refine_cloze_per_doc > 0 {
-        return Err(FitError::InvalidOption("a sparse guide and inverse-cloze refinement pairs do not combine".into()));
-    }
-    if let Some(g) = guide {
-        if g.doc_vectors.len() != docs.len() || g.query_weights.len() != init_rows.len() / d || !g.weight.is_finite() {
-            return Err(FitError::InvalidInput(format!(
-                "the sparse guide has {} document vectors for {} documents and {} query weights for {} table rows",
-                g.doc_vectors.len(),
-                docs.len(),
-                g.query_weights.len(),
-                init_rows.len() / d
-            )));
-        }
-    }
-    if let Some(dv) = doc_vectors {
-        if dv.len() != docs.len() || dv.iter().any(|v| v.len() != d) {
-            return Err(FitError::InvalidInput(format!(
-                "{} document vectors given for {} documents of {d} dimensions",
-                dv.len(),
-                docs.len()
-            )));
-        }
-    }
+    let remembered = Remembered { encoder, seen: std::sync::Mutex::new(HashMap::new()) };
+    let mut labelled = |stage: &str, f: f64| progress(&format!("with questions: {stage}"), f);
+    let asked = fit_pass(&inputs, &remembered, &mut labelled, true, None, Instant::now())?;
+    // Only the question words' rows are kept: the rest of that table goes before the second fit.
+    let asked = AskedRows::of(asked, question_word_ids(tokenizer)?, dims);
+    fit_pass(&inputs, &remembered, progress, false, Some(asked), started)
+}
+
+/// One run of [`fit`]: with the question spans among the training spans
+/// (`questions_in_train`), or with the rows of the question words that such a run fitted
+/// (`asked`) put in place of its own.
+fn fit_pass(
+    inputs: &FitInputs,
+    encoder: &dyn SpanEncoder,
+    progress: &mut dyn FnMut(&str, f64),
+    questions_in_train: bool,
+    asked: Option<AskedRows>,
+    started: Instant,
+) -> Result<FittedTable, FitError> {
+    let FitInputs { doc_vectors, tokenizer, init_rows, dims: d, vocab, options, guide, .. } = *inputs;
+    let docs: &[&str] = &inputs.docs;
+    let df = &inputs.df;
     let ids_of = |text: &str| -> Result<Vec<u32>, FitError> {
         let mut ids = lr_tokenizer::plain_ids(tokenizer, text).map_err(FitError::Tokenizer)?;
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
@@ -866,11 +911,10 @@ fn fit_pass(
         Ok(ids)
     };
 
-    // 1. Document frequencies → idf weights.
-    let df = document_frequencies(docs, tokenizer, vocab, progress)?;
+    // 1. idf weights from the document frequencies.
     let weights: Option<Vec<f32>> = match options.weighting {
         Weighting::None => None,
-        Weighting::Idf => Some(idf_of(&df, docs.len(), options.idf_power)),
+        Weighting::Idf => Some(idf_of(df, docs.len(), options.idf_power)),
     };
     let fit_weights = if options.fit_weighted { weights.as_deref() } else { None };
 
