@@ -93,30 +93,18 @@ pub fn as_owner<T>(relid: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
     as_role(owner_of(relid), f)
 }
 
-/// Runs `read` (a count of `relid`'s rows) as the table's owner ([`as_owner`]) on behalf of
-/// `reader`, or gives None where the owner's code would run in the reader's session. A policy
-/// the owner forces on the table (`FORCE ROW LEVEL SECURITY`) is the owner's code: run for a
-/// reader who does not own the table, it would delay the reader's statement as long as it
-/// likes and resolve a name the owner's own path leaves open in the reader's temporary schema
-/// (a temporary view of the reader's would then run the reader's functions as the owner). For
-/// such a reader the table is not read (None), and the read runs with `row_security` off, so a
-/// policy forced between the check and the read is refused by PostgreSQL (42501), never run.
-/// Owners, their members and superusers read as before: the policy is then code of their own.
+/// Runs `read` (a read of `relid`'s rows) as the table's owner ([`as_owner`]) on behalf of
+/// `reader` when the reader owns the table (or is a member of its owner, or a superuser); None
+/// for any other reader, whose session must never run code of the owner's as the owner. Any
+/// statement on the table would: a forced row-level security policy runs, and planning alone
+/// runs the owner's functions that it folds (immutable ones with constant arguments) in index
+/// expressions and predicates, extended statistics expressions, CHECK constraints and partition
+/// keys. There that code could delay the reader's statement as long as it likes, read its
+/// session's settings and uncommitted rows, and reach its temporary schema through a name the
+/// owner's own path leaves open (a temporary view of the reader's would then run the reader's
+/// functions as the owner).
 pub fn read_as_owner_for<T>(reader: pg_sys::Oid, relid: pg_sys::Oid, read: impl FnOnce() -> T) -> Option<T> {
-    if owns(reader, relid) {
-        return Some(as_owner(relid, read));
-    }
-    let forced = crate::spi::read_one::<bool>(
-        "SELECT relrowsecurity AND relforcerowsecurity FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
-        &[relid.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
-    if forced {
-        return None;
-    }
-    Some(as_owner(relid, || with_settings(&[(c"row_security".to_owned(), c"off".to_owned())], read)))
+    owns(reader, relid).then(|| as_owner(relid, read))
 }
 
 /// Runs `f` with the settings pinned under which keys are written as text and read back

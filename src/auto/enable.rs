@@ -153,14 +153,14 @@ pub(super) fn pending_rows(enc: &AutoEncoding) -> i64 {
 }
 
 /// [`pending_rows`] counted for `reader` (`lr_wait_for_encoding`): refused to a reader who does
-/// not own a table whose owner forces row-level security, whose policy would run in the
-/// reader's session ([`read_as_owner_for`]).
+/// not own the table, in whose session counting would run code of the owner's as the owner
+/// ([`read_as_owner_for`]).
 pub(super) fn pending_rows_for(reader: pg_sys::Oid, enc: &AutoEncoding, table: &str) -> i64 {
     read_as_owner_for(reader, enc.source, || count_pending(enc)).unwrap_or_else(|| {
         raise(
             Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("lightretriever: only the owner of {table} may wait for its rows: its owner forces row-level security on it"),
-            Some("Its waiting rows are counted in the table, where the owner's policies would run in your session."),
+            format!("lightretriever: only the owner of {table} may wait for its rows"),
+            Some("A Citus table's waiting rows are counted in the table, as its owner, which would run the owner's code in your session."),
         )
     })
 }

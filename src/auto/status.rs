@@ -78,8 +78,9 @@ fn lr_wait_for_encoding(source: Option<pgrx::PgRelation>, timeout: default!(Opti
 }
 
 /// Per auto-encoded table the caller may see: queue depth, rows in flight (the batch a worker is
-/// encoding now, as it reports in pg_stat_activity), failed rows, rows with a vector, recent
-/// rate, last error. A table whose state cannot be read shows `status` 'broken' and the reason
+/// encoding now, as it reports in pg_stat_activity), failed rows, rows with a vector (counted
+/// for the table's owner, its members and superusers only: [`owner_count`]), recent rate, last
+/// error. A table whose state cannot be read shows `status` 'broken' and the reason
 /// as `last_error`, rather than breaking the view for everyone.
 #[pg_extern(stable, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
@@ -213,11 +214,11 @@ fn lock_bounded<T>(wait: Duration, read: impl FnOnce() -> Result<Option<T>, pgrx
 }
 
 /// A count of `source`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
-/// for them), counted as its owner for `reader`; None while a lock keeps it from being counted
-/// within what is left of `wait`, and for a reader who does not own a table whose owner forces
-/// row-level security (the policy is the owner's code: [`read_as_owner_for`]).
+/// for them), counted as its owner; None while a lock keeps it from being counted within what
+/// is left of `wait`, and for a `reader` who does not own the table: counting runs code of the
+/// owner's ([`read_as_owner_for`]).
 fn owner_count(reader: pg_sys::Oid, source: pg_sys::Oid, count_sql: &str, wait: &LockWait) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    wait.bounded(|| read_as_owner_for(reader, source, || Spi::get_one::<i64>(count_sql)).unwrap_or(Ok(None)))
+    read_as_owner_for(reader, source, || wait.bounded(|| Spi::get_one::<i64>(count_sql))).unwrap_or(Ok(None))
 }
 
 /// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may
