@@ -220,6 +220,21 @@ fn a_distributed_table_is_auto_encoded_from_the_coordinator() {
         (r.get(0), r.get(1))
     };
     assert_eq!(status(&mut c), (0, 1));
+    // A role that may only read the table: its waiting rows and vectors are counted in the
+    // table, as the owner, which would run the owner's code in the reader's session. Neither
+    // count is made for it, and waiting is refused.
+    c.batch_execute(
+        "DROP ROLE IF EXISTS lr_citus_reader; CREATE ROLE lr_citus_reader;
+         GRANT USAGE ON SCHEMA lr_citus_auto TO lr_citus_reader; GRANT SELECT ON lr_citus_auto.notes TO lr_citus_reader;
+         SET ROLE lr_citus_reader;",
+    )
+    .unwrap();
+    let reader_sees = status_now(&mut c);
+    let wait = c.query_one("SELECT lightretriever.lr_wait_for_encoding('lr_citus_auto.notes', '1 second')", &[]).unwrap_err();
+    c.batch_execute("RESET ROLE").unwrap();
+    assert_eq!(reader_sees, (None, None));
+    assert_eq!(wait.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{wait}");
+    assert_eq!(status_now(&mut c), (Some(0), Some(39)), "the owner's view counts");
     // Its row deleted, the failure is over (at the next batch).
     c.batch_execute("DELETE FROM lr_citus_auto.notes WHERE id = 13").unwrap();
     c.batch_execute("ALTER TABLE lr_citus_auto.notes DROP CONSTRAINT no_vector_for_13").unwrap();
