@@ -176,12 +176,41 @@ fn count_pending(enc: &AutoEncoding) -> i64 {
 /// its own shard — the one kind of trigger that is safe there. Citus refuses triggers on
 /// distributed tables unless citus.enable_unsafe_triggers is on: it is, for these statements.
 fn with_trigger_statements(enc: &AutoEncoding, statements: Vec<String>) {
+    let drops = statements.iter().any(|s| s.starts_with("DROP"));
+    pin_source_name(enc.source, &enc.source_name, if drops { pg_sys::AccessExclusiveLock } else { pg_sys::ShareRowExclusiveLock });
     let unsafe_triggers = enc.distributed.then(|| set_local("citus.enable_unsafe_triggers", "on"));
     for sql in &statements {
         run(sql);
     }
     if let Some(old) = unsafe_triggers {
         set_local("citus.enable_unsafe_triggers", if old.is_empty() { "off" } else { &old });
+    }
+}
+
+/// Makes `name` mean the table `source` until the transaction ends, or raises. The trigger DDL
+/// names the table (Citus propagates DDL by its text) and runs as the extension's owner: on a
+/// name that had come to mean another table, it would build that table's partition key,
+/// folding its owner's immutable functions, as superuser. Renaming a schema locks none of the
+/// tables in it, so a schema owner could swap two schema names between the moment the name was
+/// read and the DDL (a hostile review found it). The table is locked by oid in `lockmode` (the
+/// DDL's own: its renames wait), its schema's catalog row FOR SHARE (renaming or dropping the
+/// schema waits), and then the name must resolve to `source`.
+pub(super) fn pin_source_name(source: pg_sys::Oid, name: &str, lockmode: u32) {
+    unsafe { pg_sys::LockRelationOid(source, lockmode as pg_sys::LOCKMODE) };
+    Spi::run_with_args(
+        "SELECT FROM pg_catalog.pg_namespace n
+          WHERE n.oid OPERATOR(pg_catalog.=) (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1)
+            FOR SHARE",
+        &[source.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    let resolved = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.into()]).ok().flatten();
+    if resolved != Some(source) {
+        raise(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("lightretriever: the name {name} no longer means the auto-encoded table (oid {})", source.to_u32()),
+            Some("A schema or the table was renamed meanwhile; try again."),
+        )
     }
 }
 

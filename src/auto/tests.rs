@@ -418,4 +418,21 @@ mod tests {
         let status = Spi::get_one::<String>("SELECT status FROM lightretriever.lr_encoding_status").unwrap().unwrap();
         assert_eq!(status, "broken");
     }
+
+    /// The trigger DDL runs as the extension's owner on the table's name: a name that has come
+    /// to mean another table (two schemas swapped after the name was read) is refused before any
+    /// DDL runs on it.
+    #[pg_test]
+    fn trigger_ddl_refuses_a_name_that_means_another_table() {
+        Spi::run(
+            "CREATE SCHEMA pin_a; CREATE TABLE pin_a.t (id int PRIMARY KEY, body text);
+             CREATE SCHEMA pin_b; CREATE TABLE pin_b.t (id int PRIMARY KEY, body text);",
+        )
+        .unwrap();
+        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'pin_a.t'::regclass::oid").unwrap().unwrap();
+        let pin = |name: &'static str| crate::spi::in_subtransaction(|| crate::auto::enable::pin_source_name(oid, name, pg_sys::ShareRowExclusiveLock));
+        assert_eq!(pin("pin_b.t"), Err(format!("lightretriever: the name pin_b.t no longer means the auto-encoded table (oid {})", oid.to_u32())));
+        assert_eq!(pin("pin_a.gone"), Err(format!("lightretriever: the name pin_a.gone no longer means the auto-encoded table (oid {})", oid.to_u32())));
+        assert_eq!(pin("pin_a.t"), Ok(()));
+    }
 }

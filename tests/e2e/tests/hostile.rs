@@ -514,6 +514,33 @@ fn a_reader_never_runs_code_as_the_owner_through_its_search_path() {
     c.batch_execute(cleanup).unwrap();
 }
 
+/// The trigger DDL runs as the extension's owner on the table's name, and renaming a schema
+/// locks none of its tables: a schema owner swapping two schema names meanwhile could make that
+/// name mean a table of theirs, whose partition key the DDL would build (folding their
+/// functions) as superuser. From enabling until its transaction ends, the table's schema
+/// cannot be renamed.
+#[test]
+fn the_tables_schema_keeps_its_name_while_its_triggers_are_made() {
+    let mut c = pipeline_database();
+    let cleanup = "DO $$ BEGIN
+           IF EXISTS (SELECT FROM lightretriever.lr_auto_encodings WHERE source::text = 'pin_s.docs') THEN
+             PERFORM lightretriever.lr_disable_auto_encoding('pin_s.docs');
+           END IF;
+         END $$;
+         DROP SCHEMA IF EXISTS pin_s CASCADE; DROP SCHEMA IF EXISTS pin_renamed CASCADE;";
+    c.batch_execute(cleanup).unwrap();
+    c.batch_execute("CREATE SCHEMA pin_s; CREATE TABLE pin_s.docs (id int PRIMARY KEY, body text); INSERT INTO pin_s.docs VALUES (1, 'one')")
+        .unwrap();
+    c.batch_execute("BEGIN; SELECT lightretriever.lr_enable_auto_encoding('pin_s.docs', 'body', 'minilm')").unwrap();
+    let mut other = connection_with_options("postgres", "");
+    let renamed = other.batch_execute("SET lock_timeout = '500ms'; ALTER SCHEMA pin_s RENAME TO pin_renamed");
+    let e = renamed.expect_err("the schema was renamed while its table's triggers were being made");
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{e}");
+    c.batch_execute("ROLLBACK").unwrap();
+    other.batch_execute("RESET lock_timeout; ALTER SCHEMA pin_s RENAME TO pin_renamed; ALTER SCHEMA pin_renamed RENAME TO pin_s").unwrap();
+    c.batch_execute(cleanup).unwrap();
+}
+
 /// The status view counts each table's vectors as its owner. An owner holding a lock on the
 /// table must not stall the view for everyone who may read it (a hostile review found a
 /// superuser's view blocked until the lock went): after a second the count is unknown (NULL).
