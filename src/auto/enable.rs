@@ -34,7 +34,9 @@ fn lr_enable_auto_encoding(
     if !(1..=1024).contains(&batch_size) {
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "lightretriever: batch_size must be between 1 and 1024", None);
     }
-    // Two enables of one table, or an enable racing a writer's DDL, wait for each other here.
+    // Two enables of one table, or an enable racing a writer's DDL, wait for each other here;
+    // the name that the DDL below goes by keeps meaning this table.
+    elevated(|| pin_source_name(source, &table, pg_sys::ShareRowExclusiveLock));
     run(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"));
     if encoding_of(source).is_some() {
         raise(
@@ -187,30 +189,39 @@ fn with_trigger_statements(enc: &AutoEncoding, statements: Vec<String>) {
     }
 }
 
-/// Makes `name` mean the table `source` until the transaction ends, or raises. The trigger DDL
-/// names the table (Citus propagates DDL by its text) and runs as the extension's owner: on a
-/// name that had come to mean another table, it would build that table's partition key,
-/// folding its owner's immutable functions, as superuser. Renaming a schema locks none of the
-/// tables in it, so a schema owner could swap two schema names between the moment the name was
-/// read and the DDL (a hostile review found it). The table is locked by oid in `lockmode` (the
-/// DDL's own: its renames wait), its schema's catalog row FOR SHARE (renaming or dropping the
-/// schema waits), and then the name must resolve to `source`.
+/// Makes `name` mean the table `source` until the transaction ends, or raises; run as the
+/// extension's owner (it locks a catalog row). DDL on the table goes by its name (Citus
+/// propagates DDL by its text), some of it as superuser: on a name that had come to mean another
+/// table, it would build that table's partition key, folding its owner's immutable functions, as
+/// superuser. Renaming a schema locks none of the tables in it, so a schema owner could swap two
+/// schema names between the moment the name was read and the DDL (a hostile review found it).
+/// So: the table is locked by oid in `lockmode` (its renames and moves wait); the catalog row of
+/// its schema is locked FOR SHARE (renaming or dropping the schema waits); the catalog cache is
+/// brought up to date, so that a rename that committed while we waited for that row is seen (a
+/// second review: the name was checked against the stale cache, and a later statement's lookup
+/// found the decoy); and then the name must resolve to `source`.
 pub(super) fn pin_source_name(source: pg_sys::Oid, name: &str, lockmode: u32) {
-    unsafe { pg_sys::LockRelationOid(source, lockmode as pg_sys::LOCKMODE) };
-    Spi::run_with_args(
-        "SELECT FROM pg_catalog.pg_namespace n
-          WHERE n.oid OPERATOR(pg_catalog.=) (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1)
-            FOR SHARE",
-        &[source.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    let resolved = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.into()]).ok().flatten();
-    if resolved != Some(source) {
+    let moved = || {
         raise(
             Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("lightretriever: the name {name} no longer means the auto-encoded table (oid {})", source.to_u32()),
             Some("A schema or the table was renamed meanwhile; try again."),
         )
+    };
+    unsafe { pg_sys::LockRelationOid(source, lockmode as pg_sys::LOCKMODE) };
+    let schema = unsafe { pg_sys::get_rel_namespace(source) };
+    let locked = Spi::connect_mut(|c| {
+        c.update("SELECT FROM pg_catalog.pg_namespace WHERE oid OPERATOR(pg_catalog.=) $1 FOR SHARE", None, &[schema.into()]).map(|t| t.len())
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    // No rename of the schema can commit from here on: a cache refreshed now stays true.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    if locked != 1 || unsafe { pg_sys::get_rel_namespace(source) } != schema {
+        moved()
+    }
+    let resolved = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.into()]).ok().flatten();
+    if resolved != Some(source) {
+        moved()
     }
 }
 
@@ -340,6 +351,8 @@ pub(super) fn record_extension_dependencies(enc: &AutoEncoding, with_queue: bool
 fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: default!(Option<bool>, false)) {
     let drop_columns = required(drop_columns, "drop_columns");
     let (table, enc) = owned_auto_encoding(source);
+    // The DDL below goes by the table's name, some of it as the caller (a superuser, maybe).
+    elevated(|| pin_source_name(enc.source, &table, pg_sys::AccessExclusiveLock));
     // As in lr_enable_auto_encoding: DDL on every shard, then function commands.
     let modify_mode = enc.distributed.then(|| set_local("citus.multi_shard_modify_mode", "sequential"));
     if enc.distributed {

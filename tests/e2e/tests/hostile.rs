@@ -541,6 +541,61 @@ fn the_tables_schema_keeps_its_name_while_its_triggers_are_made() {
     c.batch_execute(cleanup).unwrap();
 }
 
+/// A second review's steps against the pinned name: the owner of two schemas swaps their names
+/// in a transaction left open while enabling its table waits for the schema's catalog row, and
+/// commits. The table's name then means a decoy partitioned by a function of the owner's, which
+/// DDL run as superuser would fold; the check once read the stale catalog cache and passed, and
+/// a later CREATE TRIGGER found the decoy. Enabling must fail before any DDL reaches the decoy,
+/// and the function never runs as superuser.
+#[test]
+fn a_schema_swap_committed_while_enabling_waits_is_refused() {
+    let mut c = pipeline_database();
+    let cleanup = "DROP SCHEMA IF EXISTS swap_b, swap_c, swap_x CASCADE; DROP TABLE IF EXISTS public.swap_log;
+         DO $$ BEGIN
+           IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'swap_m') THEN DROP OWNED BY swap_m; DROP ROLE swap_m; END IF;
+         END $$;";
+    c.batch_execute(cleanup).unwrap();
+    c.batch_execute(
+        "CREATE ROLE swap_m;
+         GRANT CREATE ON DATABASE postgres TO swap_m;
+         CREATE TABLE public.swap_log (who name, super boolean);
+         GRANT INSERT ON public.swap_log TO PUBLIC;
+         SET ROLE swap_m;
+         CREATE SCHEMA swap_b; CREATE SCHEMA swap_c;
+         CREATE FUNCTION swap_c.log_it() RETURNS void LANGUAGE plpgsql AS $f$
+           BEGIN INSERT INTO public.swap_log SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user; END $f$;
+         CREATE FUNCTION swap_c.trap() RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$ BEGIN PERFORM swap_c.log_it(); RETURN 0; END $f$;
+         CREATE TABLE swap_b.t (id int PRIMARY KEY, body text);
+         INSERT INTO swap_b.t VALUES (1, 'one');
+         CREATE TABLE swap_c.t (id int, body text, body_embedding text) PARTITION BY RANGE ((id OPERATOR(pg_catalog.+) swap_c.trap()));
+         CREATE TABLE swap_c.t_all PARTITION OF swap_c.t DEFAULT;
+         RESET ROLE;",
+    )
+    .unwrap();
+    let mut attacker = connection_with_options("postgres", "");
+    attacker.batch_execute("SET ROLE swap_m; BEGIN; ALTER SCHEMA swap_b RENAME TO swap_x; ALTER SCHEMA swap_c RENAME TO swap_b;").unwrap();
+    let mut enabler = connection_with_options("postgres", "");
+    let pid: i32 = enabler.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let enabling = std::thread::spawn(move || {
+        enabler.batch_execute("SET ROLE swap_m; SELECT lightretriever.lr_enable_auto_encoding('swap_b.t', 'body', 'minilm')")
+    });
+    let started = std::time::Instant::now();
+    while !c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND locktype = 'transactionid' AND NOT granted)", &[&pid]).unwrap().get::<_, bool>(0) {
+        assert!(started.elapsed() < Duration::from_secs(60), "enabling never waited for the swapping transaction");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    attacker.batch_execute("COMMIT").unwrap();
+    let e = enabling.join().unwrap().expect_err("enabling went on after the swap");
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE), "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("no longer means the auto-encoded table"), "{message}");
+    let decoy_triggers: i64 = c.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'swap_b.t'::regclass", &[]).unwrap().get(0);
+    assert_eq!(decoy_triggers, 0);
+    let super_calls: i64 = c.query_one("SELECT count(*) FROM public.swap_log WHERE super OR who <> 'swap_m'", &[]).unwrap().get(0);
+    assert_eq!(super_calls, 0, "the decoy's partition key was folded by another role");
+    c.batch_execute(cleanup).unwrap();
+}
+
 /// The status view counts each table's vectors as its owner. An owner holding a lock on the
 /// table must not stall the view for everyone who may read it (a hostile review found a
 /// superuser's view blocked until the lock went): after a second the count is unknown (NULL).
