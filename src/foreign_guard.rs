@@ -4,8 +4,10 @@
 //! SHARE UPDATE EXCLUSIVE lock on the parent, which a reader's ACCESS SHARE does not block)
 //! would be planned into the scan, and its wrapper's code would run for the caller. The
 //! planner's `get_relation_info_hook` sees every relation the scan plans, its partitions and
-//! children included, before any wrapper's planning code runs; while a guarded scan is planned
-//! (and while code it calls plans statements of its own), a foreign table is an error.
+//! children included, before the wrapper's planning callbacks run (its handler has been looked
+//! up by then, and a table's index expressions folded: the guard is about wrappers, not a
+//! table's own code); while a guarded scan is planned (and while code it calls plans statements
+//! of its own), a foreign table is an error.
 
 use std::cell::RefCell;
 
