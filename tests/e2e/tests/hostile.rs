@@ -542,15 +542,21 @@ fn the_tables_schema_keeps_its_name_while_its_triggers_are_made() {
 }
 
 /// A second review's steps against the pinned name: the owner of two schemas swaps their names
-/// in a transaction left open while enabling its table waits for the schema's catalog row, and
+/// in a transaction left open while a call on its table waits for the schema's catalog row, and
 /// commits. The table's name then means a decoy partitioned by a function of the owner's, which
 /// DDL run as superuser would fold; the check once read the stale catalog cache and passed, and
-/// a later CREATE TRIGGER found the decoy. Enabling must fail before any DDL reaches the decoy,
-/// and the function never runs as superuser.
+/// a later statement's lookup found the decoy. Enabling (the owner's call) and disabling with
+/// its columns dropped (a superuser's call, whose ALTER TABLE goes by the name as superuser) must
+/// fail before any DDL reaches the decoy, and the function never runs as another role.
 #[test]
-fn a_schema_swap_committed_while_enabling_waits_is_refused() {
+fn a_schema_swap_committed_while_enabling_or_disabling_waits_is_refused() {
     let mut c = pipeline_database();
-    let cleanup = "DROP SCHEMA IF EXISTS swap_b, swap_c, swap_x CASCADE; DROP TABLE IF EXISTS public.swap_log;
+    let cleanup = "DO $$ DECLARE t regclass; BEGIN
+           FOR t IN SELECT source FROM lightretriever.lr_auto_encodings WHERE source::text LIKE 'swap\\_%' LOOP
+             PERFORM lightretriever.lr_disable_auto_encoding(t);
+           END LOOP;
+         END $$;
+         DROP SCHEMA IF EXISTS swap_b, swap_c, swap_x CASCADE; DROP TABLE IF EXISTS public.swap_log;
          DO $$ BEGIN
            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'swap_m') THEN DROP OWNED BY swap_m; DROP ROLE swap_m; END IF;
          END $$;";
@@ -572,27 +578,36 @@ fn a_schema_swap_committed_while_enabling_waits_is_refused() {
          RESET ROLE;",
     )
     .unwrap();
-    let mut attacker = connection_with_options("postgres", "");
-    attacker.batch_execute("SET ROLE swap_m; BEGIN; ALTER SCHEMA swap_b RENAME TO swap_x; ALTER SCHEMA swap_c RENAME TO swap_b;").unwrap();
-    let mut enabler = connection_with_options("postgres", "");
-    let pid: i32 = enabler.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let enabling = std::thread::spawn(move || {
-        enabler.batch_execute("SET ROLE swap_m; SELECT lightretriever.lr_enable_auto_encoding('swap_b.t', 'body', 'minilm')")
-    });
-    let started = std::time::Instant::now();
-    while !c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND locktype = 'transactionid' AND NOT granted)", &[&pid]).unwrap().get::<_, bool>(0) {
-        assert!(started.elapsed() < Duration::from_secs(60), "enabling never waited for the swapping transaction");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    attacker.batch_execute("COMMIT").unwrap();
-    let e = enabling.join().unwrap().expect_err("enabling went on after the swap");
-    assert_eq!(e.code(), Some(&postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE), "{e}");
-    let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
-    assert!(message.contains("no longer means the auto-encoded table"), "{message}");
-    let decoy_triggers: i64 = c.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'swap_b.t'::regclass", &[]).unwrap().get(0);
-    assert_eq!(decoy_triggers, 0);
-    let super_calls: i64 = c.query_one("SELECT count(*) FROM public.swap_log WHERE super OR who <> 'swap_m'", &[]).unwrap().get(0);
-    assert_eq!(super_calls, 0, "the decoy's partition key was folded by another role");
+    // Runs `call` on swap_b.t in its own session while the owner swaps swap_b and swap_c in a
+    // transaction it commits once the call waits for it; the call must be refused. The swap is
+    // undone afterwards.
+    let refused_across_a_swap = |c: &mut Client, call: &'static str| {
+        let mut attacker = connection_with_options("postgres", "");
+        attacker.batch_execute("SET ROLE swap_m; BEGIN; ALTER SCHEMA swap_b RENAME TO swap_x; ALTER SCHEMA swap_c RENAME TO swap_b;").unwrap();
+        let mut caller = connection_with_options("postgres", "");
+        let pid: i32 = caller.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        let calling = std::thread::spawn(move || caller.batch_execute(call));
+        let started = std::time::Instant::now();
+        while !c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND locktype = 'transactionid' AND NOT granted)", &[&pid]).unwrap().get::<_, bool>(0) {
+            assert!(started.elapsed() < Duration::from_secs(60), "{call} never waited for the swapping transaction");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        attacker.batch_execute("COMMIT").unwrap();
+        let e = calling.join().unwrap().expect_err(&format!("{call} went on after the swap"));
+        assert_eq!(e.code(), Some(&postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE), "{e}");
+        let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+        assert!(message.contains("no longer means the auto-encoded table"), "{message}");
+        let decoy_triggers: i64 = c.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'swap_b.t'::regclass", &[]).unwrap().get(0);
+        assert_eq!(decoy_triggers, 0);
+        let super_calls: i64 = c.query_one("SELECT count(*) FROM public.swap_log WHERE super OR who <> 'swap_m'", &[]).unwrap().get(0);
+        assert_eq!(super_calls, 0, "the decoy's partition key was folded by another role");
+        attacker.batch_execute("ALTER SCHEMA swap_b RENAME TO swap_c; ALTER SCHEMA swap_x RENAME TO swap_b;").unwrap();
+    };
+    refused_across_a_swap(&mut c, "SET ROLE swap_m; SELECT lightretriever.lr_enable_auto_encoding('swap_b.t', 'body', 'minilm')");
+    c.batch_execute("SET ROLE swap_m; SELECT lightretriever.lr_enable_auto_encoding('swap_b.t', 'body', 'minilm'); RESET ROLE").unwrap();
+    refused_across_a_swap(&mut c, "SELECT lightretriever.lr_disable_auto_encoding('swap_b.t', drop_columns => true)");
+    let columns: i64 = c.query_one("SELECT count(*) FROM pg_attribute WHERE attrelid = 'swap_b.t'::regclass AND attname = 'body_embedding' AND NOT attisdropped", &[]).unwrap().get(0);
+    assert_eq!(columns, 1, "the real table keeps its auto-encoding");
     c.batch_execute(cleanup).unwrap();
 }
 
