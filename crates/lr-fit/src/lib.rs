@@ -747,6 +747,10 @@ pub fn fit_query_table_with_doc_vectors(
 }
 
 /// [`fit_query_table_with_doc_vectors`] whose refinement sees the sparse side ([`SparseGuide`]).
+/// With `question_spans_per_doc` the fit runs twice over the same inputs and encodings: first
+/// with the question spans among the training spans, whose rows of the question words — the
+/// tokens of [`QUESTION_OPENERS`] and "?" — it keeps; then without them, for every other row, so
+/// that no other row moves.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_query_table_guided(
     docs: &[&str],
@@ -759,7 +763,17 @@ pub fn fit_query_table_guided(
     guide: Option<&SparseGuide>,
     progress: &mut dyn FnMut(&str, f64),
 ) -> Result<FittedTable, FitError> {
-    fit(docs, doc_vectors, tokenizer, encoder, init_rows, dims, options, guide, progress)
+    let started = Instant::now();
+    let inputs = FitInputs::check(docs, doc_vectors, tokenizer, init_rows, dims, options, guide, progress)?;
+    if options.question_spans_per_doc == 0 {
+        return fit_pass(&inputs, encoder, progress, false, None, started);
+    }
+    let remembered = Remembered { encoder, seen: std::sync::Mutex::new(HashMap::new()) };
+    let mut labelled = |stage: &str, f: f64| progress(&format!("with questions: {stage}"), f);
+    let asked = fit_pass(&inputs, &remembered, &mut labelled, true, None, Instant::now())?;
+    // Only the question words' rows are kept: the rest of that table goes before the second fit.
+    let asked = AskedRows::of(asked, question_word_ids(tokenizer)?, dims);
+    fit_pass(&inputs, &remembered, progress, false, Some(asked), started)
 }
 
 /// Remembers every encoding for the second pass of a fit with questions, which asks for the
@@ -857,36 +871,7 @@ impl<'a> FitInputs<'a> {
     }
 }
 
-/// One fit. With `question_spans_per_doc` it runs twice over the same inputs and encodings:
-/// first with the question spans among the training spans, whose rows of the question words —
-/// the tokens of [`QUESTION_OPENERS`] and "?" — it keeps; then without them, for every other
-/// row, so that no other row moves.
-#[allow(clippy::too_many_arguments)]
-fn fit(
-    docs: &[&str],
-    doc_vectors: Option<&[Vec<f32>]>,
-    tokenizer: &Tokenizer,
-    encoder: &dyn SpanEncoder,
-    init_rows: &[f32],
-    dims: usize,
-    options: &FitOptions,
-    guide: Option<&SparseGuide>,
-    progress: &mut dyn FnMut(&str, f64),
-) -> Result<FittedTable, FitError> {
-    let started = Instant::now();
-    let inputs = FitInputs::check(docs, doc_vectors, tokenizer, init_rows, dims, options, guide, progress)?;
-    if options.question_spans_per_doc == 0 {
-        return fit_pass(&inputs, encoder, progress, false, None, started);
-    }
-    let remembered = Remembered { encoder, seen: std::sync::Mutex::new(HashMap::new()) };
-    let mut labelled = |stage: &str, f: f64| progress(&format!("with questions: {stage}"), f);
-    let asked = fit_pass(&inputs, &remembered, &mut labelled, true, None, Instant::now())?;
-    // Only the question words' rows are kept: the rest of that table goes before the second fit.
-    let asked = AskedRows::of(asked, question_word_ids(tokenizer)?, dims);
-    fit_pass(&inputs, &remembered, progress, false, Some(asked), started)
-}
-
-/// One run of [`fit`]: with the question spans among the training spans
+/// One run of [`fit_query_table_guided`]: with the question spans among the training spans
 /// (`questions_in_train`), or with the rows of the question words that such a run fitted
 /// (`asked`) put in place of its own.
 fn fit_pass(
