@@ -177,9 +177,8 @@ fn count_pending(enc: &AutoEncoding) -> i64 {
 /// BEFORE trigger that clears a changed row's vectors, which touches nothing but its own row on
 /// its own shard — the one kind of trigger that is safe there. Citus refuses triggers on
 /// distributed tables unless citus.enable_unsafe_triggers is on: it is, for these statements.
+/// The statements name the table: callers pin that name first ([`pin_source_name`]).
 fn with_trigger_statements(enc: &AutoEncoding, statements: Vec<String>) {
-    let drops = statements.iter().any(|s| s.starts_with("DROP"));
-    pin_source_name(enc.source, &enc.source_name, if drops { pg_sys::AccessExclusiveLock } else { pg_sys::ShareRowExclusiveLock });
     let unsafe_triggers = enc.distributed.then(|| set_local("citus.enable_unsafe_triggers", "on"));
     for sql in &statements {
         run(sql);
@@ -395,6 +394,8 @@ fn lr_regenerate_auto_encoding_triggers() -> i64 {
         outside_extension_script(|| {
             for enc in &all {
                 let statements = enc.statements();
+                // The DDL below goes by the table's name (enable and disable pin it likewise).
+                pin_source_name(enc.source, &enc.source_name, pg_sys::AccessExclusiveLock);
                 with_trigger_statements(enc, statements.drop_triggers());
                 for sql in statements.trigger_functions() {
                     run(&sql);
