@@ -5,6 +5,15 @@ use postgres::{Client, NoTls};
 
 pub const DENSE_MODEL: &str = "minilm";
 
+/// Waits until `cond` holds (panics with `what` after `seconds`).
+pub fn eventually(seconds: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(seconds), "{what} (after {seconds} s)");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A new connection (a new backend) to an existing database.
 pub fn fresh_connection(db: &str) -> Client {
     connect_to(db)

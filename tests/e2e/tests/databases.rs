@@ -25,15 +25,6 @@ fn drain_pids(c: &mut Client, db: &str) -> Vec<i32> {
     .collect()
 }
 
-/// Waits until `cond` holds (panics with `what` after `seconds`).
-fn eventually(seconds: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < Duration::from_secs(seconds), "{what} (after {seconds} s)");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A database with the extension and `docs(id, body)` auto-encoded, `rows` rows in it.
 fn database_with_docs(name: &str, rows: i32) -> Client {
     let mut c = fresh_database(name);

@@ -587,11 +587,9 @@ fn a_schema_swap_committed_while_enabling_or_disabling_waits_is_refused() {
         let mut caller = connection_with_options("postgres", "");
         let pid: i32 = caller.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
         let calling = std::thread::spawn(move || caller.batch_execute(call));
-        let started = std::time::Instant::now();
-        while !c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND locktype = 'transactionid' AND NOT granted)", &[&pid]).unwrap().get::<_, bool>(0) {
-            assert!(started.elapsed() < Duration::from_secs(60), "{call} never waited for the swapping transaction");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(60, &format!("{call} never waited for the swapping transaction"), || {
+            c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND locktype = 'transactionid' AND NOT granted)", &[&pid]).unwrap().get(0)
+        });
         attacker.batch_execute("COMMIT").unwrap();
         let e = calling.join().unwrap().expect_err(&format!("{call} went on after the swap"));
         assert_eq!(e.code(), Some(&postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE), "{e}");
