@@ -11,7 +11,7 @@ use std::ffi::CString;
 
 use pgrx::pg_sys;
 
-use crate::error::{raise, Code};
+use crate::error::{raise, Code, OrRaise};
 
 /// The owner of relation `relid` (InvalidOid when it is gone).
 pub fn owner_of(relid: pg_sys::Oid) -> pg_sys::Oid {
@@ -169,6 +169,78 @@ pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
     let out = f();
     unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
     out
+}
+
+/// The table's name as SQL names it, schema-qualified and quoted (None when it is gone).
+fn qualified_name(relid: pg_sys::Oid) -> Option<String> {
+    crate::spi::read_one::<String>(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        &[relid.into()],
+    )
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+}
+
+/// How [`pin_name`] takes its locks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IfLocked {
+    /// Waits for the locks.
+    Wait,
+    /// Gives up at once (None) when another transaction holds the table; errors (55P03) when
+    /// one holds its schema's catalog row.
+    GiveUp,
+}
+
+/// A name of `relid` that keeps meaning it until the transaction ends; None when the table is
+/// gone, or with [`IfLocked::GiveUp`] when another transaction holds it. Run as a superuser (it
+/// locks a catalog row).
+///
+/// Statements on a user's table go by its name (SQL has no other way; Citus propagates them by
+/// their text), and a name read earlier may have come to mean another table: renaming a schema
+/// locks none of the tables in it, so a role that owns the table's schema but not the table can
+/// swap two schema names between the moment the name was read and the statement. Run as the
+/// table's owner or as superuser, the statement would then plan the other table, folding its
+/// owner's immutable functions (partition keys, index expressions) with those rights, and the
+/// worker would write the vectors there (two hostile reviews, then the worker's own test). So:
+/// the table is locked by oid in `lockmode` (its renames and moves wait); its schema's catalog
+/// row is locked FOR SHARE (renaming or dropping the schema waits); the catalog cache is
+/// brought up to date, so that a rename committed while we waited is seen; the name is read then.
+pub fn pin_name(relid: pg_sys::Oid, lockmode: u32, wait: IfLocked) -> Option<String> {
+    let lockmode = lockmode as pg_sys::LOCKMODE;
+    match wait {
+        IfLocked::Wait => unsafe { pg_sys::LockRelationOid(relid, lockmode) },
+        IfLocked::GiveUp => {
+            if !unsafe { pg_sys::ConditionalLockRelationOid(relid, lockmode) } {
+                return None;
+            }
+        }
+    }
+    let schema = unsafe { pg_sys::get_rel_namespace(relid) };
+    if schema == pg_sys::InvalidOid {
+        return None;
+    }
+    let sql = match wait {
+        IfLocked::Wait => "SELECT FROM pg_catalog.pg_namespace WHERE oid OPERATOR(pg_catalog.=) $1 FOR SHARE",
+        IfLocked::GiveUp => "SELECT FROM pg_catalog.pg_namespace WHERE oid OPERATOR(pg_catalog.=) $1 FOR SHARE NOWAIT",
+    };
+    let locked = pgrx::Spi::connect_mut(|c| c.update(sql, None, &[schema.into()]).map(|t| t.len())).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    // No rename of the schema can commit from here on: a cache refreshed now stays true.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    if locked != 1 || unsafe { pg_sys::get_rel_namespace(relid) } != schema {
+        return None;
+    }
+    qualified_name(relid)
+}
+
+/// A name of `relid` read after locking the table by oid (AccessShareLock, as a read takes it;
+/// the caller's `lock_timeout` bounds the wait), for a read that follows at once and may run
+/// where no catalog row can be locked ([`pin_name`]): a read-only transaction, a standby. A
+/// schema swap could then redirect the read only by committing between this lookup and the
+/// read's own, where nothing of a user's runs; a name read earlier, before a wait, could mean
+/// another table by now.
+pub fn current_name(relid: pg_sys::Oid) -> Option<String> {
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    qualified_name(relid)
 }
 
 /// True when `role` owns `relid` (or is a member of its owner, superusers included).

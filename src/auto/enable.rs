@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::search_path;
 
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
-use crate::security::{as_owner, elevated, read_as_owner_for, require_user_table, with_key_text_settings};
+use crate::security::{as_owner, elevated, pin_name, read_as_owner_for, require_user_table, with_key_text_settings, IfLocked};
 use crate::spi::{quote_ident, run, set_local};
 
 use super::*;
@@ -168,6 +168,9 @@ pub(super) fn pending_rows_for(reader: pg_sys::Oid, enc: &AutoEncoding, table: &
 }
 
 fn count_pending(enc: &AutoEncoding) -> i64 {
+    let Some(enc) = enc.named_now() else {
+        return 0;
+    };
     Spi::connect(|c| c.select(&enc.statements().pending_count(), Some(1), &[])?.first().get_one::<i64>())
         .or_raise(Code::ERRCODE_INTERNAL_ERROR)
         .unwrap_or(0)
@@ -189,38 +192,19 @@ fn with_trigger_statements(enc: &AutoEncoding, statements: Vec<String>) {
 }
 
 /// Makes `name` mean the table `source` until the transaction ends, or raises; run as the
-/// extension's owner (it locks a catalog row). DDL on the table goes by its name (Citus
-/// propagates DDL by its text), some of it as superuser: on a name that had come to mean another
-/// table, it would build that table's partition key, folding its owner's immutable functions, as
-/// superuser. Renaming a schema locks none of the tables in it, so a schema owner could swap two
-/// schema names between the moment the name was read and the DDL (a hostile review found it).
-/// So: the table is locked by oid in `lockmode` (its renames and moves wait); the catalog row of
-/// its schema is locked FOR SHARE (renaming or dropping the schema waits); the catalog cache is
-/// brought up to date, so that a rename that committed while we waited for that row is seen (a
-/// second review: the name was checked against the stale cache, and a later statement's lookup
-/// found the decoy); and then the name must resolve to `source`.
+/// extension's owner. DDL on the table goes by its name (Citus propagates DDL by its text), some
+/// of it as superuser: on a name that had come to mean another table, it would build that
+/// table's partition key, folding its owner's immutable functions, as superuser. The table and
+/// its schema's name are locked ([`pin_name`]); then `name` must resolve to `source`.
 pub(super) fn pin_source_name(source: pg_sys::Oid, name: &str, lockmode: u32) {
-    let moved = || {
+    let pinned = pin_name(source, lockmode, IfLocked::Wait);
+    let resolved = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.into()]).ok().flatten();
+    if pinned.is_none() || resolved != Some(source) {
         raise(
             Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("lightretriever: the name {name} no longer means the auto-encoded table (oid {})", source.to_u32()),
             Some("A schema or the table was renamed meanwhile; try again."),
         )
-    };
-    unsafe { pg_sys::LockRelationOid(source, lockmode as pg_sys::LOCKMODE) };
-    let schema = unsafe { pg_sys::get_rel_namespace(source) };
-    let locked = Spi::connect_mut(|c| {
-        c.update("SELECT FROM pg_catalog.pg_namespace WHERE oid OPERATOR(pg_catalog.=) $1 FOR SHARE", None, &[schema.into()]).map(|t| t.len())
-    })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    // No rename of the schema can commit from here on: a cache refreshed now stays true.
-    unsafe { pg_sys::AcceptInvalidationMessages() };
-    if locked != 1 || unsafe { pg_sys::get_rel_namespace(source) } != schema {
-        moved()
-    }
-    let resolved = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.into()]).ok().flatten();
-    if resolved != Some(source) {
-        moved()
     }
 }
 

@@ -45,6 +45,12 @@ pub struct AutoEncoding {
 }
 
 impl AutoEncoding {
+    /// This encoding with the table's name as of now, for a read that follows at once
+    /// ([`crate::security::current_name`]); None when the table is gone.
+    pub fn named_now(&self) -> Option<AutoEncoding> {
+        crate::security::current_name(self.source).map(|source_name| AutoEncoding { source_name, ..self.clone() })
+    }
+
     /// The statements of this table (lr-queue).
     pub fn statements(&self) -> Encoding<'_> {
         Encoding {

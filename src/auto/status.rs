@@ -123,7 +123,7 @@ fn lr_encoding_status_rows() -> TableIterator<
                     AND a.query OPERATOR(pg_catalog.~~) pg_catalog.format('lightretriever: encoding %% rows of auto-encoding %s', $1)",
                 &[enc.id.into()],
             )?;
-            let done = owner_count(who, enc.source, &statements.count_vectors(), &lock_wait)?;
+            let done = owner_count(who, &enc, |s| s.count_vectors(), &lock_wait)?;
             let (rate, last_batch_pid) = Spi::get_two_with_args::<f64, i32>(
                 // Rows of the last minute's batches over the time they span (from the first one's
                 // start, `at` being its transaction's start): a backlog that began 10 s ago is not
@@ -144,7 +144,7 @@ fn lr_encoding_status_rows() -> TableIterator<
             // A Citus table's pending rows are in the table (its queue holds only attempts), but
             // those that failed for good.
             let queued = if enc.distributed {
-                owner_count(who, enc.source, &statements.pending_count(), &lock_wait)?.zip(failed).map(|(p, f)| (p - f).max(0))
+                owner_count(who, &enc, |s| s.pending_count(), &lock_wait)?.zip(failed).map(|(p, f)| (p - f).max(0))
             } else {
                 counts.map(|c| c.0.unwrap_or(0))
             };
@@ -213,12 +213,24 @@ fn lock_bounded<T>(wait: Duration, read: impl FnOnce() -> Result<Option<T>, pgrx
     }
 }
 
-/// A count of `source`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
-/// for them), counted as its owner; None while a lock keeps it from being counted within what
+/// A count of `enc`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
+/// for them), counted as its owner, by the table's name as of the count
+/// ([`AutoEncoding::named_now`]: the view's list was read before any wait); None while a lock keeps it from being counted within what
 /// is left of `wait`, and for a `reader` who does not own the table: counting runs code of the
 /// owner's ([`read_as_owner_for`]).
-fn owner_count(reader: pg_sys::Oid, source: pg_sys::Oid, count_sql: &str, wait: &LockWait) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    read_as_owner_for(reader, source, || wait.bounded(|| Spi::get_one::<i64>(count_sql))).unwrap_or(Ok(None))
+fn owner_count(
+    reader: pg_sys::Oid,
+    enc: &AutoEncoding,
+    count_sql: impl Fn(&Encoding) -> String,
+    wait: &LockWait,
+) -> Result<Option<i64>, pgrx::spi::SpiError> {
+    read_as_owner_for(reader, enc.source, || {
+        wait.bounded(|| match enc.named_now() {
+            Some(enc) => Spi::get_one::<i64>(&count_sql(&enc.statements())),
+            None => Ok(None),
+        })
+    })
+    .unwrap_or(Ok(None))
 }
 
 /// Rows whose encoding failed `lightretriever.max_retries` times, of the tables the caller may

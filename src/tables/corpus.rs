@@ -55,10 +55,14 @@ pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<
         Some(v) => (quote_ident(v), format!("AND {} IS NOT NULL", quote_ident(v))),
         None => (format!("NULL::{vector_type}"), String::new()),
     };
-    let sql = format!(
-        "SELECT {text}::pg_catalog.text, {vector_select} FROM {table} WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
-    );
     let rows: Vec<(String, Option<Vector>)> = crate::security::as_owner(relid, || {
+        // By the name it has now: `table`, read before the checks above, could mean another.
+        let Some(table) = crate::security::current_name(relid) else {
+            raise(Code::ERRCODE_UNDEFINED_TABLE, format!("lightretriever: {table} is gone"), None)
+        };
+        let sql = format!(
+            "SELECT {text}::pg_catalog.text, {vector_select} FROM {table} WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
+        );
         Spi::connect(|c| {
             c.select(&sql, None, &[]).map(|rows| {
                 rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<Vector>(2).ok()?))).collect()

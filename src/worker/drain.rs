@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 
 use crate::auto::{encodings, AutoEncoding, Encodings};
 use crate::pgvector::{SparseVec, Vector};
-use crate::security::with_key_text_settings;
+use crate::security::{pin_name, with_key_text_settings, IfLocked};
 use crate::spi::{flatten, in_subtransaction};
 
 use super::limits::{on_user_table, stopping, BatchMarker, Stalls};
@@ -77,12 +77,12 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
         return if name.ends_with("-0") { process_distributed_batch(inference, enc, name) } else { 0 };
     }
     let started = Instant::now();
-    let statements = enc.statements();
     // The source first, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the
     // drop event trigger drops the queue). A source being changed is skipped this round.
-    if !lock_source(enc, "ONLY ") {
+    let Some(enc) = &lock_source(enc, "ONLY ") else {
         return 0;
-    }
+    };
+    let statements = enc.statements();
     let claimed = flatten(in_subtransaction(|| {
         Spi::connect_mut(|c| {
             c.update(&statements.claim(), None, &[enc.batch_size.into()])?
@@ -178,13 +178,13 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
 /// until a batch writes them.
 fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) -> usize {
     let started = Instant::now();
-    let statements = enc.statements();
     // The table first, on the coordinator, as DDL takes it (Citus then locks the shards): a
     // batch that held shard locks while DDL waited for them was a distributed deadlock. A table
     // being changed is skipped this round.
-    if !lock_source(enc, "") {
+    let Some(enc) = &lock_source(enc, "") else {
         return 0;
-    }
+    };
+    let statements = enc.statements();
     // Keys with entries (attempts counted; failed for good or not), as text.
     let entries = flatten(in_subtransaction(|| {
         Spi::connect(|c| {
@@ -287,11 +287,18 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
     work.len()
 }
 
-/// Locks the source (`only`: "ONLY " for its own rows, "" for a Citus table) without waiting:
-/// false when DDL holds it (the batch is skipped this round).
-fn lock_source(enc: &AutoEncoding, only: &str) -> bool {
-    let locked = in_subtransaction(|| Spi::run(&format!("LOCK TABLE {only}{} IN ACCESS SHARE MODE NOWAIT", enc.source_name)));
-    matches!(locked, Ok(Ok(())))
+/// Locks the source (`only`: "ONLY " for its own rows, "" for a Citus table) without waiting,
+/// and pins its name until the transaction ends ([`pin_name`]): the encoding as this batch must
+/// name it, or None when DDL holds the table or its schema (the batch is skipped this round).
+/// The name read with the encodings, before this transaction, could mean another table by now.
+fn lock_source(enc: &AutoEncoding, only: &str) -> Option<AutoEncoding> {
+    let pinned = in_subtransaction(|| {
+        let name = pin_name(enc.source, pg_sys::AccessShareLock, IfLocked::GiveUp)?;
+        // By name as well: Citus takes a distributed table's locks on its shards this way.
+        Spi::run(&format!("LOCK TABLE {only}{name} IN ACCESS SHARE MODE NOWAIT")).ok()?;
+        Some(name)
+    });
+    pinned.ok().flatten().map(|source_name| AutoEncoding { source_name, ..enc.clone() })
 }
 
 /// Books a batch of `rows` that took `seconds` (the rates of `lr_encoding_status`).

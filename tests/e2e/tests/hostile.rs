@@ -609,6 +609,97 @@ fn a_schema_swap_committed_while_enabling_or_disabling_waits_is_refused() {
     c.batch_execute(cleanup).unwrap();
 }
 
+/// The worker's statements on a table go by its name, as the table's owner. A role that owns the
+/// table's schema but not the table (here: `wswap_m`, owning the schema `wswap_s` in which
+/// `wswap_owner` keeps its table) swaps that schema's name with a schema of its own holding a
+/// decoy, while a batch is under way: the worker waits for the queue, locked by this test, after
+/// it locked the table. The batch must still read and write the real table, and the decoy's
+/// index expression, an immutable function of the schema owner's that planning folds, must never
+/// run as anyone else. Before the fix it ran as the table's owner, the decoy got the vector and
+/// the real row none.
+#[test]
+fn a_schema_swap_during_a_batch_never_redirects_the_worker() {
+    let mut c = pipeline_database();
+    let cleanup = "DO $$ DECLARE t regclass; BEGIN
+           FOR t IN SELECT source FROM lightretriever.lr_auto_encodings a JOIN pg_class r ON r.oid = a.source
+                     JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname LIKE 'wswap\\_%' LOOP
+             PERFORM lightretriever.lr_disable_auto_encoding(t);
+           END LOOP;
+         END $$;
+         DROP SCHEMA IF EXISTS wswap_s, wswap_d, wswap_x, wswap_f CASCADE;
+         DO $$ BEGIN
+           IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'wswap_m') THEN DROP OWNED BY wswap_m; DROP ROLE wswap_m; END IF;
+           IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'wswap_owner') THEN DROP OWNED BY wswap_owner; DROP ROLE wswap_owner; END IF;
+         END $$;";
+    c.batch_execute(cleanup).unwrap();
+    c.batch_execute(
+        "CREATE ROLE wswap_m; CREATE ROLE wswap_owner;
+         GRANT CREATE ON DATABASE postgres TO wswap_m;
+         SET ROLE wswap_m;
+         CREATE SCHEMA wswap_f; GRANT USAGE ON SCHEMA wswap_f TO PUBLIC;
+         -- Calls by anyone but its owner, counted where no rollback undoes them.
+         CREATE SEQUENCE wswap_f.foreign_calls; GRANT USAGE, UPDATE ON SEQUENCE wswap_f.foreign_calls TO PUBLIC;
+         CREATE FUNCTION wswap_f.trap() RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+           BEGIN
+             IF current_user <> 'wswap_m' THEN PERFORM pg_catalog.nextval('wswap_f.foreign_calls'); END IF;
+             RETURN 0;
+           END $f$;
+         CREATE SCHEMA wswap_s; GRANT USAGE, CREATE ON SCHEMA wswap_s TO wswap_owner;
+         CREATE SCHEMA wswap_d; GRANT USAGE ON SCHEMA wswap_d TO PUBLIC;
+         CREATE TABLE wswap_d.t (id int PRIMARY KEY, body text, body_embedding public.vector(384));
+         CREATE INDEX ON wswap_d.t ((id OPERATOR(pg_catalog.+) wswap_f.trap()));
+         INSERT INTO wswap_d.t VALUES (1, 'the decoy');
+         GRANT SELECT, UPDATE ON wswap_d.t TO PUBLIC;
+         SET ROLE wswap_owner;
+         CREATE TABLE wswap_s.t (id int PRIMARY KEY, body text);
+         SELECT lightretriever.lr_enable_auto_encoding('wswap_s.t', 'body', 'minilm');
+         RESET ROLE;",
+    )
+    .unwrap();
+    let real: u32 = c.query_one("SELECT 'wswap_s.t'::regclass::oid", &[]).unwrap().get(0);
+    let queue: String =
+        c.query_one("SELECT 'lightretriever.' || queue_table FROM lightretriever.lr_auto_encodings WHERE source = 'wswap_s.t'::regclass", &[]).unwrap().get(0);
+
+    // A row queued, and the queue held until the schema is swapped.
+    let mut holder = fresh_connection("postgres");
+    holder.batch_execute(&format!("BEGIN; INSERT INTO wswap_s.t VALUES (1, 'the real row'); LOCK TABLE {queue} IN ACCESS EXCLUSIVE MODE")).unwrap();
+    let worker_waits = format!(
+        "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                         WHERE l.relation = '{queue}'::regclass AND NOT l.granted AND a.backend_type = 'lightretriever drain')"
+    );
+    eventually(60, "no drain worker waited for the queue", || c.query_one(worker_waits.as_str(), &[]).unwrap().get::<_, bool>(0));
+
+    let mut attacker = fresh_connection("postgres");
+    let attacker_pid: i32 = attacker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let swapping = std::thread::spawn(move || {
+        attacker.batch_execute(
+            "SET ROLE wswap_m;
+             BEGIN; ALTER SCHEMA wswap_s RENAME TO wswap_x; ALTER SCHEMA wswap_d RENAME TO wswap_s; ALTER SCHEMA wswap_x RENAME TO wswap_d; COMMIT;",
+        )
+    });
+    // Swapped, or waiting for the batch to end (the fix: the schema's name is pinned).
+    eventually(60, "the swap neither ended nor waited", || {
+        swapping.is_finished()
+            || c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)", &[&attacker_pid]).unwrap().get::<_, bool>(0)
+    });
+    holder.batch_execute("COMMIT").unwrap();
+    swapping.join().unwrap().unwrap();
+
+    let real_name: String = c.query_one("SELECT $1::oid::regclass::text", &[&real]).unwrap().get(0);
+    assert_eq!(real_name, "wswap_d.t", "the swap happened");
+    eventually(120, "the batch never ended", || count(&mut c, &format!("SELECT count(*) FROM {queue}")) == 0);
+    // Before anything here reads the decoy: planning that would fold the trap as superuser.
+    let foreign_calls: bool = c.query_one("SELECT is_called FROM wswap_f.foreign_calls", &[]).unwrap().get(0);
+    assert!(!foreign_calls, "the decoy's index expression was folded by another role");
+    let real_vector: bool = c.query_one(&format!("SELECT body_embedding IS NOT NULL FROM {real_name} WHERE id = 1"), &[]).unwrap().get(0);
+    assert!(real_vector, "the real row got no vector");
+    c.batch_execute("SET ROLE wswap_m").unwrap(); // the decoy read as its owner, whose calls are not counted
+    let decoy: Option<String> = c.query_one("SELECT body_embedding::text FROM wswap_s.t WHERE id = 1", &[]).unwrap().get(0);
+    c.batch_execute("RESET ROLE").unwrap();
+    assert_eq!(decoy, None, "the decoy got a vector");
+    c.batch_execute(cleanup).unwrap();
+}
+
 /// The status view counts each table's vectors as its owner. An owner holding a lock on the
 /// table must not stall the view for everyone who may read it (a hostile review found a
 /// superuser's view blocked until the lock went): after a second the count is unknown (NULL).
