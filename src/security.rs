@@ -171,14 +171,20 @@ pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// The table's name as SQL names it, schema-qualified and quoted (None when it is gone).
+/// The table's name as SQL names it, schema-qualified and quoted (None when it is gone). From
+/// the catalog caches, which a statement's name lookup uses too: an SPI query would read the
+/// catalog as of the calling statement's snapshot in a stable function (the status view), and
+/// miss a rename committed since.
 fn qualified_name(relid: pg_sys::Oid) -> Option<String> {
-    crate::spi::read_one::<String>(
-        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
-           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE c.oid OPERATOR(pg_catalog.=) $1",
-        &[relid.into()],
-    )
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR)
+    unsafe {
+        let relation = pg_sys::get_rel_name(relid);
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if relation.is_null() || schema.is_null() {
+            return None;
+        }
+        let quoted = pg_sys::quote_qualified_identifier(schema, relation);
+        Some(std::ffi::CStr::from_ptr(quoted).to_string_lossy().into_owned())
+    }
 }
 
 /// How [`pin_name`] takes its locks.

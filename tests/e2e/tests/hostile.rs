@@ -618,7 +618,7 @@ fn a_schema_swap_committed_while_enabling_or_disabling_waits_is_refused() {
 /// run as anyone else. Before the fix it ran as the table's owner, the decoy got the vector and
 /// the real row none.
 #[test]
-fn a_schema_swap_during_a_batch_never_redirects_the_worker() {
+fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     let mut c = pipeline_database();
     let cleanup = "DO $$ DECLARE t regclass; BEGIN
            FOR t IN SELECT source FROM lightretriever.lr_auto_encodings a JOIN pg_class r ON r.oid = a.source
@@ -697,6 +697,34 @@ fn a_schema_swap_during_a_batch_never_redirects_the_worker() {
     let decoy: Option<String> = c.query_one("SELECT body_embedding::text FROM wswap_s.t WHERE id = 1", &[]).unwrap().get(0);
     c.batch_execute("RESET ROLE").unwrap();
     assert_eq!(decoy, None, "the decoy got a vector");
+
+    // The status view reads its list of tables first, then counts each one's vectors as its
+    // owner; a lock wait in between (here on the queue, held by this test, with the worker
+    // paused) lets the schema owner swap the names back before the count. The count must go by
+    // the name the table has then.
+    c.batch_execute("SELECT lightretriever.lr_pause_auto_encoding('wswap_d.t')").unwrap();
+    holder.batch_execute(&format!("BEGIN; LOCK TABLE {queue} IN ACCESS EXCLUSIVE MODE")).unwrap();
+    let mut viewer = fresh_connection("postgres");
+    let viewer_pid: i32 = viewer.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let viewing = std::thread::spawn(move || {
+        viewer.query_one("SELECT done FROM lightretriever.lr_encoding_status WHERE source = $1::oid", &[&real]).map(|r| r.get::<_, Option<i64>>(0))
+    });
+    eventually(60, "the status view never waited for the queue", || {
+        c.query_one(&format!("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND relation = '{queue}'::regclass AND NOT granted)"), &[&viewer_pid])
+            .unwrap()
+            .get::<_, bool>(0)
+    });
+    c.batch_execute(
+        "SET ROLE wswap_m;
+         BEGIN; ALTER SCHEMA wswap_s RENAME TO wswap_x; ALTER SCHEMA wswap_d RENAME TO wswap_s; ALTER SCHEMA wswap_x RENAME TO wswap_d; COMMIT;
+         RESET ROLE;",
+    )
+    .unwrap();
+    let done = viewing.join().unwrap().unwrap();
+    holder.batch_execute("COMMIT").unwrap();
+    let foreign_calls: bool = c.query_one("SELECT is_called FROM wswap_f.foreign_calls", &[]).unwrap().get(0);
+    assert!(!foreign_calls, "the status view folded the decoy's index expression as the table's owner");
+    assert_eq!(done, Some(1), "the status view counted the real table");
     c.batch_execute(cleanup).unwrap();
 }
 
