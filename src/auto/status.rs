@@ -214,10 +214,10 @@ fn lock_bounded<T>(wait: Duration, read: impl FnOnce() -> Result<Option<T>, pgrx
 }
 
 /// A count of `enc`'s rows (`count_sql`: rows with vectors, or a Citus table's rows waiting
-/// for them), counted as its owner, by the table's name as of the count
-/// ([`AutoEncoding::named_now`]: the view's list was read before any wait); None while a lock keeps it from being counted within what
-/// is left of `wait`, and for a `reader` who does not own the table: counting runs code of the
-/// owner's ([`read_as_owner_for`]).
+/// for them), counted as its owner, by the name the table has at the count
+/// ([`AutoEncoding::named_now`]: the view's list was read before any of its lock waits); None
+/// while a lock keeps it from being counted within what is left of `wait`, and for a `reader`
+/// who does not own the table: counting runs code of the owner's ([`read_as_owner_for`]).
 fn owner_count(
     reader: pg_sys::Oid,
     enc: &AutoEncoding,
