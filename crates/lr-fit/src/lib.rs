@@ -496,6 +496,17 @@ fn question_word_ids(tokenizer: &Tokenizer) -> Result<Vec<u32>, FitError> {
     Ok(ids)
 }
 
+/// What one run of [`fit_query_table_guided`] does with question spans.
+enum Questions {
+    /// Nothing: the fit without questions (`question_spans_per_doc: 0`).
+    Unasked,
+    /// Trains on them with the other spans (the first run of a fit with questions).
+    Trained,
+    /// Does not train on them, and puts the question words' rows of a `Trained` run in place of
+    /// its own.
+    RowsOf(AskedRows),
+}
+
 /// What a fit with questions among its training spans leaves for the fit without them.
 struct AskedRows {
     ids: Vec<u32>,
@@ -766,14 +777,14 @@ pub fn fit_query_table_guided(
     let started = Instant::now();
     let inputs = FitInputs::check(docs, doc_vectors, tokenizer, init_rows, dims, options, guide, progress)?;
     if options.question_spans_per_doc == 0 {
-        return fit_pass(&inputs, encoder, progress, false, None, started);
+        return fit_pass(&inputs, encoder, progress, Questions::Unasked, started);
     }
     let remembered = Remembered { encoder, seen: std::sync::Mutex::new(HashMap::new()) };
     let mut labelled = |stage: &str, f: f64| progress(&format!("with questions: {stage}"), f);
-    let asked = fit_pass(&inputs, &remembered, &mut labelled, true, None, Instant::now())?;
+    let asked = fit_pass(&inputs, &remembered, &mut labelled, Questions::Trained, Instant::now())?;
     // Only the question words' rows are kept: the rest of that table goes before the second fit.
     let asked = AskedRows::of(asked, question_word_ids(tokenizer)?, dims);
-    fit_pass(&inputs, &remembered, progress, false, Some(asked), started)
+    fit_pass(&inputs, &remembered, progress, Questions::RowsOf(asked), started)
 }
 
 /// Remembers every encoding for the second pass of a fit with questions, which asks for the
@@ -871,15 +882,12 @@ impl<'a> FitInputs<'a> {
     }
 }
 
-/// One run of [`fit_query_table_guided`]: with the question spans among the training spans
-/// (`questions_in_train`), or with the rows of the question words that such a run fitted
-/// (`asked`) put in place of its own.
+/// One run of [`fit_query_table_guided`], doing with question spans what `questions` says.
 fn fit_pass(
     inputs: &FitInputs,
     encoder: &dyn SpanEncoder,
     progress: &mut dyn FnMut(&str, f64),
-    questions_in_train: bool,
-    asked: Option<AskedRows>,
+    questions: Questions,
     started: Instant,
 ) -> Result<FittedTable, FitError> {
     let FitInputs { doc_vectors, tokenizer, init_rows, dims: d, vocab, options, guide, .. } = *inputs;
@@ -926,7 +934,7 @@ fn fit_pass(
     for &i in &train_docs {
         sample_spans(i, docs[i], options.spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
     }
-    if questions_in_train {
+    if matches!(questions, Questions::Trained) {
         // Their own stream, so that the plain spans are the same with or without questions.
         let mut rng = Rng::new(options.seed ^ 0x6173_6b65_64);
         sample_questions(docs, &train_docs, options.question_spans_per_doc, options.min_words, options.max_words, &mut rng, &mut raw_train);
@@ -1227,7 +1235,7 @@ fn fit_pass(
     let mut unmapped_rows = unmapped_rows;
     let (mut pairs_question, mut question_rows) = (0, 0);
     let mut seconds = [seconds_encode_spans, seconds_encode_docs, seconds_solve, seconds_refine];
-    if let Some(asked) = &asked {
+    if let Questions::RowsOf(asked) = &questions {
         for (k, &id) in asked.ids.iter().enumerate() {
             let row = id as usize * d..(id as usize + 1) * d;
             rows[row.clone()].copy_from_slice(&asked.rows[k * d..(k + 1) * d]);
