@@ -154,6 +154,9 @@ pub fn caller() -> pg_sys::Oid {
 
 /// Runs `f` as the extension's owner (a superuser): the catalog, queue and trigger work that no
 /// ordinary role may do itself. `f` must not evaluate anything of a user's (see [`as_owner`]).
+/// Names in `f` resolve through `pg_catalog, pg_temp` only, whatever path the caller set (every
+/// entry point pins that path too; this holds where one forgets), as a function's SET clause
+/// would: the caller's path is back afterwards, other settings `f` makes stay.
 pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
     let owner = crate::spi::read_one::<pg_sys::Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever'",
         &[],
@@ -166,8 +169,16 @@ pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
     }
+    let nest = unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        set(c"search_path", c"pg_catalog, pg_temp".as_ptr());
+        nest
+    };
     let out = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest);
+        pg_sys::SetUserIdAndSecContext(user, context);
+    }
     out
 }
 
@@ -359,6 +370,21 @@ mod tests {
 
     fn count(sql: &str) -> i64 {
         Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    /// Work as the extension's owner resolves names through pg_catalog and pg_temp only, whatever
+    /// path the caller set; the caller's path is back afterwards, and a setting made inside stays
+    /// (as with a function's SET clause).
+    #[pg_test]
+    fn elevated_work_resolves_names_through_pg_catalog_only() {
+        Spi::run("SET LOCAL search_path = public, \"$user\"").unwrap();
+        let inside = crate::security::elevated(|| {
+            Spi::run("SET LOCAL extra_float_digits = 2").unwrap();
+            Spi::get_one::<String>("SELECT pg_catalog.current_setting('search_path')").unwrap().unwrap()
+        });
+        assert_eq!(inside, "pg_catalog, pg_temp");
+        assert_eq!(Spi::get_one::<String>("SELECT current_setting('search_path')").unwrap().unwrap(), "public, \"$user\"");
+        assert_eq!(Spi::get_one::<String>("SELECT current_setting('extra_float_digits')").unwrap().unwrap(), "2");
     }
 
     /// The backend half of issue 11's escalations: a key of the owner's enum type with a cast
