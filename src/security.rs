@@ -249,6 +249,68 @@ pub fn pin_name(relid: pg_sys::Oid, lockmode: u32, wait: IfLocked) -> Option<Str
     qualified_name(relid)
 }
 
+/// The names of `relid`'s columns `attnums`' types, schema-qualified (`pg_catalog` ones too, so
+/// that no path resolves them), that keep meaning those types until the transaction ends; None
+/// when a column is gone. Errors (55P03) when another transaction holds a type's catalog row or
+/// its schema's.
+/// Run as a superuser after [`pin_name`] pinned the table (whose lock keeps the columns' types).
+///
+/// The statements the worker runs as the table's owner turn key text back into the key types by
+/// name (`k1::s.k`), and a name read before the batch may mean another type by now: a schema
+/// swap would make it a decoy domain whose CHECK then runs as the owner (a hostile review ran
+/// this). So: the types' rows (and their element types', whose names an array type's name
+/// shows) and their schemas' rows are locked FOR SHARE NOWAIT, the caches brought up to date,
+/// and the names read then. Types in `pg_catalog` are only a superuser's to rename.
+pub fn pin_key_types(relid: pg_sys::Oid, attnums: &[i16]) -> Option<Vec<String>> {
+    let types: Vec<(pg_sys::Oid, i32)> = attnums
+        .iter()
+        .map(|&attnum| {
+            let (mut typid, mut typmod, mut collation) = (pg_sys::InvalidOid, -1, pg_sys::InvalidOid);
+            unsafe { pg_sys::get_atttypetypmodcoll(relid, attnum, &mut typid, &mut typmod, &mut collation) };
+            (typid, typmod)
+        })
+        .collect();
+    let oids: Vec<pg_sys::Oid> = types.iter().map(|(t, _)| *t).collect();
+    pgrx::Spi::connect_mut(|c| {
+        let named = "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1)
+                      UNION SELECT t.typelem FROM pg_catalog.pg_type t
+                       WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1) AND t.typelem OPERATOR(pg_catalog.<>) 0";
+        c.update(
+            &format!(
+                "SELECT FROM pg_catalog.pg_type t WHERE t.oid IN ({named}) AND t.typnamespace OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace
+                  FOR SHARE NOWAIT"
+            ),
+            None,
+            &[oids.clone().into()],
+        )?;
+        c.update(
+            &format!(
+                "SELECT FROM pg_catalog.pg_namespace n
+                  WHERE n.oid IN (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid IN ({named}))
+                    AND n.oid OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace
+                  FOR SHARE NOWAIT"
+            ),
+            None,
+            &[oids.clone().into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
+    // No rename of a type or its schema can commit from here on: names read now stay true.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    types
+        .into_iter()
+        .map(|(typid, typmod)| {
+            if typid == pg_sys::InvalidOid {
+                return None;
+            }
+            let flags = (pg_sys::FORMAT_TYPE_TYPEMOD_GIVEN | pg_sys::FORMAT_TYPE_FORCE_QUALIFY) as pg_sys::bits16;
+            let name = unsafe { pg_sys::format_type_extended(typid, typmod, flags) };
+            Some(unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
 /// A name of `relid` read after locking the table by oid (AccessShareLock, as a read takes it;
 /// the caller's `lock_timeout` bounds the wait), for a read that follows at once and may run
 /// where no catalog row can be locked ([`pin_name`]): a read-only transaction, a standby. A
@@ -256,7 +318,11 @@ pub fn pin_name(relid: pg_sys::Oid, lockmode: u32, wait: IfLocked) -> Option<Str
 /// read's own, where nothing of a user's runs; a name read earlier, before a wait, could mean
 /// another table by now.
 pub fn current_name(relid: pg_sys::Oid) -> Option<String> {
-    unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    unsafe {
+        pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        // The lock call skips this when the transaction held the lock already.
+        pg_sys::AcceptInvalidationMessages();
+    }
     qualified_name(relid)
 }
 

@@ -32,6 +32,8 @@ pub struct AutoEncoding {
     pub key_columns: Vec<String>,
     /// The key columns' types now (`format_type`), as SQL names them.
     pub key_types: Vec<String>,
+    /// The key columns' numbers, in key order.
+    pub key_attnums: Vec<i16>,
     pub model: String,
     pub sparse_model: Option<String>,
     pub vector_column: String,
@@ -76,7 +78,7 @@ macro_rules! select_encodings {
                 JOIN pg_catalog.pg_attribute t ON t.attrelid OPERATOR(pg_catalog.=) a.source AND t.attnum OPERATOR(pg_catalog.=) k.attnum
                ORDER BY k.n),
         a.model, a.sparse_model, a.vector_column::pg_catalog.text, a.sparse_column::pg_catalog.text, a.batch_size,
-        a.status
+        a.status, a.key_attnums
    FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source", $filter, " ORDER BY a.id")
     };
 }
@@ -116,6 +118,7 @@ pub fn encodings(which: Encodings) -> Vec<AutoEncoding> {
                 sparse_column: r.get(11)?,
                 batch_size: r.get(12)?.unwrap_or(32),
                 status: r.get(13)?.unwrap_or_default(),
+                key_attnums: r.get(14)?.unwrap_or_default(),
                 distributed: false,
             });
         }

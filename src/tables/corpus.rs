@@ -53,7 +53,8 @@ pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<
     let text = quote_ident(text_column);
     let (vector_select, vector_filter) = match vector_column {
         Some(v) => (quote_ident(v), format!("AND {} IS NOT NULL", quote_ident(v))),
-        None => (format!("NULL::{vector_type}"), String::new()),
+        // Not read. No type name: one read before the wait for the table could mean a decoy.
+        None => ("NULL".to_owned(), String::new()),
     };
     let rows: Vec<(String, Option<Vector>)> = crate::security::as_owner(relid, || {
         // By the name it has now: `table`, read before the checks above, could mean another.
@@ -65,7 +66,11 @@ pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<
         );
         Spi::connect(|c| {
             c.select(&sql, None, &[]).map(|rows| {
-                rows.filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<Vector>(2).ok()?))).collect()
+                rows.filter_map(|r| {
+                    let vector = if vector_column.is_some() { r.get::<Vector>(2).ok()? } else { None };
+                    Some((r.get::<String>(1).ok()??, vector))
+                })
+                .collect()
             })
         })
     })

@@ -318,6 +318,16 @@ END "
         format!("INSERT INTO {} (key) SELECT ARRAY[{}] FROM {} AS k({})", self.queue(), cols.join(", "), unnest_keys(n), names.join(", "))
     }
 
+    /// True while an entry is due now (one [`Encoding::claim`] would take, unless another worker
+    /// holds it): a read that takes no transaction id, before the worker pins the table for a
+    /// batch.
+    pub fn due_exists(&self) -> String {
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {} q WHERE q.failed_at IS NULL AND q.retry_at OPERATOR(pg_catalog.<=) pg_catalog.now())",
+            self.queue()
+        )
+    }
+
     /// Up to $1 entries due now, locked without waiting, grouped by key (a row changed several
     /// times has several entries): `(ids bigint[], key text[])`, oldest first.
     pub fn claim(&self) -> String {

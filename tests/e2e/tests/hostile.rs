@@ -609,23 +609,31 @@ fn a_schema_swap_committed_while_enabling_or_disabling_waits_is_refused() {
     c.batch_execute(cleanup).unwrap();
 }
 
-/// The worker's statements on a table go by its name, as the table's owner. A role that owns the
-/// table's schema but not the table (here: `wswap_m`, owning the schema `wswap_s` in which
-/// `wswap_owner` keeps its table) swaps that schema's name with a schema of its own holding a
-/// decoy, while a batch is under way: the worker waits for the queue, locked by this test, after
-/// it locked the table. The batch must still read and write the real table, and the decoy's
-/// index expression, an immutable function of the schema owner's that planning folds, must never
-/// run as anyone else. Before the fix it ran as the table's owner, the decoy got the vector and
-/// the real row none.
+/// The worker's statements on a table go by names, as the table's owner: the table's and its key
+/// type's. A role that owns the table's schema but not the table (here `wswap_m`, owning the
+/// schema `wswap_s` in which `wswap_owner` keeps its table and the table's key domain) swaps that
+/// schema's name with a schema of its own holding a decoy table and a decoy domain, whose index
+/// expression and CHECK count every call by another role. Three times, each while something
+/// waits for a queue this test holds:
+/// 1. during the table's batch (the worker waits to claim, after it pinned the names): the swap
+///    must wait for the batch;
+/// 2. between the worker's reading the tables and this table's batch (it waits to claim an
+///    earlier table's rows): the batch must name the table and its key type as they are now
+///    (a hostile review had the decoy domain's CHECK run as the owner with the table's name
+///    pinned but not the type's);
+/// 3. while the status view, which read its table list, waits for the queue's counts: the count
+///    of vectors must go by the name the table has then.
+/// Before the fixes the decoy's code ran as the table's owner and the real row got no vector.
 #[test]
 fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     let mut c = pipeline_database();
     let cleanup = "DO $$ DECLARE t regclass; BEGIN
            FOR t IN SELECT source FROM lightretriever.lr_auto_encodings a JOIN pg_class r ON r.oid = a.source
-                     JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname LIKE 'wswap\\_%' LOOP
+                     JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname LIKE 'wswap\\_%' OR r.relname = 'wswap_first' LOOP
              PERFORM lightretriever.lr_disable_auto_encoding(t);
            END LOOP;
          END $$;
+         DROP TABLE IF EXISTS public.wswap_first;
          DROP SCHEMA IF EXISTS wswap_s, wswap_d, wswap_x, wswap_f CASCADE;
          DO $$ BEGIN
            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'wswap_m') THEN DROP OWNED BY wswap_m; DROP ROLE wswap_m; END IF;
@@ -635,48 +643,80 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     c.batch_execute(
         "CREATE ROLE wswap_m; CREATE ROLE wswap_owner;
          GRANT CREATE ON DATABASE postgres TO wswap_m;
+         -- An earlier table (a lower id: its batch comes first in a round).
+         CREATE TABLE public.wswap_first (id int PRIMARY KEY, body text);
+         SELECT lightretriever.lr_enable_auto_encoding('public.wswap_first', 'body', 'minilm');
          SET ROLE wswap_m;
          CREATE SCHEMA wswap_f; GRANT USAGE ON SCHEMA wswap_f TO PUBLIC;
-         -- Calls by anyone but its owner, counted where no rollback undoes them.
+         -- Calls by anyone but their owner, counted where no rollback undoes them.
          CREATE SEQUENCE wswap_f.foreign_calls; GRANT USAGE, UPDATE ON SEQUENCE wswap_f.foreign_calls TO PUBLIC;
-         CREATE FUNCTION wswap_f.trap() RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+         CREATE FUNCTION wswap_f.trap(v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
            BEGIN
              IF current_user <> 'wswap_m' THEN PERFORM pg_catalog.nextval('wswap_f.foreign_calls'); END IF;
              RETURN 0;
            END $f$;
          CREATE SCHEMA wswap_s; GRANT USAGE, CREATE ON SCHEMA wswap_s TO wswap_owner;
          CREATE SCHEMA wswap_d; GRANT USAGE ON SCHEMA wswap_d TO PUBLIC;
+         CREATE DOMAIN wswap_d.k AS int CHECK (wswap_f.trap(VALUE) = 0);
          CREATE TABLE wswap_d.t (id int PRIMARY KEY, body text, body_embedding public.vector(384));
-         CREATE INDEX ON wswap_d.t ((id OPERATOR(pg_catalog.+) wswap_f.trap()));
-         INSERT INTO wswap_d.t VALUES (1, 'the decoy');
+         CREATE INDEX ON wswap_d.t ((id OPERATOR(pg_catalog.+) wswap_f.trap(0)));
+         INSERT INTO wswap_d.t VALUES (1, 'the decoy'), (2, 'the decoy'), (3, 'the decoy');
          GRANT SELECT, UPDATE ON wswap_d.t TO PUBLIC;
          SET ROLE wswap_owner;
-         CREATE TABLE wswap_s.t (id int PRIMARY KEY, body text);
+         CREATE DOMAIN wswap_s.k AS int;
+         CREATE TABLE wswap_s.t (id wswap_s.k PRIMARY KEY, body text);
          SELECT lightretriever.lr_enable_auto_encoding('wswap_s.t', 'body', 'minilm');
          RESET ROLE;",
     )
     .unwrap();
     let real: u32 = c.query_one("SELECT 'wswap_s.t'::regclass::oid", &[]).unwrap().get(0);
-    let queue: String =
-        c.query_one("SELECT 'lightretriever.' || queue_table FROM lightretriever.lr_auto_encodings WHERE source = 'wswap_s.t'::regclass", &[]).unwrap().get(0);
+    let decoy: u32 = c.query_one("SELECT 'wswap_d.t'::regclass::oid", &[]).unwrap().get(0);
+    let queue_of = |c: &mut Client, table: &str| -> String {
+        c.query_one(&format!("SELECT 'lightretriever.' || queue_table FROM lightretriever.lr_auto_encodings WHERE source = '{table}'::regclass"), &[])
+            .unwrap()
+            .get(0)
+    };
+    let (queue, first_queue) = (queue_of(&mut c, "wswap_s.t"), queue_of(&mut c, "public.wswap_first"));
+    let swap = "SET ROLE wswap_m;
+         BEGIN; ALTER SCHEMA wswap_s RENAME TO wswap_x; ALTER SCHEMA wswap_d RENAME TO wswap_s; ALTER SCHEMA wswap_x RENAME TO wswap_d; COMMIT;
+         RESET ROLE;";
+    let real_name = |c: &mut Client| -> String { c.query_one("SELECT $1::oid::regclass::text", &[&real]).unwrap().get(0) };
+    // `queue`'s rows, queued while the table is paused, then held (EXCLUSIVE: a drain worker
+    // sees they are due, pins the table, and waits to claim them) until `release`.
+    let hold = |c: &mut Client, table: &str, queue: &str, insert: &str| -> Client {
+        c.batch_execute(&format!("SELECT lightretriever.lr_pause_auto_encoding('{table}'); {insert}")).unwrap();
+        let mut holder = fresh_connection("postgres");
+        holder.batch_execute(&format!("BEGIN; LOCK TABLE {queue} IN EXCLUSIVE MODE")).unwrap();
+        c.batch_execute(&format!("SELECT lightretriever.lr_resume_auto_encoding('{table}')")).unwrap();
+        let waits = format!(
+            "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                             WHERE l.relation = '{queue}'::regclass AND NOT l.granted AND a.backend_type = 'lightretriever drain')"
+        );
+        eventually(60, "no drain worker waited for the queue", || c.query_one(waits.as_str(), &[]).unwrap().get::<_, bool>(0));
+        holder
+    };
+    // After a batch: nothing of the decoy's ran as another role (checked before anything here
+    // reads the decoy, whose planning would fold the trap as superuser), the real row `id` has
+    // its vector, the decoy's none (read as its owner, whose calls are not counted).
+    let encoded_where_it_belongs = |c: &mut Client, id: i32| {
+        eventually(120, "the batch never ended", || count(c, &format!("SELECT count(*) FROM {queue}")) == 0);
+        let foreign_calls: bool = c.query_one("SELECT is_called FROM wswap_f.foreign_calls", &[]).unwrap().get(0);
+        assert!(!foreign_calls, "the decoy's code ran as another role (batch of row {id})");
+        let table = real_name(c);
+        let real_vector: bool = c.query_one(&format!("SELECT body_embedding IS NOT NULL FROM {table} WHERE id = {id}"), &[]).unwrap().get(0);
+        assert!(real_vector, "the real row {id} got no vector");
+        let decoy_table: String = c.query_one("SELECT $1::oid::regclass::text", &[&decoy]).unwrap().get(0);
+        c.batch_execute("SET ROLE wswap_m").unwrap();
+        let decoy_vectors = count(c, &format!("SELECT count(*) FROM {decoy_table} WHERE body_embedding IS NOT NULL"));
+        c.batch_execute("RESET ROLE").unwrap();
+        assert_eq!(decoy_vectors, 0, "the decoy got a vector");
+    };
 
-    // A row queued, and the queue held until the schema is swapped.
-    let mut holder = fresh_connection("postgres");
-    holder.batch_execute(&format!("BEGIN; INSERT INTO wswap_s.t VALUES (1, 'the real row'); LOCK TABLE {queue} IN ACCESS EXCLUSIVE MODE")).unwrap();
-    let worker_waits = format!(
-        "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-                         WHERE l.relation = '{queue}'::regclass AND NOT l.granted AND a.backend_type = 'lightretriever drain')"
-    );
-    eventually(60, "no drain worker waited for the queue", || c.query_one(worker_waits.as_str(), &[]).unwrap().get::<_, bool>(0));
-
+    // 1. During the batch.
+    let mut holder = hold(&mut c, "wswap_s.t", &queue, "INSERT INTO wswap_s.t VALUES (1, 'the real row')");
     let mut attacker = fresh_connection("postgres");
     let attacker_pid: i32 = attacker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let swapping = std::thread::spawn(move || {
-        attacker.batch_execute(
-            "SET ROLE wswap_m;
-             BEGIN; ALTER SCHEMA wswap_s RENAME TO wswap_x; ALTER SCHEMA wswap_d RENAME TO wswap_s; ALTER SCHEMA wswap_x RENAME TO wswap_d; COMMIT;",
-        )
-    });
+    let swapping = std::thread::spawn(move || attacker.batch_execute(swap));
     // Swapped, or waiting for the batch to end (the fix: the schema's name is pinned).
     eventually(60, "the swap neither ended nor waited", || {
         swapping.is_finished()
@@ -684,25 +724,19 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     });
     holder.batch_execute("COMMIT").unwrap();
     swapping.join().unwrap().unwrap();
+    assert_eq!(real_name(&mut c), "wswap_d.t", "the swap happened");
+    encoded_where_it_belongs(&mut c, 1);
 
-    let real_name: String = c.query_one("SELECT $1::oid::regclass::text", &[&real]).unwrap().get(0);
-    assert_eq!(real_name, "wswap_d.t", "the swap happened");
-    eventually(120, "the batch never ended", || count(&mut c, &format!("SELECT count(*) FROM {queue}")) == 0);
-    // Before anything here reads the decoy: planning that would fold the trap as superuser.
-    let foreign_calls: bool = c.query_one("SELECT is_called FROM wswap_f.foreign_calls", &[]).unwrap().get(0);
-    assert!(!foreign_calls, "the decoy's index expression was folded by another role");
-    let real_vector: bool = c.query_one(&format!("SELECT body_embedding IS NOT NULL FROM {real_name} WHERE id = 1"), &[]).unwrap().get(0);
-    assert!(real_vector, "the real row got no vector");
-    c.batch_execute("SET ROLE wswap_m").unwrap(); // the decoy read as its owner, whose calls are not counted
-    let decoy: Option<String> = c.query_one("SELECT body_embedding::text FROM wswap_s.t WHERE id = 1", &[]).unwrap().get(0);
-    c.batch_execute("RESET ROLE").unwrap();
-    assert_eq!(decoy, None, "the decoy got a vector");
+    // 2. Between the worker's reading the tables and this table's batch.
+    let mut holder = hold(&mut c, "public.wswap_first", &first_queue, "INSERT INTO public.wswap_first VALUES (1, 'first')");
+    c.batch_execute("INSERT INTO wswap_d.t VALUES (2, 'the real row')").unwrap();
+    c.batch_execute(swap).unwrap();
+    assert_eq!(real_name(&mut c), "wswap_s.t", "the swap happened");
+    holder.batch_execute("COMMIT").unwrap();
+    encoded_where_it_belongs(&mut c, 2);
 
-    // The status view reads its list of tables first, then counts each one's vectors as its
-    // owner; a lock wait in between (here on the queue, held by this test, with the worker
-    // paused) lets the schema owner swap the names back before the count. The count must go by
-    // the name the table has then.
-    c.batch_execute("SELECT lightretriever.lr_pause_auto_encoding('wswap_d.t')").unwrap();
+    // 3. While the status view waits (the worker paused: it holds nothing).
+    c.batch_execute("SELECT lightretriever.lr_pause_auto_encoding('wswap_s.t')").unwrap();
     holder.batch_execute(&format!("BEGIN; LOCK TABLE {queue} IN ACCESS EXCLUSIVE MODE")).unwrap();
     let mut viewer = fresh_connection("postgres");
     let viewer_pid: i32 = viewer.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
@@ -714,17 +748,12 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
             .unwrap()
             .get::<_, bool>(0)
     });
-    c.batch_execute(
-        "SET ROLE wswap_m;
-         BEGIN; ALTER SCHEMA wswap_s RENAME TO wswap_x; ALTER SCHEMA wswap_d RENAME TO wswap_s; ALTER SCHEMA wswap_x RENAME TO wswap_d; COMMIT;
-         RESET ROLE;",
-    )
-    .unwrap();
+    c.batch_execute(swap).unwrap();
     let done = viewing.join().unwrap().unwrap();
     holder.batch_execute("COMMIT").unwrap();
     let foreign_calls: bool = c.query_one("SELECT is_called FROM wswap_f.foreign_calls", &[]).unwrap().get(0);
-    assert!(!foreign_calls, "the status view folded the decoy's index expression as the table's owner");
-    assert_eq!(done, Some(1), "the status view counted the real table");
+    assert!(!foreign_calls, "the status view ran the decoy's code as the table's owner");
+    assert_eq!(done, Some(2), "the status view counted the real table");
     c.batch_execute(cleanup).unwrap();
 }
 
