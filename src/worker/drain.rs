@@ -23,9 +23,11 @@ use super::report_activity;
 /// The active auto-encodings of this database; `None` when lightretriever is not installed
 /// here (a failed look reads as installed with none active: only a sure answer ends a worker).
 pub(super) fn active_encodings() -> Option<Vec<AutoEncoding>> {
-    let installed = Spi::get_one::<bool>(
+    // Read-only SPI throughout an idle round: pgrx's `Spi::get_one` assigns a transaction id.
+    let installed = crate::spi::read_one::<bool>(
         "SELECT pg_catalog.to_regclass('lightretriever.lr_auto_encodings') IS NOT NULL
             AND EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'lightretriever')",
+        &[],
     );
     if installed == Ok(Some(false)) {
         return None;
@@ -78,8 +80,10 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
     }
     let started = Instant::now();
     // Only a table with work is pinned: the pin locks catalog rows, which takes a transaction id
-    // and writes WAL, and an idle round must do neither (a review counted 35 ids a second).
-    if flatten(in_subtransaction(|| Spi::get_one::<bool>(&enc.statements().due_exists()))) != Ok(Some(true)) {
+    // and writes WAL, and an idle round must do neither. The look is read-only SPI (pgrx's
+    // `Spi::get_one` would take an id too: 34 a second for two idle tables, before this).
+    let due = || Spi::connect(|c| c.select(&enc.statements().due_exists(), Some(1), &[])?.first().get_one::<bool>());
+    if flatten(in_subtransaction(due)) != Ok(Some(true)) {
         return 0;
     }
     // The source, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the drop
