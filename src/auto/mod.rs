@@ -30,7 +30,8 @@ pub struct AutoEncoding {
     pub plain: bool,
     pub text_column: String,
     pub key_columns: Vec<String>,
-    /// The key columns' types now (`format_type`), as SQL names them.
+    /// The key columns' types as SQL names them: empty but in a worker batch, which pins them
+    /// ([`crate::security::pin_key_types`]) for the statements that cast key text to them.
     pub key_types: Vec<String>,
     /// The key columns' numbers, in key order.
     pub key_attnums: Vec<i16>,
@@ -73,10 +74,6 @@ macro_rules! select_encodings {
     ($filter:literal) => {
         concat!("SELECT a.id, a.source::pg_catalog.oid, a.source::pg_catalog.text,
         c.relkind OPERATOR(pg_catalog.=) 'r', a.text_column::pg_catalog.text, a.key_columns::pg_catalog.text[],
-        ARRAY(SELECT pg_catalog.format_type(t.atttypid, t.atttypmod)
-                FROM pg_catalog.unnest(a.key_attnums) WITH ORDINALITY AS k(attnum, n)
-                JOIN pg_catalog.pg_attribute t ON t.attrelid OPERATOR(pg_catalog.=) a.source AND t.attnum OPERATOR(pg_catalog.=) k.attnum
-               ORDER BY k.n),
         a.model, a.sparse_model, a.vector_column::pg_catalog.text, a.sparse_column::pg_catalog.text, a.batch_size,
         a.status, a.key_attnums
    FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source", $filter, " ORDER BY a.id")
@@ -111,14 +108,14 @@ pub fn encodings(which: Encodings) -> Vec<AutoEncoding> {
                 plain: r.get(4)?.unwrap_or(true),
                 text_column: r.get(5)?.unwrap_or_default(),
                 key_columns: r.get(6)?.unwrap_or_default(),
-                key_types: r.get(7)?.unwrap_or_default(),
-                model: r.get(8)?.unwrap_or_default(),
-                sparse_model: r.get(9)?,
-                vector_column: r.get(10)?.unwrap_or_default(),
-                sparse_column: r.get(11)?,
-                batch_size: r.get(12)?.unwrap_or(32),
-                status: r.get(13)?.unwrap_or_default(),
-                key_attnums: r.get(14)?.unwrap_or_default(),
+                key_types: Vec::new(),
+                model: r.get(7)?.unwrap_or_default(),
+                sparse_model: r.get(8)?,
+                vector_column: r.get(9)?.unwrap_or_default(),
+                sparse_column: r.get(10)?,
+                batch_size: r.get(11)?.unwrap_or(32),
+                status: r.get(12)?.unwrap_or_default(),
+                key_attnums: r.get(13)?.unwrap_or_default(),
                 distributed: false,
             });
         }

@@ -256,7 +256,12 @@ fn lr_failed_items_rows() -> TableIterator<
         if !may_see(who, enc.source) {
             continue;
         }
-        let numeric: Vec<bool> = enc.key_types.iter().map(|t| ["smallint", "integer", "bigint"].contains(&t.as_str())).collect();
+        // Integer keys are shown as JSON numbers.
+        let numeric: Vec<bool> = enc
+            .key_attnums
+            .iter()
+            .map(|&attnum| [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID].contains(&unsafe { pg_sys::get_atttype(enc.source, attnum) }))
+            .collect();
         // A table whose queue cannot be read, or is locked past what is left of LOCK_WAIT (a queue
         // being dropped in a transaction left open), does not break or stall the view for every
         // table: it gets one row with no key that says why, and a WARNING. Not nothing: a program

@@ -91,7 +91,10 @@ pub struct Encoding<'a> {
     pub text_column: &'a str,
     /// The primary key's columns, in key order.
     pub key_columns: &'a [String],
-    /// Their types as SQL names them (`format_type`, qualified where not in pg_catalog).
+    /// Their types as SQL names them, schema-qualified; needed only by the statements that turn
+    /// key text back into the key types, which panic without them (the extension fills them in
+    /// only where it has pinned them for the transaction: a name read earlier could mean a
+    /// decoy type by now).
     pub key_types: &'a [String],
     pub vector_column: &'a str,
     pub sparse_column: Option<&'a str>,
@@ -344,6 +347,7 @@ END "
     /// `s."k1" = <value(0)>::<type 1> AND …`, one per key column: text turned back into the key
     /// types (as the owner: input functions, domain checks).
     fn key_equalities(&self, value: impl Fn(usize) -> String) -> Vec<String> {
+        assert_eq!(self.key_types.len(), self.key_columns.len(), "the key types are named (pinned) before key text is cast");
         self.key_columns
             .iter()
             .zip(self.key_types)

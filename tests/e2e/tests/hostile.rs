@@ -616,7 +616,8 @@ fn a_schema_swap_committed_while_enabling_or_disabling_waits_is_refused() {
 /// expression and CHECK count every call by another role. Three times, each while something
 /// waits for a queue this test holds:
 /// 1. during the table's batch (the worker waits to claim, after it pinned the names): the swap
-///    must wait for the batch;
+///    must wait for the batch; likewise a swap of the schema of the key's other column's array
+///    element type (`wswap_t.k2[]`, a domain of the owner's in another schema of `wswap_m`'s);
 /// 2. between the worker's reading the tables and this table's batch (it waits to claim an
 ///    earlier table's rows): the batch must name the table and its key type as they are now
 ///    (a hostile review had the decoy domain's CHECK run as the owner with the table's name
@@ -634,7 +635,7 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
            END LOOP;
          END $$;
          DROP TABLE IF EXISTS public.wswap_first;
-         DROP SCHEMA IF EXISTS wswap_s, wswap_d, wswap_x, wswap_f CASCADE;
+         DROP SCHEMA IF EXISTS wswap_s, wswap_d, wswap_x, wswap_t, wswap_u, wswap_y, wswap_f CASCADE;
          DO $$ BEGIN
            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'wswap_m') THEN DROP OWNED BY wswap_m; DROP ROLE wswap_m; END IF;
            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'wswap_owner') THEN DROP OWNED BY wswap_owner; DROP ROLE wswap_owner; END IF;
@@ -656,6 +657,9 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
              RETURN 0;
            END $f$;
          CREATE SCHEMA wswap_s; GRANT USAGE, CREATE ON SCHEMA wswap_s TO wswap_owner;
+         CREATE SCHEMA wswap_t; GRANT USAGE, CREATE ON SCHEMA wswap_t TO wswap_owner;
+         CREATE SCHEMA wswap_u; GRANT USAGE ON SCHEMA wswap_u TO PUBLIC;
+         CREATE DOMAIN wswap_u.k2 AS int CHECK (wswap_f.trap(VALUE) = 0);
          CREATE SCHEMA wswap_d; GRANT USAGE ON SCHEMA wswap_d TO PUBLIC;
          CREATE DOMAIN wswap_d.k AS int CHECK (wswap_f.trap(VALUE) = 0);
          CREATE TABLE wswap_d.t (id int PRIMARY KEY, body text, body_embedding public.vector(384));
@@ -664,7 +668,8 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
          GRANT SELECT, UPDATE ON wswap_d.t TO PUBLIC;
          SET ROLE wswap_owner;
          CREATE DOMAIN wswap_s.k AS int;
-         CREATE TABLE wswap_s.t (id wswap_s.k PRIMARY KEY, body text);
+         CREATE DOMAIN wswap_t.k2 AS int;
+         CREATE TABLE wswap_s.t (id wswap_s.k, tag wswap_t.k2[], body text, PRIMARY KEY (id, tag));
          SELECT lightretriever.lr_enable_auto_encoding('wswap_s.t', 'body', 'minilm');
          RESET ROLE;",
     )
@@ -713,7 +718,7 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     };
 
     // 1. During the batch.
-    let mut holder = hold(&mut c, "wswap_s.t", &queue, "INSERT INTO wswap_s.t VALUES (1, 'the real row')");
+    let mut holder = hold(&mut c, "wswap_s.t", &queue, "INSERT INTO wswap_s.t VALUES (1, '{1}', 'the real row')");
     let mut attacker = fresh_connection("postgres");
     let attacker_pid: i32 = attacker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let swapping = std::thread::spawn(move || attacker.batch_execute(swap));
@@ -727,9 +732,28 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     assert_eq!(real_name(&mut c), "wswap_d.t", "the swap happened");
     encoded_where_it_belongs(&mut c, 1);
 
+    // 1b. During the batch, the schema of the key's array element type, another of the schema
+    // owner's: the swap must wait too.
+    let mut holder = hold(&mut c, "wswap_d.t", &queue, "INSERT INTO wswap_d.t (id, tag, body) VALUES (4, '{4}', 'the real row')");
+    let mut attacker = fresh_connection("postgres");
+    let attacker_pid: i32 = attacker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let swapping = std::thread::spawn(move || {
+        attacker.batch_execute(
+            "SET ROLE wswap_m;
+             BEGIN; ALTER SCHEMA wswap_t RENAME TO wswap_y; ALTER SCHEMA wswap_u RENAME TO wswap_t; ALTER SCHEMA wswap_y RENAME TO wswap_u; COMMIT;",
+        )
+    });
+    eventually(60, "the swap neither ended nor waited", || {
+        swapping.is_finished()
+            || c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)", &[&attacker_pid]).unwrap().get::<_, bool>(0)
+    });
+    holder.batch_execute("COMMIT").unwrap();
+    swapping.join().unwrap().unwrap();
+    encoded_where_it_belongs(&mut c, 4);
+
     // 2. Between the worker's reading the tables and this table's batch.
     let mut holder = hold(&mut c, "public.wswap_first", &first_queue, "INSERT INTO public.wswap_first VALUES (1, 'first')");
-    c.batch_execute("INSERT INTO wswap_d.t VALUES (2, 'the real row')").unwrap();
+    c.batch_execute("INSERT INTO wswap_d.t (id, tag, body) VALUES (2, '{2}', 'the real row')").unwrap();
     c.batch_execute(swap).unwrap();
     assert_eq!(real_name(&mut c), "wswap_s.t", "the swap happened");
     holder.batch_execute("COMMIT").unwrap();
@@ -753,7 +777,7 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     holder.batch_execute("COMMIT").unwrap();
     let foreign_calls: bool = c.query_one("SELECT is_called FROM wswap_f.foreign_calls", &[]).unwrap().get(0);
     assert!(!foreign_calls, "the status view ran the decoy's code as the table's owner");
-    assert_eq!(done, Some(2), "the status view counted the real table");
+    assert_eq!(done, Some(3), "the status view counted the real table");
     c.batch_execute(cleanup).unwrap();
 }
 
