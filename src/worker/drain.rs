@@ -37,7 +37,7 @@ pub(super) fn active_encodings() -> Option<Vec<AutoEncoding>> {
 
 /// One batch of each of `active` (but those backed off after a stall); returns the rows
 /// handled. Nothing is claimed while no encoder can be reached (a worker starting with the server).
-pub(super) fn drain_once(link: &mut EncoderLink, stalls: &mut Stalls, name: &str, active: Vec<AutoEncoding>) -> usize {
+pub(super) fn drain_once(link: &mut EncoderLink, stalls: &mut Stalls, held: &mut Held, name: &str, active: Vec<AutoEncoding>) -> usize {
     if !link.ready() {
         return 0;
     }
@@ -51,13 +51,40 @@ pub(super) fn drain_once(link: &mut EncoderLink, stalls: &mut Stalls, name: &str
         }
         let link = AssertUnwindSafe(&mut *link);
         let encoding = AssertUnwindSafe(&enc);
+        let held_tables = AssertUnwindSafe(&mut *held);
         handled += BackgroundWorker::transaction(move || {
-            let wrapped = link; // the whole wrapper moves in, not its field
-            process_batch(wrapped.0, &encoding, name)
+            let (wrapped, held_tables) = (link, held_tables); // the whole wrappers move in, not their fields
+            process_batch(wrapped.0, held_tables.0, &encoding, name)
         });
         stalls.cleared(enc.id);
     }
     handled
+}
+
+/// How long a table's due rows may wait for another transaction that holds the table, its
+/// schema or a key type (DDL, a GRANT left open) before the wait is recorded as the table's
+/// error: its owner would otherwise see only a queue that does not move.
+const HELD_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Tables whose batches are skipped because another transaction holds what they pin: since
+/// when, and whether that was recorded yet.
+#[derive(Default)]
+pub(super) struct Held(std::collections::HashMap<i32, (Instant, bool)>);
+
+impl Held {
+    /// Counts a skipped batch of `enc`; records `why` once it has waited [`HELD_REPORT_AFTER`].
+    fn skipped(&mut self, enc: &AutoEncoding, why: &str) {
+        let (since, recorded) = self.0.entry(enc.id).or_insert((Instant::now(), false));
+        if !*recorded && since.elapsed() >= HELD_REPORT_AFTER {
+            *recorded = true;
+            let seconds = since.elapsed().as_secs();
+            record_error(enc, 0, &format!("waiting for another transaction for {seconds} s, which holds {why}; its rows are encoded once it ends"));
+        }
+    }
+
+    fn cleared(&mut self, enc: &AutoEncoding) {
+        self.0.remove(&enc.id);
+    }
 }
 
 /// Queue entries claimed for one source row (several when it changed repeatedly).
@@ -72,11 +99,11 @@ fn key_args(claims: &[&Claim], columns: usize) -> Vec<DatumWithOid<'static>> {
 }
 
 /// One batch of `enc` inside the current transaction; returns the rows handled.
-fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) -> usize {
+fn process_batch(inference: &mut EncoderLink, held: &mut Held, enc: &AutoEncoding, name: &str) -> usize {
     if enc.distributed {
         // One drain worker per database takes Citus tables: their pending rows are not claimed
         // from a queue, so two would encode the same rows.
-        return if name.ends_with("-0") { process_distributed_batch(inference, enc, name) } else { 0 };
+        return if name.ends_with("-0") { process_distributed_batch(inference, held, enc, name) } else { 0 };
     }
     let started = Instant::now();
     // Only a table with work is pinned: the pin locks catalog rows, which takes a transaction id
@@ -89,9 +116,14 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
     // The source, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the drop
     // event trigger drops the queue); the look above waited for no lock on the source. A
     // source being changed is skipped this round.
-    let Some(enc) = &lock_source(enc, "ONLY ") else {
-        return 0;
+    let enc = &match lock_source(enc, "ONLY ") {
+        Ok(pinned) => pinned,
+        Err(why) => {
+            held.skipped(enc, &why);
+            return 0;
+        }
     };
+    held.cleared(enc);
     let statements = enc.statements();
     let claimed = flatten(in_subtransaction(|| {
         Spi::connect_mut(|c| {
@@ -186,14 +218,19 @@ fn process_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) ->
 /// no vector. A row that fails gets a queue entry that counts its attempts; failed keys are left
 /// out until `lr_retry_failed`. Killing anything loses nothing: the rows stay without a vector
 /// until a batch writes them.
-fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, name: &str) -> usize {
+fn process_distributed_batch(inference: &mut EncoderLink, held: &mut Held, enc: &AutoEncoding, name: &str) -> usize {
     let started = Instant::now();
     // The table first, on the coordinator, as DDL takes it (Citus then locks the shards): a
     // batch that held shard locks while DDL waited for them was a distributed deadlock. A table
     // being changed is skipped this round.
-    let Some(enc) = &lock_source(enc, "") else {
-        return 0;
+    let enc = &match lock_source(enc, "") {
+        Ok(pinned) => pinned,
+        Err(why) => {
+            held.skipped(enc, &why);
+            return 0;
+        }
     };
+    held.cleared(enc);
     let statements = enc.statements();
     // Keys with entries (attempts counted; failed for good or not), as text.
     let entries = flatten(in_subtransaction(|| {
@@ -299,18 +336,28 @@ fn process_distributed_batch(inference: &mut EncoderLink, enc: &AutoEncoding, na
 
 /// Locks the source (`only`: "ONLY " for its own rows, "" for a Citus table) without waiting,
 /// and pins its name and its key types' names until the transaction ends ([`pin_name`],
-/// [`pin_key_types`]): the encoding as this batch must name them, or None when DDL holds the
-/// table, its schema or a key type (the batch is skipped this round). The names read with the
-/// encodings, before this transaction, could mean other objects by now.
-fn lock_source(enc: &AutoEncoding, only: &str) -> Option<AutoEncoding> {
+/// [`pin_key_types`]): the encoding as this batch must name them, or what another transaction
+/// holds (DDL on the table, its schema or a key type: the batch is skipped this round). The
+/// names read with the encodings, before this transaction, could mean other objects by now.
+fn lock_source(enc: &AutoEncoding, only: &str) -> Result<AutoEncoding, String> {
     let pinned = in_subtransaction(|| {
-        let name = pin_name(enc.source, pg_sys::AccessShareLock, IfLocked::GiveUp)?;
-        let key_types = pin_key_types(enc.source, &enc.key_attnums)?;
+        let Some(name) = pin_name(enc.source, pg_sys::AccessShareLock, IfLocked::GiveUp) else {
+            return Err("a lock on the table".to_owned());
+        };
+        let Some(key_types) = pin_key_types(enc.source, &enc.key_attnums) else {
+            return Err("a key column (it is gone)".to_owned());
+        };
         // By name as well: Citus takes a distributed table's locks on its shards this way.
-        Spi::run(&format!("LOCK TABLE {only}{name} IN ACCESS SHARE MODE NOWAIT")).ok()?;
-        Some((name, key_types))
+        Spi::run(&format!("LOCK TABLE {only}{name} IN ACCESS SHARE MODE NOWAIT")).map_err(|e| e.to_string())?;
+        Ok((name, key_types))
     });
-    pinned.ok().flatten().map(|(source_name, key_types)| AutoEncoding { source_name, key_types, ..enc.clone() })
+    match pinned {
+        Ok(Ok((source_name, key_types))) => Ok(AutoEncoding { source_name, key_types, ..enc.clone() }),
+        Ok(Err(why)) => Err(why),
+        // A NOWAIT lock: on the catalog row of its schema or of a key type (or theirs), or on
+        // the table by name (Citus: its shards).
+        Err(message) => Err(format!("the table, its schema or a key type ({message})")),
+    }
 }
 
 /// Books a batch of `rows` that took `seconds` (the rates of `lr_encoding_status`).

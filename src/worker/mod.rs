@@ -210,6 +210,7 @@ pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
             }
         });
     }
+    let mut held = drain::Held::default();
     let mut last_prune = Instant::now();
     let mut idle_since: Option<Instant> = None;
     loop {
@@ -223,7 +224,7 @@ pub extern "C-unwind" fn lr_drain_worker_main(arg: pg_sys::Datum) {
         let worked = match BackgroundWorker::transaction(drain::active_encodings) {
             Some(active) if !active.is_empty() => {
                 idle_since = None;
-                let rows = drain_once(&mut link, &mut stalls, &name, active);
+                let rows = drain_once(&mut link, &mut stalls, &mut held, &name, active);
                 if rows > 0 {
                     pid_file.worked();
                 }

@@ -781,6 +781,38 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
     c.batch_execute(cleanup).unwrap();
 }
 
+/// A batch pins the table's schema (and its key types'): while another transaction holds the
+/// schema's catalog row (a GRANT left open), the table's rows wait. That wait is said, as the
+/// table's last error, rather than leaving only a queue that does not move; the rows are
+/// encoded once the transaction ends.
+#[test]
+fn rows_held_up_by_a_schema_change_say_so_and_go_on_after_it() {
+    let mut c = pipeline_database();
+    let cleanup = "DO $$ BEGIN
+           IF to_regclass('held_s.t') IS NOT NULL THEN PERFORM lightretriever.lr_disable_auto_encoding('held_s.t'); END IF;
+         END $$;
+         DROP SCHEMA IF EXISTS held_s CASCADE;";
+    c.batch_execute(cleanup).unwrap();
+    c.batch_execute(
+        "CREATE SCHEMA held_s; CREATE TABLE held_s.t (id int PRIMARY KEY, body text);
+         SELECT lightretriever.lr_enable_auto_encoding('held_s.t', 'body', 'minilm');",
+    )
+    .unwrap();
+    let mut holder = fresh_connection("postgres");
+    holder.batch_execute("BEGIN; GRANT USAGE ON SCHEMA held_s TO PUBLIC").unwrap();
+    c.batch_execute("INSERT INTO held_s.t VALUES (1, 'held up')").unwrap();
+    let last_error = "SELECT COALESCE(last_error, '') FROM lightretriever.lr_encoding_status WHERE source = 'held_s.t'::regclass";
+    eventually(60, "the wait was never said", || {
+        c.query_one(last_error, &[]).unwrap().get::<_, String>(0).contains("waiting for another transaction")
+    });
+    let error: String = c.query_one(last_error, &[]).unwrap().get(0);
+    assert!(error.contains("its schema or a key type"), "{error}");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM held_s.t WHERE body_embedding IS NOT NULL"), 0);
+    holder.batch_execute("COMMIT").unwrap();
+    eventually(60, "the row was never encoded after the wait", || count(&mut c, "SELECT count(*) FROM held_s.t WHERE body_embedding IS NOT NULL") == 1);
+    c.batch_execute(cleanup).unwrap();
+}
+
 /// The status view counts each table's vectors as its owner. An owner holding a lock on the
 /// table must not stall the view for everyone who may read it (a hostile review found a
 /// superuser's view blocked until the lock went): after a second the count is unknown (NULL).
