@@ -116,14 +116,9 @@ fn process_batch(inference: &mut EncoderLink, held: &mut Held, enc: &AutoEncodin
     // The source, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the drop
     // event trigger drops the queue); the look above waited for no lock on the source. A
     // source being changed is skipped this round.
-    let enc = &match lock_source(enc, "ONLY ") {
-        Ok(pinned) => pinned,
-        Err(why) => {
-            held.skipped(enc, &why);
-            return 0;
-        }
+    let Some(enc) = &lock_source(enc, "ONLY ", held) else {
+        return 0;
     };
-    held.cleared(enc);
     let statements = enc.statements();
     let claimed = flatten(in_subtransaction(|| {
         Spi::connect_mut(|c| {
@@ -223,14 +218,9 @@ fn process_distributed_batch(inference: &mut EncoderLink, held: &mut Held, enc: 
     // The table first, on the coordinator, as DDL takes it (Citus then locks the shards): a
     // batch that held shard locks while DDL waited for them was a distributed deadlock. A table
     // being changed is skipped this round.
-    let enc = &match lock_source(enc, "") {
-        Ok(pinned) => pinned,
-        Err(why) => {
-            held.skipped(enc, &why);
-            return 0;
-        }
+    let Some(enc) = &lock_source(enc, "", held) else {
+        return 0;
     };
-    held.cleared(enc);
     let statements = enc.statements();
     // Keys with entries (attempts counted; failed for good or not), as text.
     let entries = flatten(in_subtransaction(|| {
@@ -336,10 +326,25 @@ fn process_distributed_batch(inference: &mut EncoderLink, held: &mut Held, enc: 
 
 /// Locks the source (`only`: "ONLY " for its own rows, "" for a Citus table) without waiting,
 /// and pins its name and its key types' names until the transaction ends ([`pin_name`],
-/// [`pin_key_types`]): the encoding as this batch must name them, or what another transaction
-/// holds (DDL on the table, its schema or a key type: the batch is skipped this round). The
+/// [`pin_key_types`]): the encoding as this batch must name them, or None when another
+/// transaction holds the table, its schema or a key type (the batch is skipped this round). The
 /// names read with the encodings, before this transaction, could mean other objects by now.
-fn lock_source(enc: &AutoEncoding, only: &str) -> Result<AutoEncoding, String> {
+/// `held` counts the skipped rounds (and says so after a while).
+fn lock_source(enc: &AutoEncoding, only: &str, held: &mut Held) -> Option<AutoEncoding> {
+    match pin_source(enc, only) {
+        Ok(pinned) => {
+            held.cleared(enc);
+            Some(pinned)
+        }
+        Err(why) => {
+            held.skipped(enc, &why);
+            None
+        }
+    }
+}
+
+/// [`lock_source`]'s locks and names, or what another transaction holds.
+fn pin_source(enc: &AutoEncoding, only: &str) -> Result<AutoEncoding, String> {
     let pinned = in_subtransaction(|| {
         let Some(name) = pin_name(enc.source, pg_sys::AccessShareLock, IfLocked::GiveUp) else {
             return Err("a lock on the table".to_owned());
