@@ -291,7 +291,7 @@ pub fn pin_key_types(relid: pg_sys::Oid, attnums: &[i16]) -> Option<Vec<String>>
                   FOR SHARE NOWAIT"
             ),
             None,
-            &[oids.clone().into()],
+            &[oids.into()],
         )?;
         Ok::<_, pgrx::spi::SpiError>(())
     })

@@ -116,7 +116,7 @@ fn process_batch(inference: &mut EncoderLink, held: &mut Held, enc: &AutoEncodin
     // The source, then its queue: DROP TABLE and ALTER TABLE lock in that order too (the drop
     // event trigger drops the queue); the look above waited for no lock on the source. A
     // source being changed is skipped this round.
-    let Some(enc) = &lock_source(enc, "ONLY ", held) else {
+    let Some(enc) = &lock_source(enc, held) else {
         return 0;
     };
     let statements = enc.statements();
@@ -218,7 +218,7 @@ fn process_distributed_batch(inference: &mut EncoderLink, held: &mut Held, enc: 
     // The table first, on the coordinator, as DDL takes it (Citus then locks the shards): a
     // batch that held shard locks while DDL waited for them was a distributed deadlock. A table
     // being changed is skipped this round.
-    let Some(enc) = &lock_source(enc, "", held) else {
+    let Some(enc) = &lock_source(enc, held) else {
         return 0;
     };
     let statements = enc.statements();
@@ -324,14 +324,13 @@ fn process_distributed_batch(inference: &mut EncoderLink, held: &mut Held, enc: 
     work.len()
 }
 
-/// Locks the source (`only`: "ONLY " for its own rows, "" for a Citus table) without waiting,
-/// and pins its name and its key types' names until the transaction ends ([`pin_name`],
+/// Locks the source without waiting (its own rows; a Citus table's shards too), and pins its name and its key types' names until the transaction ends ([`pin_name`],
 /// [`pin_key_types`]): the encoding as this batch must name them, or None when another
 /// transaction holds the table, its schema or a key type (the batch is skipped this round). The
 /// names read with the encodings, before this transaction, could mean other objects by now.
 /// `held` counts the skipped rounds (and says so after a while).
-fn lock_source(enc: &AutoEncoding, only: &str, held: &mut Held) -> Option<AutoEncoding> {
-    match pin_source(enc, only) {
+fn lock_source(enc: &AutoEncoding, held: &mut Held) -> Option<AutoEncoding> {
+    match pin_source(enc) {
         Ok(pinned) => {
             held.cleared(enc);
             Some(pinned)
@@ -344,7 +343,7 @@ fn lock_source(enc: &AutoEncoding, only: &str, held: &mut Held) -> Option<AutoEn
 }
 
 /// [`lock_source`]'s locks and names, or what another transaction holds.
-fn pin_source(enc: &AutoEncoding, only: &str) -> Result<AutoEncoding, String> {
+fn pin_source(enc: &AutoEncoding) -> Result<AutoEncoding, String> {
     let pinned = in_subtransaction(|| {
         let Some(name) = pin_name(enc.source, pg_sys::AccessShareLock, IfLocked::GiveUp) else {
             return Err("a lock on the table".to_owned());
@@ -352,8 +351,11 @@ fn pin_source(enc: &AutoEncoding, only: &str) -> Result<AutoEncoding, String> {
         let Some(key_types) = pin_key_types(enc.source, &enc.key_attnums) else {
             return Err("a key column (it is gone)".to_owned());
         };
-        // By name as well: Citus takes a distributed table's locks on its shards this way.
-        Spi::run(&format!("LOCK TABLE {only}{name} IN ACCESS SHARE MODE NOWAIT")).map_err(|e| e.to_string())?;
+        // The pin locked the table itself (as LOCK TABLE ONLY would); Citus locks a distributed
+        // table's shards when the table is locked by name.
+        if enc.distributed {
+            Spi::run(&format!("LOCK TABLE {name} IN ACCESS SHARE MODE NOWAIT")).map_err(|e| e.to_string())?;
+        }
         Ok((name, key_types))
     });
     match pinned {

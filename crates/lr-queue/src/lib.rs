@@ -100,6 +100,9 @@ pub struct Encoding<'a> {
     pub sparse_column: Option<&'a str>,
 }
 
+/// A queue entry `q` that is due now: not failed for good, its back-off over.
+const DUE: &str = "q.failed_at IS NULL AND q.retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()";
+
 impl Encoding<'_> {
     /// The queue table's name (schema `lightretriever`).
     pub fn queue_name(&self) -> String {
@@ -325,10 +328,7 @@ END "
     /// holds it): a read that takes no transaction id, before the worker pins the table for a
     /// batch.
     pub fn due_exists(&self) -> String {
-        format!(
-            "SELECT EXISTS (SELECT 1 FROM {} q WHERE q.failed_at IS NULL AND q.retry_at OPERATOR(pg_catalog.<=) pg_catalog.now())",
-            self.queue()
-        )
+        format!("SELECT EXISTS (SELECT 1 FROM {} q WHERE {DUE})", self.queue())
     }
 
     /// Up to $1 entries due now, locked without waiting, grouped by key (a row changed several
@@ -337,7 +337,7 @@ END "
         format!(
             "SELECT pg_catalog.array_agg(c.id ORDER BY c.id), c.key
   FROM (SELECT q.id, q.key FROM {} q
-         WHERE q.failed_at IS NULL AND q.retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+         WHERE {DUE}
          ORDER BY q.id LIMIT $1 FOR UPDATE SKIP LOCKED) c
  GROUP BY c.key ORDER BY pg_catalog.min(c.id)",
             self.queue()

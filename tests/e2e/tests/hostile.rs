@@ -717,38 +717,35 @@ fn a_schema_swap_never_redirects_the_workers_batch_or_the_status_views_count() {
         assert_eq!(decoy_vectors, 0, "the decoy got a vector");
     };
 
+    // `swap_sql` run by the schema owner while `holder` keeps a batch waiting, then the batch let
+    // go: the swap either ended at once or (the fix: the names are pinned) waits for the batch.
+    let swap_during_the_batch = |c: &mut Client, mut holder: Client, swap_sql: &'static str| {
+        let mut attacker = fresh_connection("postgres");
+        let attacker_pid: i32 = attacker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        let swapping = std::thread::spawn(move || attacker.batch_execute(swap_sql));
+        eventually(60, "the swap neither ended nor waited", || {
+            swapping.is_finished()
+                || c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)", &[&attacker_pid]).unwrap().get::<_, bool>(0)
+        });
+        holder.batch_execute("COMMIT").unwrap();
+        swapping.join().unwrap().unwrap();
+    };
+
     // 1. During the batch.
-    let mut holder = hold(&mut c, "wswap_s.t", &queue, "INSERT INTO wswap_s.t VALUES (1, 1, 'the real row')");
-    let mut attacker = fresh_connection("postgres");
-    let attacker_pid: i32 = attacker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let swapping = std::thread::spawn(move || attacker.batch_execute(swap));
-    // Swapped, or waiting for the batch to end (the fix: the schema's name is pinned).
-    eventually(60, "the swap neither ended nor waited", || {
-        swapping.is_finished()
-            || c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)", &[&attacker_pid]).unwrap().get::<_, bool>(0)
-    });
-    holder.batch_execute("COMMIT").unwrap();
-    swapping.join().unwrap().unwrap();
+    let holder = hold(&mut c, "wswap_s.t", &queue, "INSERT INTO wswap_s.t VALUES (1, 1, 'the real row')");
+    swap_during_the_batch(&mut c, holder, swap);
     assert_eq!(real_name(&mut c), "wswap_d.t", "the swap happened");
     encoded_where_it_belongs(&mut c, 1);
 
     // 1b. During the batch, the schema of the key's other type, another of the schema owner's:
     // the swap must wait too. (An array of it fails closed: no `=` between two array types.)
-    let mut holder = hold(&mut c, "wswap_d.t", &queue, "INSERT INTO wswap_d.t (id, tag, body) VALUES (4, 4, 'the real row')");
-    let mut attacker = fresh_connection("postgres");
-    let attacker_pid: i32 = attacker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let swapping = std::thread::spawn(move || {
-        attacker.batch_execute(
-            "SET ROLE wswap_m;
-             BEGIN; ALTER SCHEMA wswap_t RENAME TO wswap_y; ALTER SCHEMA wswap_u RENAME TO wswap_t; ALTER SCHEMA wswap_y RENAME TO wswap_u; COMMIT;",
-        )
-    });
-    eventually(60, "the swap neither ended nor waited", || {
-        swapping.is_finished()
-            || c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)", &[&attacker_pid]).unwrap().get::<_, bool>(0)
-    });
-    holder.batch_execute("COMMIT").unwrap();
-    swapping.join().unwrap().unwrap();
+    let holder = hold(&mut c, "wswap_d.t", &queue, "INSERT INTO wswap_d.t (id, tag, body) VALUES (4, 4, 'the real row')");
+    swap_during_the_batch(
+        &mut c,
+        holder,
+        "SET ROLE wswap_m;
+         BEGIN; ALTER SCHEMA wswap_t RENAME TO wswap_y; ALTER SCHEMA wswap_u RENAME TO wswap_t; ALTER SCHEMA wswap_y RENAME TO wswap_u; COMMIT;",
+    );
     encoded_where_it_belongs(&mut c, 4);
 
     // 2. Between the worker's reading the tables and this table's batch.
