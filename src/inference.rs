@@ -4,7 +4,7 @@
 //!
 //! The backend sends the model's catalog record with each task, so the worker never reads the
 //! catalog for it; it waits for the reply in 20 ms slices, checking for cancel and
-//! statement_timeout between them.
+//! statement_timeout between them. Many texts go in requests of `max_batch` texts each.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -36,9 +36,9 @@ thread_local! {
 pub fn run(name: &str, info: &ModelInfo, task: Task) -> Output {
     let request = Request { model: name.to_owned(), info: info.clone(), task };
     let reply = if crate::guc::workers_registered() {
-        remote(&request)
+        in_chunks(&request, crate::guc::max_batch(), remote)
     } else if crate::guc::allow_backend_models() {
-        run_locally(&request)
+        in_chunks(&request, LOCAL_CHUNK, run_locally)
     } else {
         raise(
             Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -60,16 +60,19 @@ pub fn run(name: &str, info: &ModelInfo, task: Task) -> Output {
 /// Inputs per model run in this backend: cancel and statement_timeout are checked between runs.
 const LOCAL_CHUNK: usize = 32;
 
-/// Runs `request` with this backend's own models (allow_backend_models), in chunks.
-fn run_locally(request: &Request) -> lr_service::Reply {
-    let device = crate::guc::device_spec();
+/// Runs a text task `chunk` texts at a time, checking for cancel and statement_timeout between
+/// the chunks. The worker runs a request to its end even when its caller has gone (cancelled,
+/// timed out, disconnected), one request at a time for all databases: a whole array in one
+/// request would hold it, and its memory, for as long as the array takes. A chunk of the
+/// worker's `max_batch` costs no batching: no model run takes more from concurrent requests.
+fn in_chunks(request: &Request, chunk: usize, run_one: fn(&Request) -> lr_service::Reply) -> lr_service::Reply {
     let texts = match &request.task {
-        Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } if texts.len() > LOCAL_CHUNK => texts,
-        task => return LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, task)),
+        Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } if texts.len() > chunk => texts,
+        _ => return run_one(request),
     };
     let mut dense = Vec::new();
     let mut sparse = Vec::new();
-    for chunk in texts.chunks(LOCAL_CHUNK) {
+    for chunk in texts.chunks(chunk) {
         pgrx::check_for_interrupts!();
         let texts = chunk.to_vec();
         let task = match &request.task {
@@ -77,13 +80,19 @@ fn run_locally(request: &Request) -> lr_service::Reply {
             Task::Sparse { .. } => Task::Sparse { texts },
             _ => Task::Spans { texts },
         };
-        match LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, &task))? {
+        match run_one(&Request { model: request.model.clone(), info: request.info.clone(), task })? {
             Output::Dense(v) => dense.extend(v),
             Output::Sparse(v) => sparse.extend(v),
             Output::Rankings(_) => return Err(Failure::Encode("a text task answered rankings".into())),
         }
     }
     Ok(if matches!(request.task, Task::Sparse { .. }) { Output::Sparse(sparse) } else { Output::Dense(dense) })
+}
+
+/// Runs `request` with this backend's own models (allow_backend_models).
+fn run_locally(request: &Request) -> lr_service::Reply {
+    let device = crate::guc::device_spec();
+    LOCAL_MODELS.with(|m| m.borrow_mut().run(&request.model, &request.info, &device, &request.task))
 }
 
 /// Dense vectors (`Task::Dense`, `Spans`, `TableRows`).

@@ -1,6 +1,6 @@
 //! Issue 11's correctness and crash defects, end to end on a real cluster: partitioned and
 //! inherited tables get their own rows' vectors; a killed inference process costs a retried
-//! batch, never a reset of the cluster; a sleeping trigger stalls only its own table; plain
+//! batch, never a reset of the cluster; a cancelled call's array does not keep the encoder busy; a sleeping trigger stalls only its own table; plain
 //! DROP EXTENSION is refused while tables are auto-encoded and CASCADE removes everything; the
 //! lookup memo does not outlive a COMMIT, nor the catalog's answer a statement; a table file truncated, modified or replaced under a
 //! session is an error, never a crash or a wrong vector; concurrent builds of one model wait
@@ -207,6 +207,43 @@ fn a_killed_inference_process_costs_a_retried_batch_not_the_cluster() {
     let now: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
     assert_eq!(now, started_at, "the cluster was reset");
     c.batch_execute("DROP SCHEMA lr_crash CASCADE").unwrap();
+}
+
+/// The encoder worker runs each request to its end, for every database, even when its caller
+/// has gone: a cancelled call's array must not hold it. Any role can call lr_encode_documents
+/// with a long array and a short statement_timeout; the texts go in chunks of max_batch, so the
+/// worker is free again one chunk after the cancel. The chunks' vectors keep the array's order.
+#[test]
+fn a_cancelled_call_does_not_keep_the_encoder_busy() {
+    let mut c = pipeline_database();
+    // 100 texts: four chunks of the default max_batch (32), each vector where its text was.
+    let wrong: i64 = c
+        .query_one(
+            "WITH t AS (SELECT array_agg('chunked text number ' || g ORDER BY g) AS texts FROM generate_series(1, 100) g)
+             SELECT count(*) FROM t, unnest(t.texts) WITH ORDINALITY AS x(text, n)
+               JOIN lightretriever.lr_encode_documents(t.texts, 'minilm') WITH ORDINALITY AS e(v, n) USING (n)
+              WHERE (e.v <-> lightretriever.lr_encode_document(x.text, 'minilm')) > 1e-5",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0, "a chunked array's vectors are its texts' own, in order");
+
+    // 60,000 short texts take this worker over a minute (about 750 a second on two cores).
+    c.batch_execute("SET statement_timeout = '1s'").unwrap();
+    let e = c
+        .query("SELECT count(*) FROM lightretriever.lr_encode_documents(ARRAY(SELECT 'a text to keep the encoder busy ' || g FROM generate_series(1, 60000) g), 'minilm')", &[])
+        .expect_err("the caller's statement timeout ends the call");
+    assert_eq!(e.code(), Some(&postgres::error::SqlState::QUERY_CANCELED), "{e}");
+    let mut bystander = fresh_connection("postgres");
+    bystander.batch_execute("SET statement_timeout = '20s'").unwrap();
+    let started = Instant::now();
+    let encoded: bool = bystander
+        .query_one("SELECT lightretriever.lr_encode_document('a bystander''s text', 'minilm') IS NOT NULL", &[])
+        .unwrap_or_else(|e| panic!("the bystander's call waited behind the cancelled array ({:?}): {e}", started.elapsed()))
+        .get(0);
+    assert!(encoded);
+    c.batch_execute("RESET statement_timeout").unwrap();
 }
 
 #[test]
