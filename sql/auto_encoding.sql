@@ -123,7 +123,10 @@ BEGIN
     END LOOP;
 END $$;
 
--- The objects lr_enable_auto_encoding made for encoding `id` (not the columns it added).
+-- The objects lr_enable_auto_encoding made for encoding `id` (not the columns it added). The
+-- queue goes with whatever depends on it: a role may create a view on any table of a schema it
+-- can use without any right on that table, and such a view must not keep the table's owner
+-- from dropping the table (or its auto-encoding).
 CREATE FUNCTION lr_drop_auto_encoding_objects(id integer) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -132,7 +135,7 @@ BEGIN
     SELECT queue_table INTO q FROM lightretriever.lr_auto_encodings a WHERE a.id OPERATOR(pg_catalog.=) lr_drop_auto_encoding_objects.id;
     DELETE FROM lightretriever.lr_auto_encodings a WHERE a.id OPERATOR(pg_catalog.=) lr_drop_auto_encoding_objects.id;
     IF q IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP TABLE IF EXISTS lightretriever.%I', q);
+        EXECUTE pg_catalog.format('DROP TABLE IF EXISTS lightretriever.%I CASCADE', q);
     END IF;
     EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_clear');
     EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_enqueue');

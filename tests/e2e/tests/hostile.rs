@@ -541,6 +541,64 @@ fn the_tables_schema_keeps_its_name_while_its_triggers_are_made() {
     c.batch_execute(cleanup).unwrap();
 }
 
+/// A role with no right on a table's queue can still make an object depend on it: a view (a
+/// temporary one too) needs no right on what it reads, a column may take the queue's row type.
+/// Neither keeps the table's owner from disabling its auto-encoding or dropping the table: the
+/// queue goes with what depends on it.
+#[test]
+fn objects_of_another_role_on_a_queue_do_not_stop_its_owner() {
+    let mut c = pipeline_database();
+    c.batch_execute(
+        "DROP SCHEMA IF EXISTS qpin_a CASCADE; DROP SCHEMA IF EXISTS qpin_m CASCADE;
+         DROP ROLE IF EXISTS qpin_alice; DROP ROLE IF EXISTS qpin_mallory;
+         CREATE ROLE qpin_alice; CREATE ROLE qpin_mallory;
+         CREATE SCHEMA qpin_a AUTHORIZATION qpin_alice; CREATE SCHEMA qpin_m AUTHORIZATION qpin_mallory;
+         SET ROLE qpin_alice;
+         CREATE TABLE qpin_a.docs (id int PRIMARY KEY, body text);
+         INSERT INTO qpin_a.docs VALUES (1, 'a pinned queue');
+         SELECT lightretriever.lr_enable_auto_encoding('qpin_a.docs', 'body', 'minilm');
+         RESET ROLE;",
+    )
+    .unwrap();
+    let queue = |c: &mut Client| -> String {
+        c.query_one("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = 'qpin_a.docs'::regclass", &[])
+            .unwrap()
+            .get(0)
+    };
+    // Mallory's pins, in a session kept open (its temporary view lives as long as the session).
+    let mut mallory = fresh_connection("postgres");
+    let pin = |m: &mut Client, queue: &str| {
+        m.batch_execute(&format!(
+            "SET ROLE qpin_mallory;
+             CREATE VIEW qpin_m.pin AS SELECT 1 AS x FROM lightretriever.{queue};
+             CREATE TEMP VIEW pin AS SELECT 1 AS x FROM lightretriever.{queue};
+             CREATE VIEW qpin_m.pin_seq AS SELECT last_value FROM lightretriever.{queue}_id_seq;
+             CREATE TABLE qpin_m.typed (x lightretriever.{queue});
+             RESET ROLE;"
+        ))
+        .unwrap_or_else(|e| panic!("mallory could not make her objects depend on the queue (the test's premise): {e}"));
+    };
+    let first = queue(&mut c);
+    pin(&mut mallory, &first);
+    c.batch_execute("SET ROLE qpin_alice; SELECT lightretriever.lr_disable_auto_encoding('qpin_a.docs', drop_columns => true); RESET ROLE")
+        .unwrap_or_else(|e| panic!("a view of another role's kept the owner from disabling: {e}"));
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'qpin_m'::regnamespace AND relname LIKE 'pin%'"), 0);
+
+    c.batch_execute("SET ROLE qpin_alice; SELECT lightretriever.lr_enable_auto_encoding('qpin_a.docs', 'body', 'minilm'); RESET ROLE").unwrap();
+    mallory.batch_execute("DROP TABLE qpin_m.typed").unwrap();
+    let second = queue(&mut c);
+    pin(&mut mallory, &second);
+    c.batch_execute("SET ROLE qpin_alice; DROP TABLE qpin_a.docs; RESET ROLE")
+        .unwrap_or_else(|e| panic!("a view of another role's kept the owner from dropping the table: {e}"));
+    assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings WHERE source::text = 'qpin_a.docs'"), 0);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM pg_class WHERE relname = '{second}'")), 0);
+    drop(mallory);
+    c.batch_execute(
+        "DROP SCHEMA qpin_a CASCADE; DROP SCHEMA qpin_m CASCADE; DROP ROLE qpin_alice; DROP ROLE qpin_mallory",
+    )
+    .unwrap();
+}
+
 /// A second review's steps against the pinned name: the owner of two schemas swaps their names
 /// in a transaction left open while a call on its table waits for the schema's catalog row, and
 /// commits. The table's name then means a decoy partitioned by a function of the owner's, which
