@@ -66,6 +66,8 @@ const LOCAL_CHUNK: usize = 32;
 /// request would hold it, and its memory, for as long as the array takes. A chunk of the
 /// worker's `max_batch` costs no batching: no model run takes more from concurrent requests.
 fn in_chunks(request: &Request, chunk: usize, run_one: fn(&Request) -> lr_service::Reply) -> lr_service::Reply {
+    // A fit's spans (a superuser's) keep the forward passes the service runs them in.
+    let chunk = if matches!(request.task, Task::Spans { .. }) { chunk.max(lr_service::SPAN_BATCH) } else { chunk };
     let texts = match &request.task {
         Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } if texts.len() > chunk => texts,
         _ => return run_one(request),

@@ -18,7 +18,7 @@ pub mod service;
 pub use client::{CallError, Client};
 pub use protocol::{Failure, Output, RerankWindow, Reply, Request, Task};
 pub use process::{Exit, InferenceProcess};
-pub use service::{Models, Service};
+pub use service::{Models, Service, SPAN_BATCH};
 
 /// Starts a thread with every signal blocked, so that signals sent to the worker process (SIGTERM,
 /// SIGHUP, latch wake-ups) are always handled by the PostgreSQL main thread, never by ours.
