@@ -326,6 +326,14 @@ pub fn current_name(relid: pg_sys::Oid) -> Option<String> {
     qualified_name(relid)
 }
 
+/// [`current_name`] for a scan of a user's table by a caller's call (`lr_search`, `lr_rerank`),
+/// read just before the scan's statement: a name read at the start of the call, before its
+/// catalog reads and lookups (which can wait for locks), could mean another relation by then
+/// if the table's schema was renamed meanwhile. An error when the table is gone.
+pub fn name_for_scan(relid: pg_sys::Oid) -> String {
+    current_name(relid).unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_TABLE, "lightretriever: the table to scan is gone", None))
+}
+
 /// True when `role` owns `relid` (or is a member of its owner, superusers included).
 pub fn owns(role: pg_sys::Oid, relid: pg_sys::Oid) -> bool {
     let owner = owner_of(relid);

@@ -32,7 +32,8 @@ fn pgvector_operator(op: &str) -> String {
 /// less are not candidates (a sparse row sharing no term with the query was not retrieved and
 /// must not dilute the side's normalisation; the extension's sparse vectors are never negative,
 /// so 0 or less means no shared term).
-fn candidates_by(table: &str, id: &str, column: &str, ip: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
+fn candidates_by(relid: pg_sys::Oid, id: &str, column: &str, ip: &str, query: pgrx::datum::DatumWithOid, candidates: i32, matching_only: bool) -> Vec<(i64, f32)> {
+    let table = &crate::security::name_for_scan(relid);
     // Filtered here, not in SQL: dropping the non-matching rows keeps the same rows without
     // computing the distance twice per row.
     let sql = format!(
@@ -115,7 +116,8 @@ impl ScanSettings {
 /// ids, in any order: one per id, at most `ids.len()` (an id column that is not unique must not
 /// pull in more rows; of its rows, the one the dense side ranks first against `query`, as fusion
 /// keeps an id's best entry).
-fn vectors_of(table: &str, id: &str, column: &str, ip: &str, query: &[f32], ids: &[i64]) -> Vec<(i64, Vec<f32>)> {
+fn vectors_of(relid: pg_sys::Oid, id: &str, column: &str, ip: &str, query: &[f32], ids: &[i64]) -> Vec<(i64, Vec<f32>)> {
+    let table = &crate::security::name_for_scan(relid);
     let sql = format!(
         "SELECT DISTINCT ON ({id}) {id}::pg_catalog.int8, {column} FROM {table}
           WHERE {id} OPERATOR(pg_catalog.=) ANY($1) AND {column} IS NOT NULL ORDER BY {id}, {column} {ip} $3 LIMIT $2"
@@ -240,9 +242,10 @@ fn lr_search(
     let feedback = Feedback { documents: feedback as usize, weight: feedback_weight };
     let smoothing = smoothing_of(required(smoothing, "smoothing"), required(smoothing_neighbours, "smoothing_neighbours"), required(smoothing_weight, "smoothing_weight"));
     let relid = source.oid();
-    // Held to the end of the transaction, taken before the checks: the queries below use the
-    // table's name, and without the lock its owner could rename it and put a view of that name
-    // in its place between the check and the scans.
+    // Held to the end of the transaction, taken before the checks: without the lock the
+    // table's owner could drop or replace it between the checks and the scans. (A schema
+    // rename takes no lock on the tables in it: each scan reads the table's name again, just
+    // before it runs, so a name read before the lookups below cannot mean another relation.)
     unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
     let table = table_name(relid);
     drop(source);
@@ -271,7 +274,7 @@ fn lr_search(
     let sparse = if mode != Mode::Dense {
         let column = pick_column(relid, &table, sparse_column, "sparsevec", "sparse_column");
         let q: SparseVec = crate::query::sparse::encode_query_sparse(query, sparse_model, crate::query::sparse::QueryWeighting::Auto);
-        candidates_by(&table, &id, &column, &ip, q.into(), candidates, true)
+        candidates_by(relid, &id, &column, &ip, q.into(), candidates, true)
     } else {
         Vec::new()
     };
@@ -292,8 +295,8 @@ fn lr_search(
     let request = lr_search::Request { query: &dense_query, sparse: &sparse, mode, fusion, feedback, smoothing, k: (k as usize).max(rerank) };
     let hits = lr_search::search::<std::convert::Infallible>(
         &request,
-        |q| Ok(candidates_by(&table, &id, column, &ip, Vector(q.to_vec()).into(), candidates, false)),
-        |ids| Ok(vectors_of(&table, &id, column, &ip, &dense_query, ids)),
+        |q| Ok(candidates_by(relid, &id, column, &ip, Vector(q.to_vec()).into(), candidates, false)),
+        |ids| Ok(vectors_of(relid, &id, column, &ip, &dense_query, ids)),
     )
     .unwrap_or_else(|never| match never {});
     scans.restore();
@@ -324,6 +327,10 @@ mod tests {
     use crate::pgvector::Vector;
     use crate::test_support::*;
     use pgrx::prelude::*;
+
+    fn oid_of(table: &str) -> pg_sys::Oid {
+        Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::pg_catalog.oid", &[table.into()]).unwrap().unwrap()
+    }
 
     type Row = (i64, f32, Option<f32>, Option<f32>);
 
@@ -568,7 +575,7 @@ mod tests {
         Spi::run("CREATE TABLE raced_a PARTITION OF raced FOR VALUES FROM (0) TO (10)").unwrap();
         Spi::run("INSERT INTO raced VALUES (1, '[1,0,0]')").unwrap();
         let ip = super::pgvector_operator("<#>");
-        let scan = || super::candidates_by("public.raced", "id", "emb", &ip, Vector(vec![1.0, 0.0, 0.0]).into(), 10, false);
+        let scan = || super::candidates_by(oid_of("public.raced"), "id", "emb", &ip, Vector(vec![1.0, 0.0, 0.0]).into(), 10, false);
         assert_eq!(scan(), [(1, 1.0)], "table partitions are scanned");
         Spi::run("CREATE FOREIGN TABLE raced_f PARTITION OF raced FOR VALUES FROM (10) TO (20) SERVER lr_files OPTIONS (filename '/dev/null')").unwrap();
         scan();
@@ -586,7 +593,7 @@ mod tests {
         Spi::run("CREATE ROLE lr_guard_reader; GRANT SELECT ON guarded, guard_f TO lr_guard_reader").unwrap();
         Spi::run("SET LOCAL ROLE lr_guard_reader").unwrap();
         let ip = super::pgvector_operator("<#>");
-        super::candidates_by("public.guarded", "id", "emb", &ip, Vector(vec![1.0, 0.0, 0.0]).into(), 10, false);
+        super::candidates_by(oid_of("public.guarded"), "id", "emb", &ip, Vector(vec![1.0, 0.0, 0.0]).into(), 10, false);
     }
 
     /// An inheritance child is read by a scan of its parent just the same.

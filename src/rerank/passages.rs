@@ -140,9 +140,9 @@ pub fn rerank_rows(
         }
     }
     let relid = source_table(relid);
-    // Held to the end of the transaction, taken before the checks (as lr_search does): the fetch
-    // below names the table, and without the lock its owner could put a view of that name in
-    // its place between the check and the fetch.
+    // Held to the end of the transaction, taken before the checks (as lr_search does): without
+    // it the table's owner could drop or replace it between the check and the fetch (which
+    // reads the table's name again, for a schema renamed meanwhile).
     unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
     let table = table_name(relid);
     // Tables only: a view's or foreign table's code would run as the caller.
@@ -183,8 +183,10 @@ pub fn rerank_rows(
         select.push(format!("{t}::pg_catalog.text"));
         select.len()
     });
+    // By the name the table has now (see name_for_scan): the lookups above may have waited.
+    let scanned = crate::security::name_for_scan(relid);
     let sql = format!(
-        "SELECT {} FROM {table} WHERE {id} OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[])",
+        "SELECT {} FROM {scanned} WHERE {id} OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[])",
         select.join(", ")
     );
     let mut embeddings: Vec<Option<Vec<f32>>> = vec![None; ids.len()];

@@ -599,6 +599,61 @@ fn objects_of_another_role_on_a_queue_do_not_stop_its_owner() {
     .unwrap();
 }
 
+/// lr_search (and lr_rerank, the same way) read the table's name at the start of the call and
+/// then look up models and weights, which can wait for locks. The owner of the table's schema
+/// (not of the table) swaps that schema's name with one of its own while the call waits: the
+/// scan must still read the table the caller passed, never the decoy of the same name.
+#[test]
+fn a_schema_swap_during_a_search_never_redirects_its_scan() {
+    let mut c = pipeline_database();
+    let cleanup = "DROP SCHEMA IF EXISTS sswap CASCADE; DROP SCHEMA IF EXISTS sswap_real CASCADE;
+                   DROP SCHEMA IF EXISTS sswap_decoy CASCADE;
+                   DO $$ BEGIN
+                     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'sswap_m') THEN
+                       REVOKE CREATE ON DATABASE postgres FROM sswap_m; DROP ROLE sswap_m;
+                     END IF;
+                   END $$;";
+    c.batch_execute(cleanup).unwrap();
+    let known: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_models WHERE name = 'splade')", &[]).unwrap().get(0);
+    if !known {
+        register_model(&mut c, "splade", &sparse_model_dir());
+    }
+    c.batch_execute(
+        "CREATE ROLE sswap_m;
+         GRANT CREATE ON DATABASE postgres TO sswap_m; -- renaming a schema needs it
+         CREATE SCHEMA sswap AUTHORIZATION sswap_m; CREATE SCHEMA sswap_decoy AUTHORIZATION sswap_m;
+         CREATE TABLE sswap.docs (id bigint PRIMARY KEY, sp sparsevec);
+         INSERT INTO sswap.docs VALUES (1, lightretriever.lr_encode_query_sparse('river', 'splade'));
+         SET ROLE sswap_m;
+         CREATE TABLE sswap_decoy.docs (id bigint PRIMARY KEY, sp sparsevec);
+         INSERT INTO sswap_decoy.docs VALUES (666, lightretriever.lr_encode_query_sparse('river', 'splade'));
+         RESET ROLE;",
+    )
+    .unwrap();
+    let search = "SELECT id FROM lightretriever.lr_search('sswap.docs', 'river', mode => 'sparse', sparse_column => 'sp', sparse_model => 'splade')";
+    let ids = |c: &mut Client| -> Vec<i64> { c.query(search, &[]).unwrap().iter().map(|r| r.get(0)).collect() };
+    assert_eq!(ids(&mut c), [1]);
+
+    // The search waits for the sparse model's weights, held here, after it read the table's name.
+    let mut holder = fresh_connection("postgres");
+    holder.batch_execute("BEGIN; LOCK TABLE lightretriever.lr_sparse_query_weights IN ACCESS EXCLUSIVE MODE").unwrap();
+    let mut caller = fresh_connection("postgres");
+    let pid: i32 = caller.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let searching = std::thread::spawn(move || ids(&mut caller));
+    eventually(60, "the search never waited for the weights", || {
+        c.query_one("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND relation = 'lightretriever.lr_sparse_query_weights'::regclass AND NOT granted)", &[&pid])
+            .unwrap()
+            .get(0)
+    });
+    let mut attacker = fresh_connection("postgres");
+    attacker
+        .batch_execute("SET ROLE sswap_m; ALTER SCHEMA sswap RENAME TO sswap_real; ALTER SCHEMA sswap_decoy RENAME TO sswap")
+        .unwrap();
+    holder.batch_execute("COMMIT").unwrap();
+    assert_eq!(searching.join().unwrap(), [1], "the scan read the decoy the schema's owner put in the table's place");
+    c.batch_execute(cleanup).unwrap();
+}
+
 /// A second review's steps against the pinned name: the owner of two schemas swaps their names
 /// in a transaction left open while a call on its table waits for the schema's catalog row, and
 /// commits. The table's name then means a decoy partitioned by a function of the owner's, which
