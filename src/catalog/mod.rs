@@ -286,6 +286,28 @@ mod tests {
     use crate::test_support::*;
     use pgrx::prelude::*;
 
+    /// A catalog row's `file` is used, moved or removed only when it is a plain file of this
+    /// database's in the tables directory: a crafted row (a restored dump) cannot reach out of it.
+    #[pg_test]
+    fn only_this_databases_plain_table_files_are_its_own() {
+        let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let row = |file: String| super::table_store::StoredTable {
+            model: "m".into(),
+            instruction: String::new(),
+            version: 1,
+            checksum: 0,
+            file,
+            rows: 0,
+            dims: 0,
+        };
+        let own = |file: String| row(file.clone()).own_recorded_file().map(str::to_owned);
+        let plain = format!("lightretriever/tables/db{database}-m-0000000000000000-v1.lrt");
+        assert_eq!(own(plain.clone()), Some(plain));
+        assert_eq!(own(format!("lightretriever/tables/db{database}-x/../../../../etc/passwd")), None);
+        assert_eq!(own(format!("lightretriever/tables/db{database}-")), None);
+        assert_eq!(own(format!("lightretriever/tables/db{}-m.lrt", database + 1)), None);
+    }
+
     #[pg_test]
     fn registers_and_drops_the_default_model() {
         register_dense_model();

@@ -52,10 +52,12 @@ impl StoredTable {
     }
 
     /// The row's `file`, when it is one of this database's (a restored dump's row names the
-    /// source database's file, which is not this database's to use, move or remove).
+    /// source database's file, which is not this database's to use, move or remove): a plain
+    /// file name in the tables directory, nothing after the prefix that could leave it.
     pub fn own_recorded_file(&self) -> Option<&str> {
         let prefix = format!("{}/db{}-", lr_table::TABLE_DIR, database());
-        self.file.starts_with(&prefix).then_some(self.file.as_str())
+        let rest = self.file.strip_prefix(&prefix)?;
+        (!rest.is_empty() && !rest.contains('/')).then_some(self.file.as_str())
     }
 }
 
