@@ -64,7 +64,9 @@ const LOCAL_CHUNK: usize = 32;
 /// the chunks. The worker runs a request to its end even when its caller has gone (cancelled,
 /// timed out, disconnected), one request at a time for all databases: a whole array in one
 /// request would hold it, and its memory, for as long as the array takes. A chunk of the
-/// worker's `max_batch` costs no batching: no model run takes more from concurrent requests.
+/// worker's `max_batch` costs no batching (no model run takes more from concurrent requests),
+/// and chunks of similar lengths keep the padding the service's length sort kept. Each chunk's
+/// answer must be as many vectors of the task's kind.
 fn in_chunks(request: &Request, chunk: usize, run_one: fn(&Request) -> lr_service::Reply) -> lr_service::Reply {
     // A fit's spans (a superuser's) keep the forward passes the service runs them in.
     let chunk = if matches!(request.task, Task::Spans { .. }) { chunk.max(lr_service::SPAN_BATCH) } else { chunk };
@@ -72,23 +74,29 @@ fn in_chunks(request: &Request, chunk: usize, run_one: fn(&Request) -> lr_servic
         Task::Dense { texts } | Task::Sparse { texts } | Task::Spans { texts } if texts.len() > chunk => texts,
         _ => return run_one(request),
     };
-    let mut dense = Vec::new();
-    let mut sparse = Vec::new();
-    for chunk in texts.chunks(chunk) {
+    // Chunks of similar lengths, as the service would have batched the whole array (it sorts
+    // each request by length): shortest first, the vectors put back in the array's order.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let sparse_task = matches!(request.task, Task::Sparse { .. });
+    let mut dense: Vec<Vec<f32>> = if sparse_task { Vec::new() } else { vec![Vec::new(); texts.len()] };
+    let mut sparse: Vec<Vec<(u32, f32)>> = if sparse_task { vec![Vec::new(); texts.len()] } else { Vec::new() };
+    for chunk in order.chunks(chunk) {
         pgrx::check_for_interrupts!();
-        let texts = chunk.to_vec();
+        let part: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
         let task = match &request.task {
-            Task::Dense { .. } => Task::Dense { texts },
-            Task::Sparse { .. } => Task::Sparse { texts },
-            _ => Task::Spans { texts },
+            Task::Dense { .. } => Task::Dense { texts: part },
+            Task::Sparse { .. } => Task::Sparse { texts: part },
+            _ => Task::Spans { texts: part },
         };
+        let wrong = || Failure::Encode(format!("the encoder answered a chunk of {} texts with other than as many vectors", chunk.len()));
         match run_one(&Request { model: request.model.clone(), info: request.info.clone(), task })? {
-            Output::Dense(v) => dense.extend(v),
-            Output::Sparse(v) => sparse.extend(v),
-            Output::Rankings(_) => return Err(Failure::Encode("a text task answered rankings".into())),
+            Output::Dense(v) if !sparse_task && v.len() == chunk.len() => chunk.iter().zip(v).for_each(|(&i, x)| dense[i] = x),
+            Output::Sparse(v) if sparse_task && v.len() == chunk.len() => chunk.iter().zip(v).for_each(|(&i, x)| sparse[i] = x),
+            _ => return Err(wrong()),
         }
     }
-    Ok(if matches!(request.task, Task::Sparse { .. }) { Output::Sparse(sparse) } else { Output::Dense(dense) })
+    Ok(if sparse_task { Output::Sparse(sparse) } else { Output::Dense(dense) })
 }
 
 /// Runs `request` with this backend's own models (allow_backend_models).
