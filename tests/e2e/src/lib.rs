@@ -151,6 +151,15 @@ pub fn register_model(c: &mut Client, name: &str, path: &std::path::Path) {
     c.execute("SELECT lightretriever.lr_register_model($1, $2)", &[&name, &path.to_string_lossy().as_ref()]).unwrap();
 }
 
+/// [`register_model`] unless a model of that name is registered already (by an earlier test
+/// on the same cluster).
+pub fn register_model_once(c: &mut Client, name: &str, path: &std::path::Path) {
+    let known: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_models WHERE name = $1)", &[&name]).unwrap().get(0);
+    if !known {
+        register_model(c, name, path);
+    }
+}
+
 /// Queries of [`search_answers`].
 pub const SEARCH_QUERIES: [&str; 3] = ["the river library", "music of paris", "old engines and books"];
 
@@ -164,10 +173,7 @@ pub fn search_corpus(c: &mut Client, table: &str) {
         ("splade", sparse_model_dir()),
         ("perank", tiny_models_dir().join("pe-rank-tiny")),
     ] {
-        let known: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_models WHERE name = $1)", &[&name]).unwrap().get(0);
-        if !known {
-            register_model(c, name, &path);
-        }
+        register_model_once(c, name, &path);
     }
     let r = tiny_reference("pe-rank-tiny");
     let s30 = r["windows"].as_array().unwrap().iter().find(|s| s["embeddings"].as_array().unwrap().len() == 30).unwrap();

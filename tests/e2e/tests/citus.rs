@@ -187,10 +187,7 @@ fn a_distributed_table_is_auto_encoded_from_the_coordinator() {
     )
     .unwrap();
     for (name, dir) in [("minilm", dense_model_dir()), ("splade", sparse_model_dir())] {
-        let known: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_models WHERE name = $1)", &[&name]).unwrap().get(0);
-        if !known {
-            register_model(&mut c, name, &dir);
-        }
+        register_model_once(&mut c, name, &dir);
     }
     let t = "lr_citus_auto.notes";
     // The owner's constraint (added while the encoding is paused) refuses any vector for row 13:

@@ -614,10 +614,7 @@ fn a_schema_swap_during_a_search_never_redirects_its_scan() {
                      END IF;
                    END $$;";
     c.batch_execute(cleanup).unwrap();
-    let known: bool = c.query_one("SELECT EXISTS (SELECT FROM lightretriever.lr_models WHERE name = 'splade')", &[]).unwrap().get(0);
-    if !known {
-        register_model(&mut c, "splade", &sparse_model_dir());
-    }
+    register_model_once(&mut c, "splade", &sparse_model_dir());
     c.batch_execute(
         "CREATE ROLE sswap_m;
          GRANT CREATE ON DATABASE postgres TO sswap_m; -- renaming a schema needs it
