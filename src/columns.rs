@@ -5,23 +5,20 @@ use pgrx::prelude::*;
 use crate::error::{raise, Code, OrRaise};
 use crate::spi::quote_ident;
 
-/// The columns of `relid` whose type is pgvector's `type_name` (the type itself, found through
-/// the vector extension's schema), optionally only the one `named` or those of dimension
+/// The columns of `relid` whose type is pgvector's `type_name` (the type itself, a member of the
+/// vector extension), optionally only the one `named` or those of dimension
 /// `dims` (pgvector's typmod), in column order.
 pub fn pgvector_columns(relid: pg_sys::Oid, type_name: &str, named: Option<&str>, dims: Option<i32>) -> Vec<String> {
     Spi::connect(|c| {
         crate::spi::select_kept(
             &c,
             "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
-               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
-              JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) t.typnamespace
-                                             AND e.extname OPERATOR(pg_catalog.=) 'vector'
               WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-                AND t.typname OPERATOR(pg_catalog.=) $2 AND ($3::pg_catalog.text IS NULL OR a.attname OPERATOR(pg_catalog.=) $3)
+                AND a.atttypid OPERATOR(pg_catalog.=) $2 AND ($3::pg_catalog.text IS NULL OR a.attname OPERATOR(pg_catalog.=) $3)
                 AND ($4::pg_catalog.int4 IS NULL OR a.atttypmod OPERATOR(pg_catalog.=) $4)
               ORDER BY a.attnum",
             None,
-            &[relid.into(), type_name.into(), named.into(), dims.into()],
+            &[relid.into(), crate::pgvector::pgvector_type_oid(type_name).into(), named.into(), dims.into()],
         )
         .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
     })

@@ -17,6 +17,7 @@ pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
 pub static MAX_BATCH: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static MAX_FIT_CORPUS_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -66,6 +67,16 @@ pub fn register() {
         3_600_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"lightretriever.max_fit_corpus_size",
+        c"Most text (and stored vectors) a fit reads from its table into the backend; a larger corpus is an error.",
+        c"Each text counts at most its first 4 MiB, the part a fit reads. To fit a larger table, raise this for the session or fit on a sample (a view with TABLESAMPLE).",
+        &MAX_FIT_CORPUS_MB,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
     );
     GucRegistry::define_bool_guc(
         c"lightretriever.allow_backend_models",
@@ -183,6 +194,11 @@ pub fn max_retries() -> i32 {
 
 pub fn poll_interval() -> std::time::Duration {
     std::time::Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64)
+}
+
+/// `lightretriever.max_fit_corpus_size` in bytes.
+pub fn max_fit_corpus_bytes() -> usize {
+    (MAX_FIT_CORPUS_MB.get().max(1) as usize).saturating_mul(1 << 20)
 }
 
 pub fn max_batch() -> usize {

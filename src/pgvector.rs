@@ -29,7 +29,7 @@ thread_local! {
 /// OID of a type created by the `vector` extension, cached per backend and checked against the
 /// type cache on each use: `DROP EXTENSION vector CASCADE` and a new `CREATE EXTENSION` give the
 /// type a new OID, and the old one must not be used ("cache lookup failed for type").
-fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, name: &str) -> pg_sys::Oid {
+fn cached_pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, name: &str) -> pg_sys::Oid {
     let cached = cache.with(Cell::get);
     let exists = |oid: pg_sys::Oid| unsafe {
         let zero = pg_sys::Datum::from(0);
@@ -38,9 +38,16 @@ fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, n
     if cached != pg_sys::InvalidOid && exists(cached) {
         return cached;
     }
+    // A member of the extension, not any type of that name in its schema: with a pgvector
+    // before 0.7 (no sparsevec) in a schema others may write to, a role's own `sparsevec`
+    // there would otherwise be taken for pgvector's.
     let oid = crate::spi::read_one::<pg_sys::Oid>(
         "SELECT t.oid FROM pg_catalog.pg_type t
            JOIN pg_catalog.pg_extension e ON t.typnamespace OPERATOR(pg_catalog.=) e.extnamespace
+           JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass
+                                      AND d.objid OPERATOR(pg_catalog.=) t.oid AND d.objsubid OPERATOR(pg_catalog.=) 0
+                                      AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                                      AND d.refobjid OPERATOR(pg_catalog.=) e.oid AND d.deptype OPERATOR(pg_catalog.=) 'e'
           WHERE e.extname OPERATOR(pg_catalog.=) 'vector' AND t.typname OPERATOR(pg_catalog.=) $1",
         &[name.into()],
     );
@@ -54,6 +61,15 @@ fn pgvector_type_oid(cache: &'static std::thread::LocalKey<Cell<pg_sys::Oid>>, n
             format!("lightretriever: pgvector's type \"{name}\" was not found"),
             Some("CREATE EXTENSION vector (pgvector >= 0.7) in this database."),
         ),
+    }
+}
+
+/// OID of pgvector's type `name` (`vector` or `sparsevec`).
+pub fn pgvector_type_oid(name: &str) -> pg_sys::Oid {
+    match name {
+        "vector" => cached_pgvector_type_oid(&VECTOR_OID, "vector"),
+        "sparsevec" => cached_pgvector_type_oid(&SPARSEVEC_OID, "sparsevec"),
+        _ => raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {name} is not a pgvector type used here"), None),
     }
 }
 
@@ -100,7 +116,7 @@ impl IntoDatum for Vector {
         })
     }
     fn type_oid() -> pg_sys::Oid {
-        pgvector_type_oid(&VECTOR_OID, "vector")
+        pgvector_type_oid("vector")
     }
 }
 
@@ -136,7 +152,7 @@ impl IntoDatum for SparseVec {
         Some(unsafe { palloc_varlena(self.0.payload_len(), |out| self.0.write(out).expect("validated above")) })
     }
     fn type_oid() -> pg_sys::Oid {
-        pgvector_type_oid(&SPARSEVEC_OID, "sparsevec")
+        pgvector_type_oid("sparsevec")
     }
 }
 
@@ -248,6 +264,37 @@ mod tests {
         assert_eq!(Spi::get_one_with_args::<f64>("SELECT ($1 <#> '[1,1]'::vector)::float8", &[v.into()]), Ok(Some(-3.0)));
     }
 
+    /// pgvector's types are the vector extension's members, not any type of that name in its
+    /// schema: with a pgvector before 0.7 (no `sparsevec`) in a schema others may create in, a
+    /// role's own `sparsevec` there must not be taken for pgvector's. Made here by taking the
+    /// type out of the extension.
+    #[pg_test]
+    fn only_the_vector_extensions_own_types_are_pgvectors() {
+        let vector = Vector::type_oid();
+        Spi::run("ALTER EXTENSION vector DROP TYPE sparsevec").unwrap();
+        SPARSEVEC_OID.with(|c| c.set(pg_sys::InvalidOid));
+        Spi::run("CREATE TEMP TABLE t (v vector(2), s sparsevec(4))").unwrap();
+        let relid = Spi::get_one::<pg_sys::Oid>("SELECT 't'::regclass::oid").unwrap().unwrap();
+        // The lookups read in the active snapshot, as in a statement after the ALTER.
+        let in_a_later_statement = |f: &dyn Fn() -> String| {
+            crate::spi::in_subtransaction(|| unsafe {
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+                let out = f();
+                pg_sys::PopActiveSnapshot();
+                out
+            })
+        };
+        let refused = in_a_later_statement(&|| SparseVec::type_oid().to_u32().to_string()).unwrap_err();
+        assert!(refused.contains("pgvector's type \"sparsevec\" was not found"), "{refused}");
+        let refused = in_a_later_statement(&|| crate::columns::pgvector_columns(relid, "sparsevec", None, None).join(",")).unwrap_err();
+        assert!(refused.contains("was not found"), "{refused}");
+        let found = in_a_later_statement(&|| crate::columns::pgvector_columns(relid, "vector", None, None).join(","));
+        assert_eq!(found.as_deref(), Ok("v"));
+        Spi::run("ALTER EXTENSION vector ADD TYPE sparsevec").unwrap();
+        assert_eq!(pgvector_type_oid("vector"), vector);
+        assert_eq!(pgvector_type_oid("sparsevec"), Spi::get_one::<pg_sys::Oid>("SELECT 'sparsevec'::regtype::oid").unwrap().unwrap());
+    }
+
     #[pg_test]
     fn vector_round_trips_through_pgvectors_operators() {
         // Built in Rust, compared by pgvector's own operators against pgvector's text input.
@@ -290,9 +337,8 @@ pub fn pgvector_type(name: &str) -> String {
     crate::spi::read_one::<String>(
         "SELECT pg_catalog.format('%I.%I', n.nspname, t.typname) FROM pg_catalog.pg_type t
            JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
-           JOIN pg_catalog.pg_extension e ON e.extnamespace OPERATOR(pg_catalog.=) n.oid AND e.extname OPERATOR(pg_catalog.=) 'vector'
-          WHERE t.typname OPERATOR(pg_catalog.=) $1",
-        &[name.into()],
+          WHERE t.oid OPERATOR(pg_catalog.=) $1",
+        &[pgvector_type_oid(name).into()],
     )
     .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, format!("lightretriever: {e}"), None))
     .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, "lightretriever: pgvector is not installed", None))

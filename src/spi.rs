@@ -63,6 +63,23 @@ pub fn read_one<A: FromDatum + IntoDatum>(sql: &'static str, args: &[DatumWithOi
     Spi::connect(|c| select_kept(&c, sql, Some(1), args)?.first().get_one::<A>())
 }
 
+/// A type's name for a message: as `format_type` prints PostgreSQL's own types ("integer"), and
+/// schema-qualified for any other. Unqualified, a type in the caller's `pg_temp` named like
+/// pgvector's `vector` would print as `vector`.
+pub fn type_name_for_message(typid: pg_sys::Oid) -> String {
+    read_one::<String>(
+        "SELECT CASE WHEN t.typnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+                     THEN pg_catalog.format_type(t.oid, NULL)
+                     ELSE pg_catalog.format('%I.%I', n.nspname, t.typname) END
+           FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
+          WHERE t.oid OPERATOR(pg_catalog.=) $1",
+        &[typid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| format!("type {}", typid.to_u32()))
+}
+
 /// [`read_one`] for two values.
 pub fn read_two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
     sql: &'static str,

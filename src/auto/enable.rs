@@ -48,18 +48,18 @@ fn lr_enable_auto_encoding(
     let Some(text_attnum) = attnum_of(source, text_column) else {
         raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{text_column}\""), None)
     };
-    let (_, text_type, generated, _) = column(source, text_attnum).expect("the column exists");
-    if !TEXT_TYPES.contains(&text_type.as_str()) {
+    let text = column(source, text_attnum).expect("the column exists");
+    if !TEXT_TYPES.contains(&text.type_oid) {
         raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
-            format!("lightretriever: column \"{text_column}\" of {table} is {text_type}, not text"),
+            format!("lightretriever: column \"{text_column}\" of {table} is {}, not text", text.type_name),
             None,
         );
     }
     // A BEFORE trigger sees a generated column as NULL (PostgreSQL computes it afterwards), and
     // PostgreSQL 15 fires `UPDATE OF` a generated column on every update: the stale-vector
     // trigger would clear vectors that nothing re-encodes.
-    if generated {
+    if text.generated {
         raise(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("lightretriever: column \"{text_column}\" of {table} is a generated column"),

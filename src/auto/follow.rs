@@ -68,17 +68,16 @@ fn follow(source: pg_sys::Oid) {
         )
     };
     let text = match column(source, text_attnum) {
-        Some((name, ty, false, _)) if TEXT_TYPES.contains(&ty.as_str()) => name,
-        Some((name, ty, ..)) => refuse(format!("its text column \"{name}\" cannot become {ty} (or generated)")),
+        Some(c) if TEXT_TYPES.contains(&c.type_oid) && !c.generated => c.name,
+        Some(c) => refuse(format!("its text column \"{}\" cannot become {} (or generated)", c.name, c.type_name)),
         None => refuse(format!("its text column \"{}\" cannot be dropped", enc.text_column)),
     };
-    let vector_type = |column: Option<(String, String, bool, i32)>, kind: &str, old: &str, model: &str| -> String {
+    let vector_type = |column: Option<Column>, kind: &str, old: &str, model: &str| -> String {
         let dims = crate::catalog::load_model(model);
         let want = if kind == "vector" { dims.hidden_size } else { dims.vocab_size } as i32;
         match column {
-            // format_type qualifies pgvector's types here (the search path is pg_catalog's).
-            Some((name, ty, _, typmod)) if (ty == kind || ty == crate::pgvector::pgvector_type(kind)) && typmod == want => name,
-            Some((name, ty, _, typmod)) => refuse(format!("its {kind} column \"{name}\" must stay {kind}({want}), not {ty}({typmod})")),
+            Some(c) if c.type_oid == crate::pgvector::pgvector_type_oid(kind) && c.typmod == want => c.name,
+            Some(c) => refuse(format!("its {kind} column \"{}\" must stay {kind}({want}), not {}({})", c.name, c.type_name, c.typmod)),
             None => refuse(format!("its {kind} column \"{old}\" cannot be dropped")),
         }
     };

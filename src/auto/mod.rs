@@ -172,24 +172,37 @@ fn owned_auto_encoding(source: Option<pgrx::PgRelation>) -> (String, AutoEncodin
     (table, enc)
 }
 
-/// The column `attnum` of `relid` now: (name, type as format_type without typmod, generated,
-/// typmod).
-fn column(relid: pg_sys::Oid, attnum: i16) -> Option<(String, String, bool, i32)> {
+/// A column of a user's table as it is now.
+struct Column {
+    name: String,
+    /// For messages only ([`crate::spi::type_name_for_message`]); checks compare `type_oid`.
+    type_name: String,
+    type_oid: pg_sys::Oid,
+    generated: bool,
+    typmod: i32,
+}
+
+/// The column `attnum` of `relid` now.
+fn column(relid: pg_sys::Oid, attnum: i16) -> Option<Column> {
     Spi::connect(|c| {
         let mut rows = c.select(
-            "SELECT attname::pg_catalog.text, pg_catalog.format_type(atttypid, NULL), attgenerated OPERATOR(pg_catalog.<>) '', atttypmod
+            "SELECT attname::pg_catalog.text, atttypid, attgenerated OPERATOR(pg_catalog.<>) '', atttypmod
                FROM pg_catalog.pg_attribute
               WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.=) $2 AND NOT attisdropped",
             None,
             &[relid.into(), attnum.into()],
         )?;
         Ok::<_, pgrx::spi::SpiError>(match rows.next() {
-            Some(r) => Some((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<bool>(3)?.unwrap_or(false),
-                r.get::<i32>(4)?.unwrap_or(-1),
-            )),
+            Some(r) => {
+                let type_oid = r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid);
+                Some(Column {
+                    name: r.get::<String>(1)?.unwrap_or_default(),
+                    type_name: crate::spi::type_name_for_message(type_oid),
+                    type_oid,
+                    generated: r.get::<bool>(3)?.unwrap_or(false),
+                    typmod: r.get::<i32>(4)?.unwrap_or(-1),
+                })
+            }
             None => None,
         })
     })
@@ -226,7 +239,8 @@ fn primary_key(relid: pg_sys::Oid) -> (Vec<String>, Vec<i16>) {
     .unzip()
 }
 
-const TEXT_TYPES: [&str; 3] = ["text", "character varying", "character"];
+/// The types a text column may have: text, varchar and char (PostgreSQL's own, by oid).
+const TEXT_TYPES: [pg_sys::Oid; 3] = [pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID];
 
 mod enable;
 mod follow;

@@ -171,6 +171,40 @@ mod tests {
         assert!((values[0] - (1.0 + (n - 2.0 + 0.5) / 2.5f64).ln() as f32).abs() < 1e-6, "{values:?}");
     }
 
+    /// A fit reads each text only up to what its tokenizer looks at (a document over 4 MiB counts
+    /// its first 4 MiB, cut between words, as when the whole text was read), and the corpus only
+    /// up to `lightretriever.max_fit_corpus_size`: an owner's table of many huge texts is an
+    /// ERROR, not a backend that runs out of memory.
+    #[pg_test]
+    fn a_fit_reads_a_bounded_corpus() {
+        wing_docs();
+        // 5 MB: "flutter" lies past the first 4 MiB, "tail" within it.
+        Spi::run("INSERT INTO wing_docs VALUES (6, repeat('tail ', 1000000) || 'flutter')").unwrap();
+        let report = Spi::get_one::<pgrx::JsonB>("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'wing_docs', 'body')")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(report["documents"], 5);
+        let idf5 = |df: f64| (1.0 + (5.0 - df + 0.5) / (df + 0.5)).ln() as f32;
+        let (_, values) = sparse_query("SELECT lightretriever.lr_encode_query_sparse('flutter tail', 'splade')");
+        assert!((values[0] - idf5(2.0)).abs() < 1e-6 && (values[1] - idf5(1.0)).abs() < 1e-6, "{values:?}");
+
+        // 5 MB of text counts its first 4 MiB against a bound of 8 MB; three such rows pass it.
+        Spi::run("SET lightretriever.max_fit_corpus_size = '8MB'").unwrap();
+        Spi::run("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'wing_docs', 'body')").unwrap();
+        Spi::run("INSERT INTO wing_docs SELECT i, repeat('tail ', 1000000) FROM generate_series(7, 9) i").unwrap();
+        let message = error_of("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'wing_docs', 'body')");
+        assert!(message.contains("larger than lightretriever.max_fit_corpus_size (8 MB) after 5 rows"), "{message}");
+        let version = Spi::get_one::<i32>("SELECT version FROM lightretriever.lr_sparse_query_weights WHERE model = 'splade'").unwrap();
+        assert_eq!(version, Some(2), "the failed fit wrote nothing");
+        Spi::run("RESET lightretriever.max_fit_corpus_size").unwrap();
+        let report = Spi::get_one::<pgrx::JsonB>("SELECT lightretriever.lr_fit_sparse_query_weights('splade', 'wing_docs', 'body')")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(report["documents"], 8);
+    }
+
     #[pg_test]
     fn a_model_dropped_and_fitted_again_is_not_served_stale_weights() {
         wing_docs();

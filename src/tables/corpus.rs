@@ -10,33 +10,39 @@ use crate::spi::{quote_ident, table_name};
 /// The corpus of a fit: the non-NULL values of `text_column` (a text, varchar or char column),
 /// and with them the values of `vector_column` (pgvector `vector`: the documents' full-model
 /// vectors already stored, so the fit need not encode the corpus again) — rows where either
-/// is NULL are skipped. The relation is read **as its owner** in a security-restricted context:
+/// is NULL are skipped. Each text is read up to its first `read_chars` characters (what the fit's
+/// tokenizer looks at: `PrefixCutter::bounded_reads`), and the whole corpus up to
+/// `lightretriever.max_fit_corpus_size`, else an ERROR. The relation is read **as its owner** in a security-restricted context:
 /// a fit is a superuser's call, and the table's code (views, policies, casts) is the owner's.
-pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<&str>) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
+pub fn corpus_rows(
+    relid: pg_sys::Oid,
+    text_column: &str,
+    vector_column: Option<&str>,
+    read_chars: usize,
+) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
     let table = table_name(relid);
     crate::security::require_user_table(relid, &table, &['r', 'p', 'm', 'v', 'f'], "a fit", true, true);
-    let vector_type = crate::pgvector::pgvector_type("vector");
     let columns = std::iter::once((text_column, "text")).chain(vector_column.map(|v| (v, "vector")));
     for (column, kind) in columns {
-        let ty = crate::error::row_or_none(Spi::get_one_with_args::<String>(
-            "SELECT pg_catalog.format_type(atttypid, NULL) FROM pg_catalog.pg_attribute
+        // By type oid, not by printed name (`type_name_for_message`).
+        let found = crate::error::row_or_none(crate::spi::read_one::<pg_sys::Oid>(
+            "SELECT atttypid FROM pg_catalog.pg_attribute
               WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2
                 AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
             &[relid.into(), column.into()],
-        ))
-        .flatten();
-        let fits = |t: &str| match kind {
-            "text" => ["text", "character varying", "character"].contains(&t),
-            _ => t == "vector" || t == vector_type,
+        ));
+        let fits = |t: pg_sys::Oid| match kind {
+            "text" => [pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID].contains(&t),
+            _ => t == crate::pgvector::pgvector_type_oid("vector"),
         };
-        match ty {
-            None => raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None),
-            Some(t) if !fits(&t) => raise(
+        match found.flatten() {
+            Some(oid) if !fits(oid) => raise(
                 Code::ERRCODE_DATATYPE_MISMATCH,
-                format!("lightretriever: column \"{column}\" of {table} is {t}, not {kind}"),
+                format!("lightretriever: column \"{column}\" of {table} is {}, not {kind}", crate::spi::type_name_for_message(oid)),
                 None,
             ),
             Some(_) => {}
+            None => raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("lightretriever: {table} has no column \"{column}\""), None),
         }
     }
     // A stable order (primary key, else physical) so that a seeded fit is reproducible and
@@ -56,26 +62,61 @@ pub fn corpus_rows(relid: pg_sys::Oid, text_column: &str, vector_column: Option<
         // Not read. No type name: one read before the wait for the table could mean a decoy.
         None => ("NULL".to_owned(), String::new()),
     };
-    let rows: Vec<(String, Option<Vector>)> = crate::security::as_owner(relid, || {
+    let limit = crate::guc::max_fit_corpus_bytes();
+    let read_chars = i32::try_from(read_chars).unwrap_or(i32::MAX);
+    crate::security::as_owner(relid, || {
         // By the name it has now: `table`, read before the checks above, could mean another.
         let Some(table) = crate::security::current_name(relid) else {
             raise(Code::ERRCODE_UNDEFINED_TABLE, format!("lightretriever: {table} is gone"), None)
         };
+        // Only the part of each text a fit reads leaves the table (`left` detoasts no more of
+        // a compressed value), a few rows at a time, and the whole is bounded: the owner
+        // decides how many and how large the texts are, and a failed allocation in Rust would
+        // abort this backend and restart the server.
         let sql = format!(
-            "SELECT {text}::pg_catalog.text, {vector_select} FROM {table} WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
+            "SELECT pg_catalog.left({text}::pg_catalog.text, {read_chars}), {vector_select} FROM {table}
+              WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
         );
+        let (mut texts, mut vectors, mut bytes) = (Vec::new(), Vec::new(), 0usize);
         Spi::connect(|c| {
-            c.select(&sql, None, &[]).map(|rows| {
-                rows.filter_map(|r| {
-                    let vector = if vector_column.is_some() { r.get::<Vector>(2).ok()? } else { None };
-                    Some((r.get::<String>(1).ok()??, vector))
-                })
-                .collect()
-            })
-        })
+            let mut cursor = c.try_open_cursor(sql.as_str(), &[]).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+            loop {
+                let batch = cursor.fetch(FETCH_ROWS).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+                if batch.is_empty() {
+                    break;
+                }
+                for row in batch {
+                    let Some(text) = row.get::<String>(1).ok().flatten() else { continue };
+                    let vector = match vector_column {
+                        Some(_) => match row.get::<Vector>(2).ok().flatten() {
+                            Some(v) => v.0,
+                            None => continue,
+                        },
+                        None => Vec::new(),
+                    };
+                    bytes = bytes.saturating_add(text.len() + 4 * vector.len());
+                    if bytes > limit {
+                        raise(
+                            Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                            format!(
+                                "lightretriever: the corpus in {table} is larger than lightretriever.max_fit_corpus_size ({} MB) after {} rows",
+                                limit >> 20,
+                                texts.len()
+                            ),
+                            Some("A fit holds its whole corpus in this backend. Raise the setting for this session if the server has the memory, or fit on a sample (a view of the table with TABLESAMPLE)."),
+                        );
+                    }
+                    texts.push(text);
+                    vectors.push(vector);
+                }
+                // Each batch's rows are copied out; free them now rather than at the end.
+                unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
+                pgrx::check_for_interrupts!();
+            }
+        });
+        (texts, vector_column.map(|_| vectors))
     })
-    .or_raise(Code::ERRCODE_INTERNAL_ERROR);
-    let (texts, vectors): (Vec<String>, Vec<Option<Vector>>) = rows.into_iter().unzip();
-    let vectors = vector_column.map(|_| vectors.into_iter().map(|v| v.map(|v| v.0).unwrap_or_default()).collect());
-    (texts, vectors)
 }
+
+/// Rows fetched from the corpus at a time: few, since each may hold megabytes of text.
+const FETCH_ROWS: i64 = 32;

@@ -40,7 +40,9 @@ fn lr_fit_query_table(
     drop(source);
     let mut fit_progress = super::progress::Progress::start("fit", model, instruction);
     fit_progress.update("reading the corpus", 0.0, None);
-    let (texts, doc_vectors) = super::corpus::corpus_rows(relid, text_column, vector_column);
+    let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).or_raise(Code::ERRCODE_IO_ERROR);
+    let read_chars = lr_tokenizer::PrefixCutter::new(&tokenizer).bounded_reads();
+    let (texts, doc_vectors) = super::corpus::corpus_rows(relid, text_column, vector_column, read_chars);
     fit_progress.update("preparing the prior", 0.0, None);
     let encoder = WorkerSpans { name: model, info: &info };
     let dims = info.hidden_size;
@@ -84,7 +86,6 @@ fn lr_fit_query_table(
         }
     }
 
-    let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).or_raise(Code::ERRCODE_IO_ERROR);
     let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut notices = lr_fit::progress::Throttle::new(0.1);
     let mut progress = |stage: &str, fraction: f64| {

@@ -24,7 +24,10 @@ fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelat
     let relid = source.oid();
     drop(source);
     let started = std::time::Instant::now();
-    let (texts, _) = super::corpus::corpus_rows(relid, text_column, None);
+    let tokenizer_path = info.tokenizer_path();
+    let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
+    let read_chars = lr_tokenizer::PrefixCutter::new(&tokenizer).bounded_reads();
+    let (texts, _) = super::corpus::corpus_rows(relid, text_column, None, read_chars);
     let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let table = crate::spi::table_name(relid);
     if docs.is_empty() {
@@ -34,8 +37,6 @@ fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelat
             None,
         );
     }
-    let tokenizer_path = info.tokenizer_path();
-    let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
     let weights = lr_fit::sparse_query_weights(&docs, &tokenizer, info.vocab_size, &mut |_, _| {
         pgrx::check_for_interrupts!();
     })

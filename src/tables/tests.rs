@@ -106,6 +106,21 @@ mod tests {
         assert_eq!(again.0, after.0, "the fitted version 2 is still the one served");
     }
 
+    /// A fit's columns are checked by type oid: a type in the caller's `pg_temp` named `vector`
+    /// prints as `vector` (pgvector's schema is not on the fit's path) but is not pgvector's.
+    #[pg_test]
+    fn a_fit_takes_pgvectors_vector_not_a_type_of_that_name() {
+        register_dense_model();
+        Spi::run(
+            "CREATE TYPE pg_temp.vector AS (x int);
+             CREATE TEMP TABLE corpus (id int PRIMARY KEY, body text, emb pg_temp.vector);
+             INSERT INTO corpus VALUES (1, 'a man eating food', ROW(1))",
+        )
+        .unwrap();
+        let message = error_of("SELECT lightretriever.lr_fit_query_table('minilm', 'corpus', 'body', vector_column => 'emb')");
+        assert!(message.contains("column \"emb\" of corpus is pg_temp_") && message.contains(".vector, not vector"), "{message}");
+    }
+
     #[pg_test(error = "lightretriever: model \"minilm\" has no query table")]
     fn missing_table_names_the_builder() {
         register_dense_model();

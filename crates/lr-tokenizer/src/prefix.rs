@@ -267,6 +267,15 @@ impl PrefixCutter {
         cut.map(|c| &text[..c]).ok_or_else(|| self.too_long(text, 0))
     }
 
+    /// How many leading bytes of a text [`Self::bounded`] looks at: its bound and the few bytes
+    /// after it that decide whether a cut there keeps the ids. A text first cut to at least
+    /// this many bytes (or chars) is bounded exactly as the whole text is, so a reader may
+    /// fetch no more of a longer one.
+    pub fn bounded_reads(&self) -> usize {
+        let word = self.rules.as_ref().and_then(|r| r.long_word.as_ref()).map_or(0, |lw| lw.right);
+        self.max_bytes + word.max(4)
+    }
+
     fn whole<'t>(&self, text: &'t str, max_tokens: usize) -> Result<&'t str, String> {
         if text.len() <= self.max_bytes {
             Ok(text)

@@ -736,3 +736,30 @@ fn the_bound_itself_is_searched() {
     assert!(p.len() > 70_000 && p.len() <= 100_000, "{} bytes", p.len());
     assert_eq!(first(plain_ids(&tok, p).unwrap(), 8), first(plain_ids(&tok, &text).unwrap(), 8));
 }
+
+/// A text first cut to `bounded_reads()` bytes (what a fit reads of a long document from its
+/// table) is bounded exactly as the whole text; one byte fewer can move the cut inside a long word.
+#[test]
+fn bounded_reads_no_further_than_it_says() {
+    let mut moved = 0;
+    for (name, tok) in bert_family() {
+        let cutter = PrefixCutter::new(&tok).with_max_bytes(1_000);
+        let reads = cutter.bounded_reads();
+        assert!(reads > 1_000, "{name}: {reads}");
+        for lead in 0..40 {
+            for tail in ["a".repeat(3_000), "é ".repeat(1_500), "word, ".repeat(500), format!("{}{}", "b".repeat(980), " c".repeat(500))] {
+                let text = format!("{}{tail}", "x ".repeat(lead));
+                // The cut, or that there is none (an error's message gives the length it was given).
+                let whole = cutter.bounded(&text).ok();
+                for extra in [0, 1, 7, 100] {
+                    let end = (reads + extra).min(text.len());
+                    let end = (0..=end).rev().find(|&e| text.is_char_boundary(e)).unwrap();
+                    assert_eq!(cutter.bounded(&text[..end]).ok(), whole, "{name}: lead {lead}, {end} bytes");
+                }
+                let short = (0..reads).rev().find(|&e| text.is_char_boundary(e)).unwrap();
+                moved += (cutter.bounded(&text[..short]).ok() != whole) as usize;
+            }
+        }
+    }
+    assert!(moved > 0, "no text where the bytes past the bound matter");
+}
