@@ -164,6 +164,7 @@ pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
     .ok()
     .flatten()
     .unwrap_or(pg_sys::BOOTSTRAP_SUPERUSERID.into());
+    require_superuser_owner(owner, "the extension lightretriever");
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
@@ -180,6 +181,22 @@ pub fn elevated<T>(f: impl FnOnce() -> T) -> T {
         pg_sys::SetUserIdAndSecContext(user, context);
     }
     out
+}
+
+/// Raises unless `owner` (of the extension, or of the model catalog) is a superuser. Elevated
+/// work runs with the extension owner's rights, and the encoder worker loads whatever paths the
+/// model catalog's rows name: once an administrator takes superuser away from that role, the
+/// role could write those rows itself, so neither is done for it any more.
+pub fn require_superuser_owner(owner: pg_sys::Oid, what: &str) {
+    if !unsafe { pg_sys::superuser_arg(owner) } {
+        let name = unsafe { pg_sys::GetUserNameFromId(owner, true) };
+        let name = if name.is_null() { format!("{}", owner.to_u32()) } else { unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned() };
+        raise(
+            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("lightretriever: {what} is owned by role \"{name}\", which is not a superuser"),
+            Some("The model catalog names files the encoder worker loads, so only a superuser may own it: make the role a superuser again, or reinstall the extension as one."),
+        );
+    }
 }
 
 /// The table's name as SQL names it, schema-qualified and quoted (None when it is gone). From

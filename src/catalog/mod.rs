@@ -16,11 +16,21 @@ use crate::error::{raise, require_superuser, required, row_or_none, Code, OrRais
 
 /// The registered model `name`, as recorded at registration.
 pub fn load_model(name: &str) -> ModelInfo {
-    let info = row_or_none(crate::spi::read_one::<JsonB>(
-        "SELECT info FROM lightretriever.lr_models WHERE name OPERATOR(pg_catalog.=) $1",
+    // The record's paths are trusted (the worker loads them) because only a superuser can
+    // write the catalog: its owner must still be one.
+    let found = row_or_none(crate::spi::read_two::<JsonB, pg_sys::Oid>(
+        "SELECT m.info, c.relowner FROM pg_catalog.pg_class c
+           LEFT JOIN lightretriever.lr_models m ON m.name OPERATOR(pg_catalog.=) $1
+          WHERE c.oid OPERATOR(pg_catalog.=) 'lightretriever.lr_models'::pg_catalog.regclass",
         &[name.into()],
-    ))
-    .flatten();
+    ));
+    let info = match found {
+        Some((info, Some(owner))) => {
+            crate::security::require_superuser_owner(owner, "the model catalog lightretriever.lr_models");
+            info
+        }
+        _ => None,
+    };
     match info {
         Some(JsonB(v)) => serde_json::from_value(v).or_raise(Code::ERRCODE_DATA_CORRUPTED),
         None => raise(
@@ -357,6 +367,24 @@ mod tests {
         Spi::run("CREATE ROLE lr_plain_user").unwrap();
         Spi::run("SET LOCAL ROLE lr_plain_user").unwrap();
         register_dense_model();
+    }
+
+    /// Once the role owning the model catalog, or the extension, is no longer a superuser, its
+    /// model records are not used and nothing runs with its rights: such a role could write
+    /// records naming any file the encoder worker would load.
+    #[pg_test]
+    fn a_demoted_owner_is_not_trusted() {
+        register_dense_model();
+        Spi::run("CREATE ROLE lr_demoted; CREATE TABLE docs (id int PRIMARY KEY, body text)").unwrap();
+        Spi::run("ALTER TABLE lightretriever.lr_models OWNER TO lr_demoted").unwrap();
+        let message = error_of("SELECT lightretriever.lr_encode_document('x', 'minilm')");
+        assert!(message.contains("lightretriever.lr_models is owned by role \"lr_demoted\", which is not a superuser"), "{message}");
+        Spi::run("ALTER TABLE lightretriever.lr_models OWNER TO CURRENT_USER").unwrap();
+        Spi::run("UPDATE pg_extension SET extowner = 'lr_demoted'::regrole WHERE extname = 'lightretriever'").unwrap();
+        let message = error_of("SELECT lightretriever.lr_enable_auto_encoding('docs', 'body', 'minilm')");
+        assert!(message.contains("the extension lightretriever is owned by role \"lr_demoted\", which is not a superuser"), "{message}");
+        Spi::run("ALTER ROLE lr_demoted SUPERUSER").unwrap();
+        Spi::run("SELECT lightretriever.lr_enable_auto_encoding('docs', 'body', 'minilm')").unwrap();
     }
 
     #[pg_test(error = "lightretriever: model \"nope\" is not registered")]

@@ -187,10 +187,14 @@ pub fn open_table(table: &StoredTable) -> QueryTable {
 
 /// Removes this database's table files that no catalog row names (versions dropped on another
 /// node — a replica replays the drop but not its file removal — or by a transaction that died),
-/// once they are [`lr_table::cache::SWEEP_MIN_AGE`] old.
+/// once they are [`lr_table::cache::SWEEP_MIN_AGE`] old. The catalog is read in a fresh
+/// snapshot: the caller's may be old (a REPEATABLE READ transaction held open), and a version
+/// committed since would look unnamed, its file removed for every other backend to write again.
 fn sweep() {
-    let keep: HashSet<String> =
-        versions(None, false).iter().map(|t| t.local_file().rsplit('/').next().unwrap_or_default().to_owned()).collect();
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+    let named = versions(None, false);
+    unsafe { pg_sys::PopActiveSnapshot() };
+    let keep: HashSet<String> = named.iter().map(|t| t.local_file().rsplit('/').next().unwrap_or_default().to_owned()).collect();
     let prefix = format!("db{}-", database());
     for removed in lr_table::cache::sweep(Path::new(lr_table::TABLE_DIR), &prefix, &keep, lr_table::cache::SWEEP_MIN_AGE) {
         pgrx::log!("lightretriever: removed {}, which no query table version names", removed.display());

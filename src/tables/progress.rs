@@ -75,10 +75,16 @@ impl Drop for Progress {
     }
 }
 
-/// The progress files of live backends (a backend that crashed mid-call leaves its file).
+/// The progress files of this database's live backends (a backend that crashed mid-call leaves
+/// its file). Builds and fits in other databases are not shown: their model names and
+/// instruction texts are those databases' business.
 fn live_progress() -> Vec<serde_json::Value> {
     let live: Vec<i32> = Spi::connect(|c| {
-        c.select("SELECT pid FROM pg_catalog.pg_stat_activity", None, &[])?
+        c.select(
+            "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datid OPERATOR(pg_catalog.=) $1",
+            None,
+            &[unsafe { pg_sys::MyDatabaseId }.into()],
+        )?
             .map(|r| r.get::<i32>(1).map(Option::unwrap_or_default))
             .collect::<Result<Vec<_>, _>>()
     })
@@ -100,7 +106,7 @@ fn text(v: &serde_json::Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_owned()
 }
 
-/// Builds and fits running now, in any session: one row per backend and operation (a fit that
+/// Builds and fits running now in this database, in any session: one row per backend and operation (a fit that
 /// builds its untrained table first shows both). Read through the view `lr_progress`.
 #[pg_extern(volatile, parallel_restricted)]
 fn lr_progress_rows() -> TableIterator<
@@ -138,7 +144,7 @@ fn lr_progress_rows() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// Table builds running now, in any session: one row per building backend.
+/// Table builds running now in this database, in any session: one row per building backend.
 #[pg_extern(volatile, parallel_restricted)]
 fn lr_build_progress() -> TableIterator<
     'static,

@@ -385,10 +385,12 @@ fn each_statement_uses_the_newest_table_its_snapshot_sees() {
 
 /// Issue 14: long calls show their progress to every other session (`lr_progress`, as
 /// pg_stat_progress_* do, and `lr_build_progress` for builds): a table build's stage, fraction,
-/// counts and remaining time, then a fit's stages; nothing once they have ended.
+/// counts and remaining time, then a fit's stages; nothing once they have ended. Sessions of
+/// another database see none of it.
 #[test]
 fn builds_and_fits_show_their_progress_to_other_sessions() {
     use std::sync::atomic::{AtomicBool, Ordering};
+    drop(fresh_database("lr_e2e_progress_elsewhere"));
     let mut a = fresh_database("lr_e2e_progress");
     a.batch_execute(
         "CREATE TABLE corpus (id int PRIMARY KEY, body text);
@@ -396,7 +398,17 @@ fn builds_and_fits_show_their_progress_to_other_sessions() {
     )
     .unwrap();
     let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let watching = stop.clone();
+    let (watching, elsewhere_watching) = (stop.clone(), stop.clone());
+    let elsewhere = std::thread::spawn(move || {
+        let mut c = fresh_connection("lr_e2e_progress_elsewhere");
+        let mut seen = 0;
+        while !elsewhere_watching.load(Ordering::Relaxed) {
+            seen += count(&mut c, "SELECT count(*) FROM lightretriever.lr_progress")
+                + count(&mut c, "SELECT count(*) FROM lightretriever.lr_build_progress()");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
+    });
     let watcher = std::thread::spawn(move || {
         let mut b = fresh_connection("lr_e2e_progress");
         let mut seen: Vec<(String, String)> = Vec::new();
@@ -428,6 +440,7 @@ fn builds_and_fits_show_their_progress_to_other_sessions() {
     a.batch_execute("SELECT lightretriever.lr_fit_query_table('minilm', 'corpus', 'body', options => '{\"refine\": \"none\"}')").unwrap();
     stop.store(true, Ordering::Relaxed);
     let (seen, build_mid, build_listed) = watcher.join().unwrap();
+    assert_eq!(elsewhere.join().unwrap(), 0, "another database's sessions saw the build or the fit");
     assert!(build_mid && build_listed, "the build was seen mid-way: {seen:?}");
     assert!(seen.iter().any(|(op, _)| op == "fit"), "the fit was seen: {seen:?}");
     assert_eq!(count(&mut a, "SELECT count(*) FROM lightretriever.lr_progress"), 0, "nothing once they ended");
@@ -489,6 +502,32 @@ fn table_files_changed_under_a_session_are_written_again_never_crashes_or_wrong_
     }
     let now: String = c.query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0);
     assert_eq!(now, started_at, "the cluster was reset");
+}
+
+/// The file sweep that follows a session's write of a table file reads the catalog in a fresh
+/// snapshot: a session holding an old one (REPEATABLE READ) used to take the files of versions
+/// committed since for orphans and remove them, for every other backend to write again (a
+/// review's N2).
+#[test]
+fn a_session_with_an_old_snapshot_keeps_newer_versions_files() {
+    let mut c = fresh_database("lr_e2e_sweep");
+    tiny(&mut c, "tiny");
+    c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+    let first = table_file(&mut c, "tiny");
+    let mut old = fresh_connection("lr_e2e_sweep");
+    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1").unwrap();
+    c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+    let second = table_file(&mut c, "tiny");
+    assert_ne!(first, second);
+    // The second version's file older than the sweep's minimum age, the first's gone: the old
+    // session, which serves the first, writes its file from the database, then sweeps.
+    let aged = std::time::SystemTime::now() - Duration::from_secs(1200);
+    std::fs::File::options().append(true).open(&second).unwrap().set_modified(aged).unwrap();
+    std::fs::remove_file(&first).unwrap();
+    old.query_one("SELECT lightretriever.lr_encode_query('a query about tables', 'tiny')", &[]).unwrap();
+    assert!(first.exists(), "the old session did not write its version's file");
+    assert!(second.exists(), "the old session's sweep removed the newer version's file");
+    old.batch_execute("COMMIT").unwrap();
 }
 
 #[test]
