@@ -1,9 +1,15 @@
 -- Auto-encoding: tables whose vectors the background worker keeps fresh
 -- (lr_enable_auto_encoding). Written only by the extension's SECURITY DEFINER functions and
--- the worker. Each table's queue (lightretriever.lr_queue_<id>, created by
+-- the worker. Each table's queue (lightretriever_queues.lr_queue_<id>, created by
 -- lr_enable_auto_encoding) holds its pending and failed keys as text; only superusers read
 -- queues directly, everyone else through the views below, which show a role only the tables it
 -- owns or may read.
+
+-- The queues' schema. No other role may use it (a new schema grants nothing to PUBLIC): in a
+-- schema it can use, a role could create a view on a queue, or a column of a queue's row
+-- type, and so make the table owner's drop wait on its locks.
+CREATE SCHEMA lightretriever_queues;
+COMMENT ON SCHEMA lightretriever_queues IS 'The auto-encoding queues of lightretriever (superusers only)';
 
 CREATE TABLE lr_auto_encodings (
     id            serial PRIMARY KEY,
@@ -19,7 +25,7 @@ CREATE TABLE lr_auto_encodings (
     vector_column name NOT NULL,
     sparse_column name,
     batch_size    integer NOT NULL CHECK (batch_size BETWEEN 1 AND 1024),
-    queue_table   name NOT NULL,            -- in schema lightretriever
+    queue_table   name NOT NULL,            -- in schema lightretriever_queues
     status        text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused')),
     created_at    timestamptz NOT NULL DEFAULT now(),
     created_by    name NOT NULL DEFAULT session_user
@@ -114,7 +120,7 @@ BEGIN
             -- extension's own (a queue's, when an auto-encoding is dropped).
             OR (EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
                          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass
-                           AND d.schema_name OPERATOR(pg_catalog.<>) 'lightretriever')
+                           AND d.schema_name OPERATOR(pg_catalog.<>) 'lightretriever_queues')
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k
                                  WHERE k.conrelid OPERATOR(pg_catalog.=) a.source::pg_catalog.oid AND k.contype OPERATOR(pg_catalog.=) 'p'))
          ORDER BY a.id
@@ -124,9 +130,10 @@ BEGIN
 END $$;
 
 -- The objects lr_enable_auto_encoding made for encoding `id` (not the columns it added). The
--- queue goes with whatever depends on it: a role may create a view on any table of a schema it
--- can use without any right on that table, and such a view must not keep the table's owner
--- from dropping the table (or its auto-encoding).
+-- queue goes with whatever depends on it: before 0.11.0 moved the queues to a schema no other
+-- role may use, a role could create a view on a queue without any right on it, and such a view
+-- (left from then) must not keep the table's owner from dropping the table (or its
+-- auto-encoding).
 CREATE FUNCTION lr_drop_auto_encoding_objects(id integer) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -135,7 +142,7 @@ BEGIN
     SELECT queue_table INTO q FROM lightretriever.lr_auto_encodings a WHERE a.id OPERATOR(pg_catalog.=) lr_drop_auto_encoding_objects.id;
     DELETE FROM lightretriever.lr_auto_encodings a WHERE a.id OPERATOR(pg_catalog.=) lr_drop_auto_encoding_objects.id;
     IF q IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP TABLE IF EXISTS lightretriever.%I CASCADE', q);
+        EXECUTE pg_catalog.format('DROP TABLE IF EXISTS lightretriever_queues.%I CASCADE', q);
     END IF;
     EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_clear');
     EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS lightretriever.%I() CASCADE', 'lr_auto_encoding_' OPERATOR(pg_catalog.||) id OPERATOR(pg_catalog.||) '_enqueue');

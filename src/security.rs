@@ -526,7 +526,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        Spi::run(&format!("UPDATE lightretriever.\"{queue}\" SET failed_at = now(), attempts = 3, last_error = 'boom'")).unwrap();
+        Spi::run(&format!("UPDATE lightretriever_queues.\"{queue}\" SET failed_at = now(), attempts = 3, last_error = 'boom'")).unwrap();
         Spi::run("SET LOCAL ROLE lr_mallory").unwrap();
         let failed = Spi::get_one::<pgrx::JsonB>("SELECT row_key FROM lightretriever.lr_failed_items").unwrap().unwrap().0;
         assert_eq!(failed, serde_json::json!({"k": "c2"}));
@@ -556,10 +556,10 @@ mod tests {
         )
         .unwrap();
         let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
-        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\" WHERE key = ARRAY['1']")), 1);
+        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\" WHERE key = ARRAY['1']")), 1);
         Spi::run("SET LOCAL ROLE lr_other").unwrap();
         assert_eq!(count("SELECT count(*) FROM lightretriever.lr_encoding_status"), 0);
-        let denied = error_of(&format!("SELECT count(*) FROM lightretriever.\"{queue}\""));
+        let denied = error_of(&format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\""));
         assert!(denied.contains("permission denied"), "{denied}");
         Spi::run("RESET ROLE; GRANT SELECT ON owned TO lr_other; SET LOCAL ROLE lr_other").unwrap();
         assert_eq!(count("SELECT count(*) FROM lightretriever.lr_encoding_status"), 1, "readers of the table see it");

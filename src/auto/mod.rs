@@ -42,6 +42,9 @@ pub struct AutoEncoding {
     pub batch_size: i32,
     /// 'active', or 'paused' (`lr_pause_auto_encoding`: queued, not drained).
     pub status: String,
+    /// The schema of its queue: `lightretriever_queues` (0.11.0 on), `lightretriever` before
+    /// the update to 0.11.0, which moves the queues.
+    pub queue_schema: String,
     /// A Citus distributed table: its pending rows are found in the table (a text, no vector),
     /// not in the queue, which keeps only the keys that failed (lr-queue, "Citus").
     pub distributed: bool,
@@ -63,6 +66,7 @@ impl AutoEncoding {
             text_column: &self.text_column,
             key_columns: &self.key_columns,
             key_types: &self.key_types,
+            queue_schema: &self.queue_schema,
             vector_column: &self.vector_column,
             sparse_column: self.sparse_column.as_deref(),
         }
@@ -75,7 +79,17 @@ macro_rules! select_encodings {
         concat!("SELECT a.id, a.source::pg_catalog.oid, a.source::pg_catalog.text,
         c.relkind OPERATOR(pg_catalog.=) 'r', a.text_column::pg_catalog.text, a.key_columns::pg_catalog.text[],
         a.model, a.sparse_model, a.vector_column::pg_catalog.text, a.sparse_column::pg_catalog.text, a.batch_size,
-        a.status, a.key_attnums
+        a.status, a.key_attnums,
+        -- The queues' schema once the extension's own (its member: no other role can make one
+        -- of that name stand for it), else the schema they had before 0.11.0.
+        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_depend d
+                           WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                             AND d.objid OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('lightretriever_queues')::pg_catalog.oid
+                             AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                             AND d.refobjid OPERATOR(pg_catalog.=) (SELECT e.oid FROM pg_catalog.pg_extension e
+                                                                     WHERE e.extname OPERATOR(pg_catalog.=) 'lightretriever')
+                             AND d.deptype OPERATOR(pg_catalog.=) 'e')
+             THEN 'lightretriever_queues' ELSE 'lightretriever' END
    FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source", $filter, " ORDER BY a.id")
     };
 }
@@ -116,6 +130,7 @@ pub fn encodings(which: Encodings) -> Vec<AutoEncoding> {
                 batch_size: r.get(11)?.unwrap_or(32),
                 status: r.get(12)?.unwrap_or_default(),
                 key_attnums: r.get(13)?.unwrap_or_default(),
+                queue_schema: r.get(14)?.unwrap_or_default(),
                 distributed: false,
             });
         }

@@ -10,7 +10,7 @@ mod tests {
     }
 
     fn queued(queue: &str) -> i64 {
-        count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\""))
+        count(&format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\""))
     }
 
     /// The #[pg_test] server starts no worker: the triggers and the queue are observable as they
@@ -58,7 +58,7 @@ mod tests {
         // Delete: its queue entries go.
         Spi::run("DELETE FROM \"Q s\".\"Docs\" WHERE id = 1").unwrap();
         assert_eq!(queued(&queue), 2);
-        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever.\"{queue}\" WHERE key = ARRAY['1']")), 0);
+        assert_eq!(count(&format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\" WHERE key = ARRAY['1']")), 0);
         // TRUNCATE empties the queue.
         Spi::run("TRUNCATE \"Q s\".\"Docs\"").unwrap();
         assert_eq!(queued(&queue), 0);
@@ -124,7 +124,7 @@ mod tests {
         // The regenerated triggers use the new names: writes work and queue as before.
         Spi::run("INSERT INTO t_ren VALUES (2, 'two'); UPDATE t_ren SET content = 'uno' WHERE id = 1").unwrap();
         let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
-        assert_eq!(Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever.\"{queue}\"")).unwrap(), Some(3));
+        assert_eq!(Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")).unwrap(), Some(3));
         assert_eq!(
             error_of("ALTER TABLE t_ren DROP CONSTRAINT t_ren_pkey"),
             "lightretriever: public.t_ren is auto-encoded: its primary key (id) cannot be dropped or changed"
@@ -169,7 +169,7 @@ mod tests {
             let queue = Spi::get_one::<String>(&format!("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = '{table}'::regclass"))
                 .unwrap()
                 .unwrap();
-            Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever.\"{queue}\"")).unwrap().unwrap()
+            Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")).unwrap().unwrap()
         };
         let triggers = |table: &str| {
             Spi::get_one::<i64>(&format!("SELECT count(*) FROM pg_trigger WHERE tgrelid = '{table}'::regclass AND NOT tgisinternal")).unwrap().unwrap()
@@ -256,7 +256,7 @@ mod tests {
         };
         let queued = || {
             let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = 't_dom'::regclass").unwrap().unwrap();
-            Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever.\"{queue}\"")).unwrap().unwrap()
+            Spi::get_one::<i64>(&format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")).unwrap().unwrap()
         };
         enable(
             "CREATE DOMAIN t_key AS int; CREATE COLLATION t_coll FROM \"C\"; CREATE COLLATION t_other FROM \"C\";
@@ -406,7 +406,7 @@ mod tests {
         let queue = Spi::get_one::<String>("SELECT queue_table::text FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
         let failed_rows = || count("SELECT count(*) FROM lightretriever.lr_failed_items");
         assert_eq!(failed_rows(), 0);
-        Spi::run(&format!("ALTER TABLE lightretriever.\"{queue}\" RENAME COLUMN failed_at TO failed_when")).unwrap();
+        Spi::run(&format!("ALTER TABLE lightretriever_queues.\"{queue}\" RENAME COLUMN failed_at TO failed_when")).unwrap();
         let (key_missing, attempts_missing, error) = Spi::get_three::<bool, bool, String>(
             "SELECT row_key IS NULL, attempts IS NULL, error FROM lightretriever.lr_failed_items",
         )

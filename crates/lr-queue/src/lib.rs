@@ -80,10 +80,20 @@ fn unnest_keys(columns: usize) -> String {
     format!("ROWS FROM ({})", calls.join(", "))
 }
 
+/// The schema of the queues from 0.11.0: the extension owner's, and no other role may use it.
+/// In the extension's own schema, which every role may use, any role could create a view on a
+/// queue or a column of its row type, and so make its owner's drop wait on that role's locks.
+pub const QUEUE_SCHEMA: &str = "lightretriever_queues";
+
+/// Where the queues were before 0.11.0 (the library serves the older SQL until the update).
+pub const QUEUE_SCHEMA_BEFORE_0_11: &str = "lightretriever";
+
 /// One auto-encoded table as the statements need it.
 #[derive(Debug, Clone)]
 pub struct Encoding<'a> {
     pub id: i32,
+    /// The queue's schema: [`QUEUE_SCHEMA`], or [`QUEUE_SCHEMA_BEFORE_0_11`] before the update.
+    pub queue_schema: &'a str,
     /// The source as `regclass::text` (schema-qualified and quoted as needed).
     pub source: &'a str,
     /// A plain table (`relkind` r): its own rows only, `ONLY`. False for a partitioned table.
@@ -104,14 +114,14 @@ pub struct Encoding<'a> {
 const DUE: &str = "q.failed_at IS NULL AND q.retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()";
 
 impl Encoding<'_> {
-    /// The queue table's name (schema `lightretriever`).
+    /// The queue table's name (in schema `queue_schema`).
     pub fn queue_name(&self) -> String {
         format!("lr_queue_{}", self.id)
     }
 
-    /// `lightretriever."lr_queue_N"`.
+    /// `lightretriever_queues."lr_queue_N"`.
     pub fn queue(&self) -> String {
-        format!("lightretriever.{}", quote_ident(&self.queue_name()))
+        format!("{}.{}", quote_ident(self.queue_schema), quote_ident(&self.queue_name()))
     }
 
     /// The generated function of `role` (one of [`TRIGGER_ROLES`]).

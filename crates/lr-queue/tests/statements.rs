@@ -13,6 +13,7 @@ fn plain() -> (Vec<String>, Vec<String>) {
 fn with<'a>(keys: &'a [String], types: &'a [String], plain: bool) -> Encoding<'a> {
     Encoding {
         id: 7,
+        queue_schema: lr_queue::QUEUE_SCHEMA,
         source: if plain { "\"Odd Schema\".\"My \"\"Table\"\"\"" } else { "public.parts" },
         plain,
         text_column: if plain { "Body Text" } else { "body" },

@@ -143,7 +143,7 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
     // Nothing left behind, nothing failed, no more encodings than enqueue events.
     assert_eq!(count(&mut c, &failed_of(table)), 0);
     let queue: String = c.query_one("SELECT queue_table::text FROM lightretriever.lr_auto_encodings WHERE source = $1::text::regclass", &[&table]).unwrap().get(0);
-    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")), 0);
     let handled = count(&mut c, "SELECT coalesce(sum(rows), 0)::bigint FROM lightretriever.lr_encoding_batches b JOIN lightretriever.lr_auto_encodings a ON a.id = b.encoding_id WHERE a.source = '\"lr pipe\".\"Docs\"'::regclass");
     assert!(handled >= rows - count(&mut c, &format!("SELECT count(*) FROM {table} WHERE body IS NULL")), "every row was encoded by a batch");
     assert!(handled <= 1000 + events, "{handled} rows handled for {} enqueue events", 1000 + events);
@@ -163,7 +163,7 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
 
     // Non-text updates do not enqueue; text updates clear the stale vector at once.
     c.batch_execute(&format!("UPDATE {table} SET tag = tag + 1 WHERE id <= 100")).unwrap();
-    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")), 0);
     c.batch_execute(&format!("UPDATE {table} SET body = 'a new text' WHERE id = 2")).unwrap();
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {table} WHERE id = 2 AND body_embedding IS NULL")), 1);
     wait_for_encoding(&mut c, table, 60);
@@ -174,17 +174,17 @@ fn concurrent_writers_drain_to_the_vectors_of_the_final_texts() {
     c.batch_execute(&format!("UPDATE {table} SET body_embedding = NULL, tag = tag + 1 WHERE id BETWEEN 3 AND 7 AND body IS NOT NULL")).unwrap();
     let erased = count(&mut c, &format!("SELECT count(*) FROM {table} WHERE id BETWEEN 3 AND 7 AND body IS NOT NULL"));
     assert!(erased >= 1);
-    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), erased);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")), erased);
     wait_for_encoding(&mut c, table, 60);
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {table} WHERE body IS NOT NULL AND body_embedding IS NULL")), 0);
     assert_eq!(wrong_vectors(&mut c, table, "id", "body", "body_embedding"), 0);
     c.batch_execute(&format!("UPDATE {table} SET body_embedding = (SELECT body_embedding FROM {table} WHERE id = 2) WHERE id = 3")).unwrap();
-    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")), 0);
     c.batch_execute(&format!("UPDATE {table} SET body = body WHERE id = 3")).unwrap();
     wait_for_encoding(&mut c, table, 60);
     // TRUNCATE leaves no queue behind.
     c.batch_execute(&format!("INSERT INTO {table} (id, body) SELECT i, 'late ' || i FROM generate_series(20001, 20100) i; TRUNCATE {table}")).unwrap();
-    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever.\"{queue}\"")), 0);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM lightretriever_queues.\"{queue}\"")), 0);
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn a_broken_model_fails_its_rows_and_other_tables_keep_flowing() {
     c.batch_execute("DROP SCHEMA lr_fail CASCADE").unwrap();
     // Dropping the tables (event trigger) took their auto-encodings, queues and records along.
     assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings a WHERE a.model = 'broken'"), 0);
-    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'lightretriever' AND tablename LIKE 'lr_queue_%' AND tablename NOT IN (SELECT queue_table FROM lightretriever.lr_auto_encodings)"), 0);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'lightretriever_queues' AND tablename LIKE 'lr_queue_%' AND tablename NOT IN (SELECT queue_table FROM lightretriever.lr_auto_encodings)"), 0);
 }
 
 #[test]

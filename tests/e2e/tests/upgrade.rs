@@ -15,7 +15,7 @@ use postgres::Client;
 /// The first release: its upgrade runs every upgrade script since.
 const PREVIOUS: &str = "0.1.0";
 /// Every release after the first.
-const LATER_RELEASES: [&str; 8] = ["0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0"];
+const LATER_RELEASES: [&str; 9] = ["0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0"];
 
 /// The extension's version (the root Cargo.toml's; pgrx writes it into the control file).
 fn current_version() -> String {

@@ -1,5 +1,5 @@
 -- create_queue
-CREATE TABLE lightretriever."lr_queue_7" (
+CREATE TABLE "lightretriever_queues"."lr_queue_7" (
     id bigserial PRIMARY KEY,
     key pg_catalog.text[] COLLATE pg_catalog."C" NOT NULL,
     attempts integer NOT NULL DEFAULT 0,
@@ -9,10 +9,10 @@ CREATE TABLE lightretriever."lr_queue_7" (
     enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp());
 
 -- create_queue
-CREATE INDEX ON lightretriever."lr_queue_7" (key);
+CREATE INDEX ON "lightretriever_queues"."lr_queue_7" (key);
 
 -- create_queue
-REVOKE ALL ON lightretriever."lr_queue_7" FROM PUBLIC;
+REVOKE ALL ON "lightretriever_queues"."lr_queue_7" FROM PUBLIC;
 
 -- trigger_functions
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_clear"() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $lr$
@@ -25,7 +25,7 @@ END $lr$;
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_enqueue"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
 BEGIN
   IF NEW."body" IS NOT NULL AND (TG_OP OPERATOR(pg_catalog.=) 'INSERT' OR ((NEW."body" IS NULL) OPERATOR(pg_catalog.<>) (OLD."body" IS NULL) OR pg_catalog.format('%s', NEW."body") COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) pg_catalog.format('%s', OLD."body")) OR ((ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")] COLLATE pg_catalog."C" OPERATOR(pg_catalog.<>) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")]) AND NEW."body_embedding" IS NULL) OR (NEW."body_embedding" IS NULL AND OLD."body_embedding" IS NOT NULL) OR (NEW."body_sparse" IS NULL AND OLD."body_sparse" IS NOT NULL)) THEN
-    INSERT INTO lightretriever."lr_queue_7" (key) VALUES (ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")]);
+    INSERT INTO "lightretriever_queues"."lr_queue_7" (key) VALUES (ARRAY[pg_catalog.format('%s', NEW."region"), pg_catalog.format('%s', NEW."id")]);
   END IF;
   RETURN NULL;
 END $lr$;
@@ -33,15 +33,15 @@ END $lr$;
 -- trigger_functions
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_forget"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
 BEGIN
-  DELETE FROM lightretriever."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(
-    SELECT q.id FROM lightretriever."lr_queue_7" q WHERE q.key OPERATOR(pg_catalog.=) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")] FOR UPDATE SKIP LOCKED));
+  DELETE FROM "lightretriever_queues"."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(
+    SELECT q.id FROM "lightretriever_queues"."lr_queue_7" q WHERE q.key OPERATOR(pg_catalog.=) ARRAY[pg_catalog.format('%s', OLD."region"), pg_catalog.format('%s', OLD."id")] FOR UPDATE SKIP LOCKED));
   RETURN NULL;
 END $lr$;
 
 -- trigger_functions
 CREATE OR REPLACE FUNCTION lightretriever."lr_auto_encoding_7_truncate"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = '3' SET bytea_output = 'hex' SET lc_monetary = 'C' AS $lr$
 BEGIN
-  DELETE FROM lightretriever."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT q.id FROM lightretriever."lr_queue_7" q FOR UPDATE SKIP LOCKED));
+  DELETE FROM "lightretriever_queues"."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT q.id FROM "lightretriever_queues"."lr_queue_7" q FOR UPDATE SKIP LOCKED));
   RETURN NULL;
 END $lr$;
 
@@ -88,11 +88,11 @@ SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id"
 SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")] FROM public.parts s WHERE s."body" IS NOT NULL AND s."body_embedding" IS NULL ORDER BY s."region", s."id";
 
 -- enqueue_keys
-INSERT INTO lightretriever."lr_queue_7" (key) SELECT ARRAY[k.k1, k.k2] FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS k(k1, k2);
+INSERT INTO "lightretriever_queues"."lr_queue_7" (key) SELECT ARRAY[k.k1, k.k2] FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS k(k1, k2);
 
 -- claim
 SELECT pg_catalog.array_agg(c.id ORDER BY c.id), c.key
-  FROM (SELECT q.id, q.key FROM lightretriever."lr_queue_7" q
+  FROM (SELECT q.id, q.key FROM "lightretriever_queues"."lr_queue_7" q
          WHERE q.failed_at IS NULL AND q.retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()
          ORDER BY q.id LIMIT $1 FOR UPDATE SKIP LOCKED) c
  GROUP BY c.key ORDER BY pg_catalog.min(c.id);
@@ -110,31 +110,31 @@ UPDATE public.parts SET "body_embedding" = $1, "body_sparse" = $2 WHERE ctid OPE
 SELECT pg_catalog.count(*) FROM public.parts WHERE "body_embedding" IS NOT NULL;
 
 -- count_attempt
-UPDATE lightretriever."lr_queue_7" SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,
+UPDATE "lightretriever_queues"."lr_queue_7" SET attempts = attempts OPERATOR(pg_catalog.+) 1, last_error = $2,
        retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => LEAST(60, 2 OPERATOR(pg_catalog.^) attempts))
  WHERE id OPERATOR(pg_catalog.=) ANY ($1);
 
 -- mark_failed
-UPDATE lightretriever."lr_queue_7" SET failed_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND attempts OPERATOR(pg_catalog.>=) $2;
+UPDATE "lightretriever_queues"."lr_queue_7" SET failed_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND attempts OPERATOR(pg_catalog.>=) $2;
 
 -- finish
-DELETE FROM lightretriever."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY ($1);
+DELETE FROM "lightretriever_queues"."lr_queue_7" WHERE id OPERATOR(pg_catalog.=) ANY ($1);
 
 -- retry_soon
-UPDATE lightretriever."lr_queue_7" SET retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) '1 second'::pg_catalog.interval WHERE id OPERATOR(pg_catalog.=) ANY ($1);
+UPDATE "lightretriever_queues"."lr_queue_7" SET retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) '1 second'::pg_catalog.interval WHERE id OPERATOR(pg_catalog.=) ANY ($1);
 
 -- retry_failed
-WITH r AS (UPDATE lightretriever."lr_queue_7" SET failed_at = NULL, attempts = 0, retry_at = '-infinity' WHERE failed_at IS NOT NULL RETURNING key)
+WITH r AS (UPDATE "lightretriever_queues"."lr_queue_7" SET failed_at = NULL, attempts = 0, retry_at = '-infinity' WHERE failed_at IS NOT NULL RETURNING key)
 SELECT pg_catalog.count(DISTINCT key) FROM r;
 
 -- queue_counts
-SELECT pg_catalog.count(*) FILTER (WHERE failed_at IS NULL), pg_catalog.count(DISTINCT key) FILTER (WHERE failed_at IS NOT NULL) FROM lightretriever."lr_queue_7";
+SELECT pg_catalog.count(*) FILTER (WHERE failed_at IS NULL), pg_catalog.count(DISTINCT key) FILTER (WHERE failed_at IS NOT NULL) FROM "lightretriever_queues"."lr_queue_7";
 
 -- pending_exists
-SELECT EXISTS (SELECT 1 FROM lightretriever."lr_queue_7" WHERE failed_at IS NULL);
+SELECT EXISTS (SELECT 1 FROM "lightretriever_queues"."lr_queue_7" WHERE failed_at IS NULL);
 
 -- failed_rows
-SELECT DISTINCT ON (key) key, last_error, attempts, failed_at FROM lightretriever."lr_queue_7" WHERE failed_at IS NOT NULL ORDER BY key, id DESC;
+SELECT DISTINCT ON (key) key, last_error, attempts, failed_at FROM "lightretriever_queues"."lr_queue_7" WHERE failed_at IS NOT NULL ORDER BY key, id DESC;
 
 -- create_pending_index
 CREATE INDEX "lr_auto_encoding_7_pending" ON public.parts ("region", "id") WHERE "body" IS NOT NULL AND "body_embedding" IS NULL;
@@ -151,15 +151,15 @@ SELECT pg_catalog.count(*) FROM public.parts s WHERE s."body" IS NOT NULL AND s.
 UPDATE public.parts s SET "body_embedding" = $1, "body_sparse" = $2 WHERE s."region" OPERATOR(pg_catalog.=) $3::pg_catalog.text::text AND s."id" OPERATOR(pg_catalog.=) $4::pg_catalog.text::bigint AND s."body"::pg_catalog.text COLLATE pg_catalog."C" OPERATOR(pg_catalog.=) $5 AND s."body" IS NOT NULL AND s."body_embedding" IS NULL;
 
 -- failure_entry
-WITH found AS (SELECT pg_catalog.min(id) AS id FROM lightretriever."lr_queue_7" WHERE key OPERATOR(pg_catalog.=) $1),
-                  made AS (INSERT INTO lightretriever."lr_queue_7" (key) SELECT $1 WHERE (SELECT id FROM found) IS NULL RETURNING id)
+WITH found AS (SELECT pg_catalog.min(id) AS id FROM "lightretriever_queues"."lr_queue_7" WHERE key OPERATOR(pg_catalog.=) $1),
+                  made AS (INSERT INTO "lightretriever_queues"."lr_queue_7" (key) SELECT $1 WHERE (SELECT id FROM found) IS NULL RETURNING id)
              SELECT COALESCE((SELECT id FROM found), (SELECT id FROM made));
 
 -- still_pending
 SELECT ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")]::pg_catalog.text FROM public.parts s WHERE s."body" IS NOT NULL AND s."body_embedding" IS NULL AND ARRAY[pg_catalog.format('%s', s."region"), pg_catalog.format('%s', s."id")]::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]);
 
 -- forget_keys
-DELETE FROM lightretriever."lr_queue_7" WHERE key::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]);
+DELETE FROM "lightretriever_queues"."lr_queue_7" WHERE key::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]);
 
 -- entry_keys
-SELECT key::pg_catalog.text, pg_catalog.bool_or(failed_at IS NOT NULL) FROM lightretriever."lr_queue_7" GROUP BY key;
+SELECT key::pg_catalog.text, pg_catalog.bool_or(failed_at IS NOT NULL) FROM "lightretriever_queues"."lr_queue_7" GROUP BY key;
