@@ -8,6 +8,13 @@
 //! up by then, and a table's index expressions folded: the guard is about wrappers, not a
 //! table's own code); while a guarded scan is planned (and while code it calls plans statements
 //! of its own), a foreign table is an error.
+//!
+//! The same guard checks what a scan's name means when the scan is parsed. The name is read
+//! just before (`security::name_for_scan`), but a schema swap committed between that lookup and
+//! the statement's own would make the name mean another relation (a decoy of the schema's
+//! owner). `post_parse_analyze_hook` sees the statement's relations as they were resolved: the
+//! first statement parsed in a guarded scan must read the table the scan is for, else it is an
+//! error before anything of the other relation's is planned or run.
 
 use std::cell::RefCell;
 
@@ -17,17 +24,67 @@ use pgrx::prelude::*;
 use crate::error::{raise, Code};
 
 static mut PREVIOUS: pg_sys::get_relation_info_hook_type = None;
+static mut PREVIOUS_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
 
-thread_local! {
-    /// The guarded scans under way, innermost last: (table, what reads it), for the error.
-    static GUARDED: RefCell<Vec<(String, &'static str)>> = const { RefCell::new(Vec::new()) };
+/// A guarded scan under way.
+struct Guard {
+    /// The table the scan is for.
+    relid: pg_sys::Oid,
+    /// Its name, for errors.
+    table: String,
+    /// What reads it, for errors.
+    what: &'static str,
+    /// Whether the scan's own statement has been parsed (the statements parsed after it are
+    /// those of code it calls).
+    parsed: bool,
 }
 
-/// Installs the hook; once per backend, when the library loads.
+thread_local! {
+    /// The guarded scans under way, innermost last.
+    static GUARDED: RefCell<Vec<Guard>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Installs the hooks; once per backend, when the library loads.
 pub fn install() {
     unsafe {
         PREVIOUS = pg_sys::get_relation_info_hook;
         pg_sys::get_relation_info_hook = Some(relation_info);
+        PREVIOUS_ANALYZE = pg_sys::post_parse_analyze_hook;
+        pg_sys::post_parse_analyze_hook = Some(parsed);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn parsed(pstate: *mut pg_sys::ParseState, query: *mut pg_sys::Query, jstate: *mut pg_sys::JumbleState) {
+    unsafe {
+        if let Some(previous) = PREVIOUS_ANALYZE {
+            previous(pstate, query, jstate);
+        }
+    }
+    let first = GUARDED.with_borrow_mut(|g| {
+        g.last_mut().filter(|g| !g.parsed).map(|g| {
+            g.parsed = true;
+            (g.relid, g.table.clone(), g.what)
+        })
+    });
+    let Some((relid, table, what)) = first else { return };
+    // The scan's FROM names one relation, the first of the range table until rewriting adds
+    // policies' and views' relations.
+    let read = unsafe {
+        let rtable = (*query).rtable;
+        if rtable.is_null() || (*rtable).length < 1 {
+            None
+        } else {
+            let rte = (*(*rtable).elements).ptr_value as *mut pg_sys::RangeTblEntry;
+            ((*rte).rtekind == pg_sys::RTEKind::RTE_RELATION).then(|| (*rte).relid)
+        }
+    };
+    if read != Some(relid) {
+        raise(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("lightretriever: {what}'s scan of {table} would read another relation: the name was changed during the call"),
+            Some("A schema or table was renamed while the call ran; call it again."),
+        );
     }
 }
 
@@ -38,7 +95,7 @@ unsafe extern "C-unwind" fn relation_info(root: *mut pg_sys::PlannerInfo, relid:
             previous(root, relid, inhparent, rel);
         }
     }
-    let Some((table, what)) = GUARDED.with_borrow(|g| g.last().cloned()) else {
+    let Some((table, what)) = GUARDED.with_borrow(|g| g.last().map(|g| (g.table.clone(), g.what))) else {
         return;
     };
     if unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_FOREIGN_TABLE {
@@ -64,8 +121,9 @@ unsafe extern "C-unwind" fn relation_info(root: *mut pg_sys::PlannerInfo, relid:
     }
 }
 
-/// Runs `f`, a scan of `table` for the caller, with foreign tables refused wherever it plans.
-pub fn scanning<T>(table: &str, what: &'static str, f: impl FnOnce() -> T) -> T {
+/// Runs `f`, a scan of `relid` (named `table`) for the caller, with foreign tables refused
+/// wherever it plans, and its statement (the first `f` runs) refused unless it reads `relid`.
+pub fn scanning<T>(relid: pg_sys::Oid, table: &str, what: &'static str, f: impl FnOnce() -> T) -> T {
     struct Popped;
     impl Drop for Popped {
         // Also when `f` raises: the next statement of the backend is not guarded.
@@ -73,7 +131,38 @@ pub fn scanning<T>(table: &str, what: &'static str, f: impl FnOnce() -> T) -> T 
             GUARDED.with_borrow_mut(|g| g.pop());
         }
     }
-    GUARDED.with_borrow_mut(|g| g.push((table.to_owned(), what)));
+    GUARDED.with_borrow_mut(|g| g.push(Guard { relid, table: table.to_owned(), what, parsed: false }));
     let _popped = Popped;
     f()
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// A guarded scan whose name has come to mean another relation (a schema swap committed
+    /// between `name_for_scan` and the statement) is refused when the statement is parsed; the
+    /// statements the scan's own code runs afterwards are not held to the scan's table.
+    #[pg_test]
+    fn a_scan_whose_name_means_another_relation_is_refused() {
+        Spi::run(
+            "CREATE TABLE real_t (id int); CREATE TABLE decoy_t (id int); INSERT INTO decoy_t VALUES (666);
+             CREATE VIEW decoy_v AS SELECT id FROM real_t",
+        )
+        .unwrap();
+        let real = Spi::get_one::<pg_sys::Oid>("SELECT 'real_t'::regclass::oid").unwrap().unwrap();
+        for decoy in ["decoy_t", "decoy_v"] {
+            let refused = crate::spi::in_subtransaction(|| {
+                super::scanning(real, "public.real_t", "lr_search", || Spi::get_one::<i32>(&format!("SELECT id FROM {decoy}")))
+            })
+            .unwrap_err();
+            assert!(refused.contains("lr_search's scan of public.real_t would read another relation"), "{decoy}: {refused}");
+        }
+        let read = super::scanning(real, "public.real_t", "lr_search", || {
+            Spi::run("SELECT id FROM real_t").unwrap();
+            Spi::get_one::<i32>("SELECT id FROM decoy_t").unwrap()
+        });
+        assert_eq!(read, Some(666));
+    }
 }

@@ -40,7 +40,7 @@ fn candidates_by(relid: pg_sys::Oid, id: &str, column: &str, ip: &str, query: pg
         "SELECT {id}::pg_catalog.int8, (OPERATOR(pg_catalog.-) ({column} {ip} $1))::pg_catalog.float4 FROM {table}
           WHERE {column} IS NOT NULL AND {id} IS NOT NULL ORDER BY {column} {ip} $1 LIMIT $2"
     );
-    let mut rows: Vec<(i64, f32)> = scanning(table, "lr_search", || {
+    let mut rows: Vec<(i64, f32)> = scanning(relid, table, "lr_search", || {
         Spi::connect(|c| {
             c.select(&sql, None, &[query, candidates.into()]).map(|rows| {
                 rows.filter_map(|r| Some((r.get::<i64>(1).ok()??, r.get::<f32>(2).ok()??)))
@@ -122,7 +122,7 @@ fn vectors_of(relid: pg_sys::Oid, id: &str, column: &str, ip: &str, query: &[f32
         "SELECT DISTINCT ON ({id}) {id}::pg_catalog.int8, {column} FROM {table}
           WHERE {id} OPERATOR(pg_catalog.=) ANY($1) AND {column} IS NOT NULL ORDER BY {id}, {column} {ip} $3 LIMIT $2"
     );
-    scanning(table, "lr_search", || {
+    scanning(relid, table, "lr_search", || {
         Spi::connect(|c| {
             c.select(&sql, None, &[ids.to_vec().into(), (ids.len() as i64).into(), Vector(query.to_vec()).into()]).map(|rows| {
                 rows.filter_map(|r| Some((r.get::<i64>(1).ok().flatten()?, r.get::<Vector>(2).ok().flatten()?.0))).collect()

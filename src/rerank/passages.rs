@@ -193,7 +193,7 @@ pub fn rerank_rows(
     let mut texts: Vec<Option<String>> = vec![None; ids.len()];
     let mut found = vec![false; ids.len()];
     Spi::connect(|c| {
-        let rows = crate::foreign_guard::scanning(&table, "lr_rerank", || c.select(&sql, None, &[ids.to_vec().into()]))?;
+        let rows = crate::foreign_guard::scanning(relid, &table, "lr_rerank", || c.select(&sql, None, &[ids.to_vec().into()]))?;
         for r in rows {
             let row_id: i64 = r.get(1)?.unwrap_or_default();
             let Some(&i) = position.get(&row_id) else { continue };
