@@ -10,6 +10,18 @@
 -- type, and so make the table owner's drop wait on its locks.
 CREATE SCHEMA lightretriever_queues;
 COMMENT ON SCHEMA lightretriever_queues IS 'The auto-encoding queues of lightretriever (superusers only)';
+-- Nor what default privileges (ALTER DEFAULT PRIVILEGES … ON SCHEMAS) granted it.
+DO $$
+DECLARE
+    grantee oid;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+                    WHERE n.nspname OPERATOR(pg_catalog.=) 'lightretriever_queues' AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA lightretriever_queues FROM %s',
+            CASE WHEN grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee)) END);
+    END LOOP;
+END $$;
 
 CREATE TABLE lr_auto_encodings (
     id            serial PRIMARY KEY,

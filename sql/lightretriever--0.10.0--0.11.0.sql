@@ -5,14 +5,32 @@
 -- the owner's drop wait by holding a lock on them, and a queue-typed primary key of the role's
 -- own auto-encoded table made a superuser's drop of the queue's table fail.
 
+-- No table is enabled or disabled while the queues move (an enable that has written its row
+-- is waited for, and its queue moved with the others).
+LOCK TABLE lr_auto_encodings IN SHARE ROW EXCLUSIVE MODE;
+
 -- The queues' schema. No other role may use it (a new schema grants nothing to PUBLIC): in a
 -- schema it can use, a role could create a view on a queue, or a column of a queue's row
 -- type, and so make the table owner's drop wait on its locks.
 CREATE SCHEMA lightretriever_queues;
 COMMENT ON SCHEMA lightretriever_queues IS 'The auto-encoding queues of lightretriever (superusers only)';
+-- Nor what default privileges (ALTER DEFAULT PRIVILEGES … ON SCHEMAS) granted it.
+DO $$
+DECLARE
+    grantee oid;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+                    WHERE n.nspname OPERATOR(pg_catalog.=) 'lightretriever_queues' AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA lightretriever_queues FROM %s',
+            CASE WHEN grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee)) END);
+    END LOOP;
+END $$;
 
--- Each queue (its sequence and index go with it). Objects another role made on a queue before
--- this update stay; they go with the queue, as in 0.10.0.
+-- Each queue (its sequence and index go with it), locking only the queues: writers lock a
+-- table and then its queue, the workers a queue and then its table, so the update locks no
+-- table (the trigger functions are replaced below without one). Objects another role made on
+-- a queue before this update stay; they go with the queue, as in 0.10.0.
 DO $$
 DECLARE
     q name;
@@ -74,5 +92,10 @@ BEGIN
 END $$;
 
 -- The generated trigger functions name the queue: made again by this library, which names
--- the new schema now that it exists.
-SELECT lightretriever.lr_regenerate_auto_encoding_triggers();
+-- the new schema now that it is the extension's (the triggers stay as they are).
+CREATE  FUNCTION "lr_regenerate_auto_encoding_trigger_functions"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lr_regenerate_auto_encoding_trigger_functions_wrapper';
+SELECT lightretriever.lr_regenerate_auto_encoding_trigger_functions();

@@ -388,7 +388,7 @@ pub fn require_owner(relid: pg_sys::Oid, table: &str) {
 pub fn require_user_table(relid: pg_sys::Oid, table: &str, kinds: &[char], what: &str, temporary_ok: bool, reads_children: bool) -> char {
     let row = crate::error::row_or_none(crate::spi::read_three::<String, String, bool>(
         "SELECT c.relkind::pg_catalog.text, c.relpersistence::pg_catalog.text,
-                n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast', 'lightretriever']::pg_catalog.name[])
+                n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast', 'lightretriever', 'lightretriever_queues']::pg_catalog.name[])
                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                             WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
                               AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')
@@ -583,6 +583,17 @@ mod tests {
         assert_eq!(
             error_of("SELECT lightretriever.lr_enable_auto_encoding('pg_catalog.pg_description', 'description', 'minilm')"),
             "lightretriever: pg_description is a system or extension catalog"
+        );
+        // A queue (no member of the extension, in its own schema) is the extension's too.
+        Spi::run(
+            "CREATE TABLE owned (id int PRIMARY KEY, body text);
+             SELECT lightretriever.lr_enable_auto_encoding('owned', 'body', 'minilm')",
+        )
+        .unwrap();
+        let queue = Spi::get_one::<String>("SELECT 'lightretriever_queues.' || queue_table FROM lightretriever.lr_auto_encodings").unwrap().unwrap();
+        assert_eq!(
+            error_of(&format!("SELECT lightretriever.lr_fit_query_table('minilm', '{queue}', 'last_error')")),
+            format!("lightretriever: {queue} is a system or extension catalog")
         );
     }
 }

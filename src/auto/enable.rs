@@ -371,20 +371,39 @@ fn lr_disable_auto_encoding(source: Option<pgrx::PgRelation>, drop_columns: defa
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_regenerate_auto_encoding_triggers() -> i64 {
-    crate::error::require_superuser("regenerate auto-encoding triggers");
+    regenerate("regenerate auto-encoding triggers", true)
+}
+
+/// Re-creates the trigger functions of every auto-encoded table, not the triggers: an upgrade
+/// whose functions' bodies changed and whose triggers did not calls it (0.10.0 → 0.11.0 moved
+/// the queues, which the bodies name). It locks no table, so the update cannot deadlock with
+/// the writers and workers that lock a table and its queue in either order. Superuser only;
+/// returns how many tables.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
+fn lr_regenerate_auto_encoding_trigger_functions() -> i64 {
+    regenerate("regenerate auto-encoding trigger functions", false)
+}
+
+fn regenerate(what: &str, with_triggers: bool) -> i64 {
+    crate::error::require_superuser(what);
     let all = encodings(Encodings::All);
     // As the extension's owner, as lr_enable_auto_encoding created them.
     elevated(|| {
         outside_extension_script(|| {
             for enc in &all {
                 let statements = enc.statements();
-                // The DDL below goes by the table's name (enable and disable pin it likewise).
-                pin_source_name(enc.source, &enc.source_name, pg_sys::AccessExclusiveLock);
-                with_trigger_statements(enc, statements.drop_triggers());
+                if with_triggers {
+                    // The DDL below goes by the table's name (enable and disable pin it likewise).
+                    pin_source_name(enc.source, &enc.source_name, pg_sys::AccessExclusiveLock);
+                    with_trigger_statements(enc, statements.drop_triggers());
+                }
                 for sql in statements.trigger_functions() {
                     run(&sql);
                 }
-                with_trigger_statements(enc, create_triggers(enc));
+                if with_triggers {
+                    with_trigger_statements(enc, create_triggers(enc));
+                }
                 // CREATE OR REPLACE dropped the functions' dependencies on the extension.
                 record_extension_dependencies(enc, false);
             }

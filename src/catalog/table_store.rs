@@ -190,15 +190,56 @@ pub fn open_table(table: &StoredTable) -> QueryTable {
 /// once they are [`lr_table::cache::SWEEP_MIN_AGE`] old. The catalog is read in a fresh
 /// snapshot: the caller's may be old (a REPEATABLE READ transaction held open), and a version
 /// committed since would look unnamed, its file removed for every other backend to write again.
+/// Not in a parallel worker or a parallel query's leader, where no new snapshot can be taken:
+/// the next write of a file elsewhere sweeps.
 fn sweep() {
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
-    let named = versions(None, false);
-    unsafe { pg_sys::PopActiveSnapshot() };
-    let keep: HashSet<String> = named.iter().map(|t| t.local_file().rsplit('/').next().unwrap_or_default().to_owned()).collect();
+    if unsafe { pg_sys::IsInParallelMode() } {
+        return;
+    }
+    let keep = named_files_now();
     let prefix = format!("db{}-", database());
     for removed in lr_table::cache::sweep(Path::new(lr_table::TABLE_DIR), &prefix, &keep, lr_table::cache::SWEEP_MIN_AGE) {
         pgrx::log!("lightretriever: removed {}, which no query table version names", removed.display());
     }
+}
+
+/// The file names of the versions the catalog has now, in the latest snapshot. Read-only SPI
+/// uses the snapshot pushed here; pgrx's SPI reads do not once the transaction has written
+/// (they take the transaction's snapshot, which under REPEATABLE READ is its first).
+fn named_files_now() -> HashSet<String> {
+    let mut keep = HashSet::new();
+    unsafe {
+        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        Spi::connect(|_| {
+            let found = pg_sys::SPI_execute(
+                c"SELECT model, instruction, version::pg_catalog.text, checksum FROM lightretriever.lr_query_tables".as_ptr(),
+                true,
+                0,
+            );
+            if found == pg_sys::SPI_OK_SELECT as i32 && !pg_sys::SPI_tuptable.is_null() {
+                let table = &*pg_sys::SPI_tuptable;
+                let value = |row: *mut pg_sys::HeapTupleData, column: i32| -> String {
+                    let v = pg_sys::SPI_getvalue(row, table.tupdesc, column);
+                    if v.is_null() { String::new() } else { std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned() }
+                };
+                for i in 0..table.numvals as usize {
+                    let row = *table.vals.add(i);
+                    let stored = StoredTable {
+                        model: value(row, 1),
+                        instruction: value(row, 2),
+                        version: value(row, 3).parse().unwrap_or_default(),
+                        checksum: u64::from_str_radix(&value(row, 4), 16).unwrap_or(0),
+                        file: String::new(),
+                        rows: 0,
+                        dims: 0,
+                    };
+                    keep.insert(stored.local_file().rsplit('/').next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        pg_sys::PopActiveSnapshot();
+    }
+    keep
 }
 
 /// The table versions in the catalog: of `model` (every model: None); `unstored_only`, those

@@ -2,6 +2,7 @@
 //! (and stored vectors), read as the table's owner.
 
 use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
 
 use crate::error::{raise, Code, OrRaise};
 use crate::pgvector::Vector;
@@ -19,6 +20,7 @@ pub fn corpus_rows(
     text_column: &str,
     vector_column: Option<&str>,
     read_chars: usize,
+    computed_bytes_per_row: usize,
 ) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
     let table = table_name(relid);
     crate::security::require_user_table(relid, &table, &['r', 'p', 'm', 'v', 'f'], "a fit", true, true);
@@ -78,6 +80,9 @@ pub fn corpus_rows(
               WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
         );
         let (mut texts, mut vectors, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        // A stored vector kept out of line is detoasted into the current context: one reset
+        // per batch, or every row's copy would stay until the end.
+        let mut memory = PgMemoryContexts::new("lightretriever fit corpus");
         Spi::connect(|c| {
             let mut cursor = c.try_open_cursor(sql.as_str(), &[]).or_raise(Code::ERRCODE_INTERNAL_ERROR);
             loop {
@@ -86,15 +91,20 @@ pub fn corpus_rows(
                     break;
                 }
                 for row in batch {
-                    let Some(text) = row.get::<String>(1).ok().flatten() else { continue };
-                    let vector = match vector_column {
-                        Some(_) => match row.get::<Vector>(2).ok().flatten() {
-                            Some(v) => v.0,
-                            None => continue,
-                        },
-                        None => Vec::new(),
+                    let read = unsafe {
+                        memory.switch_to(|_| {
+                            let text = row.get::<String>(1).ok().flatten()?;
+                            let vector = match vector_column {
+                                Some(_) => row.get::<Vector>(2).ok().flatten()?.0,
+                                None => Vec::new(),
+                            };
+                            Some((text, vector))
+                        })
                     };
-                    bytes = bytes.saturating_add(text.len() + 4 * vector.len());
+                    let Some((text, vector)) = read else { continue };
+                    // What the fit holds per document: the text, the stored or computed vector,
+                    // and the bookkeeping around them.
+                    bytes = bytes.saturating_add(text.len() + 4 * vector.len() + computed_bytes_per_row + ROW_OVERHEAD_BYTES);
                     if bytes > limit {
                         raise(
                             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -110,7 +120,10 @@ pub fn corpus_rows(
                     vectors.push(vector);
                 }
                 // Each batch's rows are copied out; free them now rather than at the end.
-                unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
+                unsafe {
+                    pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+                    memory.reset();
+                }
                 pgrx::check_for_interrupts!();
             }
         });
@@ -120,3 +133,7 @@ pub fn corpus_rows(
 
 /// Rows fetched from the corpus at a time: few, since each may hold megabytes of text.
 const FETCH_ROWS: i64 = 32;
+
+/// What a fit holds per document besides its text and vector (the strings' and vectors'
+/// headers, the document list): an empty text is not free.
+const ROW_OVERHEAD_BYTES: usize = 64;

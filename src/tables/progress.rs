@@ -35,7 +35,8 @@ impl Progress {
     pub fn start(operation: &str, model: &str, instruction: Option<&str>) -> Self {
         let _ = std::fs::create_dir_all(PROGRESS_DIR);
         let pid = unsafe { pgrx::pg_sys::MyProcPid };
-        let head = serde_json::json!({"pid": pid, "operation": operation, "model": model,
+        let database = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
+        let head = serde_json::json!({"pid": pid, "database": database, "operation": operation, "model": model,
                                       "instruction": instruction.unwrap_or(""), "started_at": now_text()});
         let mut p = Progress { file: format!("{PROGRESS_DIR}/{pid}-{operation}.json"), head, stage: String::new(), stage_started_at: None, written: None };
         p.update("starting", 0.0, None);
@@ -96,6 +97,9 @@ fn live_progress() -> Vec<serde_json::Value> {
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        // This database's: a file a crashed backend of another database left may carry a pid
+        // that a backend of this one has now.
+        .filter(|v| v["database"].as_u64() == Some(unsafe { pg_sys::MyDatabaseId }.to_u32() as u64))
         .filter(|v| live.contains(&(v["pid"].as_i64().unwrap_or(0) as i32)))
         .collect();
     out.sort_by_key(|v| (v["pid"].as_i64(), v["operation"].as_str().map(str::to_owned)));

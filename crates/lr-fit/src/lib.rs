@@ -132,6 +132,10 @@ pub struct FitOptions {
     pub tolerance: f64,
     /// Fraction of documents held out of the fit: their spans measure the result.
     pub held_out_fraction: f64,
+    /// At most this many held-out documents (a larger corpus holds out a random sample of that
+    /// size): every held-out span is scored against every document, so the measure's cost grows
+    /// with the corpus squared without it.
+    pub max_held_out_docs: usize,
     /// Pseudo-queries per held-out document and their length (fixed, broad, independent of the
     /// training span settings so that settings are compared on the same questions).
     pub held_out_spans_per_doc: usize,
@@ -215,6 +219,7 @@ impl Default for FitOptions {
             max_iterations: 500,
             tolerance: 1e-4,
             held_out_fraction: 0.1,
+            max_held_out_docs: 2000,
             held_out_spans_per_doc: 8,
             held_out_min_words: 4,
             held_out_max_words: 64,
@@ -292,8 +297,8 @@ impl FitOptions {
             // Each fit would subtract its own mean target: the kept rows would sit apart.
             return bad("center needs question_spans_per_doc: 0".into());
         }
-        if self.refine_batch == 0 || self.encode_batch == 0 || self.max_spans == 0 {
-            return bad("refine_batch, encode_batch and max_spans must be at least 1".into());
+        if self.refine_batch == 0 || self.encode_batch == 0 || self.max_spans == 0 || self.max_held_out_docs == 0 {
+            return bad("refine_batch, encode_batch, max_spans and max_held_out_docs must be at least 1".into());
         }
         Ok(())
     }
@@ -584,14 +589,29 @@ pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     lr_search::top_k(scores, k).into_iter().map(|(i, _)| i).collect()
 }
 
-/// Scores of every query (rows of `q`, n × d) against every document (m × d).
-pub(crate) fn score_matrix(q: &[f32], n: usize, docs: &Tensor, d: usize) -> Result<Vec<Vec<f32>>, FitError> {
+/// Most scores [`top_k_rows`] holds at once (64 MB): queries are scored in blocks of rows.
+const SCORE_BLOCK_ELEMENTS: usize = 16 << 20;
+
+/// The `k` best documents (m × d) of every query (rows of `q`, n × d), best first: scored a
+/// block of queries at a time, so that n × m scores are never held at once (with a corpus of
+/// 200,000 documents and 8 spans of each held-out one, that would be over 100 GB).
+pub(crate) fn top_k_rows(q: &[f32], n: usize, docs: &Tensor, d: usize, k: usize) -> Result<Vec<Vec<usize>>, FitError> {
+    top_k_rows_within(q, n, docs, d, k, SCORE_BLOCK_ELEMENTS)
+}
+
+fn top_k_rows_within(q: &[f32], n: usize, docs: &Tensor, d: usize, k: usize, elements: usize) -> Result<Vec<Vec<usize>>, FitError> {
     let e = |e: candle_core::Error| FitError::Encoder(format!("scoring: {e}"));
-    if n == 0 {
-        return Ok(Vec::new());
+    let m = docs.dim(0).map_err(e)?.max(1);
+    let block = (elements / m).max(1);
+    let docs_t = docs.t().map_err(e)?;
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(block) {
+        let rows = block.min(n - start);
+        let qt = Tensor::from_slice(&q[start * d..(start + rows) * d], (rows, d), &Device::Cpu).map_err(e)?;
+        let scores = qt.matmul(&docs_t).map_err(e)?.to_vec2::<f32>().map_err(e)?;
+        out.extend(scores.iter().map(|s| top_k(s, k)));
     }
-    let qt = Tensor::from_slice(q, (n, d), &Device::Cpu).map_err(e)?;
-    qt.matmul(&docs.t().map_err(e)?).map_err(e)?.to_vec2::<f32>().map_err(e)
+    Ok(out)
 }
 
 /// Retrieval measures of held-out lookup vectors against their full encodings.
@@ -613,11 +633,10 @@ pub(crate) fn agreement(
     k: usize,
 ) -> Result<Agreement, FitError> {
     let n = sources.len();
-    let scores = score_matrix(lookup, n, docs, d)?;
+    let tops = top_k_rows(lookup, n, docs, d, k)?;
     let (mut overlap, mut src_l, mut src_f, mut mrr_l, mut mrr_f) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let rr = |list: &[usize], want: usize| list.iter().position(|&x| x == want).map_or(0.0, |p| 1.0 / (p + 1) as f64);
-    for i in 0..n {
-        let top = top_k(&scores[i], k);
+    for (i, top) in tops.iter().enumerate() {
         overlap += top.iter().filter(|x| full_top[i].contains(x)).count() as f64 / k as f64;
         src_l += top.contains(&sources[i]) as u8 as f64;
         src_f += full_top[i].contains(&sources[i]) as u8 as f64;
@@ -919,6 +938,8 @@ fn fit_pass(
     if held >= order.len() {
         held = order.len().saturating_sub(1);
     }
+    // The first of a random order: a random sample.
+    held = held.min(options.max_held_out_docs);
     let (held_docs, train_docs) = order.split_at(held);
     let mut train_docs = train_docs.to_vec();
     // Question spans count: both fits subsample alike, and the first encodes at most max_spans.
@@ -1066,10 +1087,7 @@ fn fit_pass(
     };
     let by_docs = matches!(agree_corpus, Some((_, "documents")));
     let full_top: Option<Vec<Vec<usize>>> = match &agree_corpus {
-        Some((dt, _)) => {
-            let scores = score_matrix(held_y, held_spans.len(), dt, d)?;
-            Some(scores.iter().map(|s| top_k(s, k)).collect())
-        }
+        Some((dt, _)) => Some(top_k_rows(held_y, held_spans.len(), dt, d, k)?),
         None => None,
     };
     let agree_tensor = agree_corpus.as_ref().map(|(t, _)| t);
@@ -1391,4 +1409,31 @@ pub fn cloze_pairs(texts: &[&str], docs: &[usize], per_doc: usize, min_words: us
         }
     }
     out
+}
+
+#[cfg(test)]
+mod scoring_tests {
+    use super::*;
+
+    /// Scoring in blocks of queries gives each query the top k it gets when all are scored at once.
+    #[test]
+    fn blocks_of_queries_keep_each_querys_top_k() {
+        let (n, m, d, k) = (37, 53, 8, 5);
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0) - 0.5;
+        let q: Vec<f32> = (0..n * d).map(value).collect();
+        let docs_data: Vec<f32> = (0..m * d).map(|i| value(i + 31)).collect();
+        let docs = Tensor::from_slice(&docs_data, (m, d), &Device::Cpu).unwrap();
+        let whole = top_k_rows_within(&q, n, &docs, d, k, usize::MAX).unwrap();
+        assert_eq!(whole.len(), n);
+        for elements in [1, m, 3 * m + 1, 10 * m] {
+            assert_eq!(top_k_rows_within(&q, n, &docs, d, k, elements).unwrap(), whole, "{elements} scores at a time");
+        }
+        // Each query's list is its k best by the plain inner product.
+        for (i, top) in whole.iter().enumerate() {
+            let scores: Vec<f32> = (0..m).map(|j| (0..d).map(|t| q[i * d + t] * docs_data[j * d + t]).sum()).collect();
+            let want: Vec<usize> = top_k(&scores, k);
+            assert_eq!(top.iter().map(|&j| scores[j]).collect::<Vec<_>>().len(), k);
+            assert!((scores[top[0]] - scores[want[0]]).abs() < 1e-5, "query {i}");
+        }
+    }
 }

@@ -361,6 +361,21 @@ fn document_vectors_given_measure_agreement_over_documents() {
     assert!(matches!(err, Err(FitError::InvalidInput(_))));
 }
 
+/// Held-out documents are at most `max_held_out_docs` (their spans are scored against every
+/// document: without a cap the measure grows with the corpus squared); the default leaves a
+/// corpus of under 20,000 documents as it was.
+#[test]
+fn held_out_documents_are_capped() {
+    assert_eq!(FitOptions::default().max_held_out_docs, 2000);
+    assert_eq!(fit(&small_options()).report.docs_held_out, 12); // 20 % of 60
+    let capped = fit(&FitOptions { max_held_out_docs: 5, ..small_options() });
+    assert_eq!(capped.report.docs_held_out, 5);
+    assert_eq!(capped.report.docs_train, 55, "the documents not held out train");
+    assert!(capped.report.agreement_after.is_some());
+    let err = FitOptions::from_json(&serde_json::json!({"max_held_out_docs": 0}));
+    assert!(matches!(err, Err(FitError::InvalidOption(_))), "{err:?}");
+}
+
 #[test]
 fn default_options_refine_on_extra_spans_and_keep_the_best_epoch() {
     let o = FitOptions { held_out_fraction: 0.2, agreement_k: 5, refine_batch: 32, ..Default::default() };

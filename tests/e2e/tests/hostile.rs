@@ -541,11 +541,13 @@ fn the_tables_schema_keeps_its_name_while_its_triggers_are_made() {
     c.batch_execute(cleanup).unwrap();
 }
 
-/// No other role can make an object depend on a table's queue: the queues' schema grants it
-/// nothing. Before 0.11.0 a view (a temporary one too), a view of the queue's sequence or a
-/// column of the queue's row type needed no right on the queue, and kept its owner from
-/// dropping the table (0.10.0 dropped them with the queue, but their role could still make the
-/// drop wait on its locks). Such objects left from then still go with the queue.
+/// No other role can make an object depend on a table's queue by its name: the queues' schema
+/// grants it nothing. Before 0.11.0 a view (a temporary one too), a view of the queue's
+/// sequence or a column of the queue's row type needed no right on the queue, and kept its
+/// owner from dropping the table (0.10.0 dropped them with the queue, but their role could
+/// still make the drop wait on its locks). Such objects left from then, and a view naming the
+/// queue by oid (`'<oid>'::regclass` checks nothing, as for any table in PostgreSQL), still go
+/// with the queue.
 #[test]
 fn objects_of_another_role_on_a_queue_do_not_stop_its_owner() {
     let mut c = pipeline_database();
@@ -581,6 +583,12 @@ fn objects_of_another_role_on_a_queue_do_not_stop_its_owner() {
         let (msg, _) = error_of(&mut mallory, &pin);
         assert_eq!(msg, "permission denied for schema lightretriever_queues", "{pin}");
     }
+    let by_oid = |m: &mut Client, c: &mut Client, queue: &str| {
+        let oid: u32 = c.query_one(&format!("SELECT 'lightretriever_queues.{queue}'::regclass::oid"), &[]).unwrap().get(0);
+        m.batch_execute(&format!("CREATE VIEW qpin_m.by_oid AS SELECT '{oid}'::pg_catalog.regclass AS r"))
+            .unwrap_or_else(|e| panic!("a view naming the queue by oid (the test's premise): {e}"));
+    };
+    by_oid(&mut mallory, &mut c, &first);
     // Objects left from before 0.11.0, made here by a superuser and given to Mallory (the
     // temporary view stays a superuser's, in a session kept open).
     let mut leftovers = fresh_connection("postgres");
@@ -595,12 +603,16 @@ fn objects_of_another_role_on_a_queue_do_not_stop_its_owner() {
     leave(&mut leftovers, &first);
     c.batch_execute("SET ROLE qpin_alice; SELECT lightretriever.lr_disable_auto_encoding('qpin_a.docs', drop_columns => true); RESET ROLE")
         .unwrap_or_else(|e| panic!("an object on the queue kept the owner from disabling: {e}"));
-    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'qpin_m'::regnamespace AND relname LIKE 'pin%'"), 0);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'qpin_m'::regnamespace AND (relname LIKE 'pin%' OR relname = 'by_oid')"),
+        0
+    );
 
     c.batch_execute("SET ROLE qpin_alice; SELECT lightretriever.lr_enable_auto_encoding('qpin_a.docs', 'body', 'minilm'); RESET ROLE").unwrap();
     leftovers.batch_execute("DROP TABLE qpin_m.typed").unwrap();
     let second = queue(&mut c);
     leave(&mut leftovers, &second);
+    by_oid(&mut mallory, &mut c, &second);
     c.batch_execute("SET ROLE qpin_alice; DROP TABLE qpin_a.docs; RESET ROLE")
         .unwrap_or_else(|e| panic!("an object on the queue kept the owner from dropping the table: {e}"));
     assert_eq!(count(&mut c, "SELECT count(*) FROM lightretriever.lr_auto_encodings WHERE source::text = 'qpin_a.docs'"), 0);

@@ -507,27 +507,34 @@ fn table_files_changed_under_a_session_are_written_again_never_crashes_or_wrong_
 /// The file sweep that follows a session's write of a table file reads the catalog in a fresh
 /// snapshot: a session holding an old one (REPEATABLE READ) used to take the files of versions
 /// committed since for orphans and remove them, for every other backend to write again (a
-/// review's N2).
+/// review's N2), and so did one whose transaction had written something after a first fix (its
+/// reads took the transaction's snapshot whatever was pushed).
 #[test]
 fn a_session_with_an_old_snapshot_keeps_newer_versions_files() {
     let mut c = fresh_database("lr_e2e_sweep");
     tiny(&mut c, "tiny");
     c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
-    let first = table_file(&mut c, "tiny");
-    let mut old = fresh_connection("lr_e2e_sweep");
-    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1").unwrap();
-    c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
-    let second = table_file(&mut c, "tiny");
-    assert_ne!(first, second);
-    // The second version's file older than the sweep's minimum age, the first's gone: the old
-    // session, which serves the first, writes its file from the database, then sweeps.
-    let aged = std::time::SystemTime::now() - Duration::from_secs(1200);
-    std::fs::File::options().append(true).open(&second).unwrap().set_modified(aged).unwrap();
-    std::fs::remove_file(&first).unwrap();
-    old.query_one("SELECT lightretriever.lr_encode_query('a query about tables', 'tiny')", &[]).unwrap();
-    assert!(first.exists(), "the old session did not write its version's file");
-    assert!(second.exists(), "the old session's sweep removed the newer version's file");
-    old.batch_execute("COMMIT").unwrap();
+    for (case, begin) in [
+        ("a read-only transaction", "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1"),
+        ("a transaction that wrote", "BEGIN ISOLATION LEVEL REPEATABLE READ; CREATE TEMP TABLE wrote (x int); INSERT INTO wrote VALUES (1)"),
+    ] {
+        let served = table_file(&mut c, "tiny");
+        let mut old = fresh_connection("lr_e2e_sweep");
+        old.batch_execute(begin).unwrap();
+        c.batch_execute("SELECT lightretriever.lr_build_query_table('tiny')").unwrap();
+        let newer = table_file(&mut c, "tiny");
+        assert_ne!(served, newer);
+        // The newer version's file older than the sweep's minimum age, the served one's gone:
+        // the old session, which serves the version before, writes its file from the database,
+        // then sweeps.
+        let aged = std::time::SystemTime::now() - Duration::from_secs(1200);
+        std::fs::File::options().append(true).open(&newer).unwrap().set_modified(aged).unwrap();
+        std::fs::remove_file(&served).unwrap();
+        old.query_one("SELECT lightretriever.lr_encode_query('a query about tables', 'tiny')", &[]).unwrap();
+        assert!(served.exists(), "{case}: the old session did not write its version's file");
+        assert!(newer.exists(), "{case}: the old session's sweep removed the newer version's file");
+        old.batch_execute("COMMIT").unwrap();
+    }
 }
 
 #[test]
