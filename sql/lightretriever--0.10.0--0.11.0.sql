@@ -25,6 +25,9 @@ BEGIN
         EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA lightretriever_queues FROM %s',
             CASE WHEN grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee)) END);
     END LOOP;
+    -- The extension's owner, as the queues' own: an update may run as another superuser.
+    EXECUTE pg_catalog.format('ALTER SCHEMA lightretriever_queues OWNER TO %s',
+        (SELECT e.extowner::pg_catalog.regrole FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'lightretriever'));
 END $$;
 
 -- Each queue (its sequence and index go with it), locking only the queues: writers lock a

@@ -52,7 +52,7 @@ fn lr_enable_auto_encoding(
     if !TEXT_TYPES.contains(&text.type_oid) {
         raise(
             Code::ERRCODE_DATATYPE_MISMATCH,
-            format!("lightretriever: column \"{text_column}\" of {table} is {}, not text", text.type_name),
+            format!("lightretriever: column \"{text_column}\" of {table} is {}, not text", text.type_name()),
             None,
         );
     }

@@ -69,7 +69,7 @@ fn follow(source: pg_sys::Oid) {
     };
     let text = match column(source, text_attnum) {
         Some(c) if TEXT_TYPES.contains(&c.type_oid) && !c.generated => c.name,
-        Some(c) => refuse(format!("its text column \"{}\" cannot become {} (or generated)", c.name, c.type_name)),
+        Some(c) => refuse(format!("its text column \"{}\" cannot become {} (or generated)", c.name, c.type_name())),
         None => refuse(format!("its text column \"{}\" cannot be dropped", enc.text_column)),
     };
     let vector_type = |column: Option<Column>, kind: &str, old: &str, model: &str| -> String {
@@ -77,7 +77,7 @@ fn follow(source: pg_sys::Oid) {
         let want = if kind == "vector" { dims.hidden_size } else { dims.vocab_size } as i32;
         match column {
             Some(c) if c.type_oid == crate::pgvector::pgvector_type_oid(kind) && c.typmod == want => c.name,
-            Some(c) => refuse(format!("its {kind} column \"{}\" must stay {kind}({want}), not {}({})", c.name, c.type_name, c.typmod)),
+            Some(c) => refuse(format!("its {kind} column \"{}\" must stay {kind}({want}), not {}({})", c.name, c.type_name(), c.typmod)),
             None => refuse(format!("its {kind} column \"{old}\" cannot be dropped")),
         }
     };

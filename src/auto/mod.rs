@@ -190,11 +190,17 @@ fn owned_auto_encoding(source: Option<pgrx::PgRelation>) -> (String, AutoEncodin
 /// A column of a user's table as it is now.
 struct Column {
     name: String,
-    /// For messages only ([`crate::spi::type_name_for_message`]); checks compare `type_oid`.
-    type_name: String,
     type_oid: pg_sys::Oid,
     generated: bool,
     typmod: i32,
+}
+
+impl Column {
+    /// The type's name, for a message ([`crate::spi::type_name_for_message`]); checks compare
+    /// `type_oid`.
+    fn type_name(&self) -> String {
+        crate::spi::type_name_for_message(self.type_oid)
+    }
 }
 
 /// The column `attnum` of `relid` now.
@@ -212,7 +218,6 @@ fn column(relid: pg_sys::Oid, attnum: i16) -> Option<Column> {
                 let type_oid = r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid);
                 Some(Column {
                     name: r.get::<String>(1)?.unwrap_or_default(),
-                    type_name: crate::spi::type_name_for_message(type_oid),
                     type_oid,
                     generated: r.get::<bool>(3)?.unwrap_or(false),
                     typmod: r.get::<i32>(4)?.unwrap_or(-1),
