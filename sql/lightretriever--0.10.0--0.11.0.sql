@@ -9,6 +9,18 @@
 -- is waited for, and its queue moved with the others).
 LOCK TABLE lr_auto_encodings IN SHARE ROW EXCLUSIVE MODE;
 
+-- Writes to the auto-encoded tables (their partitions too) wait for the update, in the order
+-- writers lock, table then queue: a write that reached a moved queue first would fail, its
+-- trigger function naming the queue where it was. Reads go on; the workers skip a locked table.
+DO $$
+DECLARE
+    source pg_catalog.regclass;
+BEGIN
+    FOR source IN SELECT a.source FROM lightretriever.lr_auto_encodings a ORDER BY a.id LOOP
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', source);
+    END LOOP;
+END $$;
+
 -- The queues' schema. No other role may use it (a new schema grants nothing to PUBLIC): in a
 -- schema it can use, a role could create a view on a queue, or a column of a queue's row
 -- type, and so make the table owner's drop wait on its locks.
@@ -30,10 +42,8 @@ BEGIN
         (SELECT e.extowner::pg_catalog.regrole FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'lightretriever'));
 END $$;
 
--- Each queue (its sequence and index go with it), locking only the queues: writers lock a
--- table and then its queue, the workers a queue and then its table, so the update locks no
--- table (the trigger functions are replaced below without one). Objects another role made on
--- a queue before this update stay; they go with the queue, as in 0.10.0.
+-- Each queue (its sequence and index go with it). Objects another role made on a queue before
+-- this update stay; they go with the queue, as in 0.10.0.
 DO $$
 DECLARE
     q name;

@@ -56,17 +56,18 @@ pub fn install() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn parsed(pstate: *mut pg_sys::ParseState, query: *mut pg_sys::Query, jstate: *mut pg_sys::JumbleState) {
-    unsafe {
-        if let Some(previous) = PREVIOUS_ANALYZE {
-            previous(pstate, query, jstate);
-        }
-    }
+    // Claimed before the previous hook runs: a statement that hook runs itself is not the scan's.
     let first = GUARDED.with_borrow_mut(|g| {
         g.last_mut().filter(|g| !g.parsed).map(|g| {
             g.parsed = true;
             (g.relid, g.table.clone(), g.what)
         })
     });
+    unsafe {
+        if let Some(previous) = PREVIOUS_ANALYZE {
+            previous(pstate, query, jstate);
+        }
+    }
     let Some((relid, table, what)) = first else { return };
     // The scan's FROM names one relation, the first of the range table until rewriting adds
     // policies' and views' relations.

@@ -97,12 +97,17 @@ unsafe fn palloc_varlena(payload_len: usize, fill: impl FnOnce(&mut [u8])) -> pg
     pg_sys::Datum::from(ptr)
 }
 
-/// The payload of a (possibly toasted or short-header) varlena datum, detoasted.
-unsafe fn detoasted_payload<'a>(datum: pg_sys::Datum) -> &'a [u8] {
-    let v = unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) };
-    unsafe {
-        std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, pgrx::varsize_any_exhdr(v))
+/// `read` of the payload of a (possibly toasted or short-header) varlena datum, detoasted; a
+/// detoasted copy is freed afterwards. Left to its memory context, every row's copy would stay
+/// until that context ends: a fit reading a corpus of stored vectors kept them all.
+unsafe fn with_payload<T>(datum: pg_sys::Datum, read: impl FnOnce(&[u8]) -> T) -> T {
+    let original = datum.cast_mut_ptr::<pg_sys::varlena>();
+    let v = unsafe { pg_sys::pg_detoast_datum(original) };
+    let out = read(unsafe { std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, pgrx::varsize_any_exhdr(v)) });
+    if v != original {
+        unsafe { pg_sys::pfree(v.cast()) };
     }
+    out
 }
 
 impl IntoDatum for Vector {
@@ -125,7 +130,7 @@ impl FromDatum for Vector {
         if is_null {
             return None;
         }
-        match lr_vector::decode_vector(unsafe { detoasted_payload(datum) }) {
+        match unsafe { with_payload(datum, lr_vector::decode_vector) } {
             Ok(v) => Some(Vector(v)),
             Err(e) => raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: malformed vector: {e}"), None),
         }
@@ -161,7 +166,7 @@ impl FromDatum for SparseVec {
         if is_null {
             return None;
         }
-        match SparseVector::decode(unsafe { detoasted_payload(datum) }) {
+        match unsafe { with_payload(datum, SparseVector::decode) } {
             Ok(v) => Some(SparseVec(v)),
             Err(e) => raise(Code::ERRCODE_DATA_CORRUPTED, format!("lightretriever: malformed sparsevec: {e}"), None),
         }

@@ -376,9 +376,8 @@ fn lr_regenerate_auto_encoding_triggers() -> i64 {
 
 /// Re-creates the trigger functions of every auto-encoded table, not the triggers: an upgrade
 /// whose functions' bodies changed and whose triggers did not calls it (0.10.0 → 0.11.0 moved
-/// the queues, which the bodies name). It locks no table, so the update cannot deadlock with
-/// the writers and workers that lock a table and its queue in either order. Superuser only;
-/// returns how many tables.
+/// the queues, which the bodies name). It takes no lock on the tables beyond what its caller
+/// took. Superuser only; returns how many tables.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)] // nothing resolves through the caller's path
 fn lr_regenerate_auto_encoding_trigger_functions() -> i64 {

@@ -73,23 +73,31 @@ impl AutoEncoding {
     }
 }
 
+/// The queues' schema: `lightretriever_queues` once it is the extension's (its member: no other
+/// role can make a schema of that name count), else the one they had before 0.11.0. From the
+/// catalog as it is now (not the caller's snapshot): a REPEATABLE READ transaction begun before
+/// the update must not create a queue where the library no longer looks.
+pub fn queue_schema() -> &'static str {
+    let (schema, extension) = unsafe {
+        (pg_sys::get_namespace_oid(c"lightretriever_queues".as_ptr(), true), pg_sys::get_extension_oid(c"lightretriever".as_ptr(), true))
+    };
+    let member = schema != pg_sys::InvalidOid
+        && extension != pg_sys::InvalidOid
+        && unsafe { pg_sys::getExtensionOfObject(pg_sys::NamespaceRelationId, schema) } == extension;
+    if member {
+        lr_queue::QUEUE_SCHEMA
+    } else {
+        lr_queue::QUEUE_SCHEMA_BEFORE_0_11
+    }
+}
+
 /// The auto-encodings' query with `$filter` (a literal: every text is fixed, so its plan is kept).
 macro_rules! select_encodings {
     ($filter:literal) => {
         concat!("SELECT a.id, a.source::pg_catalog.oid, a.source::pg_catalog.text,
         c.relkind OPERATOR(pg_catalog.=) 'r', a.text_column::pg_catalog.text, a.key_columns::pg_catalog.text[],
         a.model, a.sparse_model, a.vector_column::pg_catalog.text, a.sparse_column::pg_catalog.text, a.batch_size,
-        a.status, a.key_attnums,
-        -- The queues' schema once the extension's own (its member: no other role can make one
-        -- of that name stand for it), else the schema they had before 0.11.0.
-        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_depend d
-                           WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
-                             AND d.objid OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('lightretriever_queues')::pg_catalog.oid
-                             AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
-                             AND d.refobjid OPERATOR(pg_catalog.=) (SELECT e.oid FROM pg_catalog.pg_extension e
-                                                                     WHERE e.extname OPERATOR(pg_catalog.=) 'lightretriever')
-                             AND d.deptype OPERATOR(pg_catalog.=) 'e')
-             THEN 'lightretriever_queues' ELSE 'lightretriever' END
+        a.status, a.key_attnums
    FROM lightretriever.lr_auto_encodings a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.source", $filter, " ORDER BY a.id")
     };
 }
@@ -130,7 +138,7 @@ pub fn encodings(which: Encodings) -> Vec<AutoEncoding> {
                 batch_size: r.get(11)?.unwrap_or(32),
                 status: r.get(12)?.unwrap_or_default(),
                 key_attnums: r.get(13)?.unwrap_or_default(),
-                queue_schema: r.get(14)?.unwrap_or_default(),
+                queue_schema: queue_schema().to_owned(),
                 distributed: false,
             });
         }

@@ -122,9 +122,11 @@ fn vectors_of(relid: pg_sys::Oid, id: &str, column: &str, ip: &str, query: &[f32
         "SELECT DISTINCT ON ({id}) {id}::pg_catalog.int8, {column} FROM {table}
           WHERE {id} OPERATOR(pg_catalog.=) ANY($1) AND {column} IS NOT NULL ORDER BY {id}, {column} {ip} $3 LIMIT $2"
     );
+    // Made before the scan: making one may look up pgvector's type, a statement of its own.
+    let args = [ids.to_vec().into(), (ids.len() as i64).into(), Vector(query.to_vec()).into()];
     scanning(relid, table, "lr_search", || {
         Spi::connect(|c| {
-            c.select(&sql, None, &[ids.to_vec().into(), (ids.len() as i64).into(), Vector(query.to_vec()).into()]).map(|rows| {
+            c.select(&sql, None, &args).map(|rows| {
                 rows.filter_map(|r| Some((r.get::<i64>(1).ok().flatten()?, r.get::<Vector>(2).ok().flatten()?.0))).collect()
             })
         })

@@ -2,7 +2,6 @@
 //! (and stored vectors), read as the table's owner.
 
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 use crate::error::{raise, Code, OrRaise};
 use crate::pgvector::Vector;
@@ -80,9 +79,6 @@ pub fn corpus_rows(
               WHERE {text} IS NOT NULL {vector_filter} ORDER BY {order}"
         );
         let (mut texts, mut vectors, mut bytes) = (Vec::new(), Vec::new(), 0usize);
-        // A stored vector kept out of line is detoasted into the current context: one reset
-        // per batch, or every row's copy would stay until the end.
-        let mut memory = PgMemoryContexts::new("lightretriever fit corpus");
         Spi::connect(|c| {
             let mut cursor = c.try_open_cursor(sql.as_str(), &[]).or_raise(Code::ERRCODE_INTERNAL_ERROR);
             loop {
@@ -91,20 +87,20 @@ pub fn corpus_rows(
                     break;
                 }
                 for row in batch {
-                    let read = unsafe {
-                        memory.switch_to(|_| {
-                            let text = row.get::<String>(1).ok().flatten()?;
-                            let vector = match vector_column {
-                                Some(_) => row.get::<Vector>(2).ok().flatten()?.0,
-                                None => Vec::new(),
-                            };
-                            Some((text, vector))
-                        })
+                    // A stored vector kept out of line is detoasted and the copy freed
+                    // (`pgvector::with_payload`); the text is copied out by pgrx.
+                    let read = || {
+                        let text = row.get::<String>(1).ok().flatten()?;
+                        let vector = match vector_column {
+                            Some(_) => row.get::<Vector>(2).ok().flatten()?.0,
+                            None => Vec::new(),
+                        };
+                        Some((text, vector))
                     };
-                    let Some((text, vector)) = read else { continue };
+                    let Some((text, vector)) = read() else { continue };
                     // What the fit holds per document: the text, the stored or computed vector,
                     // and the bookkeeping around them.
-                    bytes = bytes.saturating_add(text.len() + 4 * vector.len() + computed_bytes_per_row + ROW_OVERHEAD_BYTES);
+                    bytes = bytes.saturating_add(text.len() + STORED_VECTOR_COPIES * 4 * vector.len() + computed_bytes_per_row + ROW_OVERHEAD_BYTES);
                     if bytes > limit {
                         raise(
                             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -120,10 +116,7 @@ pub fn corpus_rows(
                     vectors.push(vector);
                 }
                 // Each batch's rows are copied out; free them now rather than at the end.
-                unsafe {
-                    pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
-                    memory.reset();
-                }
+                unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
                 pgrx::check_for_interrupts!();
             }
         });
@@ -137,3 +130,7 @@ const FETCH_ROWS: i64 = 32;
 /// What a fit holds per document besides its text and vector (the strings' and vectors'
 /// headers, the document list): an empty text is not free.
 const ROW_OVERHEAD_BYTES: usize = 64;
+
+/// Copies of a stored vector a fit holds at once: the rows read, the checked list it passes on,
+/// the document matrix.
+const STORED_VECTOR_COPIES: usize = 3;

@@ -589,7 +589,8 @@ pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     lr_search::top_k(scores, k).into_iter().map(|(i, _)| i).collect()
 }
 
-/// Most scores [`top_k_rows`] holds at once (64 MB): queries are scored in blocks of rows.
+/// Most scores [`top_k_rows`] computes at once (64 MB, about twice that with their copy out of
+/// the tensor): queries are scored in blocks of rows.
 const SCORE_BLOCK_ELEMENTS: usize = 16 << 20;
 
 /// The `k` best documents (m × d) of every query (rows of `q`, n × d), best first: scored a

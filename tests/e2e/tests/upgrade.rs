@@ -302,3 +302,66 @@ fn the_update_to_0_9_0_warns_that_lr_search_privileges_are_reset() {
     updater.batch_execute("ALTER EXTENSION lightretriever UPDATE TO '0.9.0'").unwrap();
     assert_eq!(*notices.lock().unwrap(), Vec::<String>::new());
 }
+
+/// The update to 0.11.0 moves the queues. A write to an auto-encoded table during it waits for
+/// it and then queues its row in the new place: none fails (a first version of the update locked
+/// only the queues, and a write that reached a moved queue failed, its trigger function naming
+/// the queue where it was). The row is then encoded.
+#[test]
+fn writes_during_the_update_to_0_11_0_wait_and_are_encoded() {
+    let db = "lr_e2e_upgrade_writes";
+    let mut c = fresh_database(db);
+    c.batch_execute("DROP EXTENSION lightretriever CASCADE; CREATE EXTENSION lightretriever VERSION '0.10.0' CASCADE").unwrap();
+    c.execute("SELECT lightretriever.lr_register_model('minilm', $1)", &[&dense_model_dir().to_string_lossy().as_ref()]).unwrap();
+    c.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, body text);
+         CREATE TABLE parts (id int, body text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+         CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (100);
+         INSERT INTO docs VALUES (1, 'before the update'); INSERT INTO parts VALUES (1, 'before the update');
+         SELECT lightretriever.lr_enable_auto_encoding('docs', 'body', 'minilm');
+         SELECT lightretriever.lr_enable_auto_encoding('parts', 'body', 'minilm');",
+    )
+    .unwrap();
+    let mut updater = fresh_connection(db);
+    updater.batch_execute("BEGIN; ALTER EXTENSION lightretriever UPDATE TO '0.11.0'").unwrap();
+    let writes = ["INSERT INTO docs VALUES (2, 'written during the update')", "INSERT INTO parts_low VALUES (2, 'written during the update')"];
+    let writers: Vec<_> = writes
+        .iter()
+        .map(|&sql| {
+            std::thread::spawn(move || {
+                let mut w = fresh_connection(db);
+                w.batch_execute(sql).map_err(|e| format!("{sql}: {e}"))
+            })
+        })
+        .collect();
+    // Both wait for the update's locks.
+    let started = std::time::Instant::now();
+    while one::<i64>(&mut c, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.query LIKE 'INSERT INTO %'") < 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the writes did not wait for the update");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    updater.batch_execute("COMMIT").unwrap();
+    for w in writers {
+        w.join().unwrap().unwrap_or_else(|e| panic!("a write during the update failed: {e}"));
+    }
+    assert_eq!(one::<String>(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'lightretriever'"), current_version());
+    for table in ["docs", "parts"] {
+        wait_for_encoding(&mut c, table, 120);
+        let (rows, right): (i64, i64) = {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*), count(*) FILTER (WHERE body_embedding = lightretriever.lr_encode_document(body, 'minilm')) FROM {table}"
+                    ),
+                    &[],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!((rows, right), (2, 2), "{table}: every row encoded, to its own text's vector");
+    }
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'lr_queue_%' AND schemaname <> 'lightretriever_queues'"),
+        0
+    );
+}
