@@ -37,6 +37,8 @@ struct Guard {
     /// Whether the scan's own statement has been parsed (the statements parsed after it are
     /// those of code it calls).
     parsed: bool,
+    /// Whether a foreign table planned for it is an error (not for a fit, which may read one).
+    refuse_foreign: bool,
 }
 
 thread_local! {
@@ -96,7 +98,7 @@ unsafe extern "C-unwind" fn relation_info(root: *mut pg_sys::PlannerInfo, relid:
             previous(root, relid, inhparent, rel);
         }
     }
-    let Some((table, what)) = GUARDED.with_borrow(|g| g.last().map(|g| (g.table.clone(), g.what))) else {
+    let Some((table, what)) = GUARDED.with_borrow(|g| g.last().filter(|g| g.refuse_foreign).map(|g| (g.table.clone(), g.what))) else {
         return;
     };
     if unsafe { pg_sys::get_rel_relkind(relid) } as u8 == pg_sys::RELKIND_FOREIGN_TABLE {
@@ -125,6 +127,16 @@ unsafe extern "C-unwind" fn relation_info(root: *mut pg_sys::PlannerInfo, relid:
 /// Runs `f`, a scan of `relid` (named `table`) for the caller, with foreign tables refused
 /// wherever it plans, and its statement (the first `f` runs) refused unless it reads `relid`.
 pub fn scanning<T>(relid: pg_sys::Oid, table: &str, what: &'static str, f: impl FnOnce() -> T) -> T {
+    guarded(Guard { relid, table: table.to_owned(), what, parsed: false, refuse_foreign: true }, f)
+}
+
+/// Runs `f`, a read of `relid` (named `table`) that may be a foreign table or a view (a fit's),
+/// with its statement (the first `f` runs) refused unless it reads `relid`.
+pub fn reading<T>(relid: pg_sys::Oid, table: &str, what: &'static str, f: impl FnOnce() -> T) -> T {
+    guarded(Guard { relid, table: table.to_owned(), what, parsed: false, refuse_foreign: false }, f)
+}
+
+fn guarded<T>(guard: Guard, f: impl FnOnce() -> T) -> T {
     struct Popped;
     impl Drop for Popped {
         // Also when `f` raises: the next statement of the backend is not guarded.
@@ -132,7 +144,7 @@ pub fn scanning<T>(relid: pg_sys::Oid, table: &str, what: &'static str, f: impl 
             GUARDED.with_borrow_mut(|g| g.pop());
         }
     }
-    GUARDED.with_borrow_mut(|g| g.push(Guard { relid, table: table.to_owned(), what, parsed: false }));
+    GUARDED.with_borrow_mut(|g| g.push(guard));
     let _popped = Popped;
     f()
 }
@@ -165,5 +177,11 @@ mod tests {
             Spi::get_one::<i32>("SELECT id FROM decoy_t").unwrap()
         });
         assert_eq!(read, Some(666));
+        // A fit's read (a view of its own is its table here) is held to it the same way.
+        let refused = crate::spi::in_subtransaction(|| super::reading(real, "public.real_t", "a fit", || Spi::run("SELECT id FROM decoy_t")))
+            .unwrap_err();
+        assert!(refused.contains("a fit's scan of public.real_t would read another relation"), "{refused}");
+        let view = Spi::get_one::<pg_sys::Oid>("SELECT 'decoy_v'::regclass::oid").unwrap().unwrap();
+        super::reading(view, "public.decoy_v", "a fit", || Spi::run("SELECT id FROM decoy_v")).unwrap();
     }
 }

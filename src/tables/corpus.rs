@@ -80,7 +80,10 @@ pub fn corpus_rows(
         );
         let (mut texts, mut vectors, mut bytes) = (Vec::new(), Vec::new(), 0usize);
         Spi::connect(|c| {
-            let mut cursor = c.try_open_cursor(sql.as_str(), &[]).or_raise(Code::ERRCODE_INTERNAL_ERROR);
+            // Parsed under the guard: a schema swap committed since `current_name` would make the
+            // name mean another relation, whose code would run as this table's owner.
+            let mut cursor = crate::foreign_guard::reading(relid, &table, "a fit", || c.try_open_cursor(sql.as_str(), &[]))
+                .or_raise(Code::ERRCODE_INTERNAL_ERROR);
             loop {
                 let batch = cursor.fetch(FETCH_ROWS).or_raise(Code::ERRCODE_INTERNAL_ERROR);
                 if batch.is_empty() {
