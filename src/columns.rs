@@ -5,6 +5,10 @@ use pgrx::prelude::*;
 use crate::error::{raise, Code, OrRaise};
 use crate::spi::quote_ident;
 
+/// The types a text column may have: text, varchar and char (PostgreSQL's own, by oid: a
+/// domain or a user's type of that name is not one).
+pub const TEXT_TYPES: [pg_sys::Oid; 3] = [pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID];
+
 /// The columns of `relid` whose type is pgvector's `type_name` (the type itself, a member of the
 /// vector extension), optionally only the one `named` or those of dimension
 /// `dims` (pgvector's typmod), in column order.

@@ -71,7 +71,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"lightretriever.max_fit_corpus_size",
         c"Most text (and stored vectors) a fit reads from its table into the backend; a larger corpus is an error.",
-        c"Each text counts at most its first 4 MiB, the part a fit reads. To fit a larger table, raise this for the session or fit on a sample (a view with TABLESAMPLE).",
+        c"Each text counts as much as the fit reads of it (about its first 4 MiB), each vector as often as the fit holds it, and 64 bytes a row. To fit a larger table, raise this for the session or fit on a sample (a view with TABLESAMPLE).",
         &MAX_FIT_CORPUS_MB,
         1,
         i32::MAX,

@@ -15,6 +15,7 @@
 use lr_queue::Encoding;
 use pgrx::prelude::*;
 
+use crate::columns::TEXT_TYPES;
 use crate::error::{raise, required, row_or_none, Code, OrRaise};
 use crate::security::require_owner;
 use crate::spi::table_name;
@@ -44,7 +45,7 @@ pub struct AutoEncoding {
     pub status: String,
     /// The schema of its queue: `lightretriever_queues` (0.11.0 on), `lightretriever` before
     /// the update to 0.11.0, which moves the queues.
-    pub queue_schema: String,
+    pub queue_schema: &'static str,
     /// A Citus distributed table: its pending rows are found in the table (a text, no vector),
     /// not in the queue, which keeps only the keys that failed (lr-queue, "Citus").
     pub distributed: bool,
@@ -66,7 +67,7 @@ impl AutoEncoding {
             text_column: &self.text_column,
             key_columns: &self.key_columns,
             key_types: &self.key_types,
-            queue_schema: &self.queue_schema,
+            queue_schema: self.queue_schema,
             vector_column: &self.vector_column,
             sparse_column: self.sparse_column.as_deref(),
         }
@@ -119,6 +120,7 @@ pub fn encodings(which: Encodings) -> Vec<AutoEncoding> {
         Encodings::WithId(id) => (select_encodings!(" WHERE a.id OPERATOR(pg_catalog.=) $1"), vec![id.into()]),
         Encodings::Of(relid) => (select_encodings!(" WHERE a.source OPERATOR(pg_catalog.=) $1::pg_catalog.oid"), vec![relid.into()]),
     };
+    let queue_schema = queue_schema();
     let encodings = Spi::connect(|c| {
         let rows = crate::spi::select_kept(&c, sql, None, &args)?;
         let mut out = Vec::new();
@@ -138,7 +140,7 @@ pub fn encodings(which: Encodings) -> Vec<AutoEncoding> {
                 batch_size: r.get(11)?.unwrap_or(32),
                 status: r.get(12)?.unwrap_or_default(),
                 key_attnums: r.get(13)?.unwrap_or_default(),
-                queue_schema: queue_schema().to_owned(),
+                queue_schema,
                 distributed: false,
             });
         }
@@ -266,9 +268,6 @@ fn primary_key(relid: pg_sys::Oid) -> (Vec<String>, Vec<i16>) {
     .into_iter()
     .unzip()
 }
-
-/// The types a text column may have: text, varchar and char (PostgreSQL's own, by oid).
-const TEXT_TYPES: [pg_sys::Oid; 3] = [pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID];
 
 mod enable;
 mod follow;

@@ -10,15 +10,15 @@ use crate::spi::{quote_ident, table_name};
 /// The corpus of a fit: the non-NULL values of `text_column` (a text, varchar or char column),
 /// and with them the values of `vector_column` (pgvector `vector`: the documents' full-model
 /// vectors already stored, so the fit need not encode the corpus again) — rows where either
-/// is NULL are skipped. Each text is read up to its first `read_chars` characters (what the fit's
-/// tokenizer looks at: `PrefixCutter::bounded_reads`), and the whole corpus up to
+/// is NULL are skipped. Each text is read up to what `tokenizer` looks at of it
+/// (`PrefixCutter::bounded_reads`, as characters), and the whole corpus up to
 /// `lightretriever.max_fit_corpus_size`, else an ERROR. The relation is read **as its owner** in a security-restricted context:
 /// a fit is a superuser's call, and the table's code (views, policies, casts) is the owner's.
 pub fn corpus_rows(
     relid: pg_sys::Oid,
     text_column: &str,
     vector_column: Option<&str>,
-    read_chars: usize,
+    tokenizer: &lr_tokenizer::Tokenizer,
     computed_bytes_per_row: usize,
 ) -> (Vec<String>, Option<Vec<Vec<f32>>>) {
     let table = table_name(relid);
@@ -33,7 +33,7 @@ pub fn corpus_rows(
             &[relid.into(), column.into()],
         ));
         let fits = |t: pg_sys::Oid| match kind {
-            "text" => [pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID].contains(&t),
+            "text" => crate::columns::TEXT_TYPES.contains(&t),
             _ => t == crate::pgvector::pgvector_type_oid("vector"),
         };
         match found.flatten() {
@@ -64,7 +64,7 @@ pub fn corpus_rows(
         None => ("NULL".to_owned(), String::new()),
     };
     let limit = crate::guc::max_fit_corpus_bytes();
-    let read_chars = i32::try_from(read_chars).unwrap_or(i32::MAX);
+    let read_chars = i32::try_from(lr_tokenizer::PrefixCutter::new(tokenizer).bounded_reads()).unwrap_or(i32::MAX);
     crate::security::as_owner(relid, || {
         // By the name it has now: `table`, read before the checks above, could mean another.
         let Some(table) = crate::security::current_name(relid) else {

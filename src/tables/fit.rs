@@ -41,11 +41,10 @@ fn lr_fit_query_table(
     let mut fit_progress = super::progress::Progress::start("fit", model, instruction);
     fit_progress.update("reading the corpus", 0.0, None);
     let tokenizer = lr_tokenizer::load_tokenizer(&info.tokenizer_path(), None).or_raise(Code::ERRCODE_IO_ERROR);
-    let read_chars = lr_tokenizer::PrefixCutter::new(&tokenizer).bounded_reads();
     // Without stored vectors the fit encodes every document (agreement, refinement), and holds
     // each vector twice (the encoder's answer, the document matrix).
     let computed = if vector_column.is_none() { 2 * 4 * info.hidden_size } else { 0 };
-    let (texts, doc_vectors) = super::corpus::corpus_rows(relid, text_column, vector_column, read_chars, computed);
+    let (texts, doc_vectors) = super::corpus::corpus_rows(relid, text_column, vector_column, &tokenizer, computed);
     fit_progress.update("preparing the prior", 0.0, None);
     let encoder = WorkerSpans { name: model, info: &info };
     let dims = info.hidden_size;

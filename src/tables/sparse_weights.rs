@@ -26,8 +26,7 @@ fn lr_fit_sparse_query_weights(model: Option<&str>, source: Option<pgrx::PgRelat
     let started = std::time::Instant::now();
     let tokenizer_path = info.tokenizer_path();
     let tokenizer = lr_tokenizer::load_tokenizer(&tokenizer_path, None).or_raise(Code::ERRCODE_IO_ERROR);
-    let read_chars = lr_tokenizer::PrefixCutter::new(&tokenizer).bounded_reads();
-    let (texts, _) = super::corpus::corpus_rows(relid, text_column, None, read_chars, 0);
+    let (texts, _) = super::corpus::corpus_rows(relid, text_column, None, &tokenizer, 0);
     let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let table = crate::spi::table_name(relid);
     if docs.is_empty() {
